@@ -1,0 +1,140 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ticktock/actors/options.hpp"
+#include "ticktock/runtime/error.hpp"
+#include "ticktock/runtime/registry.hpp"
+#include "ticktock/runtime/serializer.hpp"
+#include "ticktock/storage/records.hpp"
+
+namespace ticktock {
+
+namespace storage {
+class store;
+}
+namespace detail {
+struct node_core;
+}
+
+/// A ticktock node: hosts agents as CAF actors on one RocksDB data
+/// directory. Every method is thread-safe. Methods that acknowledge a
+/// trigger (send, tick, create) return only after it is durable.
+class node {
+public:
+  /// Opens the data directory, loads the agent directory, fires alarms that
+  /// were missed while the process was down (per options.missed_alarms) and
+  /// resumes agents with pending inbox entries.
+  static expected<std::unique_ptr<node>> open(node_options options, agent_registry registry);
+
+  /// Calls shutdown().
+  ~node();
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+
+  // -- lifecycle -------------------------------------------------------------
+
+  /// Creates agent `id` of registered `type`; its first tick gets an `init`
+  /// trigger whose payload is `config`. Errors: invalid_id, unknown_type,
+  /// already_exists, message_too_large, storage_failure.
+  error create(const std::string& id, const std::string& type, std::string config = {});
+
+  /// Deletes every record of the agent and stops its actor. Later calls on
+  /// the id answer not_found (status answers `terminated` in this process).
+  error terminate(const std::string& id);
+
+  /// Hibernates the agent once it is idle (asynchronous). not_found if unknown.
+  error hibernate(const std::string& id);
+  /// Activates the agent's actor if it is hibernated.
+  error wake(const std::string& id);
+
+  // -- triggers --------------------------------------------------------------
+
+  /// Appends a message to the agent's durable inbox and returns its seq once
+  /// it is durable. Errors: invalid_id, not_found, message_too_large,
+  /// inbox_full (the message went to the deadletter), storage_failure,
+  /// shutting_down.
+  expected<send_receipt> send(const std::string& id, std::string payload,
+                              const send_options& opts = {});
+
+  /// As send, but returns at once; `done` runs on an internal thread once the
+  /// message is durable (or failed) and must not block.
+  void send_async(const std::string& id, std::string payload, const send_options& opts,
+                  std::function<void(expected<send_receipt>)> done);
+
+  /// Enqueues a `ctl` trigger: a manual tick.
+  expected<send_receipt> tick(const std::string& id);
+
+  /// Moves deadletter entries (all when `ids` is empty) back to the inbox.
+  /// Returns how many were requeued.
+  expected<std::size_t> requeue(const std::string& id, const std::vector<std::uint64_t>& ids = {});
+
+  // -- inspection ------------------------------------------------------------
+
+  expected<agent_status> status(const std::string& id) const;
+  /// Agents in id order after `after`, at most `limit`.
+  std::vector<agent_status> list(std::string_view after = {}, std::size_t limit = 100) const;
+
+  /// The committed state bytes (empty before the first tick).
+  expected<std::string> state_bytes(const std::string& id) const;
+  /// The committed state decoded as State.
+  template <class State>
+  expected<State> state(const std::string& id) const {
+    auto bytes = state_bytes(id);
+    if (!bytes)
+      return bytes.error_value();
+    State s{};
+    if (!bytes->empty() && !from_bytes(*bytes, s))
+      return error{errc::corrupt_record, "state of '" + id + "' does not decode"};
+    return s;
+  }
+
+  expected<std::vector<storage::trajectory_record>> trajectory(const std::string& id,
+                                                               std::uint64_t from = 0,
+                                                               std::size_t limit = 1000) const;
+  /// Verifies the agent's trajectory hash chain.
+  expected<storage::chain_report> verify(const std::string& id) const;
+  expected<std::vector<storage::outbox_event>> outbox(const std::string& id,
+                                                      std::uint64_t from_seq = 0,
+                                                      std::size_t limit = 1000) const;
+  expected<std::vector<storage::deadletter_entry>> deadletter(const std::string& id,
+                                                              std::size_t limit = 1000) const;
+  expected<std::vector<storage::alarm_record>> alarms(const std::string& id) const;
+  expected<std::vector<std::pair<std::string, std::string>>> goals(const std::string& id) const;
+  expected<std::vector<std::pair<std::string, std::string>>> memory(const std::string& id,
+                                                                    const std::string& space) const;
+
+  /// Agents known to the node, and how many are resident.
+  std::size_t agent_count() const;
+  std::size_t resident_count() const;
+
+  /// Blocks until every durable inbox entry of a runnable agent has been
+  /// consumed, or `timeout` passes. Returns false on timeout.
+  bool wait_idle(std::chrono::milliseconds timeout) const;
+
+  /// Called after every committed tick attempt, on a CAF worker thread; must
+  /// not block. Replaces any previous observer.
+  void set_tick_observer(std::function<void(const tick_event&)> f);
+
+  const node_options& options() const noexcept;
+  /// The underlying store, for tools and tests.
+  storage::store& store() noexcept;
+
+  /// Stops the scheduler and the agent actors, commits what is queued and
+  /// closes the store. Idempotent.
+  void shutdown();
+
+private:
+  explicit node(std::unique_ptr<detail::node_core> core);
+  expected<std::string> checked(const std::string& id) const;
+
+  std::unique_ptr<detail::node_core> core_;
+};
+
+}  // namespace ticktock

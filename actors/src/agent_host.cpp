@@ -1,0 +1,218 @@
+#include "agent_host.hpp"
+
+#include <chrono>
+#include <exception>
+
+#include "ticktock/runtime/agent_id.hpp"
+
+namespace ticktock::detail {
+
+namespace {
+
+constexpr std::size_t max_name_bytes = 256;
+
+}  // namespace
+
+agent_host::agent_host(storage::store& store, const ticktock::clock& clock,
+                       storage::agent_record meta, std::unique_ptr<agent_base> agent,
+                       const tick_limits& limits)
+  : store_(store), clock_(clock), meta_(std::move(meta)), agent_(std::move(agent)),
+    limits_(limits) {}
+
+error agent_host::load() {
+  auto bytes = store_.get_state(meta_.id);
+  if (!bytes)
+    return bytes.error_value();
+  if (*bytes) {
+    if (!agent_->load_state(**bytes))
+      return error{errc::corrupt_record,
+                   "state of '" + meta_.id + "' does not decode as its state type"};
+    committed_state_ = std::move(**bytes);
+  } else {
+    agent_->reset_state();
+    committed_state_ = agent_->save_state();
+  }
+  committed_hash_ = storage::blake2b(committed_state_);
+  return {};
+}
+
+std::optional<std::string> agent_host::read_goal(std::string_view key) const {
+  return store_.get_goal(meta_.id, key);
+}
+
+std::optional<std::string> agent_host::read_memory(std::string_view space,
+                                                   std::string_view key) const {
+  return store_.get_memory(meta_.id, space, key);
+}
+
+std::string agent_host::validate(const effects& fx, time_point now) const {
+  for (auto& m : fx.messages) {
+    if (auto err = check_agent_id(m.to))
+      return "send: " + err.message();
+    if (m.payload.size() > limits_.max_message_bytes)
+      return "send: message of " + std::to_string(m.payload.size()) + " bytes exceeds the limit of "
+             + std::to_string(limits_.max_message_bytes);
+  }
+  for (auto& e : fx.outbox)
+    if (e.size() > limits_.max_message_bytes)
+      return "emit: event of " + std::to_string(e.size()) + " bytes exceeds the limit of "
+             + std::to_string(limits_.max_message_bytes);
+  for (auto& a : fx.alarms) {
+    if (a.name.empty() || a.name.size() > max_name_bytes)
+      return "alarm names are 1 to 256 bytes";
+    if (!a.cancel && a.period.count() < 0)
+      return "alarm '" + a.name + "' has a negative period";
+    if (!a.cancel && a.period.count() == 0 && a.due < now - std::chrono::hours{24 * 365 * 100})
+      return "alarm '" + a.name + "' is due before the epoch range";
+  }
+  for (auto* edits : {&fx.goals, &fx.memory})
+    for (auto& kv : *edits)
+      if (kv.key.empty() || kv.key.size() > max_name_bytes
+          || kv.space.find('\0') != std::string::npos || kv.space.size() > max_name_bytes)
+        return "goal and memory keys and namespaces are 1 to 256 bytes without NUL";
+  return {};
+}
+
+tick_attempt agent_host::run(const storage::inbox_entry& entry) {
+  tick_attempt a;
+  a.trigger_seq = entry.seq;
+  a.kind = entry.kind;
+  a.attempt = meta_.retry_seq == entry.seq ? meta_.retry_attempts + 1 : 1;
+  auto start_wall = clock_.now();
+  auto start = std::chrono::steady_clock::now();
+
+  storage::trajectory_record rec;
+  rec.index = meta_.trajectory_next;
+  rec.tick = meta_.tick_count + 1;
+  rec.attempt = a.attempt;
+  rec.kind = entry.kind;
+  rec.trigger_seq = entry.seq;
+  rec.trigger_digest = entry.corrupt ? storage::blake2b(entry.raw) : storage::trigger_digest(entry);
+  rec.start = start_wall;
+  rec.prev_hash = meta_.trajectory_head;
+
+  std::optional<std::string> failure;
+  effects fx;
+  if (entry.corrupt) {
+    failure = "inbox record " + std::to_string(entry.seq) + " is corrupt: " + entry.payload;
+    a.attempt = limits_.max_attempts;  // no point retrying bytes that do not decode
+  } else {
+    auto trig = entry.to_trigger(a.attempt);
+    context ctx{meta_.id, meta_.config, trig, *agent_, this};
+    try {
+      agent_->on_trigger(ctx, trig);
+      if (ctx.staged().failure)
+        failure = *ctx.staged().failure;
+    } catch (const std::exception& e) {
+      failure = std::string{"exception: "} + e.what();
+    } catch (...) {
+      failure = "exception of unknown type";
+    }
+    fx = std::move(ctx.staged());
+    if (!failure) {
+      auto invalid = validate(fx, trig.time);
+      if (!invalid.empty())
+        failure = "invalid effect: " + invalid;
+    }
+  }
+
+  auto next = meta_;
+  next.trajectory_next = meta_.trajectory_next + 1;
+  auto& op = a.op;
+  op.trajectory_index = rec.index;
+  rec.logs = std::move(fx.logs);
+
+  if (!failure) {
+    auto bytes = agent_->save_state();
+    rec.effects.state_bytes = bytes.size();
+    rec.effects.state_changed = bytes != committed_state_;
+    rec.state_hash = rec.effects.state_changed ? storage::blake2b(bytes) : committed_hash_;
+    if (rec.effects.state_changed) {
+      op.state = bytes;
+      a.state_after = std::move(bytes);
+    }
+    next.tick_count = meta_.tick_count + 1;
+    next.last_tick = entry.time;
+    next.retry_seq = 0;
+    next.retry_attempts = 0;
+    op.consume_seq = entry.seq;
+    for (auto& ev : fx.outbox)
+      op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev)});
+    auto sent_at = clock_.now();
+    for (auto& m : fx.messages) {
+      storage::inbox_entry e;
+      e.kind = trigger_kind::message;
+      e.time = sent_at;
+      e.from = meta_.id;
+      e.payload = std::move(m.payload);
+      op.messages.push_back({std::move(m.to), std::move(e), limits_.inbox_limit});
+    }
+    for (auto& al : fx.alarms) {
+      if (al.cancel)
+        ++rec.effects.alarms_cancelled;
+      else {
+        ++rec.effects.alarms_set;
+        if (!a.earliest_alarm || al.due < *a.earliest_alarm)
+          a.earliest_alarm = al.due;
+      }
+    }
+    rec.effects.outbox = static_cast<std::uint32_t>(op.outbox.size());
+    rec.effects.messages = static_cast<std::uint32_t>(op.messages.size());
+    rec.effects.goals = static_cast<std::uint32_t>(fx.goals.size());
+    rec.effects.memory = static_cast<std::uint32_t>(fx.memory.size());
+    op.alarms = std::move(fx.alarms);
+    op.goals = std::move(fx.goals);
+    op.memory = std::move(fx.memory);
+  } else {
+    // Nothing the tick staged is committed; the state goes back to the last
+    // committed bytes.
+    if (!agent_->load_state(committed_state_))
+      agent_->reset_state();
+    rec.state_hash = committed_hash_;
+    rec.error = *failure;
+    a.error = *failure;
+    if (a.attempt >= limits_.max_attempts) {
+      a.outcome = storage::outcome::deadlettered;
+      next.retry_seq = 0;
+      next.retry_attempts = 0;
+      op.consume_seq = entry.seq;
+      storage::deadletter_entry d;
+      d.seq = entry.seq;
+      d.reason = entry.corrupt ? "corrupt_record" : "tick_failed";
+      d.error = *failure;
+      d.time = start_wall;
+      d.attempts = a.attempt;
+      d.entry = entry;
+      op.deadletter = std::move(d);
+    } else {
+      a.outcome = storage::outcome::failed;
+      next.retry_seq = entry.seq;
+      next.retry_attempts = a.attempt;
+    }
+  }
+  rec.outcome = a.outcome;
+  rec.duration_ns = static_cast<std::uint64_t>(
+    std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+      .count());
+  op.trajectory_bytes = storage::encode(rec);
+  next.trajectory_head = storage::blake2b(op.trajectory_bytes);
+  a.state_hash = rec.state_hash;
+  a.meta_after = next;
+  op.meta = std::move(next);
+  return a;
+}
+
+void agent_host::committed(tick_attempt& a) {
+  meta_ = std::move(a.meta_after);
+  if (a.state_after) {
+    committed_state_ = std::move(*a.state_after);
+    committed_hash_ = a.state_hash;
+  }
+}
+
+void agent_host::rolled_back() {
+  if (!agent_->load_state(committed_state_))
+    agent_->reset_state();
+}
+
+}  // namespace ticktock::detail

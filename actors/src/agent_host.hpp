@@ -1,0 +1,74 @@
+#pragma once
+
+// The tick engine of one agent, free of CAF: LOAD, PERCEIVE (given an inbox
+// entry), THINK, ACT and the building of the REMEMBER write. The CAF agent
+// actor and the test harness both drive it.
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "ticktock/actors/options.hpp"
+#include "ticktock/runtime/agent.hpp"
+#include "ticktock/runtime/context.hpp"
+#include "ticktock/storage/store.hpp"
+
+namespace ticktock::detail {
+
+/// One attempt of a tick, ready to commit.
+struct tick_attempt {
+  storage::tick_op op;
+  storage::outcome outcome = storage::outcome::ok;
+  std::string error;
+  std::uint32_t attempt = 1;
+  std::uint64_t trigger_seq = 0;
+  trigger_kind kind = trigger_kind::message;
+  /// Earliest due time among alarms the tick set, for the scheduler.
+  std::optional<time_point> earliest_alarm;
+  /// The agent's meta once the write commits.
+  storage::agent_record meta_after;
+  /// New state bytes and their hash when the tick changed the state.
+  std::optional<std::string> state_after;
+  storage::hash256 state_hash{};
+};
+
+class agent_host final : public record_reader {
+public:
+  agent_host(storage::store& store, const ticktock::clock& clock, storage::agent_record meta,
+             std::unique_ptr<agent_base> agent, const tick_limits& limits);
+
+  /// LOAD: reads the agent's state. corrupt_record if it does not decode.
+  error load();
+
+  /// Runs one attempt of `entry` and returns the write that commits it. The
+  /// agent's in-memory state is left as the tick made it (on success) or as
+  /// last committed (on failure).
+  tick_attempt run(const storage::inbox_entry& entry);
+
+  /// The attempt's write was committed: adopt its meta and state. `a.op` may
+  /// have been moved out by then.
+  void committed(tick_attempt& a);
+  /// The attempt's write failed: restore the last committed state.
+  void rolled_back();
+
+  const storage::agent_record& meta() const noexcept { return meta_; }
+  const std::string& id() const noexcept { return meta_.id; }
+
+  // record_reader
+  std::optional<std::string> read_goal(std::string_view key) const override;
+  std::optional<std::string> read_memory(std::string_view space,
+                                         std::string_view key) const override;
+
+private:
+  std::string validate(const effects& fx, time_point now) const;
+
+  storage::store& store_;
+  const ticktock::clock& clock_;
+  storage::agent_record meta_;
+  std::unique_ptr<agent_base> agent_;
+  tick_limits limits_;
+  std::string committed_state_;
+  storage::hash256 committed_hash_{};
+};
+
+}  // namespace ticktock::detail

@@ -1,0 +1,63 @@
+#include "committer.hpp"
+
+namespace ticktock::detail {
+
+committer::committer(storage::store& store, std::size_t max_group)
+  : store_(store), max_group_(max_group == 0 ? 1 : max_group), thread_([this] { loop(); }) {}
+
+committer::~committer() { stop(); }
+
+bool committer::submit(storage::write_op op, callback done) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (stopping_)
+      return false;
+    queue_.emplace_back(std::move(op), std::move(done));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void committer::stop() {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (stopping_ && !thread_.joinable())
+      return;
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void committer::loop() {
+  std::vector<storage::write_op> ops;
+  std::vector<callback> callbacks;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock{mtx_};
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty())
+        return;  // stopping and drained
+      // Exclusive ops (create, terminate, alarms, ...) form a group of their
+      // own; ticks and enqueues batch up to max_group_.
+      bool exclusive = storage::is_exclusive(queue_.front().first);
+      while (!queue_.empty() && ops.size() < max_group_
+             && (ops.empty() || (!exclusive && !storage::is_exclusive(queue_.front().first)))) {
+        ops.push_back(std::move(queue_.front().first));
+        callbacks.push_back(std::move(queue_.front().second));
+        queue_.pop_front();
+        if (exclusive)
+          break;
+      }
+    }
+    auto results = store_.apply(ops);
+    for (std::size_t i = 0; i < callbacks.size(); ++i)
+      if (callbacks[i])
+        callbacks[i](results[i]);
+    ops.clear();
+    callbacks.clear();
+  }
+}
+
+}  // namespace ticktock::detail

@@ -1,0 +1,229 @@
+#include "directory.hpp"
+
+#include <caf/send.hpp>
+
+#include <algorithm>
+#include <chrono>
+
+#include "messages.hpp"
+
+namespace ticktock::detail {
+
+directory::directory(spawn_fn spawn, std::size_t max_resident)
+  : spawn_(std::move(spawn)), max_resident_(max_resident == 0 ? 1 : max_resident) {}
+
+directory::shard& directory::shard_of(const std::string& id) const {
+  return shards_[std::hash<std::string>{}(id) % shards_.size()];
+}
+
+void directory::add(const std::string& id, std::string type, bool errored, std::string error) {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  auto& e = s.map[id];
+  e.type = std::move(type);
+  e.errored = errored;
+  e.error = std::move(error);
+}
+
+caf::actor directory::remove(const std::string& id) {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  auto i = s.map.find(id);
+  if (i == s.map.end())
+    return {};
+  auto actor = std::move(i->second.actor);
+  if (actor)
+    --resident_;
+  s.map.erase(i);
+  return actor;
+}
+
+bool directory::known(const std::string& id) const {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  return s.map.count(id) != 0;
+}
+
+std::optional<directory::view> directory::lookup(const std::string& id) const {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  auto i = s.map.find(id);
+  if (i == s.map.end())
+    return std::nullopt;
+  return view{i->second.type, static_cast<bool>(i->second.actor), i->second.errored,
+              i->second.error};
+}
+
+void directory::set_errored(const std::string& id, std::string reason) {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  if (auto i = s.map.find(id); i != s.map.end()) {
+    i->second.errored = true;
+    i->second.error = std::move(reason);
+  }
+}
+
+bool directory::activate(const std::string& id, entry& e) {
+  if (e.actor)
+    return true;
+  if (e.errored || closed_)
+    return false;
+  e.res = std::make_shared<residency>();
+  e.res->last_active_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+  e.actor = spawn_(id, e.res);
+  ++resident_;
+  return true;
+}
+
+bool directory::deliver(const std::string& id, std::uint64_t seq, entry_ptr entry) {
+  bool spawned = false;
+  {
+    auto& s = shard_of(id);
+    std::lock_guard<std::mutex> guard{s.mtx};
+    auto i = s.map.find(id);
+    if (i == s.map.end())
+      return false;
+    auto& e = i->second;
+    spawned = !e.actor;
+    if (!activate(id, e))
+      return false;
+    e.notified = std::max(e.notified, seq);
+    caf::anon_send(e.actor, notify_atom::value, seq, std::move(entry));
+  }
+  if (spawned)
+    enforce_max_resident();
+  return true;
+}
+
+bool directory::wake(const std::string& id) {
+  bool spawned = false;
+  {
+    auto& s = shard_of(id);
+    std::lock_guard<std::mutex> guard{s.mtx};
+    auto i = s.map.find(id);
+    if (i == s.map.end())
+      return false;
+    spawned = !i->second.actor;
+    if (!activate(id, i->second))
+      return false;
+  }
+  if (spawned)
+    enforce_max_resident();
+  return true;
+}
+
+caf::actor directory::actor_of(const std::string& id) {
+  caf::actor result;
+  bool spawned = false;
+  {
+    auto& s = shard_of(id);
+    std::lock_guard<std::mutex> guard{s.mtx};
+    auto i = s.map.find(id);
+    if (i == s.map.end())
+      return {};
+    spawned = !i->second.actor;
+    if (!activate(id, i->second))
+      return {};
+    result = i->second.actor;
+  }
+  if (spawned)
+    enforce_max_resident();
+  return result;
+}
+
+bool directory::request_hibernate(const std::string& id) {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  auto i = s.map.find(id);
+  if (i == s.map.end() || !i->second.actor)
+    return false;
+  caf::anon_send(i->second.actor, hibernate_atom::value);
+  return true;
+}
+
+bool directory::try_hibernate(const std::string& id, std::uint64_t last_seen) {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  auto i = s.map.find(id);
+  if (i == s.map.end() || !i->second.actor || i->second.notified > last_seen)
+    return false;
+  i->second.actor = nullptr;
+  i->second.res.reset();
+  --resident_;
+  for (auto n = evicting_.load(); n > 0 && !evicting_.compare_exchange_weak(n, n - 1);)
+    ;
+  return true;
+}
+
+void directory::actor_down(const std::string& id) {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  auto i = s.map.find(id);
+  if (i != s.map.end() && i->second.actor) {
+    i->second.actor = nullptr;
+    i->second.res.reset();
+    --resident_;
+  }
+}
+
+void directory::enforce_max_resident() {
+  // Agents already asked to hibernate count as gone.
+  auto resident = resident_.load();
+  auto evicting = evicting_.load();
+  if (resident <= max_resident_ + evicting)
+    return;
+  std::unique_lock<std::mutex> scan{evict_mtx_, std::try_to_lock};
+  if (!scan.owns_lock())
+    return;
+  // Least recently active first. Evict a little more than the excess so a
+  // steady stream of activations does not rescan on every spawn.
+  std::vector<std::pair<std::int64_t, caf::actor>> candidates;
+  for (auto& s : shards_) {
+    std::lock_guard<std::mutex> guard{s.mtx};
+    for (auto& [id, e] : s.map)
+      if (e.actor && e.res)
+        candidates.emplace_back(e.res->last_active_ns.load(), e.actor);
+  }
+  auto excess = resident - evicting - max_resident_ + max_resident_ / 100;
+  excess = std::min(excess, candidates.size());
+  std::nth_element(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(excess),
+                   candidates.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  evicting_ += excess;
+  for (std::size_t i = 0; i < excess; ++i)
+    caf::anon_send(candidates[i].second, hibernate_atom::value);
+}
+
+std::size_t directory::size() const {
+  std::size_t n = 0;
+  for (auto& s : shards_) {
+    std::lock_guard<std::mutex> guard{s.mtx};
+    n += s.map.size();
+  }
+  return n;
+}
+
+std::vector<std::string> directory::ids() const {
+  std::vector<std::string> out;
+  for (auto& s : shards_) {
+    std::lock_guard<std::mutex> guard{s.mtx};
+    for (auto& [id, e] : s.map)
+      out.push_back(id);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<caf::actor> directory::resident_actors() const {
+  std::vector<caf::actor> out;
+  for (auto& s : shards_) {
+    std::lock_guard<std::mutex> guard{s.mtx};
+    for (auto& [id, e] : s.map)
+      if (e.actor)
+        out.push_back(e.actor);
+  }
+  return out;
+}
+
+void directory::close() { closed_ = true; }
+
+}  // namespace ticktock::detail

@@ -1,0 +1,108 @@
+#pragma once
+
+// The directory: every known agent id, which of them are resident (hosted by
+// a live CAF actor), activation on demand, and the hibernation handshake.
+// Thread-safe; sharded so that routing does not contend on one lock.
+
+#include <caf/actor.hpp>
+
+#include <array>
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ticktock/storage/records.hpp"
+
+namespace ticktock::detail {
+
+/// Shared between the directory and a resident agent's actor.
+struct residency {
+  std::atomic<std::int64_t> last_active_ns{0};
+};
+
+class directory {
+public:
+  /// Spawns the actor hosting `id`; called with the shard lock held.
+  using spawn_fn = std::function<caf::actor(const std::string& id, std::shared_ptr<residency>)>;
+
+  explicit directory(spawn_fn spawn, std::size_t max_resident);
+
+  /// Registers a known agent (at startup or after create).
+  void add(const std::string& id, std::string type, bool errored, std::string error = {});
+  /// Forgets an agent (after terminate); returns its actor if it was resident.
+  caf::actor remove(const std::string& id);
+
+  bool known(const std::string& id) const;
+  struct view {
+    std::string type;
+    bool resident = false;
+    bool errored = false;
+    std::string error;
+  };
+  std::optional<view> lookup(const std::string& id) const;
+
+  /// Marks an agent errored; it is not activated again in this process.
+  void set_errored(const std::string& id, std::string reason);
+
+  /// Tells the agent's actor about inbox entry `seq`, activating it if it is
+  /// hibernated. Returns false if the agent is unknown or errored.
+  bool deliver(const std::string& id, std::uint64_t seq,
+               std::shared_ptr<const storage::inbox_entry> entry);
+
+  /// Activates the agent if hibernated (without a new entry).
+  bool wake(const std::string& id);
+  /// Asks a resident agent to hibernate once idle.
+  bool request_hibernate(const std::string& id);
+
+  /// The hibernation handshake: succeeds (and forgets the actor) only if no
+  /// entry newer than `last_seen` was routed to it.
+  bool try_hibernate(const std::string& id, std::uint64_t last_seen);
+  /// The actor of `id` stopped on its own (e.g. LOAD failed).
+  void actor_down(const std::string& id);
+
+  /// The resident actor of `id`, activating it if needed.
+  caf::actor actor_of(const std::string& id);
+
+  std::size_t resident() const noexcept { return resident_.load(); }
+  std::size_t size() const;
+  std::vector<std::string> ids() const;
+  std::vector<caf::actor> resident_actors() const;
+
+  /// Stops activations (shutdown).
+  void close();
+
+private:
+  struct entry {
+    std::string type;
+    caf::actor actor;
+    std::shared_ptr<residency> res;
+    std::uint64_t notified = 0;
+    bool errored = false;
+    std::string error;
+  };
+  struct shard {
+    mutable std::mutex mtx;
+    std::unordered_map<std::string, entry> map;
+  };
+
+  shard& shard_of(const std::string& id) const;
+  // Spawns the actor of `e` if needed; lock of its shard held. False if not
+  // allowed (closed or errored).
+  bool activate(const std::string& id, entry& e);
+  void enforce_max_resident();
+
+  spawn_fn spawn_;
+  std::size_t max_resident_;
+  mutable std::array<shard, 32> shards_;
+  std::atomic<std::size_t> resident_{0};
+  std::atomic<std::size_t> evicting_{0};  // asked to hibernate, not yet gone
+  std::mutex evict_mtx_;
+  std::atomic<bool> closed_{false};
+};
+
+}  // namespace ticktock::detail

@@ -1,0 +1,441 @@
+#include "ticktock/actors/node.hpp"
+
+#include <caf/all.hpp>
+
+#include <future>
+#include <thread>
+
+#include "messages.hpp"
+#include "node_core.hpp"
+#include "ticktock/runtime/agent_id.hpp"
+#include "ticktock/storage/store.hpp"
+
+namespace ticktock {
+
+std::string_view to_string(agent_state s) noexcept {
+  switch (s) {
+    case agent_state::active: return "active";
+    case agent_state::hibernated: return "hibernated";
+    case agent_state::errored: return "errored";
+    case agent_state::terminated: return "terminated";
+  }
+  return "unknown";
+}
+
+namespace detail {
+
+void node_core::deliver(storage::op_result& r) {
+  for (auto& d : r.delivered) {
+    {
+      std::lock_guard<std::mutex> guard{idle_mtx};
+      ++outstanding;
+    }
+    auto seq = d.entry.seq;
+    if (!dir->deliver(d.agent, seq, std::make_shared<const storage::inbox_entry>(std::move(d.entry))))
+      consumed(1);
+  }
+}
+
+void node_core::consumed(std::int64_t n) {
+  bool now_idle = false;
+  {
+    std::lock_guard<std::mutex> guard{idle_mtx};
+    outstanding -= n;
+    now_idle = outstanding <= 0;
+  }
+  if (now_idle)
+    idle_cv.notify_all();
+}
+
+void node_core::mark_errored(const std::string& id, const std::string& reason) {
+  dir->set_errored(id, reason);
+  commits->submit(storage::mark_errored_op{id, reason}, nullptr);
+  consumed(static_cast<std::int64_t>(store->inbox_depth(id)));
+}
+
+void node_core::notify(const tick_event& ev) {
+  std::shared_lock<std::shared_mutex> guard{observer_mtx};
+  if (observer)
+    observer(ev);
+}
+
+}  // namespace detail
+
+namespace {
+
+// Submits `op` and waits for its result.
+storage::op_result commit_and_wait(detail::node_core& core, storage::write_op op,
+                                   std::function<void(storage::op_result&)> on_done = nullptr) {
+  std::promise<storage::op_result> done;
+  auto f = done.get_future();
+  bool queued = core.commits->submit(std::move(op), [&done, on_done](storage::op_result& r) {
+    if (on_done)
+      on_done(r);
+    done.set_value(std::move(r));
+  });
+  if (!queued)
+    return storage::op_result{error{errc::shutting_down, "the node is shutting down"}};
+  return f.get();
+}
+
+}  // namespace
+
+node::node(std::unique_ptr<detail::node_core> core) : core_(std::move(core)) {}
+
+node::~node() { shutdown(); }
+
+expected<std::unique_ptr<node>> node::open(node_options options, agent_registry registry) {
+  auto core = std::make_unique<detail::node_core>();
+  core->options = std::move(options);
+  core->registry = std::move(registry);
+  auto& opts = core->options;
+  core->clock = opts.clock ? opts.clock : std::make_shared<system_clock>();
+  if (opts.limits.max_attempts == 0)
+    return error{errc::invalid_argument, "max_attempts must be at least 1"};
+
+  storage::store_options so;
+  so.dir = opts.data_dir;
+  so.durability = opts.durability;
+  auto st = storage::store::open(so);
+  if (!st)
+    return st.error_value();
+  core->store = std::move(*st);
+
+  core->caf_config = std::make_unique<caf::actor_system_config>();
+  auto threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
+  core->caf_config->set("scheduler.max-threads", threads);
+  core->system = std::make_unique<caf::actor_system>(*core->caf_config);
+  core->commits = std::make_unique<detail::committer>(*core->store, opts.max_commit_group);
+  auto* raw = core.get();
+  core->dir = std::make_unique<detail::directory>(
+    [raw](const std::string& id, std::shared_ptr<detail::residency> res) {
+      return detail::spawn_agent_actor(*raw, id, std::move(res));
+    },
+    opts.max_resident);
+
+  std::vector<std::string> errored;
+  core->store->for_each_agent([&](const storage::store::agent_summary& a) {
+    std::string reason;
+    if (a.errored) {
+      errored.push_back(a.id);
+      auto mark = core->store->errored_mark(a.id);
+      reason = mark ? *mark : "agent record is corrupt or marked errored";
+    }
+    core->dir->add(a.id, a.type, a.errored, reason);
+    return true;
+  });
+  std::uint64_t total = 0;
+  auto with_inbox = core->store->agents_with_inbox(&total);
+  core->outstanding = static_cast<std::int64_t>(total);
+  for (auto& id : errored)
+    core->outstanding -= static_cast<std::int64_t>(core->store->inbox_depth(id));
+
+  storage::fire_alarms_op base;
+  base.missed_before = core->clock->now();
+  base.policy = opts.missed_alarms;
+  base.depth_limit = opts.limits.inbox_limit;
+  core->alarms = std::make_unique<detail::scheduler>(
+    *core->clock, *core->store,
+    [raw](const storage::fire_alarms_op& op) {
+      return commit_and_wait(*raw, op, [raw](storage::op_result& r) {
+        if (!r.err)
+          raw->deliver(r);
+      });
+    },
+    base);
+
+  for (auto& id : with_inbox)
+    core->dir->wake(id);
+  return std::unique_ptr<node>(new node(std::move(core)));
+}
+
+void node::shutdown() {
+  if (!core_ || core_->closing.exchange(true))
+    return;
+  core_->alarms->stop();
+  core_->dir->close();
+  for (auto& a : core_->dir->resident_actors())
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  core_->commits->stop();
+  core_->system.reset();
+  core_->caf_config.reset();
+  core_->store.reset();
+}
+
+expected<std::string> node::checked(const std::string& id) const {
+  if (auto err = check_agent_id(id))
+    return err;
+  if (core_->closing)
+    return error{errc::shutting_down, "the node is shutting down"};
+  if (!core_->dir->known(id))
+    return error{errc::not_found, "no agent '" + id + "'"};
+  return id;
+}
+
+// -- lifecycle ---------------------------------------------------------------
+
+error node::create(const std::string& id, const std::string& type, std::string config) {
+  if (auto err = check_agent_id(id))
+    return err;
+  if (auto err = core_->registry.check(type))
+    return err;
+  if (config.size() > core_->options.limits.max_message_bytes)
+    return error{errc::message_too_large, "config of " + std::to_string(config.size())
+                                            + " bytes exceeds the limit of "
+                                            + std::to_string(core_->options.limits.max_message_bytes)};
+  if (core_->dir->known(id))
+    return error{errc::already_exists, "agent '" + id + "' already exists"};
+  storage::create_op op;
+  op.meta.id = id;
+  op.meta.type = type;
+  op.meta.config = config;
+  op.meta.created = core_->clock->now();
+  op.init.kind = trigger_kind::init;
+  op.init.time = op.meta.created;
+  op.init.payload = std::move(config);
+  auto* core = core_.get();
+  auto r = commit_and_wait(*core, std::move(op), [core, id, type](storage::op_result& r) {
+    if (r.err)
+      return;
+    core->dir->add(id, type, false);
+    {
+      std::lock_guard<std::mutex> guard{core->terminated_mtx};
+      core->terminated.erase(id);
+    }
+    core->deliver(r);
+  });
+  return r.err;
+}
+
+error node::terminate(const std::string& id) {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  auto depth = core_->store->inbox_depth(id);
+  auto r = commit_and_wait(*core_, storage::terminate_op{id});
+  if (r.err)
+    return r.err;
+  if (auto actor = core_->dir->remove(id))
+    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  core_->consumed(static_cast<std::int64_t>(depth));
+  std::lock_guard<std::mutex> guard{core_->terminated_mtx};
+  core_->terminated.insert(id);
+  return {};
+}
+
+error node::hibernate(const std::string& id) {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  core_->dir->request_hibernate(id);
+  return {};
+}
+
+error node::wake(const std::string& id) {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  if (!core_->dir->wake(id))
+    return error{errc::agent_errored, "agent '" + id + "' is errored and cannot be woken"};
+  return {};
+}
+
+// -- triggers ----------------------------------------------------------------
+
+void node::send_async(const std::string& id, std::string payload, const send_options& opts,
+                      std::function<void(expected<send_receipt>)> done) {
+  auto fail = [&](error err) {
+    if (done)
+      done(std::move(err));
+  };
+  auto ok = checked(id);
+  if (!ok)
+    return fail(ok.error_value());
+  auto& limits = core_->options.limits;
+  if (payload.size() > limits.max_message_bytes)
+    return fail(error{errc::message_too_large, "message of " + std::to_string(payload.size())
+                                                 + " bytes exceeds the limit of "
+                                                 + std::to_string(limits.max_message_bytes)});
+  if (opts.idempotency_key.size() > 256)
+    return fail(error{errc::invalid_argument, "idempotency keys are at most 256 bytes"});
+  if (!opts.from.empty() && !is_valid_agent_id(opts.from))
+    return fail(check_agent_id(opts.from));
+  if (opts.kind == trigger_kind::init)
+    return fail(error{errc::invalid_argument, "init triggers are sent by create only"});
+  if (auto v = core_->dir->lookup(id); v && v->errored)
+    return fail(error{errc::agent_errored, "agent '" + id + "' is errored: " + v->error});
+  storage::enqueue_op op;
+  op.agent = id;
+  op.entry.kind = opts.kind;
+  op.entry.time = core_->clock->now();
+  op.entry.from = opts.from;
+  op.entry.payload = std::move(payload);
+  op.entry.idempotency_key = opts.idempotency_key;
+  op.depth_limit = limits.inbox_limit;
+  auto* core = core_.get();
+  auto cb = [core, done](storage::op_result& r) {
+    if (!r.err)
+      core->deliver(r);
+    if (!done)
+      return;
+    if (r.err)
+      done(r.err);
+    else
+      done(send_receipt{r.seq, r.duplicate});
+  };
+  if (!core_->commits->submit(std::move(op), std::move(cb)))
+    fail(error{errc::shutting_down, "the node is shutting down"});
+}
+
+expected<send_receipt> node::send(const std::string& id, std::string payload,
+                                  const send_options& opts) {
+  std::promise<expected<send_receipt>> p;
+  auto f = p.get_future();
+  send_async(id, std::move(payload), opts, [&p](expected<send_receipt> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+expected<send_receipt> node::tick(const std::string& id) {
+  send_options opts;
+  opts.kind = trigger_kind::ctl;
+  return send(id, "tick", opts);
+}
+
+expected<std::size_t> node::requeue(const std::string& id, const std::vector<std::uint64_t>& ids) {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  auto* core = core_.get();
+  auto r = commit_and_wait(*core_, storage::requeue_op{id, ids}, [core](storage::op_result& r) {
+    if (!r.err)
+      core->deliver(r);
+  });
+  if (r.err)
+    return r.err;
+  return static_cast<std::size_t>(r.seq);
+}
+
+// -- inspection --------------------------------------------------------------
+
+expected<agent_status> node::status(const std::string& id) const {
+  if (auto err = check_agent_id(id))
+    return err;
+  auto v = core_->dir->lookup(id);
+  if (!v) {
+    std::lock_guard<std::mutex> guard{core_->terminated_mtx};
+    if (core_->terminated.count(id))
+      return agent_status{id, {}, agent_state::terminated, 0, {}, 0, {}};
+    return error{errc::not_found, "no agent '" + id + "'"};
+  }
+  agent_status s;
+  s.id = id;
+  s.type = v->type;
+  s.state = v->resident ? agent_state::active : agent_state::hibernated;
+  s.error = v->error;
+  if (auto meta = core_->store->get_agent(id)) {
+    s.last_tick = meta->tick_count;
+    s.last_tick_time = meta->last_tick;
+  } else if (s.error.empty()) {
+    s.error = meta.error_value().to_string();
+  }
+  if (v->errored || !s.error.empty())
+    s.state = agent_state::errored;
+  s.queue_depth = core_->store->inbox_depth(id);
+  return s;
+}
+
+std::vector<agent_status> node::list(std::string_view after, std::size_t limit) const {
+  std::vector<agent_status> out;
+  for (auto& id : core_->dir->ids()) {
+    if (out.size() >= limit)
+      break;
+    if (!after.empty() && id <= after)
+      continue;
+    if (auto s = status(id))
+      out.push_back(std::move(*s));
+  }
+  return out;
+}
+
+expected<std::string> node::state_bytes(const std::string& id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  auto s = core_->store->get_state(id);
+  if (!s)
+    return s.error_value();
+  return s->value_or(std::string{});
+}
+
+expected<std::vector<storage::trajectory_record>>
+node::trajectory(const std::string& id, std::uint64_t from, std::size_t limit) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->read_trajectory(id, from, limit);
+}
+
+expected<storage::chain_report> node::verify(const std::string& id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->verify_trajectory(id);
+}
+
+expected<std::vector<storage::outbox_event>> node::outbox(const std::string& id,
+                                                          std::uint64_t from_seq,
+                                                          std::size_t limit) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->read_outbox(id, from_seq, limit);
+}
+
+expected<std::vector<storage::deadletter_entry>> node::deadletter(const std::string& id,
+                                                                  std::size_t limit) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->read_deadletter(id, 0, limit);
+}
+
+expected<std::vector<storage::alarm_record>> node::alarms(const std::string& id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->list_alarms(id);
+}
+
+expected<std::vector<std::pair<std::string, std::string>>>
+node::goals(const std::string& id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->list_goals(id);
+}
+
+expected<std::vector<std::pair<std::string, std::string>>>
+node::memory(const std::string& id, const std::string& space) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->list_memory(id, space);
+}
+
+std::size_t node::agent_count() const { return core_->dir->size(); }
+std::size_t node::resident_count() const { return core_->dir->resident(); }
+
+bool node::wait_idle(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock{core_->idle_mtx};
+  return core_->idle_cv.wait_for(lock, timeout, [&] { return core_->outstanding <= 0; });
+}
+
+void node::set_tick_observer(std::function<void(const tick_event&)> f) {
+  std::unique_lock<std::shared_mutex> guard{core_->observer_mtx};
+  core_->observer = std::move(f);
+}
+
+const node_options& node::options() const noexcept { return core_->options; }
+storage::store& node::store() noexcept { return *core_->store; }
+
+}  // namespace ticktock

@@ -1,0 +1,62 @@
+#pragma once
+
+// Internals of a node shared by its agent actors: the store, the committer,
+// the directory, the scheduler and the CAF actor system.
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+
+#include "committer.hpp"
+#include "directory.hpp"
+#include "scheduler.hpp"
+#include "ticktock/actors/options.hpp"
+#include "ticktock/runtime/registry.hpp"
+#include "ticktock/storage/store.hpp"
+
+namespace ticktock::detail {
+
+struct node_core {
+  node_options options;
+  agent_registry registry;
+  std::shared_ptr<ticktock::clock> clock;
+  std::unique_ptr<storage::store> store;
+  std::unique_ptr<committer> commits;
+  std::unique_ptr<directory> dir;
+  std::unique_ptr<scheduler> alarms;
+  std::unique_ptr<caf::actor_system_config> caf_config;
+  std::unique_ptr<caf::actor_system> system;
+  std::atomic<bool> closing{false};
+
+  // Inbox entries durable but not yet consumed (for wait_idle).
+  std::mutex idle_mtx;
+  std::condition_variable idle_cv;
+  std::int64_t outstanding = 0;
+
+  // Ids terminated in this process, so status can say "terminated".
+  std::mutex terminated_mtx;
+  std::set<std::string> terminated;
+
+  std::shared_mutex observer_mtx;
+  std::function<void(const tick_event&)> observer;
+
+  /// Routes entries a commit produced to their agents and counts them.
+  void deliver(storage::op_result& r);
+  /// `n` entries were consumed (or will never be).
+  void consumed(std::int64_t n);
+  /// Marks an agent errored in the directory and the store.
+  void mark_errored(const std::string& id, const std::string& reason);
+  void notify(const tick_event& ev);
+};
+
+/// Spawns the CAF actor hosting agent `id`.
+caf::actor spawn_agent_actor(node_core& core, const std::string& id,
+                             std::shared_ptr<residency> res);
+
+}  // namespace ticktock::detail

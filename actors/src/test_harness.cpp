@@ -1,0 +1,233 @@
+#include "ticktock/actors/test_harness.hpp"
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "agent_host.hpp"
+#include "ticktock/runtime/agent_id.hpp"
+#include "ticktock/storage/store.hpp"
+
+namespace ticktock::testing {
+
+struct harness::loaded {
+  std::unique_ptr<detail::agent_host> host;
+};
+
+namespace {
+
+std::filesystem::path make_temp_dir() {
+  auto base = std::filesystem::temp_directory_path() / "ticktock-test-XXXXXX";
+  std::string tmpl = base.string();
+  if (!mkdtemp(tmpl.data()))
+    throw std::runtime_error("cannot create a temporary directory");
+  return tmpl;
+}
+
+}  // namespace
+
+harness::harness(agent_registry registry, harness_options options)
+  : registry_(std::move(registry)), options_(std::move(options)),
+    clock_(std::make_shared<manual_clock>(options_.start)) {
+  if (options_.dir.empty()) {
+    dir_ = make_temp_dir();
+    owns_dir_ = true;
+  } else {
+    dir_ = options_.dir;
+  }
+  storage::store_options so;
+  so.dir = dir_;
+  auto s = storage::store::open(so);
+  if (!s)
+    throw std::runtime_error(s.error_value().to_string());
+  store_ = std::move(*s);
+}
+
+harness::~harness() {
+  hosts_.clear();
+  store_.reset();
+  if (owns_dir_) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+std::vector<storage::op_result> harness::apply(storage::write_op op) {
+  std::vector<storage::write_op> ops;
+  ops.push_back(std::move(op));
+  return store_->apply(ops);
+}
+
+error harness::create(const std::string& id, const std::string& type, std::string config) {
+  if (auto err = check_agent_id(id))
+    return err;
+  if (auto err = registry_.check(type))
+    return err;
+  storage::create_op op;
+  op.meta.id = id;
+  op.meta.type = type;
+  op.meta.config = config;
+  op.meta.created = clock_->now();
+  op.init.kind = trigger_kind::init;
+  op.init.time = op.meta.created;
+  op.init.payload = std::move(config);
+  return apply(std::move(op))[0].err;
+}
+
+expected<send_receipt> harness::send(const std::string& id, std::string payload,
+                                     const send_options& opts) {
+  if (auto err = check_agent_id(id))
+    return err;
+  if (payload.size() > options_.limits.max_message_bytes)
+    return error{errc::message_too_large, "message exceeds the size limit"};
+  storage::enqueue_op op;
+  op.agent = id;
+  op.entry.kind = opts.kind;
+  op.entry.time = clock_->now();
+  op.entry.from = opts.from;
+  op.entry.payload = std::move(payload);
+  op.entry.idempotency_key = opts.idempotency_key;
+  op.depth_limit = options_.limits.inbox_limit;
+  auto r = apply(std::move(op))[0];
+  if (r.err)
+    return r.err;
+  return send_receipt{r.seq, r.duplicate};
+}
+
+expected<send_receipt> harness::tick(const std::string& id) {
+  send_options opts;
+  opts.kind = trigger_kind::ctl;
+  return send(id, "tick", opts);
+}
+
+error harness::terminate(const std::string& id) {
+  hosts_.erase(id);
+  return apply(storage::terminate_op{id})[0].err;
+}
+
+harness::loaded* harness::host(const std::string& id) {
+  if (errored_.count(id))
+    return nullptr;
+  if (auto i = hosts_.find(id); i != hosts_.end())
+    return i->second.get();
+  auto fail = [&](std::string reason) -> loaded* {
+    errored_[id] = reason;
+    apply(storage::mark_errored_op{id, std::move(reason)});
+    return nullptr;
+  };
+  auto meta = store_->get_agent(id);
+  if (!meta)
+    return fail(meta.error_value().to_string());
+  if (auto mark = store_->errored_mark(id))
+    return fail(*mark);
+  auto agent = registry_.make(meta->type);
+  if (!agent)
+    return fail(registry_.check(meta->type).to_string());
+  auto l = std::make_unique<loaded>();
+  l->host = std::make_unique<detail::agent_host>(*store_, *clock_, std::move(*meta),
+                                                 std::move(agent), options_.limits);
+  if (auto err = l->host->load())
+    return fail(err.to_string());
+  return (hosts_[id] = std::move(l)).get();
+}
+
+std::size_t harness::run() {
+  std::size_t attempts = 0;
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (auto& id : store_->agents_with_inbox()) {
+      auto* l = host(id);
+      if (!l)
+        continue;
+      auto entries = store_->read_inbox(id, 0, 1);
+      if (entries.empty())
+        continue;
+      auto a = l->host->run(entries.front());
+      auto r = apply(std::move(a.op))[0];
+      ++attempts;
+      progress = true;
+      if (r.err) {
+        l->host->rolled_back();
+        throw std::runtime_error("commit failed: " + r.err.to_string());
+      }
+      l->host->committed(a);
+    }
+  }
+  return attempts;
+}
+
+void harness::fire_alarms(time_point missed_before) {
+  for (;;) {
+    storage::fire_alarms_op op;
+    op.now = clock_->now();
+    op.missed_before = missed_before;
+    op.policy = options_.missed_alarms;
+    op.depth_limit = options_.limits.inbox_limit;
+    auto r = apply(op)[0];
+    if (r.err)
+      throw std::runtime_error("firing alarms failed: " + r.err.to_string());
+    if (!r.more_alarms)
+      return;
+  }
+}
+
+std::size_t harness::advance(duration d) {
+  clock_->advance(d);
+  // Alarms fire in due order, each followed by the ticks it causes, so a
+  // periodic alarm crossed several times fires once per period.
+  std::size_t attempts = run();
+  for (;;) {
+    auto due = store_->next_alarm_due();
+    if (!due || *due > clock_->now())
+      break;
+    auto now = clock_->now();
+    clock_->set(*due);
+    fire_alarms(time_point{});
+    clock_->set(now);
+    attempts += run();
+  }
+  return attempts;
+}
+
+void harness::restart() {
+  hosts_.clear();
+  errored_.clear();
+  store_.reset();
+  storage::store_options so;
+  so.dir = dir_;
+  auto s = storage::store::open(so);
+  if (!s)
+    throw std::runtime_error(s.error_value().to_string());
+  store_ = std::move(*s);
+  fire_alarms(clock_->now());
+}
+
+std::string harness::state_bytes(const std::string& id) const {
+  auto s = store_->get_state(id);
+  return s && *s ? **s : std::string{};
+}
+
+std::vector<storage::outbox_event> harness::outbox(const std::string& id) const {
+  return store_->read_outbox(id, 0, SIZE_MAX);
+}
+
+std::vector<storage::trajectory_record> harness::trajectory(const std::string& id) const {
+  return store_->read_trajectory(id, 0, SIZE_MAX);
+}
+
+storage::chain_report harness::verify(const std::string& id) const {
+  return store_->verify_trajectory(id);
+}
+
+std::vector<storage::deadletter_entry> harness::deadletter(const std::string& id) const {
+  return store_->read_deadletter(id, 0, SIZE_MAX);
+}
+
+std::vector<storage::alarm_record> harness::alarms(const std::string& id) const {
+  return store_->list_alarms(id);
+}
+
+bool harness::errored(const std::string& id) const {
+  return errored_.count(id) != 0 || store_->errored_mark(id).has_value();
+}
+
+}  // namespace ticktock::testing

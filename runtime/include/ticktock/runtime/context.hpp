@@ -1,0 +1,175 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "ticktock/runtime/clock.hpp"
+#include "ticktock/runtime/trigger.hpp"
+
+namespace ticktock {
+
+class agent_base;
+
+/// A message to another agent, staged by ctx.send().
+struct outgoing_message {
+  std::string to;
+  std::string payload;
+};
+
+/// An alarm set or cancelled by the tick. A set alarm with a zero period is
+/// one-shot; otherwise it re-arms every `period` after it fires.
+struct alarm_change {
+  std::string name;
+  bool cancel = false;
+  time_point due{};
+  duration period{0};
+};
+
+/// A key-value edit of goals or memory; `value` empty means erase.
+struct kv_change {
+  std::string space;  ///< memory namespace; empty for goals
+  std::string key;
+  std::optional<std::string> value;
+};
+
+/// Everything a tick staged. Nothing here takes effect unless the tick
+/// succeeds and REMEMBER commits it.
+struct effects {
+  std::vector<std::string> outbox;
+  std::vector<outgoing_message> messages;
+  std::vector<alarm_change> alarms;
+  std::vector<kv_change> goals;
+  std::vector<kv_change> memory;
+  std::vector<std::string> logs;
+  std::optional<std::string> failure;  ///< set by ctx.fail()
+
+  bool empty() const {
+    return outbox.empty() && messages.empty() && alarms.empty() && goals.empty()
+           && memory.empty() && logs.empty() && !failure;
+  }
+};
+
+/// Read access to the agent's committed goals and memory, provided by the
+/// host (the node or the test harness).
+class record_reader {
+public:
+  virtual ~record_reader();
+  virtual std::optional<std::string> read_goal(std::string_view key) const = 0;
+  virtual std::optional<std::string> read_memory(std::string_view space,
+                                                 std::string_view key) const = 0;
+};
+
+/// What on_trigger sees of the world during one tick. Every mutating call
+/// only stages an effect; the host commits all of them atomically after
+/// on_trigger returns, or none if it throws or calls fail(). Not thread-safe:
+/// a context lives on the stack of one tick.
+class context {
+public:
+  context(std::string_view self, const std::string& config, const trigger& trig,
+          agent_base& agent, const record_reader* reader)
+    : self_(self), config_(config), trigger_(trig), agent_(agent), reader_(reader) {}
+
+  context(const context&) = delete;
+  context& operator=(const context&) = delete;
+
+  // -- identity and time --------------------------------------------------
+
+  /// The trigger's time. Ticks read time only through this, so a tick is
+  /// replayable.
+  time_point now() const noexcept { return trigger_.time; }
+  const std::string& self() const noexcept { return self_; }
+  /// The config the agent was created with.
+  const std::string& config() const noexcept { return config_; }
+  const trigger& current_trigger() const noexcept { return trigger_; }
+
+  // -- state --------------------------------------------------------------
+
+  /// The agent's typed state. Throws std::logic_error if State is not the
+  /// agent's state type.
+  template <class State>
+  State& state();
+
+  // -- effects ------------------------------------------------------------
+
+  /// Sends `payload` to agent `to` after this tick commits (exactly once for
+  /// local agents: the message is written in the same batch).
+  void send(std::string to, std::string payload) {
+    effects_.messages.push_back({std::move(to), std::move(payload)});
+  }
+
+  /// Appends an event to this agent's outbox.
+  void emit(std::string event) { effects_.outbox.push_back(std::move(event)); }
+
+  /// Sets (or replaces) a one-shot alarm called `name` due at `due`.
+  void set_alarm(std::string name, time_point due) {
+    effects_.alarms.push_back({std::move(name), false, due, duration{0}});
+  }
+
+  /// Sets (or replaces) a periodic alarm first due at `first`, then every
+  /// `period`. A non-positive period is rejected when the tick commits.
+  void set_periodic_alarm(std::string name, time_point first, duration period) {
+    effects_.alarms.push_back({std::move(name), false, first, period});
+  }
+
+  /// Cancels the alarm called `name`; a no-op if there is none.
+  void cancel_alarm(std::string name) {
+    effects_.alarms.push_back({std::move(name), true, time_point{}, duration{0}});
+  }
+
+  /// Sets or erases (value empty) a goal.
+  void set_goal(std::string key, std::string value) {
+    effects_.goals.push_back({{}, std::move(key), std::move(value)});
+  }
+  void erase_goal(std::string key) { effects_.goals.push_back({{}, std::move(key), std::nullopt}); }
+  /// Reads a goal, seeing this tick's own staged edits first.
+  std::optional<std::string> goal(std::string_view key) const;
+
+  /// Memory key-value in namespace `space` (e.g. "kv", "patterns").
+  void put_memory(std::string space, std::string key, std::string value) {
+    effects_.memory.push_back({std::move(space), std::move(key), std::move(value)});
+  }
+  void erase_memory(std::string space, std::string key) {
+    effects_.memory.push_back({std::move(space), std::move(key), std::nullopt});
+  }
+  std::optional<std::string> memory(std::string_view space, std::string_view key) const;
+
+  /// Adds a line to this tick's trajectory record.
+  void log(std::string line) { effects_.logs.push_back(std::move(line)); }
+
+  /// Fails the tick: nothing staged is committed and the trigger is retried
+  /// (up to max_attempts, then deadlettered with `reason`).
+  void fail(std::string reason) { effects_.failure = std::move(reason); }
+
+  /// The staged effects (for hosts and the test harness).
+  const effects& staged() const noexcept { return effects_; }
+  effects& staged() noexcept { return effects_; }
+
+private:
+  void* state_ptr(const std::type_info& type);
+
+  std::string self_;
+  const std::string& config_;
+  const trigger& trigger_;
+  agent_base& agent_;
+  const record_reader* reader_;
+  effects effects_;
+};
+
+}  // namespace ticktock
+
+#include "ticktock/runtime/agent.hpp"
+
+namespace ticktock {
+
+template <class State>
+State& context::state() {
+  return *static_cast<State*>(state_ptr(typeid(State)));
+}
+
+}  // namespace ticktock

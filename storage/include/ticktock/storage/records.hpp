@@ -1,0 +1,165 @@
+#pragma once
+
+// Plain C++ views of the records ticktock stores. The on-disk encoding is
+// Cap'n Proto (storage/schema/records.capnp); these structs keep Cap'n Proto
+// and RocksDB out of every public header. See docs/storage-format.md.
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ticktock/runtime/clock.hpp"
+#include "ticktock/runtime/context.hpp"
+#include "ticktock/runtime/error.hpp"
+#include "ticktock/runtime/trigger.hpp"
+
+namespace ticktock::storage {
+
+/// BLAKE2b-256 digest.
+using hash256 = std::array<std::uint8_t, 32>;
+
+/// BLAKE2b-256 of `bytes` (libsodium crypto_generichash).
+hash256 blake2b(std::string_view bytes);
+/// Lower-case hex of a digest.
+std::string to_hex(const hash256& h);
+
+/// Agent meta: identity, type, config and tick bookkeeping.
+struct agent_record {
+  std::string id;
+  std::string type;
+  std::string config;
+  time_point created{};
+  bool errored = false;
+  std::string error;
+  std::uint64_t tick_count = 0;
+  time_point last_tick{};
+  std::uint64_t trajectory_next = 0;
+  hash256 trajectory_head{};
+  std::uint64_t outbox_next = 1;
+  std::uint64_t retry_seq = 0;
+  std::uint32_t retry_attempts = 0;
+};
+
+/// One durable inbox entry (a trigger waiting for its tick).
+struct inbox_entry {
+  std::uint64_t seq = 0;  ///< from the key; assigned by the store on enqueue
+  trigger_kind kind = trigger_kind::message;
+  time_point time{};
+  std::string from;
+  std::string payload;
+  std::string alarm;
+  std::string idempotency_key;
+  /// Set by reads when the stored bytes failed to decode; `raw` holds them.
+  bool corrupt = false;
+  std::string raw;
+
+  /// The trigger on_trigger sees.
+  trigger to_trigger(std::uint32_t attempt) const {
+    return trigger{kind, time, seq, from, payload, alarm, attempt};
+  }
+};
+
+/// One event an agent emitted to its outbox.
+struct outbox_event {
+  std::uint64_t seq = 0;
+  std::uint64_t tick = 0;
+  time_point time{};
+  std::string payload;
+};
+
+enum class outcome : std::uint8_t { ok = 0, failed = 1, deadlettered = 2 };
+std::string_view to_string(outcome o) noexcept;
+
+/// Counts of what a tick staged.
+struct effects_summary {
+  std::uint64_t state_bytes = 0;
+  bool state_changed = false;
+  std::uint32_t outbox = 0;
+  std::uint32_t messages = 0;
+  std::uint32_t alarms_set = 0;
+  std::uint32_t alarms_cancelled = 0;
+  std::uint32_t goals = 0;
+  std::uint32_t memory = 0;
+};
+
+/// One trajectory record: one attempt of one tick. Records form a per-agent
+/// hash chain: prev_hash is BLAKE2b-256 of the previous record's stored bytes.
+struct trajectory_record {
+  std::uint64_t index = 0;
+  std::uint64_t tick = 0;
+  std::uint32_t attempt = 1;
+  trigger_kind kind = trigger_kind::message;
+  std::uint64_t trigger_seq = 0;
+  hash256 trigger_digest{};
+  time_point start{};
+  std::uint64_t duration_ns = 0;
+  storage::outcome outcome = outcome::ok;
+  std::string error;
+  effects_summary effects;
+  hash256 state_hash{};
+  hash256 prev_hash{};
+  std::vector<std::string> logs;
+  /// Set by reads when the stored bytes failed to decode.
+  bool corrupt = false;
+};
+
+/// A durable alarm.
+struct alarm_record {
+  std::string agent;
+  std::string name;
+  time_point due{};
+  duration period{0};  ///< zero for one-shot
+};
+
+/// A trigger that failed max_attempts times, overflowed an inbox, or could
+/// not be decoded.
+struct deadletter_entry {
+  std::uint64_t id = 0;   ///< position in the agent's deadletter (from the key)
+  std::uint64_t seq = 0;  ///< inbox seq of the trigger, 0 if it never got one
+  std::string reason;     ///< tick_failed | inbox_full | corrupt_record | unknown_recipient
+  std::string error;
+  time_point time{};
+  std::uint32_t attempts = 0;
+  inbox_entry entry;      ///< the trigger (entry.corrupt if undecodable)
+};
+
+/// What verify_trajectory found.
+struct chain_report {
+  bool ok = true;
+  std::uint64_t records = 0;
+  /// Index of the first bad record when !ok.
+  std::optional<std::uint64_t> first_bad;
+  std::string reason;
+};
+
+/// Policy for alarms that came due while the process was down.
+enum class missed_alarm_policy : std::uint8_t {
+  fire_once,  ///< one trigger per missed alarm, periodic ones re-armed to the future
+  fire_all,   ///< one trigger per missed occurrence (at most 1000 per alarm)
+  skip,       ///< no trigger; periodic ones re-armed to the future, one-shots dropped
+};
+
+// -- codecs (Cap'n Proto packed) ------------------------------------------
+
+std::string encode(const agent_record& r);
+std::string encode(const inbox_entry& e);
+std::string encode(const outbox_event& e);
+std::string encode(const trajectory_record& r);
+std::string encode(const alarm_record& r);
+std::string encode(const deadletter_entry& d);
+
+/// Decoders of untrusted bytes: corrupt_record on anything malformed.
+expected<agent_record> decode_agent(std::string_view bytes);
+expected<inbox_entry> decode_inbox(std::string_view bytes);
+expected<outbox_event> decode_outbox(std::string_view bytes);
+expected<trajectory_record> decode_trajectory(std::string_view bytes);
+expected<alarm_record> decode_alarm(std::string_view bytes);
+expected<deadletter_entry> decode_deadletter(std::string_view bytes);
+
+/// BLAKE2b-256 over a trigger's kind, time, sender, alarm and payload.
+hash256 trigger_digest(const inbox_entry& e);
+
+}  // namespace ticktock::storage

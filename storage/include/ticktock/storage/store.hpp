@@ -1,0 +1,208 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "ticktock/runtime/context.hpp"
+#include "ticktock/runtime/error.hpp"
+#include "ticktock/storage/records.hpp"
+
+namespace ticktock::storage {
+
+/// `sync` fsyncs the WAL on every commit group; `async` writes the WAL
+/// without fsync (survives a process crash, not a power loss).
+enum class durability : std::uint8_t { sync, async };
+
+struct store_options {
+  std::filesystem::path dir;
+  storage::durability durability = durability::async;
+  /// Total memtable budget across column families.
+  std::size_t write_buffer_bytes = std::size_t{64} << 20;
+  /// Shared block cache.
+  std::size_t block_cache_bytes = std::size_t{64} << 20;
+};
+
+// -- write operations ------------------------------------------------------
+// All writes go through store::apply, which commits a group of operations in
+// one RocksDB WriteBatch. Inbox sequence numbers, idempotency keys and depth
+// limits are decided inside apply, so apply must be called from one thread
+// at a time (the node's committer or the test harness).
+
+/// Appends a trigger to an agent's inbox. The store assigns entry.seq.
+struct enqueue_op {
+  std::string agent;
+  inbox_entry entry;               ///< entry.idempotency_key dedups if non-empty
+  std::uint64_t depth_limit = 0;   ///< 0: unlimited; else overflow goes to deadletter
+};
+
+/// Everything one tick attempt commits.
+struct tick_op {
+  agent_record meta;                         ///< the agent's meta after the tick
+  std::optional<std::string> state;          ///< new state bytes, if changed
+  std::optional<std::uint64_t> consume_seq;  ///< inbox entry the tick consumed
+  std::vector<outbox_event> outbox;
+  std::uint64_t trajectory_index = 0;
+  std::string trajectory_bytes;              ///< encode(trajectory_record)
+  std::vector<alarm_change> alarms;
+  std::vector<enqueue_op> messages;          ///< to local agents
+  std::vector<kv_change> goals;
+  std::vector<kv_change> memory;
+  std::optional<deadletter_entry> deadletter;
+};
+
+/// Creates an agent: its meta plus its `init` trigger.
+struct create_op {
+  agent_record meta;
+  inbox_entry init;
+};
+
+/// Deletes every record of an agent.
+struct terminate_op {
+  std::string agent;
+};
+
+/// Marks an agent errored (meta may be unreadable, so the mark is its own key).
+struct mark_errored_op {
+  std::string agent;
+  std::string reason;
+};
+
+/// Moves due alarms into their agents' inboxes and re-arms periodic ones.
+struct fire_alarms_op {
+  time_point now{};
+  /// Alarms due before this instant were missed while the process was down.
+  time_point missed_before{};
+  missed_alarm_policy policy = missed_alarm_policy::fire_once;
+  std::uint64_t depth_limit = 0;
+  std::size_t limit = 4096;  ///< alarms handled by one op
+};
+
+/// Moves deadletter entries back into the inbox.
+struct requeue_op {
+  std::string agent;
+  std::vector<std::uint64_t> ids;  ///< deadletter ids; empty means all
+};
+
+using write_op = std::variant<enqueue_op, tick_op, create_op, terminate_op, mark_errored_op,
+                              fire_alarms_op, requeue_op>;
+
+/// True for operations that store::apply must see in a group of their own.
+bool is_exclusive(const write_op& op) noexcept;
+
+/// An inbox entry a write produced, for waking its agent after the commit.
+struct delivery {
+  std::string agent;
+  inbox_entry entry;
+};
+
+/// The outcome of one operation of a group.
+struct op_result {
+  ticktock::error err;
+  std::uint64_t seq = 0;          ///< enqueue: the entry's seq (existing one if duplicate)
+  bool duplicate = false;         ///< enqueue: the idempotency key was seen before
+  std::vector<delivery> delivered;
+  std::size_t alarms_fired = 0;   ///< fire_alarms: how many alarms were due
+  bool more_alarms = false;       ///< fire_alarms: stopped at the limit
+};
+
+/// The RocksDB store of one node. Reads are thread-safe; apply is not (one
+/// writer thread). Every call returns storage_failure when RocksDB fails and
+/// corrupt_record for undecodable framework records.
+class store {
+public:
+  ~store();
+
+  /// Opens (creating if missing) the store at options.dir.
+  static expected<std::unique_ptr<store>> open(const store_options& options);
+
+  /// Commits `ops` in one WriteBatch and returns one result per op. An op
+  /// that is rejected (e.g. inbox_full, not_found) gets its error and the
+  /// others still commit; if the write itself fails, every op gets
+  /// storage_failure and nothing is committed.
+  std::vector<op_result> apply(std::vector<write_op>& ops);
+
+  // -- agents --------------------------------------------------------------
+
+  expected<agent_record> get_agent(std::string_view id) const;
+  bool agent_exists(std::string_view id) const;
+  /// The errored mark set by mark_errored_op, if any.
+  std::optional<std::string> errored_mark(std::string_view id) const;
+  /// Latest state bytes; empty optional before the first committed tick.
+  expected<std::optional<std::string>> get_state(std::string_view id) const;
+
+  struct agent_summary {
+    std::string id;
+    std::string type;  ///< empty if the record is corrupt
+    bool errored = false;
+  };
+  /// Calls `f` for every agent in id order from `after` (exclusive) until it
+  /// returns false.
+  void for_each_agent(const std::function<bool(const agent_summary&)>& f,
+                      std::string_view after = {}) const;
+
+  // -- inbox, outbox, deadletter -------------------------------------------
+
+  std::vector<inbox_entry> read_inbox(std::string_view id, std::uint64_t from_seq,
+                                      std::size_t limit) const;
+  std::uint64_t inbox_depth(std::string_view id) const;
+  /// Ids of agents with a non-empty inbox, and the total number of entries.
+  std::vector<std::string> agents_with_inbox(std::uint64_t* total = nullptr) const;
+
+  std::vector<outbox_event> read_outbox(std::string_view id, std::uint64_t from_seq,
+                                        std::size_t limit) const;
+  std::vector<deadletter_entry> read_deadletter(std::string_view id, std::uint64_t from_id,
+                                                std::size_t limit) const;
+
+  // -- trajectory ----------------------------------------------------------
+
+  std::vector<trajectory_record> read_trajectory(std::string_view id, std::uint64_t from_index,
+                                                 std::size_t limit) const;
+  /// Re-hashes the whole chain and compares it with the agent's head.
+  chain_report verify_trajectory(std::string_view id) const;
+
+  // -- goals, memory, alarms -----------------------------------------------
+
+  std::optional<std::string> get_goal(std::string_view id, std::string_view key) const;
+  std::vector<std::pair<std::string, std::string>> list_goals(std::string_view id) const;
+  std::optional<std::string> get_memory(std::string_view id, std::string_view space,
+                                        std::string_view key) const;
+  std::vector<std::pair<std::string, std::string>> list_memory(std::string_view id,
+                                                                std::string_view space) const;
+  std::vector<alarm_record> list_alarms(std::string_view id) const;
+  /// Due time of the earliest alarm of any agent.
+  std::optional<time_point> next_alarm_due() const;
+
+  // -- maintenance ---------------------------------------------------------
+
+  /// Flushes memtables and compacts every column family (bench, tools).
+  ticktock::error compact();
+  /// Live SST plus WAL bytes on disk.
+  std::uint64_t disk_bytes() const;
+
+  /// Raw access to a column family by name, for tools and corruption tests.
+  ticktock::error raw_put(std::string_view column, std::string_view key, std::string_view value);
+  std::optional<std::string> raw_get(std::string_view column, std::string_view key) const;
+
+  const store_options& options() const noexcept;
+
+  struct impl;
+
+private:
+  explicit store(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+/// Key helpers (big-endian, so iteration is ordered). See docs/storage-format.md.
+namespace keys {
+std::string agent(std::string_view id);                          // agents, state
+std::string seq_key(std::string_view id, std::uint64_t seq);     // inbox, outbox, trajectory, deadletter
+}  // namespace keys
+
+}  // namespace ticktock::storage

@@ -1,0 +1,92 @@
+@0xfd7f4e52e8310652;
+# Framework records stored in RocksDB by ticktock. See docs/storage-format.md.
+# Values are Cap'n Proto packed messages. Never renumber a field.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("ticktock::storage::schema");
+
+enum AgentStatus {
+  active @0;      # runnable (resident or hibernated; residency is not stored)
+  errored @1;     # marked errored: does not tick until repaired
+}
+
+struct AgentRecord {
+  id @0 :Text;
+  type @1 :Text;
+  config @2 :Data;
+  createdUs @3 :Int64;
+  status @4 :AgentStatus;
+  error @5 :Text;
+  tickCount @6 :UInt64;        # committed ticks
+  lastTickUs @7 :Int64;        # trigger time of the last committed tick
+  trajectoryNext @8 :UInt64;   # index of the next trajectory record
+  trajectoryHead @9 :Data;     # BLAKE2b-256 of the last trajectory record's bytes
+  outboxNext @10 :UInt64;      # seq of the next outbox event
+  retrySeq @11 :UInt64;        # inbox seq whose failed attempts are counted below
+  retryAttempts @12 :UInt32;   # failed attempts of retrySeq so far
+}
+
+struct InboxEntry {
+  kind @0 :UInt8;              # ticktock::trigger_kind
+  timeUs @1 :Int64;
+  from @2 :Text;
+  payload @3 :Data;
+  alarm @4 :Text;
+  idempotencyKey @5 :Text;
+}
+
+struct OutboxEvent {
+  tick @0 :UInt64;
+  timeUs @1 :Int64;
+  payload @2 :Data;
+}
+
+enum Outcome {
+  ok @0;
+  failed @1;         # attempt failed, will be retried
+  deadlettered @2;   # attempt failed, trigger moved to the deadletter
+}
+
+struct Effects {
+  stateBytes @0 :UInt64;
+  stateChanged @1 :Bool;
+  outbox @2 :UInt32;
+  messages @3 :UInt32;
+  alarmsSet @4 :UInt32;
+  alarmsCancelled @5 :UInt32;
+  goals @6 :UInt32;
+  memory @7 :UInt32;
+}
+
+struct TrajectoryRecord {
+  index @0 :UInt64;            # position in the agent's chain, from 0
+  tick @1 :UInt64;             # tick number this attempt belongs to, from 1
+  attempt @2 :UInt32;
+  triggerKind @3 :UInt8;
+  triggerSeq @4 :UInt64;
+  triggerDigest @5 :Data;      # BLAKE2b-256 of the trigger
+  startUs @6 :Int64;           # wall clock when the attempt began
+  durationNs @7 :UInt64;
+  outcome @8 :Outcome;
+  error @9 :Text;
+  effects @10 :Effects;
+  stateHash @11 :Data;         # BLAKE2b-256 of the state bytes after the tick
+  prevHash @12 :Data;          # BLAKE2b-256 of the previous record's bytes
+  logs @13 :List(Text);
+}
+
+struct AlarmRecord {
+  agent @0 :Text;
+  name @1 :Text;
+  dueUs @2 :Int64;
+  periodUs @3 :Int64;          # 0 for one-shot
+}
+
+struct DeadLetter {
+  seq @0 :UInt64;              # inbox seq of the trigger (0 if never enqueued)
+  reason @1 :Text;             # e.g. tick_failed, inbox_full, corrupt_record
+  error @2 :Text;
+  timeUs @3 :Int64;
+  attempts @4 :UInt32;
+  entry @5 :Data;              # the InboxEntry bytes as they were stored
+}

@@ -1,0 +1,355 @@
+// Cap'n Proto encoding of the framework records. Decoding of stored (hence
+// untrusted) bytes happens in decode_message, the one place that catches
+// kj::Exception.
+
+#include <capnp/message.h>
+#include <capnp/serialize-packed.h>
+#include <kj/io.h>
+#include <sodium.h>
+
+#include <cstring>
+
+#include "records.capnp.h"
+#include "ticktock/storage/records.hpp"
+
+namespace ticktock::storage {
+
+namespace s = schema;
+
+namespace {
+
+std::int64_t to_us(time_point t) { return t.time_since_epoch().count(); }
+time_point from_us(std::int64_t us) { return time_point{duration{us}}; }
+
+capnp::Data::Reader as_data(std::string_view s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+capnp::Data::Reader as_data(const hash256& h) { return {h.data(), h.size()}; }
+std::string to_string(capnp::Data::Reader d) {
+  return {reinterpret_cast<const char*>(d.begin()), d.size()};
+}
+std::string to_string(capnp::Text::Reader t) { return {t.begin(), t.size()}; }
+bool to_hash(capnp::Data::Reader d, hash256& out) {
+  if (d.size() == 0) {
+    out = {};
+    return true;
+  }
+  if (d.size() != out.size())
+    return false;
+  std::memcpy(out.data(), d.begin(), out.size());
+  return true;
+}
+
+std::string finish(capnp::MessageBuilder& msg) {
+  kj::VectorOutputStream out;
+  capnp::writePackedMessage(out, msg);
+  auto a = out.getArray();
+  return {reinterpret_cast<const char*>(a.begin()), a.size()};
+}
+
+error corrupt(std::string_view what, std::string_view detail) {
+  return error{errc::corrupt_record,
+               std::string{what} + " record failed to decode: " + std::string{detail}};
+}
+
+// Decodes one packed message and hands its root to `f`. Every failure of
+// Cap'n Proto (truncation, bad pointers, traversal limits) becomes a
+// corrupt_record error.
+template <class Root, class F>
+auto decode_message(std::string_view what, std::string_view bytes, F&& f)
+  -> expected<decltype(f(std::declval<typename Root::Reader>()))> {
+  using result = decltype(f(std::declval<typename Root::Reader>()));
+  if (bytes.empty())
+    return corrupt(what, "empty value");
+  try {
+    kj::ArrayInputStream in{kj::ArrayPtr<const kj::byte>(
+      reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size())};
+    capnp::ReaderOptions opts;
+    opts.traversalLimitInWords = 8 * 1024 * 1024;
+    capnp::PackedMessageReader reader{in, opts};
+    if (in.tryGetReadBuffer().size() != 0)
+      return corrupt(what, "trailing bytes");
+    return expected<result>{f(reader.getRoot<Root>())};
+  } catch (const kj::Exception& e) {
+    return corrupt(what, e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    return corrupt(what, e.what());
+  }
+}
+
+}  // namespace
+
+hash256 blake2b(std::string_view bytes) {
+  hash256 h;
+  crypto_generichash(h.data(), h.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                     bytes.size(), nullptr, 0);
+  return h;
+}
+
+std::string to_hex(const hash256& h) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(64);
+  for (auto b : h) {
+    out.push_back(digits[b >> 4]);
+    out.push_back(digits[b & 15]);
+  }
+  return out;
+}
+
+std::string_view to_string(outcome o) noexcept {
+  switch (o) {
+    case outcome::ok: return "ok";
+    case outcome::failed: return "failed";
+    case outcome::deadlettered: return "deadlettered";
+  }
+  return "unknown";
+}
+
+hash256 trigger_digest(const inbox_entry& e) {
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, 32);
+  auto add = [&](const void* p, std::size_t n) {
+    crypto_generichash_update(&st, static_cast<const unsigned char*>(p), n);
+  };
+  auto add_str = [&](std::string_view s) {
+    std::uint64_t n = s.size();
+    add(&n, sizeof n);
+    add(s.data(), s.size());
+  };
+  auto kind = static_cast<std::uint8_t>(e.kind);
+  auto us = to_us(e.time);
+  add(&kind, 1);
+  add(&us, sizeof us);
+  add_str(e.from);
+  add_str(e.alarm);
+  add_str(e.payload);
+  hash256 h;
+  crypto_generichash_final(&st, h.data(), h.size());
+  return h;
+}
+
+// -- agent ------------------------------------------------------------------
+
+std::string encode(const agent_record& r) {
+  capnp::MallocMessageBuilder msg{64};
+  auto b = msg.initRoot<s::AgentRecord>();
+  b.setId(r.id);
+  b.setType(r.type);
+  b.setConfig(as_data(r.config));
+  b.setCreatedUs(to_us(r.created));
+  b.setStatus(r.errored ? s::AgentStatus::ERRORED : s::AgentStatus::ACTIVE);
+  b.setError(r.error);
+  b.setTickCount(r.tick_count);
+  b.setLastTickUs(to_us(r.last_tick));
+  b.setTrajectoryNext(r.trajectory_next);
+  if (r.trajectory_next > 0)
+    b.setTrajectoryHead(as_data(r.trajectory_head));
+  b.setOutboxNext(r.outbox_next);
+  b.setRetrySeq(r.retry_seq);
+  b.setRetryAttempts(r.retry_attempts);
+  return finish(msg);
+}
+
+expected<agent_record> decode_agent(std::string_view bytes) {
+  auto r = decode_message<s::AgentRecord>("agent", bytes, [](s::AgentRecord::Reader m) {
+    agent_record r;
+    r.id = to_string(m.getId());
+    r.type = to_string(m.getType());
+    r.config = to_string(m.getConfig());
+    r.created = from_us(m.getCreatedUs());
+    r.errored = m.getStatus() == s::AgentStatus::ERRORED;
+    r.error = to_string(m.getError());
+    r.tick_count = m.getTickCount();
+    r.last_tick = from_us(m.getLastTickUs());
+    r.trajectory_next = m.getTrajectoryNext();
+    r.outbox_next = m.getOutboxNext();
+    r.retry_seq = m.getRetrySeq();
+    r.retry_attempts = m.getRetryAttempts();
+    bool ok = to_hash(m.getTrajectoryHead(), r.trajectory_head);
+    return std::make_pair(ok, std::move(r));
+  });
+  if (!r)
+    return r.error_value();
+  if (!r->first || r->second.id.empty() || r->second.type.empty())
+    return corrupt("agent", "missing id or type, or bad head hash");
+  return std::move(r->second);
+}
+
+// -- inbox ------------------------------------------------------------------
+
+std::string encode(const inbox_entry& e) {
+  capnp::MallocMessageBuilder msg{32 + e.payload.size() / 8};
+  auto b = msg.initRoot<s::InboxEntry>();
+  b.setKind(static_cast<std::uint8_t>(e.kind));
+  b.setTimeUs(to_us(e.time));
+  if (!e.from.empty())
+    b.setFrom(e.from);
+  b.setPayload(as_data(e.payload));
+  if (!e.alarm.empty())
+    b.setAlarm(e.alarm);
+  if (!e.idempotency_key.empty())
+    b.setIdempotencyKey(e.idempotency_key);
+  return finish(msg);
+}
+
+expected<inbox_entry> decode_inbox(std::string_view bytes) {
+  auto r = decode_message<s::InboxEntry>("inbox", bytes, [](s::InboxEntry::Reader m) {
+    inbox_entry e;
+    e.kind = static_cast<trigger_kind>(m.getKind());
+    e.time = from_us(m.getTimeUs());
+    e.from = to_string(m.getFrom());
+    e.payload = to_string(m.getPayload());
+    e.alarm = to_string(m.getAlarm());
+    e.idempotency_key = to_string(m.getIdempotencyKey());
+    return e;
+  });
+  if (r && static_cast<std::uint8_t>(r->kind) > static_cast<std::uint8_t>(trigger_kind::goal_changed))
+    return corrupt("inbox", "unknown trigger kind");
+  return r;
+}
+
+// -- outbox -----------------------------------------------------------------
+
+std::string encode(const outbox_event& e) {
+  capnp::MallocMessageBuilder msg{16 + e.payload.size() / 8};
+  auto b = msg.initRoot<s::OutboxEvent>();
+  b.setTick(e.tick);
+  b.setTimeUs(to_us(e.time));
+  b.setPayload(as_data(e.payload));
+  return finish(msg);
+}
+
+expected<outbox_event> decode_outbox(std::string_view bytes) {
+  return decode_message<s::OutboxEvent>("outbox", bytes, [](s::OutboxEvent::Reader m) {
+    outbox_event e;
+    e.tick = m.getTick();
+    e.time = from_us(m.getTimeUs());
+    e.payload = to_string(m.getPayload());
+    return e;
+  });
+}
+
+// -- trajectory -------------------------------------------------------------
+
+std::string encode(const trajectory_record& r) {
+  capnp::MallocMessageBuilder msg{96};
+  auto b = msg.initRoot<s::TrajectoryRecord>();
+  b.setIndex(r.index);
+  b.setTick(r.tick);
+  b.setAttempt(r.attempt);
+  b.setTriggerKind(static_cast<std::uint8_t>(r.kind));
+  b.setTriggerSeq(r.trigger_seq);
+  b.setTriggerDigest(as_data(r.trigger_digest));
+  b.setStartUs(to_us(r.start));
+  b.setDurationNs(r.duration_ns);
+  b.setOutcome(static_cast<s::Outcome>(r.outcome));
+  if (!r.error.empty())
+    b.setError(r.error);
+  auto fx = b.initEffects();
+  fx.setStateBytes(r.effects.state_bytes);
+  fx.setStateChanged(r.effects.state_changed);
+  fx.setOutbox(r.effects.outbox);
+  fx.setMessages(r.effects.messages);
+  fx.setAlarmsSet(r.effects.alarms_set);
+  fx.setAlarmsCancelled(r.effects.alarms_cancelled);
+  fx.setGoals(r.effects.goals);
+  fx.setMemory(r.effects.memory);
+  b.setStateHash(as_data(r.state_hash));
+  if (r.index > 0)
+    b.setPrevHash(as_data(r.prev_hash));
+  if (!r.logs.empty()) {
+    auto logs = b.initLogs(static_cast<unsigned>(r.logs.size()));
+    for (unsigned i = 0; i < r.logs.size(); ++i)
+      logs.set(i, r.logs[i]);
+  }
+  return finish(msg);
+}
+
+expected<trajectory_record> decode_trajectory(std::string_view bytes) {
+  auto r = decode_message<s::TrajectoryRecord>("trajectory", bytes, [](s::TrajectoryRecord::Reader m) {
+    trajectory_record r;
+    r.index = m.getIndex();
+    r.tick = m.getTick();
+    r.attempt = m.getAttempt();
+    r.kind = static_cast<trigger_kind>(m.getTriggerKind());
+    r.trigger_seq = m.getTriggerSeq();
+    r.start = from_us(m.getStartUs());
+    r.duration_ns = m.getDurationNs();
+    r.outcome = static_cast<outcome>(m.getOutcome());
+    r.error = to_string(m.getError());
+    auto fx = m.getEffects();
+    r.effects = {fx.getStateBytes(), fx.getStateChanged(),    fx.getOutbox(),
+                 fx.getMessages(),   fx.getAlarmsSet(),       fx.getAlarmsCancelled(),
+                 fx.getGoals(),      fx.getMemory()};
+    for (auto l : m.getLogs())
+      r.logs.push_back(to_string(l));
+    bool ok = to_hash(m.getTriggerDigest(), r.trigger_digest)
+              && to_hash(m.getStateHash(), r.state_hash) && to_hash(m.getPrevHash(), r.prev_hash)
+              && static_cast<std::uint16_t>(m.getOutcome()) <= 2;
+    return std::make_pair(ok, std::move(r));
+  });
+  if (!r)
+    return r.error_value();
+  if (!r->first)
+    return corrupt("trajectory", "bad hash length or outcome");
+  return std::move(r->second);
+}
+
+// -- alarms -----------------------------------------------------------------
+
+std::string encode(const alarm_record& a) {
+  capnp::MallocMessageBuilder msg{32};
+  auto b = msg.initRoot<s::AlarmRecord>();
+  b.setAgent(a.agent);
+  b.setName(a.name);
+  b.setDueUs(to_us(a.due));
+  b.setPeriodUs(a.period.count());
+  return finish(msg);
+}
+
+expected<alarm_record> decode_alarm(std::string_view bytes) {
+  return decode_message<s::AlarmRecord>("alarm", bytes, [](s::AlarmRecord::Reader m) {
+    return alarm_record{to_string(m.getAgent()), to_string(m.getName()), from_us(m.getDueUs()),
+                        duration{m.getPeriodUs()}};
+  });
+}
+
+// -- deadletter -------------------------------------------------------------
+
+std::string encode(const deadletter_entry& d) {
+  capnp::MallocMessageBuilder msg{32};
+  auto b = msg.initRoot<s::DeadLetter>();
+  b.setSeq(d.seq);
+  b.setReason(d.reason);
+  b.setError(d.error);
+  b.setTimeUs(to_us(d.time));
+  b.setAttempts(d.attempts);
+  b.setEntry(as_data(d.entry.corrupt ? d.entry.raw : encode(d.entry)));
+  return finish(msg);
+}
+
+expected<deadletter_entry> decode_deadletter(std::string_view bytes) {
+  auto r = decode_message<s::DeadLetter>("deadletter", bytes, [](s::DeadLetter::Reader m) {
+    deadletter_entry d;
+    d.seq = m.getSeq();
+    d.reason = to_string(m.getReason());
+    d.error = to_string(m.getError());
+    d.time = from_us(m.getTimeUs());
+    d.attempts = m.getAttempts();
+    d.entry.raw = to_string(m.getEntry());
+    return d;
+  });
+  if (!r)
+    return r;
+  auto e = decode_inbox(r->entry.raw);
+  if (e) {
+    r->entry = std::move(*e);
+  } else {
+    r->entry.corrupt = true;
+  }
+  r->entry.seq = r->seq;
+  return r;
+}
+
+}  // namespace ticktock::storage

@@ -1,0 +1,813 @@
+#include "ticktock/storage/store.hpp"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <sodium.h>
+
+#include <algorithm>
+#include <array>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+
+#include "keys.hpp"
+
+namespace ticktock::storage {
+
+namespace {
+
+// Column families, in the order they are opened. Never reorder: cf() indexes.
+enum cf_id : std::size_t {
+  cf_default,
+  cf_agents,
+  cf_state,
+  cf_inbox,
+  cf_outbox,
+  cf_alarms,
+  cf_trajectory,
+  cf_memory,
+  cf_goals,
+  cf_ledger,
+  cf_deadletter,
+  cf_identity,
+  cf_approvals,
+  cf_meta,
+  cf_count,
+};
+
+constexpr std::array<const char*, cf_count> cf_names = {
+  "default", "agents", "state",      "inbox",    "outbox",    "alarms", "trajectory",
+  "memory",  "goals",  "ledger",     "deadletter", "identity", "approvals", "meta",
+};
+
+error from_status(const rocksdb::Status& st, std::string_view what) {
+  return error{errc::storage_failure, std::string{what} + ": " + st.ToString()};
+}
+
+bool starts_with(const rocksdb::Slice& s, std::string_view p) {
+  return s.size() >= p.size() && std::memcmp(s.data(), p.data(), p.size()) == 0;
+}
+
+std::string_view view(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
+
+// In-memory bookkeeping of one agent's inbox, owned by the writer.
+struct counters {
+  std::uint64_t inbox_next = 1;
+  std::uint64_t dead_next = 1;
+  std::uint64_t depth = 0;
+  bool erased = false;
+};
+
+std::string encode_counters(const counters& c) {
+  std::string v;
+  keys::put_be64(v, c.inbox_next);
+  keys::put_be64(v, c.dead_next);
+  return v;
+}
+
+}  // namespace
+
+bool is_exclusive(const write_op& op) noexcept {
+  return !std::holds_alternative<enqueue_op>(op) && !std::holds_alternative<tick_op>(op);
+}
+
+struct store::impl {
+  store_options options;
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::WriteOptions write_options;
+  rocksdb::ReadOptions read_options;
+  // Writer-owned (apply is single-threaded): counters of agents seen so far.
+  std::unordered_map<std::string, counters> counters_;
+
+  ~impl() {
+    for (auto* h : handles)
+      if (h)
+        db->DestroyColumnFamilyHandle(h);
+    if (db)
+      db->Close();
+  }
+
+  rocksdb::ColumnFamilyHandle* cf(cf_id i) const { return handles[i]; }
+
+  std::optional<std::string> get(cf_id c, std::string_view key, error* err = nullptr) const {
+    std::string value;
+    auto st = db->Get(read_options, cf(c), rocksdb::Slice{key.data(), key.size()}, &value);
+    if (st.ok())
+      return value;
+    if (!st.IsNotFound() && err)
+      *err = from_status(st, "read");
+    return std::nullopt;
+  }
+
+  std::unique_ptr<rocksdb::Iterator> iter(cf_id c) const {
+    return std::unique_ptr<rocksdb::Iterator>(db->NewIterator(read_options, cf(c)));
+  }
+
+  // Calls f(key, value) for every key with `prefix`, from `from` on, until
+  // f returns false.
+  template <class F>
+  void scan(cf_id c, std::string_view prefix, std::string_view from, F&& f) const {
+    auto it = iter(c);
+    it->Seek(rocksdb::Slice{from.data(), from.size()});
+    for (; it->Valid() && starts_with(it->key(), prefix); it->Next())
+      if (!f(view(it->key()), view(it->value())))
+        break;
+  }
+
+  std::uint64_t count_prefix(cf_id c, std::string_view prefix) const {
+    std::uint64_t n = 0;
+    scan(c, prefix, prefix, [&](auto, auto) {
+      ++n;
+      return true;
+    });
+    return n;
+  }
+};
+
+// -- the writer: one group of operations ------------------------------------
+
+namespace {
+
+class group_writer {
+public:
+  explicit group_writer(store::impl& s) : s_(s) {}
+
+  std::vector<op_result> run(std::vector<write_op>& ops) {
+    std::vector<op_result> results(ops.size());
+    for (std::size_t i = 0; i < ops.size(); ++i)
+      std::visit([&](auto& op) { handle(op, results[i]); }, ops[i]);
+    for (auto& [id, c] : scratch_)
+      if (c.erased)
+        batch_.Delete(s_.cf(cf_meta), keys::counters(id));
+      else if (dirty_.count(id))
+        batch_.Put(s_.cf(cf_meta), keys::counters(id), encode_counters(c));
+    if (batch_.Count() > 0) {
+      auto st = s_.db->Write(s_.write_options, &batch_);
+      if (!st.ok()) {
+        auto err = from_status(st, "commit");
+        for (auto& r : results)
+          r = op_result{err};
+        return results;
+      }
+    }
+    for (auto& [id, c] : scratch_)
+      if (c.erased)
+        s_.counters_.erase(id);
+      else
+        s_.counters_[id] = c;
+    return results;
+  }
+
+private:
+  // Counters of `id`, or nullptr if the agent does not exist. Loads them on
+  // first use; copies into the group's scratch so a failed write leaves the
+  // committed counters untouched.
+  counters* ctr(const std::string& id) {
+    if (auto i = scratch_.find(id); i != scratch_.end())
+      return i->second.erased ? nullptr : &i->second;
+    if (auto i = s_.counters_.find(id); i != s_.counters_.end())
+      return &(scratch_[id] = i->second);
+    error err;
+    if (!s_.get(cf_agents, id, &err))
+      return nullptr;
+    counters c;
+    if (auto v = s_.get(cf_meta, keys::counters(id)); v && v->size() == 16) {
+      c.inbox_next = keys::get_be64(*v);
+      c.dead_next = keys::get_be64(std::string_view{*v}.substr(8));
+    }
+    c.depth = s_.count_prefix(cf_inbox, keys::prefix(id));
+    return &(scratch_[id] = c);
+  }
+
+  void put(cf_id c, std::string_view k, std::string_view v) {
+    batch_.Put(s_.cf(c), rocksdb::Slice{k.data(), k.size()}, rocksdb::Slice{v.data(), v.size()});
+  }
+  void del(cf_id c, std::string_view k) {
+    batch_.Delete(s_.cf(c), rocksdb::Slice{k.data(), k.size()});
+  }
+  void del_prefix(cf_id c, std::string_view id) {
+    batch_.DeleteRange(s_.cf(c), keys::prefix(id), keys::prefix_end(id));
+  }
+
+  void deadletter(const std::string& agent, counters& c, deadletter_entry d) {
+    auto id = c.dead_next++;
+    dirty_.insert(agent);
+    d.id = id;
+    put(cf_deadletter, keys::seq(agent, id), encode(d));
+  }
+
+  // -- enqueue --------------------------------------------------------------
+
+  void handle(enqueue_op& op, op_result& r) {
+    auto* c = ctr(op.agent);
+    if (!c) {
+      r.err = error{errc::not_found, "no agent '" + op.agent + "'"};
+      return;
+    }
+    auto& e = op.entry;
+    std::string idem_key;
+    if (!e.idempotency_key.empty()) {
+      idem_key = keys::idempotency(op.agent, e.idempotency_key);
+      std::optional<std::uint64_t> seen;
+      if (auto i = pending_idem_.find(idem_key); i != pending_idem_.end())
+        seen = i->second;
+      else if (auto v = s_.get(cf_meta, idem_key))
+        seen = keys::get_be64(*v);
+      if (seen) {
+        r.seq = *seen;
+        r.duplicate = true;
+        return;
+      }
+    }
+    if (op.depth_limit != 0 && c->depth >= op.depth_limit) {
+      r.err = error{errc::inbox_full, "inbox of '" + op.agent + "' holds "
+                                        + std::to_string(c->depth) + " entries (limit "
+                                        + std::to_string(op.depth_limit) + ")"};
+      deadletter(op.agent, *c, {0, 0, "inbox_full", r.err.message(), e.time, 0, e});
+      return;
+    }
+    e.seq = c->inbox_next++;
+    ++c->depth;
+    dirty_.insert(op.agent);
+    put(cf_inbox, keys::seq(op.agent, e.seq), encode(e));
+    if (!idem_key.empty()) {
+      std::string v;
+      keys::put_be64(v, e.seq);
+      put(cf_meta, idem_key, v);
+      pending_idem_[idem_key] = e.seq;
+    }
+    r.seq = e.seq;
+    r.delivered.push_back({op.agent, e});
+  }
+
+  // -- tick -------------------------------------------------------------------
+
+  void handle(tick_op& op, op_result& r) {
+    const auto& id = op.meta.id;
+    auto* c = ctr(id);
+    if (!c) {
+      r.err = error{errc::not_found, "no agent '" + id + "'"};
+      return;
+    }
+    put(cf_agents, id, encode(op.meta));
+    if (op.state)
+      put(cf_state, id, *op.state);
+    if (op.consume_seq) {
+      del(cf_inbox, keys::seq(id, *op.consume_seq));
+      if (c->depth > 0)
+        --c->depth;
+    }
+    for (auto& ev : op.outbox)
+      put(cf_outbox, keys::seq(id, ev.seq), encode(ev));
+    put(cf_trajectory, keys::seq(id, op.trajectory_index), op.trajectory_bytes);
+    for (auto& a : op.alarms)
+      change_alarm(id, a);
+    for (auto& kv : op.goals)
+      kv.value ? put(cf_goals, keys::goal(id, kv.key), *kv.value)
+               : del(cf_goals, keys::goal(id, kv.key));
+    for (auto& kv : op.memory)
+      kv.value ? put(cf_memory, keys::memory(id, kv.space, kv.key), *kv.value)
+               : del(cf_memory, keys::memory(id, kv.space, kv.key));
+    if (op.deadletter)
+      deadletter(id, *c, std::move(*op.deadletter));
+    for (auto& m : op.messages) {
+      op_result sub;
+      handle(m, sub);
+      if (sub.err.code() == errc::not_found) {
+        // Re-fetch: handle() may have rehashed scratch_.
+        deadletter(id, *ctr(id),
+                   {0, 0, "unknown_recipient", sub.err.message(), m.entry.time, 0, m.entry});
+      }
+      for (auto& d : sub.delivered)
+        r.delivered.push_back(std::move(d));
+    }
+  }
+
+  void change_alarm(const std::string& id, const alarm_change& a) {
+    auto index_key = keys::alarm_index(id, a.name);
+    std::optional<std::string> old;
+    if (auto i = alarm_overlay_.find(index_key); i != alarm_overlay_.end())
+      old = i->second;
+    else
+      old = s_.get(cf_alarms, index_key);
+    if (old)
+      del(cf_alarms, keys::alarm_due(keys::unbias(keys::get_be64(*old)), id, a.name));
+    if (a.cancel || (a.period.count() < 0)) {
+      if (old)
+        del(cf_alarms, index_key);
+      alarm_overlay_[index_key] = std::nullopt;
+      return;
+    }
+    alarm_record rec{id, a.name, a.due, a.period};
+    put(cf_alarms, keys::alarm_due(a.due, id, a.name), encode(rec));
+    std::string v;
+    keys::put_be64(v, keys::bias(a.due));
+    put(cf_alarms, index_key, v);
+    alarm_overlay_[index_key] = v;
+  }
+
+  // -- lifecycle ------------------------------------------------------------
+
+  void handle(create_op& op, op_result& r) {
+    const auto& id = op.meta.id;
+    if (ctr(id)) {
+      r.err = error{errc::already_exists, "agent '" + id + "' already exists"};
+      return;
+    }
+    put(cf_agents, id, encode(op.meta));
+    scratch_[id] = counters{};
+    dirty_.insert(id);
+    enqueue_op init{id, std::move(op.init), 0};
+    handle(init, r);
+  }
+
+  void handle(terminate_op& op, op_result& r) {
+    const auto& id = op.agent;
+    if (!ctr(id)) {
+      r.err = error{errc::not_found, "no agent '" + id + "'"};
+      return;
+    }
+    del(cf_agents, id);
+    del(cf_state, id);
+    for (auto c : {cf_inbox, cf_outbox, cf_trajectory, cf_memory, cf_goals, cf_deadletter,
+                   cf_ledger, cf_identity})
+      del_prefix(c, id);
+    auto index_prefix = keys::alarm_index_prefix(id);
+    s_.scan(cf_alarms, index_prefix, index_prefix, [&](std::string_view k, std::string_view v) {
+      auto name = k.substr(index_prefix.size());
+      del(cf_alarms, keys::alarm_due(keys::unbias(keys::get_be64(v)), id, name));
+      del(cf_alarms, k);
+      return true;
+    });
+    del(cf_meta, keys::errored(id));
+    batch_.DeleteRange(s_.cf(cf_meta), keys::idempotency_prefix(id),
+                       keys::idempotency_prefix_end(id));
+    scratch_[id].erased = true;
+  }
+
+  void handle(mark_errored_op& op, op_result&) { put(cf_meta, keys::errored(op.agent), op.reason); }
+
+  // -- alarms ---------------------------------------------------------------
+
+  void handle(fire_alarms_op& op, op_result& r) {
+    auto now = keys::bias(op.now);
+    auto it = s_.iter(cf_alarms);
+    for (it->Seek("d"); it->Valid() && starts_with(it->key(), "d") && it->key().size() > 9;
+         it->Next()) {
+      if (keys::get_be64(view(it->key()).substr(1)) > now)
+        break;
+      if (r.alarms_fired >= op.limit) {
+        r.more_alarms = true;
+        break;
+      }
+      ++r.alarms_fired;
+      del(cf_alarms, view(it->key()));
+      auto a = decode_alarm(view(it->value()));
+      if (!a)
+        continue;  // an undecodable alarm is dropped; its index entry goes stale
+      fire(op, *a, r);
+    }
+  }
+
+  void fire(const fire_alarms_op& op, const alarm_record& a, op_result& r) {
+    auto index_key = keys::alarm_index(a.agent, a.name);
+    bool missed = a.due < op.missed_before;
+    std::uint64_t occurrences = 1;
+    if (missed && op.policy == missed_alarm_policy::skip)
+      occurrences = 0;
+    else if (missed && op.policy == missed_alarm_policy::fire_all && a.period.count() > 0)
+      occurrences = std::min<std::uint64_t>(1000, (op.now - a.due) / a.period + 1);
+    for (std::uint64_t i = 0; i < occurrences; ++i) {
+      inbox_entry e;
+      e.kind = trigger_kind::alarm;
+      e.time = a.due + a.period * static_cast<std::int64_t>(i);
+      e.alarm = a.name;
+      enqueue_op enq{a.agent, std::move(e), op.depth_limit};
+      op_result sub;
+      handle(enq, sub);
+      for (auto& d : sub.delivered)
+        r.delivered.push_back(std::move(d));
+    }
+    if (a.period.count() > 0 && ctr(a.agent)) {
+      auto k = (op.now - a.due) / a.period + 1;
+      alarm_record next = a;
+      next.due = a.due + a.period * k;
+      put(cf_alarms, keys::alarm_due(next.due, a.agent, a.name), encode(next));
+      std::string v;
+      keys::put_be64(v, keys::bias(next.due));
+      put(cf_alarms, index_key, v);
+    } else {
+      del(cf_alarms, index_key);
+    }
+  }
+
+  // -- deadletter -------------------------------------------------------------
+
+  void handle(requeue_op& op, op_result& r) {
+    if (!ctr(op.agent)) {
+      r.err = error{errc::not_found, "no agent '" + op.agent + "'"};
+      return;
+    }
+    std::set<std::uint64_t> wanted(op.ids.begin(), op.ids.end());
+    auto prefix = keys::prefix(op.agent);
+    std::vector<std::pair<std::string, inbox_entry>> moves;
+    s_.scan(cf_deadletter, prefix, prefix, [&](std::string_view k, std::string_view v) {
+      auto id = keys::get_be64(k.substr(prefix.size()));
+      if (!wanted.empty() && !wanted.count(id))
+        return true;
+      if (auto d = decode_deadletter(v); d && !d->entry.corrupt)
+        moves.emplace_back(std::string{k}, std::move(d->entry));
+      return true;
+    });
+    for (auto& [k, e] : moves) {
+      del(cf_deadletter, k);
+      e.idempotency_key.clear();
+      enqueue_op enq{op.agent, std::move(e), 0};
+      op_result sub;
+      handle(enq, sub);
+      for (auto& d : sub.delivered)
+        r.delivered.push_back(std::move(d));
+    }
+    r.seq = moves.size();
+  }
+
+  store::impl& s_;
+  rocksdb::WriteBatch batch_;
+  std::unordered_map<std::string, counters> scratch_;
+  std::set<std::string> dirty_;
+  std::unordered_map<std::string, std::uint64_t> pending_idem_;
+  std::unordered_map<std::string, std::optional<std::string>> alarm_overlay_;
+};
+
+}  // namespace
+
+// -- store ------------------------------------------------------------------
+
+store::store(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+store::~store() = default;
+
+expected<std::unique_ptr<store>> store::open(const store_options& options) {
+  if (sodium_init() < 0)
+    return error{errc::storage_failure, "libsodium failed to initialize"};
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec)
+    return error{errc::storage_failure,
+                 "cannot create data directory " + options.dir.string() + ": " + ec.message()};
+  auto p = std::make_unique<impl>();
+  p->options = options;
+  rocksdb::DBOptions db_opts;
+  db_opts.create_if_missing = true;
+  db_opts.create_missing_column_families = true;
+  db_opts.db_write_buffer_size = options.write_buffer_bytes;
+  db_opts.max_background_jobs = 2;
+  db_opts.keep_log_file_num = 4;
+  db_opts.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (auto* name : cf_names) {
+    rocksdb::ColumnFamilyOptions cf_opts;
+    cf_opts.write_buffer_size = options.write_buffer_bytes / 4;
+    cf_opts.compression = rocksdb::kLZ4Compression;
+    cf_opts.bottommost_compression = rocksdb::kZSTD;
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = cache;
+    cf_opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    cfs.emplace_back(name, cf_opts);
+  }
+  rocksdb::DB* db = nullptr;
+  auto st = rocksdb::DB::Open(db_opts, options.dir.string(), cfs, &p->handles, &db);
+  if (!st.ok())
+    return from_status(st, "cannot open RocksDB at " + options.dir.string());
+  p->db.reset(db);
+  p->write_options.sync = options.durability == durability::sync;
+  return std::unique_ptr<store>(new store(std::move(p)));
+}
+
+std::vector<op_result> store::apply(std::vector<write_op>& ops) {
+  group_writer w{*impl_};
+  return w.run(ops);
+}
+
+const store_options& store::options() const noexcept { return impl_->options; }
+
+// -- agents ------------------------------------------------------------------
+
+expected<agent_record> store::get_agent(std::string_view id) const {
+  error err;
+  auto v = impl_->get(cf_agents, id, &err);
+  if (err)
+    return err;
+  if (!v)
+    return error{errc::not_found, "no agent '" + std::string{id} + "'"};
+  return decode_agent(*v);
+}
+
+bool store::agent_exists(std::string_view id) const {
+  return impl_->get(cf_agents, id).has_value();
+}
+
+std::optional<std::string> store::errored_mark(std::string_view id) const {
+  return impl_->get(cf_meta, keys::errored(id));
+}
+
+expected<std::optional<std::string>> store::get_state(std::string_view id) const {
+  error err;
+  auto v = impl_->get(cf_state, id, &err);
+  if (err)
+    return err;
+  return v;
+}
+
+void store::for_each_agent(const std::function<bool(const agent_summary&)>& f,
+                           std::string_view after) const {
+  auto it = impl_->iter(cf_agents);
+  if (after.empty())
+    it->SeekToFirst();
+  else {
+    it->Seek(rocksdb::Slice{after.data(), after.size()});
+    if (it->Valid() && view(it->key()) == after)
+      it->Next();
+  }
+  for (; it->Valid(); it->Next()) {
+    agent_summary s;
+    s.id = it->key().ToString();
+    if (auto r = decode_agent(view(it->value()))) {
+      s.type = r->type;
+      s.errored = r->errored;
+    } else {
+      s.errored = true;
+    }
+    if (!s.errored && errored_mark(s.id))
+      s.errored = true;
+    if (!f(s))
+      break;
+  }
+}
+
+// -- inbox, outbox, deadletter ------------------------------------------------
+
+std::vector<inbox_entry> store::read_inbox(std::string_view id, std::uint64_t from_seq,
+                                           std::size_t limit) const {
+  std::vector<inbox_entry> out;
+  auto prefix = keys::prefix(id);
+  impl_->scan(cf_inbox, prefix, keys::seq(id, from_seq), [&](auto k, auto v) {
+    auto seq = keys::get_be64(k.substr(prefix.size()));
+    if (auto e = decode_inbox(v)) {
+      e->seq = seq;
+      out.push_back(std::move(*e));
+    } else {
+      inbox_entry bad;
+      bad.seq = seq;
+      bad.corrupt = true;
+      bad.raw = std::string{v};
+      bad.payload = e.error_value().message();
+      out.push_back(std::move(bad));
+    }
+    return out.size() < limit;
+  });
+  return out;
+}
+
+std::uint64_t store::inbox_depth(std::string_view id) const {
+  return impl_->count_prefix(cf_inbox, keys::prefix(id));
+}
+
+std::vector<std::string> store::agents_with_inbox(std::uint64_t* total) const {
+  std::vector<std::string> ids;
+  std::uint64_t n = 0;
+  auto it = impl_->iter(cf_inbox);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    ++n;
+    auto k = view(it->key());
+    auto id = k.substr(0, k.find('\0'));
+    if (ids.empty() || ids.back() != id)
+      ids.emplace_back(id);
+  }
+  if (total)
+    *total = n;
+  return ids;
+}
+
+std::vector<outbox_event> store::read_outbox(std::string_view id, std::uint64_t from_seq,
+                                             std::size_t limit) const {
+  std::vector<outbox_event> out;
+  auto prefix = keys::prefix(id);
+  impl_->scan(cf_outbox, prefix, keys::seq(id, from_seq), [&](auto k, auto v) {
+    auto ev = decode_outbox(v);
+    outbox_event e = ev ? std::move(*ev) : outbox_event{};
+    e.seq = keys::get_be64(k.substr(prefix.size()));
+    out.push_back(std::move(e));
+    return out.size() < limit;
+  });
+  return out;
+}
+
+std::vector<deadletter_entry> store::read_deadletter(std::string_view id, std::uint64_t from_id,
+                                                     std::size_t limit) const {
+  std::vector<deadletter_entry> out;
+  auto prefix = keys::prefix(id);
+  impl_->scan(cf_deadletter, prefix, keys::seq(id, from_id), [&](auto k, auto v) {
+    auto d = decode_deadletter(v);
+    deadletter_entry e;
+    if (d)
+      e = std::move(*d);
+    else {
+      e.reason = "corrupt_record";
+      e.error = d.error_value().message();
+      e.entry.corrupt = true;
+    }
+    e.id = keys::get_be64(k.substr(prefix.size()));
+    out.push_back(std::move(e));
+    return out.size() < limit;
+  });
+  return out;
+}
+
+// -- trajectory ---------------------------------------------------------------
+
+std::vector<trajectory_record> store::read_trajectory(std::string_view id, std::uint64_t from_index,
+                                                      std::size_t limit) const {
+  std::vector<trajectory_record> out;
+  auto prefix = keys::prefix(id);
+  impl_->scan(cf_trajectory, prefix, keys::seq(id, from_index), [&](auto k, auto v) {
+    auto r = decode_trajectory(v);
+    trajectory_record rec;
+    if (r)
+      rec = std::move(*r);
+    else {
+      rec.corrupt = true;
+      rec.error = r.error_value().message();
+    }
+    rec.index = keys::get_be64(k.substr(prefix.size()));
+    out.push_back(std::move(rec));
+    return out.size() < limit;
+  });
+  return out;
+}
+
+chain_report store::verify_trajectory(std::string_view id) const {
+  chain_report rep;
+  auto fail = [&](std::uint64_t index, std::string reason) {
+    if (rep.ok) {
+      rep.ok = false;
+      rep.first_bad = index;
+      rep.reason = std::move(reason);
+    }
+  };
+  auto meta = get_agent(id);
+  if (!meta) {
+    fail(0, meta.error_value().to_string());
+    return rep;
+  }
+  auto prefix = keys::prefix(id);
+  hash256 prev{};
+  std::uint64_t expected_index = 0;
+  impl_->scan(cf_trajectory, prefix, prefix, [&](auto k, auto v) {
+    auto index = keys::get_be64(k.substr(prefix.size()));
+    ++rep.records;
+    if (index != expected_index) {
+      fail(expected_index, "record " + std::to_string(expected_index) + " is missing");
+      return false;
+    }
+    auto rec = decode_trajectory(v);
+    if (!rec) {
+      fail(index, rec.error_value().message());
+      return false;
+    }
+    if (rec->index != index) {
+      fail(index, "record " + std::to_string(index) + " claims index " + std::to_string(rec->index));
+      return false;
+    }
+    if (index > 0 && rec->prev_hash != prev) {
+      fail(index - 1, "record " + std::to_string(index - 1)
+                        + " does not hash to the prev_hash of record " + std::to_string(index));
+      return false;
+    }
+    prev = blake2b(v);
+    ++expected_index;
+    return true;
+  });
+  if (!rep.ok)
+    return rep;
+  if (expected_index != meta->trajectory_next)
+    fail(expected_index, "chain has " + std::to_string(expected_index) + " records, agent expects "
+                           + std::to_string(meta->trajectory_next));
+  else if (expected_index > 0 && prev != meta->trajectory_head)
+    fail(expected_index - 1, "record " + std::to_string(expected_index - 1)
+                               + " does not hash to the agent's chain head");
+  return rep;
+}
+
+// -- goals, memory, alarms ----------------------------------------------------
+
+std::optional<std::string> store::get_goal(std::string_view id, std::string_view key) const {
+  return impl_->get(cf_goals, keys::goal(id, key));
+}
+
+std::vector<std::pair<std::string, std::string>> store::list_goals(std::string_view id) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto prefix = keys::prefix(id);
+  impl_->scan(cf_goals, prefix, prefix, [&](auto k, auto v) {
+    out.emplace_back(std::string{k.substr(prefix.size())}, std::string{v});
+    return true;
+  });
+  return out;
+}
+
+std::optional<std::string> store::get_memory(std::string_view id, std::string_view space,
+                                             std::string_view key) const {
+  return impl_->get(cf_memory, keys::memory(id, space, key));
+}
+
+std::vector<std::pair<std::string, std::string>> store::list_memory(std::string_view id,
+                                                                     std::string_view space) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto prefix = keys::memory(id, space, {});
+  impl_->scan(cf_memory, prefix, prefix, [&](auto k, auto v) {
+    out.emplace_back(std::string{k.substr(prefix.size())}, std::string{v});
+    return true;
+  });
+  return out;
+}
+
+std::vector<alarm_record> store::list_alarms(std::string_view id) const {
+  std::vector<alarm_record> out;
+  auto prefix = keys::alarm_index_prefix(id);
+  impl_->scan(cf_alarms, prefix, prefix, [&](auto k, auto v) {
+    auto name = k.substr(prefix.size());
+    if (auto rec = impl_->get(cf_alarms, keys::alarm_due(keys::unbias(keys::get_be64(v)), id, name)))
+      if (auto a = decode_alarm(*rec))
+        out.push_back(std::move(*a));
+    return true;
+  });
+  return out;
+}
+
+std::optional<time_point> store::next_alarm_due() const {
+  auto it = impl_->iter(cf_alarms);
+  it->Seek("d");
+  if (!it->Valid() || !starts_with(it->key(), "d") || it->key().size() < 9)
+    return std::nullopt;
+  return keys::unbias(keys::get_be64(view(it->key()).substr(1)));
+}
+
+// -- maintenance --------------------------------------------------------------
+
+error store::compact() {
+  rocksdb::FlushOptions fo;
+  for (auto* h : impl_->handles) {
+    auto st = impl_->db->Flush(fo, h);
+    if (!st.ok())
+      return from_status(st, "flush");
+    st = impl_->db->CompactRange(rocksdb::CompactRangeOptions{}, h, nullptr, nullptr);
+    if (!st.ok())
+      return from_status(st, "compact");
+  }
+  return {};
+}
+
+std::uint64_t store::disk_bytes() const {
+  std::uint64_t total = 0;
+  for (auto* h : impl_->handles) {
+    std::uint64_t v = 0;
+    if (impl_->db->GetIntProperty(h, "rocksdb.live-sst-files-size", &v))
+      total += v;
+  }
+  std::error_code ec;
+  for (auto& f : std::filesystem::directory_iterator(impl_->options.dir, ec))
+    if (f.path().extension() == ".log")
+      total += f.file_size(ec);
+  return total;
+}
+
+error store::raw_put(std::string_view column, std::string_view key, std::string_view value) {
+  for (std::size_t i = 0; i < cf_count; ++i)
+    if (column == cf_names[i]) {
+      auto st = impl_->db->Put(impl_->write_options, impl_->handles[i],
+                               rocksdb::Slice{key.data(), key.size()},
+                               rocksdb::Slice{value.data(), value.size()});
+      return st.ok() ? error{} : from_status(st, "raw put");
+    }
+  return error{errc::invalid_argument, "no column family '" + std::string{column} + "'"};
+}
+
+std::optional<std::string> store::raw_get(std::string_view column, std::string_view key) const {
+  for (std::size_t i = 0; i < cf_count; ++i)
+    if (column == cf_names[i])
+      return impl_->get(static_cast<cf_id>(i), key);
+  return std::nullopt;
+}
+
+namespace keys {
+std::string agent(std::string_view id) { return std::string{id}; }
+std::string seq_key(std::string_view id, std::uint64_t seq) {
+  return storage::keys::seq(id, seq);
+}
+}  // namespace keys
+
+}  // namespace ticktock::storage
