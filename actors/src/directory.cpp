@@ -31,9 +31,9 @@ caf::actor directory::remove(const std::string& id) {
   auto i = s.map.find(id);
   if (i == s.map.end())
     return {};
-  auto actor = std::move(i->second.actor);
+  auto actor = i->second.actor;
   if (actor)
-    --resident_;
+    forget_actor(i->second);
   s.map.erase(i);
   return actor;
 }
@@ -147,11 +147,7 @@ bool directory::try_hibernate(const std::string& id, std::uint64_t last_seen) {
   auto i = s.map.find(id);
   if (i == s.map.end() || !i->second.actor || i->second.notified > last_seen)
     return false;
-  i->second.actor = nullptr;
-  i->second.res.reset();
-  --resident_;
-  for (auto n = evicting_.load(); n > 0 && !evicting_.compare_exchange_weak(n, n - 1);)
-    ;
+  forget_actor(i->second);
   return true;
 }
 
@@ -159,11 +155,8 @@ void directory::actor_down(const std::string& id) {
   auto& s = shard_of(id);
   std::lock_guard<std::mutex> guard{s.mtx};
   auto i = s.map.find(id);
-  if (i != s.map.end() && i->second.actor) {
-    i->second.actor = nullptr;
-    i->second.res.reset();
-    --resident_;
-  }
+  if (i != s.map.end() && i->second.actor)
+    forget_actor(i->second);
 }
 
 void directory::enforce_max_resident() {
@@ -177,20 +170,43 @@ void directory::enforce_max_resident() {
     return;
   // Least recently active first. Evict a little more than the excess so a
   // steady stream of activations does not rescan on every spawn.
-  std::vector<std::pair<std::int64_t, caf::actor>> candidates;
+  struct candidate {
+    std::int64_t last_active;
+    shard* s;
+    std::string id;
+  };
+  std::vector<candidate> candidates;
   for (auto& s : shards_) {
     std::lock_guard<std::mutex> guard{s.mtx};
     for (auto& [id, e] : s.map)
-      if (e.actor && e.res)
-        candidates.emplace_back(e.res->last_active_ns.load(), e.actor);
+      if (e.actor && e.res && !e.evicting)
+        candidates.push_back({e.res->last_active_ns.load(), &s, id});
   }
-  auto excess = resident - evicting - max_resident_ + max_resident_ / 100;
-  excess = std::min(excess, candidates.size());
+  auto excess = std::min(resident - evicting - max_resident_ + max_resident_ / 100,
+                         candidates.size());
   std::nth_element(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(excess),
-                   candidates.end(), [](auto& a, auto& b) { return a.first < b.first; });
-  evicting_ += excess;
-  for (std::size_t i = 0; i < excess; ++i)
-    caf::anon_send(candidates[i].second, hibernate_atom::value);
+                   candidates.end(),
+                   [](auto& a, auto& b) { return a.last_active < b.last_active; });
+  for (std::size_t i = 0; i < excess; ++i) {
+    auto& c = candidates[i];
+    std::lock_guard<std::mutex> guard{c.s->mtx};
+    auto it = c.s->map.find(c.id);
+    if (it == c.s->map.end() || !it->second.actor || it->second.evicting)
+      continue;
+    it->second.evicting = true;
+    ++evicting_;
+    caf::anon_send(it->second.actor, hibernate_atom::value);
+  }
+}
+
+void directory::forget_actor(entry& e) {
+  e.actor = nullptr;
+  e.res.reset();
+  --resident_;
+  if (e.evicting) {
+    e.evicting = false;
+    --evicting_;
+  }
 }
 
 std::size_t directory::size() const {

@@ -83,6 +83,7 @@ private:
     std::shared_ptr<residency> res;
     std::uint64_t notified = 0;
     bool errored = false;
+    bool evicting = false;  // asked to hibernate by enforce_max_resident
     std::string error;
   };
   struct shard {
@@ -95,6 +96,8 @@ private:
   // allowed (closed or errored).
   bool activate(const std::string& id, entry& e);
   void enforce_max_resident();
+  // The actor of `e` is gone; shard lock held.
+  void forget_actor(entry& e);
 
   spawn_fn spawn_;
   std::size_t max_resident_;

@@ -1,0 +1,419 @@
+// Tick semantics, run deterministically through the test harness (real
+// RocksDB in a temp dir, manual clock, no threads).
+
+#include <catch2/catch.hpp>
+
+#include "../test_agents.hpp"
+
+using namespace ticktock;
+using namespace std::chrono_literals;
+using test::counter_state;
+
+namespace {
+
+// Forwards every message to the agent named in its config, and records
+// every message from another agent.
+struct relay_state {
+  std::vector<std::string> got;
+};
+struct relay_agent : agent<relay_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind != trigger_kind::message)
+      return;
+    state().got.push_back(t.from + ":" + t.payload);
+    if (t.from.empty() && !ctx.config().empty())
+      ctx.send(ctx.config(), t.payload);
+  }
+};
+
+// Sets alarms on command: "once <sec>", "every <sec>", "cancel <name>".
+struct alarm_state {
+  std::vector<std::int64_t> fired_at;  // seconds since epoch of ctx.now()
+  std::vector<std::string> names;
+};
+struct alarm_agent : agent<alarm_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::alarm) {
+      state().fired_at.push_back(
+        std::chrono::duration_cast<std::chrono::seconds>(ctx.now().time_since_epoch()).count());
+      state().names.push_back(t.alarm);
+      return;
+    }
+    auto sp = t.payload.find(' ');
+    if (sp == std::string::npos)
+      return;
+    auto cmd = t.payload.substr(0, sp);
+    auto arg = t.payload.substr(sp + 1);
+    if (cmd == "once")
+      ctx.set_alarm("once", ctx.now() + std::chrono::seconds{std::stoi(arg)});
+    else if (cmd == "every")
+      ctx.set_periodic_alarm("tick", ctx.now() + std::chrono::seconds{std::stoi(arg)},
+                             std::chrono::seconds{std::stoi(arg)});
+    else if (cmd == "cancel")
+      ctx.cancel_alarm(arg);
+    else if (cmd == "bad")
+      ctx.set_periodic_alarm("neg", ctx.now(), -std::chrono::seconds{1});
+  }
+};
+
+struct kv_agent : agent<counter_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.payload.rfind("goal ", 0) == 0)
+      ctx.set_goal("main", t.payload.substr(5));
+    if (t.payload.rfind("mem ", 0) == 0)
+      ctx.put_memory("kv", "last", t.payload.substr(4));
+    if (t.payload == "read") {
+      auto g = ctx.goal("main");
+      ctx.emit("goal=" + g.value_or("-"));
+      ctx.emit("mem=" + ctx.memory("kv", "last").value_or("-"));
+    }
+  }
+};
+
+agent_registry registry() {
+  auto r = test::test_registry();
+  r.add<relay_agent>("relay");
+  r.add<alarm_agent>("alarm");
+  r.add<kv_agent>("kv");
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("each message is one tick that commits state, outbox and trajectory together") {
+  testing::harness h{registry()};
+  REQUIRE_FALSE(h.create("c", "counter"));
+  REQUIRE(h.send("c", "a"));
+  REQUIRE(h.send("c", "b"));
+  CHECK(h.run() == 3);  // init + 2 messages
+  auto s = h.state<counter_state>("c");
+  CHECK(s.count == 2);
+  CHECK(s.seen == std::vector<std::string>{"a", "b"});
+  auto out = h.outbox("c");
+  REQUIRE(out.size() == 2);
+  CHECK(out[1].payload == "count=2");
+  CHECK(out[1].seq == 2);
+  auto traj = h.trajectory("c");
+  REQUIRE(traj.size() == 3);
+  CHECK(traj[0].kind == trigger_kind::init);
+  CHECK(traj[2].tick == 3);
+  CHECK(traj[2].outcome == storage::outcome::ok);
+  CHECK(traj[2].effects.outbox == 1);
+  CHECK(traj[2].logs == std::vector<std::string>{"counted b"});
+  CHECK(traj[2].state_hash == storage::blake2b(h.state_bytes("c")));
+  CHECK(traj[2].prev_hash != storage::hash256{});
+  CHECK(h.verify("c").ok);
+  CHECK(h.store().inbox_depth("c") == 0);
+}
+
+TEST_CASE("ticks are deterministic: same triggers, same clock, same hashes") {
+  auto run_once = [] {
+    testing::harness h{registry()};
+    h.create("c", "counter");
+    h.send("c", "x");
+    h.clock().advance(5s);
+    h.send("c", "y");
+    h.run();
+    std::vector<storage::hash256> hashes;
+    for (auto& r : h.trajectory("c"))
+      hashes.push_back(r.state_hash);
+    return std::make_pair(hashes, h.state_bytes("c"));
+  };
+  CHECK(run_once() == run_once());
+}
+
+TEST_CASE("a failing tick commits nothing, is retried, then deadlettered with its error") {
+  testing::harness_options o;
+  o.limits.max_attempts = 3;
+  testing::harness h{registry(), o};
+  h.create("c", "counter");
+  h.send("c", "ok1");
+  h.send("c", "throw");
+  h.send("c", "ok2");
+  h.run();
+  auto s = h.state<counter_state>("c");
+  CHECK(s.seen == std::vector<std::string>{"ok1", "ok2"});
+  auto traj = h.trajectory("c");
+  REQUIRE(traj.size() == 1 + 1 + 3 + 1);
+  CHECK(traj[2].outcome == storage::outcome::failed);
+  CHECK(traj[2].attempt == 1);
+  CHECK(traj[3].attempt == 2);
+  CHECK(traj[4].outcome == storage::outcome::deadlettered);
+  CHECK(traj[4].attempt == 3);
+  CHECK(traj[4].error.find("asked to throw") != std::string::npos);
+  // A failed attempt stages nothing: no outbox event, state hash unchanged.
+  CHECK(traj[2].state_hash == traj[1].state_hash);
+  CHECK(h.outbox("c").size() == 2);
+  auto dl = h.deadletter("c");
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].reason == "tick_failed");
+  CHECK(dl[0].attempts == 3);
+  CHECK(dl[0].entry.payload == "throw");
+  CHECK(h.verify("c").ok);
+}
+
+TEST_CASE("ctx.fail rolls back state changes made before it") {
+  testing::harness h{registry()};
+  h.create("c", "counter");
+  h.send("c", "fail");  // counter_agent calls fail() then still increments
+  h.run();
+  CHECK(h.state<counter_state>("c").count == 0);
+  CHECK(h.deadletter("c").size() == 1);
+  CHECK(h.deadletter("c")[0].error == "asked to fail");
+}
+
+TEST_CASE("deadlettered triggers can be requeued") {
+  testing::harness_options o;
+  o.limits.max_attempts = 1;
+  testing::harness h{registry(), o};
+  h.create("c", "counter");
+  h.send("c", "fail");
+  h.run();
+  REQUIRE(h.deadletter("c").size() == 1);
+  std::vector<storage::write_op> ops;
+  ops.push_back(storage::requeue_op{"c", {}});
+  auto r = h.store().apply(ops);
+  CHECK(r[0].seq == 1);
+  CHECK(h.deadletter("c").empty());
+  CHECK(h.store().inbox_depth("c") == 1);
+}
+
+TEST_CASE("a repeated idempotency key is accepted once") {
+  testing::harness h{registry()};
+  h.create("c", "counter");
+  send_options o;
+  o.idempotency_key = "req-1";
+  auto a = h.send("c", "x", o);
+  auto b = h.send("c", "x", o);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK_FALSE(a->duplicate);
+  CHECK(b->duplicate);
+  CHECK(a->seq == b->seq);
+  h.run();
+  CHECK(h.state<counter_state>("c").count == 1);
+  // Still deduplicated after the entry was consumed and the store reopened.
+  h.restart();
+  CHECK(h.send("c", "x", o)->duplicate);
+}
+
+TEST_CASE("inbox sequence numbers keep growing after entries are consumed and after restart") {
+  testing::harness h{registry()};
+  h.create("c", "counter");  // init is seq 1
+  CHECK(h.send("c", "a")->seq == 2);
+  h.run();
+  h.restart();
+  CHECK(h.send("c", "b")->seq == 3);
+}
+
+TEST_CASE("an inbox over its depth limit sends the overflow to the deadletter") {
+  testing::harness_options o;
+  o.limits.inbox_limit = 3;
+  testing::harness h{registry(), o};
+  h.create("c", "counter");  // init takes one slot
+  CHECK(h.send("c", "1"));
+  CHECK(h.send("c", "2"));
+  auto r = h.send("c", "3");
+  REQUIRE_FALSE(r);
+  CHECK(r.code() == errc::inbox_full);
+  auto dl = h.deadletter("c");
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].reason == "inbox_full");
+  CHECK(dl[0].entry.payload == "3");
+  h.run();
+  CHECK(h.send("c", "4"));  // room again
+}
+
+TEST_CASE("agents message each other exactly once, in the sender's commit") {
+  testing::harness h{registry()};
+  h.create("a", "relay", "b");
+  h.create("b", "relay");
+  h.send("a", "hello");
+  h.run();
+  CHECK(h.state<relay_state>("b").got == std::vector<std::string>{"a:hello"});
+  CHECK(h.trajectory("a").back().effects.messages == 1);
+}
+
+TEST_CASE("a message to an unknown agent goes to the sender's deadletter") {
+  testing::harness h{registry()};
+  h.create("a", "relay", "ghost");
+  h.send("a", "hello");
+  h.run();
+  auto dl = h.deadletter("a");
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].reason == "unknown_recipient");
+}
+
+TEST_CASE("a one-shot alarm fires once at its due time") {
+  testing::harness h{registry()};
+  h.create("t", "alarm");
+  auto t0 = std::chrono::duration_cast<std::chrono::seconds>(h.clock().now().time_since_epoch()).count();
+  h.send("t", "once 10");
+  h.run();
+  CHECK(h.alarms("t").size() == 1);
+  h.advance(9s);
+  CHECK(h.state<alarm_state>("t").fired_at.empty());
+  h.advance(1s);
+  CHECK(h.state<alarm_state>("t").fired_at == std::vector<std::int64_t>{t0 + 10});
+  h.advance(100s);
+  CHECK(h.state<alarm_state>("t").fired_at.size() == 1);
+  CHECK(h.alarms("t").empty());
+}
+
+TEST_CASE("a periodic alarm re-arms and can be cancelled") {
+  testing::harness h{registry()};
+  h.create("t", "alarm");
+  h.send("t", "every 5");
+  h.run();
+  h.advance(16s);
+  CHECK(h.state<alarm_state>("t").fired_at.size() == 3);
+  h.send("t", "cancel tick");
+  h.run();
+  h.advance(60s);
+  CHECK(h.state<alarm_state>("t").fired_at.size() == 3);
+  CHECK(h.alarms("t").empty());
+}
+
+TEST_CASE("a tick setting an alarm with a negative period fails and commits nothing") {
+  testing::harness_options o;
+  o.limits.max_attempts = 1;
+  testing::harness h{registry(), o};
+  h.create("t", "alarm");
+  h.send("t", "bad x");
+  h.run();
+  CHECK(h.alarms("t").empty());
+  REQUIRE(h.deadletter("t").size() == 1);
+  CHECK(h.deadletter("t")[0].error.find("negative period") != std::string::npos);
+}
+
+TEST_CASE("alarms missed while the process was down follow the missed-alarm policy") {
+  auto fired_after_downtime = [](storage::missed_alarm_policy p) {
+    testing::harness_options o;
+    o.missed_alarms = p;
+    testing::harness h{registry(), o};
+    h.create("t", "alarm");
+    h.send("t", "every 10");
+    h.run();
+    h.clock().advance(35s);  // "down" for three periods and a half
+    h.restart();
+    h.run();
+    auto n = h.state<alarm_state>("t").fired_at.size();
+    // The alarm stays armed for the future either way.
+    auto alarms = h.alarms("t");
+    REQUIRE(alarms.size() == 1);
+    CHECK(alarms[0].due > h.clock().now());
+    return n;
+  };
+  CHECK(fired_after_downtime(storage::missed_alarm_policy::fire_once) == 1);
+  CHECK(fired_after_downtime(storage::missed_alarm_policy::fire_all) == 3);
+  CHECK(fired_after_downtime(storage::missed_alarm_policy::skip) == 0);
+}
+
+TEST_CASE("goals and memory commit with the tick and read back in later ticks") {
+  testing::harness h{registry()};
+  h.create("k", "kv");
+  h.send("k", "goal ship it");
+  h.send("k", "mem 42");
+  h.send("k", "read");
+  h.run();
+  auto out = h.outbox("k");
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].payload == "goal=ship it");
+  CHECK(out[1].payload == "mem=42");
+  CHECK(h.store().list_goals("k").size() == 1);
+}
+
+TEST_CASE("a modified trajectory record is detected and named") {
+  testing::harness h{registry()};
+  h.create("c", "counter");
+  for (int i = 0; i < 5; ++i)
+    h.send("c", std::to_string(i));
+  h.run();
+  REQUIRE(h.verify("c").ok);
+  auto traj = h.trajectory("c");
+  auto rec = traj[2];
+  rec.duration_ns += 1;  // a plausible, well-formed edit
+  REQUIRE_FALSE(h.store().raw_put("trajectory", storage::keys::seq_key("c", 2), storage::encode(rec)));
+  auto rep = h.verify("c");
+  CHECK_FALSE(rep.ok);
+  REQUIRE(rep.first_bad);
+  CHECK(*rep.first_bad == 2);
+
+  // Editing the last record breaks the link to the agent's chain head.
+  testing::harness h2{registry()};
+  h2.create("c", "counter");
+  h2.send("c", "x");
+  h2.run();
+  auto last = h2.trajectory("c").back();
+  last.error = "forged";
+  h2.store().raw_put("trajectory", storage::keys::seq_key("c", last.index), storage::encode(last));
+  auto rep2 = h2.verify("c");
+  CHECK_FALSE(rep2.ok);
+  CHECK(*rep2.first_bad == last.index);
+}
+
+TEST_CASE("a corrupt state marks its agent errored and the others keep running") {
+  testing::harness h{registry()};
+  h.create("bad", "counter");
+  h.create("good", "counter");
+  h.send("bad", "x");
+  h.run();
+  h.restart();
+  REQUIRE_FALSE(h.store().raw_put("state", storage::keys::agent("bad"), "\x05garbage"));
+  h.send("bad", "y");
+  h.send("good", "y");
+  h.run();
+  CHECK(h.errored("bad"));
+  CHECK_FALSE(h.errored("good"));
+  CHECK(h.state<counter_state>("good").count == 1);
+  // Nothing of the errored agent is lost: its message is still queued.
+  CHECK(h.store().inbox_depth("bad") == 1);
+}
+
+TEST_CASE("a corrupt inbox record goes to the deadletter and the agent continues") {
+  testing::harness h{registry()};
+  h.create("c", "counter");
+  h.run();
+  h.send("c", "a");
+  h.send("c", "b");
+  REQUIRE_FALSE(h.store().raw_put("inbox", storage::keys::seq_key("c", 2), "not capnp"));
+  h.run();
+  CHECK(h.state<counter_state>("c").seen == std::vector<std::string>{"b"});
+  auto dl = h.deadletter("c");
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].reason == "corrupt_record");
+  CHECK(dl[0].entry.corrupt);
+  CHECK(h.verify("c").ok);
+}
+
+TEST_CASE("terminate deletes every record of the agent") {
+  testing::harness h{registry()};
+  h.create("t", "alarm");
+  h.send("t", "every 5");
+  h.run();
+  h.send("t", "pending");
+  REQUIRE_FALSE(h.terminate("t"));
+  CHECK_FALSE(h.store().agent_exists("t"));
+  CHECK(h.trajectory("t").empty());
+  CHECK(h.alarms("t").empty());
+  CHECK(h.store().inbox_depth("t") == 0);
+  CHECK_FALSE(h.store().next_alarm_due());
+  CHECK(h.send("t", "x").code() == errc::not_found);
+  // The id can be reused from scratch.
+  REQUIRE_FALSE(h.create("t", "alarm"));
+  CHECK(h.send("t", "x")->seq == 2);
+}
+
+TEST_CASE("bad input gets a clear error") {
+  testing::harness_options o;
+  o.limits.max_message_bytes = 16;
+  testing::harness h{registry(), o};
+  CHECK(h.create("Bad Id", "counter").code() == errc::invalid_id);
+  auto unknown = h.create("x", "nope");
+  CHECK(unknown.code() == errc::unknown_type);
+  CHECK(unknown.message().find("counter") != std::string::npos);
+  h.create("c", "counter");
+  CHECK(h.create("c", "counter").code() == errc::already_exists);
+  CHECK(h.send("c", std::string(17, 'x')).code() == errc::message_too_large);
+  CHECK(h.send("missing", "x").code() == errc::not_found);
+}

@@ -1,0 +1,382 @@
+// The node: agents as CAF actors, group commit, activation, hibernation and
+// the durable scheduler. Waits are bounded waits on events, never sleeps.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
+#include "../temp_dir.hpp"
+#include "../test_agents.hpp"
+
+using namespace ticktock;
+using namespace std::chrono_literals;
+using test::counter_state;
+
+namespace {
+
+struct pinger_state {
+  std::uint64_t volleys = 0;
+};
+// Replies to every message from another agent until the count in its config.
+struct pinger : agent<pinger_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind != trigger_kind::message)
+      return;
+    ++state().volleys;
+    if (state().volleys < std::stoull(ctx.config()))
+      ctx.send(t.from.empty() ? std::string{"pong"} : t.from, "ball");
+  }
+};
+
+struct beeper_state {
+  std::uint64_t beeps = 0;
+};
+struct beeper : agent<beeper_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::init)
+      ctx.set_periodic_alarm("beep", ctx.now() + 20ms, 20ms);
+    if (t.kind == trigger_kind::alarm)
+      ++state().beeps;
+  }
+};
+
+agent_registry registry() {
+  auto r = test::test_registry();
+  r.add<pinger>("pinger");
+  r.add<beeper>("beeper");
+  return r;
+}
+
+node_options options_for(const test::temp_dir& dir) {
+  node_options o;
+  o.data_dir = dir.path();
+  o.threads = 2;
+  o.retry_backoff = 1ms;
+  return o;
+}
+
+// Waits (bounded) until pred() holds, re-checking on every tick event.
+class tick_waiter {
+public:
+  explicit tick_waiter(node& n) {
+    n.set_tick_observer([this](const tick_event&) {
+      std::lock_guard<std::mutex> g{mtx_};
+      ++ticks_;
+      cv_.notify_all();
+    });
+  }
+  template <class Pred>
+  bool wait(Pred pred, std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock<std::mutex> lock{mtx_};
+    return cv_.wait_for(lock, timeout, [&] { return pred(); });
+  }
+  template <class Pred>
+  bool poll(Pred pred, std::chrono::milliseconds timeout = 10s) {
+    // For conditions no tick signals (e.g. hibernation): re-check often.
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::unique_lock<std::mutex> lock{mtx_};
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline)
+        return false;
+      cv_.wait_for(lock, 5ms);
+    }
+    return true;
+  }
+
+private:
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::uint64_t ticks_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("a node ticks a counter once per message and survives a reopen") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  {
+    auto n = node::open(opts, registry());
+    REQUIRE(n);
+    auto& nd = **n;
+    REQUIRE_FALSE(nd.create("c1", "counter"));
+    for (int i = 0; i < 10; ++i)
+      REQUIRE(nd.send("c1", "m" + std::to_string(i)));
+    REQUIRE(nd.wait_idle(10s));
+    auto s = nd.state<counter_state>("c1");
+    REQUIRE(s);
+    CHECK(s->count == 10);
+    auto st = nd.status("c1");
+    REQUIRE(st);
+    CHECK(st->state == agent_state::active);
+    CHECK(st->last_tick == 11);
+    CHECK(st->queue_depth == 0);
+    CHECK(nd.verify("c1")->ok);
+  }
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  CHECK((*n)->state<counter_state>("c1")->count == 10);
+  CHECK((*n)->status("c1")->state == agent_state::hibernated);
+}
+
+TEST_CASE("many agents tick in parallel and every message is applied once") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  constexpr int agents = 50, per_agent = 40;
+  for (int a = 0; a < agents; ++a)
+    REQUIRE_FALSE(nd.create("c" + std::to_string(a), "counter"));
+  std::atomic<int> acked{0};
+  for (int i = 0; i < per_agent; ++i)
+    for (int a = 0; a < agents; ++a)
+      nd.send_async("c" + std::to_string(a), std::to_string(i), {},
+                    [&](expected<send_receipt> r) { acked += r ? 1 : 0; });
+  REQUIRE(nd.wait_idle(30s));
+  CHECK(acked == agents * per_agent);
+  for (int a = 0; a < agents; ++a) {
+    auto s = nd.state<counter_state>("c" + std::to_string(a));
+    REQUIRE(s);
+    CHECK(s->count == per_agent);
+    CHECK(s->seen.front() == "0");
+    CHECK(s->seen.back() == std::to_string(per_agent - 1));
+  }
+}
+
+TEST_CASE("one failing agent does not disturb the others") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  opts.limits.max_attempts = 2;
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  nd.create("bad", "counter");
+  nd.create("good", "counter");
+  for (int i = 0; i < 5; ++i) {
+    nd.send("bad", "throw");
+    nd.send("good", "ok");
+  }
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.state<counter_state>("good")->count == 5);
+  CHECK(nd.state<counter_state>("bad")->count == 0);
+  auto dl = nd.deadletter("bad");
+  REQUIRE(dl);
+  CHECK(dl->size() == 5);
+  auto traj = nd.trajectory("bad");
+  CHECK(traj->size() == 1 + 5 * 2);  // init, then two attempts per message
+  CHECK(nd.verify("bad")->ok);
+  // Requeued triggers run again (and fail again, to the deadletter).
+  CHECK(*nd.requeue("bad") == 5);
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.deadletter("bad")->size() == 5);
+}
+
+TEST_CASE("two agents play ping-pong by messages") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  nd.create("ping", "pinger", "50");
+  nd.create("pong", "pinger", "50");
+  nd.send("ping", "serve");
+  REQUIRE(nd.wait_idle(10s));
+  auto ping = nd.state<pinger_state>("ping");
+  auto pong = nd.state<pinger_state>("pong");
+  CHECK(ping->volleys + pong->volleys == 50 + 49);
+}
+
+TEST_CASE("an idle agent hibernates and a message wakes it transparently") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  opts.idle_timeout = 20ms;
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  tick_waiter w{nd};
+  nd.create("c", "counter");
+  nd.send("c", "a");
+  REQUIRE(nd.wait_idle(10s));
+  REQUIRE(w.poll([&] { return nd.status("c")->state == agent_state::hibernated; }));
+  CHECK(nd.resident_count() == 0);
+  nd.send("c", "b");
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.state<counter_state>("c")->count == 2);
+}
+
+TEST_CASE("max_resident hibernates the least recently used agents") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  opts.max_resident = 10;
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  tick_waiter w{nd};
+  for (int a = 0; a < 40; ++a) {
+    nd.create("c" + std::to_string(a), "counter");
+    nd.send("c" + std::to_string(a), "x");
+  }
+  REQUIRE(nd.wait_idle(10s));
+  REQUIRE(w.poll([&] { return nd.resident_count() <= 10; }));
+  for (int a = 0; a < 40; ++a)
+    CHECK(nd.state<counter_state>("c" + std::to_string(a))->count == 1);
+}
+
+TEST_CASE("hibernate and wake on request") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  tick_waiter w{nd};
+  nd.create("c", "counter");
+  REQUIRE(nd.wait_idle(10s));
+  REQUIRE_FALSE(nd.hibernate("c"));
+  REQUIRE(w.poll([&] { return nd.status("c")->state == agent_state::hibernated; }));
+  REQUIRE_FALSE(nd.wake("c"));
+  CHECK(nd.status("c")->state == agent_state::active);
+  CHECK(nd.tick("c"));
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.status("c")->last_tick == 2);
+}
+
+TEST_CASE("a periodic alarm wakes its agent and re-arms") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  opts.idle_timeout = 5ms;  // hibernates between beeps
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  tick_waiter w{nd};
+  nd.create("b", "beeper");
+  REQUIRE(w.poll([&] { return nd.state<beeper_state>("b")->beeps >= 3; }));
+  CHECK(nd.alarms("b")->size() == 1);
+}
+
+TEST_CASE("alarms survive a restart and missed ones fire once") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  auto clock = std::make_shared<manual_clock>();
+  opts.clock = clock;
+  {
+    auto n = node::open(opts, registry());
+    REQUIRE(n);
+    (*n)->create("b", "beeper");
+    REQUIRE((*n)->wait_idle(10s));
+    REQUIRE((*n)->alarms("b")->size() == 1);
+  }
+  clock->advance(1s);  // fifty periods pass while "down"
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  tick_waiter w{nd};
+  REQUIRE(w.poll([&] { return nd.state<beeper_state>("b")->beeps >= 1; }));
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.state<beeper_state>("b")->beeps == 1);
+  auto alarms = nd.alarms("b");
+  REQUIRE(alarms->size() == 1);
+  CHECK((*alarms)[0].due > clock->now());
+}
+
+TEST_CASE("pending inbox entries are processed after a restart") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  {
+    auto n = node::open(opts, registry());
+    (*n)->create("c", "counter");
+    REQUIRE((*n)->wait_idle(10s));
+  }
+  {
+    // Write entries straight into the store, as if the node died after
+    // acknowledging them and before ticking.
+    storage::store_options so;
+    so.dir = dir.path();
+    auto s = storage::store::open(so);
+    REQUIRE(s);
+    std::vector<storage::write_op> ops;
+    for (int i = 0; i < 3; ++i) {
+      storage::inbox_entry e;
+      e.payload = std::to_string(i);
+      ops.push_back(storage::enqueue_op{"c", e, 0});
+    }
+    (*s)->apply(ops);
+  }
+  auto n = node::open(opts, registry());
+  REQUIRE((*n)->wait_idle(10s));
+  CHECK((*n)->state<counter_state>("c")->count == 3);
+}
+
+TEST_CASE("terminate removes the agent and status reports it") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  auto& nd = **n;
+  nd.create("c", "counter");
+  nd.send("c", "x");
+  REQUIRE(nd.wait_idle(10s));
+  REQUIRE_FALSE(nd.terminate("c"));
+  CHECK(nd.status("c")->state == agent_state::terminated);
+  CHECK(nd.send("c", "y").code() == errc::not_found);
+  CHECK_FALSE(nd.store().agent_exists("c"));
+  CHECK(nd.agent_count() == 0);
+}
+
+TEST_CASE("a corrupt agent is marked errored and the rest keep running") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  {
+    auto n = node::open(opts, registry());
+    (*n)->create("bad", "counter");
+    (*n)->create("good", "counter");
+    (*n)->send("bad", "x");
+    REQUIRE((*n)->wait_idle(10s));
+    REQUIRE_FALSE((*n)->store().raw_put("agents", storage::keys::agent("bad"), "\x01\x02junk"));
+  }
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  auto st = nd.status("bad");
+  REQUIRE(st);
+  CHECK(st->state == agent_state::errored);
+  CHECK_FALSE(st->error.empty());
+  auto r = nd.send("bad", "y");
+  CHECK(r.code() == errc::agent_errored);
+  REQUIRE(nd.send("good", "y"));
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.state<counter_state>("good")->count == 1);
+  // Its other records are untouched.
+  CHECK(nd.store().read_trajectory("bad", 0, 100).size() == 2);
+}
+
+TEST_CASE("a stored agent whose type is no longer registered is errored, not fatal") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  {
+    auto n = node::open(opts, registry());
+    (*n)->create("p", "pinger", "1");
+    REQUIRE((*n)->wait_idle(10s));
+  }
+  auto n = node::open(opts, test::test_registry());  // no "pinger" type
+  REQUIRE(n);
+  (*n)->wake("p");  // activation runs LOAD, which finds the unknown type
+  tick_waiter w{**n};
+  REQUIRE(w.poll([&] { return (*n)->status("p")->state == agent_state::errored; }));
+  CHECK((*n)->status("p")->error.find("UNKNOWN_TYPE") != std::string::npos);
+}
+
+TEST_CASE("the node rejects bad input with clear errors") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  opts.limits.max_message_bytes = 64;
+  auto n = node::open(opts, registry());
+  auto& nd = **n;
+  CHECK(nd.create("UPPER", "counter").code() == errc::invalid_id);
+  CHECK(nd.create("ok", "no-such-type").code() == errc::unknown_type);
+  CHECK(nd.create("ok", "counter", std::string(65, 'c')).code() == errc::message_too_large);
+  REQUIRE_FALSE(nd.create("ok", "counter"));
+  CHECK(nd.create("ok", "counter").code() == errc::already_exists);
+  CHECK(nd.send("ok", std::string(65, 'x')).code() == errc::message_too_large);
+  CHECK(nd.send("../etc", "x").code() == errc::invalid_id);
+  CHECK(nd.send("nobody", "x").code() == errc::not_found);
+  CHECK(nd.status("nobody").code() == errc::not_found);
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.status("ok")->last_tick == 1);
+}

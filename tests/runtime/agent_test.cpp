@@ -1,0 +1,100 @@
+#include <catch2/catch.hpp>
+
+#include "ticktock/runtime/agent.hpp"
+#include "ticktock/runtime/agent_id.hpp"
+#include "ticktock/runtime/context.hpp"
+#include "ticktock/runtime/registry.hpp"
+#include "ticktock/runtime/trigger.hpp"
+
+using namespace ticktock;
+
+namespace {
+
+struct notes_state {
+  std::uint64_t n = 0;
+};
+
+struct notes_agent : agent<notes_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    ++ctx.state<notes_state>().n;
+    ctx.set_goal("g", t.payload);
+    ctx.emit("e");
+    ctx.send("peer", "hi");
+    ctx.set_alarm("once", ctx.now() + std::chrono::seconds{5});
+    ctx.cancel_alarm("old");
+    ctx.put_memory("kv", "k", "v");
+    ctx.log("line");
+  }
+};
+
+struct no_reader : record_reader {
+  std::optional<std::string> read_goal(std::string_view) const override { return "stored"; }
+  std::optional<std::string> read_memory(std::string_view, std::string_view) const override {
+    return std::nullopt;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("agent ids follow [a-z0-9][a-z0-9._-]{0,127}") {
+  using namespace std::string_literals;
+  for (auto ok : {"a"s, "0"s, "agent-1"s, "a.b_c-d"s, std::string(128, 'x')})
+    CHECK(is_valid_agent_id(ok));
+  for (auto bad : {""s, "A"s, "-a"s, ".a"s, "a/b"s, "a b"s, "a\0b"s, "ä"s, "a:b"s, "../x"s})
+    CHECK_FALSE(is_valid_agent_id(bad));
+  CHECK_FALSE(is_valid_agent_id(std::string(129, 'x')));
+  auto err = check_agent_id("Bad/Id");
+  CHECK(err.code() == errc::invalid_id);
+  CHECK(err.message().find("[a-z0-9]") != std::string::npos);
+}
+
+TEST_CASE("a context stages every effect and reads its own goal writes first") {
+  notes_agent a;
+  trigger t;
+  t.payload = "p";
+  t.time = time_point{std::chrono::seconds{100}};
+  no_reader reader;
+  std::string config = "cfg";
+  context ctx{"me", config, t, a, &reader};
+  CHECK(ctx.goal("g") == std::optional<std::string>{"stored"});
+  a.on_trigger(ctx, t);
+  CHECK(a.state().n == 1);
+  CHECK(ctx.now() == t.time);
+  CHECK(ctx.config() == "cfg");
+  CHECK(ctx.goal("g") == std::optional<std::string>{"p"});
+  CHECK(ctx.memory("kv", "k") == std::optional<std::string>{"v"});
+  auto& fx = ctx.staged();
+  CHECK(fx.outbox.size() == 1);
+  CHECK(fx.messages.size() == 1);
+  CHECK(fx.messages[0].to == "peer");
+  REQUIRE(fx.alarms.size() == 2);
+  CHECK(fx.alarms[0].due == t.time + std::chrono::seconds{5});
+  CHECK(fx.alarms[1].cancel);
+  CHECK(fx.logs == std::vector<std::string>{"line"});
+  CHECK_FALSE(fx.failure);
+}
+
+TEST_CASE("ctx.state<T> with the wrong type throws instead of aliasing memory") {
+  notes_agent a;
+  trigger t;
+  std::string config;
+  context ctx{"me", config, t, a, nullptr};
+  CHECK_THROWS_AS(ctx.state<int>(), std::logic_error);
+}
+
+TEST_CASE("the registry refuses duplicates and names the known types for unknown ones") {
+  agent_registry r;
+  CHECK_FALSE(r.add<notes_agent>("notes"));
+  CHECK(r.add<notes_agent>("notes").code() == errc::already_exists);
+  CHECK(r.make("notes"));
+  CHECK_FALSE(r.make("nope"));
+  auto err = r.check("nope");
+  CHECK(err.code() == errc::unknown_type);
+  CHECK(err.message().find("notes") != std::string::npos);
+}
+
+TEST_CASE("trigger kinds have stable names") {
+  CHECK(to_string(trigger_kind::approval_decision) == "approval_decision");
+  CHECK(parse_trigger_kind("alarm") == trigger_kind::alarm);
+  CHECK_FALSE(parse_trigger_kind("bogus"));
+}
