@@ -179,7 +179,7 @@ expected<agent_record> decode_agent(std::string_view bytes) {
 // -- inbox ------------------------------------------------------------------
 
 std::string encode(const inbox_entry& e) {
-  capnp::MallocMessageBuilder msg{32 + e.payload.size() / 8};
+  capnp::MallocMessageBuilder msg{static_cast<capnp::uint>(32 + e.payload.size() / 8)};
   auto b = msg.initRoot<s::InboxEntry>();
   b.setKind(static_cast<std::uint8_t>(e.kind));
   b.setTimeUs(to_us(e.time));
@@ -212,7 +212,7 @@ expected<inbox_entry> decode_inbox(std::string_view bytes) {
 // -- outbox -----------------------------------------------------------------
 
 std::string encode(const outbox_event& e) {
-  capnp::MallocMessageBuilder msg{16 + e.payload.size() / 8};
+  capnp::MallocMessageBuilder msg{static_cast<capnp::uint>(16 + e.payload.size() / 8)};
   auto b = msg.initRoot<s::OutboxEvent>();
   b.setTick(e.tick);
   b.setTimeUs(to_us(e.time));
