@@ -1,0 +1,194 @@
+#include <catch2/catch.hpp>
+
+#include "../temp_dir.hpp"
+#include "ticktock/storage/store.hpp"
+
+using namespace ticktock;
+using namespace ticktock::storage;
+
+namespace {
+
+std::unique_ptr<store> open_store(const test::temp_dir& dir) {
+  store_options o;
+  o.dir = dir.path();
+  auto s = store::open(o);
+  REQUIRE(s);
+  return std::move(*s);
+}
+
+create_op make_agent(const std::string& id) {
+  create_op op;
+  op.meta.id = id;
+  op.meta.type = "t";
+  op.init.kind = trigger_kind::init;
+  return op;
+}
+
+enqueue_op message(const std::string& id, std::string payload, std::string key = {}) {
+  inbox_entry e;
+  e.payload = std::move(payload);
+  e.idempotency_key = std::move(key);
+  return enqueue_op{id, std::move(e), 0};
+}
+
+std::vector<op_result> apply1(store& s, write_op op) {
+  std::vector<write_op> ops;
+  ops.push_back(std::move(op));
+  return s.apply(ops);
+}
+
+}  // namespace
+
+TEST_CASE("every record type round-trips through Cap'n Proto") {
+  agent_record a;
+  a.id = "a";
+  a.type = "t";
+  a.config = std::string("\0bin", 4);
+  a.tick_count = 9;
+  a.trajectory_next = 3;
+  a.trajectory_head = blake2b("x");
+  auto a2 = decode_agent(encode(a));
+  REQUIRE(a2);
+  CHECK(a2->config == a.config);
+  CHECK(a2->trajectory_head == a.trajectory_head);
+
+  trajectory_record r;
+  r.index = 4;
+  r.tick = 3;
+  r.outcome = outcome::deadlettered;
+  r.logs = {"one", "two"};
+  r.prev_hash = blake2b("p");
+  r.effects.messages = 2;
+  auto r2 = decode_trajectory(encode(r));
+  REQUIRE(r2);
+  CHECK(r2->logs == r.logs);
+  CHECK(r2->outcome == outcome::deadlettered);
+  CHECK(r2->effects.messages == 2);
+  CHECK(r2->prev_hash == r.prev_hash);
+}
+
+TEST_CASE("undecodable bytes give corrupt_record for every record type") {
+  for (std::string bad : {std::string{}, std::string("x"), std::string(64, '\xff'),
+                          std::string("\x00\x00\x00\x00\x10\x00\x00\x00", 8)}) {
+    CHECK(decode_agent(bad).code() == errc::corrupt_record);
+    CHECK(decode_inbox(bad).code() == errc::corrupt_record);
+    CHECK(decode_trajectory(bad).code() == errc::corrupt_record);
+    CHECK(decode_deadletter(bad).code() == errc::corrupt_record);
+    CHECK(decode_alarm(bad).code() == errc::corrupt_record);
+  }
+  // Truncations of a valid record never crash.
+  trajectory_record r;
+  r.logs = {"some log line"};
+  auto bytes = encode(r);
+  for (std::size_t n = 0; n < bytes.size(); ++n)
+    (void)decode_trajectory(bytes.substr(0, n));
+}
+
+TEST_CASE("one rejected op in a group does not stop the others from committing") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  std::vector<write_op> ops;
+  ops.push_back(message("a", "1"));
+  ops.push_back(message("ghost", "x"));
+  ops.push_back(message("a", "2"));
+  auto r = s->apply(ops);
+  CHECK_FALSE(r[0].err);
+  CHECK(r[1].err.code() == errc::not_found);
+  CHECK(r[2].seq == 3);
+  CHECK(s->inbox_depth("a") == 3);
+  auto inbox = s->read_inbox("a", 0, 10);
+  REQUIRE(inbox.size() == 3);
+  CHECK(inbox[0].kind == trigger_kind::init);
+  CHECK(inbox[2].payload == "2");
+}
+
+TEST_CASE("an idempotency key repeated inside one group is accepted once") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  std::vector<write_op> ops;
+  ops.push_back(message("a", "x", "k"));
+  ops.push_back(message("a", "x", "k"));
+  auto r = s->apply(ops);
+  CHECK(r[1].duplicate);
+  CHECK(r[1].seq == r[0].seq);
+  CHECK(s->inbox_depth("a") == 2);  // init + one
+}
+
+TEST_CASE("keys are ordered numerically and per agent") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  apply1(*s, make_agent("a-b"));  // shares the prefix "a" but not "a\0"
+  for (int i = 0; i < 300; ++i)
+    apply1(*s, message("a", std::to_string(i)));
+  apply1(*s, message("a-b", "other"));
+  auto inbox = s->read_inbox("a", 0, 1000);
+  REQUIRE(inbox.size() == 301);
+  for (std::size_t i = 1; i < inbox.size(); ++i)
+    CHECK(inbox[i].seq == inbox[i - 1].seq + 1);
+  CHECK(s->read_inbox("a", 257, 1).front().payload == "255");
+  CHECK(s->inbox_depth("a-b") == 2);
+  CHECK(s->agents_with_inbox() == std::vector<std::string>{"a", "a-b"});
+}
+
+TEST_CASE("the earliest alarm of any agent is found first, also before the epoch") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  tick_op t;
+  t.meta.id = "a";
+  t.meta.type = "t";
+  t.alarms.push_back({"late", false, time_point{std::chrono::seconds{100}}, {}});
+  t.alarms.push_back({"early", false, time_point{std::chrono::seconds{-5}}, {}});
+  t.trajectory_bytes = encode(trajectory_record{});
+  CHECK_FALSE(apply1(*s, std::move(t))[0].err);
+  CHECK(s->next_alarm_due() == time_point{std::chrono::seconds{-5}});
+  CHECK(s->list_alarms("a").size() == 2);
+  fire_alarms_op f;
+  f.now = time_point{std::chrono::seconds{0}};
+  auto r = apply1(*s, f);
+  CHECK(r[0].alarms_fired == 1);
+  REQUIRE(r[0].delivered.size() == 1);
+  CHECK(r[0].delivered[0].entry.alarm == "early");
+  CHECK(s->next_alarm_due() == time_point{std::chrono::seconds{100}});
+}
+
+TEST_CASE("a missing trajectory record breaks the chain") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  agent_record meta;
+  meta.id = "a";
+  meta.type = "t";
+  hash256 prev{};
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    trajectory_record r;
+    r.index = i;
+    r.prev_hash = prev;
+    tick_op t;
+    t.trajectory_index = i;
+    t.trajectory_bytes = encode(r);
+    prev = blake2b(t.trajectory_bytes);
+    meta.trajectory_next = i + 1;
+    meta.trajectory_head = prev;
+    t.meta = meta;
+    apply1(*s, std::move(t));
+  }
+  CHECK(s->verify_trajectory("a").ok);
+  CHECK(s->verify_trajectory("a").records == 3);
+  REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1), "garbage"));
+  auto rep = s->verify_trajectory("a");
+  CHECK_FALSE(rep.ok);
+  CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
+}
+
+TEST_CASE("opening a store in an unwritable place is a clear storage error") {
+  store_options o;
+  o.dir = "/proc/ticktock-cannot-be-here";
+  auto s = store::open(o);
+  REQUIRE_FALSE(s);
+  CHECK(s.code() == errc::storage_failure);
+  CHECK(s.error_value().message().find("/proc/ticktock-cannot-be-here") != std::string::npos);
+}

@@ -1,0 +1,81 @@
+#pragma once
+
+// Agent types built into ticktockd.
+
+#include <ticktock/ticktock.hpp>
+
+namespace ticktock::builtin {
+
+struct counter_state {
+  std::uint64_t count = 0;
+};
+
+/// `counter`: every message adds one.
+struct counter_agent : agent<counter_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind != trigger_kind::message && t.kind != trigger_kind::http)
+      return;
+    ++state().count;
+    ctx.emit("{\"count\":" + std::to_string(state().count) + "}");
+  }
+};
+
+struct echo_state {
+  std::uint64_t echoed = 0;
+};
+
+/// `echo`: emits every message to its outbox.
+struct echo_agent : agent<echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind != trigger_kind::message && t.kind != trigger_kind::http)
+      return;
+    ++state().echoed;
+    ctx.emit(t.payload);
+  }
+};
+
+struct heartbeat_state {
+  std::uint64_t beats = 0;
+};
+
+/// `heartbeat`: a periodic alarm every N seconds (config, default 10).
+struct heartbeat_agent : agent<heartbeat_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::init) {
+      auto secs = ctx.config().empty() ? 10 : std::stoi(ctx.config());
+      ctx.set_periodic_alarm("beat", ctx.now() + std::chrono::seconds{secs},
+                             std::chrono::seconds{secs});
+    } else if (t.kind == trigger_kind::alarm) {
+      ++state().beats;
+      ctx.emit("{\"beat\":" + std::to_string(state().beats) + "}");
+    }
+  }
+};
+
+struct player_state {
+  std::uint64_t hits = 0;
+};
+
+/// `player`: returns a ball to its sender up to N times (config, default 10).
+struct player_agent : agent<player_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind != trigger_kind::message)
+      return;
+    auto rally = ctx.config().empty() ? 10ull : std::stoull(ctx.config());
+    if (state().hits >= rally || t.from.empty())
+      return;
+    ++state().hits;
+    ctx.send(t.from, "ball");
+  }
+};
+
+inline agent_registry registry() {
+  agent_registry r;
+  r.add<counter_agent>("counter");
+  r.add<echo_agent>("echo");
+  r.add<heartbeat_agent>("heartbeat");
+  r.add<player_agent>("player");
+  return r;
+}
+
+}  // namespace ticktock::builtin

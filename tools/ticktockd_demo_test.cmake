@@ -1,0 +1,21 @@
+# Starts ticktockd --demo on a fresh data dir for a moment, then restarts it
+# on the same dir, and checks both runs ticked the demo agents and exited 0.
+file(REMOVE_RECURSE ${WORK})
+foreach(run 1 2)
+  execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --demo --exit-after-ms 1500
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "ticktockd run ${run} exited with ${rc}: ${err}\n${out}")
+  endif()
+  foreach(needle "event=start" "agent=demo-counter" "agent=demo-pong" "event=stopped")
+    string(FIND "${out}" "${needle}" pos)
+    if(pos EQUAL -1)
+      message(FATAL_ERROR "run ${run}: '${needle}' missing from ticktockd output:\n${out}")
+    endif()
+  endforeach()
+endforeach()
+string(FIND "${out}" "agents=5" pos)
+if(pos EQUAL -1)
+  message(FATAL_ERROR "the restarted ticktockd did not find the 5 demo agents:\n${out}")
+endif()
+file(REMOVE_RECURSE ${WORK})
