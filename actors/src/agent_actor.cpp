@@ -49,8 +49,10 @@ void touch(self_ptr self) {
 
 void refill(self_ptr self) {
   auto& st = self->state;
-  if (st.pending.size() >= max_cached_entries)
+  if (st.pending.size() >= max_cached_entries) {
+    st.more_in_store = true;  // read again once the cache drains
     return;
+  }
   auto entries = st.core->store->read_inbox(st.id, st.highest_seen + 1,
                                             max_cached_entries - st.pending.size() + 1);
   st.more_in_store = entries.size() > max_cached_entries - st.pending.size();

@@ -380,3 +380,21 @@ TEST_CASE("the node rejects bad input with clear errors") {
   REQUIRE(nd.wait_idle(10s));
   CHECK(nd.status("ok")->last_tick == 1);
 }
+
+TEST_CASE("an agent with more pending entries than its in-memory cache processes them all") {
+  // Regression: a notify arriving while the 256-entry cache was full was
+  // dropped without marking that more entries waited in RocksDB.
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  auto& nd = **n;
+  nd.create("c", "counter");
+  std::atomic<int> acked{0};
+  for (int i = 0; i < 1500; ++i)
+    nd.send_async("c", std::to_string(i), {}, [&](expected<send_receipt> r) { acked += r ? 1 : 0; });
+  REQUIRE(nd.wait_idle(60s));
+  CHECK(acked == 1500);
+  auto s = nd.state<counter_state>("c");
+  REQUIRE(s->seen.size() == 1500);
+  for (int i = 0; i < 1500; ++i)
+    CHECK(s->seen[static_cast<std::size_t>(i)] == std::to_string(i));
+}
