@@ -104,6 +104,13 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   core->caf_config = std::make_unique<caf::actor_system_config>();
   auto threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
   core->caf_config->set("scheduler.max-threads", threads);
+  core->caf_config->add_error_category(
+    caf::atom("ticktock"), [](std::uint8_t code, caf::atom_value, const caf::message& ctx) {
+      auto s = std::string{to_string(static_cast<errc>(code))};
+      if (ctx.match_elements<std::string>())
+        s += ": " + ctx.get_as<std::string>(0);
+      return s;
+    });
   core->system = std::make_unique<caf::actor_system>(*core->caf_config);
   core->commits = std::make_unique<detail::committer>(*core->store, opts.max_commit_group);
   auto* raw = core.get();

@@ -398,3 +398,29 @@ TEST_CASE("an agent with more pending entries than its in-memory cache processes
   for (int i = 0; i < 1500; ++i)
     CHECK(s->seen[static_cast<std::size_t>(i)] == std::to_string(i));
 }
+
+#include "ticktock/actors/caf_handle.hpp"
+#include <caf/all.hpp>
+
+TEST_CASE("CAF code messages an agent through its typed handle") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  auto& nd = **n;
+  nd.create("c", "counter");
+  auto h = caf_handle(nd, "c");
+  REQUIRE(h);
+  caf::scoped_actor self{caf_system(nd)};
+  std::uint64_t seq = 0;
+  self->request(*h, std::chrono::seconds{10}, deliver_atom::value, std::string{"via caf"})
+    .receive([&](std::uint64_t s) { seq = s; }, [&](caf::error& e) { FAIL(caf_system(nd).render(e)); });
+  CHECK(seq == 2);
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.state<counter_state>("c")->seen == std::vector<std::string>{"via caf"});
+  // Errors come back as ticktock codes.
+  nd.terminate("c");
+  errc code = errc::ok;
+  self->request(*h, std::chrono::seconds{10}, deliver_atom::value, std::string{"late"})
+    .receive([&](std::uint64_t) {}, [&](caf::error& e) { code = caf_errc(e); });
+  CHECK(code == errc::not_found);
+  CHECK(caf_handle(nd, "nobody").code() == errc::not_found);
+}

@@ -130,6 +130,9 @@ public:
   /// closes the store. Idempotent.
   void shutdown();
 
+  /// Internals, for ticktock's own CAF glue (caf_handle.hpp).
+  detail::node_core& core() noexcept { return *core_; }
+
 private:
   explicit node(std::unique_ptr<detail::node_core> core);
   expected<std::string> checked(const std::string& id) const;
