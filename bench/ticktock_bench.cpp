@@ -1,0 +1,273 @@
+// ticktock-bench: throughput, wake latency and density of a ticktock node,
+// each beside a bare baseline doing the same work. Every scenario runs
+// --runs times and reports the median and the spread (min..max), timing only
+// the measured region.
+//
+//   ticktock-bench [SCENARIO...|--all] [--json] [--agents N] [--messages N]
+//                  [--runs R] [--dir DIR]
+//
+// Scenarios: tick, durable-tick, wake, density (all when none is named).
+
+#include <boost/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "scenarios.hpp"
+
+namespace tb = ticktock::bench;
+
+namespace {
+
+const char* usage =
+  "usage: ticktock-bench [SCENARIO...|--all] [--json] [--agents N] [--messages N]\n"
+  "                      [--runs R] [--dir DIR] [--tick-agents N] [--wake-agents N]\n"
+  "                      [--verbose]\n"
+  "\n"
+  "scenarios:\n"
+  "  tick          no-op ticks/s over resident agents (async) vs bare CAF actors\n"
+  "  durable-tick  the same with sync and async durability vs raw RocksDB batches\n"
+  "  wake          send-to-committed-tick latency of hibernated agents vs CAF spawn +\n"
+  "                RocksDB get\n"
+  "  density       resident RSS and hibernated disk bytes per agent\n"
+  "\n"
+  "options:\n"
+  "  --all              run every scenario (the default when none is named)\n"
+  "  --json             one JSON object per line and scenario instead of a table\n"
+  "  --agents N         agents of density, and the cap of the other counts [100000]\n"
+  "  --messages N       messages of the tick scenarios [100000]\n"
+  "  --runs R           repetitions of every scenario [3]\n"
+  "  --dir DIR          parent of the temporary data directories [/tmp]\n"
+  "  --tick-agents N    resident agents of the tick scenarios [1000]\n"
+  "  --wake-agents N    agents woken by the wake scenario [2000]\n"
+  "  --verbose          progress on stderr\n";
+
+[[noreturn]] void bad_usage(const std::string& why) {
+  std::cerr << "ticktock-bench: " << why << "\n\n" << usage;
+  std::exit(2);
+}
+
+std::size_t parse_count(const std::string& flag, const char* value, std::size_t min) {
+  if (!value)
+    bad_usage(flag + " needs a value");
+  char* end = nullptr;
+  errno = 0;
+  auto v = std::strtoull(value, &end, 10);
+  if (errno || end == value || *end || v < min || v > 100'000'000)
+    bad_usage(flag + " needs a whole number from " + std::to_string(min) + " to 100000000, not '"
+              + value + "'");
+  return static_cast<std::size_t>(v);
+}
+
+// -- output ----------------------------------------------------------------------
+
+// Large figures as integers, small ones rounded to 3 decimals.
+boost::json::value number(double v) {
+  if (std::fabs(v) >= 100 || (v == std::floor(v) && std::fabs(v) < 1e15))
+    return static_cast<std::int64_t>(std::llround(v));
+  return std::round(v * 1000) / 1000;
+}
+
+boost::json::value number_or_null(const std::optional<tb::summary>& s) {
+  if (!s)
+    return nullptr;
+  return number(s->median);
+}
+
+boost::json::object to_json(const tb::row& r) {
+  boost::json::object o;
+  o["scenario"] = r.scenario;
+  o["ops_per_s"] = number_or_null(r.ops_per_s);
+  o["p50_us"] = number_or_null(r.p50_us);
+  o["p99_us"] = number_or_null(r.p99_us);
+  o["baseline"] = r.baseline;
+  o["baseline_ops_per_s"] = number_or_null(r.baseline_ops_per_s);
+  o["baseline_p50_us"] = number_or_null(r.baseline_p50_us);
+  o["baseline_p99_us"] = number_or_null(r.baseline_p99_us);
+  o["ratio_vs_baseline"] = r.ratio ? boost::json::value(std::round(*r.ratio * 10000) / 10000)
+                                   : boost::json::value(nullptr);
+  o["ratio_kind"] = r.ratio_kind;
+  o["runs"] = r.runs;
+  boost::json::object spread;
+  auto add_spread = [&](const std::string& name, const std::optional<tb::summary>& s) {
+    if (s)
+      spread[name] = boost::json::object{{"min", number(s->min)}, {"max", number(s->max)}};
+  };
+  add_spread("ops_per_s", r.ops_per_s);
+  add_spread("p50_us", r.p50_us);
+  add_spread("p99_us", r.p99_us);
+  add_spread("baseline_ops_per_s", r.baseline_ops_per_s);
+  add_spread("baseline_p50_us", r.baseline_p50_us);
+  add_spread("baseline_p99_us", r.baseline_p99_us);
+  for (auto& [name, s] : r.extra) {
+    o[name] = number(s.median);
+    add_spread(name, s);
+  }
+  o["spread"] = std::move(spread);
+  o["baseline_what"] = r.baseline_what;
+  for (auto& [name, text] : r.notes)
+    o[name] = text;
+  return o;
+}
+
+// 1234567.8 -> "1,234,568"; small values keep a fraction.
+std::string fmt(double v) {
+  if (std::isnan(v))
+    return "-";
+  std::ostringstream out;
+  if (std::fabs(v) < 100) {
+    out << std::fixed << std::setprecision(std::fabs(v) < 10 ? 2 : 1) << v;
+    return out.str();
+  }
+  auto n = static_cast<long long>(std::llround(v));
+  auto digits = std::to_string(n < 0 ? -n : n);
+  std::string grouped;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0)
+      grouped.push_back(',');
+    grouped.push_back(digits[i]);
+  }
+  return (n < 0 ? "-" : "") + grouped;
+}
+
+std::string fmt(const tb::summary& s) {
+  return fmt(s.median) + " [" + fmt(s.min) + ".." + fmt(s.max) + "]";
+}
+
+void print_header() {
+  std::cout << std::left << std::setw(20) << "scenario" << std::setw(14) << "metric"
+            << std::setw(34) << "ours median [min..max]" << std::setw(24) << "baseline"
+            << std::setw(34) << "baseline median [min..max]" << "ratio\n"
+            << std::string(130, '-') << "\n";
+}
+
+void print_line(const std::string& scenario, const std::string& metric,
+                const std::optional<tb::summary>& ours, const std::string& baseline,
+                const std::optional<tb::summary>& base, const std::string& ratio) {
+  std::cout << std::left << std::setw(20) << scenario << std::setw(14) << metric << std::setw(34)
+            << (ours ? fmt(*ours) : "-") << std::setw(24) << baseline << std::setw(34)
+            << (base ? fmt(*base) : "-") << ratio << "\n";
+}
+
+std::optional<tb::summary> extra(const tb::row& r, const std::string& name) {
+  if (auto i = r.extra.find(name); i != r.extra.end())
+    return i->second;
+  return std::nullopt;
+}
+
+void print_table(const tb::row& r) {
+  auto ratio = r.ratio ? fmt(*r.ratio) : std::string{"-"};
+  if (r.scenario == "density") {
+    print_line(r.scenario, "resident B", extra(r, "bytes_per_resident_agent"), "bare-caf actor",
+               extra(r, "baseline_bytes_per_resident_agent"), ratio + " ours/base");
+    auto disk_ratio = extra(r, "disk_ratio_vs_baseline");
+    print_line("", "disk B", extra(r, "bytes_per_hibernated_agent"), "raw-rocksdb id key",
+               extra(r, "baseline_bytes_per_hibernated_agent"),
+               (disk_ratio ? fmt(disk_ratio->median) : "-") + " ours/base");
+    print_line("", "hib. RSS B", extra(r, "rss_bytes_per_hibernated_agent"), "", std::nullopt, "");
+    print_line("", "creates/s", r.ops_per_s, "", std::nullopt, "");
+  } else if (r.p99_us) {
+    print_line(r.scenario, "p50 us", r.p50_us, r.baseline, r.baseline_p50_us, "");
+    print_line("", "p99 us", r.p99_us, "", r.baseline_p99_us, ratio + " base/ours p99");
+    if (auto a = extra(r, "send_ack_p50_us"))
+      print_line("", "ack p50 us", a, "", std::nullopt, "");
+    if (auto a = extra(r, "send_ack_p99_us"))
+      print_line("", "ack p99 us", a, "", std::nullopt, "");
+  } else {
+    print_line(r.scenario, "ticks/s", r.ops_per_s, r.baseline, r.baseline_ops_per_s,
+               ratio + " ours/base");
+    if (auto g = extra(r, "group_commits"))
+      print_line("", "groups", g, "write(2) calls", extra(r, "baseline_write_syscalls"), "");
+    if (auto w = extra(r, "wal_bytes_per_tick"))
+      print_line("", "WAL B/tick", w, "", extra(r, "baseline_wal_bytes_per_tick"), "");
+  }
+  std::cout << std::flush;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tb::config cfg;
+  bool json = false;
+  std::vector<std::string> scenarios;
+  const std::vector<std::string> known{"tick", "durable-tick", "wake", "density"};
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "--help" || a == "-h") {
+      std::cout << usage;
+      return 0;
+    } else if (a == "--all") {
+      scenarios = known;
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "--verbose") {
+      cfg.verbose = true;
+    } else if (a == "--agents") {
+      cfg.agents = parse_count(a, value(), 1);
+    } else if (a == "--messages") {
+      cfg.messages = parse_count(a, value(), 1);
+    } else if (a == "--runs") {
+      cfg.runs = parse_count(a, value(), 1);
+    } else if (a == "--tick-agents") {
+      cfg.tick_agents = parse_count(a, value(), 1);
+    } else if (a == "--wake-agents") {
+      cfg.wake_agents = parse_count(a, value(), 1);
+    } else if (a == "--dir") {
+      auto v = value();
+      if (!v || !*v)
+        bad_usage("--dir needs a directory");
+      cfg.dir = v;
+    } else if (!a.empty() && a[0] == '-') {
+      bad_usage("unknown option " + a);
+    } else if (std::find(known.begin(), known.end(), a) != known.end()) {
+      if (std::find(scenarios.begin(), scenarios.end(), a) == scenarios.end())
+        scenarios.push_back(a);
+    } else {
+      bad_usage("unknown scenario '" + a + "'");
+    }
+  }
+  if (scenarios.empty())
+    scenarios = known;
+
+  if (!json)
+    print_header();
+  std::vector<tb::row> printed;
+  try {
+    for (auto& s : scenarios) {
+      std::vector<tb::row> rows;
+      if (s == "tick")
+        rows = tb::run_tick(cfg);
+      else if (s == "durable-tick")
+        rows = tb::run_durable_tick(cfg);
+      else if (s == "wake")
+        rows = tb::run_wake(cfg);
+      else
+        rows = tb::run_density(cfg);
+      for (auto& r : rows) {
+        if (json)
+          std::cout << boost::json::serialize(to_json(r)) << std::endl;
+        else
+          print_table(r);
+        printed.push_back(std::move(r));
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "ticktock-bench: " << e.what() << "\n";
+    return 1;
+  }
+  if (!json) {
+    std::cout << "\nmedian of " << cfg.runs << " run(s), [min..max] over the runs\n";
+    for (auto& r : printed) {
+      std::cout << "\n" << r.scenario << ":\n";
+      for (auto& [name, text] : r.notes)
+        std::cout << "  " << name << ": " << text << "\n";
+      std::cout << "  baseline " << r.baseline << ": " << r.baseline_what << "\n";
+      std::cout << "  ratio: " << r.ratio_kind << "\n";
+    }
+  }
+  return 0;
+}
