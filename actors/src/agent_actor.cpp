@@ -6,7 +6,7 @@
 
 #include <caf/all.hpp>
 
-#include <deque>
+#include <vector>
 
 #include "agent_host.hpp"
 #include "messages.hpp"
@@ -20,19 +20,42 @@ namespace {
 // until these are consumed.
 constexpr std::size_t max_cached_entries = 256;
 
+// FIFO of cached inbox entries. Unlike std::deque, an empty one owns no
+// memory, which matters with 100,000 resident agents.
+class entry_queue {
+public:
+  bool empty() const noexcept { return head_ == items_.size(); }
+  std::size_t size() const noexcept { return items_.size() - head_; }
+  storage::inbox_entry& front() { return items_[head_]; }
+  void push_back(storage::inbox_entry e) { items_.push_back(std::move(e)); }
+  void pop_front() {
+    ++head_;
+    if (head_ == items_.size()) {
+      items_ = {};
+      head_ = 0;
+    } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
+      items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+
+private:
+  std::vector<storage::inbox_entry> items_;
+  std::size_t head_ = 0;
+};
+
 struct agent_actor_state {
   node_core* core = nullptr;
-  std::string id;
   std::shared_ptr<residency> res;
   std::unique_ptr<agent_host> host;
-  std::deque<storage::inbox_entry> pending;
+  entry_queue pending;
   std::uint64_t highest_seen = 0;  // highest inbox seq read or notified
   bool more_in_store = false;      // entries beyond the cache wait in RocksDB
-  std::optional<tick_attempt> in_flight;
-  std::uint64_t token = 0;
   bool retry_wait = false;
-  bool idle_timer = false;
   bool want_hibernate = false;
+  std::uint64_t token = 0;
+  // Only while a tick's write is with the committer (a tick_attempt is big).
+  std::unique_ptr<tick_attempt> in_flight;
   std::chrono::steady_clock::time_point last_active;
 
   static inline const char* name = "ticktock.agent";
@@ -53,7 +76,7 @@ void refill(self_ptr self) {
     st.more_in_store = true;  // read again once the cache drains
     return;
   }
-  auto entries = st.core->store->read_inbox(st.id, st.highest_seen + 1,
+  auto entries = st.core->store->read_inbox(st.host->id(), st.highest_seen + 1,
                                             max_cached_entries - st.pending.size() + 1);
   st.more_in_store = entries.size() > max_cached_entries - st.pending.size();
   if (st.more_in_store)
@@ -72,18 +95,10 @@ bool idle(self_ptr self) {
 // Returns true if the actor quit.
 bool try_hibernate(self_ptr self) {
   auto& st = self->state;
-  if (!idle(self) || !st.core->dir->try_hibernate(st.id, st.highest_seen))
+  if (!idle(self) || !st.core->dir->try_hibernate(st.host->id(), st.highest_seen))
     return false;
   self->quit();
   return true;
-}
-
-void arm_idle_timer(self_ptr self) {
-  auto& st = self->state;
-  if (st.idle_timer)
-    return;
-  st.idle_timer = true;
-  self->delayed_send(self, st.core->options.idle_timeout, idle_atom::value);
 }
 
 std::chrono::milliseconds backoff(const node_options& o, std::uint32_t attempt) {
@@ -98,14 +113,13 @@ void maybe_tick(self_ptr self) {
   if (st.pending.empty() && st.more_in_store)
     refill(self);
   if (st.pending.empty()) {
+    // Idle. The directory's sweeper sends ctl_op::idle after idle_timeout.
     if (st.want_hibernate)
       try_hibernate(self);
-    else
-      arm_idle_timer(self);
     return;
   }
   touch(self);
-  st.in_flight = st.host->run(st.pending.front());
+  st.in_flight = std::make_unique<tick_attempt>(st.host->run(st.pending.front()));
   auto token = ++st.token;
   auto op = std::move(st.in_flight->op);
   auto* core = st.core;
@@ -130,13 +144,14 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
     // The write failed: nothing was committed. Retry the same trigger.
     st.host->rolled_back();
     st.retry_wait = true;
-    self->delayed_send(self, backoff(st.core->options, attempt.attempt), retry_atom::value);
+    self->delayed_send(self, backoff(st.core->options, attempt.attempt), ctl_atom::value,
+                      ctl_op::retry);
     return;
   }
   st.host->committed(attempt);
   if (attempt.earliest_alarm && st.core->alarms)
     st.core->alarms->hint(*attempt.earliest_alarm);
-  tick_event ev{st.id,
+  tick_event ev{st.host->id(),
                 st.host->meta().tick_count,
                 attempt.attempt,
                 attempt.kind,
@@ -146,7 +161,8 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
                 {}};
   if (attempt.outcome == storage::outcome::failed) {
     st.retry_wait = true;
-    self->delayed_send(self, backoff(st.core->options, attempt.attempt), retry_atom::value);
+    self->delayed_send(self, backoff(st.core->options, attempt.attempt), ctl_atom::value,
+                      ctl_op::retry);
   } else {
     st.pending.pop_front();
     st.core->consumed(1);
@@ -155,19 +171,19 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   maybe_tick(self);
 }
 
-// LOAD: meta, errored mark, state and pending inbox. False if the agent
-// cannot run (it is then marked errored).
-bool load(self_ptr self) {
+// LOAD: meta, state and pending inbox. False if the agent cannot run (it is
+// then marked errored).
+bool load(self_ptr self, const std::string& id) {
   auto& st = self->state;
   auto& store = *st.core->store;
-  auto meta = store.get_agent(st.id);
+  auto meta = store.get_agent(id);
   std::string problem;
   if (!meta)
     problem = meta.error_value().to_string();
   else if (meta->errored)
     problem = meta->error;
-  else if (auto mark = store.errored_mark(st.id))
-    problem = *mark;
+  // (An errored mark in the meta column family is known to the directory,
+  // which never activates such an agent.)
   if (problem.empty()) {
     auto agent = st.core->registry.make(meta->type);
     if (!agent) {
@@ -180,26 +196,45 @@ bool load(self_ptr self) {
     }
   }
   if (!problem.empty()) {
-    st.core->mark_errored(st.id, problem);
+    st.host.reset();
+    st.core->mark_errored(id, problem);
     return false;
   }
   refill(self);
   return true;
 }
 
+void on_ctl(self_ptr self, ctl_op op) {
+  auto& st = self->state;
+  switch (op) {
+    case ctl_op::wake:
+      break;
+    case ctl_op::retry:
+      st.retry_wait = false;
+      break;
+    case ctl_op::idle:
+      if (std::chrono::steady_clock::now() - st.last_active >= st.core->options.idle_timeout)
+        try_hibernate(self);
+      return;
+    case ctl_op::hibernate:
+      st.want_hibernate = true;
+      break;
+  }
+  maybe_tick(self);
+}
+
 caf::behavior agent_actor(self_ptr self, node_core* core, std::string id,
                           std::shared_ptr<residency> res) {
   auto& st = self->state;
   st.core = core;
-  st.id = std::move(id);
   st.res = std::move(res);
   touch(self);
-  if (!load(self)) {
-    core->dir->actor_down(st.id);
+  if (!load(self, id)) {
+    core->dir->actor_down(id);
     self->quit();
     return {};
   }
-  self->send(self, wake_atom::value);
+  self->send(self, ctl_atom::value, ctl_op::wake);
   return {
     [=](notify_atom, std::uint64_t seq, const entry_ptr& entry) {
       auto& st = self->state;
@@ -215,25 +250,7 @@ caf::behavior agent_actor(self_ptr self, node_core* core, std::string id,
       maybe_tick(self);
     },
     [=](commit_atom, std::uint64_t token, const std::string& err) { on_commit(self, token, err); },
-    [=](retry_atom) {
-      self->state.retry_wait = false;
-      maybe_tick(self);
-    },
-    [=](wake_atom) { maybe_tick(self); },
-    [=](idle_atom) {
-      auto& st = self->state;
-      st.idle_timer = false;
-      if (!idle(self))
-        return;
-      auto quiet = std::chrono::steady_clock::now() - st.last_active;
-      if (quiet >= st.core->options.idle_timeout && try_hibernate(self))
-        return;
-      arm_idle_timer(self);
-    },
-    [=](hibernate_atom) {
-      self->state.want_hibernate = true;
-      try_hibernate(self);
-    },
+    [=](ctl_atom, ctl_op op) { on_ctl(self, op); },
   };
 }
 

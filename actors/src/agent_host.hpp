@@ -66,7 +66,7 @@ private:
   const ticktock::clock& clock_;
   storage::agent_record meta_;
   std::unique_ptr<agent_base> agent_;
-  tick_limits limits_;
+  const tick_limits& limits_;  // owned by the node or harness options
   std::string committed_state_;
   storage::hash256 committed_hash_{};
 };

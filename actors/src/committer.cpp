@@ -36,6 +36,19 @@ void committer::loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock{mtx_};
+      if (queue_.empty() && !stopping_) {
+        // A tick's commit often follows its inbox write within tens of
+        // microseconds; poll briefly before paying for a futex wake-up.
+        lock.unlock();
+        auto until = std::chrono::steady_clock::now() + spin_;
+        while (std::chrono::steady_clock::now() < until) {
+          std::this_thread::yield();
+          std::lock_guard<std::mutex> peek{mtx_};
+          if (!queue_.empty() || stopping_)
+            break;
+        }
+        lock.lock();
+      }
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty())
         return;  // stopping and drained

@@ -3,6 +3,7 @@
 // Group commit: one thread takes every write that queued up while the
 // previous group was being written and commits them in one WriteBatch.
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -33,6 +34,7 @@ private:
 
   storage::store& store_;
   std::size_t max_group_;
+  std::chrono::microseconds spin_{50};
   std::mutex mtx_;
   std::condition_variable cv_;
   std::deque<std::pair<storage::write_op, callback>> queue_;

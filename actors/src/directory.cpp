@@ -137,7 +137,7 @@ bool directory::request_hibernate(const std::string& id) {
   auto i = s.map.find(id);
   if (i == s.map.end() || !i->second.actor)
     return false;
-  caf::anon_send(i->second.actor, hibernate_atom::value);
+  caf::anon_send(i->second.actor, ctl_atom::value, ctl_op::hibernate);
   return true;
 }
 
@@ -195,7 +195,7 @@ void directory::enforce_max_resident() {
       continue;
     it->second.evicting = true;
     ++evicting_;
-    caf::anon_send(it->second.actor, hibernate_atom::value);
+    caf::anon_send(it->second.actor, ctl_atom::value, ctl_op::hibernate);
   }
 }
 
@@ -238,6 +238,15 @@ std::vector<caf::actor> directory::resident_actors() const {
         out.push_back(e.actor);
   }
   return out;
+}
+
+void directory::sweep_idle(std::int64_t cutoff_ns) {
+  for (auto& s : shards_) {
+    std::lock_guard<std::mutex> guard{s.mtx};
+    for (auto& [id, e] : s.map)
+      if (e.actor && e.res && e.res->last_active_ns.load() < cutoff_ns)
+        caf::anon_send(e.actor, ctl_atom::value, ctl_op::idle);
+  }
 }
 
 void directory::close() { closed_ = true; }

@@ -73,6 +73,10 @@ public:
   std::vector<std::string> ids() const;
   std::vector<caf::actor> resident_actors() const;
 
+  /// Sends ctl_op::idle to every resident agent last active before `cutoff_ns`
+  /// (steady clock).
+  void sweep_idle(std::int64_t cutoff_ns);
+
   /// Stops activations (shutdown).
   void close();
 

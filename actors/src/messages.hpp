@@ -5,6 +5,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 
+#include <cstdint>
 #include <memory>
 
 #include "ticktock/storage/records.hpp"
@@ -16,14 +17,15 @@ using notify_atom = caf::atom_constant<caf::atom("notify")>;
 /// (commit_atom, token, error message): the write of attempt `token` finished;
 /// an empty message means it committed.
 using commit_atom = caf::atom_constant<caf::atom("commit")>;
-/// (retry_atom): the backoff after a failed attempt is over.
-using retry_atom = caf::atom_constant<caf::atom("retry")>;
-/// (idle_atom): check whether the idle timeout passed.
-using idle_atom = caf::atom_constant<caf::atom("idle")>;
-/// (hibernate_atom): hibernate as soon as idle.
-using hibernate_atom = caf::atom_constant<caf::atom("hibernate")>;
-/// (wake_atom): no-op that activates the agent.
-using wake_atom = caf::atom_constant<caf::atom("wake")>;
+/// (ctl_atom, ctl_op): control of the agent's lifecycle. One message type
+/// with an operand keeps the behavior (allocated per resident agent) small.
+using ctl_atom = caf::atom_constant<caf::atom("ctl")>;
+enum class ctl_op : std::uint8_t {
+  wake = 0,       ///< no-op that activates the agent and looks for work
+  retry = 1,      ///< the backoff after a failed attempt is over
+  idle = 2,       ///< from the idle sweeper: hibernate if idle for idle_timeout
+  hibernate = 3,  ///< hibernate as soon as idle (LRU eviction, ctl)
+};
 
 using entry_ptr = std::shared_ptr<const storage::inbox_entry>;
 

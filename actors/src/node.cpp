@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <future>
 #include <thread>
 
@@ -51,6 +52,17 @@ void node_core::mark_errored(const std::string& id, const std::string& reason) {
   dir->set_errored(id, reason);
   commits->submit(storage::mark_errored_op{id, reason}, nullptr);
   consumed(static_cast<std::int64_t>(store->inbox_depth(id)));
+}
+
+void node_core::sweep_loop() {
+  auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(options.idle_timeout);
+  auto interval = std::clamp<std::chrono::nanoseconds>(timeout / 4, std::chrono::milliseconds{1},
+                                                       std::chrono::seconds{1});
+  std::unique_lock<std::mutex> lock{sweeper_mtx};
+  while (!sweeper_cv.wait_for(lock, interval, [&] { return sweeper_stop; })) {
+    auto now = std::chrono::steady_clock::now().time_since_epoch();
+    dir->sweep_idle((now - timeout).count());
+  }
 }
 
 void node_core::notify(const tick_event& ev) {
@@ -104,6 +116,11 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   core->caf_config = std::make_unique<caf::actor_system_config>();
   auto threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
   core->caf_config->set("scheduler.max-threads", threads);
+  // CAF's default idles a worker in 50 us sleeps for 25 ms before it parks on
+  // a condition variable; every hand-off to a napping worker then waits for
+  // the nap. Skip the napping phase: spin briefly, then park (an enqueue
+  // wakes a parked worker at once).
+  core->caf_config->set("work-stealing.moderate-poll-attempts", 0);
   core->caf_config->add_error_category(
     caf::atom("ticktock"), [](std::uint8_t code, caf::atom_value, const caf::message& ctx) {
       auto s = std::string{to_string(static_cast<errc>(code))};
@@ -153,6 +170,7 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
 
   for (auto& id : with_inbox)
     core->dir->wake(id);
+  core->sweeper = std::thread([raw] { raw->sweep_loop(); });
   return std::unique_ptr<node>(new node(std::move(core)));
 }
 
@@ -160,6 +178,12 @@ void node::shutdown() {
   if (!core_ || core_->closing.exchange(true))
     return;
   core_->alarms->stop();
+  {
+    std::lock_guard<std::mutex> guard{core_->sweeper_mtx};
+    core_->sweeper_stop = true;
+  }
+  core_->sweeper_cv.notify_all();
+  core_->sweeper.join();
   core_->dir->close();
   for (auto& a : core_->dir->resident_actors())
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 #include <shared_mutex>
+#include <thread>
 
 #include "committer.hpp"
 #include "directory.hpp"
@@ -42,6 +43,13 @@ struct node_core {
   // Ids terminated in this process, so status can say "terminated".
   std::mutex terminated_mtx;
   std::set<std::string> terminated;
+
+  // The idle sweeper: hibernates agents idle for options.idle_timeout.
+  std::thread sweeper;
+  std::mutex sweeper_mtx;
+  std::condition_variable sweeper_cv;
+  bool sweeper_stop = false;
+  void sweep_loop();
 
   std::shared_mutex observer_mtx;
   std::function<void(const tick_event&)> observer;

@@ -4,6 +4,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
 #include <sodium.h>
 
@@ -108,10 +109,21 @@ struct store::impl {
   }
 
   // Calls f(key, value) for every key with `prefix`, from `from` on, until
-  // f returns false.
+  // f returns false. The upper bound keeps RocksDB from stepping over the
+  // deleted keys of the next prefixes (consumed inbox entries, for one).
   template <class F>
   void scan(cf_id c, std::string_view prefix, std::string_view from, F&& f) const {
-    auto it = iter(c);
+    std::string upper{prefix};
+    while (!upper.empty() && static_cast<unsigned char>(upper.back()) == 0xff)
+      upper.pop_back();
+    rocksdb::Slice upper_slice;
+    rocksdb::ReadOptions ro = read_options;
+    if (!upper.empty()) {
+      upper.back() = static_cast<char>(static_cast<unsigned char>(upper.back()) + 1);
+      upper_slice = rocksdb::Slice{upper};
+      ro.iterate_upper_bound = &upper_slice;
+    }
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, cf(c)));
     it->Seek(rocksdb::Slice{from.data(), from.size()});
     for (; it->Valid() && starts_with(it->key(), prefix); it->Next())
       if (!f(view(it->key()), view(it->value())))
@@ -477,6 +489,11 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
     rocksdb::BlockBasedTableOptions table;
     table.block_cache = cache;
     cf_opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    // Inbox entries and fired alarms are deleted soon after they are
+    // written; compact files full of tombstones so scans stay short.
+    if (std::string_view{name} == "inbox" || std::string_view{name} == "alarms")
+      cf_opts.table_properties_collector_factories.push_back(
+        rocksdb::NewCompactOnDeletionCollectorFactory(128, 64));
     cfs.emplace_back(name, cf_opts);
   }
   rocksdb::DB* db = nullptr;
