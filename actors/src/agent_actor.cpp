@@ -151,14 +151,19 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   st.host->committed(attempt);
   if (attempt.earliest_alarm && st.core->alarms)
     st.core->alarms->hint(*attempt.earliest_alarm);
-  tick_event ev{st.host->id(),
-                st.host->meta().tick_count,
-                attempt.attempt,
-                attempt.kind,
-                attempt.trigger_seq,
-                attempt.outcome,
-                attempt.error,
-                {}};
+  tick_event ev;
+  ev.agent = st.host->id();
+  ev.tick = st.host->meta().tick_count;
+  ev.attempt = attempt.attempt;
+  ev.kind = attempt.kind;
+  ev.trigger_seq = attempt.trigger_seq;
+  ev.outcome = attempt.outcome;
+  ev.error = std::move(attempt.error);
+  ev.outbox_next = st.host->meta().outbox_next;
+  ev.outbox_count = attempt.outbox_count;
+  ev.reply = std::move(attempt.reply);
+  ev.latency = std::chrono::duration_cast<std::chrono::microseconds>(
+    std::chrono::steady_clock::now() - attempt.started);
   if (attempt.outcome == storage::outcome::failed) {
     st.retry_wait = true;
     self->delayed_send(self, backoff(st.core->options, attempt.attempt), ctl_atom::value,

@@ -80,6 +80,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   a.attempt = meta_.retry_seq == entry.seq ? meta_.retry_attempts + 1 : 1;
   auto start_wall = clock_.now();
   auto start = std::chrono::steady_clock::now();
+  a.started = start;
 
   storage::trajectory_record rec;
   rec.index = meta_.trajectory_next;
@@ -135,6 +136,8 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     next.last_tick = entry.time;
     next.retry_seq = 0;
     next.retry_attempts = 0;
+    next.summary = agent_->summary();
+    a.reply = std::move(fx.reply);
     op.consume_seq = entry.seq;
     for (auto& ev : fx.outbox)
       op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev)});
@@ -157,6 +160,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
       }
     }
     rec.effects.outbox = static_cast<std::uint32_t>(op.outbox.size());
+    a.outbox_count = rec.effects.outbox;
     rec.effects.messages = static_cast<std::uint32_t>(op.messages.size());
     rec.effects.goals = static_cast<std::uint32_t>(fx.goals.size());
     rec.effects.memory = static_cast<std::uint32_t>(fx.memory.size());

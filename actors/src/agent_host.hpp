@@ -4,6 +4,7 @@
 // entry), THINK, ACT and the building of the REMEMBER write. The CAF agent
 // actor and the test harness both drive it.
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,10 @@ struct tick_attempt {
   /// New state bytes and their hash when the tick changed the state.
   std::optional<std::string> state_after;
   storage::hash256 state_hash{};
+  /// The reply to an http trigger, sent after the commit.
+  std::optional<http_reply> reply;
+  std::chrono::steady_clock::time_point started;
+  std::uint32_t outbox_count = 0;
 };
 
 class agent_host final : public record_reader {

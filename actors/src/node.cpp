@@ -66,9 +66,24 @@ void node_core::sweep_loop() {
 }
 
 void node_core::notify(const tick_event& ev) {
+  {
+    std::lock_guard<std::mutex> guard{metrics_mtx};
+    auto& m = metrics;
+    switch (ev.outcome) {
+      case storage::outcome::ok: ++m.ticks_ok; break;
+      case storage::outcome::failed: ++m.ticks_failed; break;
+      case storage::outcome::deadlettered: ++m.deadlettered; break;
+    }
+    auto us = static_cast<std::uint64_t>(ev.latency.count());
+    for (std::size_t i = 0; i < m.bounds_us.size(); ++i)
+      if (us <= m.bounds_us[i])
+        ++m.latency_buckets[i];
+    m.latency_sum_us += us;
+    ++m.latency_count;
+  }
   std::shared_lock<std::shared_mutex> guard{observer_mtx};
-  if (observer)
-    observer(ev);
+  for (auto& [id, f] : observers)
+    f(ev);
 }
 
 }  // namespace detail
@@ -355,7 +370,7 @@ expected<agent_status> node::status(const std::string& id) const {
   if (!v) {
     std::lock_guard<std::mutex> guard{core_->terminated_mtx};
     if (core_->terminated.count(id))
-      return agent_status{id, {}, agent_state::terminated, 0, {}, 0, {}};
+      return agent_status{id, {}, agent_state::terminated, 0, {}, 0, {}, {}};
     return error{errc::not_found, "no agent '" + id + "'"};
   }
   agent_status s;
@@ -366,6 +381,7 @@ expected<agent_status> node::status(const std::string& id) const {
   if (auto meta = core_->store->get_agent(id)) {
     s.last_tick = meta->tick_count;
     s.last_tick_time = meta->last_tick;
+    s.summary = std::move(meta->summary);
   } else if (s.error.empty()) {
     s.error = meta.error_value().to_string();
   }
@@ -463,7 +479,40 @@ bool node::wait_idle(std::chrono::milliseconds timeout) const {
 
 void node::set_tick_observer(std::function<void(const tick_event&)> f) {
   std::unique_lock<std::shared_mutex> guard{core_->observer_mtx};
-  core_->observer = std::move(f);
+  auto& obs = core_->observers;
+  obs.erase(std::remove_if(obs.begin(), obs.end(), [](auto& o) { return o.first == 0; }),
+            obs.end());
+  if (f)
+    obs.emplace_back(0, std::move(f));
+}
+
+std::uint64_t node::add_tick_observer(std::function<void(const tick_event&)> f) {
+  std::unique_lock<std::shared_mutex> guard{core_->observer_mtx};
+  auto id = core_->next_observer++;
+  core_->observers.emplace_back(id, std::move(f));
+  return id;
+}
+
+void node::remove_tick_observer(std::uint64_t id) {
+  std::unique_lock<std::shared_mutex> guard{core_->observer_mtx};
+  auto& obs = core_->observers;
+  obs.erase(std::remove_if(obs.begin(), obs.end(), [id](auto& o) { return o.first == id; }),
+            obs.end());
+}
+
+node_metrics node::metrics() const {
+  node_metrics m;
+  {
+    std::lock_guard<std::mutex> guard{core_->metrics_mtx};
+    m = core_->metrics;
+  }
+  m.agents = core_->dir->size();
+  m.resident = core_->dir->resident();
+  {
+    std::lock_guard<std::mutex> guard{core_->idle_mtx};
+    m.inbox_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, core_->outstanding));
+  }
+  return m;
 }
 
 const node_options& node::options() const noexcept { return core_->options; }

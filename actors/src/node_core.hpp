@@ -52,7 +52,12 @@ struct node_core {
   void sweep_loop();
 
   std::shared_mutex observer_mtx;
-  std::function<void(const tick_event&)> observer;
+  std::vector<std::pair<std::uint64_t, std::function<void(const tick_event&)>>> observers;
+  std::uint64_t next_observer = 1;
+
+  // Metrics, updated after every committed attempt.
+  std::mutex metrics_mtx;
+  node_metrics metrics;
 
   /// Routes entries a commit produced to their agents and counts them.
   void deliver(storage::op_result& r);

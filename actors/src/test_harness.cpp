@@ -99,6 +99,21 @@ expected<send_receipt> harness::tick(const std::string& id) {
   return send(id, "tick", opts);
 }
 
+expected<http_reply> harness::http(const std::string& id, const http_request& req) {
+  send_options opts;
+  opts.kind = trigger_kind::http;
+  auto r = send(id, req.encode(), opts);
+  if (!r)
+    return r.error_value();
+  run();
+  auto i = replies_.find({id, r->seq});
+  if (i == replies_.end())
+    return error{errc::agent_errored, "agent '" + id + "' did not tick"};
+  auto out = std::move(i->second);
+  replies_.erase(i);
+  return out;
+}
+
 error harness::terminate(const std::string& id) {
   hosts_.erase(id);
   return apply(storage::terminate_op{id})[0].err;
@@ -148,6 +163,12 @@ std::size_t harness::run() {
       if (r.err) {
         l->host->rolled_back();
         throw std::runtime_error("commit failed: " + r.err.to_string());
+      }
+      if (a.kind == trigger_kind::http && a.outcome != storage::outcome::failed) {
+        expected<http_reply> reply = a.reply ? *a.reply : http_reply{204, {}, {}};
+        if (a.outcome == storage::outcome::deadlettered)
+          reply = error{errc::tick_failed, a.error};
+        replies_.insert_or_assign({id, a.trigger_seq}, std::move(reply));
       }
       l->host->committed(a);
     }

@@ -24,6 +24,7 @@ struct AgentRecord {
   outboxNext @10 :UInt64;      # seq of the next outbox event
   retrySeq @11 :UInt64;        # inbox seq whose failed attempts are counted below
   retryAttempts @12 :UInt32;   # failed attempts of retrySeq so far
+  summary @13 :Text;           # the agent's summary() after its last tick (JSON)
 }
 
 struct InboxEntry {

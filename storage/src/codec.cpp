@@ -148,6 +148,8 @@ std::string encode(const agent_record& r) {
   b.setOutboxNext(r.outbox_next);
   b.setRetrySeq(r.retry_seq);
   b.setRetryAttempts(r.retry_attempts);
+  if (!r.summary.empty())
+    b.setSummary(r.summary);
   return finish(msg);
 }
 
@@ -166,6 +168,7 @@ expected<agent_record> decode_agent(std::string_view bytes) {
     r.outbox_next = m.getOutboxNext();
     r.retry_seq = m.getRetrySeq();
     r.retry_attempts = m.getRetryAttempts();
+    r.summary = to_string(m.getSummary());
     bool ok = to_hash(m.getTrajectoryHead(), r.trajectory_head);
     return std::make_pair(ok, std::move(r));
   });

@@ -417,3 +417,48 @@ TEST_CASE("bad input gets a clear error") {
   CHECK(h.send("c", std::string(17, 'x')).code() == errc::message_too_large);
   CHECK(h.send("missing", "x").code() == errc::not_found);
 }
+
+namespace {
+struct web_state {
+  std::uint64_t hits = 0;
+};
+struct web_agent : agent<web_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    auto req = http_request::from(t);
+    if (!req)
+      return;
+    if (req->path == "/boom")
+      throw std::runtime_error("boom");
+    ++state().hits;
+    ctx.reply(201, req->method + " " + req->path + "?" + req->query + " " + req->body,
+              {{"X-Hits", std::to_string(state().hits)}});
+  }
+  std::string summary() const override {
+    return "{\"hits\":" + std::to_string(state().hits) + "}";
+  }
+};
+}  // namespace
+
+TEST_CASE("an http trigger's reply comes from the committed tick and the summary is stored") {
+  auto r = registry();
+  r.add<web_agent>("web");
+  testing::harness_options o;
+  o.limits.max_attempts = 1;
+  testing::harness h{std::move(r), o};
+  h.create("w", "web");
+  h.run();
+  http_request req{"POST", "/x", "a=1", {{"Content-Type", "text/plain"}}, "body"};
+  CHECK(req.header("content-type") == std::optional<std::string_view>{"text/plain"});
+  auto reply = h.http("w", req);
+  REQUIRE(reply);
+  CHECK(reply->status == 201);
+  CHECK(reply->body == "POST /x?a=1 body");
+  CHECK(reply->headers == http_headers{{"X-Hits", "1"}});
+  CHECK(h.store().get_agent("w")->summary == "{\"hits\":1}");
+  auto failed = h.http("w", {"GET", "/boom", "", {}, ""});
+  CHECK(failed.code() == errc::tick_failed);
+  // A message is not an http request.
+  trigger t;
+  t.kind = trigger_kind::message;
+  CHECK_FALSE(http_request::from(t));
+}

@@ -119,8 +119,16 @@ public:
   bool wait_idle(std::chrono::milliseconds timeout) const;
 
   /// Called after every committed tick attempt, on a CAF worker thread; must
-  /// not block. Replaces any previous observer.
+  /// not block. Replaces the observer set by an earlier call (observers added
+  /// with add_tick_observer stay).
   void set_tick_observer(std::function<void(const tick_event&)> f);
+  /// Adds an observer; returns an id for remove_tick_observer. Observers run
+  /// under a shared lock: they must not add or remove observers.
+  std::uint64_t add_tick_observer(std::function<void(const tick_event&)> f);
+  void remove_tick_observer(std::uint64_t id);
+
+  /// Counters since the node opened.
+  node_metrics metrics() const;
 
   const node_options& options() const noexcept;
   /// The underlying store, for tools and tests.

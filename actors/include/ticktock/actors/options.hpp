@@ -1,6 +1,8 @@
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <optional>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "ticktock/runtime/clock.hpp"
+#include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/trigger.hpp"
 #include "ticktock/storage/records.hpp"
 #include "ticktock/storage/store.hpp"
@@ -62,7 +65,8 @@ struct agent_status {
   std::uint64_t last_tick = 0;
   time_point last_tick_time{};
   std::uint64_t queue_depth = 0;
-  std::string error;  ///< why the agent is errored
+  std::string error;    ///< why the agent is errored
+  std::string summary;  ///< the agent's summary() JSON after its last tick
 };
 
 /// Options of one inbox write.
@@ -80,7 +84,7 @@ struct send_receipt {
   bool duplicate = false;
 };
 
-/// Reported to the tick observer after every committed attempt.
+/// Reported to tick observers after every committed attempt.
 struct tick_event {
   std::string agent;
   std::uint64_t tick = 0;
@@ -89,7 +93,30 @@ struct tick_event {
   std::uint64_t trigger_seq = 0;
   storage::outcome outcome = storage::outcome::ok;
   std::string error;
-  std::vector<storage::outbox_event> outbox;
+  /// Outbox events the tick emitted have seqs [outbox_next - outbox_count, outbox_next).
+  std::uint64_t outbox_next = 0;
+  std::uint32_t outbox_count = 0;
+  /// The tick's answer to an http trigger.
+  std::optional<http_reply> reply;
+  /// From the start of the attempt to its commit.
+  std::chrono::microseconds latency{0};
+};
+
+/// Counters of a node since it opened (for /metrics).
+struct node_metrics {
+  std::uint64_t ticks_ok = 0;
+  std::uint64_t ticks_failed = 0;   ///< attempts that failed and will be retried
+  std::uint64_t deadlettered = 0;   ///< attempts that sent their trigger to the deadletter
+  /// Tick latency histogram: counts of ticks with latency <= bounds[i] (cumulative
+  /// as Prometheus expects), the sum in microseconds, and the count.
+  static constexpr std::array<std::uint64_t, 12> bounds_us{
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000, 10000000};
+  std::array<std::uint64_t, 12> latency_buckets{};
+  std::uint64_t latency_sum_us = 0;
+  std::uint64_t latency_count = 0;
+  std::uint64_t agents = 0;
+  std::uint64_t resident = 0;
+  std::uint64_t inbox_pending = 0;
 };
 
 }  // namespace ticktock

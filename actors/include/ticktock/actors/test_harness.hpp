@@ -15,6 +15,7 @@
 #include "ticktock/actors/options.hpp"
 #include "ticktock/runtime/clock.hpp"
 #include "ticktock/runtime/error.hpp"
+#include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/registry.hpp"
 #include "ticktock/runtime/serializer.hpp"
 #include "ticktock/storage/records.hpp"
@@ -53,6 +54,10 @@ public:
   /// Enqueues a ctl tick.
   expected<send_receipt> tick(const std::string& id);
   error terminate(const std::string& id);
+
+  /// Sends `req` as an http trigger, runs, and returns the agent's reply (204
+  /// if the tick committed without one; tick_failed if it was deadlettered).
+  expected<http_reply> http(const std::string& id, const http_request& req);
 
   /// Runs ticks, in agent-id order round-robin, until no runnable agent has
   /// an inbox entry. Failed attempts are retried at once (no backoff wait).
@@ -99,6 +104,8 @@ private:
   std::unique_ptr<storage::store> store_;
   std::map<std::string, std::unique_ptr<loaded>> hosts_;
   std::map<std::string, std::string> errored_;
+  // Outcome of http triggers by (agent, seq), filled by run().
+  std::map<std::pair<std::string, std::uint64_t>, expected<http_reply>> replies_;
 };
 
 }  // namespace ticktock::testing

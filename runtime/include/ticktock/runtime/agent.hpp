@@ -29,6 +29,11 @@ public:
   /// Resets the state to its default value (before the first tick).
   virtual void reset_state() = 0;
 
+  /// A short JSON object describing the state for status views (e.g.
+  /// {"count":3}); stored with the agent's meta after every committed tick.
+  /// Empty by default.
+  virtual std::string summary() const { return {}; }
+
   virtual void* state_address() noexcept = 0;
   virtual const std::type_info& state_typeid() const noexcept = 0;
 };

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ticktock/runtime/clock.hpp"
+#include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/trigger.hpp"
 
 namespace ticktock {
@@ -48,6 +49,7 @@ struct effects {
   std::vector<kv_change> memory;
   std::vector<std::string> logs;
   std::optional<std::string> failure;  ///< set by ctx.fail()
+  std::optional<http_reply> reply;     ///< set by ctx.reply()
 
   bool empty() const {
     return outbox.empty() && messages.empty() && alarms.empty() && goals.empty()
@@ -138,6 +140,12 @@ public:
     effects_.memory.push_back({std::move(space), std::move(key), std::nullopt});
   }
   std::optional<std::string> memory(std::string_view space, std::string_view key) const;
+
+  /// Answers the HTTP request of an `http` trigger; sent after the commit.
+  /// Without a reply the request gets 204. The last call wins.
+  void reply(std::uint16_t status, std::string body, http_headers headers = {}) {
+    effects_.reply = http_reply{status, std::move(headers), std::move(body)};
+  }
 
   /// Adds a line to this tick's trajectory record.
   void log(std::string line) { effects_.logs.push_back(std::move(line)); }

@@ -41,6 +41,7 @@ struct agent_record {
   std::uint64_t outbox_next = 1;
   std::uint64_t retry_seq = 0;
   std::uint32_t retry_attempts = 0;
+  std::string summary;  ///< agent_base::summary() after the last committed tick
 };
 
 /// One durable inbox entry (a trigger waiting for its tick).

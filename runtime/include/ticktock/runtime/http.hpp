@@ -1,0 +1,45 @@
+#pragma once
+
+// HTTP requests as triggers and replies as tick effects. A request to
+// /a/{id}/{rest} becomes an `http` trigger whose payload is an encoded
+// http_request; the agent answers with ctx.reply(...), and the reply is sent
+// once the tick has committed.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace ticktock {
+
+struct trigger;
+
+using http_headers = std::vector<std::pair<std::string, std::string>>;
+
+/// An HTTP request delivered to an agent.
+struct http_request {
+  std::string method;   ///< "GET", "POST", ...
+  std::string path;     ///< the part after /a/{id}, starting with '/'
+  std::string query;    ///< without the '?'
+  http_headers headers;
+  std::string body;
+
+  /// Encodes the request as a trigger payload.
+  std::string encode() const;
+  /// Decodes the payload of an `http` trigger; nullopt if `t` is not one or
+  /// its payload is malformed.
+  static std::optional<http_request> from(const trigger& t);
+  /// The first header named `name` (case-insensitive).
+  std::optional<std::string_view> header(std::string_view name) const;
+};
+
+/// An agent's answer to an http trigger.
+struct http_reply {
+  std::uint16_t status = 200;
+  http_headers headers;
+  std::string body;
+};
+
+}  // namespace ticktock

@@ -1,0 +1,55 @@
+#include "ticktock/runtime/http.hpp"
+
+#include <strings.h>
+
+#include "ticktock/runtime/serializer.hpp"
+#include "ticktock/runtime/trigger.hpp"
+
+namespace ticktock {
+
+namespace {
+
+// The wire form of http_request (the default serializer of an aggregate).
+struct wire_request {
+  std::string method;
+  std::string path;
+  std::string query;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+}  // namespace
+
+template <class A, class B>
+struct serializer<std::pair<A, B>> {
+  static void save(encoder& e, const std::pair<A, B>& p) {
+    save_value(e, p.first);
+    save_value(e, p.second);
+  }
+  static bool load(decoder& d, std::pair<A, B>& p) {
+    return load_value(d, p.first) && load_value(d, p.second);
+  }
+};
+
+std::string http_request::encode() const {
+  return to_bytes(wire_request{method, path, query, headers, body});
+}
+
+std::optional<http_request> http_request::from(const trigger& t) {
+  if (t.kind != trigger_kind::http)
+    return std::nullopt;
+  wire_request w;
+  if (!from_bytes(t.payload, w))
+    return std::nullopt;
+  return http_request{std::move(w.method), std::move(w.path), std::move(w.query),
+                      std::move(w.headers), std::move(w.body)};
+}
+
+std::optional<std::string_view> http_request::header(std::string_view name) const {
+  for (auto& [k, v] : headers)
+    if (k.size() == name.size() && strncasecmp(k.data(), name.data(), k.size()) == 0)
+      return std::string_view{v};
+  return std::nullopt;
+}
+
+}  // namespace ticktock
