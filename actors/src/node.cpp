@@ -319,9 +319,16 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   op.entry.idempotency_key = opts.idempotency_key;
   op.depth_limit = limits.inbox_limit;
   auto* core = core_.get();
+  // Count the write as outstanding from now on, so wait_idle does not
+  // return between this call and the commit.
+  {
+    std::lock_guard<std::mutex> guard{core->idle_mtx};
+    ++core->outstanding;
+  }
   auto cb = [core, done](storage::op_result& r) {
     if (!r.err)
       core->deliver(r);
+    core->consumed(1);
     if (!done)
       return;
     if (r.err)
@@ -329,8 +336,10 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
     else
       done(send_receipt{r.seq, r.duplicate});
   };
-  if (!core_->commits->submit(std::move(op), std::move(cb)))
+  if (!core_->commits->submit(std::move(op), std::move(cb))) {
+    core_->consumed(1);
     fail(error{errc::shutting_down, "the node is shutting down"});
+  }
 }
 
 expected<send_receipt> node::send(const std::string& id, std::string payload,
