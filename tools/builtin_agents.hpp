@@ -10,13 +10,20 @@ struct counter_state {
   std::uint64_t count = 0;
 };
 
-/// `counter`: every message adds one.
+/// `counter`: every message and every HTTP POST adds one; HTTP answers the count.
 struct counter_agent : agent<counter_state> {
   void on_trigger(context& ctx, const trigger& t) override {
-    if (t.kind != trigger_kind::message && t.kind != trigger_kind::http)
-      return;
-    ++state().count;
-    ctx.emit("{\"count\":" + std::to_string(state().count) + "}");
+    auto req = http_request::from(t);
+    bool add = t.kind == trigger_kind::message || (req && req->method == "POST");
+    if (add) {
+      ++state().count;
+      ctx.emit("{\"count\":" + std::to_string(state().count) + "}");
+    }
+    if (req)
+      ctx.reply(200, summary(), {{"Content-Type", "application/json"}});
+  }
+  std::string summary() const override {
+    return "{\"count\":" + std::to_string(state().count) + "}";
   }
 };
 
@@ -24,13 +31,23 @@ struct echo_state {
   std::uint64_t echoed = 0;
 };
 
-/// `echo`: emits every message to its outbox.
+/// `echo`: emits every message to its outbox and answers HTTP with the body.
 struct echo_agent : agent<echo_state> {
   void on_trigger(context& ctx, const trigger& t) override {
-    if (t.kind != trigger_kind::message && t.kind != trigger_kind::http)
+    if (auto req = http_request::from(t)) {
+      ++state().echoed;
+      auto type = req->header("content-type");
+      ctx.reply(200, req->body,
+                {{"Content-Type", type ? std::string{*type} : "application/octet-stream"}});
+      return;
+    }
+    if (t.kind != trigger_kind::message)
       return;
     ++state().echoed;
     ctx.emit(t.payload);
+  }
+  std::string summary() const override {
+    return "{\"echoed\":" + std::to_string(state().echoed) + "}";
   }
 };
 

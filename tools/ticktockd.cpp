@@ -1,14 +1,21 @@
-// ticktockd: the self-hosted ticktock server. This first version hosts the
-// built-in agent types on an embedded RocksDB, creates demo agents with
-// --demo, logs one line per tick, and shuts down cleanly on SIGINT/SIGTERM.
+// ticktockd: the self-hosted ticktock server. Hosts the built-in agent types
+// on an embedded RocksDB and serves the HTTP API. Every flag can also come
+// from a JSON config file (--config) or a TICKTOCK_* environment variable;
+// the command line wins over the environment, which wins over the file.
 
+#include <boost/json.hpp>
 #include <boost/program_options.hpp>
+#include <sodium.h>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <mutex>
+#include <sstream>
 
+#include <ticktock/drivers/http_server.hpp>
 #include <ticktock/ticktock.hpp>
 
 #include "builtin_agents.hpp"
@@ -42,29 +49,112 @@ void create_demo(ticktock::node& n) {
     from_pong.from = "demo-pong";
     n.send("demo-ping", "serve", from_pong);
   }
-  n.send("demo-counter", "hello");
+  n.send("demo-counter", "{\"hello\":true}");
+}
+
+// Reads a JSON config file {"data": "...", "listen": "...", ...} into
+// program_options' parsed form, so it merges like the other sources.
+po::parsed_options parse_config_file(const std::string& path, const po::options_description& desc) {
+  std::ifstream in{path};
+  if (!in)
+    throw std::runtime_error("cannot read config file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  boost::system::error_code ec;
+  auto v = boost::json::parse(ss.str(), ec);
+  if (ec || !v.is_object())
+    throw std::runtime_error("config file " + path + " is not a JSON object");
+  po::parsed_options parsed{&desc};
+  for (auto& [k, val] : v.as_object()) {
+    std::string key{k};
+    if (!desc.find_nothrow(key, false))
+      throw std::runtime_error("config file " + path + ": unknown option '" + key + "'");
+    auto add = [&](std::string value) {
+      po::option o;
+      o.string_key = key;
+      o.value.push_back(std::move(value));
+      parsed.options.push_back(std::move(o));
+    };
+    if (val.is_array())
+      for (auto& e : val.as_array())
+        add(e.is_string() ? std::string{e.as_string()} : boost::json::serialize(e));
+    else if (val.is_string())
+      add(std::string{val.as_string()});
+    else if (val.is_bool())
+      add(val.as_bool() ? "true" : "false");
+    else
+      add(boost::json::serialize(val));
+  }
+  return parsed;
+}
+
+// The admin token: given, or read from DIR/admin.token, or generated there
+// (mode 0600) at first start.
+std::string admin_token(const std::string& given, const std::string& data, bool& generated) {
+  generated = false;
+  if (!given.empty())
+    return given;
+  auto path = data + "/admin.token";
+  std::ifstream in{path};
+  std::string token;
+  if (in && std::getline(in, token) && !token.empty())
+    return token;
+  unsigned char raw[32];
+  randombytes_buf(raw, sizeof raw);
+  char hex[65];
+  sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+  token = hex;
+  auto old = umask(077);
+  std::ofstream out{path, std::ios::trunc};
+  out << token << "\n";
+  out.close();
+  umask(old);
+  chmod(path.c_str(), 0600);
+  if (!out)
+    throw std::runtime_error("cannot write " + path);
+  generated = true;
+  return token;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  po::options_description desc{"ticktockd options"};
-  std::string data, durability, missed;
-  std::int64_t idle_ms = 60'000;
-  std::size_t max_resident = 100'000, threads = 0;
+  if (sodium_init() < 0)
+    return 1;
+  po::options_description desc{"ticktockd options (also TICKTOCK_<NAME> and --config FILE)"};
   desc.add_options()
     ("help,h", "show this help")
-    ("data", po::value(&data)->default_value("./ticktock-data"), "data directory")
-    ("durability", po::value(&durability)->default_value("async"), "sync | async")
-    ("idle-timeout", po::value(&idle_ms)->default_value(60'000), "idle timeout in ms")
-    ("max-resident", po::value(&max_resident)->default_value(100'000), "most resident agents")
-    ("threads", po::value(&threads)->default_value(0), "CAF scheduler threads (0: cores)")
-    ("missed-alarms", po::value(&missed)->default_value("fire_once"), "fire_once | fire_all | skip")
-    ("demo", "create the demo agents if missing")
+    ("config", po::value<std::string>(), "JSON file with any of these options")
+    ("data", po::value<std::string>()->default_value("./ticktock-data"), "data directory")
+    ("listen", po::value<std::string>()->default_value("127.0.0.1:7070"), "HOST:PORT to serve HTTP on")
+    ("admin-token", po::value<std::string>()->default_value(""),
+     "admin token (default: DATA/admin.token, generated at first start)")
+    ("durability", po::value<std::string>()->default_value("async"), "sync | async")
+    ("idle-timeout", po::value<std::int64_t>()->default_value(60'000), "idle timeout in ms")
+    ("max-resident", po::value<std::size_t>()->default_value(100'000), "most resident agents")
+    ("threads", po::value<std::size_t>()->default_value(0), "CAF scheduler threads (0: cores)")
+    ("missed-alarms", po::value<std::string>()->default_value("fire_once"), "fire_once | fire_all | skip")
+    ("max-body", po::value<std::size_t>()->default_value(std::size_t{1} << 20), "largest HTTP body in bytes")
+    ("demo", po::bool_switch(), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::store(po::parse_environment(desc,
+                                    [&](const std::string& env) -> std::string {
+                                      if (env.rfind("TICKTOCK_", 0) != 0)
+                                        return {};
+                                      auto name = env.substr(9);
+                                      for (auto& c : name)
+                                        c = c == '_' ? '-' : static_cast<char>(std::tolower(c));
+                                      return desc.find_nothrow(name, false) && name != "config"
+                                                 && name != "help"
+                                               ? name
+                                               : std::string{};
+                                    }),
+              vm);
+    if (vm.count("config"))
+      po::store(parse_config_file(vm["config"].as<std::string>(), desc), vm);
     po::notify(vm);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ticktockd: %s (see --help)\n", e.what());
@@ -74,6 +164,11 @@ int main(int argc, char** argv) {
     std::cout << desc << "\n";
     return 0;
   }
+  auto data = vm["data"].as<std::string>();
+  auto durability = vm["durability"].as<std::string>();
+  auto missed = vm["missed-alarms"].as<std::string>();
+  auto listen = vm["listen"].as<std::string>();
+
   ticktock::node_options opts;
   opts.data_dir = data;
   if (durability == "sync")
@@ -90,9 +185,27 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: --missed-alarms must be fire_once, fire_all or skip\n");
     return 2;
   }
-  opts.idle_timeout = std::chrono::milliseconds{idle_ms};
-  opts.max_resident = max_resident;
-  opts.threads = threads;
+  opts.idle_timeout = std::chrono::milliseconds{vm["idle-timeout"].as<std::int64_t>()};
+  opts.max_resident = vm["max-resident"].as<std::size_t>();
+  opts.threads = vm["threads"].as<std::size_t>();
+  opts.limits.max_message_bytes = vm["max-body"].as<std::size_t>();
+
+  ticktock::drivers::http_options http;
+  auto colon = listen.rfind(':');
+  try {
+    if (colon == std::string::npos)
+      throw std::invalid_argument("no port");
+    http.host = listen.substr(0, colon);
+    auto port = std::stoul(listen.substr(colon + 1));
+    if (port > 65535)
+      throw std::out_of_range("port");
+    http.port = static_cast<std::uint16_t>(port);
+  } catch (const std::exception&) {
+    std::fprintf(stderr, "ticktockd: --listen must be HOST:PORT, got '%s'\n", listen.c_str());
+    return 2;
+  }
+  http.max_body_bytes = opts.limits.max_message_bytes;
+  http.log = log_line;
 
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop_signals;
@@ -107,6 +220,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto& n = **node;
+  bool generated = false;
+  try {
+    http.admin_token = admin_token(vm["admin-token"].as<std::string>(), data, generated);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ticktockd: %s\n", e.what());
+    return 1;
+  }
   n.set_tick_observer([](const ticktock::tick_event& ev) {
     std::string line = "event=tick agent=" + ev.agent + " tick=" + std::to_string(ev.tick)
                        + " trigger=" + std::string{ticktock::to_string(ev.kind)}
@@ -116,9 +236,18 @@ int main(int argc, char** argv) {
       line += " error=\"" + ev.error + "\"";
     log_line(line);
   });
+  auto server = ticktock::drivers::http_server::start(n, http);
+  if (!server) {
+    std::fprintf(stderr, "ticktockd: %s\n", server.error_value().to_string().c_str());
+    return 1;
+  }
   log_line("event=start data=" + data + " agents=" + std::to_string(n.agent_count())
-           + " durability=" + durability);
-  if (vm.count("demo"))
+           + " durability=" + durability + " listen=" + http.host + ":"
+           + std::to_string((*server)->port()));
+  if (generated || vm["admin-token"].as<std::string>().empty())
+    log_line("event=admin_token path=" + data + "/admin.token"
+             + (generated ? " generated=true" : ""));
+  if (vm["demo"].as<bool>())
     create_demo(n);
 
   int sig = 0;
@@ -134,6 +263,7 @@ int main(int argc, char** argv) {
     sigwait(&stop_signals, &sig);
   }
   log_line("event=stop signal=" + std::to_string(sig));
+  (*server)->stop();
   n.shutdown();
   log_line("event=stopped");
   return 0;

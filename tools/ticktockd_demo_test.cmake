@@ -2,7 +2,7 @@
 # on the same dir, and checks both runs ticked the demo agents and exited 0.
 file(REMOVE_RECURSE ${WORK})
 foreach(run 1 2)
-  execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --demo --exit-after-ms 1500
+  execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --demo --listen 127.0.0.1:0 --exit-after-ms 1500
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "ticktockd run ${run} exited with ${rc}: ${err}\n${out}")

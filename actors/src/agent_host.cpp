@@ -100,6 +100,13 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   } else {
     auto trig = entry.to_trigger(a.attempt);
     context ctx{meta_.id, meta_.config, trig, *agent_, this};
+    if (auto g = goal_change::from(trig)) {
+      // Goals change only in ticks: apply the outside edit in this one.
+      if (g->value)
+        ctx.set_goal(g->key, *g->value);
+      else
+        ctx.erase_goal(g->key);
+    }
     try {
       agent_->on_trigger(ctx, trig);
       if (ctx.staged().failure)

@@ -356,6 +356,15 @@ expected<send_receipt> node::tick(const std::string& id) {
   return send(id, "tick", opts);
 }
 
+expected<send_receipt> node::change_goal(const std::string& id, const std::string& key,
+                                         std::optional<std::string> value) {
+  if (key.empty() || key.size() > 256)
+    return error{errc::invalid_argument, "goal keys are 1 to 256 bytes"};
+  send_options opts;
+  opts.kind = trigger_kind::goal_changed;
+  return send(id, goal_change{key, std::move(value)}.encode(), opts);
+}
+
 expected<std::size_t> node::requeue(const std::string& id, const std::vector<std::uint64_t>& ids) {
   auto ok = checked(id);
   if (!ok)

@@ -4,6 +4,7 @@
 
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/runtime/registry.hpp"
+#include "ticktock/runtime/serializer.hpp"
 #include "ticktock/runtime/trigger.hpp"
 
 namespace ticktock {
@@ -43,6 +44,25 @@ std::optional<std::string> context::memory(std::string_view space, std::string_v
   if (auto* c = find_staged(effects_.memory, space, key))
     return c->value;
   return reader_ ? reader_->read_memory(space, key) : std::nullopt;
+}
+
+// -- goal changes -------------------------------------------------------------
+
+std::string goal_change::encode() const {
+  encoder e;
+  save_value(e, key);
+  save_value(e, value);
+  return e.take();
+}
+
+std::optional<goal_change> goal_change::from(const trigger& t) {
+  if (t.kind != trigger_kind::goal_changed)
+    return std::nullopt;
+  goal_change g;
+  decoder d{t.payload};
+  if (!load_value(d, g.key) || !load_value(d, g.value) || !d.at_end() || g.key.empty())
+    return std::nullopt;
+  return g;
 }
 
 // -- trigger kinds ----------------------------------------------------------

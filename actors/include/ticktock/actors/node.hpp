@@ -71,6 +71,11 @@ public:
   /// Enqueues a `ctl` trigger: a manual tick.
   expected<send_receipt> tick(const std::string& id);
 
+  /// Sets (value) or erases (nullopt) a goal from outside: enqueues a
+  /// `goal_changed` trigger; the tick that handles it applies the edit.
+  expected<send_receipt> change_goal(const std::string& id, const std::string& key,
+                                     std::optional<std::string> value);
+
   /// Moves deadletter entries (all when `ids` is empty) back to the inbox.
   /// Returns how many were requeued.
   expected<std::size_t> requeue(const std::string& id, const std::vector<std::uint64_t>& ids = {});

@@ -39,6 +39,17 @@ struct kv_change {
   std::optional<std::string> value;
 };
 
+/// The payload of a `goal_changed` trigger: a goal set (value) or erased
+/// (no value) from outside. The runtime applies it in the tick that handles
+/// the trigger, before on_trigger runs.
+struct goal_change {
+  std::string key;
+  std::optional<std::string> value;
+
+  std::string encode() const;
+  static std::optional<goal_change> from(const trigger& t);
+};
+
 /// Everything a tick staged. Nothing here takes effect unless the tick
 /// succeeds and REMEMBER commits it.
 struct effects {

@@ -1,0 +1,62 @@
+#pragma once
+
+// The HTTP driver: control plane under /v1, the agent filesystem under
+// /v1/agents/{id}/fs/..., agent-handled routes under /a/{id}/..., /healthz
+// and /metrics. Boost.Beast stays inside the driver's .cpp files.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "ticktock/runtime/error.hpp"
+
+namespace ticktock {
+class node;
+}
+
+namespace ticktock::drivers {
+
+struct http_options {
+  /// Address to bind [127.0.0.1].
+  std::string host = "127.0.0.1";
+  /// Port to bind; 0 picks a free one (see http_server::port) [7070].
+  std::uint16_t port = 7070;
+  /// Token required by every route but /healthz and /metrics. Must not be empty.
+  std::string admin_token;
+  /// Largest request body; larger ones get 413 [1 MiB].
+  std::size_t max_body_bytes = std::size_t{1} << 20;
+  /// Largest request head; larger ones get 431 [16 KiB].
+  std::size_t max_header_bytes = std::size_t{16} << 10;
+  /// A request must arrive completely within this; slow clients are cut [10 s].
+  std::chrono::milliseconds read_timeout{10'000};
+  /// Connections beyond this are refused with 503 [1024].
+  std::size_t max_connections = 1024;
+  /// How long /a/{id}/... waits for the agent's committed reply [30 s].
+  std::chrono::milliseconds reply_timeout{30'000};
+  /// I/O threads [2].
+  std::size_t threads = 2;
+  /// One line per request (with a request id); nullptr: no logging.
+  std::function<void(const std::string&)> log;
+};
+
+/// A running HTTP server. Thread-safe; stop() (or the destructor) closes the
+/// listener and every connection and waits for the I/O threads.
+class http_server {
+public:
+  static expected<std::unique_ptr<http_server>> start(node& n, http_options options);
+  ~http_server();
+
+  /// The bound port (useful with options.port = 0).
+  std::uint16_t port() const noexcept;
+  void stop();
+
+  struct impl;
+
+private:
+  explicit http_server(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace ticktock::drivers

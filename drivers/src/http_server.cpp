@@ -1,0 +1,308 @@
+// The Boost.Beast side of the HTTP driver: accept, read with limits and a
+// timeout, hand the request to the router on a worker pool (handlers may
+// block on durability or on an agent's reply), write the response, keep the
+// connection alive. SSE streams stay on the connection and are woken by tick
+// observers. One coroutine per connection; each connection's operations run
+// on its own strand.
+
+#include "ticktock/drivers/http_server.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/beast.hpp>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "router.hpp"
+#include "ticktock/actors/node.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace ticktock::drivers {
+
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+
+std::string lower(std::string_view s) {
+  std::string out{s};
+  for (auto& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+}  // namespace
+
+struct http_server::impl {
+  node& n;
+  http_options options;
+  request_metrics metrics;
+  router api;
+  std::atomic<std::size_t> connections{0};
+  std::atomic<std::uint64_t> next_request{1};
+  std::uint64_t observer = 0;
+
+  // SSE followers, woken on ticks of their agent.
+  std::mutex followers_mtx;
+  std::multimap<std::string, std::shared_ptr<asio::steady_timer>> followers;
+
+  // Declared last so they are destroyed first: destroying the io_context
+  // destroys suspended session coroutines, which still use the members above.
+  asio::thread_pool handlers{8};
+  std::vector<std::thread> threads;
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+
+  impl(node& nd, http_options o)
+    : n(nd), options(std::move(o)),
+      api(nd, router_options{options.admin_token, options.reply_timeout, options.max_body_bytes},
+          metrics) {}
+
+  void log(const std::string& line) {
+    if (options.log)
+      options.log(line);
+  }
+
+  void wake_followers(const std::string& agent) {
+    std::lock_guard<std::mutex> guard{followers_mtx};
+    auto [b, e] = followers.equal_range(agent);
+    for (auto i = b; i != e; ++i)
+      asio::post(i->second->get_executor(), [t = i->second] { t->cancel(); });
+  }
+
+  asio::awaitable<void> accept_loop() {
+    for (;;) {
+      auto [ec, sock] = co_await acceptor.async_accept(use_nothrow);
+      if (ec) {
+        if (ec == asio::error::operation_aborted)
+          co_return;
+        continue;
+      }
+      auto ex = asio::make_strand(io);
+      asio::co_spawn(ex, session(beast::tcp_stream{std::move(sock)}), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> write(beast::tcp_stream& stream, const response& r, bool keep_alive,
+                              unsigned version) {
+    http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+    res.set(http::field::server, "ticktockd");
+    res.set(http::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers)
+      res.set(k, v);
+    res.keep_alive(keep_alive);
+    res.body() = r.body;
+    res.prepare_payload();
+    stream.expires_after(std::chrono::seconds{30});
+    co_await http::async_write(stream, res, use_nothrow);
+  }
+
+  asio::awaitable<void> session(beast::tcp_stream stream) {
+    struct counted {
+      std::atomic<std::size_t>& c;
+      ~counted() { --c; }
+    } guard{connections};
+    beast::flat_buffer buffer;
+    if (++connections > options.max_connections) {
+      co_await write(stream, error_response(503, "TOO_MANY_CONNECTIONS",
+                                            "the server is at its connection limit"),
+                     false, 11);
+      stream.socket().shutdown(tcp::socket::shutdown_both);
+      co_return;
+    }
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
+      parser.body_limit(options.max_body_bytes);
+      stream.expires_after(options.read_timeout);
+      auto [ec, n_read] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+      (void)n_read;
+      if (ec == http::error::end_of_stream || ec == asio::error::eof
+          || ec == asio::error::connection_reset)
+        break;
+      if (ec) {
+        response r;
+        if (ec == http::error::body_limit)
+          r = error_response(413, "BODY_TOO_LARGE",
+                             "request bodies are limited to " + std::to_string(options.max_body_bytes)
+                               + " bytes");
+        else if (ec == http::error::header_limit)
+          r = error_response(431, "HEADERS_TOO_LARGE",
+                             "request heads are limited to " + std::to_string(options.max_header_bytes)
+                               + " bytes");
+        else if (ec == beast::error::timeout)
+          r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
+        else
+          r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
+        metrics.count("transport", r.status);
+        log("event=http status=" + std::to_string(r.status) + " error=\"" + ec.message() + "\"");
+        co_await write(stream, r, false, 11);
+        break;
+      }
+      auto msg = parser.release();
+      request req;
+      req.method = std::string{msg.method_string()};
+      req.target = std::string{msg.target()};
+      for (auto& f : msg)
+        req.headers[lower(f.name_string())] = std::string{f.value()};
+      req.body = std::move(msg.body());
+      req.request_id = std::to_string(next_request++);
+      auto started = std::chrono::steady_clock::now();
+      // Handlers may block (durability, agent replies): run them off the I/O threads.
+      auto res = co_await asio::co_spawn(
+        handlers, [this, &req]() -> asio::awaitable<response> { co_return api.handle(req); },
+        asio::use_awaitable);
+      res.headers.emplace_back("X-Request-Id", req.request_id);
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now()
+                                                                      - started)
+                  .count();
+      // The admin token may be in the query: never log the query.
+      auto path = req.target.substr(0, req.target.find('?'));
+      log("event=http request_id=" + req.request_id + " method=" + req.method + " path=" + path
+          + " status=" + std::to_string(res.status) + " us=" + std::to_string(us));
+      if (res.stream != stream_kind::none) {
+        co_await stream_events(stream, res, msg.version());
+        break;
+      }
+      bool keep = msg.keep_alive();
+      co_await write(stream, res, keep, msg.version());
+      if (!keep)
+        break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  // Server-sent events: the outbox from a seq on (resumable with
+  // Last-Event-ID / from_seq), or the live tick trace.
+  asio::awaitable<void> stream_events(beast::tcp_stream& stream, const response& r,
+                                      unsigned version) {
+    http::response<http::empty_body> head{http::status::ok, version};
+    head.set(http::field::server, "ticktockd");
+    head.set(http::field::content_type, "text/event-stream");
+    head.set(http::field::cache_control, "no-cache");
+    head.chunked(true);
+    http::response_serializer<http::empty_body> sr{head};
+    stream.expires_never();
+    auto [ec, n_head] = co_await http::async_write_header(stream, sr, use_nothrow);
+    (void)n_head;
+    if (ec)
+      co_return;
+    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
+    {
+      std::lock_guard<std::mutex> guard{followers_mtx};
+      followers.emplace(r.stream_agent, timer);
+    }
+    struct unfollow {
+      impl& self;
+      std::shared_ptr<asio::steady_timer> t;
+      std::string agent;
+      ~unfollow() {
+        std::lock_guard<std::mutex> guard{self.followers_mtx};
+        auto [b, e] = self.followers.equal_range(agent);
+        for (auto i = b; i != e; ++i)
+          if (i->second == t) {
+            self.followers.erase(i);
+            break;
+          }
+      }
+    } cleanup{*this, timer, r.stream_agent};
+    auto next = r.stream_from;
+    std::uint64_t last_tick = 0;
+    if (r.stream == stream_kind::trace)
+      if (auto s = n.status(r.stream_agent))
+        last_tick = s->last_tick;
+    for (;;) {
+      std::string chunk;
+      if (r.stream == stream_kind::outbox) {
+        auto events = n.outbox(r.stream_agent, next, 256);
+        if (!events)
+          co_return;
+        for (auto& e : *events) {
+          chunk += "id: " + std::to_string(e.seq) + "\nevent: outbox\ndata: ";
+          for (char c : e.payload)
+            chunk += c == '\n' ? std::string{"\ndata: "} : std::string(1, c);
+          chunk += "\n\n";
+          next = e.seq + 1;
+        }
+      } else {
+        auto s = n.status(r.stream_agent);
+        if (!s)
+          co_return;
+        if (s->last_tick > last_tick) {
+          chunk += "id: " + std::to_string(s->last_tick) + "\nevent: tick\ndata: {\"tick\":"
+                   + std::to_string(s->last_tick) + ",\"state\":\"" + std::string{to_string(s->state)}
+                   + "\",\"queue_depth\":" + std::to_string(s->queue_depth) + "}\n\n";
+          last_tick = s->last_tick;
+        }
+      }
+      if (chunk.empty())
+        chunk = ": keep-alive\n\n";
+      auto [wec, wn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
+                                                  use_nothrow);
+      (void)wn;
+      if (wec)
+        co_return;
+      timer->expires_after(std::chrono::seconds{15});
+      co_await timer->async_wait(use_nothrow);
+      if (!acceptor.is_open())
+        co_return;
+    }
+  }
+};
+
+http_server::http_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+http_server::~http_server() { stop(); }
+
+expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options options) {
+  if (options.admin_token.empty())
+    return error{errc::invalid_argument, "the HTTP server needs an admin token"};
+  auto p = std::make_unique<impl>(n, std::move(options));
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(p->options.host, ec);
+  if (ec)
+    return error{errc::invalid_argument, "bad listen address '" + p->options.host + "'"};
+  tcp::endpoint ep{addr, p->options.port};
+  p->acceptor.open(ep.protocol(), ec);
+  if (!ec)
+    p->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec)
+    p->acceptor.bind(ep, ec);
+  if (!ec)
+    p->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return error{errc::invalid_argument, "cannot listen on " + p->options.host + ":"
+                                           + std::to_string(p->options.port) + ": " + ec.message()};
+  auto* raw = p.get();
+  // Every tick may matter to a follower (outbox events, the trace).
+  p->observer = n.add_tick_observer([raw](const tick_event& ev) { raw->wake_followers(ev.agent); });
+  asio::co_spawn(p->io, p->accept_loop(), asio::detached);
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, p->options.threads); ++i)
+    p->threads.emplace_back([raw] { raw->io.run(); });
+  return std::unique_ptr<http_server>(new http_server(std::move(p)));
+}
+
+std::uint16_t http_server::port() const noexcept { return impl_->acceptor.local_endpoint().port(); }
+
+void http_server::stop() {
+  if (!impl_ || impl_->threads.empty())
+    return;
+  impl_->n.remove_tick_observer(impl_->observer);
+  asio::post(impl_->io, [p = impl_.get()] {
+    boost::system::error_code ec;
+    p->acceptor.close(ec);
+  });
+  impl_->handlers.join();
+  impl_->io.stop();
+  for (auto& t : impl_->threads)
+    t.join();
+  impl_->threads.clear();
+}
+
+}  // namespace ticktock::drivers

@@ -1,0 +1,844 @@
+#include "router.hpp"
+
+#include <boost/json.hpp>
+#include <sodium.h>
+
+#include <strings.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <sstream>
+
+#include "ticktock/actors/node.hpp"
+#include "ticktock/runtime/agent_id.hpp"
+#include "ticktock/runtime/context.hpp"
+#include "ticktock/storage/store.hpp"
+
+namespace json = boost::json;
+
+namespace ticktock::drivers {
+
+namespace {
+
+std::string to_json(const json::value& v) { return json::serialize(v); }
+
+response json_response(unsigned status, const json::value& v, std::string route = {}) {
+  response r;
+  r.status = status;
+  r.body = to_json(v);
+  r.route = std::move(route);
+  return r;
+}
+
+std::int64_t micros(time_point t) { return t.time_since_epoch().count(); }
+
+json::object status_json(const agent_status& s) {
+  json::object o;
+  o["id"] = s.id;
+  o["type"] = s.type;
+  o["state"] = std::string{to_string(s.state)};
+  o["last_tick"] = s.last_tick;
+  o["last_tick_time_us"] = micros(s.last_tick_time);
+  o["queue_depth"] = s.queue_depth;
+  if (!s.error.empty())
+    o["error"] = s.error;
+  json::value summary = json::object{};
+  if (!s.summary.empty()) {
+    boost::system::error_code ec;
+    auto v = json::parse(s.summary, ec);
+    summary = ec ? json::value(s.summary) : v;
+  }
+  o["summary"] = summary;
+  return o;
+}
+
+// Bytes that are valid UTF-8 go out as JSON strings; anything else as
+// {"base64": "..."}, so a binary payload never breaks the JSON.
+json::value payload_json(const std::string& bytes) {
+  bool utf8 = true;
+  for (std::size_t i = 0; i < bytes.size() && utf8;) {
+    auto c = static_cast<unsigned char>(bytes[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > bytes.size())
+      utf8 = false;
+    for (std::size_t k = 1; k < n && utf8; ++k)
+      if ((static_cast<unsigned char>(bytes[i + k]) >> 6) != 2)
+        utf8 = false;
+    i += n ? n : 1;
+  }
+  if (utf8)
+    return json::value(bytes);
+  std::string b64(sodium_base64_encoded_len(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(b64.data(), b64.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                    bytes.size(), sodium_base64_VARIANT_ORIGINAL);
+  b64.resize(std::strlen(b64.c_str()));
+  return json::object{{"base64", b64}};
+}
+
+json::object trajectory_json(const storage::trajectory_record& r) {
+  json::object o;
+  o["index"] = r.index;
+  o["tick"] = r.tick;
+  o["attempt"] = r.attempt;
+  o["trigger"] = std::string{to_string(r.kind)};
+  o["trigger_seq"] = r.trigger_seq;
+  o["trigger_digest"] = storage::to_hex(r.trigger_digest);
+  o["start_us"] = micros(r.start);
+  o["duration_ns"] = r.duration_ns;
+  o["outcome"] = std::string{storage::to_string(r.outcome)};
+  if (!r.error.empty())
+    o["error"] = r.error;
+  o["effects"] = json::object{{"state_bytes", r.effects.state_bytes},
+                              {"state_changed", r.effects.state_changed},
+                              {"outbox", r.effects.outbox},
+                              {"messages", r.effects.messages},
+                              {"alarms_set", r.effects.alarms_set},
+                              {"alarms_cancelled", r.effects.alarms_cancelled},
+                              {"goals", r.effects.goals},
+                              {"memory", r.effects.memory}};
+  o["state_hash"] = storage::to_hex(r.state_hash);
+  o["prev_hash"] = storage::to_hex(r.prev_hash);
+  json::array logs;
+  for (auto& l : r.logs)
+    logs.emplace_back(l);
+  o["logs"] = std::move(logs);
+  if (r.corrupt)
+    o["corrupt"] = true;
+  return o;
+}
+
+json::object outbox_json(const storage::outbox_event& e) {
+  return json::object{{"seq", e.seq}, {"tick", e.tick}, {"time_us", micros(e.time)},
+                      {"payload", payload_json(e.payload)}};
+}
+
+std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
+  std::map<std::string, std::string> out;
+  ok = true;
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    auto part = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
+    if (part.empty())
+      continue;
+    auto eq = part.find('=');
+    auto k = router::url_decode(part.substr(0, eq));
+    auto v = router::url_decode(eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1));
+    if (!k || !v) {
+      ok = false;
+      return out;
+    }
+    out.emplace(std::move(*k), std::move(*v));
+  }
+  return out;
+}
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  if (s.empty() || s.size() > 19)
+    return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return v;
+}
+
+bool token_equal(std::string_view a, std::string_view b) {
+  // Compare digests so the comparison time depends on neither length nor content.
+  auto ha = storage::blake2b(a);
+  auto hb = storage::blake2b(b);
+  return sodium_memcmp(ha.data(), hb.data(), ha.size()) == 0 && !b.empty();
+}
+
+std::string_view next_segment(std::string_view& path) {
+  if (!path.empty() && path.front() == '/')
+    path.remove_prefix(1);
+  auto slash = path.find('/');
+  auto seg = path.substr(0, slash);
+  path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
+  return seg;
+}
+
+response method_not_allowed(std::string_view allowed) {
+  auto r = error_response(405, "METHOD_NOT_ALLOWED",
+                          "method not allowed here; allowed: " + std::string{allowed});
+  r.headers.emplace_back("Allow", std::string{allowed});
+  return r;
+}
+
+// Blocks until an http trigger's committed reply arrives.
+struct reply_waiter {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::optional<tick_event> event;
+};
+
+}  // namespace
+
+// -- errors ------------------------------------------------------------------
+
+response error_response(unsigned status, std::string_view code, std::string_view message,
+                        std::string details_json) {
+  response r;
+  r.status = status;
+  boost::system::error_code ec;
+  auto details = json::parse(details_json, ec);
+  r.body = to_json(json::object{
+    {"error", json::object{{"code", code}, {"message", message},
+                           {"details", ec ? json::value(json::object{}) : details}}}});
+  return r;
+}
+
+response error_response(const error& err) {
+  unsigned status = 500;
+  switch (err.code()) {
+    case errc::ok: status = 200; break;
+    case errc::invalid_id:
+    case errc::unknown_type:
+    case errc::invalid_argument: status = 400; break;
+    case errc::not_found: status = 404; break;
+    case errc::already_exists:
+    case errc::agent_errored: status = 409; break;
+    case errc::message_too_large: status = 413; break;
+    case errc::inbox_full: status = 429; break;
+    case errc::storage_failure:
+    case errc::shutting_down: status = 503; break;
+    case errc::timeout: status = 504; break;
+    case errc::corrupt_record:
+    case errc::tick_failed: status = 500; break;
+  }
+  auto r = error_response(status, to_string(err.code()), err.message());
+  if (err.code() == errc::inbox_full)
+    r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+// -- metrics -----------------------------------------------------------------
+
+void request_metrics::count(const std::string& route, unsigned status) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  ++counts_[{route, status}];
+}
+
+std::string request_metrics::prometheus() const {
+  std::ostringstream out;
+  out << "# HELP ticktock_http_requests_total HTTP requests by route and status.\n"
+         "# TYPE ticktock_http_requests_total counter\n";
+  std::lock_guard<std::mutex> guard{mtx_};
+  for (auto& [k, n] : counts_)
+    out << "ticktock_http_requests_total{route=\"" << k.first << "\",status=\"" << k.second
+        << "\"} " << n << "\n";
+  return out.str();
+}
+
+// -- router ------------------------------------------------------------------
+
+router::router(node& n, router_options options, request_metrics& metrics)
+  : node_(n), options_(std::move(options)), metrics_(metrics) {}
+
+std::vector<std::string> router::routes() {
+  return {
+    "GET /healthz",
+    "GET /metrics",
+    "GET /v1/agents",
+    "POST /v1/agents",
+    "GET /v1/agents/{id}",
+    "DELETE /v1/agents/{id}",
+    "POST /v1/agents/{id}/inbox",
+    "GET /v1/agents/{id}/fs/",
+    "GET /v1/agents/{id}/fs/{path}",
+    "PUT /v1/agents/{id}/fs/{path}",
+    "POST /v1/agents/{id}/fs/{path}",
+    "DELETE /v1/agents/{id}/fs/{path}",
+    "GET /a/{id}/{path}",
+    "POST /a/{id}/{path}",
+    "PUT /a/{id}/{path}",
+    "PATCH /a/{id}/{path}",
+    "DELETE /a/{id}/{path}",
+  };
+}
+
+std::optional<std::string> router::url_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%') {
+      if (i + 2 >= s.size())
+        return std::nullopt;
+      auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+      };
+      int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+      if (hi < 0 || lo < 0)
+        return std::nullopt;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+bool router::authorized(const request& req, const std::map<std::string, std::string>& query) const {
+  auto auth = req.header("authorization");
+  if (auth.size() > 7 && auth.substr(0, 7) == "Bearer ")
+    return token_equal(auth.substr(7), options_.admin_token);
+  auto cookie = req.header("cookie");
+  for (auto pos = cookie.find("ticktock_token="); pos != std::string_view::npos;) {
+    if (pos == 0 || cookie[pos - 1] == ' ' || cookie[pos - 1] == ';') {
+      auto v = cookie.substr(pos + 15);
+      return token_equal(v.substr(0, v.find(';')), options_.admin_token);
+    }
+    pos = cookie.find("ticktock_token=", pos + 1);
+  }
+  if (auto i = query.find("token"); i != query.end())
+    return token_equal(i->second, options_.admin_token);
+  return false;
+}
+
+response router::handle(const request& req) {
+  std::string_view target = req.target;
+  auto qpos = target.find('?');
+  auto path = target.substr(0, qpos);
+  auto raw_query = qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1);
+  bool ok = true;
+  auto query = parse_query(raw_query, ok);
+  response r;
+  if (!ok || path.empty() || path.front() != '/')
+    r = error_response(400, "BAD_REQUEST", "malformed request target");
+  else if (path.find("/../") != std::string_view::npos || path.ends_with("/..")
+           || path.find("/./") != std::string_view::npos)
+    r = error_response(400, "BAD_PATH", "dot segments are not allowed in paths");
+  else
+    r = dispatch(req, path, query);
+  if (r.route.empty())
+    r.route = "other";
+  metrics_.count(r.route, r.status);
+  return r;
+}
+
+response router::dispatch(const request& req, std::string_view path,
+                          const std::map<std::string, std::string>& query) {
+  if (path == "/healthz") {
+    if (req.method != "GET" && req.method != "HEAD")
+      return method_not_allowed("GET");
+    return json_response(200, json::object{{"status", "ok"}}, "/healthz");
+  }
+  if (path == "/metrics") {
+    if (req.method != "GET")
+      return method_not_allowed("GET");
+    auto r = metrics_text();
+    r.route = "/metrics";
+    return r;
+  }
+  auto rest = path;
+  auto first = next_segment(rest);
+  if (first != "v1" && first != "a")
+    return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
+  if (!authorized(req, query)) {
+    auto r = error_response(401, "UNAUTHORIZED",
+                            "a valid admin token is required (Authorization: Bearer, the "
+                            "ticktock_token cookie, or ?token=)");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    r.route = first == "a" ? "/a/{id}" : "/v1";
+    return r;
+  }
+  if (first == "a") {
+    auto raw_id = next_segment(rest);
+    auto id = url_decode(raw_id);
+    if (!id || !is_valid_agent_id(*id)) {
+      auto r = error_response(check_agent_id(id.value_or(std::string{raw_id})));
+      r.route = "/a/{id}";
+      return r;
+    }
+    auto qpos = req.target.find('?');
+    auto r = agent_route(req, *id, rest.empty() ? "/" : rest,
+                         qpos == std::string::npos ? std::string_view{}
+                                                   : std::string_view{req.target}.substr(qpos + 1));
+    r.route = "/a/{id}";
+    return r;
+  }
+  auto second = next_segment(rest);
+  if (second != "agents")
+    return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
+  if (rest.empty() || rest == "/") {
+    auto r = agents(req, query);
+    r.route = "/v1/agents";
+    return r;
+  }
+  auto raw_id = next_segment(rest);
+  auto id = url_decode(raw_id);
+  if (!id || !is_valid_agent_id(*id)) {
+    auto r = error_response(check_agent_id(id.value_or(std::string{raw_id})));
+    r.route = "/v1/agents/{id}";
+    return r;
+  }
+  return agent(req, *id, rest, query);
+}
+
+response router::metrics_text() {
+  auto m = node_.metrics();
+  std::ostringstream out;
+  out << "# HELP ticktock_ticks_total Committed tick attempts by outcome.\n"
+         "# TYPE ticktock_ticks_total counter\n"
+      << "ticktock_ticks_total{outcome=\"ok\"} " << m.ticks_ok << "\n"
+      << "ticktock_ticks_total{outcome=\"failed\"} " << m.ticks_failed << "\n"
+      << "ticktock_ticks_total{outcome=\"deadlettered\"} " << m.deadlettered << "\n"
+      << "# HELP ticktock_deadletters_total Triggers moved to a deadletter by failing ticks.\n"
+         "# TYPE ticktock_deadletters_total counter\n"
+      << "ticktock_deadletters_total " << m.deadlettered << "\n"
+      << "# HELP ticktock_tick_latency_seconds From the start of a tick attempt to its commit.\n"
+         "# TYPE ticktock_tick_latency_seconds histogram\n";
+  for (std::size_t i = 0; i < m.bounds_us.size(); ++i)
+    out << "ticktock_tick_latency_seconds_bucket{le=\"" << static_cast<double>(m.bounds_us[i]) / 1e6
+        << "\"} " << m.latency_buckets[i] << "\n";
+  out << "ticktock_tick_latency_seconds_bucket{le=\"+Inf\"} " << m.latency_count << "\n"
+      << "ticktock_tick_latency_seconds_sum " << static_cast<double>(m.latency_sum_us) / 1e6 << "\n"
+      << "ticktock_tick_latency_seconds_count " << m.latency_count << "\n"
+      << "# HELP ticktock_agents Agents by residency.\n# TYPE ticktock_agents gauge\n"
+      << "ticktock_agents{state=\"resident\"} " << m.resident << "\n"
+      << "ticktock_agents{state=\"hibernated\"} " << (m.agents - std::min(m.agents, m.resident))
+      << "\n"
+      << "# HELP ticktock_inbox_pending Inbox entries accepted and not yet consumed.\n"
+         "# TYPE ticktock_inbox_pending gauge\n"
+      << "ticktock_inbox_pending " << m.inbox_pending << "\n"
+      << metrics_.prometheus();
+  response r;
+  r.body = out.str();
+  r.content_type = "text/plain; version=0.0.4";
+  return r;
+}
+
+// -- /v1/agents ----------------------------------------------------------------
+
+response router::agents(const request& req, const std::map<std::string, std::string>& query) {
+  if (req.method == "GET") {
+    std::size_t limit = 100;
+    if (auto i = query.find("limit"); i != query.end()) {
+      auto v = parse_u64(i->second);
+      if (!v || *v == 0 || *v > 1000)
+        return error_response(400, "BAD_QUERY", "limit must be 1 to 1000");
+      limit = *v;
+    }
+    std::string after;
+    if (auto i = query.find("after"); i != query.end())
+      after = i->second;
+    auto list = node_.list(after, limit + 1);
+    json::array items;
+    for (std::size_t i = 0; i < list.size() && i < limit; ++i)
+      items.push_back(status_json(list[i]));
+    json::value next = nullptr;
+    if (list.size() > limit)
+      next = list[limit - 1].id;
+    return json_response(200, json::object{{"agents", std::move(items)}, {"next", next}});
+  }
+  if (req.method != "POST")
+    return method_not_allowed("GET, POST");
+  boost::system::error_code ec;
+  auto body = json::parse(req.body, ec);
+  if (ec || !body.is_object())
+    return error_response(400, "BAD_JSON", "the body must be a JSON object {\"id\",\"type\",\"config\"}");
+  auto& o = body.as_object();
+  for (auto& [k, v] : o)
+    if (k != "id" && k != "type" && k != "config")
+      return error_response(400, "UNKNOWN_FIELD", "unknown field '" + std::string{k} + "'");
+  auto* id = o.if_contains("id");
+  auto* type = o.if_contains("type");
+  if (!id || !id->is_string() || !type || !type->is_string())
+    return error_response(400, "BAD_FIELD", "\"id\" and \"type\" must be strings");
+  std::string config;
+  if (auto* c = o.if_contains("config"); c && !c->is_null())
+    config = c->is_string() ? std::string{c->as_string()} : to_json(*c);
+  std::string sid{id->as_string()}, stype{type->as_string()};
+  if (auto err = node_.create(sid, stype, std::move(config)))
+    return error_response(err);
+  auto s = node_.status(sid);
+  if (!s)
+    return error_response(s.error_value());
+  auto r = json_response(201, status_json(*s));
+  r.headers.emplace_back("Location", "/v1/agents/" + sid);
+  return r;
+}
+
+response router::agent(const request& req, const std::string& id, std::string_view rest,
+                       const std::map<std::string, std::string>& query) {
+  if (rest.empty() || rest == "/") {
+    response r;
+    if (req.method == "GET") {
+      auto s = node_.status(id);
+      r = s ? json_response(200, status_json(*s)) : error_response(s.error_value());
+    } else if (req.method == "DELETE") {
+      auto err = node_.terminate(id);
+      r = err ? error_response(err)
+              : json_response(200, json::object{{"id", id}, {"state", "terminated"}});
+    } else {
+      r = method_not_allowed("GET, DELETE");
+    }
+    r.route = "/v1/agents/{id}";
+    return r;
+  }
+  auto seg = next_segment(rest);
+  if (seg == "inbox" && rest.empty()) {
+    auto r = req.method == "POST" ? enqueue(req, id) : method_not_allowed("POST");
+    r.route = "/v1/agents/{id}/inbox";
+    return r;
+  }
+  if (seg == "fs") {
+    auto r = fs(req, id, rest, query);
+    if (r.route.empty())
+      r.route = "/v1/agents/{id}/fs";
+    return r;
+  }
+  return error_response(404, "ROUTE_NOT_FOUND", "no route for this agent path");
+}
+
+response router::enqueue(const request& req, const std::string& id) {
+  boost::system::error_code ec;
+  json::parse(req.body, ec);
+  if (ec)
+    return error_response(400, "BAD_JSON", "the message must be JSON: " + ec.message());
+  send_options opts;
+  opts.idempotency_key = std::string{req.header("idempotency-key")};
+  auto r = node_.send(id, req.body, opts);
+  if (!r)
+    return error_response(r.error_value());
+  return json_response(202, json::object{{"seq", r->seq}, {"duplicate", r->duplicate}});
+}
+
+// -- the agent filesystem ------------------------------------------------------
+
+response router::fs(const request& req, const std::string& id, std::string_view path,
+                    const std::map<std::string, std::string>& query) {
+  auto status = node_.status(id);
+  if (!status)
+    return error_response(status.error_value());
+  std::vector<std::string> parts;
+  for (auto rest = path; !rest.empty() && rest != "/";) {
+    auto seg = next_segment(rest);
+    auto dec = url_decode(seg);
+    if (!dec || dec->empty() || *dec == "." || *dec == ".."
+        || dec->find('/') != std::string::npos || dec->find('\0') != std::string::npos)
+      return error_response(400, "BAD_PATH", "bad segment in agent path");
+    parts.push_back(std::move(*dec));
+  }
+  const auto& m = req.method;
+  auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos;
+  auto from_seq = [&](std::uint64_t dflt) -> std::optional<std::uint64_t> {
+    if (auto i = query.find("from_seq"); i != query.end())
+      return parse_u64(i->second);
+    if (auto le = req.header("last-event-id"); !le.empty()) {
+      auto v = parse_u64(le);
+      return v ? std::optional<std::uint64_t>{*v + 1} : std::nullopt;
+    }
+    return dflt;
+  };
+  auto limit = [&]() -> std::optional<std::size_t> {
+    if (auto i = query.find("limit"); i != query.end()) {
+      auto v = parse_u64(i->second);
+      if (!v || *v == 0 || *v > 10000)
+        return std::nullopt;
+      return static_cast<std::size_t>(*v);
+    }
+    return std::size_t{1000};
+  };
+  static const std::vector<std::string> top = {
+    "ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "wallet", "compute",
+    "containers", "hud", "metrics", "deadletter", "logs", "mounts"};
+
+  if (parts.empty()) {
+    if (m != "GET")
+      return method_not_allowed("GET");
+    json::array names;
+    for (auto& n : top)
+      names.emplace_back(n);
+    return json_response(200, json::object{{"entries", std::move(names)}}, "/v1/agents/{id}/fs/");
+  }
+  auto& name = parts[0];
+  auto route = [&](response r) {
+    r.route = "/v1/agents/{id}/fs/" + name;
+    return r;
+  };
+
+  if (name == "ctl" && parts.size() == 1) {
+    if (m != "PUT" && m != "POST")
+      return route(method_not_allowed("PUT, POST"));
+    auto cmd = req.body;
+    while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == ' '))
+      cmd.pop_back();
+    if (cmd == "tick") {
+      auto r = node_.tick(id);
+      return route(r ? json_response(202, json::object{{"seq", r->seq}}) : error_response(r.error_value()));
+    }
+    error err;
+    if (cmd == "hibernate")
+      err = node_.hibernate(id);
+    else if (cmd == "wake")
+      err = node_.wake(id);
+    else if (cmd == "terminate")
+      err = node_.terminate(id);
+    else
+      return route(error_response(400, "BAD_CTL", "ctl takes tick, hibernate, wake or terminate"));
+    return route(err ? error_response(err) : json_response(200, json::object{{"ok", cmd}}));
+  }
+  if (name == "status" && parts.size() == 1) {
+    if (m != "GET")
+      return route(method_not_allowed("GET"));
+    return route(json_response(200, status_json(*status)));
+  }
+  if (name == "inbox" && parts.size() == 1) {
+    if (m == "GET")
+      return route(json_response(200, json::object{{"pending", status->queue_depth}}));
+    if (m == "POST" || m == "PUT")
+      return route(enqueue(req, id));
+    return route(method_not_allowed("GET, POST, PUT"));
+  }
+  if (name == "outbox" && parts.size() == 1) {
+    if (m != "GET")
+      return route(method_not_allowed("GET"));
+    auto from = from_seq(0);
+    auto lim = limit();
+    if (!from || !lim)
+      return route(error_response(400, "BAD_QUERY", "from_seq, Last-Event-ID and limit are numbers"));
+    if (want_stream) {
+      response r;
+      r.stream = stream_kind::outbox;
+      r.stream_agent = id;
+      r.stream_from = *from;
+      return route(r);
+    }
+    auto events = node_.outbox(id, *from, *lim);
+    if (!events)
+      return route(error_response(events.error_value()));
+    json::array arr;
+    for (auto& e : *events)
+      arr.push_back(outbox_json(e));
+    return route(json_response(200, json::object{{"events", std::move(arr)}}));
+  }
+  if (name == "goals") {
+    if (parts.size() == 1) {
+      if (m != "GET")
+        return route(method_not_allowed("GET"));
+      auto goals = node_.goals(id);
+      if (!goals)
+        return route(error_response(goals.error_value()));
+      json::object o;
+      for (auto& [k, v] : *goals)
+        o[k] = payload_json(v);
+      return route(json_response(200, json::object{{"goals", std::move(o)}}));
+    }
+    if (parts.size() != 2)
+      return route(error_response(404, "NO_SUCH_FILE", "goals/ has one level of keys"));
+    if (m == "GET") {
+      auto v = node_.store().get_goal(id, parts[1]);
+      if (!v)
+        return route(error_response(404, "NO_SUCH_FILE", "no goal '" + parts[1] + "'"));
+      return route(json_response(200, json::object{{"key", parts[1]}, {"value", payload_json(*v)}}));
+    }
+    std::optional<std::string> value;
+    if (m == "PUT" || m == "POST")
+      value = req.body;
+    else if (m != "DELETE")
+      return route(method_not_allowed("GET, PUT, POST, DELETE"));
+    auto r = node_.change_goal(id, parts[1], std::move(value));
+    return route(r ? json_response(202, json::object{{"seq", r->seq}}) : error_response(r.error_value()));
+  }
+  if (name == "memory") {
+    if (m != "GET")
+      return route(method_not_allowed("GET (memory changes only in ticks)"));
+    auto space = parts.size() >= 2 ? parts[1] : std::string{"kv"};
+    if (parts.size() == 3) {
+      auto v = node_.store().get_memory(id, space, parts[2]);
+      if (!v)
+        return route(error_response(404, "NO_SUCH_FILE", "no memory key '" + parts[2] + "'"));
+      return route(json_response(200, json::object{{"key", parts[2]}, {"value", payload_json(*v)}}));
+    }
+    if (parts.size() > 3)
+      return route(error_response(404, "NO_SUCH_FILE", "memory/<namespace>/<key>"));
+    auto entries = node_.memory(id, space);
+    if (!entries)
+      return route(error_response(entries.error_value()));
+    json::object o;
+    for (auto& [k, v] : *entries)
+      o[k] = payload_json(v);
+    return route(json_response(200, json::object{{"namespace", space}, {"entries", std::move(o)}}));
+  }
+  if (name == "deadletter" && parts.size() == 1) {
+    if (m == "GET") {
+      auto dl = node_.deadletter(id, limit().value_or(1000));
+      if (!dl)
+        return route(error_response(dl.error_value()));
+      json::array arr;
+      for (auto& d : *dl)
+        arr.push_back(json::object{{"id", d.id},
+                                   {"seq", d.seq},
+                                   {"reason", d.reason},
+                                   {"error", d.error},
+                                   {"time_us", micros(d.time)},
+                                   {"attempts", d.attempts},
+                                   {"trigger", std::string{to_string(d.entry.kind)}},
+                                   {"payload", payload_json(d.entry.payload)}});
+      return route(json_response(200, json::object{{"entries", std::move(arr)}}));
+    }
+    if (m != "POST")
+      return route(method_not_allowed("GET, POST"));
+    std::vector<std::uint64_t> ids;
+    if (!req.body.empty()) {
+      boost::system::error_code ec;
+      auto body = json::parse(req.body, ec);
+      auto* arr = !ec && body.is_object() ? body.as_object().if_contains("ids") : nullptr;
+      if (!arr || !arr->is_array())
+        return route(error_response(400, "BAD_JSON", "requeue takes {\"ids\":[...]} or an empty body"));
+      for (auto& v : arr->as_array()) {
+        if (!v.is_int64() && !v.is_uint64())
+          return route(error_response(400, "BAD_JSON", "ids are numbers"));
+        ids.push_back(v.to_number<std::uint64_t>());
+      }
+    }
+    auto n = node_.requeue(id, ids);
+    return route(n ? json_response(200, json::object{{"requeued", *n}}) : error_response(n.error_value()));
+  }
+  if (name == "logs" && parts.size() >= 2) {
+    if (m != "GET")
+      return route(method_not_allowed("GET"));
+    if (parts[1] == "trajectory" && parts.size() == 2) {
+      if (query.count("verify")) {
+        auto rep = node_.verify(id);
+        if (!rep)
+          return route(error_response(rep.error_value()));
+        json::object o{{"ok", rep->ok}, {"records", rep->records}};
+        if (rep->first_bad)
+          o["first_bad"] = *rep->first_bad;
+        if (!rep->reason.empty())
+          o["reason"] = rep->reason;
+        return route(json_response(200, o));
+      }
+      std::uint64_t from = 0;
+      if (auto i = query.find("from"); i != query.end()) {
+        auto v = parse_u64(i->second);
+        if (!v)
+          return route(error_response(400, "BAD_QUERY", "from is a number"));
+        from = *v;
+      }
+      auto lim = limit();
+      if (!lim)
+        return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));
+      auto recs = node_.trajectory(id, from, *lim);
+      if (!recs)
+        return route(error_response(recs.error_value()));
+      json::array arr;
+      for (auto& r : *recs)
+        arr.push_back(trajectory_json(r));
+      return route(json_response(200, json::object{{"records", std::move(arr)}}));
+    }
+    if (parts[1] == "trace" && parts.size() == 2) {
+      response r;
+      r.stream = stream_kind::trace;
+      r.stream_agent = id;
+      if (!want_stream)
+        return route(error_response(406, "STREAM_ONLY", "logs/trace is a stream: send Accept: text/event-stream"));
+      return route(r);
+    }
+  }
+  if (name == "mounts" && parts.size() == 1) {
+    if (m != "GET")
+      return route(method_not_allowed("GET"));
+    json::array arr;
+    for (auto& n : top)
+      arr.push_back(json::object{{"path", "/" + n}, {"source", "ticktock"}});
+    return route(json_response(200, json::object{{"mounts", std::move(arr)}}));
+  }
+  if (std::find(top.begin(), top.end(), name) != top.end())
+    return route(error_response(404, "NOT_YET_AVAILABLE",
+                                "'" + name + "' is part of the agent tree but not served by this version"));
+  return route(error_response(404, "NO_SUCH_FILE", "no file '" + name + "' in the agent tree"));
+}
+
+// -- agent-handled routes -------------------------------------------------------
+
+response router::agent_route(const request& req, const std::string& id, std::string_view rest,
+                             std::string_view query) {
+  http_request hr;
+  hr.method = req.method;
+  hr.path = std::string{rest};
+  hr.query = std::string{query};
+  for (auto& [k, v] : req.headers)
+    if (k != "authorization" && k != "cookie")
+      hr.headers.emplace_back(k, v);
+  hr.body = req.body;
+  auto waiter = std::make_shared<reply_waiter>();
+  std::uint64_t seq = 0;
+  // Register before sending so the committed tick cannot be missed; filter
+  // by (agent, seq) once the seq is known.
+  std::mutex seq_mtx;
+  bool seq_known = false;
+  std::vector<tick_event> early;
+  auto obs = node_.add_tick_observer([&, waiter](const tick_event& ev) {
+    if (ev.agent != id || ev.kind != trigger_kind::http
+        || ev.outcome == storage::outcome::failed)
+      return;
+    std::lock_guard<std::mutex> g{seq_mtx};
+    if (!seq_known) {
+      early.push_back(ev);
+      return;
+    }
+    if (ev.trigger_seq != seq)
+      return;
+    std::lock_guard<std::mutex> g2{waiter->mtx};
+    waiter->event = ev;
+    waiter->cv.notify_all();
+  });
+  send_options opts;
+  opts.kind = trigger_kind::http;
+  auto sent = node_.send(id, hr.encode(), opts);
+  if (!sent) {
+    node_.remove_tick_observer(obs);
+    return error_response(sent.error_value());
+  }
+  {
+    std::lock_guard<std::mutex> g{seq_mtx};
+    seq = sent->seq;
+    seq_known = true;
+    for (auto& ev : early)
+      if (ev.trigger_seq == seq) {
+        std::lock_guard<std::mutex> g2{waiter->mtx};
+        waiter->event = ev;
+      }
+  }
+  std::unique_lock<std::mutex> lock{waiter->mtx};
+  bool got = waiter->cv.wait_for(lock, options_.reply_timeout, [&] { return waiter->event.has_value(); });
+  lock.unlock();
+  node_.remove_tick_observer(obs);
+  if (!got)
+    return error_response(504, "REPLY_TIMEOUT",
+                          "the agent did not answer within the reply timeout; the request stays "
+                          "in its inbox (seq " + std::to_string(seq) + ")");
+  auto& ev = *waiter->event;
+  if (ev.outcome == storage::outcome::deadlettered)
+    return error_response(500, "TICK_FAILED", ev.error);
+  response r;
+  if (!ev.reply) {
+    r.status = 204;
+    return r;
+  }
+  r.status = ev.reply->status;
+  r.body = ev.reply->body;
+  r.content_type = "text/plain; charset=utf-8";
+  for (auto& [k, v] : ev.reply->headers) {
+    if (k.size() == 12 && strncasecmp(k.c_str(), "content-type", 12) == 0)
+      r.content_type = v;
+    else
+      r.headers.emplace_back(k, v);
+  }
+  return r;
+}
+
+}  // namespace ticktock::drivers

@@ -1,0 +1,109 @@
+#pragma once
+
+// The HTTP API without the transport: requests and responses as plain
+// structs, so routing and handlers can be tested (and fuzzed) without a
+// socket. http_server.cpp adapts Beast to this.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ticktock/runtime/error.hpp"
+
+namespace ticktock {
+class node;
+}
+
+namespace ticktock::drivers {
+
+struct request {
+  std::string method;  ///< upper case
+  std::string target;  ///< path and query, as received
+  std::map<std::string, std::string> headers;  ///< names lower-cased
+  std::string body;
+  std::string request_id;
+
+  std::string_view header(const std::string& name) const {
+    auto i = headers.find(name);
+    return i == headers.end() ? std::string_view{} : std::string_view{i->second};
+  }
+};
+
+/// Which event stream a streaming response follows.
+enum class stream_kind : std::uint8_t { none, outbox, trace };
+
+struct response {
+  unsigned status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string content_type = "application/json";
+  /// For SSE: the stream to follow, the agent, and the first seq to send.
+  stream_kind stream = stream_kind::none;
+  std::string stream_agent;
+  std::uint64_t stream_from = 0;
+  /// A label of the matched route for metrics ("/v1/agents/{id}").
+  std::string route;
+};
+
+/// The API's error body: {"error":{"code","message","details"}}.
+response error_response(unsigned status, std::string_view code, std::string_view message,
+                        std::string details_json = "{}");
+/// Maps a ticktock error to its HTTP status and body.
+response error_response(const error& err);
+
+/// Per-route request counters for /metrics.
+class request_metrics {
+public:
+  void count(const std::string& route, unsigned status);
+  std::string prometheus() const;
+
+private:
+  mutable std::mutex mtx_;
+  std::map<std::pair<std::string, unsigned>, std::uint64_t> counts_;
+};
+
+struct router_options {
+  std::string admin_token;
+  std::chrono::milliseconds reply_timeout{30'000};
+  std::size_t max_body_bytes = std::size_t{1} << 20;
+};
+
+class router {
+public:
+  router(node& n, router_options options, request_metrics& metrics);
+
+  /// Handles one request. May block (waiting for durability or an agent's
+  /// reply): call it off the I/O threads.
+  response handle(const request& req);
+
+  /// Every route as "METHOD /path/{param}", for the OpenAPI check.
+  static std::vector<std::string> routes();
+
+  /// Percent-decodes a path segment or query value; nullopt on bad escapes.
+  static std::optional<std::string> url_decode(std::string_view s);
+
+private:
+  response dispatch(const request& req, std::string_view path,
+                    const std::map<std::string, std::string>& query);
+  bool authorized(const request& req, const std::map<std::string, std::string>& query) const;
+  response agents(const request& req, const std::map<std::string, std::string>& query);
+  response agent(const request& req, const std::string& id, std::string_view rest,
+                 const std::map<std::string, std::string>& query);
+  response fs(const request& req, const std::string& id, std::string_view path,
+              const std::map<std::string, std::string>& query);
+  response agent_route(const request& req, const std::string& id, std::string_view rest,
+                       std::string_view query);
+  response enqueue(const request& req, const std::string& id);
+  response metrics_text();
+
+  node& node_;
+  router_options options_;
+  request_metrics& metrics_;
+};
+
+}  // namespace ticktock::drivers
