@@ -116,6 +116,28 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
   return token;
 }
 
+// The node's Ed25519 key, which signs capability tokens: DATA/node.key
+// (mode 0600), created at first start.
+std::string node_key(const std::string& data) {
+  auto path = data + "/node.key";
+  std::ifstream in{path, std::ios::binary};
+  std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (key.size() == crypto_sign_SECRETKEYBYTES)
+    return key;
+  unsigned char pk[crypto_sign_PUBLICKEYBYTES];
+  key.resize(crypto_sign_SECRETKEYBYTES);
+  crypto_sign_keypair(pk, reinterpret_cast<unsigned char*>(key.data()));
+  auto old = umask(077);
+  std::ofstream out{path, std::ios::binary | std::ios::trunc};
+  out.write(key.data(), static_cast<std::streamsize>(key.size()));
+  out.close();
+  umask(old);
+  chmod(path.c_str(), 0600);
+  if (!out)
+    throw std::runtime_error("cannot write " + path);
+  return key;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -135,6 +157,12 @@ int main(int argc, char** argv) {
     ("threads", po::value<std::size_t>()->default_value(0), "CAF scheduler threads (0: cores)")
     ("missed-alarms", po::value<std::string>()->default_value("fire_once"), "fire_once | fire_all | skip")
     ("max-body", po::value<std::size_t>()->default_value(std::size_t{1} << 20), "largest HTTP body in bytes")
+    ("inbox-limit", po::value<std::uint64_t>()->default_value(10'000),
+     "inbox depth per agent; more gets 429 INBOX_FULL (0: unlimited)")
+    ("read-timeout", po::value<std::int64_t>()->default_value(10'000),
+     "ms a request may take to arrive; slower clients get 408")
+    ("max-connections", po::value<std::size_t>()->default_value(1024),
+     "open HTTP connections; more get 503")
     ("demo", po::bool_switch(), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
@@ -189,6 +217,7 @@ int main(int argc, char** argv) {
   opts.max_resident = vm["max-resident"].as<std::size_t>();
   opts.threads = vm["threads"].as<std::size_t>();
   opts.limits.max_message_bytes = vm["max-body"].as<std::size_t>();
+  opts.limits.inbox_limit = vm["inbox-limit"].as<std::uint64_t>();
 
   ticktock::drivers::http_options http;
   auto colon = listen.rfind(':');
@@ -205,6 +234,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   http.max_body_bytes = opts.limits.max_message_bytes;
+  http.read_timeout = std::chrono::milliseconds{vm["read-timeout"].as<std::int64_t>()};
+  http.max_connections = vm["max-connections"].as<std::size_t>();
+  if (http.read_timeout.count() <= 0 || http.max_connections == 0) {
+    std::fprintf(stderr, "ticktockd: --read-timeout and --max-connections must be positive\n");
+    return 2;
+  }
   http.log = log_line;
 
   // Block the stop signals in every thread; the main thread waits for them.
@@ -223,6 +258,7 @@ int main(int argc, char** argv) {
   bool generated = false;
   try {
     http.admin_token = admin_token(vm["admin-token"].as<std::string>(), data, generated);
+    http.node_key = node_key(data);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ticktockd: %s\n", e.what());
     return 1;

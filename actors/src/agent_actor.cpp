@@ -164,6 +164,9 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   ev.reply = std::move(attempt.reply);
   ev.latency = std::chrono::duration_cast<std::chrono::microseconds>(
     std::chrono::steady_clock::now() - attempt.started);
+  // Observers run before the entry counts as consumed, so whoever returns
+  // from wait_idle sees their effects (metrics, logs).
+  st.core->notify(ev);
   if (attempt.outcome == storage::outcome::failed) {
     st.retry_wait = true;
     self->delayed_send(self, backoff(st.core->options, attempt.attempt), ctl_atom::value,
@@ -172,7 +175,6 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
     st.pending.pop_front();
     st.core->consumed(1);
   }
-  st.core->notify(ev);
   maybe_tick(self);
 }
 

@@ -379,6 +379,42 @@ expected<std::size_t> node::requeue(const std::string& id, const std::vector<std
   return static_cast<std::size_t>(r.seq);
 }
 
+// -- moving agents -------------------------------------------------------------
+
+expected<std::string> node::export_bundle(const std::string& id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->export_agent(id);
+}
+
+expected<std::string> node::import_bundle(std::string bundle) {
+  if (core_->closing)
+    return error{errc::shutting_down, "the node is shutting down"};
+  auto r = commit_and_wait(*core_, storage::import_op{std::move(bundle)});
+  if (r.err)
+    return r.err;
+  auto meta = core_->store->get_agent(r.agent);
+  auto mark = core_->store->errored_mark(r.agent);
+  bool errored = !meta || meta->errored || mark;
+  core_->dir->add(r.agent, meta ? meta->type : std::string{}, errored,
+                  mark ? *mark : (meta ? meta->error : meta.error_value().to_string()));
+  {
+    std::lock_guard<std::mutex> guard{core_->terminated_mtx};
+    core_->terminated.erase(r.agent);
+  }
+  if (auto due = core_->store->next_alarm_due())
+    core_->alarms->hint(*due);
+  if (r.seq > 0 && !errored) {
+    {
+      std::lock_guard<std::mutex> guard{core_->idle_mtx};
+      core_->outstanding += static_cast<std::int64_t>(r.seq);
+    }
+    core_->dir->wake(r.agent);
+  }
+  return r.agent;
+}
+
 // -- inspection --------------------------------------------------------------
 
 expected<agent_status> node::status(const std::string& id) const {

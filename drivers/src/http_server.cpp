@@ -60,7 +60,9 @@ struct http_server::impl {
 
   impl(node& nd, http_options o)
     : n(nd), options(std::move(o)),
-      api(nd, router_options{options.admin_token, options.reply_timeout, options.max_body_bytes},
+      api(nd,
+          router_options{options.admin_token, options.node_key, options.reply_timeout,
+                         options.max_body_bytes},
           metrics) {}
 
   void log(const std::string& line) {

@@ -237,7 +237,7 @@ std::string request_metrics::prometheus() const {
 // -- router ------------------------------------------------------------------
 
 router::router(node& n, router_options options, request_metrics& metrics)
-  : node_(n), options_(std::move(options)), metrics_(metrics) {}
+  : node_(n), options_(std::move(options)), authority_(options_.node_key), metrics_(metrics) {}
 
 std::vector<std::string> router::routes() {
   return {
@@ -245,6 +245,9 @@ std::vector<std::string> router::routes() {
     "GET /metrics",
     "GET /v1/agents",
     "POST /v1/agents",
+    "POST /v1/agents/import",
+    "POST /v1/tokens",
+    "GET /v1/agents/{id}/ws",
     "GET /v1/agents/{id}",
     "DELETE /v1/agents/{id}",
     "POST /v1/agents/{id}/inbox",
@@ -288,22 +291,81 @@ std::optional<std::string> router::url_decode(std::string_view s) {
   return out;
 }
 
-bool router::authorized(const request& req, const std::map<std::string, std::string>& query) const {
+router::principal router::authenticate(const request& req,
+                                       const std::map<std::string, std::string>& query) const {
+  std::string_view token;
   auto auth = req.header("authorization");
   if (auth.size() > 7 && auth.substr(0, 7) == "Bearer ")
-    return token_equal(auth.substr(7), options_.admin_token);
-  auto cookie = req.header("cookie");
-  for (auto pos = cookie.find("ticktock_token="); pos != std::string_view::npos;) {
-    if (pos == 0 || cookie[pos - 1] == ' ' || cookie[pos - 1] == ';') {
-      auto v = cookie.substr(pos + 15);
-      return token_equal(v.substr(0, v.find(';')), options_.admin_token);
-    }
-    pos = cookie.find("ticktock_token=", pos + 1);
+    token = auth.substr(7);
+  if (token.empty()) {
+    auto cookie = req.header("cookie");
+    for (auto pos = cookie.find("ticktock_token="); pos != std::string_view::npos;
+         pos = cookie.find("ticktock_token=", pos + 1))
+      if (pos == 0 || cookie[pos - 1] == ' ' || cookie[pos - 1] == ';') {
+        auto v = cookie.substr(pos + 15);
+        token = v.substr(0, v.find(';'));
+        break;
+      }
   }
-  if (auto i = query.find("token"); i != query.end())
-    return token_equal(i->second, options_.admin_token);
-  return false;
+  if (token.empty())
+    if (auto i = query.find("token"); i != query.end())
+      token = i->second;
+  principal p;
+  if (token.empty()) {
+    p.problem = "a token is required (Authorization: Bearer, the ticktock_token cookie, or ?token=)";
+    return p;
+  }
+  if (token_equal(token, options_.admin_token)) {
+    p.authenticated = p.admin = true;
+    return p;
+  }
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  auto claims = authority_.verify(token, now);
+  if (!claims) {
+    p.problem = "invalid token: " + claims.error_value().message();
+    return p;
+  }
+  p.authenticated = true;
+  p.claims = std::move(*claims);
+  return p;
 }
+
+namespace {
+
+// The scope an agent token needs for `method` on /v1/agents/{id}{rest};
+// "admin" means only the admin token may.
+std::string required_scope(std::string_view method, std::string_view rest) {
+  bool read = method == "GET" || method == "HEAD";
+  if (rest.empty() || rest == "/")
+    return read ? "read" : "admin";
+  if (rest == "/inbox")
+    return "write:inbox";
+  if (rest == "/ws")
+    return "ws";
+  if (rest.substr(0, 4) != "/fs/" && rest != "/fs")
+    return "admin";
+  auto path = rest.substr(std::min<std::size_t>(rest.size(), 4));
+  if (path.substr(0, 13) == "memory/export")
+    return "admin";  // a bundle holds every record of the agent
+  if (read)
+    return "read";
+  // Policies are admin-written, agent-readable.
+  if (path.find("policy") != std::string_view::npos)
+    return "admin";
+  if (path == "ctl")
+    return "write:ctl";
+  if (path == "inbox")
+    return "write:inbox";
+  if (path.substr(0, 6) == "goals/")
+    return "write:goals";
+  if (path == "deadletter")
+    return "write:deadletter";
+  return "admin";
+}
+
+}  // namespace
 
 response router::handle(const request& req) {
   std::string_view target = req.target;
@@ -344,14 +406,23 @@ response router::dispatch(const request& req, std::string_view path,
   auto first = next_segment(rest);
   if (first != "v1" && first != "a")
     return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
-  if (!authorized(req, query)) {
-    auto r = error_response(401, "UNAUTHORIZED",
-                            "a valid admin token is required (Authorization: Bearer, the "
-                            "ticktock_token cookie, or ?token=)");
+  auto who = authenticate(req, query);
+  if (!who.authenticated) {
+    auto r = error_response(401, "UNAUTHORIZED", who.problem);
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     r.route = first == "a" ? "/a/{id}" : "/v1";
     return r;
   }
+  auto forbidden = [&](std::string_view why, std::string route) {
+    auto r = error_response(403, "FORBIDDEN", why);
+    r.route = std::move(route);
+    return r;
+  };
+  // An agent token reaches its own agent's tree only, within its scopes.
+  auto allowed = [&](const std::string& id, const std::string& scope) {
+    return who.admin
+           || (scope != "admin" && who.claims.agent == id && who.claims.scopes.count(scope));
+  };
   if (first == "a") {
     auto raw_id = next_segment(rest);
     auto id = url_decode(raw_id);
@@ -360,6 +431,8 @@ response router::dispatch(const request& req, std::string_view path,
       r.route = "/a/{id}";
       return r;
     }
+    if (!allowed(*id, "http"))
+      return forbidden("this token may not call agent '" + *id + "' (needs scope http)", "/a/{id}");
     auto qpos = req.target.find('?');
     auto r = agent_route(req, *id, rest.empty() ? "/" : rest,
                          qpos == std::string::npos ? std::string_view{}
@@ -368,20 +441,42 @@ response router::dispatch(const request& req, std::string_view path,
     return r;
   }
   auto second = next_segment(rest);
+  if (second == "tokens" && rest.empty()) {
+    if (!who.admin)
+      return forbidden("only the admin token issues tokens", "/v1/tokens");
+    auto r = req.method == "POST" ? tokens(req) : method_not_allowed("POST");
+    r.route = "/v1/tokens";
+    return r;
+  }
   if (second != "agents")
     return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
   if (rest.empty() || rest == "/") {
+    if (!who.admin)
+      return forbidden("listing and creating agents needs the admin token", "/v1/agents");
     auto r = agents(req, query);
     r.route = "/v1/agents";
     return r;
   }
   auto raw_id = next_segment(rest);
+  if (raw_id == "import" && rest.empty()) {
+    if (!who.admin)
+      return forbidden("importing agents needs the admin token", "/v1/agents/import");
+    auto r = req.method == "POST" ? import_bundle(req) : method_not_allowed("POST");
+    r.route = "/v1/agents/import";
+    return r;
+  }
   auto id = url_decode(raw_id);
   if (!id || !is_valid_agent_id(*id)) {
     auto r = error_response(check_agent_id(id.value_or(std::string{raw_id})));
     r.route = "/v1/agents/{id}";
     return r;
   }
+  auto scope = required_scope(req.method, rest);
+  if (!allowed(*id, scope))
+    return forbidden(who.admin ? "" : "this token may not do that on agent '" + *id + "' (needs "
+                                        + (scope == "admin" ? "the admin token" : "scope " + scope)
+                                        + ")",
+                     "/v1/agents/{id}");
   return agent(req, *id, rest, query);
 }
 
@@ -499,6 +594,58 @@ response router::agent(const request& req, const std::string& id, std::string_vi
     return r;
   }
   return error_response(404, "ROUTE_NOT_FOUND", "no route for this agent path");
+}
+
+response router::tokens(const request& req) {
+  boost::system::error_code ec;
+  auto body = json::parse(req.body, ec);
+  if (ec || !body.is_object())
+    return error_response(400, "BAD_JSON",
+                          "the body must be {\"agent\",\"scopes\":[...],\"expires_in\":seconds}");
+  auto& o = body.as_object();
+  for (auto& [k, v] : o)
+    if (k != "agent" && k != "scopes" && k != "expires_in")
+      return error_response(400, "UNKNOWN_FIELD", "unknown field '" + std::string{k} + "'");
+  auto* agent = o.if_contains("agent");
+  auto* scopes = o.if_contains("scopes");
+  auto* expires = o.if_contains("expires_in");
+  if (!agent || !agent->is_string() || !scopes || !scopes->is_array())
+    return error_response(400, "BAD_FIELD", "\"agent\" is a string and \"scopes\" an array");
+  token_claims c;
+  c.agent = std::string{agent->as_string()};
+  if (auto err = check_agent_id(c.agent))
+    return error_response(err);
+  for (auto& s : scopes->as_array()) {
+    if (!s.is_string() || !known_scopes.count(s.as_string()))
+      return error_response(400, "BAD_SCOPE",
+                            "scopes are read, write:inbox, write:ctl, write:goals, "
+                            "write:deadletter, http, ws");
+    c.scopes.insert(std::string{s.as_string()});
+  }
+  std::int64_t ttl = 3600;
+  if (expires) {
+    if (!expires->is_int64() || expires->as_int64() <= 0 || expires->as_int64() > 366 * 86400)
+      return error_response(400, "BAD_FIELD", "expires_in is 1 to 31622400 seconds");
+    ttl = expires->as_int64();
+  }
+  c.exp = std::chrono::duration_cast<std::chrono::seconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count()
+          + ttl;
+  return json_response(201, json::object{{"token", authority_.issue(c)}, {"agent", c.agent},
+                                         {"expires_at", c.exp}});
+}
+
+response router::import_bundle(const request& req) {
+  auto id = node_.import_bundle(req.body);
+  if (!id)
+    return error_response(id.error_value());
+  auto s = node_.status(*id);
+  if (!s)
+    return error_response(s.error_value());
+  auto r = json_response(201, status_json(*s));
+  r.headers.emplace_back("Location", "/v1/agents/" + *id);
+  return r;
 }
 
 response router::enqueue(const request& req, const std::string& id) {
@@ -650,6 +797,18 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       return route(method_not_allowed("GET, PUT, POST, DELETE"));
     auto r = node_.change_goal(id, parts[1], std::move(value));
     return route(r ? json_response(202, json::object{{"seq", r->seq}}) : error_response(r.error_value()));
+  }
+  if (name == "memory" && parts.size() == 2 && parts[1] == "export") {
+    if (m != "GET")
+      return route(method_not_allowed("GET"));
+    auto bundle = node_.export_bundle(id);
+    if (!bundle)
+      return route(error_response(bundle.error_value()));
+    response r;
+    r.body = std::move(*bundle);
+    r.content_type = "application/octet-stream";
+    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + id + ".ttbundle\"");
+    return route(r);
   }
   if (name == "memory") {
     if (m != "GET")

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ticktock/runtime/error.hpp"
+#include "tokens.hpp"
 
 namespace ticktock {
 class node;
@@ -69,6 +70,9 @@ private:
 
 struct router_options {
   std::string admin_token;
+  /// Ed25519 secret key (64 bytes) that signs capability tokens; empty: an
+  /// ephemeral key.
+  std::string node_key;
   std::chrono::milliseconds reply_timeout{30'000};
   std::size_t max_body_bytes = std::size_t{1} << 20;
 };
@@ -90,7 +94,15 @@ public:
 private:
   response dispatch(const request& req, std::string_view path,
                     const std::map<std::string, std::string>& query);
-  bool authorized(const request& req, const std::map<std::string, std::string>& query) const;
+  struct principal {
+    bool authenticated = false;
+    bool admin = false;
+    token_claims claims;
+    std::string problem;
+  };
+  principal authenticate(const request& req, const std::map<std::string, std::string>& query) const;
+  response tokens(const request& req);
+  response import_bundle(const request& req);
   response agents(const request& req, const std::map<std::string, std::string>& query);
   response agent(const request& req, const std::string& id, std::string_view rest,
                  const std::map<std::string, std::string>& query);
@@ -103,6 +115,7 @@ private:
 
   node& node_;
   router_options options_;
+  token_authority authority_;
   request_metrics& metrics_;
 };
 

@@ -91,3 +91,16 @@ struct DeadLetter {
   attempts @4 :UInt32;
   entry @5 :Data;              # the InboxEntry bytes as they were stored
 }
+
+# Every record of one agent, for moving it to another node (export/import).
+struct Bundle {
+  version @0 :UInt32;          # 1
+  agent @1 :Text;
+  entries @2 :List(BundleEntry);
+}
+
+struct BundleEntry {
+  column @0 :Text;             # column family name
+  key @1 :Data;
+  value @2 :Data;
+}

@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "bundle.hpp"
 #include "records.capnp.h"
 #include "ticktock/storage/records.hpp"
 
@@ -353,6 +354,37 @@ expected<deadletter_entry> decode_deadletter(std::string_view bytes) {
   }
   r->entry.seq = r->seq;
   return r;
+}
+
+// -- bundles ----------------------------------------------------------------
+
+std::string encode_bundle(const bundle& b) {
+  capnp::MallocMessageBuilder msg;
+  auto root = msg.initRoot<s::Bundle>();
+  root.setVersion(1);
+  root.setAgent(b.agent);
+  auto list = root.initEntries(static_cast<unsigned>(b.entries.size()));
+  for (unsigned i = 0; i < b.entries.size(); ++i) {
+    list[i].setColumn(b.entries[i].column);
+    list[i].setKey(as_data(b.entries[i].key));
+    list[i].setValue(as_data(b.entries[i].value));
+  }
+  return finish(msg);
+}
+
+expected<bundle> decode_bundle(std::string_view bytes) {
+  auto r = decode_message<s::Bundle>("bundle", bytes, [](s::Bundle::Reader m) {
+    bundle b;
+    b.agent = to_string(m.getAgent());
+    for (auto e : m.getEntries())
+      b.entries.push_back({to_string(e.getColumn()), to_string(e.getKey()), to_string(e.getValue())});
+    return std::make_pair(m.getVersion(), std::move(b));
+  });
+  if (!r)
+    return r.error_value();
+  if (r->first != 1)
+    return corrupt("bundle", "unsupported version " + std::to_string(r->first));
+  return std::move(r->second);
 }
 
 }  // namespace ticktock::storage

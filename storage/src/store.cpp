@@ -14,6 +14,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "bundle.hpp"
 #include "keys.hpp"
 
 namespace ticktock::storage {
@@ -417,6 +418,101 @@ private:
     }
   }
 
+  // -- bundles ----------------------------------------------------------------
+
+  void handle(import_op& op, op_result& r) {
+    auto b = decode_bundle(op.bundle);
+    if (!b) {
+      r.err = error{errc::invalid_argument, "not an agent bundle: " + b.error_value().message()};
+      return;
+    }
+    const auto& id = b->agent;
+    if (!is_valid_id(id)) {
+      r.err = error{errc::invalid_id, "the bundle's agent id is invalid"};
+      return;
+    }
+    if (ctr(id)) {
+      r.err = error{errc::already_exists, "agent '" + id + "' already exists"};
+      return;
+    }
+    bool has_meta = false;
+    counters c;
+    for (auto& e : b->entries) {
+      auto cf = cf_by_name(e.column);
+      if (!cf || !owned_by(*cf, e.key, id)) {
+        r.err = error{errc::invalid_argument, "bundle entry in '" + e.column
+                                                + "' does not belong to agent '" + id + "'"};
+        batch_.Clear();  // nothing of a rejected bundle may commit
+        return;
+      }
+      has_meta = has_meta || *cf == cf_agents;
+      if (*cf == cf_inbox)
+        ++c.depth;
+      if (*cf == cf_meta && e.key == keys::counters(id) && e.value.size() == 16) {
+        c.inbox_next = keys::get_be64(e.value);
+        c.dead_next = keys::get_be64(std::string_view{e.value}.substr(8));
+      }
+      put(*cf, e.key, e.value);
+    }
+    if (!has_meta || !agent_record_ok(b->entries, id)) {
+      r.err = error{errc::invalid_argument, "the bundle has no valid agent record"};
+      batch_.Clear();
+      return;
+    }
+    scratch_[id] = c;
+    dirty_.insert(id);
+    r.agent = id;
+    r.seq = c.depth;
+  }
+
+  static bool agent_record_ok(const std::vector<bundle_entry>& entries, std::string_view id) {
+    for (auto& e : entries)
+      if (e.column == "agents" && e.key == id) {
+        auto a = decode_agent(e.value);
+        return a && a->id == id;
+      }
+    return false;
+  }
+
+  static bool is_valid_id(std::string_view id) {
+    if (id.empty() || id.size() > 128)
+      return false;
+    for (char ch : id)
+      if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_'
+            || ch == '-'))
+        return false;
+    return id.front() != '.' && id.front() != '_' && id.front() != '-';
+  }
+
+  static std::optional<cf_id> cf_by_name(std::string_view name) {
+    for (std::size_t i = 1; i < cf_count; ++i)
+      if (name == cf_names[i])
+        return static_cast<cf_id>(i);
+    return std::nullopt;
+  }
+
+  // Whether `key` of column family `cf` is a record of agent `id`.
+  static bool owned_by(cf_id cf, std::string_view key, std::string_view id) {
+    auto prefixed = [&](std::string_view k) { return k.substr(0, id.size() + 1) == keys::prefix(id); };
+    switch (cf) {
+      case cf_agents:
+      case cf_state: return key == id;
+      case cf_alarms:
+        if (!key.empty() && key.front() == 'i')
+          return prefixed(key.substr(1));
+        return key.size() > 9 && key.front() == 'd' && prefixed(key.substr(9));
+      case cf_meta:
+        if (key.empty())
+          return false;
+        if (key.front() == 'c' || key.front() == 'e')
+          return key.substr(1) == id;
+        return key.front() == 'k' && prefixed(key.substr(1));
+      case cf_default:
+      case cf_count: return false;
+      default: return prefixed(key);
+    }
+  }
+
   // -- deadletter -------------------------------------------------------------
 
   void handle(requeue_op& op, op_result& r) {
@@ -771,6 +867,48 @@ std::optional<time_point> store::next_alarm_due() const {
   if (!it->Valid() || !starts_with(it->key(), "d") || it->key().size() < 9)
     return std::nullopt;
   return keys::unbias(keys::get_be64(view(it->key()).substr(1)));
+}
+
+// -- bundles ------------------------------------------------------------------
+
+expected<std::string> store::export_agent(std::string_view id) const {
+  if (!agent_exists(id))
+    return error{errc::not_found, "no agent '" + std::string{id} + "'"};
+  // One snapshot, so the bundle is a consistent cut even while ticks commit.
+  const rocksdb::Snapshot* snap = impl_->db->GetSnapshot();
+  rocksdb::ReadOptions ro = impl_->read_options;
+  ro.snapshot = snap;
+  bundle b;
+  b.agent = std::string{id};
+  auto add_prefix = [&](cf_id c, const std::string& prefix) {
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(c)));
+    for (it->Seek(prefix); it->Valid() && starts_with(it->key(), prefix); it->Next())
+      b.entries.push_back({cf_names[c], it->key().ToString(), it->value().ToString()});
+  };
+  auto add_key = [&](cf_id c, const std::string& key) {
+    std::string v;
+    if (impl_->db->Get(ro, impl_->cf(c), key, &v).ok())
+      b.entries.push_back({cf_names[c], key, std::move(v)});
+  };
+  add_key(cf_agents, std::string{id});
+  add_key(cf_state, std::string{id});
+  for (auto c : {cf_inbox, cf_outbox, cf_trajectory, cf_memory, cf_goals, cf_deadletter, cf_ledger,
+                 cf_identity})
+    add_prefix(c, keys::prefix(id));
+  {
+    auto index_prefix = keys::alarm_index_prefix(id);
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_alarms)));
+    for (it->Seek(index_prefix); it->Valid() && starts_with(it->key(), index_prefix); it->Next()) {
+      auto name = view(it->key()).substr(index_prefix.size());
+      b.entries.push_back({cf_names[cf_alarms], it->key().ToString(), it->value().ToString()});
+      add_key(cf_alarms, keys::alarm_due(keys::unbias(keys::get_be64(view(it->value()))), id, name));
+    }
+  }
+  add_key(cf_meta, keys::counters(id));
+  add_key(cf_meta, keys::errored(id));
+  add_prefix(cf_meta, keys::idempotency_prefix(id));
+  impl_->db->ReleaseSnapshot(snap);
+  return encode_bundle(b);
 }
 
 // -- maintenance --------------------------------------------------------------

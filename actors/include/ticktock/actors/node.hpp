@@ -80,6 +80,15 @@ public:
   /// Returns how many were requeued.
   expected<std::size_t> requeue(const std::string& id, const std::vector<std::uint64_t>& ids = {});
 
+  // -- moving agents -----------------------------------------------------------
+
+  /// Every record of the agent as one bundle (a consistent snapshot).
+  expected<std::string> export_bundle(const std::string& id) const;
+  /// Creates the agent of a bundle from export_bundle (possibly from another
+  /// node) and returns its id. Errors: invalid_argument (not a bundle, or
+  /// records of another agent), already_exists, storage_failure.
+  expected<std::string> import_bundle(std::string bundle);
+
   // -- inspection ------------------------------------------------------------
 
   expected<agent_status> status(const std::string& id) const;

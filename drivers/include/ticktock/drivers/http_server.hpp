@@ -25,6 +25,9 @@ struct http_options {
   std::uint16_t port = 7070;
   /// Token required by every route but /healthz and /metrics. Must not be empty.
   std::string admin_token;
+  /// Ed25519 secret key (64 bytes, libsodium layout) that signs capability
+  /// tokens; empty: an ephemeral key, so tokens die with the process.
+  std::string node_key;
   /// Largest request body; larger ones get 413 [1 MiB].
   std::size_t max_body_bytes = std::size_t{1} << 20;
   /// Largest request head; larger ones get 431 [16 KiB].

@@ -84,6 +84,11 @@ struct fire_alarms_op {
   std::size_t limit = 4096;  ///< alarms handled by one op
 };
 
+/// Creates an agent from a bundle written by store::export_agent.
+struct import_op {
+  std::string bundle;
+};
+
 /// Moves deadletter entries back into the inbox.
 struct requeue_op {
   std::string agent;
@@ -91,7 +96,7 @@ struct requeue_op {
 };
 
 using write_op = std::variant<enqueue_op, tick_op, create_op, terminate_op, mark_errored_op,
-                              fire_alarms_op, requeue_op>;
+                              fire_alarms_op, requeue_op, import_op>;
 
 /// True for operations that store::apply must see in a group of their own.
 bool is_exclusive(const write_op& op) noexcept;
@@ -108,6 +113,7 @@ struct op_result {
   std::uint64_t seq = 0;          ///< enqueue: the entry's seq (existing one if duplicate)
   bool duplicate = false;         ///< enqueue: the idempotency key was seen before
   std::vector<delivery> delivered;
+  std::string agent;              ///< import: the imported agent's id
   std::size_t alarms_fired = 0;   ///< fire_alarms: how many alarms were due
   bool more_alarms = false;       ///< fire_alarms: stopped at the limit
 };
@@ -178,6 +184,12 @@ public:
   std::vector<alarm_record> list_alarms(std::string_view id) const;
   /// Due time of the earliest alarm of any agent.
   std::optional<time_point> next_alarm_due() const;
+
+  // -- bundles -------------------------------------------------------------
+
+  /// Every record of agent `id`, read from one snapshot, as a Cap'n Proto
+  /// Bundle (see records.capnp). not_found if there is no such agent.
+  expected<std::string> export_agent(std::string_view id) const;
 
   // -- maintenance ---------------------------------------------------------
 

@@ -1,0 +1,173 @@
+// The HTTP API through the router, without sockets: auth, capability
+// tokens, errors, the agent filesystem, bundles.
+
+#include <catch2/catch.hpp>
+
+#include <boost/json.hpp>
+
+#include "../temp_dir.hpp"
+#include "../test_agents.hpp"
+#include "router.hpp"
+
+using namespace ticktock;
+using namespace ticktock::drivers;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct api_fixture {
+  test::temp_dir dir;
+  std::unique_ptr<node> n;
+  request_metrics metrics;
+  std::unique_ptr<router> api;
+
+  explicit api_fixture(std::filesystem::path data = {}) {
+    node_options o;
+    o.data_dir = data.empty() ? dir.path() : data;
+    o.threads = 2;
+    o.retry_backoff = 1ms;
+    n = std::move(*node::open(o, test::test_registry()));
+    api = std::make_unique<router>(*n, router_options{"admin-secret", {}, 5s, 1 << 20}, metrics);
+  }
+
+  response call(std::string method, std::string target, std::string body = {},
+                std::string token = "admin-secret") {
+    request r;
+    r.method = std::move(method);
+    r.target = std::move(target);
+    r.body = std::move(body);
+    if (!token.empty())
+      r.headers["authorization"] = "Bearer " + token;
+    return api->handle(r);
+  }
+};
+
+boost::json::value parse(const response& r) { return boost::json::parse(r.body); }
+
+std::string code_of(const response& r) {
+  return std::string{parse(r).at("error").at("code").as_string()};
+}
+
+}  // namespace
+
+TEST_CASE("the router creates, lists, reads and deletes agents") {
+  api_fixture f;
+  auto created = f.call("POST", "/v1/agents", R"({"id":"c1","type":"counter"})");
+  CHECK(created.status == 201);
+  CHECK(f.call("POST", "/v1/agents", R"({"id":"c1","type":"counter"})").status == 409);
+  auto sent = f.call("POST", "/v1/agents/c1/inbox", R"({"n":1})");
+  CHECK(sent.status == 202);
+  CHECK(parse(sent).at("seq").as_int64() == 2);
+  REQUIRE(f.n->wait_idle(10s));
+  auto list = parse(f.call("GET", "/v1/agents"));
+  CHECK(list.at("agents").as_array().size() == 1);
+  auto st = parse(f.call("GET", "/v1/agents/c1"));
+  CHECK(st.at("last_tick").as_int64() == 2);
+  CHECK(f.call("DELETE", "/v1/agents/c1").status == 200);
+  CHECK(parse(f.call("GET", "/v1/agents/c1")).at("state").as_string() == "terminated");
+  CHECK(f.call("POST", "/v1/agents/c1/inbox", "{}").status == 404);
+}
+
+TEST_CASE("bad requests get the right status and error code") {
+  api_fixture f;
+  f.call("POST", "/v1/agents", R"({"id":"c1","type":"counter"})");
+  CHECK(code_of(f.call("POST", "/v1/agents", "{not json")) == "BAD_JSON");
+  CHECK(code_of(f.call("POST", "/v1/agents", R"({"id":"x","type":"counter","extra":1})"))
+        == "UNKNOWN_FIELD");
+  CHECK(code_of(f.call("POST", "/v1/agents", R"({"id":"Bad!","type":"counter"})")) == "INVALID_ID");
+  CHECK(code_of(f.call("POST", "/v1/agents", R"({"id":"x","type":"nope"})")) == "UNKNOWN_TYPE");
+  CHECK(f.call("GET", "/v1/agents/nobody").status == 404);
+  CHECK(f.call("GET", "/v1/nothing").status == 404);
+  auto wrong_method = f.call("PATCH", "/v1/agents/c1");
+  CHECK(wrong_method.status == 405);
+  CHECK(code_of(f.call("POST", "/v1/agents/c1/inbox", "not json")) == "BAD_JSON");
+  CHECK(f.call("GET", "/v1/agents?limit=0").status == 400);
+  CHECK(f.call("GET", "/v1/agents/c1/fs/outbox?from_seq=x").status == 400);
+  CHECK(f.call("GET", "/v1/agents/%zz/fs/status").status == 400);
+  CHECK(f.call("GET", "/v1/agents/c1/fs/../../etc/passwd").status == 400);
+  CHECK(f.call("GET", "/v1/agents/c1/fs/nothing").status == 404);
+}
+
+TEST_CASE("the admin token is accepted as bearer, cookie or query and nothing else") {
+  api_fixture f;
+  CHECK(f.call("GET", "/v1/agents", {}, "").status == 401);
+  CHECK(f.call("GET", "/v1/agents", {}, "wrong").status == 401);
+  CHECK(f.call("GET", "/v1/agents?token=admin-secret", {}, "").status == 200);
+  request r;
+  r.method = "GET";
+  r.target = "/v1/agents";
+  r.headers["cookie"] = "a=b; ticktock_token=admin-secret";
+  CHECK(f.api->handle(r).status == 200);
+  CHECK(f.call("GET", "/healthz", {}, "").status == 200);
+}
+
+TEST_CASE("an agent-scoped token reaches only its agent and only its scopes") {
+  api_fixture f;
+  f.call("POST", "/v1/agents", R"({"id":"mine","type":"counter"})");
+  f.call("POST", "/v1/agents", R"({"id":"other","type":"counter"})");
+  auto issued = f.call("POST", "/v1/tokens", R"({"agent":"mine","scopes":["read","write:inbox"]})");
+  REQUIRE(issued.status == 201);
+  std::string tok{parse(issued).at("token").as_string()};
+  CHECK(f.call("GET", "/v1/agents/mine/fs/status", {}, tok).status == 200);
+  CHECK(f.call("POST", "/v1/agents/mine/inbox", "{}", tok).status == 202);
+  CHECK(f.call("GET", "/v1/agents/other/fs/status", {}, tok).status == 403);
+  CHECK(f.call("PUT", "/v1/agents/mine/fs/ctl", "tick", tok).status == 403);
+  CHECK(f.call("GET", "/v1/agents", {}, tok).status == 403);
+  CHECK(f.call("POST", "/v1/tokens", R"({"agent":"mine","scopes":["read"]})", tok).status == 403);
+  CHECK(f.call("GET", "/v1/agents/mine/fs/memory/export", {}, tok).status == 403);
+  // Policies are readable, never writable, with an agent token.
+  CHECK(f.call("PUT", "/v1/agents/mine/fs/compute/policy", "{}", tok).status == 403);
+  // A forged or tampered token is refused.
+  auto tampered = tok;
+  tampered[tampered.size() - 2] = tampered[tampered.size() - 2] == 'A' ? 'B' : 'A';
+  CHECK(f.call("GET", "/v1/agents/mine/fs/status", {}, tampered).status == 401);
+  CHECK(f.call("POST", "/v1/tokens", R"({"agent":"mine","scopes":["root"]})").status == 400);
+}
+
+TEST_CASE("goals written from outside are applied by a tick") {
+  api_fixture f;
+  f.call("POST", "/v1/agents", R"({"id":"g","type":"counter"})");
+  CHECK(f.call("PUT", "/v1/agents/g/fs/goals/ship", "v1.0").status == 202);
+  REQUIRE(f.n->wait_idle(10s));
+  auto g = parse(f.call("GET", "/v1/agents/g/fs/goals/ship"));
+  CHECK(g.at("value").as_string() == "v1.0");
+  CHECK(f.call("DELETE", "/v1/agents/g/fs/goals/ship").status == 202);
+  REQUIRE(f.n->wait_idle(10s));
+  CHECK(f.call("GET", "/v1/agents/g/fs/goals/ship").status == 404);
+}
+
+TEST_CASE("an agent moves between nodes as a bundle with every record") {
+  api_fixture a;
+  a.call("POST", "/v1/agents", R"({"id":"mover","type":"counter"})");
+  for (int i = 0; i < 3; ++i)
+    a.call("POST", "/v1/agents/mover/inbox", std::to_string(i));
+  REQUIRE(a.n->wait_idle(10s));
+  auto bundle = a.call("GET", "/v1/agents/mover/fs/memory/export");
+  REQUIRE(bundle.status == 200);
+  CHECK(bundle.content_type == "application/octet-stream");
+
+  api_fixture b;
+  auto imported = b.call("POST", "/v1/agents/import", bundle.body);
+  REQUIRE(imported.status == 201);
+  CHECK(b.n->state<test::counter_state>("mover")->count == 3);
+  CHECK(parse(b.call("GET", "/v1/agents/mover/fs/logs/trajectory?verify=1")).at("ok").as_bool());
+  CHECK(b.call("POST", "/v1/agents/import", bundle.body).status == 409);
+  // It keeps ticking on the new node, with its sequence numbers.
+  CHECK(parse(b.call("POST", "/v1/agents/mover/inbox", "9")).at("seq").as_int64() == 5);
+  REQUIRE(b.n->wait_idle(10s));
+  CHECK(b.n->state<test::counter_state>("mover")->count == 4);
+  // Garbage is refused without a trace.
+  CHECK(b.call("POST", "/v1/agents/import", "garbage").status == 400);
+}
+
+TEST_CASE("metrics are Prometheus text") {
+  api_fixture f;
+  f.call("POST", "/v1/agents", R"({"id":"c","type":"counter"})");
+  REQUIRE(f.n->wait_idle(10s));
+  auto m = f.call("GET", "/metrics", {}, "");
+  CHECK(m.status == 200);
+  CHECK(m.body.find("ticktock_ticks_total{outcome=\"ok\"} 1") != std::string::npos);
+  CHECK(m.body.find("ticktock_tick_latency_seconds_bucket") != std::string::npos);
+  CHECK(m.body.find("ticktock_http_requests_total{route=\"/v1/agents\",status=\"201\"} 1")
+        != std::string::npos);
+}
