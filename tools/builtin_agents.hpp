@@ -31,9 +31,17 @@ struct echo_state {
   std::uint64_t echoed = 0;
 };
 
-/// `echo`: emits every message to its outbox and answers HTTP with the body.
+/// `echo`: emits every message to its outbox, answers HTTP with the body and
+/// WebSocket frames with the same frame.
 struct echo_agent : agent<echo_state> {
   void on_trigger(context& ctx, const trigger& t) override {
+    if (auto ev = ws_event::from(t)) {
+      if (ev->event == ws_event::kind::frame) {
+        ++state().echoed;
+        ctx.ws_send(ev->connection, ev->data, ev->binary);
+      }
+      return;
+    }
     if (auto req = http_request::from(t)) {
       ++state().echoed;
       auto type = req->header("content-type");

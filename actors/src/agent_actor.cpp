@@ -162,6 +162,7 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   ev.outbox_next = st.host->meta().outbox_next;
   ev.outbox_count = attempt.outbox_count;
   ev.reply = std::move(attempt.reply);
+  ev.ws = std::move(attempt.ws);
   ev.latency = std::chrono::duration_cast<std::chrono::microseconds>(
     std::chrono::steady_clock::now() - attempt.started);
   // Observers run before the entry counts as consumed, so whoever returns

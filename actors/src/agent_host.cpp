@@ -145,6 +145,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     next.retry_attempts = 0;
     next.summary = agent_->summary();
     a.reply = std::move(fx.reply);
+    a.ws = std::move(fx.ws);
     op.consume_seq = entry.seq;
     for (auto& ev : fx.outbox)
       op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev)});

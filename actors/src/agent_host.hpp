@@ -33,6 +33,8 @@ struct tick_attempt {
   storage::hash256 state_hash{};
   /// The reply to an http trigger, sent after the commit.
   std::optional<http_reply> reply;
+  /// Frames for WebSocket connections, sent after the commit.
+  std::vector<ws_message> ws;
   std::chrono::steady_clock::time_point started;
   std::uint32_t outbox_count = 0;
 };

@@ -10,8 +10,11 @@
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/beast.hpp>
+#include <boost/beast/websocket.hpp>
 
 #include <atomic>
+#include <deque>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -21,6 +24,7 @@
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 
 namespace ticktock::drivers {
@@ -38,6 +42,50 @@ std::string lower(std::string_view s) {
 
 }  // namespace
 
+// One WebSocket connection. The reader coroutine and the writes run on the
+// connection's strand; writes are queued, one in flight (as in Beast's
+// chat-multi example).
+struct ws_connection : std::enable_shared_from_this<ws_connection> {
+  explicit ws_connection(beast::tcp_stream&& s) : ws(std::move(s)) {}
+  websocket::stream<beast::tcp_stream> ws;
+  std::deque<ws_message> queue;
+  bool writing = false;
+  bool closed = false;
+
+  void send(ws_message m) {
+    if (closed)
+      return;
+    queue.push_back(std::move(m));
+    if (!writing)
+      write_next();
+  }
+
+  void write_next() {
+    if (queue.empty() || closed) {
+      writing = false;
+      return;
+    }
+    writing = true;
+    auto& m = queue.front();
+    auto self = shared_from_this();
+    if (m.close) {
+      closed = true;
+      ws.async_close(websocket::close_code::normal, [self](beast::error_code) {});
+      return;
+    }
+    ws.binary(m.binary);
+    ws.async_write(asio::buffer(m.data), [self](beast::error_code ec, std::size_t) {
+      self->queue.pop_front();
+      if (ec) {
+        self->closed = true;
+        self->writing = false;
+        return;
+      }
+      self->write_next();
+    });
+  }
+};
+
 struct http_server::impl {
   node& n;
   http_options options;
@@ -50,6 +98,63 @@ struct http_server::impl {
   // SSE followers, woken on ticks of their agent.
   std::mutex followers_mtx;
   std::multimap<std::string, std::shared_ptr<asio::steady_timer>> followers;
+
+  // Open WebSocket connections by id.
+  std::mutex ws_mtx;
+  std::map<std::string, std::shared_ptr<ws_connection>> ws_conns;
+  std::atomic<std::uint64_t> next_ws{1};
+
+  void deliver_ws(const tick_event& ev) {
+    std::lock_guard<std::mutex> guard{ws_mtx};
+    for (auto& m : ev.ws) {
+      auto i = ws_conns.find(m.connection);
+      if (i == ws_conns.end())
+        continue;  // closed meanwhile: the frame is dropped
+      auto c = i->second;
+      asio::post(c->ws.get_executor(), [c, m]() mutable { c->send(std::move(m)); });
+    }
+  }
+
+  void ws_trigger(const std::string& agent, ws_event ev) {
+    send_options opts;
+    opts.kind = trigger_kind::ws;
+    n.send_async(agent, ev.encode(), opts, nullptr);
+  }
+
+  asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
+                                   std::string agent) {
+    stream.expires_never();
+    auto conn = std::make_shared<ws_connection>(std::move(stream));
+    conn->ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    conn->ws.read_message_max(options.max_body_bytes);
+    auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
+    if (ec)
+      co_return;
+    auto id = "ws-" + std::to_string(next_ws++);
+    {
+      std::lock_guard<std::mutex> guard{ws_mtx};
+      ws_conns.emplace(id, conn);
+    }
+    log("event=ws_open agent=" + agent + " connection=" + id);
+    ws_trigger(agent, {ws_event::kind::open, id, {}, false});
+    beast::flat_buffer buffer;
+    for (;;) {
+      auto [rec, n_read] = co_await conn->ws.async_read(buffer, use_nothrow);
+      (void)n_read;
+      if (rec)
+        break;
+      ws_trigger(agent, {ws_event::kind::frame, id, beast::buffers_to_string(buffer.data()),
+                         !conn->ws.got_text()});
+      buffer.consume(buffer.size());
+    }
+    conn->closed = true;
+    {
+      std::lock_guard<std::mutex> guard{ws_mtx};
+      ws_conns.erase(id);
+    }
+    ws_trigger(agent, {ws_event::kind::close, id, {}, false});
+    log("event=ws_close agent=" + agent + " connection=" + id);
+  }
 
   // Declared last so they are destroyed first: destroying the io_context
   // destroys suspended session coroutines, which still use the members above.
@@ -143,7 +248,9 @@ struct http_server::impl {
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
         metrics.count("transport", r.status);
         log("event=http status=" + std::to_string(r.status) + " error=\"" + ec.message() + "\"");
-        co_await write(stream, r, false, 11);
+        // A timed-out stream is already closed: the slow client is just cut.
+        if (ec != beast::error::timeout)
+          co_await write(stream, r, false, 11);
         break;
       }
       auto msg = parser.release();
@@ -167,6 +274,10 @@ struct http_server::impl {
       auto path = req.target.substr(0, req.target.find('?'));
       log("event=http request_id=" + req.request_id + " method=" + req.method + " path=" + path
           + " status=" + std::to_string(res.status) + " us=" + std::to_string(us));
+      if (res.status == 101 && websocket::is_upgrade(msg)) {
+        co_await ws_session(std::move(stream), std::move(msg), res.stream_agent);
+        co_return;
+      }
       if (res.stream != stream_kind::none) {
         co_await stream_events(stream, res, msg.version());
         break;
@@ -283,7 +394,11 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
                                            + std::to_string(p->options.port) + ": " + ec.message()};
   auto* raw = p.get();
   // Every tick may matter to a follower (outbox events, the trace).
-  p->observer = n.add_tick_observer([raw](const tick_event& ev) { raw->wake_followers(ev.agent); });
+  p->observer = n.add_tick_observer([raw](const tick_event& ev) {
+    raw->wake_followers(ev.agent);
+    if (!ev.ws.empty())
+      raw->deliver_ws(ev);
+  });
   asio::co_spawn(p->io, p->accept_loop(), asio::detached);
   for (std::size_t i = 0; i < std::max<std::size_t>(1, p->options.threads); ++i)
     p->threads.emplace_back([raw] { raw->io.run(); });

@@ -169,6 +169,13 @@ response method_not_allowed(std::string_view allowed) {
   return r;
 }
 
+bool lower_contains(std::string_view haystack, std::string_view needle) {
+  std::string h{haystack};
+  for (auto& c : h)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return h.find(needle) != std::string::npos;
+}
+
 // Blocks until an http trigger's committed reply arrives.
 struct reply_waiter {
   std::mutex mtx;
@@ -585,6 +592,20 @@ response router::agent(const request& req, const std::string& id, std::string_vi
   if (seg == "inbox" && rest.empty()) {
     auto r = req.method == "POST" ? enqueue(req, id) : method_not_allowed("POST");
     r.route = "/v1/agents/{id}/inbox";
+    return r;
+  }
+  if (seg == "ws" && rest.empty()) {
+    response r;
+    if (req.method != "GET")
+      r = method_not_allowed("GET");
+    else if (lower_contains(req.header("upgrade"), "websocket")) {
+      r.status = 101;  // the server upgrades the connection
+      r.stream_agent = id;
+    } else {
+      r = error_response(426, "UPGRADE_REQUIRED", "this is a WebSocket endpoint");
+      r.headers.emplace_back("Upgrade", "websocket");
+    }
+    r.route = "/v1/agents/{id}/ws";
     return r;
   }
   if (seg == "fs") {

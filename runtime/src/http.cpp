@@ -52,4 +52,26 @@ std::optional<std::string_view> http_request::header(std::string_view name) cons
   return std::nullopt;
 }
 
+std::string ws_event::encode() const {
+  encoder e;
+  save_value(e, static_cast<std::uint8_t>(event));
+  save_value(e, connection);
+  save_value(e, data);
+  save_value(e, binary);
+  return e.take();
+}
+
+std::optional<ws_event> ws_event::from(const trigger& t) {
+  if (t.kind != trigger_kind::ws)
+    return std::nullopt;
+  decoder d{t.payload};
+  ws_event ev;
+  std::uint8_t k = 0;
+  if (!load_value(d, k) || k > 2 || !load_value(d, ev.connection) || !load_value(d, ev.data)
+      || !load_value(d, ev.binary) || !d.at_end())
+    return std::nullopt;
+  ev.event = static_cast<kind>(k);
+  return ev;
+}
+
 }  // namespace ticktock

@@ -98,6 +98,8 @@ struct tick_event {
   std::uint32_t outbox_count = 0;
   /// The tick's answer to an http trigger.
   std::optional<http_reply> reply;
+  /// Frames the tick sends to WebSocket connections.
+  std::vector<ws_message> ws;
   /// From the start of the attempt to its commit.
   std::chrono::microseconds latency{0};
 };

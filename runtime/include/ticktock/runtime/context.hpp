@@ -61,6 +61,7 @@ struct effects {
   std::vector<std::string> logs;
   std::optional<std::string> failure;  ///< set by ctx.fail()
   std::optional<http_reply> reply;     ///< set by ctx.reply()
+  std::vector<ws_message> ws;          ///< set by ctx.ws_send / ws_close
 
   bool empty() const {
     return outbox.empty() && messages.empty() && alarms.empty() && goals.empty()
@@ -156,6 +157,16 @@ public:
   /// Without a reply the request gets 204. The last call wins.
   void reply(std::uint16_t status, std::string body, http_headers headers = {}) {
     effects_.reply = http_reply{status, std::move(headers), std::move(body)};
+  }
+
+  /// Sends a frame to WebSocket connection `connection` (from a ws trigger)
+  /// after the commit. Frames to a connection that closed are dropped.
+  void ws_send(std::string connection, std::string data, bool binary = false) {
+    effects_.ws.push_back({std::move(connection), std::move(data), binary, false});
+  }
+  /// Closes a WebSocket connection after the commit.
+  void ws_close(std::string connection) {
+    effects_.ws.push_back({std::move(connection), {}, false, true});
   }
 
   /// Adds a line to this tick's trajectory record.

@@ -42,4 +42,28 @@ struct http_reply {
   std::string body;
 };
 
+/// A WebSocket event delivered to an agent as a `ws` trigger. Connections
+/// belong to the driver, not to the agent's actor: they stay open while the
+/// agent hibernates, and a frame wakes it.
+struct ws_event {
+  enum class kind : std::uint8_t { open = 0, frame = 1, close = 2 };
+  ws_event::kind event = kind::frame;
+  std::string connection;  ///< the connection's id, for ctx.ws_send
+  std::string data;        ///< frame payload
+  bool binary = false;
+
+  std::string encode() const;
+  /// Decodes the payload of a `ws` trigger; nullopt if `t` is not one.
+  static std::optional<ws_event> from(const trigger& t);
+};
+
+/// A frame (or a close) a tick sends to a WebSocket connection; sent after
+/// the commit.
+struct ws_message {
+  std::string connection;
+  std::string data;
+  bool binary = false;
+  bool close = false;
+};
+
 }  // namespace ticktock

@@ -1,0 +1,166 @@
+// The HTTP server over real sockets on 127.0.0.1, with a Beast client.
+
+#include <catch2/catch.hpp>
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include "../temp_dir.hpp"
+#include "ticktock/drivers/http_server.hpp"
+#include "ticktock/ticktock.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using namespace ticktock;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct ws_echo_state {
+  std::uint64_t frames = 0;
+  std::vector<std::string> events;
+};
+// Echoes frames upper-cased; records open/close.
+struct ws_echo : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    auto ev = ws_event::from(t);
+    if (!ev)
+      return;
+    if (ev->event == ws_event::kind::open)
+      state().events.push_back("open");
+    if (ev->event == ws_event::kind::close)
+      state().events.push_back("close");
+    if (ev->event == ws_event::kind::frame) {
+      ++state().frames;
+      auto up = ev->data;
+      for (auto& c : up)
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      ctx.ws_send(ev->connection, up);
+      if (ev->data == "bye")
+        ctx.ws_close(ev->connection);
+    }
+  }
+};
+
+struct server_fixture {
+  test::temp_dir dir;
+  std::unique_ptr<node> n;
+  std::unique_ptr<drivers::http_server> server;
+
+  server_fixture() {
+    agent_registry r;
+    r.add<ws_echo>("ws-echo");
+    node_options o;
+    o.data_dir = dir.path();
+    o.threads = 2;
+    n = std::move(*node::open(o, std::move(r)));
+    drivers::http_options h;
+    h.port = 0;
+    h.admin_token = "secret";
+    h.max_body_bytes = 4096;
+    h.read_timeout = 500ms;
+    server = std::move(*drivers::http_server::start(*n, h));
+  }
+};
+
+http::response<http::string_body> roundtrip(std::uint16_t port, http::request<http::string_body> req) {
+  asio::io_context io;
+  beast::tcp_stream s{io};
+  s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), port});
+  req.set(http::field::host, "127.0.0.1");
+  req.prepare_payload();
+  http::write(s, req);
+  beast::flat_buffer b;
+  http::response<http::string_body> res;
+  http::read(s, b, res);
+  return res;
+}
+
+}  // namespace
+
+TEST_CASE("a WebSocket connection outlives its agent's hibernation and wakes it") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  asio::io_context io;
+  websocket::stream<tcp::socket> ws{io};
+  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  ws.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
+    req.set(http::field::authorization, "Bearer secret");
+  }));
+  ws.handshake("127.0.0.1", "/v1/agents/w/ws");
+  beast::flat_buffer buf;
+  ws.write(asio::buffer(std::string{"hello"}));
+  ws.read(buf);
+  CHECK(beast::buffers_to_string(buf.data()) == "HELLO");
+  buf.consume(buf.size());
+
+  REQUIRE_FALSE(f.n->hibernate("w"));
+  for (int i = 0; i < 400 && f.n->status("w")->state != agent_state::hibernated; ++i)
+    std::this_thread::sleep_for(5ms);  // bounded: hibernation is asynchronous
+  REQUIRE(f.n->status("w")->state == agent_state::hibernated);
+
+  ws.write(asio::buffer(std::string{"again"}));
+  ws.read(buf);
+  CHECK(beast::buffers_to_string(buf.data()) == "AGAIN");
+  buf.consume(buf.size());
+
+  ws.write(asio::buffer(std::string{"bye"}));
+  ws.read(buf);
+  CHECK(beast::buffers_to_string(buf.data()) == "BYE");
+  beast::error_code ec;
+  ws.read(buf, ec);  // the agent closed the connection
+  CHECK(ec == websocket::error::closed);
+  REQUIRE(f.n->wait_idle(10s));
+  auto s = f.n->state<ws_echo_state>("w");
+  CHECK(s->frames == 3);
+  CHECK(s->events == std::vector<std::string>{"open", "close"});
+}
+
+TEST_CASE("a WebSocket upgrade needs a token and a known agent") {
+  server_fixture f;
+  f.n->create("w", "ws-echo");
+  asio::io_context io;
+  websocket::stream<tcp::socket> ws{io};
+  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  beast::error_code ec;
+  websocket::response_type res;
+  ws.handshake(res, "127.0.0.1", "/v1/agents/w/ws", ec);
+  CHECK(ec);
+  CHECK(res.result_int() == 401);
+  http::request<http::string_body> plain{http::verb::get, "/v1/agents/w/ws?token=secret", 11};
+  CHECK(roundtrip(f.server->port(), plain).result_int() == 426);
+}
+
+TEST_CASE("transport limits: body size, header size, slow clients") {
+  server_fixture f;
+  f.n->create("w", "ws-echo");
+  http::request<http::string_body> big{http::verb::post, "/v1/agents/w/inbox", 11};
+  big.set(http::field::authorization, "Bearer secret");
+  big.body() = std::string(5000, 'x');
+  CHECK(roundtrip(f.server->port(), big).result_int() == 413);
+
+  http::request<http::string_body> heavy{http::verb::get, "/healthz", 11};
+  heavy.set("X-Filler", std::string(20000, 'y'));
+  CHECK(roundtrip(f.server->port(), heavy).result_int() == 431);
+
+  // Half a request, then silence: the connection is cut after the read
+  // timeout (the stream's deadline closes the socket, so no 408 can follow).
+  asio::io_context io;
+  tcp::socket s{io};
+  s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  asio::write(s, asio::buffer(std::string{"GET /healthz HTTP/1.1\r\nHost: x\r\n"}));
+  beast::flat_buffer b;
+  http::response<http::string_body> res;
+  beast::error_code ec;
+  auto before = std::chrono::steady_clock::now();
+  http::read(s, b, res, ec);
+  CHECK(ec);
+  CHECK(std::chrono::steady_clock::now() - before < 5s);
+
+  http::request<http::string_body> ok{http::verb::get, "/healthz", 11};
+  CHECK(roundtrip(f.server->port(), ok).result_int() == 200);
+}
