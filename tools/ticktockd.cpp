@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include <sstream>
 
 #include <ticktock/drivers/http_server.hpp>
+#include <ticktock/runtime/plugin.hpp>
 #include <ticktock/ticktock.hpp>
 
 #include "builtin_agents.hpp"
@@ -163,6 +165,10 @@ int main(int argc, char** argv) {
      "ms a request may take to arrive; slower clients get 408")
     ("max-connections", po::value<std::size_t>()->default_value(1024),
      "open HTTP connections; more get 503")
+    ("plugin", po::value<std::vector<std::string>>()->composing(),
+     "shared library with agent types (repeatable; see ticktock/runtime/plugin.h)")
+    ("quiet", po::bool_switch(),
+     "no per-request and per-tick log lines (start, stop and token lines stay)")
     ("demo", po::bool_switch(), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
@@ -240,7 +246,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: --read-timeout and --max-connections must be positive\n");
     return 2;
   }
-  http.log = log_line;
+  bool quiet = vm["quiet"].as<bool>();
+  if (!quiet)
+    http.log = log_line;
 
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop_signals;
@@ -249,7 +257,21 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto node = ticktock::node::open(opts, ticktock::builtin::registry());
+  auto registry = ticktock::builtin::registry();
+  if (vm.count("plugin"))
+    for (auto& path : vm["plugin"].as<std::vector<std::string>>()) {
+      auto before = registry.names();
+      if (auto err = ticktock::load_plugin(path, registry)) {
+        std::fprintf(stderr, "ticktockd: %s\n", err.to_string().c_str());
+        return 1;
+      }
+      std::string added;
+      for (auto& name : registry.names())
+        if (std::find(before.begin(), before.end(), name) == before.end())
+          added += (added.empty() ? "" : ",") + name;
+      log_line("event=plugin path=" + path + " types=" + added);
+    }
+  auto node = ticktock::node::open(opts, std::move(registry));
   if (!node) {
     std::fprintf(stderr, "ticktockd: %s\n", node.error_value().to_string().c_str());
     return 1;
@@ -263,15 +285,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: %s\n", e.what());
     return 1;
   }
-  n.set_tick_observer([](const ticktock::tick_event& ev) {
-    std::string line = "event=tick agent=" + ev.agent + " tick=" + std::to_string(ev.tick)
-                       + " trigger=" + std::string{ticktock::to_string(ev.kind)}
-                       + " seq=" + std::to_string(ev.trigger_seq)
-                       + " outcome=" + std::string{ticktock::storage::to_string(ev.outcome)};
-    if (!ev.error.empty())
-      line += " error=\"" + ev.error + "\"";
-    log_line(line);
-  });
+  if (!quiet)
+    n.set_tick_observer([](const ticktock::tick_event& ev) {
+      std::string line = "event=tick agent=" + ev.agent + " tick=" + std::to_string(ev.tick)
+                         + " trigger=" + std::string{ticktock::to_string(ev.kind)}
+                         + " seq=" + std::to_string(ev.trigger_seq)
+                         + " outcome=" + std::string{ticktock::storage::to_string(ev.outcome)};
+      if (!ev.error.empty())
+        line += " error=\"" + ev.error + "\"";
+      log_line(line);
+    });
   auto server = ticktock::drivers::http_server::start(n, http);
   if (!server) {
     std::fprintf(stderr, "ticktockd: %s\n", server.error_value().to_string().c_str());
@@ -300,6 +323,10 @@ int main(int argc, char** argv) {
   }
   log_line("event=stop signal=" + std::to_string(sig));
   (*server)->stop();
+  // Drain: let accepted triggers tick before stopping (bounded; what is left
+  // stays in the durable inboxes for the next start).
+  bool drained = n.wait_idle(std::chrono::seconds{5});
+  log_line(std::string{"event=drain complete="} + (drained ? "true" : "false"));
   n.shutdown();
   log_line("event=stopped");
   return 0;

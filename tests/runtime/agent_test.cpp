@@ -98,3 +98,21 @@ TEST_CASE("trigger kinds have stable names") {
   CHECK(parse_trigger_kind("alarm") == trigger_kind::alarm);
   CHECK_FALSE(parse_trigger_kind("bogus"));
 }
+
+#include "ticktock/runtime/plugin.hpp"
+
+TEST_CASE("a plugin registers its agent types through the C entry point") {
+  agent_registry r;
+  REQUIRE_FALSE(load_plugin(TICKTOCK_EXAMPLE_PLUGIN, r));
+  CHECK(r.contains("greeter"));
+  auto a = r.make("greeter");
+  REQUIRE(a);
+  // Loading it again into the same registry is refused (the type exists).
+  CHECK(load_plugin(TICKTOCK_EXAMPLE_PLUGIN, r).code() == errc::invalid_argument);
+  auto missing = load_plugin("/nonexistent/libnothing.so", r);
+  CHECK(missing.code() == errc::invalid_argument);
+  CHECK(missing.message().find("/nonexistent/libnothing.so") != std::string::npos);
+  // A library without the entry point is refused with a clear reason.
+  auto not_plugin = load_plugin("libm.so.6", r);
+  CHECK(not_plugin.message().find("ticktock_plugin_register") != std::string::npos);
+}

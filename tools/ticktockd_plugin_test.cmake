@@ -1,0 +1,25 @@
+# ticktockd --plugin loads the example plugin's types; a bad plugin path is a
+# clear startup error with exit code 1.
+file(REMOVE_RECURSE ${WORK})
+execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --listen 127.0.0.1:0 --plugin ${PLUGIN}
+                        --exit-after-ms 300
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "ticktockd --plugin exited with ${rc}: ${err}\n${out}")
+endif()
+string(FIND "${out}" "event=plugin" pos)
+string(FIND "${out}" "types=greeter" pos2)
+if(pos EQUAL -1 OR pos2 EQUAL -1)
+  message(FATAL_ERROR "the plugin's types were not reported:\n${out}")
+endif()
+execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --listen 127.0.0.1:0 --plugin /nonexistent.so
+                        --exit-after-ms 300
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
+if(NOT rc EQUAL 1)
+  message(FATAL_ERROR "a missing plugin should exit 1, got ${rc}")
+endif()
+string(FIND "${err}" "/nonexistent.so" pos)
+if(pos EQUAL -1)
+  message(FATAL_ERROR "the error does not name the plugin: ${err}")
+endif()
+file(REMOVE_RECURSE ${WORK})
