@@ -97,7 +97,12 @@ struct http_server::impl {
 
   // SSE followers, woken on ticks of their agent.
   std::mutex followers_mtx;
-  std::multimap<std::string, std::shared_ptr<asio::steady_timer>> followers;
+  struct follower {
+    explicit follower(asio::any_io_executor ex) : timer(ex) {}
+    asio::steady_timer timer;
+    std::atomic<bool> dirty{false};  // a tick happened since the last read
+  };
+  std::multimap<std::string, std::shared_ptr<follower>> followers;
 
   // Open WebSocket connections by id.
   std::mutex ws_mtx;
@@ -178,8 +183,10 @@ struct http_server::impl {
   void wake_followers(const std::string& agent) {
     std::lock_guard<std::mutex> guard{followers_mtx};
     auto [b, e] = followers.equal_range(agent);
-    for (auto i = b; i != e; ++i)
-      asio::post(i->second->get_executor(), [t = i->second] { t->cancel(); });
+    for (auto i = b; i != e; ++i) {
+      i->second->dirty = true;
+      asio::post(i->second->timer.get_executor(), [f = i->second] { f->timer.cancel(); });
+    }
   }
 
   asio::awaitable<void> accept_loop() {
@@ -306,14 +313,14 @@ struct http_server::impl {
     (void)n_head;
     if (ec)
       co_return;
-    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
+    auto me = std::make_shared<follower>(co_await asio::this_coro::executor);
     {
       std::lock_guard<std::mutex> guard{followers_mtx};
-      followers.emplace(r.stream_agent, timer);
+      followers.emplace(r.stream_agent, me);
     }
     struct unfollow {
       impl& self;
-      std::shared_ptr<asio::steady_timer> t;
+      std::shared_ptr<follower> t;
       std::string agent;
       ~unfollow() {
         std::lock_guard<std::mutex> guard{self.followers_mtx};
@@ -324,7 +331,7 @@ struct http_server::impl {
             break;
           }
       }
-    } cleanup{*this, timer, r.stream_agent};
+    } cleanup{*this, me, r.stream_agent};
     auto next = r.stream_from;
     std::uint64_t last_tick = 0;
     if (r.stream == stream_kind::trace)
@@ -332,10 +339,13 @@ struct http_server::impl {
         last_tick = s->last_tick;
     for (;;) {
       std::string chunk;
+      bool more = false;  // a full page: read again without waiting
+      me->dirty = false;
       if (r.stream == stream_kind::outbox) {
         auto events = n.outbox(r.stream_agent, next, 256);
         if (!events)
           co_return;
+        more = events->size() == 256;
         for (auto& e : *events) {
           chunk += "id: " + std::to_string(e.seq) + "\nevent: outbox\ndata: ";
           for (char c : e.payload)
@@ -361,8 +371,10 @@ struct http_server::impl {
       (void)wn;
       if (wec)
         co_return;
-      timer->expires_after(std::chrono::seconds{15});
-      co_await timer->async_wait(use_nothrow);
+      if (more || me->dirty)
+        continue;
+      me->timer.expires_after(std::chrono::seconds{15});
+      co_await me->timer.async_wait(use_nothrow);
       if (!acceptor.is_open())
         co_return;
     }

@@ -176,14 +176,50 @@ bool lower_contains(std::string_view haystack, std::string_view needle) {
   return h.find(needle) != std::string::npos;
 }
 
-// Blocks until an http trigger's committed reply arrives.
-struct reply_waiter {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::optional<tick_event> event;
-};
 
 }  // namespace
+
+// -- reply hub -----------------------------------------------------------------
+
+reply_hub::reply_hub(node& n) : node_(n) {
+  observer_ = node_.add_tick_observer([this](const tick_event& ev) { on_tick(ev); });
+}
+
+reply_hub::~reply_hub() { node_.remove_tick_observer(observer_); }
+
+void reply_hub::on_tick(const tick_event& ev) {
+  if (ev.kind != trigger_kind::http || ev.outcome == storage::outcome::failed)
+    return;
+  std::lock_guard<std::mutex> guard{mtx_};
+  key k{ev.agent, ev.trigger_seq};
+  if (auto i = waiting_.find(k); i != waiting_.end()) {
+    i->second->event = ev;
+    cv_.notify_all();
+    return;
+  }
+  // The tick committed before its requester started waiting: keep the reply
+  // for it (bounded; a requester that gave up never claims its reply).
+  unclaimed_.emplace(k, ev);
+  order_.push_back(k);
+  while (order_.size() > max_unclaimed) {
+    unclaimed_.erase(order_.front());
+    order_.pop_front();
+  }
+}
+
+std::optional<tick_event> reply_hub::wait(const key& k, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock{mtx_};
+  if (auto i = unclaimed_.find(k); i != unclaimed_.end()) {
+    auto ev = std::move(i->second);
+    unclaimed_.erase(i);
+    return ev;
+  }
+  slot s;
+  waiting_.emplace(k, &s);
+  cv_.wait_for(lock, timeout, [&] { return s.event.has_value(); });
+  waiting_.erase(k);
+  return std::move(s.event);
+}
 
 // -- errors ------------------------------------------------------------------
 
@@ -244,7 +280,8 @@ std::string request_metrics::prometheus() const {
 // -- router ------------------------------------------------------------------
 
 router::router(node& n, router_options options, request_metrics& metrics)
-  : node_(n), options_(std::move(options)), authority_(options_.node_key), metrics_(metrics) {}
+  : node_(n), options_(std::move(options)), authority_(options_.node_key), metrics_(metrics),
+    replies_(n) {}
 
 std::vector<std::string> router::routes() {
   return {
@@ -886,6 +923,11 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     auto n = node_.requeue(id, ids);
     return route(n ? json_response(200, json::object{{"requeued", *n}}) : error_response(n.error_value()));
   }
+  if (name == "logs" && parts.size() == 1) {
+    if (m != "GET")
+      return route(method_not_allowed("GET"));
+    return route(json_response(200, json::object{{"entries", json::array{"trace", "trajectory"}}}));
+  }
   if (name == "logs" && parts.size() >= 2) {
     if (m != "GET")
       return route(method_not_allowed("GET"));
@@ -954,54 +996,17 @@ response router::agent_route(const request& req, const std::string& id, std::str
     if (k != "authorization" && k != "cookie")
       hr.headers.emplace_back(k, v);
   hr.body = req.body;
-  auto waiter = std::make_shared<reply_waiter>();
-  std::uint64_t seq = 0;
-  // Register before sending so the committed tick cannot be missed; filter
-  // by (agent, seq) once the seq is known.
-  std::mutex seq_mtx;
-  bool seq_known = false;
-  std::vector<tick_event> early;
-  auto obs = node_.add_tick_observer([&, waiter](const tick_event& ev) {
-    if (ev.agent != id || ev.kind != trigger_kind::http
-        || ev.outcome == storage::outcome::failed)
-      return;
-    std::lock_guard<std::mutex> g{seq_mtx};
-    if (!seq_known) {
-      early.push_back(ev);
-      return;
-    }
-    if (ev.trigger_seq != seq)
-      return;
-    std::lock_guard<std::mutex> g2{waiter->mtx};
-    waiter->event = ev;
-    waiter->cv.notify_all();
-  });
   send_options opts;
   opts.kind = trigger_kind::http;
   auto sent = node_.send(id, hr.encode(), opts);
-  if (!sent) {
-    node_.remove_tick_observer(obs);
+  if (!sent)
     return error_response(sent.error_value());
-  }
-  {
-    std::lock_guard<std::mutex> g{seq_mtx};
-    seq = sent->seq;
-    seq_known = true;
-    for (auto& ev : early)
-      if (ev.trigger_seq == seq) {
-        std::lock_guard<std::mutex> g2{waiter->mtx};
-        waiter->event = ev;
-      }
-  }
-  std::unique_lock<std::mutex> lock{waiter->mtx};
-  bool got = waiter->cv.wait_for(lock, options_.reply_timeout, [&] { return waiter->event.has_value(); });
-  lock.unlock();
-  node_.remove_tick_observer(obs);
-  if (!got)
+  auto event = replies_.wait({id, sent->seq}, options_.reply_timeout);
+  if (!event)
     return error_response(504, "REPLY_TIMEOUT",
                           "the agent did not answer within the reply timeout; the request stays "
-                          "in its inbox (seq " + std::to_string(seq) + ")");
-  auto& ev = *waiter->event;
+                          "in its inbox (seq " + std::to_string(sent->seq) + ")");
+  auto& ev = *event;
   if (ev.outcome == storage::outcome::deadlettered)
     return error_response(500, "TICK_FAILED", ev.error);
   response r;

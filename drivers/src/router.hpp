@@ -5,6 +5,8 @@
 // socket. http_server.cpp adapts Beast to this.
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -13,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ticktock/actors/options.hpp"
 #include "ticktock/runtime/error.hpp"
 #include "tokens.hpp"
 
@@ -68,6 +71,32 @@ private:
   std::map<std::pair<std::string, unsigned>, std::uint64_t> counts_;
 };
 
+/// Hands the committed replies of http triggers to the requests waiting for
+/// them: one tick observer for all requests, keyed by (agent, inbox seq).
+class reply_hub {
+public:
+  using key = std::pair<std::string, std::uint64_t>;
+  explicit reply_hub(node& n);
+  ~reply_hub();
+  /// The committed (or deadlettered) tick of trigger `k`, or nullopt on timeout.
+  std::optional<tick_event> wait(const key& k, std::chrono::milliseconds timeout);
+
+private:
+  struct slot {
+    std::optional<tick_event> event;
+  };
+  static constexpr std::size_t max_unclaimed = 4096;
+  void on_tick(const tick_event& ev);
+
+  node& node_;
+  std::uint64_t observer_ = 0;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::map<key, slot*> waiting_;
+  std::map<key, tick_event> unclaimed_;
+  std::deque<key> order_;
+};
+
 struct router_options {
   std::string admin_token;
   /// Ed25519 secret key (64 bytes) that signs capability tokens; empty: an
@@ -117,6 +146,7 @@ private:
   router_options options_;
   token_authority authority_;
   request_metrics& metrics_;
+  reply_hub replies_;
 };
 
 }  // namespace ticktock::drivers
