@@ -11,6 +11,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/beast.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/json.hpp>
 
 #include <atomic>
 #include <deque>
@@ -191,13 +192,16 @@ struct http_server::impl {
 
   asio::awaitable<void> accept_loop() {
     for (;;) {
-      auto [ec, sock] = co_await acceptor.async_accept(use_nothrow);
+      // The socket gets the connection's strand as its executor, so that
+      // everything posted to the connection (WebSocket frames from ticks)
+      // is serialized with its coroutine.
+      auto ex = asio::make_strand(io);
+      auto [ec, sock] = co_await acceptor.async_accept(ex, use_nothrow);
       if (ec) {
         if (ec == asio::error::operation_aborted)
           co_return;
         continue;
       }
-      auto ex = asio::make_strand(io);
       asio::co_spawn(ex, session(beast::tcp_stream{std::move(sock)}), asio::detached);
     }
   }
@@ -286,6 +290,10 @@ struct http_server::impl {
         co_return;
       }
       if (res.stream != stream_kind::none) {
+        if (websocket::is_upgrade(msg)) {
+          co_await stream_ws(std::move(stream), std::move(msg), res);
+          co_return;
+        }
         co_await stream_events(stream, res, msg.version());
         break;
       }
@@ -298,22 +306,12 @@ struct http_server::impl {
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
 
-  // Server-sent events: the outbox from a seq on (resumable with
-  // Last-Event-ID / from_seq), or the live tick trace.
-  asio::awaitable<void> stream_events(beast::tcp_stream& stream, const response& r,
-                                      unsigned version) {
-    http::response<http::empty_body> head{http::status::ok, version};
-    head.set(http::field::server, "ticktockd");
-    head.set(http::field::content_type, "text/event-stream");
-    head.set(http::field::cache_control, "no-cache");
-    head.chunked(true);
-    http::response_serializer<http::empty_body> sr{head};
-    stream.expires_never();
-    auto [ec, n_head] = co_await http::async_write_header(stream, sr, use_nothrow);
-    (void)n_head;
-    if (ec)
-      co_return;
-    auto me = std::make_shared<follower>(co_await asio::this_coro::executor);
+  // Follows a stream (outbox, trace, hud) from r.stream_from on, handing
+  // each batch of events to `send` (SSE chunks or WebSocket frames). Ticks of
+  // the agent wake it; a quiet stream gets a keep-alive every 15 s.
+  asio::awaitable<void> follow(const response& r, std::shared_ptr<follower> me,
+                               const std::function<asio::awaitable<bool>(
+                                 const std::vector<stream_event>&)>& send) {
     {
       std::lock_guard<std::mutex> guard{followers_mtx};
       followers.emplace(r.stream_agent, me);
@@ -332,52 +330,104 @@ struct http_server::impl {
           }
       }
     } cleanup{*this, me, r.stream_agent};
+    constexpr std::size_t page = 256;
     auto next = r.stream_from;
-    std::uint64_t last_tick = 0;
-    if (r.stream == stream_kind::trace)
-      if (auto s = n.status(r.stream_agent))
-        last_tick = s->last_tick;
     for (;;) {
-      std::string chunk;
-      bool more = false;  // a full page: read again without waiting
       me->dirty = false;
-      if (r.stream == stream_kind::outbox) {
-        auto events = n.outbox(r.stream_agent, next, 256);
-        if (!events)
-          co_return;
-        more = events->size() == 256;
-        for (auto& e : *events) {
-          chunk += "id: " + std::to_string(e.seq) + "\nevent: outbox\ndata: ";
-          for (char c : e.payload)
-            chunk += c == '\n' ? std::string{"\ndata: "} : std::string(1, c);
-          chunk += "\n\n";
-          next = e.seq + 1;
-        }
-      } else {
-        auto s = n.status(r.stream_agent);
-        if (!s)
-          co_return;
-        if (s->last_tick > last_tick) {
-          chunk += "id: " + std::to_string(s->last_tick) + "\nevent: tick\ndata: {\"tick\":"
-                   + std::to_string(s->last_tick) + ",\"state\":\"" + std::string{to_string(s->state)}
-                   + "\",\"queue_depth\":" + std::to_string(s->queue_depth) + "}\n\n";
-          last_tick = s->last_tick;
-        }
+      auto events = api.read_stream(r.stream, r.stream_agent, next, page);
+      if (!events)
+        co_return;  // the agent went away
+      if (!events->empty())
+        next = events->back().id + 1;
+      if (!co_await send(*events))
+        co_return;
+      if (events->size() == page || me->dirty)
+        continue;  // more is waiting: no pause
+      me->timer.expires_after(std::chrono::seconds{15});
+      co_await me->timer.async_wait(use_nothrow);
+      if (!acceptor.is_open())
+        co_return;
+    }
+  }
+
+  // Server-sent events, resumable with Last-Event-ID / from_seq.
+  asio::awaitable<void> stream_events(beast::tcp_stream& stream, const response& r,
+                                      unsigned version) {
+    http::response<http::empty_body> head{http::status::ok, version};
+    head.set(http::field::server, "ticktockd");
+    head.set(http::field::content_type, "text/event-stream");
+    head.set(http::field::cache_control, "no-cache");
+    head.chunked(true);
+    http::response_serializer<http::empty_body> sr{head};
+    stream.expires_never();
+    auto [ec, n_head] = co_await http::async_write_header(stream, sr, use_nothrow);
+    (void)n_head;
+    if (ec)
+      co_return;
+    auto me = std::make_shared<follower>(co_await asio::this_coro::executor);
+    co_await follow(r, me, [&](const std::vector<stream_event>& events) -> asio::awaitable<bool> {
+      std::string chunk;
+      for (auto& e : events) {
+        chunk += "id: " + std::to_string(e.id) + "\nevent: " + e.event + "\ndata: ";
+        for (char c : e.data)
+          chunk += c == '\n' ? std::string{"\ndata: "} : std::string(1, c);
+        chunk += "\n\n";
       }
       if (chunk.empty())
         chunk = ": keep-alive\n\n";
       auto [wec, wn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
                                                   use_nothrow);
       (void)wn;
-      if (wec)
-        co_return;
-      if (more || me->dirty)
-        continue;
-      me->timer.expires_after(std::chrono::seconds{15});
-      co_await me->timer.async_wait(use_nothrow);
-      if (!acceptor.is_open())
-        co_return;
-    }
+      co_return !wec;
+    });
+  }
+
+  // The same streams over a WebSocket: one text frame {"id","event","data"}
+  // per event, resumable with ?from_seq=. A reader runs beside the writer so
+  // that the client's close (or a drop) ends the stream at once.
+  asio::awaitable<void> stream_ws(beast::tcp_stream stream, http::request<http::string_body> msg,
+                                  const response& r) {
+    stream.expires_never();
+    struct ws_state {
+      explicit ws_state(beast::tcp_stream&& s) : ws(std::move(s)) {}
+      websocket::stream<beast::tcp_stream> ws;
+      bool closed = false;
+    };
+    auto st = std::make_shared<ws_state>(std::move(stream));
+    st->ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    auto [ec] = co_await st->ws.async_accept(msg, use_nothrow);
+    if (ec)
+      co_return;
+    // The reader wakes the follower when the connection ends.
+    auto me = std::make_shared<follower>(co_await asio::this_coro::executor);
+    asio::co_spawn(
+      co_await asio::this_coro::executor,
+      [st, me]() -> asio::awaitable<void> {
+        beast::flat_buffer b;
+        for (;;) {
+          auto [rec, n] = co_await st->ws.async_read(b, use_nothrow);
+          (void)n;
+          if (rec)
+            break;
+          b.consume(b.size());
+        }
+        st->closed = true;
+        me->timer.cancel();
+      },
+      asio::detached);
+    co_await follow(r, me, [&](const std::vector<stream_event>& events) -> asio::awaitable<bool> {
+      if (st->closed)
+        co_return false;
+      for (auto& e : events) {
+        auto frame = boost::json::serialize(
+          boost::json::object{{"id", e.id}, {"event", e.event}, {"data", e.data}});
+        auto [wec, wn] = co_await st->ws.async_write(asio::buffer(frame), use_nothrow);
+        (void)wn;
+        if (wec)
+          co_return false;
+      }
+      co_return !st->closed;
+    });
   }
 };
 

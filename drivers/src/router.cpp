@@ -736,7 +736,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     parts.push_back(std::move(*dec));
   }
   const auto& m = req.method;
-  auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos;
+  auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos
+                     || lower_contains(req.header("upgrade"), "websocket");
   auto from_seq = [&](std::uint64_t dflt) -> std::optional<std::uint64_t> {
     if (auto i = query.find("from_seq"); i != query.end())
       return parse_u64(i->second);
@@ -754,6 +755,22 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       return static_cast<std::size_t>(*v);
     }
     return std::size_t{1000};
+  };
+  // A stream of trajectory records (trace, hud): live from the next record
+  // unless from_seq / Last-Event-ID say where to resume.
+  auto follow = [&](stream_kind kind) -> response {
+    if (!want_stream)
+      return error_response(406, "STREAM_ONLY",
+                            "this is a stream: send Accept: text/event-stream or open a WebSocket");
+    auto meta = node_.store().get_agent(id);
+    auto from = from_seq(meta ? meta->trajectory_next : 0);
+    if (!from)
+      return error_response(400, "BAD_QUERY", "from_seq and Last-Event-ID are numbers");
+    response r;
+    r.stream = kind;
+    r.stream_agent = id;
+    r.stream_from = *from;
+    return r;
   };
   static const std::vector<std::string> top = {
     "ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "wallet", "compute",
@@ -961,14 +978,13 @@ response router::fs(const request& req, const std::string& id, std::string_view 
         arr.push_back(trajectory_json(r));
       return route(json_response(200, json::object{{"records", std::move(arr)}}));
     }
-    if (parts[1] == "trace" && parts.size() == 2) {
-      response r;
-      r.stream = stream_kind::trace;
-      r.stream_agent = id;
-      if (!want_stream)
-        return route(error_response(406, "STREAM_ONLY", "logs/trace is a stream: send Accept: text/event-stream"));
-      return route(r);
-    }
+    if (parts[1] == "trace" && parts.size() == 2)
+      return route(follow(stream_kind::trace));
+  }
+  if (name == "hud" && parts.size() == 2 && parts[1] == "stream") {
+    if (m != "GET")
+      return route(method_not_allowed("GET"));
+    return route(follow(stream_kind::hud));
   }
   if (name == "mounts" && parts.size() == 1) {
     if (m != "GET")
@@ -982,6 +998,41 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return route(error_response(404, "NOT_YET_AVAILABLE",
                                 "'" + name + "' is part of the agent tree but not served by this version"));
   return route(error_response(404, "NO_SUCH_FILE", "no file '" + name + "' in the agent tree"));
+}
+
+// -- streams -------------------------------------------------------------------
+
+expected<std::vector<stream_event>> router::read_stream(stream_kind kind, const std::string& agent,
+                                                        std::uint64_t from, std::size_t limit) {
+  std::vector<stream_event> out;
+  if (kind == stream_kind::outbox) {
+    auto events = node_.outbox(agent, from, limit);
+    if (!events)
+      return events.error_value();
+    for (auto& e : *events)
+      out.push_back({e.seq, "outbox", std::move(e.payload)});
+    return out;
+  }
+  auto recs = node_.trajectory(agent, from, limit);
+  if (!recs)
+    return recs.error_value();
+  for (auto& r : *recs) {
+    if (kind == stream_kind::trace) {
+      out.push_back({r.index, "tick", to_json(trajectory_json(r))});
+      continue;
+    }
+    // The HUD shows that and how the agent works, never what it works on:
+    // no payloads, errors, logs or hashes.
+    out.push_back({r.index, "tick",
+                   to_json(json::object{{"tick", r.tick},
+                                        {"trigger", std::string{to_string(r.kind)}},
+                                        {"outcome", std::string{storage::to_string(r.outcome)}},
+                                        {"start_us", micros(r.start)},
+                                        {"duration_ns", r.duration_ns},
+                                        {"outbox", r.effects.outbox},
+                                        {"messages", r.effects.messages}})});
+  }
+  return out;
 }
 
 // -- agent-handled routes -------------------------------------------------------

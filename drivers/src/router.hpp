@@ -39,7 +39,20 @@ struct request {
 };
 
 /// Which event stream a streaming response follows.
-enum class stream_kind : std::uint8_t { none, outbox, trace };
+enum class stream_kind : std::uint8_t {
+  none,
+  outbox,  ///< fs/outbox: events by outbox seq
+  trace,   ///< fs/logs/trace: trajectory records as they commit, by index
+  hud,     ///< fs/hud/stream: the same, redacted for public viewers
+};
+
+/// One event of a stream, for SSE ("id:", "event:", "data:") or a WebSocket
+/// frame ({"id","event","data"}).
+struct stream_event {
+  std::uint64_t id = 0;
+  std::string event;
+  std::string data;
+};
 
 struct response {
   unsigned status = 200;
@@ -113,6 +126,10 @@ public:
   /// Handles one request. May block (waiting for durability or an agent's
   /// reply): call it off the I/O threads.
   response handle(const request& req);
+
+  /// Up to `limit` events of a stream from id `from` on.
+  expected<std::vector<stream_event>> read_stream(stream_kind kind, const std::string& agent,
+                                                  std::uint64_t from, std::size_t limit);
 
   /// Every route as "METHOD /path/{param}", for the OpenAPI check.
   static std::vector<std::string> routes();

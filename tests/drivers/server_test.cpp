@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/json.hpp>
 
 #include "../temp_dir.hpp"
 #include "ticktock/drivers/http_server.hpp"
@@ -168,4 +169,37 @@ TEST_CASE("transport limits: body size, header size, slow clients") {
 
   http::request<http::string_body> ok{http::verb::get, "/healthz", 11};
   CHECK(roundtrip(f.server->port(), ok).result_int() == 200);
+}
+
+TEST_CASE("streams are served over WebSocket too, and the HUD is redacted") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE(f.n->wait_idle(10s));
+  asio::io_context io;
+  auto open = [&](const std::string& target) {
+    auto ws = std::make_unique<websocket::stream<tcp::socket>>(io);
+    ws->next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+    ws->handshake("127.0.0.1", target);
+    return ws;
+  };
+  auto trace = open("/v1/agents/w/fs/logs/trace?from_seq=0&token=secret");
+  beast::flat_buffer buf;
+  trace->read(buf);
+  auto frame = boost::json::parse(beast::buffers_to_string(buf.data())).as_object();
+  CHECK(frame.at("id").as_int64() == 0);
+  auto full = boost::json::parse(frame.at("data").as_string()).as_object();
+  CHECK(full.at("trigger").as_string() == "init");
+  CHECK(full.contains("state_hash"));
+
+  auto hud = open("/v1/agents/w/fs/hud/stream?from_seq=0&token=secret");
+  buf.consume(buf.size());
+  hud->read(buf);
+  auto hframe = boost::json::parse(beast::buffers_to_string(buf.data())).as_object();
+  auto redacted = boost::json::parse(hframe.at("data").as_string()).as_object();
+  CHECK(redacted.at("trigger").as_string() == "init");
+  CHECK_FALSE(redacted.contains("state_hash"));
+  CHECK_FALSE(redacted.contains("logs"));
+  CHECK_FALSE(redacted.contains("error"));
+  trace->close(websocket::close_code::normal);
+  hud->close(websocket::close_code::normal);
 }
