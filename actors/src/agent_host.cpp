@@ -62,7 +62,7 @@ std::string agent_host::validate(const effects& fx, time_point now) const {
       return "alarm names are 1 to 256 bytes";
     if (!a.cancel && a.period.count() < 0)
       return "alarm '" + a.name + "' has a negative period";
-    if (!a.cancel && a.period.count() == 0 && a.due < now - std::chrono::hours{24 * 365 * 100})
+    if (!a.cancel && a.due < now - std::chrono::hours{24 * 365 * 100})
       return "alarm '" + a.name + "' is due before the epoch range";
   }
   for (auto* edits : {&fx.goals, &fx.memory})

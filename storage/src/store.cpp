@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <unordered_map>
@@ -68,6 +69,25 @@ std::string encode_counters(const counters& c) {
   keys::put_be64(v, c.inbox_next);
   keys::put_be64(v, c.dead_next);
   return v;
+}
+
+// Alarm times are agent-controlled, so the periodic arithmetic is done in 128
+// bits: in 64 bits `due + period * k` can overflow (undefined behaviour), and a
+// wrapped due time lies in the past and fires the alarm on every pass, forever.
+
+/// `due + period * n`, or nullopt if it lies beyond the range of time_point.
+std::optional<time_point> occurrence(time_point due, duration period, __int128 n) {
+  using limits = std::numeric_limits<std::int64_t>;
+  __int128 us = static_cast<__int128>(due.time_since_epoch().count()) + n * period.count();
+  if (us > limits::max() || us < limits::min())
+    return std::nullopt;
+  return time_point{duration{static_cast<std::int64_t>(us)}};
+}
+
+/// Whole periods from `due` to `now` (due <= now, period > 0).
+__int128 periods_between(time_point due, time_point now, duration period) {
+  return (static_cast<__int128>(now.time_since_epoch().count()) - due.time_since_epoch().count())
+         / period.count();
 }
 
 }  // namespace
@@ -393,11 +413,15 @@ private:
     if (missed && op.policy == missed_alarm_policy::skip)
       occurrences = 0;
     else if (missed && op.policy == missed_alarm_policy::fire_all && a.period.count() > 0)
-      occurrences = std::min<std::uint64_t>(1000, (op.now - a.due) / a.period + 1);
+      occurrences = static_cast<std::uint64_t>(
+        std::min<__int128>(1000, periods_between(a.due, op.now, a.period) + 1));
     for (std::uint64_t i = 0; i < occurrences; ++i) {
+      auto time = occurrence(a.due, a.period, i);
+      if (!time)
+        break;
       inbox_entry e;
       e.kind = trigger_kind::alarm;
-      e.time = a.due + a.period * static_cast<std::int64_t>(i);
+      e.time = *time;
       e.alarm = a.name;
       enqueue_op enq{a.agent, std::move(e), op.depth_limit};
       op_result sub;
@@ -405,10 +429,14 @@ private:
       for (auto& d : sub.delivered)
         r.delivered.push_back(std::move(d));
     }
-    if (a.period.count() > 0 && ctr(a.agent)) {
-      auto k = (op.now - a.due) / a.period + 1;
+    // The next occurrence after now. None if it lies beyond the range of
+    // time_point: the alarm then ends, like a one-shot one.
+    std::optional<time_point> next_due;
+    if (a.period.count() > 0)
+      next_due = occurrence(a.due, a.period, periods_between(a.due, op.now, a.period) + 1);
+    if (next_due && ctr(a.agent)) {
       alarm_record next = a;
-      next.due = a.due + a.period * k;
+      next.due = *next_due;
       put(cf_alarms, keys::alarm_due(next.due, a.agent, a.name), encode(next));
       std::string v;
       keys::put_be64(v, keys::bias(next.due));

@@ -53,6 +53,10 @@ struct alarm_agent : agent<alarm_state> {
       ctx.cancel_alarm(arg);
     else if (cmd == "bad")
       ctx.set_periodic_alarm("neg", ctx.now(), -std::chrono::seconds{1});
+    else if (cmd == "ancient")  // first due some 146,000 years before 1970
+      ctx.set_periodic_alarm("old", time_point{duration::min() / 2}, std::chrono::seconds{1});
+    else if (cmd == "huge")
+      ctx.set_periodic_alarm("huge", ctx.now() + std::chrono::seconds{1}, duration::max());
   }
 };
 
@@ -284,6 +288,40 @@ TEST_CASE("a tick setting an alarm with a negative period fails and commits noth
   CHECK(h.alarms("t").empty());
   REQUIRE(h.deadletter("t").size() == 1);
   CHECK(h.deadletter("t")[0].error.find("negative period") != std::string::npos);
+}
+
+TEST_CASE("a periodic alarm first due before the epoch range fails and commits nothing") {
+  // Regression (found with UBSan): only one-shot alarms were checked against
+  // the epoch range, so a periodic alarm could be set 146,000 years in the
+  // past. Firing it overflowed now - due in the store, and harness::advance
+  // replayed it once per period from its first due time, never returning.
+  testing::harness_options o;
+  o.limits.max_attempts = 1;
+  testing::harness h{registry(), o};
+  h.create("t", "alarm");
+  h.send("t", "ancient x");
+  h.run();
+  CHECK(h.alarms("t").empty());
+  REQUIRE(h.deadletter("t").size() == 1);
+  CHECK(h.deadletter("t")[0].error.find("before the epoch range") != std::string::npos);
+}
+
+TEST_CASE("a periodic alarm whose next occurrence is beyond the range of time fires once") {
+  // Regression (found by UBSan): re-arming computed due + period in 64 bits; a
+  // period of duration::max() overflowed (undefined behaviour) and wrapped the
+  // next due time into the past, so advance() fired the alarm forever (this
+  // test hung until the CTest timeout). Now the alarm ends after its last
+  // representable occurrence.
+  testing::harness h{registry()};
+  h.create("t", "alarm");
+  h.send("t", "huge x");
+  h.run();
+  REQUIRE(h.alarms("t").size() == 1);
+  h.advance(2s);
+  CHECK(h.state<alarm_state>("t").names == std::vector<std::string>{"huge"});
+  CHECK(h.alarms("t").empty());
+  h.advance(2s);
+  CHECK(h.state<alarm_state>("t").fired_at.size() == 1);
 }
 
 TEST_CASE("alarms missed while the process was down follow the missed-alarm policy") {

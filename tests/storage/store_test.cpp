@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "../temp_dir.hpp"
 #include "ticktock/storage/store.hpp"
 
@@ -153,6 +155,45 @@ TEST_CASE("the earliest alarm of any agent is found first, also before the epoch
   REQUIRE(r[0].delivered.size() == 1);
   CHECK(r[0].delivered[0].entry.alarm == "early");
   CHECK(s->next_alarm_due() == time_point{std::chrono::seconds{100}});
+}
+
+TEST_CASE("periodic alarms at the edges of time neither overflow nor fire forever") {
+  // Regression (found by UBSan): firing a periodic alarm computed its next due
+  // time as due + period * k in 64-bit microseconds. A huge period, which agent
+  // code may set, overflowed: undefined behaviour, and in practice a due time
+  // wrapped into the past, so the alarm fired again on every scheduler pass,
+  // forever. A first due time far in the past overflowed now - due likewise.
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  using std::chrono::seconds;
+  auto t0 = time_point{seconds{1'700'000'000}};
+  auto ancient = time_point{duration{std::numeric_limits<std::int64_t>::min() + 1}};
+  tick_op t;
+  t.meta.id = "a";
+  t.meta.type = "t";
+  t.alarms.push_back({"huge", false, t0, duration::max()});
+  t.alarms.push_back({"ancient", false, ancient, seconds{1}});
+  t.trajectory_bytes = encode(trajectory_record{});
+  REQUIRE_FALSE(apply1(*s, std::move(t))[0].err);
+
+  fire_alarms_op f;
+  f.now = t0 + seconds{1};
+  f.missed_before = t0;  // "ancient" was missed, "huge" is due on time
+  f.policy = missed_alarm_policy::fire_all;
+  auto r = apply1(*s, f);
+  REQUIRE_FALSE(r[0].err);
+  CHECK(r[0].alarms_fired == 2);
+  CHECK(r[0].delivered.size() == 1 + 1000);  // fire_all stops at 1000 occurrences
+  // "huge" has no next occurrence within time_point's range: it ended.
+  // "ancient" is re-armed at its first occurrence after now.
+  auto alarms = s->list_alarms("a");
+  REQUIRE(alarms.size() == 1);
+  CHECK(alarms[0].name == "ancient");
+  CHECK(alarms[0].due > f.now);
+  CHECK(alarms[0].due <= f.now + seconds{1});
+  CHECK(s->next_alarm_due() == alarms[0].due);
+  CHECK(apply1(*s, f)[0].alarms_fired == 0);  // nothing is due again at the same instant
 }
 
 TEST_CASE("a missing trajectory record breaks the chain") {
