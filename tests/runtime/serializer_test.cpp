@@ -111,6 +111,34 @@ TEST_CASE("truncated or garbage bytes are rejected, never read past the end") {
   CHECK_FALSE(from_bytes(std::string(16, '\xff'), back));
 }
 
+TEST_CASE("a bool encoded as anything but 0 or 1 is rejected") {
+  // Regression (found by UBSan): bools were loaded by copying the stored byte
+  // into the bool, so a corrupt state byte of, say, 8 loaded "successfully"
+  // into a bool holding an invalid value, whose every use is undefined
+  // behaviour, instead of failing the decode (and marking the agent errored).
+  outer o;
+  o.on = true;
+  auto bytes = to_bytes(o);
+  // The bool is the byte after the field count, the u64 and the double.
+  auto at = std::size_t{1 + 8 + 8};
+  REQUIRE(bytes[at] == '\x01');
+  outer back;
+  REQUIRE(from_bytes(bytes, back));
+  CHECK(back.on);
+  bytes[at] = '\x00';
+  REQUIRE(from_bytes(bytes, back));
+  CHECK_FALSE(back.on);
+  for (char bad : {'\x02', '\x08', '\xff'}) {
+    bytes[at] = bad;
+    CHECK_FALSE(from_bytes(bytes, back));
+  }
+  std::vector<bool> flags{true, false, true};
+  auto fb = to_bytes(flags);
+  fb.back() = '\x07';
+  std::vector<bool> flags_back;
+  CHECK_FALSE(from_bytes(fb, flags_back));
+}
+
 TEST_CASE("a custom serializer specialization is used inside aggregates") {
   weather w{{21.5}, {{1.0}, {2.0}}};
   weather back;

@@ -160,6 +160,20 @@ struct serializer<T, std::enable_if_t<std::is_arithmetic_v<T> || std::is_enum_v<
   static bool load(decoder& d, T& x) { return d.get_fixed(x); }
 };
 
+/// bool: one byte, 0 or 1. Any other byte is malformed input: copied into a
+/// bool it would give the bool an invalid value (undefined behaviour).
+template <>
+struct serializer<bool> {
+  static void save(encoder& e, const bool& x) { e.put_fixed(static_cast<std::uint8_t>(x)); }
+  static bool load(decoder& d, bool& x) {
+    std::uint8_t b = 0;
+    if (!d.get_fixed(b) || b > 1)
+      return false;
+    x = b == 1;
+    return true;
+  }
+};
+
 template <>
 struct serializer<std::string> {
   static void save(encoder& e, const std::string& x) { e.put_bytes(x); }
