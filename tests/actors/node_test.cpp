@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include "../temp_dir.hpp"
 #include "../test_agents.hpp"
@@ -60,13 +61,17 @@ node_options options_for(const test::temp_dir& dir) {
 // Waits (bounded) until pred() holds, re-checking on every tick event.
 class tick_waiter {
 public:
-  explicit tick_waiter(node& n) {
+  explicit tick_waiter(node& n) : node_(n) {
     n.set_tick_observer([this](const tick_event&) {
       std::lock_guard<std::mutex> g{mtx_};
       ++ticks_;
       cv_.notify_all();
     });
   }
+  // The node outlives the waiter and keeps ticking (alarms, shutdown), so the
+  // observer must go first: TSan caught it locking mtx_ while ~tick_waiter
+  // destroyed it. Clearing the observer waits for a call in progress.
+  ~tick_waiter() { node_.set_tick_observer(nullptr); }
   template <class Pred>
   bool wait(Pred pred, std::chrono::milliseconds timeout = 10s) {
     std::unique_lock<std::mutex> lock{mtx_};
@@ -86,6 +91,7 @@ public:
   }
 
 private:
+  node& node_;
   std::mutex mtx_;
   std::condition_variable cv_;
   std::uint64_t ticks_ = 0;
@@ -184,6 +190,34 @@ TEST_CASE("two agents play ping-pong by messages") {
   auto ping = nd.state<pinger_state>("ping");
   auto pong = nd.state<pinger_state>("pong");
   CHECK(ping->volleys + pong->volleys == 50 + 49);
+}
+
+TEST_CASE("replacing the tick observer waits for a call in progress") {
+  // Regression (found by TSan): the tests' tick_waiter was destroyed while the
+  // node, which outlives it, still called its observer from a CAF worker (a
+  // periodic alarm, the ticks of shutdown). The fix clears the observer in
+  // ~tick_waiter, which is safe only because set_tick_observer does not return
+  // while the replaced observer is running.
+  test::temp_dir dir;
+  std::atomic<bool> entered{false}, left{false};  // outlive the node
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  nd.set_tick_observer([&](const tick_event&) {
+    if (entered.exchange(true))
+      return;
+    std::this_thread::sleep_for(100ms);
+    left = true;
+  });
+  nd.create("c", "counter");
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!entered && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  REQUIRE(entered);
+  nd.set_tick_observer(nullptr);
+  CHECK(left);
+  REQUIRE(nd.send("c", "x"));
+  REQUIRE(nd.wait_idle(10s));
 }
 
 TEST_CASE("an idle agent hibernates and a message wakes it transparently") {

@@ -135,7 +135,9 @@ public:
 
   /// Called after every committed tick attempt, on a CAF worker thread; must
   /// not block. Replaces the observer set by an earlier call (observers added
-  /// with add_tick_observer stay).
+  /// with add_tick_observer stay). Once this returns, the replaced observer is
+  /// not running and is never called again, so what it captured may be
+  /// destroyed; clear it (nullptr) before destroying what it captured.
   void set_tick_observer(std::function<void(const tick_event&)> f);
   /// Adds an observer; returns an id for remove_tick_observer. Observers run
   /// under a shared lock: they must not add or remove observers.
