@@ -398,10 +398,14 @@ struct http_server::impl {
     auto [ec] = co_await st->ws.async_accept(msg, use_nothrow);
     if (ec)
       co_return;
-    // The reader wakes the follower when the connection ends.
-    auto me = std::make_shared<follower>(co_await asio::this_coro::executor);
+    // The reader wakes the follower when the connection ends. No co_await in
+    // the co_spawn statement: g++ 12 destroys the captures of a lambda
+    // temporary twice when its full-expression contains a co_await, which
+    // dropped a reference to st (and me) and freed them under the writer.
+    auto ex = co_await asio::this_coro::executor;
+    auto me = std::make_shared<follower>(ex);
     asio::co_spawn(
-      co_await asio::this_coro::executor,
+      ex,
       [st, me]() -> asio::awaitable<void> {
         beast::flat_buffer b;
         for (;;) {

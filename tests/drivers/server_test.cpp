@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <thread>
+
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
 #include <boost/beast/websocket.hpp>
@@ -52,7 +54,7 @@ struct server_fixture {
   std::unique_ptr<node> n;
   std::unique_ptr<drivers::http_server> server;
 
-  server_fixture() {
+  explicit server_fixture(std::size_t max_connections = 1024) {
     agent_registry r;
     r.add<ws_echo>("ws-echo");
     node_options o;
@@ -64,6 +66,7 @@ struct server_fixture {
     h.admin_token = "secret";
     h.max_body_bytes = 4096;
     h.read_timeout = 500ms;
+    h.max_connections = max_connections;
     server = std::move(*drivers::http_server::start(*n, h));
   }
 };
@@ -169,6 +172,51 @@ TEST_CASE("transport limits: body size, header size, slow clients") {
 
   http::request<http::string_body> ok{http::verb::get, "/healthz", 11};
   CHECK(roundtrip(f.server->port(), ok).result_int() == 200);
+}
+
+TEST_CASE("a WebSocket stream closed by its client frees its state once") {
+  // Regression (found by ASan: heap-use-after-free in stream_ws, now and then
+  // in the test below): the reader coroutine of a streamed WebSocket was
+  // spawned in a statement that also did co_await. g++ 12 destroys the
+  // captures of a lambda temporary in such a full-expression twice, so the
+  // connection's state lost a reference: when the client closed, the reader
+  // freed it and the stream's writer then used and released freed memory.
+  server_fixture f{1};  // one connection at a time: the next waits for the last to end
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE(f.n->wait_idle(10s));
+  asio::io_context io;
+  tcp::endpoint ep{asio::ip::make_address("127.0.0.1"), f.server->port()};
+  for (int i = 0; i < 5; ++i) {
+    // Until the previous stream's session has ended, the upgrade gets a 503.
+    std::unique_ptr<websocket::stream<tcp::socket>> ws;
+    for (int attempt = 0; attempt < 400 && !ws; ++attempt) {
+      auto s = std::make_unique<websocket::stream<tcp::socket>>(io);
+      s->next_layer().connect(ep);
+      beast::error_code ec;
+      s->handshake("127.0.0.1", "/v1/agents/w/fs/logs/trace?from_seq=0&token=secret", ec);
+      if (!ec)
+        ws = std::move(s);
+      else
+        std::this_thread::sleep_for(5ms);  // bounded, as above
+    }
+    REQUIRE(ws);
+    beast::flat_buffer buf;
+    ws->read(buf);
+    auto frame = boost::json::parse(beast::buffers_to_string(buf.data())).as_object();
+    CHECK(frame.at("id").as_int64() == 0);
+    ws->close(websocket::close_code::normal);
+  }
+  // The last session ends too before the server stops.
+  auto healthz = [&] {
+    http::request<http::string_body> req{http::verb::get, "/healthz", 11};
+    return roundtrip(f.server->port(), req).result_int();
+  };
+  auto status = healthz();
+  for (int attempt = 0; attempt < 400 && status == 503; ++attempt) {
+    std::this_thread::sleep_for(5ms);
+    status = healthz();
+  }
+  CHECK(status == 200);
 }
 
 TEST_CASE("streams are served over WebSocket too, and the HUD is redacted") {
