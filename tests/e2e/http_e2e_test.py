@@ -1,0 +1,954 @@
+#!/usr/bin/env python3
+"""End-to-end tests of ticktockd's HTTP API: the real server on 127.0.0.1 with a
+temp data directory, spoken to over sockets (Python 3 standard library only).
+
+Run: TICKTOCKD=build/tools/ticktockd python3 tests/e2e/http_e2e_test.py -v
+"""
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ticktockd_server import ADMIN_TOKEN, Server  # noqa: E402
+
+
+def raw_exchange(port, data, timeout=10):
+    """Sends raw bytes on a new connection and returns all bytes the server sends
+    until it closes the connection (or `timeout` passes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        if data:
+            s.sendall(data)
+        return read_until_close(s, timeout)
+
+
+def read_until_close(s, timeout):
+    s.settimeout(timeout)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+def parse_raw_response(raw):
+    """(status, headers, body) of the first response in raw bytes."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines or not lines[0].startswith("HTTP/1."):
+        raise AssertionError("no HTTP response in %r" % raw[:200])
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "content-length" in headers:
+        body = body[: int(headers["content-length"])]
+    return status, headers, body
+
+
+class ServerCase(unittest.TestCase):
+    """One server for the whole class, started with `server_args`."""
+
+    server_args = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(args=cls.server_args).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        cls.server.close()
+        assert rc == 0, "ticktockd exited with %r" % rc
+
+    def assertError(self, r, status, code):
+        """The response is `status` with an error body whose code is `code`."""
+        self.assertEqual(r.status, status, r)
+        body = r.json()
+        self.assertEqual(set(body), {"error"}, r)
+        self.assertEqual(set(body["error"]), {"code", "message", "details"}, r)
+        self.assertEqual(body["error"]["code"], code, r)
+        self.assertTrue(body["error"]["message"], r)
+        self.assertTrue(r.headers.get("content-type", "").startswith("application/json"), r)
+
+    def assertServing(self):
+        """The server still answers, and still answers correctly."""
+        r = self.server.get("/healthz", auth=False)
+        self.assertEqual(r.status, 200, self.server.output())
+        self.assertEqual(r.json(), {"status": "ok"})
+        self.assertEqual(self.server.get("/v1/agents?limit=1").status, 200)
+
+
+# -- authentication ------------------------------------------------------------
+
+
+class AuthTest(ServerCase):
+    def test_no_token_is_401_on_every_protected_prefix(self):
+        for method, path in [("GET", "/v1/agents"), ("POST", "/v1/agents"),
+                             ("GET", "/v1/agents/nobody"), ("GET", "/v1/agents/nobody/fs/status"),
+                             ("GET", "/a/nobody/"), ("GET", "/v1/nothing")]:
+            r = self.server.request(method, path, auth=False)
+            self.assertError(r, 401, "UNAUTHORIZED")
+            self.assertEqual(r.headers.get("www-authenticate"), "Bearer")
+
+    def test_a_wrong_token_is_401_whichever_way_it_comes(self):
+        for headers, path in [({"Authorization": "Bearer wrong"}, "/v1/agents"),
+                              ({"Authorization": "Bearer "}, "/v1/agents"),
+                              ({"Authorization": "Bearer " + ADMIN_TOKEN + "x"}, "/v1/agents"),
+                              ({"Cookie": "ticktock_token=wrong"}, "/v1/agents"),
+                              ({"Cookie": "other=1; ticktock_token="}, "/v1/agents"),
+                              ({"Cookie": "xticktock_token=" + ADMIN_TOKEN}, "/v1/agents"),
+                              ({}, "/v1/agents?token=wrong"),
+                              ({}, "/v1/agents?token=")]:
+            r = self.server.get(path, headers=headers, auth=False)
+            self.assertError(r, 401, "UNAUTHORIZED")
+
+    def test_a_wrong_bearer_is_refused_even_with_the_right_cookie(self):
+        r = self.server.get("/v1/agents", auth=False,
+                            headers={"Authorization": "Bearer wrong",
+                                     "Cookie": "ticktock_token=" + ADMIN_TOKEN})
+        self.assertError(r, 401, "UNAUTHORIZED")
+
+    def test_the_admin_token_works_as_bearer_cookie_and_query(self):
+        for headers, path in [({"Authorization": "Bearer " + ADMIN_TOKEN}, "/v1/agents"),
+                              ({"Cookie": "ticktock_token=" + ADMIN_TOKEN}, "/v1/agents"),
+                              ({"Cookie": "a=b; ticktock_token=" + ADMIN_TOKEN + "; c=d"}, "/v1/agents"),
+                              ({}, "/v1/agents?token=" + ADMIN_TOKEN),
+                              ({}, "/v1/agents?limit=5&token=" + ADMIN_TOKEN)]:
+            r = self.server.get(path, headers=headers, auth=False)
+            self.assertEqual(r.status, 200, (headers, path, r))
+            self.assertIn("agents", r.json())
+
+    def test_healthz_and_metrics_need_no_token(self):
+        r = self.server.get("/healthz", auth=False)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json(), {"status": "ok"})
+        r = self.server.get("/metrics", auth=False)
+        self.assertEqual(r.status, 200)
+        self.assertIn(b"ticktock_ticks_total", r.body)
+        self.assertIn(b'ticktock_http_requests_total{route="/v1",status="401"}', r.body)
+
+    def test_the_token_in_the_query_is_never_logged(self):
+        self.server.get("/v1/agents?token=" + ADMIN_TOKEN, auth=False)
+        time.sleep(0.1)
+        self.assertNotIn(ADMIN_TOKEN, "\n".join(self.server.lines))
+
+
+# -- every error status --------------------------------------------------------
+
+
+class ErrorStatusTest(ServerCase):
+    # Small limits so 408 and 413 are quick to provoke.
+    server_args = ("--max-body", "1024", "--read-timeout", "1000")
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server.create("err-counter", "counter")
+
+    def tearDown(self):
+        self.assertServing()
+
+    def test_400_bad_json(self):
+        self.assertError(self.server.post("/v1/agents", "{"), 400, "BAD_JSON")
+        self.assertError(self.server.post("/v1/agents", "[1,2]"), 400, "BAD_JSON")
+        self.assertError(self.server.post("/v1/agents/err-counter/inbox", "not json"), 400, "BAD_JSON")
+        self.assertError(self.server.post("/v1/agents/err-counter/fs/deadletter", '{"ids":"x"}'),
+                         400, "BAD_JSON")
+
+    def test_400_unknown_and_bad_fields(self):
+        r = self.server.post("/v1/agents", {"id": "x1", "type": "counter", "colour": "red"})
+        self.assertError(r, 400, "UNKNOWN_FIELD")
+        self.assertError(self.server.post("/v1/agents", {"id": 7, "type": "counter"}), 400, "BAD_FIELD")
+        self.assertError(self.server.post("/v1/agents", {"id": "x1"}), 400, "BAD_FIELD")
+        self.assertError(self.server.post("/v1/agents", {"id": "x1", "type": "no-such-type"}),
+                         400, "UNKNOWN_TYPE")
+        self.assertEqual(self.server.get("/v1/agents/x1").status, 404)
+
+    def test_400_bad_agent_id(self):
+        for bad in ["Upper", "-dash-first", "a" * 129, "sp%20ace", "%2e%2e", "semi;colon"]:
+            self.assertError(self.server.get("/v1/agents/" + bad), 400, "INVALID_ID")
+        self.assertError(self.server.get("/a/Upper/"), 400, "INVALID_ID")
+        self.assertError(self.server.post("/v1/agents", {"id": "Bad Id", "type": "counter"}),
+                         400, "INVALID_ID")
+
+    def test_400_bad_query_and_target(self):
+        for q in ["limit=0", "limit=1001", "limit=x", "limit=-1"]:
+            self.assertError(self.server.get("/v1/agents?" + q), 400, "BAD_QUERY")
+        for q in ["from_seq=x", "limit=0", "limit=10001"]:
+            self.assertError(self.server.get("/v1/agents/err-counter/fs/outbox?" + q), 400, "BAD_QUERY")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/outbox",
+                                         headers={"Last-Event-ID": "abc"}), 400, "BAD_QUERY")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/logs/trajectory?from=x"),
+                         400, "BAD_QUERY")
+        self.assertError(self.server.get("/v1/agents?after=%zz"), 400, "BAD_REQUEST")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/../../x"), 400, "BAD_PATH")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/goals/%2e%2e"), 400, "BAD_PATH")
+        self.assertError(self.server.post("/v1/agents/err-counter/fs/ctl", "explode"), 400, "BAD_CTL")
+
+    def test_400_malformed_http(self):
+        status, _, body = parse_raw_response(
+            raw_exchange(self.server.port, b"THIS IS NOT HTTP\r\n\r\n"))
+        self.assertEqual(status, 400)
+        self.assertEqual(json.loads(body)["error"]["code"], "BAD_REQUEST")
+
+    def test_404_unknown_agent(self):
+        self.assertError(self.server.get("/v1/agents/nobody"), 404, "AGENT_NOT_FOUND")
+        self.assertError(self.server.request("DELETE", "/v1/agents/nobody"), 404, "AGENT_NOT_FOUND")
+        self.assertError(self.server.post("/v1/agents/nobody/inbox", "{}"), 404, "AGENT_NOT_FOUND")
+        self.assertError(self.server.get("/v1/agents/nobody/fs/status"), 404, "AGENT_NOT_FOUND")
+        self.assertError(self.server.get("/a/nobody/"), 404, "AGENT_NOT_FOUND")
+
+    def test_404_unknown_route_and_file(self):
+        self.assertError(self.server.get("/nothing", auth=False), 404, "ROUTE_NOT_FOUND")
+        self.assertError(self.server.get("/v1/nothing"), 404, "ROUTE_NOT_FOUND")
+        self.assertError(self.server.get("/v1/agents/err-counter/nothing"), 404, "ROUTE_NOT_FOUND")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/nothing"), 404, "NO_SUCH_FILE")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/goals/unset"), 404, "NO_SUCH_FILE")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/memory/kv/unset"), 404, "NO_SUCH_FILE")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/wallet"), 404, "NOT_YET_AVAILABLE")
+
+    def test_405_wrong_method_names_the_allowed_ones(self):
+        for method, path, allow in [("PUT", "/v1/agents", "GET, POST"),
+                                    ("PUT", "/v1/agents/err-counter", "GET, DELETE"),
+                                    ("GET", "/v1/agents/err-counter/inbox", "POST"),
+                                    ("POST", "/v1/agents/err-counter/fs/", "GET"),
+                                    ("GET", "/v1/agents/err-counter/fs/ctl", "PUT, POST"),
+                                    ("DELETE", "/v1/agents/err-counter/fs/status", "GET"),
+                                    ("POST", "/v1/agents/err-counter/fs/outbox", "GET"),
+                                    ("PATCH", "/v1/agents/err-counter/fs/inbox", "GET, POST, PUT"),
+                                    ("DELETE", "/v1/agents/err-counter/fs/deadletter", "GET, POST"),
+                                    ("POST", "/healthz", "GET"),
+                                    ("POST", "/metrics", "GET")]:
+            r = self.server.request(method, path, body="" if method != "GET" else None,
+                                    auth=not path.startswith(("/healthz", "/metrics")))
+            self.assertError(r, 405, "METHOD_NOT_ALLOWED")
+            self.assertEqual(r.headers.get("allow"), allow, (method, path))
+        r = self.server.request("PUT", "/v1/agents/err-counter/fs/memory/kv/k", body="v")
+        self.assertError(r, 405, "METHOD_NOT_ALLOWED")
+
+    @unittest.expectedFailure
+    def test_405_on_memory_has_a_valid_allow_header(self):
+        # Bug: router.cpp sends "Allow: GET (memory changes only in ticks)";
+        # Allow must be a list of methods (RFC 9110 10.2.1). Drop this
+        # decorator when it is fixed.
+        r = self.server.request("PUT", "/v1/agents/err-counter/fs/memory/kv/k", body="v")
+        self.assertEqual(r.headers.get("allow"), "GET")
+
+    def test_406_trace_without_event_stream(self):
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/logs/trace"), 406, "STREAM_ONLY")
+
+    def test_409_duplicate_create(self):
+        self.server.create("dup", "counter")
+        r = self.server.post("/v1/agents", {"id": "dup", "type": "echo"})
+        self.assertError(r, 409, "ALREADY_EXISTS")
+        self.assertEqual(self.server.status("dup")["type"], "counter")
+
+    def test_413_body_over_max_body(self):
+        r = self.server.post("/v1/agents/err-counter/inbox", json.dumps({"x": "y" * 2000}))
+        self.assertError(r, 413, "BODY_TOO_LARGE")
+        self.assertEqual(self.server.post("/v1/agents/err-counter/inbox",
+                                          json.dumps({"x": "y" * 900})).status, 202)
+        r = self.server.post("/a/err-counter/", "z" * 5000)
+        self.assertError(r, 413, "BODY_TOO_LARGE")
+
+    def test_413_with_a_lying_content_length_before_the_body(self):
+        # The limit applies to the declared length: no need to send the body.
+        raw = raw_exchange(self.server.port,
+                           b"POST /v1/agents HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
+        status, _, body = parse_raw_response(raw)
+        self.assertEqual(status, 413)
+        self.assertEqual(json.loads(body)["error"]["code"], "BODY_TOO_LARGE")
+
+    def test_431_huge_header(self):
+        r = self.server.get("/v1/agents", headers={"X-Big": "b" * (20 << 10)})
+        self.assertError(r, 431, "HEADERS_TOO_LARGE")
+        many = {"X-H%d" % i: "v" * 100 for i in range(200)}
+        self.assertError(self.server.get("/healthz", auth=False, headers=many), 431, "HEADERS_TOO_LARGE")
+
+    HALF_A_REQUEST = (b"POST /v1/agents HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                      + ADMIN_TOKEN.encode() + b"\r\nContent-Length: 50\r\n\r\n{\"id\":")
+    HALF_A_HEAD = b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+
+    def test_a_slow_client_is_cut_after_the_read_timeout(self):
+        # --read-timeout 1000: the connection ends about a second after the
+        # request started, whether the head or the body is missing.
+        for half in (self.HALF_A_REQUEST, self.HALF_A_HEAD, b""):
+            started = time.monotonic()
+            raw_exchange(self.server.port, half, timeout=10)
+            waited = time.monotonic() - started
+            self.assertGreater(waited, 0.8, half)
+            self.assertLess(waited, 5, "the server kept a slow client past its read timeout")
+
+    @unittest.skip("ticktockd never sends 408: http_server.cpp arms the read deadline with "
+                   "beast::tcp_stream::expires_after, which closes the socket when it expires, "
+                   "so a slow client is cut without a response")
+    def test_408_slow_client_gets_request_timeout(self):
+        for half in (self.HALF_A_REQUEST, self.HALF_A_HEAD):
+            raw = raw_exchange(self.server.port, half, timeout=10)
+            self.assertTrue(raw, "the server closed the slow connection without a 408 response")
+            status, _, body = parse_raw_response(raw)
+            self.assertEqual(status, 408)
+            self.assertEqual(json.loads(body)["error"]["code"], "REQUEST_TIMEOUT")
+
+
+class InboxFullTest(ServerCase):
+    # One pending entry per inbox. A heartbeat whose config is not a number
+    # fails its init tick and retries it with backoff (100 ms, 200 ms), so its
+    # inbox stays full for a while.
+    server_args = ("--inbox-limit", "1")
+
+    def test_429_when_the_inbox_is_full(self):
+        self.server.create("stuck", "heartbeat", config="not-a-number")
+        statuses = []
+        for i in range(50):
+            r = self.server.post("/v1/agents/stuck/inbox", {"n": i})
+            statuses.append(r.status)
+            if r.status == 429:
+                break
+        self.assertEqual(r.status, 429, "no 429 in %s" % statuses)
+        self.assertError(r, 429, "INBOX_FULL")
+        self.assertEqual(r.headers.get("retry-after"), "1")
+        # The refused message is in the deadletter with the reason.
+        dl = self.server.get("/v1/agents/stuck/fs/deadletter").json()["entries"]
+        self.assertIn("inbox_full", [e["reason"] for e in dl])
+        # Once the inbox drains, sends are accepted again.
+        self.server.wait_for(lambda: self.server.status("stuck")["queue_depth"] == 0, "the inbox to drain")
+        self.assertEqual(self.server.post("/v1/agents/stuck/inbox", {"n": "again"}).status, 202)
+        self.assertServing()
+
+
+class ConnectionLimitTest(ServerCase):
+    server_args = ("--max-connections", "2")
+
+    def test_503_beyond_the_connection_limit(self):
+        held = []
+        for _ in range(2):
+            conn = self.server.connection()
+            conn.request("GET", "/healthz")  # keep-alive: the connection stays open
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            held.append(conn)
+        try:
+            status, headers, body = parse_raw_response(
+                raw_exchange(self.server.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"))
+            self.assertEqual(status, 503)
+            self.assertEqual(json.loads(body)["error"]["code"], "TOO_MANY_CONNECTIONS")
+        finally:
+            for conn in held:
+                conn.close()
+        # The server counts a connection until it has seen it close, so with a
+        # limit of 2 a request right after a close may still get 503: wait.
+        self.server.wait_for(lambda: self.server.get("/healthz", auth=False).status == 200
+                             and self.server.get("/v1/agents").status == 200,
+                             "the server to serve again once connections close")
+
+
+# -- server-sent events ----------------------------------------------------------
+
+
+class SseReader:
+    """Reads `text/event-stream` events from an outbox stream."""
+
+    def __init__(self, server, path, headers=None, timeout=10):
+        self.conn = server.connection(timeout)
+        hdrs = {"Accept": "text/event-stream", "Authorization": "Bearer " + server.token}
+        hdrs.update(headers or {})
+        self.conn.request("GET", path, headers=hdrs)
+        self.resp = self.conn.getresponse()
+
+    def next_event(self):
+        """(id, event, data) of the next event; keep-alive comments are skipped."""
+        fields = {}
+        data = []
+        while True:
+            line = self.resp.readline()
+            if not line:
+                raise AssertionError("the event stream ended")
+            line = line.decode().rstrip("\r\n")
+            if line == "":
+                if data or fields:
+                    return fields.get("id"), fields.get("event"), "\n".join(data)
+                continue
+            if line.startswith(":"):
+                continue
+            k, _, v = line.partition(":")
+            v = v[1:] if v.startswith(" ") else v
+            if k == "data":
+                data.append(v)
+            else:
+                fields[k] = v
+
+    def close(self):
+        self.conn.close()
+
+
+class SseTest(ServerCase):
+    def send(self, agent, n):
+        for i in range(n):
+            self.assertEqual(self.server.post("/v1/agents/%s/inbox" % agent, {"i": i}).status, 202)
+
+    def read_events(self, reader, n):
+        out = []
+        for _ in range(n):
+            seq, event, data = reader.next_event()
+            self.assertEqual(event, "outbox")
+            out.append((int(seq), json.loads(data)["count"]))
+        return out
+
+    def test_outbox_stream_resumes_with_last_event_id_without_loss_or_repeat(self):
+        self.server.create("sse", "counter")
+        self.send("sse", 5)
+        self.server.wait_count("sse", 5)
+        reader = SseReader(self.server, "/v1/agents/sse/fs/outbox")
+        self.assertEqual(reader.resp.status, 200)
+        self.assertEqual(reader.resp.getheader("Content-Type"), "text/event-stream")
+        first = self.read_events(reader, 3)
+        reader.close()
+        # Events arrive while nobody listens, and more while the new stream is open.
+        self.send("sse", 3)
+        self.server.wait_count("sse", 8)
+        reader = SseReader(self.server, "/v1/agents/sse/fs/outbox",
+                           headers={"Last-Event-ID": str(first[-1][0])})
+        rest = self.read_events(reader, 5)
+        self.send("sse", 2)
+        rest += self.read_events(reader, 2)
+        reader.close()
+        events = first + rest
+        seqs = [s for s, _ in events]
+        counts = [c for _, c in events]
+        self.assertEqual(counts, list(range(1, 11)), events)
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + 10)), events)
+        # The JSON listing agrees with what the stream delivered.
+        listed = self.server.get("/v1/agents/sse/fs/outbox").json()["events"]
+        self.assertEqual([(e["seq"], json.loads(e["payload"])["count"]) for e in listed], events)
+        self.assertServing()
+
+    def test_from_seq_starts_the_stream_at_a_seq(self):
+        self.server.create("sse-from", "counter")
+        self.send("sse-from", 4)
+        self.server.wait_count("sse-from", 4)
+        listed = self.server.get("/v1/agents/sse-from/fs/outbox").json()["events"]
+        third = listed[2]["seq"]
+        reader = SseReader(self.server, "/v1/agents/sse-from/fs/outbox?from_seq=%d" % third)
+        self.assertEqual(self.read_events(reader, 2), [(third, 3), (third + 1, 4)])
+        reader.close()
+
+    def test_outbox_pages_with_from_seq_and_limit(self):
+        self.server.create("pages", "counter")
+        self.send("pages", 6)
+        self.server.wait_count("pages", 6)
+        all_events = self.server.get("/v1/agents/pages/fs/outbox").json()["events"]
+        self.assertEqual(len(all_events), 6)
+        page = self.server.get("/v1/agents/pages/fs/outbox?from_seq=%d&limit=2"
+                               % all_events[3]["seq"]).json()["events"]
+        self.assertEqual(page, all_events[3:5])
+
+
+# -- the agent filesystem -------------------------------------------------------------
+
+
+class FsTest(ServerCase):
+    def test_every_file_of_the_tree_answers(self):
+        s = self.server
+        s.create("tree", "counter")
+        fs = "/v1/agents/tree/fs/"
+        entries = s.get(fs).json()["entries"]
+        for name in ["ctl", "status", "inbox", "outbox", "goals", "memory", "deadletter", "logs", "mounts"]:
+            self.assertIn(name, entries)
+        self.assertEqual(s.get(fs + "logs").json(), {"entries": ["trace", "trajectory"]})
+        self.assertIn({"path": "/outbox", "source": "ticktock"}, s.get(fs + "mounts").json()["mounts"])
+        self.assertEqual(s.get(fs + "status").json()["id"], "tree")
+        # inbox: write through fs, read the pending count.
+        self.assertEqual(s.request("PUT", fs + "inbox", body="{}").status, 202)
+        self.assertEqual(s.post(fs + "inbox", "{}").status, 202)
+        s.wait_count("tree", 2)
+        self.assertEqual(s.get(fs + "inbox").json(), {"pending": 0})
+        # ctl
+        self.assertEqual(s.request("PUT", fs + "ctl", body="hibernate\n").json(), {"ok": "hibernate"})
+        s.wait_for(lambda: s.status("tree")["state"] == "hibernated", "hibernation")
+        self.assertEqual(s.post(fs + "ctl", "wake").json(), {"ok": "wake"})
+        tick = s.post(fs + "ctl", "tick")
+        self.assertEqual(tick.status, 202)
+        self.assertIn("seq", tick.json())
+        # goals: set, read, list, erase.
+        self.assertEqual(s.request("PUT", fs + "goals/aim", body="up").status, 202)
+        self.assertEqual(s.post(fs + "goals/other", "x").status, 202)
+        s.wait_for(lambda: len(s.get(fs + "goals").json()["goals"]) == 2, "two goals")
+        self.assertEqual(s.get(fs + "goals").json(), {"goals": {"aim": "up", "other": "x"}})
+        self.assertEqual(s.get(fs + "goals/aim").json(), {"key": "aim", "value": "up"})
+        self.assertEqual(s.request("DELETE", fs + "goals/other").status, 202)
+        s.wait_for(lambda: s.get(fs + "goals/other").status == 404, "the goal to go")
+        binary = s.request("PUT", fs + "goals/bin", body=b"\xff\xfe")
+        self.assertEqual(binary.status, 202)
+        s.wait_for(lambda: s.get(fs + "goals/bin").status == 200, "the binary goal")
+        self.assertEqual(s.get(fs + "goals/bin").json()["value"], {"base64": "//4="})
+        # memory: the counter writes none.
+        self.assertEqual(s.get(fs + "memory").json(), {"namespace": "kv", "entries": {}})
+        self.assertEqual(s.get(fs + "memory/notes").json(), {"namespace": "notes", "entries": {}})
+        # logs/trajectory: paging and verify.
+        records = s.get(fs + "logs/trajectory").json()["records"]
+        self.assertGreaterEqual(len(records), 4)
+        self.assertEqual([r["index"] for r in records], list(range(len(records))))
+        page = s.get(fs + "logs/trajectory?from=1&limit=2").json()["records"]
+        self.assertEqual(page, records[1:3])
+        self.assertEqual(s.get(fs + "logs/trajectory?verify=1").json(),
+                         {"ok": True, "records": len(s.get(fs + "logs/trajectory").json()["records"])})
+        # deadletter: empty, and an empty requeue is fine.
+        self.assertEqual(s.get(fs + "deadletter").json(), {"entries": []})
+        self.assertEqual(s.post(fs + "deadletter", "").json(), {"requeued": 0})
+        # terminate through ctl.
+        # terminate through ctl: the id reads as terminated, leaves the list,
+        # and is free for a new agent.
+        self.assertEqual(s.post(fs + "ctl", "terminate").json(), {"ok": "terminate"})
+        self.assertEqual(s.status("tree")["state"], "terminated")
+        self.assertNotIn("tree", [a["id"] for a in s.get("/v1/agents").json()["agents"]])
+        self.assertEqual(s.post("/v1/agents", {"id": "tree", "type": "echo"}).status, 201)
+        self.assertServing()
+
+    def test_trace_streams_trajectory_records_live_and_resumes(self):
+        s = self.server
+        s.create("traced", "counter")
+        s.wait_for(lambda: s.status("traced")["last_tick"] >= 1, "the init tick")
+        reader = SseReader(s, "/v1/agents/traced/fs/logs/trace")
+        self.assertEqual(reader.resp.status, 200)
+        s.post("/v1/agents/traced/inbox", "{}")
+        seq, event, data = reader.next_event()
+        reader.close()
+        record = json.loads(data)
+        self.assertEqual((event, int(seq), record["index"], record["trigger"]), ("tick", 1, 1, "message"))
+        # Two more ticks while nobody watches; resume after the last id seen.
+        s.post("/v1/agents/traced/inbox", "{}")
+        s.post("/v1/agents/traced/inbox", "{}")
+        s.wait_count("traced", 3)
+        reader = SseReader(s, "/v1/agents/traced/fs/logs/trace", headers={"Last-Event-ID": seq})
+        ids = [int(reader.next_event()[0]) for _ in range(2)]
+        reader.close()
+        self.assertEqual(ids, [2, 3])
+        # The HUD stream: the same records without payloads or hashes.
+        reader = SseReader(s, "/v1/agents/traced/fs/hud/stream?from_seq=0")
+        seq, event, data = reader.next_event()
+        reader.close()
+        hud = json.loads(data)
+        self.assertEqual((event, seq, hud["trigger"]), ("tick", "0", "init"))
+        self.assertFalse({"state_hash", "prev_hash", "logs", "error", "trigger_digest"} & set(hud), hud)
+        self.assertError(s.get("/v1/agents/traced/fs/hud/stream"), 406, "STREAM_ONLY")
+
+
+# -- agent routes ------------------------------------------------------------------
+
+
+class AgentRouteTest(ServerCase):
+    def test_counter_post_adds_one_and_get_reads(self):
+        self.server.create("route-counter", "counter")
+        r = self.server.get("/a/route-counter/")
+        self.assertEqual((r.status, r.json()), (200, {"count": 0}))
+        self.assertEqual(r.headers.get("content-type"), "application/json")
+        for n in (1, 2, 3):
+            r = self.server.post("/a/route-counter/", "")
+            self.assertEqual((r.status, r.json()), (200, {"count": n}))
+        r = self.server.get("/a/route-counter/")
+        self.assertEqual((r.status, r.json()), (200, {"count": 3}))
+        # Without the trailing slash, and on a deeper path, the same agent answers.
+        self.assertEqual(self.server.get("/a/route-counter").json(), {"count": 3})
+        self.assertEqual(self.server.get("/a/route-counter/any/path?q=1").json(), {"count": 3})
+        self.assertEqual(self.server.status("route-counter")["summary"], {"count": 3})
+        self.assertServing()
+
+    def test_echo_answers_with_the_body(self):
+        self.server.create("route-echo", "echo")
+        r = self.server.request("PUT", "/a/route-echo/x", body="hello",
+                                headers={"Content-Type": "text/plain"})
+        self.assertEqual((r.status, r.body, r.headers.get("content-type")), (200, b"hello", "text/plain"))
+
+    def test_an_agent_that_does_not_reply_gets_204(self):
+        self.server.create("route-quiet", "heartbeat", config="60")
+        r = self.server.get("/a/route-quiet/")
+        self.assertEqual(r.status, 204)
+
+    def test_concurrent_posts_are_each_counted_once(self):
+        self.server.create("route-busy", "counter")
+        results = []
+
+        def worker():
+            for _ in range(10):
+                results.append(self.server.post("/a/route-busy/", "").status)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results, [200] * 40)
+        self.assertEqual(self.server.get("/a/route-busy/").json(), {"count": 40})
+
+
+# -- capability tokens ---------------------------------------------------------------
+
+
+class TokenTest(ServerCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server.create("tok-a", "counter")
+        cls.server.create("tok-b", "counter")
+
+    def issue(self, agent, scopes, **extra):
+        body = dict(agent=agent, scopes=scopes, **extra)
+        r = self.server.post("/v1/tokens", body)
+        self.assertEqual(r.status, 201, r)
+        return r.json()["token"]
+
+    def call(self, token, method, path, body=None, how="bearer"):
+        headers = {}
+        if how == "bearer":
+            headers["Authorization"] = "Bearer " + token
+        elif how == "cookie":
+            headers["Cookie"] = "ticktock_token=" + token
+        else:
+            path += ("&" if "?" in path else "?") + "token=" + token
+        return self.server.request(method, path, body=body, headers=headers, auth=False)
+
+    def test_issuing_a_token(self):
+        before = int(time.time())
+        r = self.server.post("/v1/tokens", {"agent": "tok-a", "scopes": ["read"], "expires_in": 600})
+        self.assertEqual(r.status, 201, r)
+        body = r.json()
+        self.assertEqual(set(body), {"token", "agent", "expires_at"})
+        self.assertTrue(body["token"].startswith("tt1."), body)
+        self.assertEqual(body["agent"], "tok-a")
+        self.assertTrue(before + 600 <= body["expires_at"] <= int(time.time()) + 601, body)
+        default = self.server.post("/v1/tokens", {"agent": "tok-a", "scopes": []}).json()
+        self.assertTrue(before + 3600 <= default["expires_at"] <= int(time.time()) + 3601, default)
+
+    def test_bad_token_requests(self):
+        post = lambda body: self.server.post("/v1/tokens", body)  # noqa: E731
+        self.assertError(post("{"), 400, "BAD_JSON")
+        self.assertError(post({"agent": "tok-a", "scopes": ["root"]}), 400, "BAD_SCOPE")
+        self.assertError(post({"agent": "tok-a", "scopes": ["read"], "admin": True}), 400, "UNKNOWN_FIELD")
+        self.assertError(post({"agent": "tok-a", "scopes": "read"}), 400, "BAD_FIELD")
+        self.assertError(post({"agent": "tok-a", "scopes": [], "expires_in": 0}), 400, "BAD_FIELD")
+        self.assertError(post({"agent": "Not Valid", "scopes": []}), 400, "INVALID_ID")
+        r = self.server.get("/v1/tokens")
+        self.assertError(r, 405, "METHOD_NOT_ALLOWED")
+        self.assertEqual(r.headers.get("allow"), "POST")
+
+    def test_a_read_token_reads_its_own_agent_only(self):
+        token = self.issue("tok-a", ["read"])
+        for how in ("bearer", "cookie", "query"):
+            r = self.call(token, "GET", "/v1/agents/tok-a", how=how)
+            self.assertEqual(r.status, 200, (how, r))
+            self.assertEqual(r.json()["id"], "tok-a")
+        for path in ["/v1/agents/tok-a/fs/status", "/v1/agents/tok-a/fs/outbox",
+                     "/v1/agents/tok-a/fs/logs/trajectory", "/v1/agents/tok-a/fs/goals"]:
+            self.assertEqual(self.call(token, "GET", path).status, 200, path)
+        for method, path, body in [("POST", "/v1/agents/tok-a/inbox", "{}"),
+                                   ("PUT", "/v1/agents/tok-a/fs/ctl", "tick"),
+                                   ("PUT", "/v1/agents/tok-a/fs/goals/g", "x"),
+                                   ("POST", "/v1/agents/tok-a/fs/deadletter", ""),
+                                   ("DELETE", "/v1/agents/tok-a", None),
+                                   ("GET", "/v1/agents/tok-a/fs/memory/export", None),
+                                   ("GET", "/a/tok-a/", None),
+                                   ("GET", "/v1/agents/tok-b", None),
+                                   ("GET", "/v1/agents", None),
+                                   ("POST", "/v1/agents", '{"id":"x","type":"counter"}'),
+                                   ("POST", "/v1/agents/import", "bundle"),
+                                   ("POST", "/v1/tokens", '{"agent":"tok-a","scopes":["read"]}')]:
+            r = self.call(token, method, path, body=body)
+            self.assertError(r, 403, "FORBIDDEN")
+        self.assertEqual(self.server.status("tok-a")["state"], "active")
+
+    def test_write_scopes_allow_exactly_their_writes(self):
+        token = self.issue("tok-a", ["write:inbox", "write:ctl", "write:goals", "write:deadletter", "http"])
+        self.assertEqual(self.call(token, "POST", "/v1/agents/tok-a/inbox", "{}").status, 202)
+        self.assertEqual(self.call(token, "POST", "/v1/agents/tok-a/fs/inbox", "{}").status, 202)
+        self.assertEqual(self.call(token, "PUT", "/v1/agents/tok-a/fs/ctl", "tick").status, 202)
+        self.assertEqual(self.call(token, "PUT", "/v1/agents/tok-a/fs/goals/g", "x").status, 202)
+        self.assertEqual(self.call(token, "DELETE", "/v1/agents/tok-a/fs/goals/g").status, 202)
+        self.assertEqual(self.call(token, "POST", "/v1/agents/tok-a/fs/deadletter", "").status, 200)
+        r = self.call(token, "POST", "/a/tok-a/", "")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("count", r.json())
+        # No read scope: no reads. Another agent: nothing.
+        self.assertError(self.call(token, "GET", "/v1/agents/tok-a"), 403, "FORBIDDEN")
+        self.assertError(self.call(token, "POST", "/v1/agents/tok-b/inbox", "{}"), 403, "FORBIDDEN")
+        self.assertError(self.call(token, "POST", "/a/tok-b/", ""), 403, "FORBIDDEN")
+
+    def test_a_forged_or_expired_token_is_401(self):
+        token = self.issue("tok-a", ["read"], expires_in=1)
+        head, claims, sig = token.split(".")
+        forged = ".".join([head, claims, ("A" if sig[0] != "A" else "B") + sig[1:]])
+        self.assertError(self.call(forged, "GET", "/v1/agents/tok-a"), 401, "UNAUTHORIZED")
+        self.assertError(self.call("tt1.garbage", "GET", "/v1/agents/tok-a"), 401, "UNAUTHORIZED")
+        # A token from another node's key is not accepted either.
+        with Server() as other:
+            foreign = other.post("/v1/tokens", {"agent": "tok-a", "scopes": ["read"]}).json()["token"]
+        self.assertError(self.call(foreign, "GET", "/v1/agents/tok-a"), 401, "UNAUTHORIZED")
+        time.sleep(2.1)
+        self.assertError(self.call(token, "GET", "/v1/agents/tok-a"), 401, "UNAUTHORIZED")
+
+
+# -- bundles -------------------------------------------------------------------------
+
+
+class BundleTest(unittest.TestCase):
+    def test_an_agent_moves_to_another_server_with_its_records(self):
+        with Server() as a, Server() as b:
+            a.create("mover", "counter")
+            for i in range(3):
+                self.assertEqual(a.post("/v1/agents/mover/inbox", {"i": i}).status, 202)
+            a.wait_count("mover", 3)
+            self.assertEqual(a.request("PUT", "/v1/agents/mover/fs/goals/where", body="b").status, 202)
+            a.wait_for(lambda: a.get("/v1/agents/mover/fs/goals/where").status == 200, "the goal")
+            r = a.get("/v1/agents/mover/fs/memory/export")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.headers.get("content-type"), "application/octet-stream")
+            self.assertIn("mover", r.headers.get("content-disposition", ""))
+            bundle = r.body
+            self.assertGreater(len(bundle), 0)
+
+            r = b.post("/v1/agents/import", bundle, headers={"Content-Type": "application/octet-stream"})
+            self.assertEqual(r.status, 201, r)
+            self.assertEqual(r.headers.get("location"), "/v1/agents/mover")
+            self.assertEqual(r.json()["id"], "mover")
+            self.assertEqual(r.json()["type"], "counter")
+            b.wait_count("mover", 3)
+            self.assertEqual(b.get("/v1/agents/mover/fs/outbox").json(),
+                             a.get("/v1/agents/mover/fs/outbox").json())
+            self.assertEqual(b.get("/v1/agents/mover/fs/goals/where").json()["value"], "b")
+            self.assertEqual(b.get("/v1/agents/mover/fs/logs/trajectory").json(),
+                             a.get("/v1/agents/mover/fs/logs/trajectory").json())
+            self.assertTrue(b.get("/v1/agents/mover/fs/logs/trajectory?verify").json()["ok"])
+            # It goes on ticking where it left off.
+            self.assertEqual(b.post("/a/mover/", "").json(), {"count": 4})
+            # Twice is a conflict; garbage is refused; neither harms the server.
+            self.assertEqual(b.post("/v1/agents/import", bundle).error_code(), "ALREADY_EXISTS")
+            self.assertEqual(b.post("/v1/agents/import", bundle).status, 409)
+            r = b.post("/v1/agents/import", b"\x00not a bundle\xff")
+            self.assertEqual((r.status, r.error_code()), (400, "INVALID_ARGUMENT"), r)
+            r = b.post("/v1/agents/import", bundle[: len(bundle) // 2])
+            self.assertEqual(r.status, 400, r)
+            self.assertEqual(b.get("/v1/agents/import").status, 405)
+            self.assertEqual(a.get("/v1/agents/nobody/fs/memory/export").error_code(), "AGENT_NOT_FOUND")
+            # Back home after a terminate: the same agent again.
+            self.assertEqual(a.request("DELETE", "/v1/agents/mover").status, 200)
+            self.assertEqual(a.post("/v1/agents/import", bundle).status, 201)
+            a.wait_count("mover", 3)
+            self.assertEqual(b.get("/healthz", auth=False).status, 200)
+
+
+# -- WebSockets ----------------------------------------------------------------------
+
+
+class WebSocketClient:
+    """A minimal RFC 6455 client over a socket: text frames, masked, unfragmented."""
+
+    def __init__(self, port, path, headers=None, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
+                 "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+        lines += ["%s: %s" % kv for kv in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            b = self.sock.recv(1)
+            if not b:
+                break
+            head += b
+        self.status = int(head.split(b" ", 2)[1]) if head else 0
+        self.head = head.decode("latin-1")
+        expected = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.accepted = ("sec-websocket-accept: " + expected.lower()) in self.head.lower()
+
+    def _recv_exact(self, n):
+        data = b""
+        while len(data) < n:
+            b = self.sock.recv(n - len(data))
+            if not b:
+                raise AssertionError("the WebSocket closed mid-frame")
+            data += b
+        return data
+
+    def send(self, opcode, payload):
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def send_text(self, text):
+        self.send(0x1, text.encode())
+
+    def recv(self):
+        """(opcode, payload) of the next frame."""
+        b0, b1 = self._recv_exact(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._recv_exact(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._recv_exact(8))[0]
+        mask = self._recv_exact(4) if b1 & 0x80 else None
+        payload = self._recv_exact(n)
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return b0 & 0x0F, payload
+
+    def close(self):
+        try:
+            self.send(0x8, struct.pack("!H", 1000))
+            self.recv()
+        except (OSError, AssertionError):
+            pass
+        self.sock.close()
+
+
+class WebSocketTest(ServerCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server.create("ws-echo", "echo")
+
+    def test_echo_sends_each_frame_back(self):
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(ws.status, 101, ws.head)
+        self.assertTrue(ws.accepted, ws.head)
+        for text in ["hello", "second", "x" * 300]:
+            ws.send_text(text)
+            self.assertEqual(ws.recv(), (0x1, text.encode()))
+        ws.close()
+        # open, three frames and close are ws triggers of the agent.
+        self.server.wait_for(lambda: self.server.status("ws-echo")["summary"].get("echoed") == 3,
+                             "the echo to count 3 frames")
+        self.assertServing()
+
+    def test_the_token_can_come_in_the_query(self):
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws?token=" + ADMIN_TOKEN)
+        self.assertEqual(ws.status, 101, ws.head)
+        ws.send_text("q")
+        self.assertEqual(ws.recv(), (0x1, b"q"))
+        ws.close()
+
+    def test_errors_before_the_upgrade(self):
+        self.assertError(self.server.get("/v1/agents/ws-echo/ws"), 426, "UPGRADE_REQUIRED")
+        r = self.server.post("/v1/agents/ws-echo/ws", "")
+        self.assertError(r, 405, "METHOD_NOT_ALLOWED")
+        self.assertEqual(r.headers.get("allow"), "GET")
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws")
+        self.assertEqual(ws.status, 401, ws.head)
+        ws.sock.close()
+        self.assertServing()
+
+    def test_the_outbox_streams_over_a_websocket(self):
+        self.server.create("ws-counter", "counter")
+        for i in range(3):
+            self.server.post("/v1/agents/ws-counter/inbox", "{}")
+        self.server.wait_count("ws-counter", 3)
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-counter/fs/outbox?from_seq=2",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(ws.status, 101, ws.head)
+        frames = [json.loads(ws.recv()[1]) for _ in range(2)]
+        self.server.post("/v1/agents/ws-counter/inbox", "{}")
+        frames.append(json.loads(ws.recv()[1]))
+        ws.close()
+        self.assertEqual([(f["id"], f["event"], json.loads(f["data"])["count"]) for f in frames],
+                         [(2, "outbox", 2), (3, "outbox", 3), (4, "outbox", 4)])
+
+    @unittest.expectedFailure
+    def test_an_unknown_agent_is_404_before_the_upgrade(self):
+        # Bug: router::agent answers 101 for /v1/agents/{id}/ws without
+        # checking that the agent exists, so the socket opens and its frames
+        # become triggers that nobody can take. Drop this decorator when fixed.
+        ws = WebSocketClient(self.server.port, "/v1/agents/nobody/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        ws.sock.close()
+        self.assertEqual(ws.status, 404, ws.head)
+
+
+# -- restart -------------------------------------------------------------------------
+
+
+class RestartTest(unittest.TestCase):
+    def test_agents_inbox_and_outbox_survive_a_restart(self):
+        with Server() as server:
+            server.create("keep-counter", "counter")
+            server.create("keep-echo", "echo")
+            first = server.post("/v1/agents/keep-counter/inbox", {"n": 0},
+                                headers={"Idempotency-Key": "k0"}).json()
+            self.assertEqual(first["duplicate"], False)
+            for i in range(1, 5):
+                self.assertEqual(server.post("/v1/agents/keep-counter/inbox", {"n": i}).status, 202)
+            server.wait_count("keep-counter", 5)
+            goal = server.request("PUT", "/v1/agents/keep-counter/fs/goals/aim", body="forty")
+            self.assertEqual(goal.status, 202)
+            server.wait_for(lambda: server.get("/v1/agents/keep-counter/fs/goals/aim").status == 200,
+                            "the goal to be set")
+            # A burst right before SIGTERM: every acknowledged message must be
+            # counted, before the stop or after the restart.
+            for i in range(20):
+                self.assertEqual(server.post("/v1/agents/keep-counter/inbox", {"burst": i}).status, 202)
+            outbox_before = server.get("/v1/agents/keep-counter/fs/outbox").json()["events"]
+            token = server.post("/v1/tokens", {"agent": "keep-counter", "scopes": ["read"]}).json()["token"]
+            rc = server.stop()
+            self.assertEqual(rc, 0, server.output())
+            self.assertTrue(any("event=stopped" in line for line in server.lines), server.output())
+
+            server.start()
+            listed = [a["id"] for a in server.get("/v1/agents").json()["agents"]]
+            self.assertEqual(listed, ["keep-counter", "keep-echo"])
+            self.assertEqual(server.status("keep-echo")["type"], "echo")
+            server.wait_count("keep-counter", 25)
+            events = server.get("/v1/agents/keep-counter/fs/outbox").json()["events"]
+            self.assertEqual(events[:len(outbox_before)], outbox_before)
+            self.assertEqual([json.loads(e["payload"])["count"] for e in events], list(range(1, 26)))
+            seqs = [e["seq"] for e in events]
+            self.assertEqual(seqs, list(range(seqs[0], seqs[0] + 25)))
+            # The idempotency key is remembered across the restart.
+            again = server.post("/v1/agents/keep-counter/inbox", {"n": 0},
+                                headers={"Idempotency-Key": "k0"}).json()
+            self.assertEqual(again, {"seq": first["seq"], "duplicate": True})
+            # New messages get new seqs, and are counted.
+            fresh = server.post("/v1/agents/keep-counter/inbox", {"n": "after"}).json()
+            self.assertFalse(fresh["duplicate"])
+            self.assertGreater(fresh["seq"], first["seq"] + 24)
+            server.wait_count("keep-counter", 26)
+            self.assertEqual(server.get("/v1/agents/keep-counter/fs/goals/aim").json(),
+                             {"key": "aim", "value": "forty"})
+            # Capability tokens issued before the restart still work (DATA/node.key).
+            r = server.get("/v1/agents/keep-counter", auth=False,
+                           headers={"Authorization": "Bearer " + token})
+            self.assertEqual(r.status, 200, r)
+            verify = server.get("/v1/agents/keep-counter/fs/logs/trajectory?verify").json()
+            self.assertTrue(verify["ok"], verify)
+            # The agent routes work on the restarted server.
+            self.assertEqual(server.post("/a/keep-counter/", "").json(), {"count": 27})
+            self.assertEqual(server.post("/a/keep-echo/", "still here").body, b"still here")
+            self.assertEqual(server.stop(), 0, server.output())
+
+
+if __name__ == "__main__":
+    unittest.main()
