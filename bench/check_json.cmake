@@ -1,8 +1,10 @@
-# cmake -DBENCH=path/to/ticktock-bench -P check_json.cmake
+# cmake -DBENCH=path/to/ticktock-bench [-DHTTP=ON] -P check_json.cmake
 #
-# Runs `ticktock-bench --all --json` with small numbers and fails unless it
-# exits 0 and every line of its output is a JSON object with the required
-# keys (values may be null where a metric does not apply).
+# Runs `ticktock-bench --all --json` with small numbers (the http scenario for
+# 0.5 s per load run over min(--http-agents, --agents) = 2000 agents) and
+# fails unless it exits 0 and every line of its output is a JSON object with
+# the required keys (values may be null where a metric does not apply). With
+# HTTP on, the http rows must be there too.
 cmake_minimum_required(VERSION 3.25)
 
 if(NOT BENCH)
@@ -10,7 +12,7 @@ if(NOT BENCH)
 endif()
 
 execute_process(
-  COMMAND ${BENCH} --all --json --agents 2000 --messages 20000 --runs 1
+  COMMAND ${BENCH} --all --json --agents 2000 --messages 20000 --runs 1 --seconds 0.5
   OUTPUT_VARIABLE out
   ERROR_VARIABLE err
   RESULT_VARIABLE rc
@@ -24,6 +26,9 @@ set(required scenario ops_per_s p50_us p99_us baseline baseline_ops_per_s ratio_
 set(density_required bytes_per_resident_agent bytes_per_hibernated_agent
                      baseline_bytes_per_resident_agent baseline_bytes_per_hibernated_agent)
 set(expected_scenarios tick durable-tick-sync durable-tick-async wake density)
+if(HTTP)
+  list(APPEND expected_scenarios http-1-agent http-2000-agents http-half-rate http-healthz)
+endif()
 
 string(REGEX REPLACE "\n$" "" out "${out}")
 string(REPLACE ";" "\\;" out "${out}")

@@ -31,6 +31,21 @@ struct config {
   std::filesystem::path dir = "/tmp";
   /// Progress lines on stderr.
   bool verbose = false;
+  /// The ticktockd binary of the http scenario; empty: the one built with
+  /// this bench (see find_ticktockd in http_bench.cpp).
+  std::filesystem::path ticktockd;
+  /// Keep-alive connections of the http scenario [32].
+  std::size_t connections = 32;
+  /// Counter agents of the http scenario's many-agent row [10000].
+  std::size_t http_agents = 10'000;
+  /// Measured seconds of every http load run, after a warm-up of a fifth of
+  /// it (at most 1 s) [3].
+  double seconds = 3;
+  /// If not 0, an http closed-loop run also ends after this many measured
+  /// requests [0].
+  std::size_t requests = 0;
+  /// Client I/O threads of the http scenario [1].
+  std::size_t client_threads = 1;
 };
 
 /// One reported row. Metrics are absent when they do not apply.
@@ -70,6 +85,12 @@ std::vector<row> run_durable_tick(const config& cfg);
 std::vector<row> run_wake(const config& cfg);
 /// density: resident RSS and hibernated disk bytes per agent.
 std::vector<row> run_density(const config& cfg);
+
+/// http: HTTP-triggered durable ticks against a ticktockd child process vs a
+/// bare Beast server returning a constant.
+std::vector<row> run_http(const config& cfg);
+/// Whether the http scenario can find a ticktockd binary.
+bool ticktockd_available(const config& cfg);
 
 /// Prints a progress line on stderr when cfg.verbose.
 void progress(const config& cfg, const std::string& line);

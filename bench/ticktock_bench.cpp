@@ -4,9 +4,10 @@
 // the measured region.
 //
 //   ticktock-bench [SCENARIO...|--all] [--json] [--agents N] [--messages N]
-//                  [--runs R] [--dir DIR]
+//                  [--runs R] [--dir DIR] [http options]
 //
-// Scenarios: tick, durable-tick, wake, density (all when none is named).
+// Scenarios: tick, durable-tick, wake, density, http (all when none is named;
+// http only if a ticktockd binary is found).
 
 #include <boost/json.hpp>
 
@@ -25,7 +26,8 @@ namespace {
 const char* usage =
   "usage: ticktock-bench [SCENARIO...|--all] [--json] [--agents N] [--messages N]\n"
   "                      [--runs R] [--dir DIR] [--tick-agents N] [--wake-agents N]\n"
-  "                      [--verbose]\n"
+  "                      [--ticktockd PATH] [--connections N] [--http-agents N]\n"
+  "                      [--seconds S] [--requests N] [--client-threads N] [--verbose]\n"
   "\n"
   "scenarios:\n"
   "  tick          no-op ticks/s over resident agents (async) vs bare CAF actors\n"
@@ -33,6 +35,10 @@ const char* usage =
   "  wake          send-to-committed-tick latency of hibernated agents vs CAF spawn +\n"
   "                RocksDB get\n"
   "  density       resident RSS and hibernated disk bytes per agent\n"
+  "  http          req/s and p50/p99 of POST /a/{id}/ on counter agents of a ticktockd\n"
+  "                child process (async durability), 1 agent and many, closed loop; then\n"
+  "                p99 open loop at half that rate; GET /healthz (driver without a tick);\n"
+  "                each vs a bare Beast server answering a constant\n"
   "\n"
   "options:\n"
   "  --all              run every scenario (the default when none is named)\n"
@@ -43,6 +49,13 @@ const char* usage =
   "  --dir DIR          parent of the temporary data directories [/tmp]\n"
   "  --tick-agents N    resident agents of the tick scenarios [1000]\n"
   "  --wake-agents N    agents woken by the wake scenario [2000]\n"
+  "  --ticktockd PATH   ticktockd binary of http [the one built with this bench]\n"
+  "  --connections N    keep-alive connections of http [32]\n"
+  "  --http-agents N    counter agents of http's many-agent row [10000]\n"
+  "  --seconds S        measured seconds of every http load run, after a warm-up\n"
+  "                     of S/5 (at most 1 s) [3]\n"
+  "  --requests N       also end an http closed-loop run after N requests [no limit]\n"
+  "  --client-threads N I/O threads of http's load generator [1]\n"
   "  --verbose          progress on stderr\n";
 
 [[noreturn]] void bad_usage(const std::string& why) {
@@ -169,6 +182,16 @@ void print_table(const tb::row& r) {
                (disk_ratio ? fmt(disk_ratio->median) : "-") + " ours/base");
     print_line("", "hib. RSS B", extra(r, "rss_bytes_per_hibernated_agent"), "", std::nullopt, "");
     print_line("", "creates/s", r.ops_per_s, "", std::nullopt, "");
+  } else if (r.p99_us && r.ops_per_s) {
+    print_line(r.scenario, "req/s", r.ops_per_s, r.baseline, r.baseline_ops_per_s,
+               r.scenario == "http-half-rate" ? "" : ratio + " ours/base");
+    print_line("", "p50 us", r.p50_us, "", r.baseline_p50_us, "");
+    print_line("", "p99 us", r.p99_us, "", r.baseline_p99_us,
+               r.scenario == "http-half-rate" ? ratio + " base/ours p99" : "");
+    if (auto c = extra(r, "server_cpu_us_per_req"))
+      print_line("", "srv CPU us/req", c, "", extra(r, "baseline_server_cpu_us_per_req"), "");
+    if (auto c = extra(r, "server_switches_per_req"))
+      print_line("", "srv cswch/req", c, "", extra(r, "baseline_server_switches_per_req"), "");
   } else if (r.p99_us) {
     print_line(r.scenario, "p50 us", r.p50_us, r.baseline, r.baseline_p50_us, "");
     print_line("", "p99 us", r.p99_us, "", r.baseline_p99_us, ratio + " base/ours p99");
@@ -193,7 +216,8 @@ int main(int argc, char** argv) {
   tb::config cfg;
   bool json = false;
   std::vector<std::string> scenarios;
-  const std::vector<std::string> known{"tick", "durable-tick", "wake", "density"};
+  const std::vector<std::string> known{"tick", "durable-tick", "wake", "density", "http"};
+  bool all = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -201,7 +225,7 @@ int main(int argc, char** argv) {
       std::cout << usage;
       return 0;
     } else if (a == "--all") {
-      scenarios = known;
+      all = true;
     } else if (a == "--json") {
       json = true;
     } else if (a == "--verbose") {
@@ -216,6 +240,25 @@ int main(int argc, char** argv) {
       cfg.tick_agents = parse_count(a, value(), 1);
     } else if (a == "--wake-agents") {
       cfg.wake_agents = parse_count(a, value(), 1);
+    } else if (a == "--connections") {
+      cfg.connections = parse_count(a, value(), 1);
+    } else if (a == "--http-agents") {
+      cfg.http_agents = parse_count(a, value(), 1);
+    } else if (a == "--requests") {
+      cfg.requests = parse_count(a, value(), 1);
+    } else if (a == "--client-threads") {
+      cfg.client_threads = parse_count(a, value(), 1);
+    } else if (a == "--seconds") {
+      auto v = value();
+      char* end = nullptr;
+      cfg.seconds = v ? std::strtod(v, &end) : 0;
+      if (!v || end == v || *end || !(cfg.seconds >= 0.05 && cfg.seconds <= 3600))
+        bad_usage("--seconds needs a number of seconds from 0.05 to 3600");
+    } else if (a == "--ticktockd") {
+      auto v = value();
+      if (!v || !*v)
+        bad_usage("--ticktockd needs a path");
+      cfg.ticktockd = v;
     } else if (a == "--dir") {
       auto v = value();
       if (!v || !*v)
@@ -230,8 +273,14 @@ int main(int argc, char** argv) {
       bad_usage("unknown scenario '" + a + "'");
     }
   }
-  if (scenarios.empty())
+  if (all || scenarios.empty()) {
+    // Every scenario; http only when there is a ticktockd to run.
     scenarios = known;
+    if (!tb::ticktockd_available(cfg)) {
+      std::cerr << "ticktock-bench: skipping http: no ticktockd found (pass --ticktockd PATH)\n";
+      scenarios.pop_back();
+    }
+  }
 
   if (!json)
     print_header();
@@ -245,6 +294,8 @@ int main(int argc, char** argv) {
         rows = tb::run_durable_tick(cfg);
       else if (s == "wake")
         rows = tb::run_wake(cfg);
+      else if (s == "http")
+        rows = tb::run_http(cfg);
       else
         rows = tb::run_density(cfg);
       for (auto& r : rows) {
