@@ -63,6 +63,8 @@ int main(int argc, char** argv) {
     std::unique_lock<std::mutex> lock{mtx};
     if (!cv.wait_for(lock, 10s, [&] { return beats >= 5; })) {
       std::fprintf(stderr, "only %llu beats in 10 s\n", static_cast<unsigned long long>(beats));
+      lock.unlock();
+      n.set_tick_observer(nullptr);  // it uses locals that die before the node
       return 1;
     }
   }
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
   auto stored = n.state<heartbeat_state>("heart")->beats;
   std::printf("beats: %llu, alarms left: %zu\n", static_cast<unsigned long long>(stored), remaining);
 
+  n.set_tick_observer(nullptr);
   n.shutdown();
   std::filesystem::remove_all(dir);
   return stored == 5 && remaining == 0 ? 0 : 1;

@@ -182,6 +182,7 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
       });
     },
     base);
+  core->alarms->start();
 
   for (auto& id : with_inbox)
     core->dir->wake(id);

@@ -6,8 +6,9 @@ scheduler::scheduler(const ticktock::clock& clock, storage::store& store, fire_f
                      storage::fire_alarms_op base)
   : clock_(clock), store_(store), fire_(std::move(fire)), base_(base) {
   next_ = store_.next_alarm_due();
-  thread_ = std::thread([this] { loop(); });
 }
+
+void scheduler::start() { thread_ = std::thread([this] { loop(); }); }
 
 scheduler::~scheduler() { stop(); }
 

@@ -24,6 +24,10 @@ public:
             storage::fire_alarms_op base);
   ~scheduler();
 
+  /// Starts the thread; separate from construction so that the owner can
+  /// publish the pointer before the first alarm fires.
+  void start();
+
   /// An alarm due at `due` was set; wakes the thread if it is earlier than
   /// what it waits for.
   void hint(time_point due);

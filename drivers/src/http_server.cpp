@@ -273,10 +273,15 @@ struct http_server::impl {
       req.body = std::move(msg.body());
       req.request_id = std::to_string(next_request++);
       auto started = std::chrono::steady_clock::now();
-      // Handlers may block (durability, agent replies): run them off the I/O threads.
-      auto res = co_await asio::co_spawn(
-        handlers, [this, &req]() -> asio::awaitable<response> { co_return api.handle(req); },
-        asio::use_awaitable);
+      // Handlers may block (durability, agent replies): run them off the I/O
+      // threads; only the probes that never block are answered in place.
+      response res;
+      if (req.target == "/healthz" || req.target == "/metrics")
+        res = api.handle(req);
+      else
+        res = co_await asio::co_spawn(
+          handlers, [this, &req]() -> asio::awaitable<response> { co_return api.handle(req); },
+          asio::use_awaitable);
       res.headers.emplace_back("X-Request-Id", req.request_id);
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now()
                                                                       - started)

@@ -194,7 +194,7 @@ void reply_hub::on_tick(const tick_event& ev) {
   key k{ev.agent, ev.trigger_seq};
   if (auto i = waiting_.find(k); i != waiting_.end()) {
     i->second->event = ev;
-    cv_.notify_all();
+    i->second->cv.notify_one();
     return;
   }
   // The tick committed before its requester started waiting: keep the reply
@@ -216,7 +216,7 @@ std::optional<tick_event> reply_hub::wait(const key& k, std::chrono::millisecond
   }
   slot s;
   waiting_.emplace(k, &s);
-  cv_.wait_for(lock, timeout, [&] { return s.event.has_value(); });
+  s.cv.wait_for(lock, timeout, [&] { return s.event.has_value(); });
   waiting_.erase(k);
   return std::move(s.event);
 }

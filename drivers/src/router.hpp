@@ -95,7 +95,10 @@ public:
   std::optional<tick_event> wait(const key& k, std::chrono::milliseconds timeout);
 
 private:
+  // One condition variable per waiting request, so a reply wakes only its
+  // own requester.
   struct slot {
+    std::condition_variable cv;
     std::optional<tick_event> event;
   };
   static constexpr std::size_t max_unclaimed = 4096;
@@ -104,7 +107,6 @@ private:
   node& node_;
   std::uint64_t observer_ = 0;
   std::mutex mtx_;
-  std::condition_variable cv_;
   std::map<key, slot*> waiting_;
   std::map<key, tick_event> unclaimed_;
   std::deque<key> order_;
