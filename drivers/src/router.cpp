@@ -633,8 +633,12 @@ response router::agent(const request& req, const std::string& id, std::string_vi
   }
   if (seg == "ws" && rest.empty()) {
     response r;
+    auto status = node_.status(id);
     if (req.method != "GET")
       r = method_not_allowed("GET");
+    else if (!status || status->state == agent_state::terminated)
+      r = error_response(status ? error{errc::not_found, "no agent '" + id + "'"}
+                                : status.error_value());
     else if (lower_contains(req.header("upgrade"), "websocket")) {
       r.status = 101;  // the server upgrades the connection
       r.stream_agent = id;
@@ -886,8 +890,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return route(r);
   }
   if (name == "memory") {
-    if (m != "GET")
-      return route(method_not_allowed("GET (memory changes only in ticks)"));
+    if (m != "GET")  // memory changes only in ticks
+      return route(method_not_allowed("GET"));
     auto space = parts.size() >= 2 ? parts[1] : std::string{"kv"};
     if (parts.size() == 3) {
       auto v = node_.store().get_memory(id, space, parts[2]);

@@ -243,11 +243,9 @@ class ErrorStatusTest(ServerCase):
         r = self.server.request("PUT", "/v1/agents/err-counter/fs/memory/kv/k", body="v")
         self.assertError(r, 405, "METHOD_NOT_ALLOWED")
 
-    @unittest.expectedFailure
     def test_405_on_memory_has_a_valid_allow_header(self):
-        # Bug: router.cpp sends "Allow: GET (memory changes only in ticks)";
-        # Allow must be a list of methods (RFC 9110 10.2.1). Drop this
-        # decorator when it is fixed.
+        # Regression: router.cpp sent "Allow: GET (memory changes only in
+        # ticks)"; Allow must be a list of methods (RFC 9110 10.2.1).
         r = self.server.request("PUT", "/v1/agents/err-counter/fs/memory/kv/k", body="v")
         self.assertEqual(r.headers.get("allow"), "GET")
 
@@ -878,11 +876,10 @@ class WebSocketTest(ServerCase):
         self.assertEqual([(f["id"], f["event"], json.loads(f["data"])["count"]) for f in frames],
                          [(2, "outbox", 2), (3, "outbox", 3), (4, "outbox", 4)])
 
-    @unittest.expectedFailure
     def test_an_unknown_agent_is_404_before_the_upgrade(self):
-        # Bug: router::agent answers 101 for /v1/agents/{id}/ws without
-        # checking that the agent exists, so the socket opens and its frames
-        # become triggers that nobody can take. Drop this decorator when fixed.
+        # Regression: router::agent answered 101 for /v1/agents/{id}/ws without
+        # checking that the agent exists, so the socket opened and its frames
+        # became triggers that nobody could take.
         ws = WebSocketClient(self.server.port, "/v1/agents/nobody/ws",
                              {"Authorization": "Bearer " + ADMIN_TOKEN})
         ws.sock.close()
