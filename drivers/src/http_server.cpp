@@ -286,10 +286,12 @@ struct http_server::impl {
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now()
                                                                       - started)
                   .count();
-      // The admin token may be in the query: never log the query.
-      auto path = req.target.substr(0, req.target.find('?'));
-      log("event=http request_id=" + req.request_id + " method=" + req.method + " path=" + path
-          + " status=" + std::to_string(res.status) + " us=" + std::to_string(us));
+      if (options.log) {
+        // The admin token may be in the query: never log the query.
+        auto path = req.target.substr(0, req.target.find('?'));
+        log("event=http request_id=" + req.request_id + " method=" + req.method + " path=" + path
+            + " status=" + std::to_string(res.status) + " us=" + std::to_string(us));
+      }
       if (res.status == 101 && websocket::is_upgrade(msg)) {
         co_await ws_session(std::move(stream), std::move(msg), res.stream_agent);
         co_return;
