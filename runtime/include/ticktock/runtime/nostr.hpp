@@ -1,0 +1,269 @@
+#pragma once
+
+// Nostr primitives: keys and BIP-340 signatures, NIP-01 events and relay
+// messages, NIP-19 bech32 keys (npub/nsec) and NIP-44 v2 encrypted payloads.
+// docs/nostr.md describes what is signed and how each format is built.
+//
+// Every function here is thread-safe: the secp256k1 context is created and
+// randomized once per process, on first use, and is then only read. Secret
+// keys are plain values; nothing here keeps a copy of them.
+//
+// Fallible calls return ticktock::error / ticktock::expected with
+// errc::invalid_argument (malformed or unauthentic input) or
+// errc::message_too_large (input above a size limit), and never throw.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "ticktock/runtime/error.hpp"
+
+namespace ticktock::nostr {
+
+/// 32 bytes: a secret key, an x-only public key, a hash or a nonce.
+using key32 = std::array<std::uint8_t, 32>;
+
+/// A BIP-340 Schnorr signature.
+using signature64 = std::array<std::uint8_t, 64>;
+
+// -- hex ---------------------------------------------------------------------
+
+/// Lowercase hex of `bytes`, two characters per byte.
+std::string to_hex(std::span<const std::uint8_t> bytes);
+
+/// Decodes hex (either case). Fails with invalid_argument on an odd length or a
+/// character outside [0-9a-fA-F], naming its position.
+expected<std::vector<std::uint8_t>> from_hex(std::string_view hex);
+
+/// Decodes exactly 64 hex characters into 32 bytes. Fails with
+/// invalid_argument on any other length or on a non-hex character.
+expected<key32> key_from_hex(std::string_view hex);
+
+// -- keys and BIP-340 signatures ---------------------------------------------
+
+/// A secp256k1 key pair; `pubkey` is the BIP-340 x-only public key, the form
+/// Nostr uses everywhere (hex in events, bech32 in npub).
+struct keypair {
+  key32 secret{};
+  key32 pubkey{};
+};
+
+/// A fresh key pair from libsodium's randombytes_buf (the OS CSPRNG); draws
+/// again in the negligible case that 32 random bytes are not a valid secret.
+keypair generate_keypair();
+
+/// The key pair of `secret`. Fails with invalid_argument when `secret` is zero
+/// or not below the curve order.
+expected<keypair> keypair_from_secret(const key32& secret);
+
+/// True when `secret` is a valid secp256k1 secret key (non-zero, below the
+/// curve order).
+bool is_valid_secret(const key32& secret) noexcept;
+
+/// True when `pubkey` is the x coordinate of a point on secp256k1.
+bool is_valid_pubkey(const key32& pubkey) noexcept;
+
+/// BIP-340 signature of the 32-byte message `msg32` (for Nostr: the event id)
+/// with 32 bytes of fresh auxiliary randomness. Precondition: `secret` is
+/// valid (see is_valid_secret); for an invalid secret the result is 64 zero
+/// bytes, which no verifier accepts.
+signature64 schnorr_sign(const key32& secret, const key32& msg32);
+
+/// schnorr_sign with caller-chosen auxiliary randomness, for reproducing
+/// BIP-340 test vectors. Production code calls schnorr_sign.
+signature64 schnorr_sign_with_aux(const key32& secret, const key32& msg32, const key32& aux32);
+
+/// True when `sig` is a valid BIP-340 signature of `msg32` by the x-only key
+/// `pubkey`. False for an invalid public key as for a wrong signature.
+bool schnorr_verify(const key32& pubkey, const key32& msg32, std::span<const std::uint8_t, 64> sig);
+
+// -- NIP-01 events -----------------------------------------------------------
+
+/// Default limit on an event's content, in bytes (64 KiB).
+inline constexpr std::size_t default_max_content_bytes = 64 * 1024;
+
+/// Largest kind NIP-01 allows.
+inline constexpr int max_kind = 65535;
+
+/// A Nostr event (NIP-01). `id`, `pubkey` and `sig` are lowercase hex (64, 64
+/// and 128 characters); `created_at` is Unix seconds; strings are UTF-8.
+struct event {
+  std::string id;
+  std::string pubkey;
+  std::int64_t created_at = 0;
+  int kind = 1;
+  std::vector<std::vector<std::string>> tags;
+  std::string content;
+  std::string sig;
+
+  friend bool operator==(const event&, const event&) = default;
+};
+
+/// The NIP-01 canonical serialization whose sha256 is the event id:
+/// `[0,"<pubkey>",<created_at>,<kind>,<tags>,"<content>"]` with no whitespace.
+/// Strings escape `"` `\` and the control characters below 0x20 only (\n \r
+/// \t \b \f by name, the others as \u00xx), exactly as JSON.stringify does;
+/// every other byte, UTF-8 included, is copied as it is.
+std::string serialize_for_id(const event& e);
+
+/// Lowercase hex sha256 of serialize_for_id(e).
+std::string compute_id(const event& e);
+
+/// Returns `e` signed by `k`: sets pubkey from `k`, then id, then sig. The
+/// other fields are kept as given. Precondition: `k` came from
+/// generate_keypair or keypair_from_secret (see schnorr_sign).
+event sign_event(event e, const keypair& k);
+
+/// No error when `e` is authentic. Otherwise invalid_argument with the reason:
+/// a malformed field (id, pubkey or sig of the wrong length or not lowercase
+/// hex, kind outside 0..65535, created_at negative, a string that is not
+/// UTF-8), "id does not match content" when the id is not compute_id(e), or
+/// "bad signature".
+error verify_event(const event& e);
+
+/// The event as a compact JSON object with the members id, pubkey,
+/// created_at, kind, tags, content, sig (strings escaped as in
+/// serialize_for_id).
+std::string to_json(const event& e);
+
+/// Parses an event object. Fails with invalid_argument when the text is not
+/// JSON, a member is missing or of the wrong type, created_at is negative or
+/// not an integer, kind is outside 0..65535, or tags is not an array of
+/// arrays of strings; with message_too_large when content is longer than
+/// `max_content_bytes`. Unknown members are ignored. Does not check the id or
+/// signature: call verify_event for that.
+expected<event> event_from_json(std::string_view json,
+                                std::size_t max_content_bytes = default_max_content_bytes);
+
+// -- NIP-01 relay messages ---------------------------------------------------
+
+/// `["REQ","<sub_id>",<filter_json>]`. `filter_json` must be a JSON object
+/// (e.g. `{"kinds":[1],"limit":10}`); it is inserted as it is.
+std::string req_message(std::string_view sub_id, std::string_view filter_json);
+
+/// `["EVENT",<event>]`, for publishing an event to a relay.
+std::string event_message(const event& e);
+
+/// `["CLOSE","<sub_id>"]`.
+std::string close_message(std::string_view sub_id);
+
+/// ["EVENT", sub_id, event]: an event matching a subscription.
+struct relay_event {
+  std::string subscription_id;
+  nostr::event event;
+};
+
+/// ["OK", event_id, accepted, message]: the relay's answer to a published
+/// event.
+struct relay_ok {
+  std::string event_id;
+  bool accepted = false;
+  std::string message;
+};
+
+/// ["EOSE", sub_id]: the stored events of a subscription have all been sent.
+struct relay_eose {
+  std::string subscription_id;
+};
+
+/// ["NOTICE", message]: a human-readable message from the relay.
+struct relay_notice {
+  std::string message;
+};
+
+/// ["CLOSED", sub_id, message]: the relay ended a subscription.
+struct relay_closed {
+  std::string subscription_id;
+  std::string message;
+};
+
+/// ["AUTH", challenge]: the relay asks the client to authenticate (NIP-42).
+struct relay_auth {
+  std::string challenge;
+};
+
+/// A relay-to-client message.
+using relay_message =
+  std::variant<relay_event, relay_ok, relay_eose, relay_notice, relay_closed, relay_auth>;
+
+/// Parses a relay-to-client message. Fails with invalid_argument, naming the
+/// problem, when the text is not a JSON array, its first element is not one
+/// of the types above, an element is missing or of the wrong type, or (for
+/// EVENT) the event is malformed as event_from_json defines; with
+/// message_too_large when an event's content exceeds `max_content_bytes`.
+/// Extra trailing elements are ignored. An EVENT's signature is not checked:
+/// call verify_event on it.
+expected<relay_message> parse_relay_message(std::string_view json,
+                                            std::size_t max_content_bytes = default_max_content_bytes);
+
+// -- NIP-19 bech32 keys ------------------------------------------------------
+
+/// The bech32 (BIP-173) "npub1..." form of an x-only public key.
+std::string npub(const key32& pubkey);
+
+/// The bech32 "nsec1..." form of a secret key.
+std::string nsec(const key32& secret);
+
+/// Decodes an "npub1..." string (all lower or all upper case). Fails with
+/// invalid_argument on a bad checksum, a character outside the bech32
+/// alphabet, another prefix, or a payload that is not 32 bytes.
+expected<key32> decode_npub(std::string_view npub);
+
+/// Decodes an "nsec1..." string, as decode_npub does for "npub1...".
+expected<key32> decode_nsec(std::string_view nsec);
+
+// -- NIP-44 v2 encrypted payloads --------------------------------------------
+
+namespace nip44 {
+
+/// Smallest and largest plaintext NIP-44 v2 encrypts, in bytes.
+inline constexpr std::size_t min_plaintext_size = 1;
+inline constexpr std::size_t max_plaintext_size = 65535;
+
+/// The per-message keys HKDF-expand derives from a conversation key and a
+/// nonce.
+struct message_keys {
+  key32 chacha_key{};
+  std::array<std::uint8_t, 12> chacha_nonce{};
+  key32 hmac_key{};
+};
+
+/// The conversation key shared by `secret_a` and the owner of `pubkey_b`:
+/// HKDF-extract(salt "nip44-v2", ikm = x coordinate of secret_a * P(pubkey_b))
+/// with SHA-256. Symmetric: conversation_key(a, B) == conversation_key(b, A).
+/// Fails with invalid_argument when the secret is invalid or pubkey_b is not
+/// on the curve.
+expected<key32> conversation_key(const key32& secret_a, const key32& pubkey_b);
+
+/// HKDF-expand(conversation_key, info = nonce, 76 bytes), split 32/12/32.
+message_keys get_message_keys(const key32& conversation_key, const key32& nonce);
+
+/// Length of the padded plaintext (without its 2-byte length prefix) for an
+/// unpadded length: at least 32, then powers of two for short messages and
+/// eighths of the next power of two above 256 bytes.
+std::size_t calc_padded_len(std::size_t unpadded_len);
+
+/// Encrypts `plaintext` (1..65535 bytes) and returns the base64 payload
+/// `0x02 || nonce || ciphertext || mac`. The nonce is random unless given
+/// (give one only to reproduce test vectors: reusing a nonce with the same
+/// conversation key breaks confidentiality). Fails with invalid_argument for
+/// an empty or too long plaintext.
+expected<std::string> encrypt(std::string_view plaintext, const key32& conversation_key,
+                              std::optional<key32> nonce = {});
+
+/// Decrypts a base64 payload. Fails with invalid_argument and one of these
+/// reasons: unknown version (also for a payload starting with '#'), payload
+/// too short or too long, invalid base64, invalid MAC, invalid padding. The
+/// MAC is checked in constant time before anything is decrypted. The result
+/// is the plaintext bytes (UTF-8 when the sender followed NIP-44).
+expected<std::string> decrypt(std::string_view payload, const key32& conversation_key);
+
+}  // namespace nip44
+
+}  // namespace ticktock::nostr
