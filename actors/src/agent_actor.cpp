@@ -163,6 +163,7 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   ev.outbox_count = attempt.outbox_count;
   ev.reply = std::move(attempt.reply);
   ev.ws = std::move(attempt.ws);
+  ev.refused = std::move(attempt.refused);
   ev.latency = std::chrono::duration_cast<std::chrono::microseconds>(
     std::chrono::steady_clock::now() - attempt.started);
   // Observers run before the entry counts as consumed, so whoever returns
@@ -197,7 +198,7 @@ bool load(self_ptr self, const std::string& id) {
     if (!agent) {
       problem = st.core->registry.check(meta->type).to_string();
     } else {
-      st.host = std::make_unique<agent_host>(store, *st.core->clock, std::move(*meta),
+      st.host = std::make_unique<agent_host>(store, *st.core->keys, *st.core->clock, std::move(*meta),
                                              std::move(agent), st.core->options.limits);
       if (auto err = st.host->load())
         problem = err.to_string();

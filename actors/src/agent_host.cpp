@@ -13,13 +13,17 @@ constexpr std::size_t max_name_bytes = 256;
 
 }  // namespace
 
-agent_host::agent_host(storage::store& store, const ticktock::clock& clock,
+agent_host::agent_host(storage::store& store, const keyring& keys, const ticktock::clock& clock,
                        storage::agent_record meta, std::unique_ptr<agent_base> agent,
                        const tick_limits& limits)
-  : store_(store), clock_(clock), meta_(std::move(meta)), agent_(std::move(agent)),
-    limits_(limits) {}
+  : store_(store), keyring_(keys), clock_(clock), meta_(std::move(meta)),
+    agent_(std::move(agent)), limits_(limits) {}
 
 error agent_host::load() {
+  auto keys = keyring_.load(meta_.id);
+  if (!keys)
+    return keys.error_value();
+  keys_ = std::move(*keys);
   auto bytes = store_.get_state(meta_.id);
   if (!bytes)
     return bytes.error_value();
@@ -73,6 +77,38 @@ std::string agent_host::validate(const effects& fx, time_point now) const {
   return {};
 }
 
+std::string agent_host::stamp_messages(std::vector<outgoing_message>& messages,
+                                       std::uint64_t index, storage::tick_op& op) const {
+  auto sent_at = clock_.now();
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    auto& m = messages[i];
+    storage::inbox_entry e;
+    e.kind = trigger_kind::message;
+    e.time = sent_at;
+    e.from = meta_.id;
+    e.payload = std::move(m.payload);
+    std::optional<identity::public_key> recipient;
+    if (m.encrypted) {
+      auto pub = keyring_.public_keys_of(m.to);
+      if (!pub)
+        return "send: cannot encrypt for '" + m.to + "': no such agent here";
+      recipient = pub->ed25519;
+    }
+    // Unique per message: sender, trajectory position, position in the tick.
+    std::string seed = meta_.id;
+    seed.push_back('\0');
+    for (auto v : {index, static_cast<std::uint64_t>(i)})
+      for (int b = 7; b >= 0; --b)
+        seed.push_back(static_cast<char>((v >> (b * 8)) & 0xff));
+    auto h = storage::blake2b(seed);
+    if (auto err = keyring::stamp(e, m.to, *keys_, std::string(h.begin(), h.begin() + 16),
+                                  recipient ? &*recipient : nullptr))
+      return "send: " + err.message();
+    op.messages.push_back({std::move(m.to), std::move(e), limits_.inbox_limit});
+  }
+  return {};
+}
+
 tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   tick_attempt a;
   a.trigger_seq = entry.seq;
@@ -94,11 +130,23 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
 
   std::optional<std::string> failure;
   effects fx;
+  // The envelope is checked (and decrypted) before the tick; the stored
+  // entry keeps the ciphertext, and so do the trajectory and deadletter.
+  std::optional<storage::inbox_entry> opened;
+  std::optional<keyring::refusal> refusal;
+  if (!entry.corrupt && !(entry.from.empty() && entry.signature.empty() && !entry.encrypted)) {
+    opened = entry;
+    refusal = keyring_.open(*opened, meta_.id, keys_ ? &*keys_ : nullptr);
+  }
   if (entry.corrupt) {
     failure = "inbox record " + std::to_string(entry.seq) + " is corrupt: " + entry.payload;
     a.attempt = limits_.max_attempts;  // no point retrying bytes that do not decode
+  } else if (refusal) {
+    failure = refusal->error;
+    a.refused = refusal->reason;
+    a.attempt = limits_.max_attempts;  // a bad envelope does not get better
   } else {
-    auto trig = entry.to_trigger(a.attempt);
+    auto trig = (opened ? *opened : entry).to_trigger(a.attempt);
     context ctx{meta_.id, meta_.config, trig, *agent_, this};
     if (auto g = goal_change::from(trig)) {
       // Goals change only in ticks: apply the outside edit in this one.
@@ -121,6 +169,11 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
       auto invalid = validate(fx, trig.time);
       if (!invalid.empty())
         failure = "invalid effect: " + invalid;
+    }
+    if (!failure) {
+      auto err = stamp_messages(fx.messages, rec.index, a.op);
+      if (!err.empty())
+        failure = err;
     }
   }
 
@@ -149,15 +202,6 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     op.consume_seq = entry.seq;
     for (auto& ev : fx.outbox)
       op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev)});
-    auto sent_at = clock_.now();
-    for (auto& m : fx.messages) {
-      storage::inbox_entry e;
-      e.kind = trigger_kind::message;
-      e.time = sent_at;
-      e.from = meta_.id;
-      e.payload = std::move(m.payload);
-      op.messages.push_back({std::move(m.to), std::move(e), limits_.inbox_limit});
-    }
     for (auto& al : fx.alarms) {
       if (al.cancel)
         ++rec.effects.alarms_cancelled;
@@ -178,6 +222,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   } else {
     // Nothing the tick staged is committed; the state goes back to the last
     // committed bytes.
+    op.messages.clear();
     if (!agent_->load_state(committed_state_))
       agent_->reset_state();
     rec.state_hash = committed_hash_;
@@ -190,7 +235,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
       op.consume_seq = entry.seq;
       storage::deadletter_entry d;
       d.seq = entry.seq;
-      d.reason = entry.corrupt ? "corrupt_record" : "tick_failed";
+      d.reason = entry.corrupt ? "corrupt_record" : !a.refused.empty() ? a.refused : "tick_failed";
       d.error = *failure;
       d.time = start_wall;
       d.attempts = a.attempt;
@@ -206,8 +251,11 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   rec.duration_ns = static_cast<std::uint64_t>(
     std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
       .count());
-  op.trajectory_bytes = storage::encode(rec);
-  next.trajectory_head = storage::blake2b(op.trajectory_bytes);
+  auto record_bytes = storage::encode(rec);
+  next.trajectory_head = storage::blake2b(record_bytes);
+  auto sig = identity::sign(*keys_, identity::trajectory_signing_bytes(meta_.id, record_bytes));
+  op.trajectory_bytes = storage::encode_signed_trajectory(
+    record_bytes, std::string_view{reinterpret_cast<const char*>(sig.data()), sig.size()});
   a.state_hash = rec.state_hash;
   a.meta_after = next;
   op.meta = std::move(next);

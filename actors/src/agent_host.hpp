@@ -13,6 +13,7 @@
 #include "ticktock/runtime/agent.hpp"
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/storage/store.hpp"
+#include "keyring.hpp"
 
 namespace ticktock::detail {
 
@@ -37,14 +38,19 @@ struct tick_attempt {
   std::vector<ws_message> ws;
   std::chrono::steady_clock::time_point started;
   std::uint32_t outbox_count = 0;
+  /// Why the trigger was refused before the tick (bad_signature,
+  /// undecryptable); empty otherwise.
+  std::string refused;
 };
 
 class agent_host final : public record_reader {
 public:
-  agent_host(storage::store& store, const ticktock::clock& clock, storage::agent_record meta,
-             std::unique_ptr<agent_base> agent, const tick_limits& limits);
+  agent_host(storage::store& store, const keyring& keys, const ticktock::clock& clock,
+             storage::agent_record meta, std::unique_ptr<agent_base> agent,
+             const tick_limits& limits);
 
-  /// LOAD: reads the agent's state. corrupt_record if it does not decode.
+  /// LOAD: reads the agent's state and unseals its keys. corrupt_record if
+  /// the state does not decode; the keyring's error if the keys do not open.
   error load();
 
   /// Runs one attempt of `entry` and returns the write that commits it. The
@@ -65,11 +71,20 @@ public:
   std::optional<std::string> read_goal(std::string_view key) const override;
   std::optional<std::string> read_memory(std::string_view space,
                                          std::string_view key) const override;
+  const identity::agent_keys* keys() const override { return keys_ ? &*keys_ : nullptr; }
+  std::optional<identity::public_keys> public_keys_of(std::string_view agent) const override {
+    return keyring_.public_keys_of(agent);
+  }
 
 private:
   std::string validate(const effects& fx, time_point now) const;
+  /// Signs (and encrypts where asked) the tick's messages into `op`.
+  std::string stamp_messages(std::vector<outgoing_message>& messages, std::uint64_t index,
+                             storage::tick_op& op) const;
 
   storage::store& store_;
+  const keyring& keyring_;
+  std::optional<identity::agent_keys> keys_;
   const ticktock::clock& clock_;
   storage::agent_record meta_;
   std::unique_ptr<agent_base> agent_;

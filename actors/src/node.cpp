@@ -2,7 +2,10 @@
 
 #include <caf/all.hpp>
 
+#include <sodium.h>
+
 #include <algorithm>
+#include <cstring>
 #include <future>
 #include <thread>
 
@@ -74,6 +77,10 @@ void node_core::notify(const tick_event& ev) {
       case storage::outcome::failed: ++m.ticks_failed; break;
       case storage::outcome::deadlettered: ++m.deadlettered; break;
     }
+    if (ev.refused == "bad_signature")
+      ++m.bad_signatures;
+    else if (ev.refused == "undecryptable")
+      ++m.undecryptable;
     auto us = static_cast<std::uint64_t>(ev.latency.count());
     for (std::size_t i = 0; i < m.bounds_us.size(); ++i)
       if (us <= m.bounds_us[i])
@@ -127,6 +134,11 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   if (!st)
     return st.error_value();
   core->store = std::move(*st);
+  auto key_file = opts.master_key_file.empty() ? opts.data_dir / "master.key" : opts.master_key_file;
+  auto master = detail::open_master_key(*core->store, key_file);
+  if (!master)
+    return master.error_value();
+  core->keys = std::make_unique<detail::keyring>(*core->store, std::move(*master));
 
   core->caf_config = std::make_unique<caf::actor_system_config>();
   auto threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -240,6 +252,7 @@ error node::create(const std::string& id, const std::string& type, std::string c
   op.init.kind = trigger_kind::init;
   op.init.time = op.meta.created;
   op.init.payload = std::move(config);
+  op.identity = core_->keys->seal(identity::agent_keys::generate(), op.meta.created);
   auto* core = core_.get();
   auto r = commit_and_wait(*core, std::move(op), [core, id, type](storage::op_result& r) {
     if (r.err)
@@ -262,6 +275,7 @@ error node::terminate(const std::string& id) {
   auto r = commit_and_wait(*core_, storage::terminate_op{id});
   if (r.err)
     return r.err;
+  core_->keys->forget(id);
   if (auto actor = core_->dir->remove(id))
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   core_->consumed(static_cast<std::int64_t>(depth));
@@ -307,6 +321,8 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
     return fail(error{errc::invalid_argument, "idempotency keys are at most 256 bytes"});
   if (!opts.from.empty() && !is_valid_agent_id(opts.from))
     return fail(check_agent_id(opts.from));
+  if (opts.encrypted && opts.from.empty())
+    return fail(error{errc::invalid_argument, "encrypted messages need a sender (from)"});
   if (opts.kind == trigger_kind::init)
     return fail(error{errc::invalid_argument, "init triggers are sent by create only"});
   if (auto v = core_->dir->lookup(id); v && v->errored)
@@ -319,6 +335,9 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   op.entry.payload = std::move(payload);
   op.entry.idempotency_key = opts.idempotency_key;
   op.depth_limit = limits.inbox_limit;
+  if (!opts.from.empty())
+    if (auto err = detail::sign_as(*core_->keys, opts.from, id, opts.encrypted, op.entry))
+      return fail(std::move(err));
   auto* core = core_.get();
   // Count the write as outstanding from now on, so wait_idle does not
   // return between this call and the commit.
@@ -382,19 +401,56 @@ expected<std::size_t> node::requeue(const std::string& id, const std::vector<std
 
 // -- moving agents -------------------------------------------------------------
 
-expected<std::string> node::export_bundle(const std::string& id) const {
+expected<std::string> node::export_bundle(const std::string& id, bool include_secrets) const {
   auto ok = checked(id);
   if (!ok)
     return ok.error_value();
-  return core_->store->export_agent(id);
+  std::optional<std::string> secret;
+  if (include_secrets) {
+    auto keys = core_->keys->load(id);
+    if (!keys)
+      return keys.error_value();
+    secret = keys->secret_bytes();
+  }
+  auto out = core_->store->export_agent(id, secret);
+  if (secret)
+    sodium_memzero(secret->data(), secret->size());
+  return out;
 }
 
 expected<std::string> node::import_bundle(std::string bundle) {
   if (core_->closing)
     return error{errc::shutting_down, "the node is shutting down"};
-  auto r = commit_and_wait(*core_, storage::import_op{std::move(bundle)});
+  auto found = storage::read_bundle_identity(bundle);
+  if (!found)
+    return found.error_value();
+  // Keys travel in the clear only on request; otherwise the agent gets new
+  // ones here and keeps its old public key to verify its older records.
+  auto now = core_->clock->now();
+  storage::identity_record rec;
+  if (found->secret) {
+    auto keys = identity::agent_keys::from_secret_bytes(*found->secret);
+    sodium_memzero(found->secret->data(), found->secret->size());
+    if (!keys)
+      return error{errc::invalid_argument, "the bundle's secret keys: " + keys.error_value().message()};
+    if (found->identity && found->identity->ed25519 != keys->pub.ed25519)
+      return error{errc::invalid_argument, "the bundle's secret keys do not match its public keys"};
+    rec = core_->keys->seal(*keys, found->identity ? found->identity->created : now,
+                            found->identity ? found->identity->retired
+                                            : std::vector<identity::public_key>{});
+  } else {
+    std::vector<identity::public_key> retired;
+    if (found->identity) {
+      retired = found->identity->retired;
+      retired.push_back(found->identity->ed25519);
+    }
+    rec = core_->keys->seal(identity::agent_keys::generate(), now, std::move(retired));
+  }
+  storage::import_op op{std::move(bundle), std::move(rec)};
+  auto r = commit_and_wait(*core_, std::move(op));
   if (r.err)
     return r.err;
+  core_->keys->forget(r.agent);
   auto meta = core_->store->get_agent(r.agent);
   auto mark = core_->store->errored_mark(r.agent);
   bool errored = !meta || meta->errored || mark;

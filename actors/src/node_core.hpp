@@ -16,6 +16,7 @@
 
 #include "committer.hpp"
 #include "directory.hpp"
+#include "keyring.hpp"
 #include "scheduler.hpp"
 #include "ticktock/actors/options.hpp"
 #include "ticktock/runtime/registry.hpp"
@@ -28,6 +29,7 @@ struct node_core {
   agent_registry registry;
   std::shared_ptr<ticktock::clock> clock;
   std::unique_ptr<storage::store> store;
+  std::unique_ptr<keyring> keys;
   std::unique_ptr<committer> commits;
   std::unique_ptr<directory> dir;
   std::unique_ptr<scheduler> alarms;

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "agent_host.hpp"
+#include "keyring.hpp"
 #include "ticktock/runtime/agent_id.hpp"
 #include "ticktock/storage/store.hpp"
 
@@ -34,16 +35,25 @@ harness::harness(agent_registry registry, harness_options options)
   } else {
     dir_ = options_.dir;
   }
+  open_store();
+}
+
+void harness::open_store() {
   storage::store_options so;
   so.dir = dir_;
   auto s = storage::store::open(so);
   if (!s)
     throw std::runtime_error(s.error_value().to_string());
   store_ = std::move(*s);
+  auto master = detail::open_master_key(*store_, dir_ / "master.key");
+  if (!master)
+    throw std::runtime_error(master.error_value().to_string());
+  keys_ = std::make_unique<detail::keyring>(*store_, std::move(*master));
 }
 
 harness::~harness() {
   hosts_.clear();
+  keys_.reset();
   store_.reset();
   if (owns_dir_) {
     std::error_code ec;
@@ -70,6 +80,7 @@ error harness::create(const std::string& id, const std::string& type, std::strin
   op.init.kind = trigger_kind::init;
   op.init.time = op.meta.created;
   op.init.payload = std::move(config);
+  op.identity = keys_->seal(identity::agent_keys::generate(), op.meta.created);
   return apply(std::move(op))[0].err;
 }
 
@@ -87,6 +98,9 @@ expected<send_receipt> harness::send(const std::string& id, std::string payload,
   op.entry.payload = std::move(payload);
   op.entry.idempotency_key = opts.idempotency_key;
   op.depth_limit = options_.limits.inbox_limit;
+  if (!opts.from.empty())
+    if (auto err = detail::sign_as(*keys_, opts.from, id, opts.encrypted, op.entry))
+      return err;
   auto r = apply(std::move(op))[0];
   if (r.err)
     return r.err;
@@ -116,6 +130,7 @@ expected<http_reply> harness::http(const std::string& id, const http_request& re
 
 error harness::terminate(const std::string& id) {
   hosts_.erase(id);
+  keys_->forget(id);
   return apply(storage::terminate_op{id})[0].err;
 }
 
@@ -138,7 +153,7 @@ harness::loaded* harness::host(const std::string& id) {
   if (!agent)
     return fail(registry_.check(meta->type).to_string());
   auto l = std::make_unique<loaded>();
-  l->host = std::make_unique<detail::agent_host>(*store_, *clock_, std::move(*meta),
+  l->host = std::make_unique<detail::agent_host>(*store_, *keys_, *clock_, std::move(*meta),
                                                  std::move(agent), options_.limits);
   if (auto err = l->host->load())
     return fail(err.to_string());
@@ -212,13 +227,9 @@ std::size_t harness::advance(duration d) {
 void harness::restart() {
   hosts_.clear();
   errored_.clear();
+  keys_.reset();
   store_.reset();
-  storage::store_options so;
-  so.dir = dir_;
-  auto s = storage::store::open(so);
-  if (!s)
-    throw std::runtime_error(s.error_value().to_string());
-  store_ = std::move(*s);
+  open_store();
   fire_alarms(clock_->now());
 }
 

@@ -244,6 +244,7 @@ response error_response(const error& err) {
     case errc::invalid_argument: status = 400; break;
     case errc::not_found: status = 404; break;
     case errc::already_exists:
+    case errc::replayed:
     case errc::agent_errored: status = 409; break;
     case errc::message_too_large: status = 413; break;
     case errc::inbox_full: status = 429; break;

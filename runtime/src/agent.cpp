@@ -46,6 +46,33 @@ std::optional<std::string> context::memory(std::string_view space, std::string_v
   return reader_ ? reader_->read_memory(space, key) : std::nullopt;
 }
 
+namespace {
+
+const identity::agent_keys& keys_of(const record_reader* reader) {
+  const identity::agent_keys* k = reader ? reader->keys() : nullptr;
+  if (!k)
+    throw std::logic_error("this agent has no keys here (its host gives it no identity)");
+  return *k;
+}
+
+}  // namespace
+
+const identity::public_keys& context::public_keys() const { return keys_of(reader_).pub; }
+
+std::optional<identity::public_keys> context::public_keys_of(std::string_view agent) const {
+  if (agent == self_ && reader_ && reader_->keys())
+    return reader_->keys()->pub;
+  return reader_ ? reader_->public_keys_of(agent) : std::nullopt;
+}
+
+identity::signature context::sign(std::string_view bytes) const {
+  return identity::sign(keys_of(reader_), bytes);
+}
+
+expected<std::string> context::decrypt(std::string_view ciphertext) const {
+  return identity::decrypt(keys_of(reader_), ciphertext);
+}
+
 // -- goal changes -------------------------------------------------------------
 
 std::string goal_change::encode() const {

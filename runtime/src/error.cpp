@@ -18,6 +18,7 @@ std::string_view to_string(errc code) noexcept {
     case errc::tick_failed: return "TICK_FAILED";
     case errc::shutting_down: return "SHUTTING_DOWN";
     case errc::timeout: return "TIMEOUT";
+    case errc::replayed: return "REPLAYED_ENVELOPE";
   }
   return "UNKNOWN";
 }

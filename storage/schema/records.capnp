@@ -34,6 +34,11 @@ struct InboxEntry {
   payload @3 :Data;
   alarm @4 :Text;
   idempotencyKey @5 :Text;
+  # Agent-to-agent envelope (see docs/identity.md); empty for outside triggers.
+  envelopeId @6 :Data;         # 16 random-looking bytes, unique per message
+  signature @7 :Data;          # Ed25519 by the sender over identity::envelope_signing_bytes
+  encrypted @8 :Bool;          # payload is a sealed box for the recipient
+  senderKey @9 :Data;          # sender's Ed25519 public key (senders of other nodes)
 }
 
 struct OutboxEvent {
@@ -74,6 +79,26 @@ struct TrajectoryRecord {
   stateHash @11 :Data;         # BLAKE2b-256 of the state bytes after the tick
   prevHash @12 :Data;          # BLAKE2b-256 of the previous record's bytes
   logs @13 :List(Text);
+}
+
+# The stored value of a trajectory entry: the record's bytes and the agent's
+# Ed25519 signature over identity::trajectory_signing_bytes(agent, record).
+# The hash chain (prevHash, the agent's trajectoryHead) covers `record`.
+struct SignedTrajectory {
+  record @0 :Data;             # a packed TrajectoryRecord
+  signature @1 :Data;          # 64 bytes
+}
+
+# An agent's keys (column family `identity`, key: the agent id).
+struct IdentityRecord {
+  version @0 :UInt32;          # 1
+  ed25519Public @1 :Data;      # 32 bytes
+  nostrPublic @2 :Data;        # 32 bytes, BIP-340 x-only secp256k1
+  sealedSecrets @3 :Data;      # secretbox(master key; Ed25519 secret (64) || secp256k1 secret (32));
+                               # empty in a bundle exported without secrets
+  masterKeyId @4 :Text;        # id of the master key that sealed them (16 hex digits)
+  createdUs @5 :Int64;
+  retiredEd25519 @6 :List(Data);  # earlier Ed25519 public keys, for older trajectory records
 }
 
 struct AlarmRecord {

@@ -194,6 +194,14 @@ std::string encode(const inbox_entry& e) {
     b.setAlarm(e.alarm);
   if (!e.idempotency_key.empty())
     b.setIdempotencyKey(e.idempotency_key);
+  if (!e.envelope_id.empty())
+    b.setEnvelopeId(as_data(e.envelope_id));
+  if (!e.signature.empty())
+    b.setSignature(as_data(e.signature));
+  if (e.encrypted)
+    b.setEncrypted(true);
+  if (!e.sender_key.empty())
+    b.setSenderKey(as_data(e.sender_key));
   return finish(msg);
 }
 
@@ -206,6 +214,10 @@ expected<inbox_entry> decode_inbox(std::string_view bytes) {
     e.payload = to_string(m.getPayload());
     e.alarm = to_string(m.getAlarm());
     e.idempotency_key = to_string(m.getIdempotencyKey());
+    e.envelope_id = to_string(m.getEnvelopeId());
+    e.signature = to_string(m.getSignature());
+    e.encrypted = m.getEncrypted();
+    e.sender_key = to_string(m.getSenderKey());
     return e;
   });
   if (r && static_cast<std::uint8_t>(r->kind) > static_cast<std::uint8_t>(trigger_kind::goal_changed))
@@ -297,6 +309,71 @@ expected<trajectory_record> decode_trajectory(std::string_view bytes) {
     return r.error_value();
   if (!r->first)
     return corrupt("trajectory", "bad hash length or outcome");
+  return std::move(r->second);
+}
+
+std::string encode_signed_trajectory(std::string_view record_bytes, std::string_view signature) {
+  capnp::MallocMessageBuilder msg{static_cast<capnp::uint>(32 + record_bytes.size() / 8)};
+  auto b = msg.initRoot<s::SignedTrajectory>();
+  b.setRecord(as_data(record_bytes));
+  if (!signature.empty())
+    b.setSignature(as_data(signature));
+  return finish(msg);
+}
+
+expected<std::pair<std::string, std::string>> decode_signed_trajectory(std::string_view bytes) {
+  return decode_message<s::SignedTrajectory>(
+    "trajectory", bytes, [](s::SignedTrajectory::Reader m) {
+      return std::make_pair(to_string(m.getRecord()), to_string(m.getSignature()));
+    });
+}
+
+// -- identity ---------------------------------------------------------------
+
+std::string encode(const identity_record& r) {
+  capnp::MallocMessageBuilder msg{64};
+  auto b = msg.initRoot<s::IdentityRecord>();
+  b.setVersion(1);
+  b.setEd25519Public(as_data(r.ed25519));
+  b.setNostrPublic(as_data(r.nostr));
+  if (!r.sealed.empty())
+    b.setSealedSecrets(as_data(r.sealed));
+  b.setMasterKeyId(r.master_key_id);
+  b.setCreatedUs(to_us(r.created));
+  if (!r.retired.empty()) {
+    auto list = b.initRetiredEd25519(static_cast<unsigned>(r.retired.size()));
+    for (unsigned i = 0; i < r.retired.size(); ++i)
+      list.set(i, as_data(r.retired[i]));
+  }
+  return finish(msg);
+}
+
+expected<identity_record> decode_identity(std::string_view bytes) {
+  auto r = decode_message<s::IdentityRecord>("identity", bytes, [](s::IdentityRecord::Reader m) {
+    identity_record r;
+    bool ok = m.getVersion() == 1 && m.getEd25519Public().size() == 32
+              && m.getNostrPublic().size() == 32;
+    if (ok) {
+      std::memcpy(r.ed25519.data(), m.getEd25519Public().begin(), 32);
+      std::memcpy(r.nostr.data(), m.getNostrPublic().begin(), 32);
+    }
+    r.sealed = to_string(m.getSealedSecrets());
+    r.master_key_id = to_string(m.getMasterKeyId());
+    r.created = from_us(m.getCreatedUs());
+    for (auto k : m.getRetiredEd25519()) {
+      if (k.size() != 32) {
+        ok = false;
+        break;
+      }
+      auto& key = r.retired.emplace_back();
+      std::memcpy(key.data(), k.begin(), 32);
+    }
+    return std::make_pair(ok, std::move(r));
+  });
+  if (!r)
+    return r.error_value();
+  if (!r->first)
+    return corrupt("identity", "unknown version or bad key length");
   return std::move(r->second);
 }
 

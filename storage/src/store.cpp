@@ -17,6 +17,7 @@
 
 #include "bundle.hpp"
 #include "keys.hpp"
+#include "ticktock/runtime/identity.hpp"
 
 namespace ticktock::storage {
 
@@ -96,6 +97,11 @@ bool is_exclusive(const write_op& op) noexcept {
   return !std::holds_alternative<enqueue_op>(op) && !std::holds_alternative<tick_op>(op);
 }
 
+// Version of the record layout; see docs/storage-format.md. 2: signed
+// trajectory (SignedTrajectory values) and per-agent identity records.
+constexpr std::string_view format_version = "2";
+constexpr std::string_view format_key = "format";
+
 struct store::impl {
   store_options options;
   std::unique_ptr<rocksdb::DB> db;
@@ -114,6 +120,33 @@ struct store::impl {
   }
 
   rocksdb::ColumnFamilyHandle* cf(cf_id i) const { return handles[i]; }
+
+  // A new directory gets the current format; one written by another format
+  // is refused with a clear error rather than misread.
+  error check_format() {
+    error err;
+    auto v = get(cf_meta, format_key, &err);
+    if (err)
+      return err;
+    if (v) {
+      if (*v == format_version)
+        return {};
+      return error{errc::storage_failure, "data directory " + options.dir.string()
+                                            + " has record format " + *v + "; this build reads format "
+                                            + std::string{format_version}};
+    }
+    auto it = iter(cf_agents);
+    it->SeekToFirst();
+    if (it->Valid())
+      return error{errc::storage_failure,
+                   "data directory " + options.dir.string()
+                     + " was written by an earlier ticktock (record format 1, unsigned trajectories); "
+                       "this build reads format "
+                     + std::string{format_version} + ": start with an empty data directory"};
+    auto st = db->Put(write_options, cf(cf_meta), rocksdb::Slice{format_key.data(), format_key.size()},
+                      rocksdb::Slice{format_version.data(), format_version.size()});
+    return st.ok() ? error{} : from_status(st, "write format version");
+  }
 
   std::optional<std::string> get(cf_id c, std::string_view key, error* err = nullptr) const {
     std::string value;
@@ -352,6 +385,8 @@ private:
       return;
     }
     put(cf_agents, id, encode(op.meta));
+    if (op.identity)
+      put(cf_identity, keys::prefix(id), encode(*op.identity));
     scratch_[id] = counters{};
     dirty_.insert(id);
     enqueue_op init{id, std::move(op.init), 0};
@@ -380,6 +415,18 @@ private:
     batch_.DeleteRange(s_.cf(cf_meta), keys::idempotency_prefix(id),
                        keys::idempotency_prefix_end(id));
     scratch_[id].erased = true;
+  }
+
+  void handle(identity_op& op, op_result& r) {
+    for (auto& [id, rec] : op.records) {
+      if (!ctr(id)) {
+        r.err = error{errc::not_found, "no agent '" + id + "'"};
+        batch_.Clear();  // all or nothing
+        return;
+      }
+      put(cf_identity, keys::prefix(id), encode(rec));
+    }
+    r.seq = op.records.size();
   }
 
   void handle(mark_errored_op& op, op_result&) { put(cf_meta, keys::errored(op.agent), op.reason); }
@@ -466,6 +513,8 @@ private:
     bool has_meta = false;
     counters c;
     for (auto& e : b->entries) {
+      if (op.identity && (e.column == "identity" || e.column == "identity-secret"))
+        continue;  // replaced by op.identity below
       auto cf = cf_by_name(e.column);
       if (!cf || !owned_by(*cf, e.key, id)) {
         r.err = error{errc::invalid_argument, "bundle entry in '" + e.column
@@ -487,6 +536,8 @@ private:
       batch_.Clear();
       return;
     }
+    if (op.identity)
+      put(cf_identity, keys::prefix(id), encode(*op.identity));
     scratch_[id] = c;
     dirty_.insert(id);
     r.agent = id;
@@ -626,6 +677,8 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
     return from_status(st, "cannot open RocksDB at " + options.dir.string());
   p->db.reset(db);
   p->write_options.sync = options.durability == durability::sync;
+  if (auto err = p->check_format())
+    return err;
   return std::unique_ptr<store>(new store(std::move(p)));
 }
 
@@ -688,6 +741,54 @@ void store::for_each_agent(const std::function<bool(const agent_summary&)>& f,
     if (!f(s))
       break;
   }
+}
+
+// -- identity ----------------------------------------------------------------
+
+expected<std::optional<identity_record>> store::get_identity(std::string_view id) const {
+  error err;
+  auto v = impl_->get(cf_identity, keys::prefix(id), &err);
+  if (err)
+    return err;
+  if (!v)
+    return std::optional<identity_record>{};
+  auto r = decode_identity(*v);
+  if (!r)
+    return r.error_value();
+  return std::optional<identity_record>{std::move(*r)};
+}
+
+void store::for_each_identity(
+  const std::function<void(const std::string&, expected<identity_record>)>& f) const {
+  auto it = impl_->iter(cf_identity);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    auto k = view(it->key());
+    if (k.empty() || k.back() != '\0')
+      continue;
+    f(std::string{k.substr(0, k.size() - 1)}, decode_identity(view(it->value())));
+  }
+}
+
+expected<bundle_identity> read_bundle_identity(std::string_view bytes) {
+  auto b = decode_bundle(bytes);
+  if (!b)
+    return error{errc::invalid_argument, "not an agent bundle: " + b.error_value().message()};
+  bundle_identity out;
+  out.agent = b->agent;
+  for (auto& e : b->entries) {
+    if (e.key != keys::prefix(b->agent))
+      continue;
+    if (e.column == "identity") {
+      auto r = decode_identity(e.value);
+      if (!r)
+        return error{errc::invalid_argument, "the bundle's identity record is corrupt: "
+                                               + r.error_value().message()};
+      out.identity = std::move(*r);
+    } else if (e.column == "identity-secret") {
+      out.secret = e.value;
+    }
+  }
+  return out;
 }
 
 // -- inbox, outbox, deadletter ------------------------------------------------
@@ -776,11 +877,13 @@ std::vector<trajectory_record> store::read_trajectory(std::string_view id, std::
   std::vector<trajectory_record> out;
   auto prefix = keys::prefix(id);
   impl_->scan(cf_trajectory, prefix, keys::seq(id, from_index), [&](auto k, auto v) {
-    auto r = decode_trajectory(v);
+    auto sr = decode_signed_trajectory(v);
+    auto r = sr ? decode_trajectory(sr->first) : expected<trajectory_record>{sr.error_value()};
     trajectory_record rec;
-    if (r)
+    if (r) {
       rec = std::move(*r);
-    else {
+      rec.signature = std::move(sr->second);
+    } else {
       rec.corrupt = true;
       rec.error = r.error_value().message();
     }
@@ -805,14 +908,39 @@ chain_report store::verify_trajectory(std::string_view id) const {
     fail(0, meta.error_value().to_string());
     return rep;
   }
+  auto ident = get_identity(id);
+  if (!ident || !*ident) {
+    fail(0, ident ? "agent '" + std::string{id} + "' has no identity record to verify signatures"
+                  : ident.error_value().to_string());
+    return rep;
+  }
+  std::vector<identity::public_key> signers{(*ident)->ed25519};
+  signers.insert(signers.end(), (*ident)->retired.begin(), (*ident)->retired.end());
   auto prefix = keys::prefix(id);
   hash256 prev{};
   std::uint64_t expected_index = 0;
-  impl_->scan(cf_trajectory, prefix, prefix, [&](auto k, auto v) {
+  impl_->scan(cf_trajectory, prefix, prefix, [&](auto k, auto stored) {
     auto index = keys::get_be64(k.substr(prefix.size()));
     ++rep.records;
     if (index != expected_index) {
       fail(expected_index, "record " + std::to_string(expected_index) + " is missing");
+      return false;
+    }
+    auto signed_rec = decode_signed_trajectory(stored);
+    if (!signed_rec) {
+      fail(index, signed_rec.error_value().message());
+      return false;
+    }
+    const auto& [v, sig] = *signed_rec;
+    auto signing = identity::trajectory_signing_bytes(id, v);
+    auto sig_bytes = std::span{reinterpret_cast<const std::uint8_t*>(sig.data()), sig.size()};
+    if (sig.empty()) {
+      fail(index, "record " + std::to_string(index) + " is not signed");
+      return false;
+    }
+    if (std::none_of(signers.begin(), signers.end(),
+                     [&](auto& key) { return identity::verify(key, signing, sig_bytes); })) {
+      fail(index, "record " + std::to_string(index) + " has a bad signature");
       return false;
     }
     auto rec = decode_trajectory(v);
@@ -899,7 +1027,8 @@ std::optional<time_point> store::next_alarm_due() const {
 
 // -- bundles ------------------------------------------------------------------
 
-expected<std::string> store::export_agent(std::string_view id) const {
+expected<std::string> store::export_agent(std::string_view id,
+                                          const std::optional<std::string>& secret) const {
   if (!agent_exists(id))
     return error{errc::not_found, "no agent '" + std::string{id} + "'"};
   // One snapshot, so the bundle is a consistent cut even while ticks commit.
@@ -920,9 +1049,23 @@ expected<std::string> store::export_agent(std::string_view id) const {
   };
   add_key(cf_agents, std::string{id});
   add_key(cf_state, std::string{id});
-  for (auto c : {cf_inbox, cf_outbox, cf_trajectory, cf_memory, cf_goals, cf_deadletter, cf_ledger,
-                 cf_identity})
+  for (auto c : {cf_inbox, cf_outbox, cf_trajectory, cf_memory, cf_goals, cf_deadletter, cf_ledger})
     add_prefix(c, keys::prefix(id));
+  {
+    // Public keys only: sealed secrets are useless on another node, and
+    // secrets leave only on explicit request (in the clear, for re-sealing).
+    std::string v;
+    if (impl_->db->Get(ro, impl_->cf(cf_identity), keys::prefix(id), &v).ok()) {
+      if (auto rec = decode_identity(v)) {
+        rec->sealed.clear();
+        rec->master_key_id.clear();
+        v = encode(*rec);
+      }
+      b.entries.push_back({cf_names[cf_identity], keys::prefix(id), std::move(v)});
+    }
+    if (secret)
+      b.entries.push_back({"identity-secret", keys::prefix(id), *secret});
+  }
   {
     auto index_prefix = keys::alarm_index_prefix(id);
     std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_alarms)));

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "../temp_dir.hpp"
+#include "ticktock/runtime/identity.hpp"
 #include "ticktock/storage/store.hpp"
 
 using namespace ticktock;
@@ -196,33 +197,155 @@ TEST_CASE("periodic alarms at the edges of time neither overflow nor fire foreve
   CHECK(apply1(*s, f)[0].alarms_fired == 0);  // nothing is due again at the same instant
 }
 
-TEST_CASE("a missing trajectory record breaks the chain") {
-  test::temp_dir dir;
-  auto s = open_store(dir);
-  apply1(*s, make_agent("a"));
+namespace {
+
+// Writes `n` signed trajectory records for agent "a" with `keys`; returns
+// the identity record the agent was created with.
+identity_record chain_of(store& s, const identity::agent_keys& keys, std::uint64_t n,
+                         const identity::agent_keys* signer = nullptr) {
+  auto op = make_agent("a");
+  identity_record id;
+  id.ed25519 = keys.pub.ed25519;
+  id.nostr = keys.pub.nostr;
+  id.master_key_id = "0000000000000000";
+  op.identity = id;
+  apply1(s, std::move(op));
   agent_record meta;
   meta.id = "a";
   meta.type = "t";
   hash256 prev{};
-  for (std::uint64_t i = 0; i < 3; ++i) {
+  for (std::uint64_t i = 0; i < n; ++i) {
     trajectory_record r;
     r.index = i;
     r.prev_hash = prev;
     tick_op t;
     t.trajectory_index = i;
-    t.trajectory_bytes = encode(r);
-    prev = blake2b(t.trajectory_bytes);
+    auto bytes = encode(r);
+    auto sig = identity::sign(signer ? *signer : keys, identity::trajectory_signing_bytes("a", bytes));
+    t.trajectory_bytes = encode_signed_trajectory(bytes, {reinterpret_cast<const char*>(sig.data()), 64});
+    prev = blake2b(bytes);
     meta.trajectory_next = i + 1;
     meta.trajectory_head = prev;
     t.meta = meta;
-    apply1(*s, std::move(t));
+    apply1(s, std::move(t));
   }
+  return id;
+}
+
+}  // namespace
+
+TEST_CASE("a missing trajectory record breaks the chain") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  chain_of(*s, identity::agent_keys::generate(), 3);
   CHECK(s->verify_trajectory("a").ok);
   CHECK(s->verify_trajectory("a").records == 3);
   REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1), "garbage"));
   auto rep = s->verify_trajectory("a");
   CHECK_FALSE(rep.ok);
   CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
+}
+
+TEST_CASE("trajectory signatures are checked against the agent's current and retired keys") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  auto keys = identity::agent_keys::generate();
+  auto other = identity::agent_keys::generate();
+  SECTION("records signed by another key are named") {
+    chain_of(*s, keys, 3, &other);
+    auto rep = s->verify_trajectory("a");
+    CHECK_FALSE(rep.ok);
+    CHECK(rep.first_bad == std::optional<std::uint64_t>{0});
+    CHECK(rep.reason.find("bad signature") != std::string::npos);
+  }
+  SECTION("a retired key still verifies older records") {
+    auto id = chain_of(*s, keys, 2, &other);
+    id.retired.push_back(other.pub.ed25519);
+    identity_op op;
+    op.records.emplace_back("a", id);
+    REQUIRE_FALSE(apply1(*s, std::move(op))[0].err);
+    CHECK(s->verify_trajectory("a").ok);
+  }
+  SECTION("a record whose signature was swapped for another record's fails") {
+    chain_of(*s, keys, 3);
+    auto r0 = s->raw_get("trajectory", keys::seq_key("a", 0));
+    auto r1 = s->raw_get("trajectory", keys::seq_key("a", 1));
+    auto d0 = decode_signed_trajectory(*r0);
+    auto d1 = decode_signed_trajectory(*r1);
+    REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1),
+                             encode_signed_trajectory(d1->first, d0->second)));
+    auto rep = s->verify_trajectory("a");
+    CHECK_FALSE(rep.ok);
+    CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
+  }
+  SECTION("an unsigned record fails") {
+    chain_of(*s, keys, 2);
+    auto r1 = decode_signed_trajectory(*s->raw_get("trajectory", keys::seq_key("a", 1)));
+    REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1), encode_signed_trajectory(r1->first, "")));
+    auto rep = s->verify_trajectory("a");
+    CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
+    CHECK(rep.reason.find("not signed") != std::string::npos);
+  }
+}
+
+TEST_CASE("identity records round-trip, and exports leave the sealed secrets out") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  auto keys = identity::agent_keys::generate();
+  auto master = identity::master_key::generate();
+  auto op = make_agent("a");
+  identity_record id;
+  id.ed25519 = keys.pub.ed25519;
+  id.nostr = keys.pub.nostr;
+  id.sealed = master.seal(keys.secret_bytes());
+  id.master_key_id = master.id();
+  id.retired.push_back(identity::agent_keys::generate().pub.ed25519);
+  op.identity = id;
+  REQUIRE_FALSE(apply1(*s, std::move(op))[0].err);
+  auto got = s->get_identity("a");
+  REQUIRE(got);
+  REQUIRE(*got);
+  CHECK((*got)->ed25519 == id.ed25519);
+  CHECK((*got)->nostr == id.nostr);
+  CHECK((*got)->sealed == id.sealed);
+  CHECK((*got)->retired == id.retired);
+  CHECK(decode_identity("\x01\x02").code() == errc::corrupt_record);
+
+  auto plain = s->export_agent("a");
+  REQUIRE(plain);
+  auto found = read_bundle_identity(*plain);
+  REQUIRE(found);
+  REQUIRE(found->identity);
+  CHECK(found->identity->sealed.empty());
+  CHECK(found->identity->ed25519 == id.ed25519);
+  CHECK_FALSE(found->secret);
+  CHECK(plain->find(id.sealed) == std::string::npos);
+
+  auto with = s->export_agent("a", keys.secret_bytes());
+  REQUIRE(with);
+  found = read_bundle_identity(*with);
+  REQUIRE(found);
+  REQUIRE(found->secret);
+  CHECK(*found->secret == keys.secret_bytes());
+
+  terminate_op t{"a"};
+  apply1(*s, std::move(t));
+  CHECK_FALSE(*s->get_identity("a"));
+}
+
+TEST_CASE("a data directory of the earlier record format is refused with a clear error") {
+  test::temp_dir dir;
+  {
+    auto s = open_store(dir);
+    apply1(*s, make_agent("a"));
+    REQUIRE_FALSE(s->raw_put("meta", "format", "1"));
+  }
+  store_options o;
+  o.dir = dir.path();
+  auto s = store::open(o);
+  REQUIRE_FALSE(s);
+  CHECK(s.code() == errc::storage_failure);
+  CHECK(s.error_value().message().find("record format 1") != std::string::npos);
 }
 
 TEST_CASE("opening a store in an unwritable place is a clear storage error") {

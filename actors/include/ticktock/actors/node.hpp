@@ -10,6 +10,7 @@
 
 #include "ticktock/actors/options.hpp"
 #include "ticktock/runtime/error.hpp"
+#include "ticktock/runtime/identity.hpp"
 #include "ticktock/runtime/registry.hpp"
 #include "ticktock/runtime/serializer.hpp"
 #include "ticktock/storage/records.hpp"
@@ -22,6 +23,20 @@ class store;
 namespace detail {
 struct node_core;
 }
+
+/// A signed agent-to-agent message as it travels between nodes. `payload` is
+/// ciphertext when `encrypted`; `signature` is the sender's Ed25519
+/// signature over identity::envelope_signing_bytes. See docs/identity.md.
+struct envelope {
+  std::string id;  ///< 16 to 64 bytes, unique per message
+  std::string from;
+  std::string to;
+  time_point time{};
+  bool encrypted = false;
+  std::string payload;
+  identity::signature signature{};
+  identity::public_key sender_key{};  ///< for recipients that do not know the sender
+};
 
 /// A ticktock node: hosts agents as CAF actors on one RocksDB data
 /// directory. Every method is thread-safe. Methods that acknowledge a
@@ -80,13 +95,45 @@ public:
   /// Returns how many were requeued.
   expected<std::size_t> requeue(const std::string& id, const std::vector<std::uint64_t>& ids = {});
 
+  /// Signs an envelope from local agent `from` to agent `to` (encrypting the
+  /// payload for `to` when asked; `to` must then be local too).
+  expected<envelope> make_envelope(const std::string& from, const std::string& to,
+                                   std::string payload, bool encrypted = false) const;
+  /// Enqueues an envelope for its recipient (durable on return). The
+  /// signature is checked before the recipient's tick: a bad one sends the
+  /// message to the deadletter as `bad_signature`. Errors: as send, plus
+  /// replayed when an envelope with this id was delivered before, and
+  /// invalid_argument for a malformed envelope.
+  expected<send_receipt> deliver(const envelope& env);
+
+  // -- identity (secret keys never leave the node) ---------------------------
+
+  expected<identity::public_keys> public_keys(const std::string& id) const;
+  /// Signs `bytes` with the agent's Ed25519 key.
+  expected<identity::signature> sign(const std::string& id, std::string_view bytes) const;
+  /// Encrypts `plaintext` for agent `id` (a sealed box only it can open).
+  expected<std::string> encrypt_for(const std::string& id, std::string_view plaintext) const;
+  /// Decrypts what was encrypted for agent `id`.
+  expected<std::string> decrypt(const std::string& id, std::string_view ciphertext) const;
+
+  /// Re-seals every agent's secret keys with a freshly generated master key
+  /// at `options.master_key_file` (default data_dir/master.key), in one
+  /// batch, then replaces the key file. Run it with no node open on the
+  /// directory. Returns how many agents were re-sealed.
+  static expected<std::size_t> rotate_master_key(const node_options& options);
+
   // -- moving agents -----------------------------------------------------------
 
-  /// Every record of the agent as one bundle (a consistent snapshot).
-  expected<std::string> export_bundle(const std::string& id) const;
+  /// Every record of the agent as one bundle (a consistent snapshot). The
+  /// secret keys are left out unless `include_secrets` (then they are in the
+  /// clear: guard the file) so that another node can re-seal them.
+  expected<std::string> export_bundle(const std::string& id, bool include_secrets = false) const;
   /// Creates the agent of a bundle from export_bundle (possibly from another
-  /// node) and returns its id. Errors: invalid_argument (not a bundle, or
-  /// records of another agent), already_exists, storage_failure.
+  /// node) and returns its id. With secrets in the bundle the agent keeps its
+  /// keys (re-sealed with this node's master key); without, it gets new ones
+  /// and its old public key is kept to verify its older trajectory records.
+  /// Errors: invalid_argument (not a bundle, records of another agent, keys
+  /// that do not match), already_exists, storage_failure.
   expected<std::string> import_bundle(std::string bundle);
 
   // -- inspection ------------------------------------------------------------

@@ -52,6 +52,9 @@ struct node_options {
   std::size_t max_commit_group = 1024;
   /// Wall-clock source; nullptr means the system clock.
   std::shared_ptr<ticktock::clock> clock;
+  /// The 32-byte master key that seals agents' secret keys; created (mode
+  /// 0600) when missing. Empty: data_dir / "master.key".
+  std::filesystem::path master_key_file;
 };
 
 /// What the directory knows about an agent.
@@ -72,8 +75,11 @@ struct agent_status {
 /// Options of one inbox write.
 struct send_options {
   trigger_kind kind = trigger_kind::message;
-  /// Sender id, for messages from another agent.
+  /// Sender id: the message is signed with this local agent's key, as if
+  /// the agent had sent it.
   std::string from;
+  /// With `from`: encrypt end to end for the recipient.
+  bool encrypted = false;
   /// A repeated key is accepted once: the second write returns the first seq.
   std::string idempotency_key;
 };
@@ -102,6 +108,9 @@ struct tick_event {
   std::vector<ws_message> ws;
   /// From the start of the attempt to its commit.
   std::chrono::microseconds latency{0};
+  /// Why the trigger was refused before the tick (bad_signature,
+  /// undecryptable), else empty.
+  std::string refused;
 };
 
 /// Counters of a node since it opened (for /metrics).
@@ -109,6 +118,9 @@ struct node_metrics {
   std::uint64_t ticks_ok = 0;
   std::uint64_t ticks_failed = 0;   ///< attempts that failed and will be retried
   std::uint64_t deadlettered = 0;   ///< attempts that sent their trigger to the deadletter
+  std::uint64_t bad_signatures = 0;     ///< messages refused: missing or bad signature
+  std::uint64_t undecryptable = 0;      ///< messages refused: encrypted, not for this agent
+  std::uint64_t replayed_envelopes = 0; ///< envelopes delivered twice (refused)
   /// Tick latency histogram: counts of ticks with latency <= bounds[i] (cumulative
   /// as Prometheus expects), the sum in microseconds, and the count.
   static constexpr std::array<std::uint64_t, 12> bounds_us{

@@ -20,6 +20,9 @@
 #include "ticktock/runtime/serializer.hpp"
 #include "ticktock/storage/records.hpp"
 
+namespace ticktock::detail {
+class keyring;
+}
 namespace ticktock::storage {
 class store;
 }
@@ -93,6 +96,7 @@ public:
 private:
   struct loaded;
   loaded* host(const std::string& id);
+  void open_store();
   std::vector<storage::op_result> apply(storage::write_op op);
   void fire_alarms(time_point missed_before);
 
@@ -102,6 +106,7 @@ private:
   std::filesystem::path dir_;
   bool owns_dir_ = false;
   std::unique_ptr<storage::store> store_;
+  std::unique_ptr<detail::keyring> keys_;
   std::map<std::string, std::unique_ptr<loaded>> hosts_;
   std::map<std::string, std::string> errored_;
   // Outcome of http triggers by (agent, seq), filled by run().

@@ -11,6 +11,7 @@
 
 #include "ticktock/runtime/clock.hpp"
 #include "ticktock/runtime/http.hpp"
+#include "ticktock/runtime/identity.hpp"
 #include "ticktock/runtime/trigger.hpp"
 
 namespace ticktock {
@@ -21,6 +22,13 @@ class agent_base;
 struct outgoing_message {
   std::string to;
   std::string payload;
+  /// Encrypt end to end for the recipient: only its tick sees the plaintext.
+  bool encrypted = false;
+};
+
+/// Options of ctx.send().
+struct message_options {
+  bool encrypted = false;
 };
 
 /// An alarm set or cancelled by the tick. A set alarm with a zero period is
@@ -77,6 +85,12 @@ public:
   virtual std::optional<std::string> read_goal(std::string_view key) const = 0;
   virtual std::optional<std::string> read_memory(std::string_view space,
                                                  std::string_view key) const = 0;
+  /// The agent's own keys; nullptr where the host has none.
+  virtual const identity::agent_keys* keys() const { return nullptr; }
+  /// Another agent's public keys, if the host knows it.
+  virtual std::optional<identity::public_keys> public_keys_of(std::string_view) const {
+    return std::nullopt;
+  }
 };
 
 /// What on_trigger sees of the world during one tick. Every mutating call
@@ -113,8 +127,8 @@ public:
 
   /// Sends `payload` to agent `to` after this tick commits (exactly once for
   /// local agents: the message is written in the same batch).
-  void send(std::string to, std::string payload) {
-    effects_.messages.push_back({std::move(to), std::move(payload)});
+  void send(std::string to, std::string payload, message_options opts = {}) {
+    effects_.messages.push_back({std::move(to), std::move(payload), opts.encrypted});
   }
 
   /// Appends an event to this agent's outbox.
@@ -168,6 +182,28 @@ public:
   void ws_close(std::string connection) {
     effects_.ws.push_back({std::move(connection), {}, false, true});
   }
+
+  // -- identity (the secret keys never leave the runtime) ----------------
+
+  /// This agent's public keys. Throws std::logic_error where the host gives
+  /// the agent no keys.
+  const identity::public_keys& public_keys() const;
+  /// Another agent's public keys, if known here.
+  std::optional<identity::public_keys> public_keys_of(std::string_view agent) const;
+  /// Signs `bytes` with this agent's Ed25519 key.
+  identity::signature sign(std::string_view bytes) const;
+  /// Checks an Ed25519 signature by any key.
+  static bool verify(const identity::public_key& key, std::string_view bytes,
+                     std::span<const std::uint8_t> sig) {
+    return identity::verify(key, bytes, sig);
+  }
+  /// Encrypts `plaintext` for the holder of `recipient`.
+  static expected<std::string> encrypt_to(const identity::public_key& recipient,
+                                          std::string_view plaintext) {
+    return identity::encrypt_to(recipient, plaintext);
+  }
+  /// Decrypts what was encrypted for this agent.
+  expected<std::string> decrypt(std::string_view ciphertext) const;
 
   /// Adds a line to this tick's trajectory record.
   void log(std::string line) { effects_.logs.push_back(std::move(line)); }

@@ -25,6 +25,7 @@ enum class errc : std::uint8_t {
   tick_failed,        ///< The agent's on_trigger threw or called fail().
   shutting_down,      ///< The node is stopping and accepts no new work.
   timeout,            ///< A wait ran out of time.
+  replayed,           ///< An envelope with this id was delivered before.
 };
 
 /// Returns the stable upper-case name of a code, e.g. "AGENT_NOT_FOUND".

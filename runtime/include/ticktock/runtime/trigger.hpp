@@ -42,6 +42,9 @@ struct trigger {
   std::string alarm;
   /// 1 on the first attempt, incremented on each retry.
   std::uint32_t attempt = 1;
+  /// True when the message was end-to-end encrypted for this agent: the
+  /// stored inbox record holds ciphertext; `payload` here is the plaintext.
+  bool encrypted = false;
 };
 
 }  // namespace ticktock

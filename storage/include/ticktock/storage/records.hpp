@@ -53,13 +53,20 @@ struct inbox_entry {
   std::string payload;
   std::string alarm;
   std::string idempotency_key;
+  /// Envelope of an agent-to-agent message (docs/identity.md): unique id,
+  /// the sender's Ed25519 signature, whether the payload is a sealed box for
+  /// the recipient, and the sender's public key (for senders of other nodes).
+  std::string envelope_id;
+  std::string signature;
+  bool encrypted = false;
+  std::string sender_key;
   /// Set by reads when the stored bytes failed to decode; `raw` holds them.
   bool corrupt = false;
   std::string raw;
 
   /// The trigger on_trigger sees.
   trigger to_trigger(std::uint32_t attempt) const {
-    return trigger{kind, time, seq, from, payload, alarm, attempt};
+    return trigger{kind, time, seq, from, payload, alarm, attempt, encrypted};
   }
 };
 
@@ -103,8 +110,21 @@ struct trajectory_record {
   hash256 state_hash{};
   hash256 prev_hash{};
   std::vector<std::string> logs;
+  /// The agent's Ed25519 signature of the record (64 bytes; empty if unsigned).
+  std::string signature;
   /// Set by reads when the stored bytes failed to decode.
   bool corrupt = false;
+};
+
+/// An agent's keys as stored: public halves in the clear, secret halves
+/// sealed with the node master key.
+struct identity_record {
+  std::array<std::uint8_t, 32> ed25519{};
+  std::array<std::uint8_t, 32> nostr{};
+  std::string sealed;         ///< master_key::seal(agent_keys::secret_bytes()); may be empty
+  std::string master_key_id;  ///< which master key sealed it
+  time_point created{};
+  std::vector<std::array<std::uint8_t, 32>> retired;  ///< earlier Ed25519 public keys
 };
 
 /// A durable alarm.
@@ -151,6 +171,9 @@ std::string encode(const outbox_event& e);
 std::string encode(const trajectory_record& r);
 std::string encode(const alarm_record& r);
 std::string encode(const deadletter_entry& d);
+std::string encode(const identity_record& r);
+/// The stored value of a trajectory entry: record bytes plus signature.
+std::string encode_signed_trajectory(std::string_view record_bytes, std::string_view signature);
 
 /// Decoders of untrusted bytes: corrupt_record on anything malformed.
 expected<agent_record> decode_agent(std::string_view bytes);
@@ -159,6 +182,9 @@ expected<outbox_event> decode_outbox(std::string_view bytes);
 expected<trajectory_record> decode_trajectory(std::string_view bytes);
 expected<alarm_record> decode_alarm(std::string_view bytes);
 expected<deadletter_entry> decode_deadletter(std::string_view bytes);
+expected<identity_record> decode_identity(std::string_view bytes);
+/// Splits a stored trajectory value into (record bytes, signature).
+expected<std::pair<std::string, std::string>> decode_signed_trajectory(std::string_view bytes);
 
 /// BLAKE2b-256 over a trigger's kind, time, sender, alarm and payload.
 hash256 trigger_digest(const inbox_entry& e);

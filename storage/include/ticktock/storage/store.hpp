@@ -57,10 +57,16 @@ struct tick_op {
   std::optional<deadletter_entry> deadletter;
 };
 
-/// Creates an agent: its meta plus its `init` trigger.
+/// Creates an agent: its meta, its keys and its `init` trigger.
 struct create_op {
   agent_record meta;
   inbox_entry init;
+  std::optional<identity_record> identity;
+};
+
+/// Replaces agents' identity records in one batch (master key rotation).
+struct identity_op {
+  std::vector<std::pair<std::string, identity_record>> records;
 };
 
 /// Deletes every record of an agent.
@@ -87,7 +93,18 @@ struct fire_alarms_op {
 /// Creates an agent from a bundle written by store::export_agent.
 struct import_op {
   std::string bundle;
+  /// The agent's identity on this node; replaces the bundle's identity entries.
+  std::optional<identity_record> identity;
 };
+
+/// What a bundle says about its agent's keys (see node::import_bundle).
+struct bundle_identity {
+  std::string agent;
+  std::optional<identity_record> identity;  ///< the public keys, sealed secrets stripped
+  std::optional<std::string> secret;        ///< plaintext secret keys, if exported with them
+};
+/// Reads the identity entries of a bundle written by store::export_agent.
+expected<bundle_identity> read_bundle_identity(std::string_view bundle);
 
 /// Moves deadletter entries back into the inbox.
 struct requeue_op {
@@ -96,7 +113,7 @@ struct requeue_op {
 };
 
 using write_op = std::variant<enqueue_op, tick_op, create_op, terminate_op, mark_errored_op,
-                              fire_alarms_op, requeue_op, import_op>;
+                              fire_alarms_op, requeue_op, import_op, identity_op>;
 
 /// True for operations that store::apply must see in a group of their own.
 bool is_exclusive(const write_op& op) noexcept;
@@ -153,6 +170,12 @@ public:
   void for_each_agent(const std::function<bool(const agent_summary&)>& f,
                       std::string_view after = {}) const;
 
+  /// The agent's identity record; empty optional if it has none.
+  expected<std::optional<identity_record>> get_identity(std::string_view id) const;
+  /// Calls `f(agent id, record or error)` for every identity record.
+  void for_each_identity(
+    const std::function<void(const std::string&, expected<identity_record>)>& f) const;
+
   // -- inbox, outbox, deadletter -------------------------------------------
 
   std::vector<inbox_entry> read_inbox(std::string_view id, std::uint64_t from_seq,
@@ -170,7 +193,8 @@ public:
 
   std::vector<trajectory_record> read_trajectory(std::string_view id, std::uint64_t from_index,
                                                  std::size_t limit) const;
-  /// Re-hashes the whole chain and compares it with the agent's head.
+  /// Re-hashes the whole chain, compares it with the agent's head, and checks
+  /// every record's signature against the agent's current or retired keys.
   chain_report verify_trajectory(std::string_view id) const;
 
   // -- goals, memory, alarms -----------------------------------------------
@@ -188,8 +212,11 @@ public:
   // -- bundles -------------------------------------------------------------
 
   /// Every record of agent `id`, read from one snapshot, as a Cap'n Proto
-  /// Bundle (see records.capnp). not_found if there is no such agent.
-  expected<std::string> export_agent(std::string_view id) const;
+  /// Bundle (see records.capnp). not_found if there is no such agent. The
+  /// sealed secret keys are stripped; `secret` (plaintext secret keys, on an
+  /// admin's explicit request) is added as an `identity-secret` entry.
+  expected<std::string> export_agent(std::string_view id,
+                                     const std::optional<std::string>& secret = {}) const;
 
   // -- maintenance ---------------------------------------------------------
 
