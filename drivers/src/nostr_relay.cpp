@@ -600,7 +600,6 @@ asio::awaitable<std::string> relay_conn::session(steady_clock::duration& uptime)
     std::lock_guard<std::mutex> guard{pool.mtx};
     st.state = relay_state::connected;
     st.connected_since = system_clock::now();
-    st.consecutive_failures = std::min<std::uint64_t>(st.consecutive_failures, 1);
   }
   sent_subs.clear();
   sync();

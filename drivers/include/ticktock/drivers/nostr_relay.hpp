@@ -244,9 +244,10 @@ public:
   /// connection drops is sent again after the reconnect. Publishing an id
   /// again re-sends it to the relays that have not accepted it. Each relay's
   /// answer is reported through options.on_ok and publish_status().
-  /// Fails with errc::invalid_argument when event_json is not a JSON object
-  /// or its "id" field differs from event_id, and errc::message_too_large
-  /// when the frame exceeds max_message_bytes.
+  /// Fails with errc::invalid_argument when event_id is empty, event_json
+  /// is not a JSON object or its "id" field differs from event_id, and with
+  /// errc::shutting_down during destruction. The pool does not check the
+  /// event's signature or size; relays may reject it (see publish_status).
   error publish(std::string event_id, std::string event_json);
 
   /// Per relay, where a published event stands (relays in URL order).
