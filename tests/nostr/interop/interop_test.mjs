@@ -1,0 +1,192 @@
+// Interop between ticktock::nostr (through nostr_interop_tool) and nostr-tools.
+// Usage: node interop_test.mjs /path/to/nostr_interop_tool
+// Prints one line per check and a closing "N passed, M failed" line; exits 1 on
+// any failure.
+
+import { spawnSync } from 'node:child_process';
+import assert from 'node:assert/strict';
+import {
+  finalizeEvent,
+  generateSecretKey,
+  getEventHash,
+  getPublicKey,
+  serializeEvent,
+  verifyEvent,
+} from 'nostr-tools/pure';
+import * as nip19 from 'nostr-tools/nip19';
+import * as nip44 from 'nostr-tools/nip44';
+
+const tool = process.argv[2];
+if (!tool) {
+  console.error('usage: node interop_test.mjs /path/to/nostr_interop_tool');
+  process.exit(2);
+}
+
+// Runs the tool; returns { status, stdout, stderr }.
+function run(args, input = '') {
+  const r = spawnSync(tool, args, { input, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
+  if (r.error) throw new Error(`cannot run ${tool}: ${r.error.message}`);
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const bytesToHex = (bytes) => Buffer.from(bytes).toString('hex');
+
+function runOk(args, input = '') {
+  const r = run(args, input);
+  assert.equal(r.status, 0, `nostr_interop_tool ${args.join(' ')} failed: ${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+let passed = 0;
+let failed = 0;
+function check(name, fn) {
+  try {
+    fn();
+    passed++;
+    console.log(`ok - ${name}`);
+  } catch (e) {
+    failed++;
+    console.log(`FAILED - ${name}\n    ${String(e.stack || e).split('\n').join('\n    ')}`);
+  }
+}
+
+// Content and tags that exercise every escaping rule, built on the JS side.
+const trickyContent =
+  'a "quoted" word, a back\\slash, a\nnewline, \r\n, \ttab, \b\f, NUL \u0000, ' +
+  'controls \u0001\u001f\u007f, caf\u00e9, e\u0301, \u4e2d\u6587, \u{1F984}\u{1F44D}\u{1F3FD}, ' +
+  '\u2028\u2029, </script>, {"json":[1,2]}, \\u0041 literally';
+const trickyTags = [
+  ['e', 'x'.repeat(64), 'wss://relay.example/\u00e9'],
+  ['t', 'quote"back\\slash\nnl'],
+  ['emoji', '\u{1F600}'],
+  [],
+];
+
+// -- NIP-01: C++ signs, nostr-tools verifies --------------------------------
+
+check('an event signed by ticktock verifies with nostr-tools verifyEvent', () => {
+  const [json, serialization] = runOk(['sign-tricky']).split('\n');
+  const ev = JSON.parse(json);
+  assert.ok(ev.content.includes('\u0000') && ev.content.includes('\u{1F984}'));
+  assert.equal(verifyEvent(ev), true);
+  assert.equal(getEventHash(ev), ev.id);
+  // The bytes hashed are the same on both sides.
+  assert.equal(serialization, serializeEvent(ev));
+});
+
+check('ticktock JSON parses in JS to the same strings ticktock signed', () => {
+  const [json] = runOk(['sign-tricky']).split('\n');
+  const ev = JSON.parse(json);
+  assert.deepEqual(Object.keys(ev).sort(),
+                   ['content', 'created_at', 'id', 'kind', 'pubkey', 'sig', 'tags']);
+  assert.equal(ev.tags[0][1], 'quote"back\\slash');
+  assert.equal(ev.tags[1][1], 'new\nline');
+  assert.equal(ev.tags[1][2], '\u{1F600}');
+  assert.deepEqual(ev.tags[2], []);
+  // And verifies again after nostr-tools re-serializes it.
+  assert.equal(runOk(['verify'], JSON.stringify(ev)).trim(), 'valid');
+});
+
+// -- NIP-01: nostr-tools signs, C++ verifies --------------------------------
+
+check('an event signed by nostr-tools finalizeEvent verifies in ticktock', () => {
+  const sk = generateSecretKey();
+  const ev = finalizeEvent(
+    { kind: 1, created_at: Math.floor(Date.now() / 1000), tags: trickyTags, content: trickyContent },
+    sk,
+  );
+  assert.equal(runOk(['verify'], JSON.stringify(ev)).trim(), 'valid');
+  const [id, serialization] = runOk(['id'], JSON.stringify(ev)).split('\n');
+  assert.equal(id, ev.id);
+  assert.equal(serialization, serializeEvent(ev));
+});
+
+check('ticktock computes the nostr-tools id for many kinds of content', () => {
+  const sk = generateSecretKey();
+  const contents = ['', ' ', '\\', '"', '\n\n', '\u0000\u0000', '\u{10FFFF}', '\u00ff\u0100',
+                    '\u001f\u0020', 'x'.repeat(5000), '\u{1F3F3}\u{FE0F}\u{200D}\u{1F308}'];
+  for (const [i, content] of contents.entries()) {
+    const ev = finalizeEvent({ kind: i, created_at: 1700000000 + i, tags: [['i', String(i)]], content }, sk);
+    const [id] = runOk(['id'], JSON.stringify(ev)).split('\n');
+    assert.equal(id, getEventHash(ev), `content #${i}`);
+    assert.equal(runOk(['verify'], JSON.stringify(ev)).trim(), 'valid', `content #${i}`);
+  }
+});
+
+check('ticktock rejects a nostr-tools event whose content was changed', () => {
+  const ev = finalizeEvent({ kind: 1, created_at: 1700000000, tags: [], content: 'original' },
+                           generateSecretKey());
+  const r = run(['verify'], JSON.stringify({ ...ev, content: 'changed' }));
+  assert.equal(r.status, 1);
+  assert.equal(r.stdout.trim(), 'id does not match content');
+});
+
+check('ticktock rejects a nostr-tools event with another key\'s signature', () => {
+  const a = finalizeEvent({ kind: 1, created_at: 1700000000, tags: [], content: 'same' },
+                          generateSecretKey());
+  const b = finalizeEvent({ kind: 1, created_at: 1700000000, tags: [], content: 'same' },
+                          generateSecretKey());
+  const r = run(['verify'], JSON.stringify({ ...a, sig: b.sig }));
+  assert.equal(r.status, 1);
+  assert.equal(r.stdout.trim(), 'bad signature');
+});
+
+// -- NIP-44 in both directions ----------------------------------------------
+
+const messages = [
+  'a',
+  trickyContent,
+  '\u{1F984}'.repeat(16383),
+  'x'.repeat(65535),
+  'short\u0000with\u0000nuls',
+];
+
+check('ticktock NIP-44 payloads decrypt with nostr-tools', () => {
+  const sk = generateSecretKey();
+  const pk = getPublicKey(sk);
+  for (const msg of messages) {
+    const [senderPub, payload] = runOk(['encrypt', pk], msg).split('\n');
+    const ck = nip44.getConversationKey(sk, senderPub);
+    assert.equal(nip44.decrypt(payload, ck), msg);
+  }
+});
+
+check('nostr-tools NIP-44 payloads decrypt with ticktock', () => {
+  const senderSk = generateSecretKey();
+  const recipientSk = generateSecretKey();
+  const ck = nip44.getConversationKey(senderSk, getPublicKey(recipientSk));
+  for (const msg of messages) {
+    const payload = nip44.encrypt(msg, ck);
+    const out = runOk(['decrypt', bytesToHex(recipientSk), getPublicKey(senderSk)], payload);
+    assert.equal(out, msg);
+  }
+});
+
+check('ticktock rejects a nostr-tools NIP-44 payload for another recipient', () => {
+  const senderSk = generateSecretKey();
+  const ck = nip44.getConversationKey(senderSk, getPublicKey(generateSecretKey()));
+  const payload = nip44.encrypt('not for you', ck);
+  const r = run(['decrypt', bytesToHex(generateSecretKey()), getPublicKey(senderSk)], payload);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /invalid MAC/);
+});
+
+// -- NIP-19 ------------------------------------------------------------------
+
+check('npub and nsec agree with nostr-tools nip19', () => {
+  for (let i = 0; i < 20; i++) {
+    const sk = generateSecretKey();
+    const pk = getPublicKey(sk);
+    const skHex = bytesToHex(sk);
+    assert.equal(runOk(['npub', pk]).trim(), nip19.npubEncode(pk));
+    assert.equal(runOk(['nsec', skHex]).trim(), nip19.nsecEncode(sk));
+    assert.equal(runOk(['decode-npub', nip19.npubEncode(pk)]).trim(), pk);
+    assert.equal(runOk(['decode-nsec', nip19.nsecEncode(sk)]).trim(), skHex);
+    const decoded = nip19.decode(runOk(['npub', pk]).trim());
+    assert.equal(decoded.type, 'npub');
+    assert.equal(decoded.data, pk);
+  }
+});
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 && passed > 0 ? 0 : 1);
