@@ -2,7 +2,9 @@
 
 #include <cctype>
 #include <set>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <variant>
 
 #include "ticktock/runtime/nostr.hpp"
@@ -176,6 +178,25 @@ TEST_CASE("schnorr signatures verify only for their key and message", "[nostr][b
   // An invalid secret signs nothing: the all-zero result never verifies.
   signature64 none = schnorr_sign(key32{}, msg);
   CHECK(none == signature64{});
+}
+
+TEST_CASE("keys and signatures work from many threads at once", "[nostr][keys]") {
+  // The first use of the shared secp256k1 context may happen here, from
+  // several threads: its initialisation and all later uses must be safe.
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&good] {
+      for (int i = 0; i < 50; ++i) {
+        keypair k = generate_keypair();
+        event e = signed_note(k, "thread note " + std::to_string(i));
+        if (!verify_event(e))
+          ++good;
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  CHECK(good == 200);
 }
 
 // -- NIP-01 events ----------------------------------------------------------

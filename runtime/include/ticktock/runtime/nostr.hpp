@@ -123,8 +123,8 @@ event sign_event(event e, const keypair& k);
 /// No error when `e` is authentic. Otherwise invalid_argument with the reason:
 /// a malformed field (id, pubkey or sig of the wrong length or not lowercase
 /// hex, kind outside 0..65535, created_at negative, a string that is not
-/// UTF-8), "id does not match content" when the id is not compute_id(e), or
-/// "bad signature".
+/// UTF-8), "id does not match content" when the id is not compute_id(e), a
+/// pubkey that is not a point on secp256k1, or "bad signature".
 error verify_event(const event& e);
 
 /// The event as a compact JSON object with the members id, pubkey,
@@ -197,7 +197,8 @@ using relay_message =
 /// of the types above, an element is missing or of the wrong type, or (for
 /// EVENT) the event is malformed as event_from_json defines; with
 /// message_too_large when an event's content exceeds `max_content_bytes`.
-/// Extra trailing elements are ignored. An EVENT's signature is not checked:
+/// A missing message in OK or CLOSED reads as "" (older relays omit it); an
+/// OK's event id must be 64 lowercase hex. Extra trailing elements are ignored. An EVENT's signature is not checked:
 /// call verify_event on it.
 expected<relay_message> parse_relay_message(std::string_view json,
                                             std::size_t max_content_bytes = default_max_content_bytes);
