@@ -4,9 +4,13 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize-packed.h>
+#include <capnp/serialize.h>
 #include <kj/io.h>
 #include <sodium.h>
 
+#include <array>
+#include <bit>
+#include <optional>
 #include <cstring>
 
 #include "bundle.hpp"
@@ -53,6 +57,30 @@ error corrupt(std::string_view what, std::string_view detail) {
                std::string{what} + " record failed to decode: " + std::string{detail}};
 }
 
+// How many words a Cap'n Proto packed stream unpacks to, if it is well
+// formed: each word is a tag byte and the bytes its bits select; a zero tag
+// is followed by a count of further zero words, a 0xff tag (after its eight
+// bytes) by a count of raw words.
+std::optional<std::size_t> packed_words(std::string_view p) {
+  std::size_t words = 0, i = 0;
+  while (i < p.size()) {
+    auto tag = static_cast<unsigned char>(p[i++]);
+    i += static_cast<std::size_t>(std::popcount(tag));
+    ++words;
+    if (tag == 0 || tag == 0xff) {
+      if (i >= p.size())
+        return std::nullopt;
+      auto run = static_cast<unsigned char>(p[i++]);
+      words += run;
+      if (tag == 0xff)
+        i += std::size_t{run} * 8;
+    }
+    if (i > p.size())
+      return std::nullopt;
+  }
+  return words;
+}
+
 // Decodes one packed message and hands its root to `f`. Every failure of
 // Cap'n Proto (truncation, bad pointers, traversal limits) becomes a
 // corrupt_record error.
@@ -63,12 +91,25 @@ auto decode_message(std::string_view what, std::string_view bytes, F&& f)
   if (bytes.empty())
     return corrupt(what, "empty value");
   try {
+    // Unpack everything, then read the message from the flat words, so
+    // that bytes after the message are seen (PackedMessageReader stops
+    // inside the packed stream and cannot tell). The scan sizes the output:
+    // PackedInputStream needs room for a whole zero or raw run per call.
+    constexpr std::size_t max_words = 8 * 1024 * 1024;
+    auto unpacked = packed_words(bytes);
+    if (!unpacked)
+      return corrupt(what, "malformed packing");
+    if (*unpacked > max_words)
+      return corrupt(what, "unpacks to more than 64 MiB");
     kj::ArrayInputStream in{kj::ArrayPtr<const kj::byte>(
       reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size())};
+    capnp::_::PackedInputStream packed{in};
+    auto words = kj::heapArray<capnp::word>(*unpacked);
+    packed.read(words.begin(), words.size() * sizeof(capnp::word));
     capnp::ReaderOptions opts;
-    opts.traversalLimitInWords = 8 * 1024 * 1024;
-    capnp::PackedMessageReader reader{in, opts};
-    if (in.tryGetReadBuffer().size() != 0)
+    opts.traversalLimitInWords = max_words;
+    capnp::FlatArrayMessageReader reader{words.asPtr(), opts};
+    if (reader.getEnd() != words.end())
       return corrupt(what, "trailing bytes");
     return expected<result>{f(reader.getRoot<Root>())};
   } catch (const kj::Exception& e) {

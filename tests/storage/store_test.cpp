@@ -356,3 +356,32 @@ TEST_CASE("opening a store in an unwritable place is a clear storage error") {
   CHECK(s.code() == errc::storage_failure);
   CHECK(s.error_value().message().find("/proc/ticktock-cannot-be-here") != std::string::npos);
 }
+
+TEST_CASE("records ending in incompressible bytes, or with long zero runs, decode exactly") {
+  // Regression: PackedMessageReader leaves the tail of a packed stream
+  // unread when the last word is raw, which the trailing-bytes check took
+  // for garbage; and long zero runs must not straddle read boundaries.
+  std::uint32_t x = 12345;
+  auto next = [&] { return x = x * 1103515245u + 12345u; };
+  for (int i = 0; i < 300; ++i) {
+    inbox_entry e;
+    e.from = "a";
+    e.payload.resize(next() % 70000);
+    bool zeros = i % 2 == 0;
+    for (auto& c : e.payload)
+      c = zeros ? (next() % 7 == 0 ? static_cast<char>(next()) : '\0') : static_cast<char>(next() >> 16);
+    e.signature.resize(64);
+    for (auto& c : e.signature)
+      c = static_cast<char>(next() >> 16);
+    deadletter_entry d;
+    d.reason = "bad_signature";
+    d.entry = e;
+    auto bytes = encode(d);
+    auto back = decode_deadletter(bytes);
+    REQUIRE(back);
+    CHECK(back->entry.payload == e.payload);
+    CHECK(back->entry.signature == e.signature);
+    CHECK(decode_deadletter(bytes + "x").code() == errc::corrupt_record);
+    CHECK(decode_deadletter(bytes.substr(0, bytes.size() - 1)).code() == errc::corrupt_record);
+  }
+}
