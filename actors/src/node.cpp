@@ -472,6 +472,133 @@ expected<std::string> node::import_bundle(std::string bundle) {
   return r.agent;
 }
 
+// -- identity ------------------------------------------------------------------
+
+expected<identity::public_keys> node::public_keys(const std::string& id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  auto pub = core_->keys->public_keys_of(id);
+  if (!pub)
+    return error{errc::not_found, "agent '" + id + "' has no keys"};
+  return *pub;
+}
+
+expected<identity::signature> node::sign(const std::string& id, std::string_view bytes) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  auto keys = core_->keys->load(id);
+  if (!keys)
+    return keys.error_value();
+  return identity::sign(*keys, bytes);
+}
+
+expected<std::string> node::encrypt_for(const std::string& id, std::string_view plaintext) const {
+  auto pub = public_keys(id);
+  if (!pub)
+    return pub.error_value();
+  return identity::encrypt_to(pub->ed25519, plaintext);
+}
+
+expected<std::string> node::decrypt(const std::string& id, std::string_view ciphertext) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  auto keys = core_->keys->load(id);
+  if (!keys)
+    return keys.error_value();
+  return identity::decrypt(*keys, ciphertext);
+}
+
+expected<std::size_t> node::rotate_master_key(const node_options& options) {
+  storage::store_options so;
+  so.dir = options.data_dir;
+  so.durability = storage::durability::sync;
+  auto st = storage::store::open(so);
+  if (!st)
+    return st.error_value();
+  return detail::rotate_master_key(**st, options.master_key_file.empty()
+                                           ? options.data_dir / "master.key"
+                                           : options.master_key_file);
+}
+
+expected<envelope> node::make_envelope(const std::string& from, const std::string& to,
+                                       std::string payload, bool encrypted) const {
+  auto ok = checked(from);
+  if (!ok)
+    return ok.error_value();
+  if (auto err = check_agent_id(to))
+    return err;
+  storage::inbox_entry e;
+  e.time = core_->clock->now();
+  e.payload = std::move(payload);
+  if (auto err = detail::sign_as(*core_->keys, from, to, encrypted, e))
+    return err;
+  envelope env;
+  env.id = std::move(e.envelope_id);
+  env.from = from;
+  env.to = to;
+  env.time = e.time;
+  env.encrypted = e.encrypted;
+  env.payload = std::move(e.payload);
+  std::memcpy(env.signature.data(), e.signature.data(), env.signature.size());
+  env.sender_key = core_->keys->public_keys_of(from)->ed25519;
+  return env;
+}
+
+expected<send_receipt> node::deliver(const envelope& env) {
+  auto ok = checked(env.to);
+  if (!ok)
+    return ok.error_value();
+  if (auto err = check_agent_id(env.from))
+    return error{errc::invalid_argument, "envelope sender: " + err.message()};
+  if (env.id.size() < 16 || env.id.size() > 64)
+    return error{errc::invalid_argument, "envelope ids are 16 to 64 bytes, got "
+                                           + std::to_string(env.id.size())};
+  auto& limits = core_->options.limits;
+  if (env.payload.size() > limits.max_message_bytes)
+    return error{errc::message_too_large, "envelope payload of " + std::to_string(env.payload.size())
+                                            + " bytes exceeds the limit of "
+                                            + std::to_string(limits.max_message_bytes)};
+  auto id_hex = identity::to_hex(
+    std::span{reinterpret_cast<const std::uint8_t*>(env.id.data()), env.id.size()});
+  storage::enqueue_op op;
+  op.agent = env.to;
+  op.entry.kind = trigger_kind::message;
+  op.entry.time = env.time;
+  op.entry.from = env.from;
+  op.entry.payload = env.payload;
+  op.entry.envelope_id = env.id;
+  op.entry.encrypted = env.encrypted;
+  op.entry.signature.assign(reinterpret_cast<const char*>(env.signature.data()),
+                            env.signature.size());
+  op.entry.sender_key.assign(reinterpret_cast<const char*>(env.sender_key.data()),
+                             env.sender_key.size());
+  // The envelope id is the idempotency key: a second delivery is a replay.
+  op.entry.idempotency_key = "envelope:" + id_hex;
+  op.depth_limit = limits.inbox_limit;
+  {
+    std::lock_guard<std::mutex> guard{core_->idle_mtx};
+    ++core_->outstanding;
+  }
+  auto* core = core_.get();
+  auto r = commit_and_wait(*core, std::move(op), [core](storage::op_result& r) {
+    if (!r.err && !r.duplicate)
+      core->deliver(r);
+  });
+  core->consumed(1);
+  if (r.err)
+    return r.err;
+  if (r.duplicate) {
+    std::lock_guard<std::mutex> guard{core->metrics_mtx};
+    ++core->metrics.replayed_envelopes;
+    return error{errc::replayed, "envelope " + id_hex + " was delivered before (seq "
+                                   + std::to_string(r.seq) + ")"};
+  }
+  return send_receipt{r.seq, false};
+}
+
 // -- inspection --------------------------------------------------------------
 
 expected<agent_status> node::status(const std::string& id) const {
