@@ -13,6 +13,8 @@
 #include "ticktock/actors/node.hpp"
 #include "ticktock/runtime/agent_id.hpp"
 #include "ticktock/runtime/context.hpp"
+#include "ticktock/runtime/identity.hpp"
+#include "ticktock/runtime/nostr.hpp"
 #include "ticktock/storage/store.hpp"
 
 namespace json = boost::json;
@@ -407,6 +409,12 @@ std::string required_scope(std::string_view method, std::string_view rest) {
     return "write:goals";
   if (path == "deadletter")
     return "write:deadletter";
+  // Anyone who may read may verify and encrypt; signing and decrypting act
+  // with the agent's secret key.
+  if (path == "identity/verify" || path == "identity/encrypt")
+    return "read";
+  if (path == "identity/sign" || path == "identity/decrypt")
+    return "identity";
   return "admin";
 }
 
@@ -536,6 +544,11 @@ response router::metrics_text() {
       << "# HELP ticktock_deadletters_total Triggers moved to a deadletter by failing ticks.\n"
          "# TYPE ticktock_deadletters_total counter\n"
       << "ticktock_deadletters_total " << m.deadlettered << "\n"
+      << "# HELP ticktock_envelopes_refused_total Agent-to-agent messages refused, by reason.\n"
+         "# TYPE ticktock_envelopes_refused_total counter\n"
+      << "ticktock_envelopes_refused_total{reason=\"bad_signature\"} " << m.bad_signatures << "\n"
+      << "ticktock_envelopes_refused_total{reason=\"undecryptable\"} " << m.undecryptable << "\n"
+      << "ticktock_envelopes_refused_total{reason=\"replayed\"} " << m.replayed_envelopes << "\n"
       << "# HELP ticktock_tick_latency_seconds From the start of a tick attempt to its commit.\n"
          "# TYPE ticktock_tick_latency_seconds histogram\n";
   for (std::size_t i = 0; i < m.bounds_us.size(); ++i)
@@ -682,7 +695,7 @@ response router::tokens(const request& req) {
     if (!s.is_string() || !known_scopes.count(s.as_string()))
       return error_response(400, "BAD_SCOPE",
                             "scopes are read, write:inbox, write:ctl, write:goals, "
-                            "write:deadletter, http, ws");
+                            "write:deadletter, http, ws, identity");
     c.scopes.insert(std::string{s.as_string()});
   }
   std::int64_t ttl = 3600;
@@ -711,11 +724,252 @@ response router::import_bundle(const request& req) {
   return r;
 }
 
+namespace {
+
+// -- identity -------------------------------------------------------------------
+
+// Content type of POST .../inbox bodies that are signed envelopes.
+constexpr std::string_view envelope_content_type = "application/ticktock-envelope+json";
+
+std::string hex_of(std::string_view bytes) {
+  return identity::to_hex(
+    std::span{reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
+}
+
+// Bytes given as {"data": "text"} or {"data_base64": "..."} in `o`.
+expected<std::string> data_field(const json::object& o, std::string_view name) {
+  auto b64 = std::string{name} + "_base64";
+  if (auto* v = o.if_contains(b64)) {
+    if (!v->is_string())
+      return error{errc::invalid_argument, "\"" + b64 + "\" is a base64 string"};
+    auto bytes = identity::from_base64(v->as_string());
+    if (!bytes)
+      return error{errc::invalid_argument, "\"" + b64 + "\" is not valid base64"};
+    return bytes;
+  }
+  if (auto* v = o.if_contains(name)) {
+    if (!v->is_string())
+      return error{errc::invalid_argument, "\"" + std::string{name} + "\" is a string"};
+    return std::string{v->as_string()};
+  }
+  return error{errc::invalid_argument,
+               "give \"" + std::string{name} + "\" (text) or \"" + b64 + "\" (base64)"};
+}
+
+expected<std::string> hex_field(const json::object& o, std::string_view name, std::size_t bytes) {
+  auto* v = o.if_contains(name);
+  if (!v || !v->is_string())
+    return error{errc::invalid_argument, "\"" + std::string{name} + "\" is a hex string"};
+  auto raw = identity::from_hex(v->as_string());
+  if (!raw || raw->size() != bytes)
+    return error{errc::invalid_argument, "\"" + std::string{name} + "\" must be "
+                                           + std::to_string(bytes * 2) + " hex digits"};
+  return raw;
+}
+
+json::object envelope_json(const envelope& e) {
+  json::object o{{"id", hex_of(e.id)},
+                 {"from", e.from},
+                 {"to", e.to},
+                 {"time_us", micros(e.time)},
+                 {"encrypted", e.encrypted},
+                 {"signature", identity::to_hex(e.signature)},
+                 {"sender_key", identity::to_hex(e.sender_key)}};
+  if (e.encrypted)
+    o["payload_base64"] = identity::to_base64(e.payload);
+  else
+    o["payload"] = payload_json(e.payload);
+  return o;
+}
+
+expected<envelope> envelope_from_json(const json::value& v, const std::string& to) {
+  static const std::set<std::string_view> fields = {
+    "id", "from", "to", "time_us", "encrypted", "payload", "payload_base64", "signature", "sender_key"};
+  if (!v.is_object())
+    return error{errc::invalid_argument, "an envelope is a JSON object"};
+  auto& o = v.as_object();
+  for (auto& [k, _] : o)
+    if (!fields.count(k))
+      return error{errc::invalid_argument, "unknown envelope field \"" + std::string{k} + "\""};
+  envelope e;
+  auto id = o.if_contains("id");
+  if (!id || !id->is_string())
+    return error{errc::invalid_argument, "\"id\" is a hex string"};
+  auto raw_id = identity::from_hex(id->as_string());
+  if (!raw_id || raw_id->size() < 16 || raw_id->size() > 64)
+    return error{errc::invalid_argument, "\"id\" is 32 to 128 hex digits"};
+  e.id = std::move(*raw_id);
+  auto from = o.if_contains("from");
+  if (!from || !from->is_string())
+    return error{errc::invalid_argument, "\"from\" is the sender's agent id"};
+  e.from = std::string{from->as_string()};
+  if (auto* t = o.if_contains("to"); t && (!t->is_string() || t->as_string() != to))
+    return error{errc::invalid_argument, "\"to\" names another agent than this inbox's"};
+  e.to = to;
+  auto* time = o.if_contains("time_us");
+  if (!time || !time->is_int64())
+    return error{errc::invalid_argument, "\"time_us\" is an integer"};
+  e.time = time_point{duration{time->as_int64()}};
+  if (auto* enc = o.if_contains("encrypted")) {
+    if (!enc->is_bool())
+      return error{errc::invalid_argument, "\"encrypted\" is true or false"};
+    e.encrypted = enc->as_bool();
+  }
+  auto payload = o.if_contains("payload") && o.at("payload").is_object()
+                   ? expected<std::string>{error{errc::invalid_argument,
+                                                 "give binary payloads as \"payload_base64\""}}
+                   : data_field(o, "payload");
+  if (!payload)
+    return payload.error_value();
+  e.payload = std::move(*payload);
+  auto sig = hex_field(o, "signature", 64);
+  if (!sig)
+    return sig.error_value();
+  std::memcpy(e.signature.data(), sig->data(), 64);
+  auto key = hex_field(o, "sender_key", 32);
+  if (!key)
+    return key.error_value();
+  std::memcpy(e.sender_key.data(), key->data(), 32);
+  return e;
+}
+
+}  // namespace
+
+response router::identity_file(const request& req, const std::string& id,
+                               const std::vector<std::string>& parts) {
+  static const std::vector<std::string> files = {"pubkey", "sign", "verify", "encrypt", "decrypt",
+                                                 "envelope"};
+  const auto& m = req.method;
+  if (parts.size() == 1) {
+    if (m != "GET")
+      return method_not_allowed("GET");
+    json::array names;
+    for (auto& f : files)
+      names.emplace_back(f);
+    return json_response(200, json::object{{"entries", std::move(names)}});
+  }
+  if (parts.size() != 2 || std::find(files.begin(), files.end(), parts[1]) == files.end())
+    return error_response(404, "NO_SUCH_FILE", "identity/ has pubkey, sign, verify, encrypt, "
+                                               "decrypt and envelope");
+  auto& file = parts[1];
+  if (file == "pubkey") {
+    if (m != "GET")
+      return method_not_allowed("GET");
+    auto keys = node_.public_keys(id);
+    if (!keys)
+      return error_response(keys.error_value());
+    return json_response(200, json::object{{"ed25519", identity::to_hex(keys->ed25519)},
+                                           {"nostr", identity::to_hex(keys->nostr)},
+                                           {"npub", nostr::npub(keys->nostr)}});
+  }
+  if (m != "POST")
+    return method_not_allowed("POST");
+  if (file == "sign") {  // the body's bytes, as they are
+    auto sig = node_.sign(id, req.body);
+    if (!sig)
+      return error_response(sig.error_value());
+    return json_response(200, json::object{{"signature", identity::to_hex(*sig)},
+                                           {"pubkey", identity::to_hex(node_.public_keys(id)->ed25519)}});
+  }
+  boost::system::error_code ec;
+  auto body = json::parse(req.body, ec);
+  if (ec || !body.is_object())
+    return error_response(400, "BAD_JSON", "the body must be a JSON object");
+  auto& o = body.as_object();
+  auto bad = [](const error& e) { return error_response(400, "BAD_FIELD", e.message()); };
+  if (file == "verify") {
+    auto data = data_field(o, "data");
+    auto sig = hex_field(o, "signature", 64);
+    if (!data)
+      return bad(data.error_value());
+    if (!sig)
+      return bad(sig.error_value());
+    identity::public_key key{};
+    if (o.contains("pubkey")) {
+      auto k = hex_field(o, "pubkey", 32);
+      if (!k)
+        return bad(k.error_value());
+      std::memcpy(key.data(), k->data(), 32);
+    } else {
+      auto keys = node_.public_keys(id);
+      if (!keys)
+        return error_response(keys.error_value());
+      key = keys->ed25519;
+    }
+    bool valid = identity::verify(
+      key, *data, std::span{reinterpret_cast<const std::uint8_t*>(sig->data()), sig->size()});
+    return json_response(200, json::object{{"valid", valid}});
+  }
+  if (file == "encrypt") {
+    auto data = data_field(o, "data");
+    if (!data)
+      return bad(data.error_value());
+    expected<std::string> sealed = error{};
+    if (auto* to = o.if_contains("to"); to && to->is_string()) {
+      sealed = node_.encrypt_for(std::string{to->as_string()}, *data);
+    } else if (o.contains("pubkey")) {
+      auto k = hex_field(o, "pubkey", 32);
+      if (!k)
+        return bad(k.error_value());
+      identity::public_key key{};
+      std::memcpy(key.data(), k->data(), 32);
+      sealed = identity::encrypt_to(key, *data);
+    } else {
+      return error_response(400, "BAD_FIELD", "give \"to\" (an agent id) or \"pubkey\" (hex)");
+    }
+    if (!sealed)
+      return error_response(sealed.error_value());
+    return json_response(200, json::object{{"ciphertext", identity::to_base64(*sealed)}});
+  }
+  if (file == "decrypt") {
+    auto* c = o.if_contains("ciphertext");
+    auto raw = c && c->is_string() ? identity::from_base64(c->as_string())
+                                   : expected<std::string>{error{errc::invalid_argument, ""}};
+    if (!raw)
+      return error_response(400, "BAD_FIELD", "\"ciphertext\" is base64");
+    auto plain = node_.decrypt(id, *raw);
+    if (!plain)
+      return error_response(plain.error_value());
+    return json_response(200, json::object{{"plaintext", payload_json(*plain)}});
+  }
+  // envelope: a message signed (and optionally encrypted) by this agent, for
+  // delivery to another node's inbox.
+  auto* to = o.if_contains("to");
+  if (!to || !to->is_string())
+    return error_response(400, "BAD_FIELD", "\"to\" is the recipient's agent id");
+  auto data = data_field(o, "payload");
+  if (!data)
+    return bad(data.error_value());
+  bool encrypted = false;
+  if (auto* enc = o.if_contains("encrypted")) {
+    if (!enc->is_bool())
+      return error_response(400, "BAD_FIELD", "\"encrypted\" is true or false");
+    encrypted = enc->as_bool();
+  }
+  auto env = node_.make_envelope(id, std::string{to->as_string()}, std::move(*data), encrypted);
+  if (!env)
+    return error_response(env.error_value());
+  return json_response(200, envelope_json(*env));
+}
+
+namespace {
+
+}  // namespace
+
 response router::enqueue(const request& req, const std::string& id) {
   boost::system::error_code ec;
-  json::parse(req.body, ec);
+  auto body = json::parse(req.body, ec);
   if (ec)
     return error_response(400, "BAD_JSON", "the message must be JSON: " + ec.message());
+  if (req.header("content-type").starts_with(envelope_content_type)) {
+    auto env = envelope_from_json(body, id);
+    if (!env)
+      return error_response(400, "BAD_ENVELOPE", env.error_value().message());
+    auto r = node_.deliver(*env);
+    if (!r)
+      return error_response(r.error_value());
+    return json_response(202, json::object{{"seq", r->seq}, {"duplicate", false}});
+  }
   send_options opts;
   opts.idempotency_key = std::string{req.header("idempotency-key")};
   auto r = node_.send(id, req.body, opts);
@@ -881,7 +1135,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   if (name == "memory" && parts.size() == 2 && parts[1] == "export") {
     if (m != "GET")
       return route(method_not_allowed("GET"));
-    auto bundle = node_.export_bundle(id);
+    bool secrets = query.count("secrets") && query.at("secrets") != "false" && query.at("secrets") != "0";
+    auto bundle = node_.export_bundle(id, secrets);
     if (!bundle)
       return route(error_response(bundle.error_value()));
     response r;
@@ -945,6 +1200,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     auto n = node_.requeue(id, ids);
     return route(n ? json_response(200, json::object{{"requeued", *n}}) : error_response(n.error_value()));
   }
+  if (name == "identity")
+    return route(identity_file(req, id, parts));
   if (name == "logs" && parts.size() == 1) {
     if (m != "GET")
       return route(method_not_allowed("GET"));

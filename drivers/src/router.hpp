@@ -159,6 +159,8 @@ private:
   response agent_route(const request& req, const std::string& id, std::string_view rest,
                        std::string_view query);
   response enqueue(const request& req, const std::string& id);
+  response identity_file(const request& req, const std::string& id,
+                         const std::vector<std::string>& parts);
   response metrics_text();
 
   node& node_;

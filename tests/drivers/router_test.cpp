@@ -171,3 +171,124 @@ TEST_CASE("metrics are Prometheus text") {
   CHECK(m.body.find("ticktock_http_requests_total{route=\"/v1/agents\",status=\"201\"} 1")
         != std::string::npos);
 }
+
+TEST_CASE("identity files: pubkey, sign, verify, encrypt, decrypt; the secret never comes out") {
+  api_fixture f;
+  f.call("POST", "/v1/agents", R"({"id":"me","type":"counter"})");
+  f.call("POST", "/v1/agents", R"({"id":"you","type":"counter"})");
+  auto pub = f.call("GET", "/v1/agents/me/fs/identity/pubkey");
+  REQUIRE(pub.status == 200);
+  auto pj = parse(pub);
+  std::string ed{pj.at("ed25519").as_string()};
+  CHECK(ed.size() == 64);
+  CHECK(pj.at("nostr").as_string().size() == 64);
+  CHECK(pj.at("npub").as_string().starts_with("npub1"));
+  CHECK(parse(f.call("GET", "/v1/agents/me/fs/identity")).at("entries").as_array().size() == 6);
+
+  auto signed_ = f.call("POST", "/v1/agents/me/fs/identity/sign", "some bytes");
+  REQUIRE(signed_.status == 200);
+  std::string sig{parse(signed_).at("signature").as_string()};
+  CHECK(sig.size() == 128);
+  auto verify = [&](std::string data, std::string s, std::string key = {}) {
+    boost::json::object o{{"data", data}, {"signature", s}};
+    if (!key.empty())
+      o["pubkey"] = key;
+    return f.call("POST", "/v1/agents/me/fs/identity/verify", boost::json::serialize(o));
+  };
+  CHECK(parse(verify("some bytes", sig)).at("valid").as_bool());
+  CHECK_FALSE(parse(verify("other bytes", sig)).at("valid").as_bool());
+  std::string your_key{parse(f.call("GET", "/v1/agents/you/fs/identity/pubkey")).at("ed25519").as_string()};
+  CHECK_FALSE(parse(verify("some bytes", sig, your_key)).at("valid").as_bool());
+  CHECK(parse(verify("some bytes", sig, ed)).at("valid").as_bool());
+  CHECK(code_of(verify("x", "abcd")) == "BAD_FIELD");
+  CHECK(code_of(verify("x", sig, "zz")) == "BAD_FIELD");
+  CHECK(code_of(f.call("POST", "/v1/agents/me/fs/identity/verify", "[1]")) == "BAD_JSON");
+
+  auto enc = f.call("POST", "/v1/agents/me/fs/identity/encrypt", R"({"to":"you","data":"psst"})");
+  REQUIRE(enc.status == 200);
+  std::string c{parse(enc).at("ciphertext").as_string()};
+  auto body = std::string{R"({"ciphertext":")"} + c + "\"}";
+  auto dec = f.call("POST", "/v1/agents/you/fs/identity/decrypt", body);
+  REQUIRE(dec.status == 200);
+  CHECK(parse(dec).at("plaintext").as_string() == "psst");
+  CHECK(code_of(f.call("POST", "/v1/agents/me/fs/identity/decrypt", body)) == "INVALID_ARGUMENT");
+  CHECK(code_of(f.call("POST", "/v1/agents/me/fs/identity/decrypt", R"({"ciphertext":"!!"})"))
+        == "BAD_FIELD");
+  auto by_key = f.call("POST", "/v1/agents/me/fs/identity/encrypt",
+                       R"({"pubkey":")" + your_key + R"(","data_base64":"AAEC"})");
+  CHECK(by_key.status == 200);
+  CHECK(f.call("POST", "/v1/agents/me/fs/identity/encrypt", R"({"to":"nobody","data":"x"})").status
+        == 404);
+  CHECK(f.call("GET", "/v1/agents/me/fs/identity/sign").status == 405);
+  CHECK(f.call("GET", "/v1/agents/me/fs/identity/secret").status == 404);
+
+  // Tokens: read may verify and encrypt, only "identity" may sign or decrypt.
+  std::string reader{parse(f.call("POST", "/v1/tokens", R"({"agent":"me","scopes":["read"]})"))
+                       .at("token").as_string()};
+  CHECK(f.call("GET", "/v1/agents/me/fs/identity/pubkey", {}, reader).status == 200);
+  CHECK(f.call("POST", "/v1/agents/me/fs/identity/encrypt", R"({"to":"you","data":"x"})", reader).status == 200);
+  CHECK(f.call("POST", "/v1/agents/me/fs/identity/sign", "x", reader).status == 403);
+  std::string signer{parse(f.call("POST", "/v1/tokens", R"({"agent":"me","scopes":["identity"]})"))
+                       .at("token").as_string()};
+  CHECK(f.call("POST", "/v1/agents/me/fs/identity/sign", "x", signer).status == 200);
+  CHECK(f.call("POST", "/v1/agents/you/fs/identity/sign", "x", signer).status == 403);
+
+  // Exports leave the secret out unless the admin asks.
+  CHECK(f.call("GET", "/v1/agents/me/fs/memory/export?secrets=true", {}, signer).status == 403);
+  auto plain = f.call("GET", "/v1/agents/me/fs/memory/export");
+  auto with = f.call("GET", "/v1/agents/me/fs/memory/export?secrets=true");
+  REQUIRE(plain.status == 200);
+  REQUIRE(with.status == 200);
+  CHECK_FALSE(storage::read_bundle_identity(plain.body)->secret);
+  CHECK(storage::read_bundle_identity(with.body)->secret);
+}
+
+TEST_CASE("signed envelopes travel between nodes over HTTP; forgeries and replays are refused") {
+  api_fixture a, b;
+  a.call("POST", "/v1/agents", R"({"id":"sender","type":"counter"})");
+  b.call("POST", "/v1/agents", R"({"id":"rcpt","type":"counter"})");
+  auto env = a.call("POST", "/v1/agents/sender/fs/identity/envelope",
+                    R"({"to":"rcpt","payload":"{\"hello\":1}"})");
+  REQUIRE(env.status == 200);
+  auto deliver = [&](const std::string& body) {
+    request r;
+    r.method = "POST";
+    r.target = "/v1/agents/rcpt/inbox";
+    r.body = body;
+    r.headers["authorization"] = "Bearer admin-secret";
+    r.headers["content-type"] = "application/ticktock-envelope+json";
+    return b.api->handle(r);
+  };
+  auto ok = deliver(env.body);
+  CHECK(ok.status == 202);
+  auto replay = deliver(env.body);
+  CHECK(replay.status == 409);
+  CHECK(code_of(replay) == "REPLAYED_ENVELOPE");
+
+  auto forged = parse(env).as_object();
+  forged["payload"] = "{\"hello\":2}";
+  forged["id"] = std::string(32, 'a');
+  CHECK(deliver(boost::json::serialize(forged)).status == 202);  // stored, refused before the tick
+  REQUIRE(b.n->wait_idle(10s));
+  auto dl = parse(b.call("GET", "/v1/agents/rcpt/fs/deadletter")).at("entries").as_array();
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].at("reason").as_string() == "bad_signature");
+  auto st = b.n->state<test::counter_state>("rcpt");
+  REQUIRE(st);
+  CHECK(st->seen == std::vector<std::string>{"{\"hello\":1}"});
+  CHECK(b.call("GET", "/metrics").body.find("ticktock_envelopes_refused_total{reason=\"bad_signature\"} 1")
+        != std::string::npos);
+  CHECK(b.call("GET", "/metrics").body.find("ticktock_envelopes_refused_total{reason=\"replayed\"} 1")
+        != std::string::npos);
+
+  auto bad = parse(env).as_object();
+  bad["signature"] = "00";
+  CHECK(code_of(deliver(boost::json::serialize(bad))) == "BAD_ENVELOPE");
+  bad = parse(env).as_object();
+  bad["to"] = "someone-else";
+  CHECK(code_of(deliver(boost::json::serialize(bad))) == "BAD_ENVELOPE");
+  bad = parse(env).as_object();
+  bad["extra"] = 1;
+  CHECK(code_of(deliver(boost::json::serialize(bad))) == "BAD_ENVELOPE");
+  CHECK(code_of(deliver("[]")) == "BAD_ENVELOPE");
+}
