@@ -796,9 +796,16 @@ int verify(invocation& in) {
 
 // -- export and import ---------------------------------------------------------------
 
+void export_options(po::options_description& d) {
+  d.add_options()("secrets", po::bool_switch(),
+                  "include the agent's secret keys, in the clear, so the importing node keeps "
+                  "its keys (guard the file)");
+}
+
 int export_bundle(invocation& in) {
   int rc = exit_ok;
-  auto a = in.call("GET", agent_target(in.arg(0)) + "/fs/memory/export", rc, {},
+  auto query = in.vm["secrets"].as<bool>() ? "?secrets=true" : "";
+  auto a = in.call("GET", agent_target(in.arg(0)) + "/fs/memory/export" + query, rc, {},
                    {{"Accept", "application/octet-stream"}});
   if (!a)
     return rc;
@@ -890,10 +897,13 @@ const std::vector<command>& commands() {
      tail_options, tail},
     {"trajectory", "ID", 1, 1, "print an agent's trajectory records", "", trajectory_options,
      trajectory},
-    {"verify", "ID", 1, 1, "verify an agent's hash-chained trajectory",
-     "Exits 1 naming the first bad record when the chain does not verify.", no_options, verify},
-    {"export", "ID FILE", 2, 2, "save an agent bundle to FILE ('-' for stdout)", "", no_options,
-     export_bundle},
+    {"verify", "ID", 1, 1, "verify an agent's trajectory: hash chain and signatures",
+     "Exits 1 naming the first bad record when the chain or a signature does not verify.",
+     no_options, verify},
+    {"export", "ID FILE", 2, 2, "save an agent bundle to FILE ('-' for stdout)",
+     "Without --secrets the bundle holds the agent's public keys only: the importing\n"
+     "node gives it new keys and keeps the old public key to verify old records.",
+     export_options, export_bundle},
     {"import", "FILE", 1, 1, "create an agent from a bundle file ('-' for stdin)", "", no_options,
      import_bundle},
   };

@@ -169,6 +169,10 @@ int main(int argc, char** argv) {
      "shared library with agent types (repeatable; see ticktock/runtime/plugin.h)")
     ("quiet", po::bool_switch(),
      "no per-request and per-tick log lines (start, stop and token lines stay)")
+    ("master-key-file", po::value<std::string>()->default_value(""),
+     "32-byte key sealing agents' secret keys (default DATA/master.key, created 0600)")
+    ("rotate-master-key", po::bool_switch(),
+     "re-seal every agent's keys with a new master key, replace the key file, and exit")
     ("demo", po::bool_switch(), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
@@ -224,6 +228,16 @@ int main(int argc, char** argv) {
   opts.threads = vm["threads"].as<std::size_t>();
   opts.limits.max_message_bytes = vm["max-body"].as<std::size_t>();
   opts.limits.inbox_limit = vm["inbox-limit"].as<std::uint64_t>();
+  opts.master_key_file = vm["master-key-file"].as<std::string>();
+  if (vm["rotate-master-key"].as<bool>()) {
+    auto n = ticktock::node::rotate_master_key(opts);
+    if (!n) {
+      std::fprintf(stderr, "ticktockd: rotate-master-key: %s\n", n.error_value().to_string().c_str());
+      return 1;
+    }
+    log_line("event=master_key_rotated agents=" + std::to_string(*n));
+    return 0;
+  }
 
   ticktock::drivers::http_options http;
   auto colon = listen.rfind(':');

@@ -442,6 +442,17 @@ def test_export_import():
                            timeout=30, env=env_for())
     check(p.returncode == 0 and json.loads(p.stdout)["id"] == "c1", "import - reads stdin: %r" % p)
     expect(cli("import", os.path.join(ARGS.work, "no-such-file")), 2)
+    # --secrets carries the keys, so the imported agent keeps its public key.
+    key = ok_json("cat", "c1/identity/pubkey")["ed25519"]
+    expect(cli("export", "c1", bundle, "--secrets"), 0)
+    expect(cli("agents", "rm", "c1"), 0)
+    expect(cli("import", bundle), 0)
+    check(ok_json("cat", "c1/identity/pubkey")["ed25519"] == key, "--secrets keeps the keys")
+    expect(cli("export", "c1", bundle), 0)
+    expect(cli("agents", "rm", "c1"), 0)
+    expect(cli("import", bundle), 0)
+    check(ok_json("cat", "c1/identity/pubkey")["ed25519"] != key, "without --secrets: new keys")
+    expect(cli("verify", "c1"), 0)  # old records verify with the retired key
 
 
 def main():
