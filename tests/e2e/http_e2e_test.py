@@ -11,13 +11,15 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ticktockd_server import ADMIN_TOKEN, Server  # noqa: E402
+from ticktockd_server import ADMIN_TOKEN, Server, ticktockd_path  # noqa: E402
 
 
 def raw_exchange(port, data, timeout=10):
@@ -750,6 +752,84 @@ class BundleTest(unittest.TestCase):
             self.assertEqual(a.post("/v1/agents/import", bundle).status, 201)
             a.wait_count("mover", 3)
             self.assertEqual(b.get("/healthz", auth=False).status, 200)
+
+
+# -- identity --------------------------------------------------------------------
+
+
+class IdentityTest(unittest.TestCase):
+    ENVELOPE = {"Content-Type": "application/ticktock-envelope+json"}
+
+    def test_envelopes_between_two_servers_forgeries_and_replays(self):
+        with Server() as a, Server() as b:
+            a.create("alice", "counter")
+            b.create("bob", "counter")
+            keys = a.get("/v1/agents/alice/fs/identity/pubkey").json()
+            self.assertTrue(keys["npub"].startswith("npub1"), keys)
+            env = a.post("/v1/agents/alice/fs/identity/envelope",
+                         {"to": "bob", "payload": json.dumps({"hi": 1})})
+            self.assertEqual(env.status, 200, env)
+            env = env.json()
+            self.assertEqual(env["sender_key"], keys["ed25519"])
+            r = b.post("/v1/agents/bob/inbox", env, headers=self.ENVELOPE)
+            self.assertEqual(r.status, 202, r)
+            r = b.post("/v1/agents/bob/inbox", env, headers=self.ENVELOPE)
+            self.assertEqual((r.status, r.error_code()), (409, "REPLAYED_ENVELOPE"), r)
+            forged = dict(env, payload=json.dumps({"hi": 2}), id="ab" * 16)
+            self.assertEqual(b.post("/v1/agents/bob/inbox", forged, headers=self.ENVELOPE).status, 202)
+            b.wait_for(lambda: len(b.get("/v1/agents/bob/fs/deadletter").json()["entries"]) == 1,
+                       "the forgery in the deadletter")
+            dead = b.get("/v1/agents/bob/fs/deadletter").json()["entries"][0]
+            self.assertEqual(dead["reason"], "bad_signature", dead)
+            b.wait_count("bob", 1)
+            self.assertEqual(b.post("/v1/agents/bob/inbox", dict(env, signature="00"),
+                                    headers=self.ENVELOPE).error_code(), "BAD_ENVELOPE")
+            metrics = b.get("/metrics", auth=False).body.decode()
+            self.assertIn('ticktock_envelopes_refused_total{reason="bad_signature"} 1', metrics)
+            self.assertIn('ticktock_envelopes_refused_total{reason="replayed"} 1', metrics)
+            self.assertTrue(b.get("/v1/agents/bob/fs/logs/trajectory?verify").json()["ok"])
+
+    def test_master_key_rotation_and_a_key_file_outside_the_data_directory(self):
+        keydir = tempfile.TemporaryDirectory(prefix="ticktock-key-")
+        keyfile = os.path.join(keydir.name, "master.key")
+        os.environ["TICKTOCK_MASTER_KEY_FILE"] = keyfile
+        try:
+            with Server() as s:
+                s.create("k1", "counter")
+                s.post("/v1/agents/k1/inbox", {})
+                s.wait_count("k1", 1)
+                pub = s.get("/v1/agents/k1/fs/identity/pubkey").json()
+                self.assertTrue(os.path.exists(keyfile))
+                self.assertFalse(os.path.exists(os.path.join(s.data_dir, "master.key")))
+                self.assertEqual(os.stat(keyfile).st_mode & 0o777, 0o600)
+                with open(keyfile, "rb") as f:
+                    before = f.read()
+                self.assertEqual(s.stop(), 0)
+                rot = subprocess.run([ticktockd_path(), "--data", s.data_dir, "--rotate-master-key"],
+                                     capture_output=True, text=True, timeout=60)
+                self.assertEqual(rot.returncode, 0, rot)
+                self.assertIn("event=master_key_rotated agents=1", rot.stdout)
+                with open(keyfile, "rb") as f:
+                    self.assertNotEqual(f.read(), before)
+                s.start()
+                self.assertEqual(s.get("/v1/agents/k1/fs/identity/pubkey").json(), pub)
+                s.post("/v1/agents/k1/inbox", {})
+                s.wait_count("k1", 2)
+                self.assertTrue(s.get("/v1/agents/k1/fs/logs/trajectory?verify").json()["ok"])
+                sig = s.request("POST", "/v1/agents/k1/fs/identity/sign", body=b"x").json()
+                ok = s.post("/v1/agents/k1/fs/identity/verify", {"data": "x", "signature": sig["signature"]})
+                self.assertTrue(ok.json()["valid"])
+                self.assertEqual(s.stop(), 0)
+                # The old key no longer opens the agents' keys: named, not guessed.
+                with open(keyfile, "wb") as f:
+                    f.write(before)
+                bad = subprocess.run([ticktockd_path(), "--data", s.data_dir, "--listen", "127.0.0.1:0",
+                                      "--exit-after-ms", "100"], capture_output=True, text=True, timeout=60)
+                self.assertEqual(bad.returncode, 1, bad)
+                self.assertIn("sealed with master key", bad.stderr)
+        finally:
+            del os.environ["TICKTOCK_MASTER_KEY_FILE"]
+            keydir.cleanup()
 
 
 # -- WebSockets ----------------------------------------------------------------------
