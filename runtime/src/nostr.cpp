@@ -239,7 +239,11 @@ expected<std::string> string_member(const json::object& obj, std::string_view na
   return std::string{s.data(), s.size()};
 }
 
-expected<event> event_from_value(const json::value& v, std::size_t max_content_bytes) {
+// Whether an event object must have a "sig" member: rumors (NIP-59) have none.
+enum class sig_member { required, optional };
+
+expected<event> event_from_value(const json::value& v, std::size_t max_content_bytes,
+                                 sig_member sig = sig_member::required) {
   if (!v.is_object())
     return invalid("event must be a JSON object");
   const auto& obj = v.get_object();
@@ -259,6 +263,8 @@ expected<event> event_from_value(const json::value& v, std::size_t max_content_b
 
   for (auto [name, field] : {std::pair{"id", &e.id}, std::pair{"pubkey", &e.pubkey},
                              std::pair{"sig", &e.sig}}) {
+    if (sig == sig_member::optional && field == &e.sig && !obj.contains("sig"))
+      continue;
     auto s = string_member(obj, name);
     if (!s)
       return s.error_value();
@@ -585,13 +591,19 @@ event sign_event(event e, const keypair& k) {
   return e;
 }
 
-error verify_event(const event& e) {
+namespace {
+
+// The checks of verify_event up to and including the id, without the
+// signature's (a rumor has none): the signature's format only when `sig` is
+// required.
+error check_fields_and_id(const event& e, sig_member sig) {
   if (auto err = check_lower_hex("event id", e.id, 64))
     return err;
   if (auto err = check_lower_hex("event pubkey", e.pubkey, 64))
     return err;
-  if (auto err = check_lower_hex("event sig", e.sig, 128))
-    return err;
+  if (sig == sig_member::required)
+    if (auto err = check_lower_hex("event sig", e.sig, 128))
+      return err;
   if (e.kind < 0 || e.kind > max_kind)
     return invalid("event kind " + std::to_string(e.kind) + " is out of range 0..65535");
   if (e.created_at < 0)
@@ -603,9 +615,17 @@ error verify_event(const event& e) {
       if (!is_valid_utf8(f))
         return invalid("event tag " + std::to_string(i) + " is not valid UTF-8");
 
-  key32 id = sha256(serialize_for_id(e));
-  if (to_hex(id) != e.id)
+  if (compute_id(e) != e.id)
     return invalid("id does not match content");
+  return {};
+}
+
+}  // namespace
+
+error verify_event(const event& e) {
+  if (auto err = check_fields_and_id(e, sig_member::required))
+    return err;
+  key32 id = *key_from_hex(e.id);
   key32 pubkey = *key_from_hex(e.pubkey);
   if (!is_valid_pubkey(pubkey))
     return invalid("event pubkey is not a point on secp256k1");
@@ -615,7 +635,10 @@ error verify_event(const event& e) {
   return {};
 }
 
-std::string to_json(const event& e) {
+namespace {
+
+// The event as a JSON object; without "sig" for a rumor.
+std::string event_json(const event& e, sig_member sig) {
   std::string out;
   out.reserve(e.content.size() + 256);
   out += "{\"id\":";
@@ -630,10 +653,18 @@ std::string to_json(const event& e) {
   append_tags(out, e.tags);
   out += ",\"content\":";
   append_json_string(out, e.content);
-  out += ",\"sig\":";
-  append_json_string(out, e.sig);
+  if (sig == sig_member::required) {
+    out += ",\"sig\":";
+    append_json_string(out, e.sig);
+  }
   out += '}';
   return out;
+}
+
+}  // namespace
+
+std::string to_json(const event& e) {
+  return event_json(e, sig_member::required);
 }
 
 expected<event> event_from_json(std::string_view text, std::size_t max_content_bytes) {
@@ -756,6 +787,26 @@ expected<relay_message> parse_relay_message(std::string_view text, std::size_t m
   } catch (const std::exception& ex) {
     return invalid(std::string{"relay message could not be parsed: "} + ex.what());
   }
+}
+
+std::string mentions_filter(const key32& pubkey, std::optional<std::int64_t> since,
+                            const std::vector<int>& kinds) {
+  std::string out = "{\"#p\":[\"" + to_hex(pubkey) + "\"]";
+  if (!kinds.empty()) {
+    out += ",\"kinds\":[";
+    for (std::size_t i = 0; i < kinds.size(); ++i) {
+      if (i != 0)
+        out += ',';
+      out += std::to_string(kinds[i]);
+    }
+    out += ']';
+  }
+  if (since) {
+    out += ",\"since\":";
+    out += std::to_string(*since);
+  }
+  out += '}';
+  return out;
 }
 
 // -- NIP-19 -------------------------------------------------------------------------
@@ -912,5 +963,230 @@ expected<std::string> decrypt(std::string_view payload, const key32& conversatio
 }
 
 }  // namespace nip44
+
+// -- NIP-59 gift wrap ---------------------------------------------------------------
+
+namespace nip59 {
+
+namespace {
+
+// NIP-44-encrypts `json`, the JSON of the layer inside `layer`, from `secret`
+// to `recipient`. Errors start with `layer`.
+expected<std::string> encrypt_layer(const std::string& layer, std::string_view inner,
+                                    const std::string& json, const key32& secret,
+                                    const key32& recipient) {
+  if (json.size() > nip44::max_plaintext_size)
+    return error{errc::message_too_large,
+                 layer + ": the " + std::string{inner} + " is " + std::to_string(json.size())
+                   + " bytes of JSON, above the 65535 NIP-44 encrypts"};
+  auto ck = nip44::conversation_key(secret, recipient);
+  if (!ck)
+    return invalid(layer + ": " + ck.error_value().message());
+  wipe_on_exit<key32> wipe{*ck};
+  auto payload = nip44::encrypt(json, *ck);
+  if (!payload)
+    return invalid(layer + ": " + payload.error_value().message());
+  return payload;
+}
+
+// Decrypts the content of `outer`, a verified seal or gift wrap, with the
+// conversation key of `secret` and the outer layer's signer.
+expected<std::string> decrypt_layer(const std::string& layer, const event& outer,
+                                    const key32& secret) {
+  auto signer = key_from_hex(outer.pubkey);
+  if (!signer)
+    return invalid(layer + ": " + signer.error_value().message());
+  auto ck = nip44::conversation_key(secret, *signer);
+  if (!ck)
+    return invalid(layer + ": " + ck.error_value().message());
+  wipe_on_exit<key32> wipe{*ck};
+  auto plaintext = nip44::decrypt(outer.content, *ck);
+  if (!plaintext)
+    return invalid(layer + ": cannot decrypt the content with this key (addressed to another?): "
+                   + plaintext.error_value().message());
+  return plaintext;
+}
+
+// Parses the decrypted JSON of an inner layer. It is at most 65535 bytes (the
+// NIP-44 limit), so the default content limit never binds.
+expected<event> parse_layer(const std::string& layer, std::string_view json, sig_member sig) {
+  auto v = parse_json(json, "the decrypted " + layer);
+  if (!v)
+    return invalid(layer + ": " + v.error_value().message());
+  auto e = event_from_value(*v, default_max_content_bytes, sig);
+  if (!e)
+    return invalid(layer + ": " + e.error_value().message());
+  return e;
+}
+
+}  // namespace
+
+std::int64_t random_past_timestamp(std::int64_t now) {
+  ctx();  // sodium_init
+  const auto back =
+    static_cast<std::int64_t>(randombytes_uniform(static_cast<std::uint32_t>(max_backdate) + 1));
+  return std::max<std::int64_t>(0, now - back);
+}
+
+event make_rumor(event e, const key32& author) {
+  e.pubkey = to_hex(author);
+  e.sig.clear();
+  e.id = compute_id(e);
+  return e;
+}
+
+std::string rumor_to_json(const event& rumor) {
+  return event_json(rumor, sig_member::optional);
+}
+
+expected<event> seal(const event& rumor, const keypair& author, const key32& recipient,
+                     std::int64_t created_at) {
+  if (rumor.pubkey != to_hex(author.pubkey))
+    return invalid("seal: the rumor's pubkey is not the sealing author's: a seal vouches for "
+                   "the author of its rumor");
+  if (created_at < 0)
+    return invalid("seal: created_at must not be negative");
+  auto content = encrypt_layer("seal", "rumor", rumor_to_json(rumor), author.secret, recipient);
+  if (!content)
+    return content.error_value();
+  event sealed;
+  sealed.kind = seal_kind;
+  sealed.created_at = created_at;
+  sealed.content = std::move(*content);
+  return sign_event(std::move(sealed), author);
+}
+
+expected<event> gift_wrap(const event& sealed, const key32& recipient, std::int64_t created_at,
+                          const keypair& ephemeral,
+                          const std::vector<std::vector<std::string>>& extra_tags) {
+  if (created_at < 0)
+    return invalid("gift wrap: created_at must not be negative");
+  auto content = encrypt_layer("gift wrap", "seal", to_json(sealed), ephemeral.secret, recipient);
+  if (!content)
+    return content.error_value();
+  event wrap;
+  wrap.kind = gift_wrap_kind;
+  wrap.created_at = created_at;
+  wrap.tags.push_back({"p", to_hex(recipient)});
+  wrap.tags.insert(wrap.tags.end(), extra_tags.begin(), extra_tags.end());
+  wrap.content = std::move(*content);
+  return sign_event(std::move(wrap), ephemeral);
+}
+
+expected<unwrapped> unwrap(const keypair& recipient, const event& wrap) {
+  try {
+    if (wrap.kind != gift_wrap_kind)
+      return invalid("gift wrap: kind " + std::to_string(wrap.kind) + ", expected 1059");
+    if (auto err = verify_event(wrap))
+      return invalid("gift wrap: " + err.message());
+    auto seal_json = decrypt_layer("gift wrap", wrap, recipient.secret);
+    if (!seal_json)
+      return seal_json.error_value();
+
+    auto sealed = parse_layer("seal", *seal_json, sig_member::required);
+    if (!sealed)
+      return sealed.error_value();
+    if (sealed->kind != seal_kind)
+      return invalid("seal: kind " + std::to_string(sealed->kind) + ", expected 13");
+    if (auto err = verify_event(*sealed))
+      return invalid("seal: " + err.message());
+    auto rumor_json = decrypt_layer("seal", *sealed, recipient.secret);
+    if (!rumor_json)
+      return rumor_json.error_value();
+
+    auto rumor = parse_layer("rumor", *rumor_json, sig_member::optional);
+    if (!rumor)
+      return rumor.error_value();
+    // The seal's signature is the only proof of authorship: a rumor claiming
+    // another author is an impersonation attempt by the sealer.
+    if (rumor->pubkey != sealed->pubkey)
+      return invalid("rumor: pubkey '"
+                     + (check_lower_hex("", rumor->pubkey, 64) ? shown_text(rumor->pubkey)
+                                                               : rumor->pubkey)
+                     + "' is not the seal's signer " + sealed->pubkey + " (impersonation)");
+    if (auto err = check_fields_and_id(*rumor, sig_member::optional))
+      return invalid("rumor: " + err.message());
+    return unwrapped{std::move(*sealed), std::move(*rumor)};
+  } catch (const std::exception& ex) {
+    return invalid(std::string{"gift wrap could not be opened: "} + ex.what());
+  }
+}
+
+}  // namespace nip59
+
+// -- NIP-17 private direct messages -------------------------------------------------
+
+namespace nip17 {
+
+namespace {
+
+// The longest rumor JSON that still fits once sealed and wrapped. The seal's
+// JSON carries the rumor as a NIP-44 payload, which must itself be at most
+// 65535 bytes once the seal is gift-wrapped: a padded length of 40960
+// (5 * 8192) gives 54704 base64 characters plus about 350 of seal fields;
+// the next padded length, 49152, gives 65628 characters alone.
+constexpr std::size_t max_rumor_json_bytes = 40960;
+
+}  // namespace
+
+event make_chat_message(const key32& sender, const key32& recipient, std::string_view content,
+                        std::int64_t created_at,
+                        const std::vector<std::vector<std::string>>& extra_tags) {
+  event e;
+  e.kind = chat_message_kind;
+  e.created_at = created_at;
+  e.tags.push_back({"p", to_hex(recipient)});
+  e.tags.insert(e.tags.end(), extra_tags.begin(), extra_tags.end());
+  e.content = std::string{content};
+  return nip59::make_rumor(std::move(e), sender);
+}
+
+expected<event> wrap_dm(const keypair& sender, const key32& recipient, std::string_view content,
+                        std::int64_t now, const dm_options& options) {
+  try {
+    if (now < 0)
+      return invalid("wrap_dm: now must not be negative");
+    if (!is_valid_pubkey(recipient))
+      return invalid("wrap_dm: the recipient's pubkey is not a point on secp256k1");
+    const key32 wrap_to = options.wrap_to.value_or(recipient);
+    event rumor = make_chat_message(sender.pubkey, recipient, content, now, options.extra_tags);
+    // What unwrap_dm will check, so that nothing is sent that cannot be read.
+    if (auto err = check_fields_and_id(rumor, sig_member::optional))
+      return invalid("rumor: " + err.message());
+    const std::string rumor_json = nip59::rumor_to_json(rumor);
+    if (rumor_json.size() > max_rumor_json_bytes)
+      return error{errc::message_too_large,
+                   "rumor: the message is " + std::to_string(rumor_json.size())
+                     + " bytes of JSON, above the 40960 that fit in a seal and gift wrap"};
+
+    auto sealed = nip59::seal(rumor, sender, wrap_to, nip59::random_past_timestamp(now));
+    if (!sealed)
+      return sealed.error_value();
+    keypair ephemeral = generate_keypair();
+    wipe_on_exit<keypair> wipe{ephemeral};
+    return nip59::gift_wrap(*sealed, wrap_to, nip59::random_past_timestamp(now), ephemeral);
+  } catch (const std::exception& ex) {
+    return invalid(std::string{"wrap_dm failed: "} + ex.what());
+  }
+}
+
+expected<received_dm> unwrap_dm(const keypair& recipient, const event& gift_wrap) {
+  auto layers = nip59::unwrap(recipient, gift_wrap);
+  if (!layers)
+    return layers.error_value();
+  event& rumor = layers->rumor;
+  if (rumor.kind != chat_message_kind)
+    return invalid("rumor: kind " + std::to_string(rumor.kind)
+                   + ", expected 14 (a NIP-17 chat message)");
+  received_dm dm;
+  dm.sender = rumor.pubkey;
+  dm.content = rumor.content;
+  dm.created_at = rumor.created_at;
+  dm.tags = rumor.tags;
+  dm.rumor = std::move(rumor);
+  return dm;
+}
+
+}  // namespace nip17
 
 }  // namespace ticktock::nostr

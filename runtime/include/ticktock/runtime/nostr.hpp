@@ -1,7 +1,8 @@
 #pragma once
 
 // Nostr primitives: keys and BIP-340 signatures, NIP-01 events and relay
-// messages, NIP-19 bech32 keys (npub/nsec) and NIP-44 v2 encrypted payloads.
+// messages, NIP-19 bech32 keys (npub/nsec), NIP-44 v2 encrypted payloads, and
+// NIP-17 private direct messages in NIP-59 gift wraps.
 // docs/nostr.md describes what is signed and how each format is built.
 //
 // Every function here is thread-safe: the secp256k1 context is created and
@@ -153,6 +154,16 @@ std::string event_message(const event& e);
 /// `["CLOSE","<sub_id>"]`.
 std::string close_message(std::string_view sub_id);
 
+/// A NIP-01 filter for the events that mention `pubkey` in a "p" tag:
+/// `{"#p":["<pubkey hex>"],"kinds":[<kinds>],"since":<since>}`, members in
+/// that order, "kinds" left out when `kinds` is empty (any kind) and "since"
+/// when it is nullopt. Kinds are written as given (NIP-01 allows 0..65535).
+/// For gift wraps (kind 1059) pass a `since` at least two days before the
+/// last wrap wanted: their created_at is backdated by up to two days (see
+/// nip59::max_backdate).
+std::string mentions_filter(const key32& pubkey, std::optional<std::int64_t> since,
+                            const std::vector<int>& kinds);
+
 /// ["EVENT", sub_id, event]: an event matching a subscription.
 struct relay_event {
   std::string subscription_id;
@@ -266,5 +277,144 @@ expected<std::string> encrypt(std::string_view plaintext, const key32& conversat
 expected<std::string> decrypt(std::string_view payload, const key32& conversation_key);
 
 }  // namespace nip44
+
+// -- NIP-59 gift wrap --------------------------------------------------------
+
+/// The three layers of NIP-59: a rumor (an unsigned event: it has an id but
+/// no signature, so it proves nothing to third parties), sealed (kind 13,
+/// signed by the rumor's author, content NIP-44-encrypted to the recipient)
+/// and gift-wrapped (kind 1059, signed by a one-time key, content
+/// NIP-44-encrypted to the recipient, tagged ["p", recipient] for relays).
+/// docs/nostr.md shows which key signs and encrypts what.
+namespace nip59 {
+
+/// Kind of a seal.
+inline constexpr int seal_kind = 13;
+
+/// Kind of a gift wrap.
+inline constexpr int gift_wrap_kind = 1059;
+
+/// Seals and gift wraps carry a created_at up to this far in the past, so
+/// that relays and observers cannot tell when a message was sent.
+inline constexpr std::int64_t max_backdate = 2 * 24 * 60 * 60;  // seconds
+
+/// Largest content of a seal or gift wrap: the longest NIP-44 v2 payload, in
+/// base64 characters. It is above default_max_content_bytes: parse incoming
+/// gift wraps with `event_from_json(json, max_layer_content_bytes)` or
+/// larger ones are refused with message_too_large.
+inline constexpr std::size_t max_layer_content_bytes = 87472;
+
+/// A uniformly random Unix time in [now - max_backdate, now] (the CSPRNG),
+/// never below 0.
+std::int64_t random_past_timestamp(std::int64_t now);
+
+/// Returns `e` as a rumor: pubkey set to `author`, sig cleared, id computed
+/// as in NIP-01 (compute_id). The other fields are kept as given.
+event make_rumor(event e, const key32& author);
+
+/// A rumor as a compact JSON object: to_json without the "sig" member, as
+/// NIP-59 and nostr-tools write it.
+std::string rumor_to_json(const event& rumor);
+
+/// Seals `rumor` for `recipient`: kind 13, no tags, the given created_at,
+/// content = nip44::encrypt(rumor_to_json(rumor), conversation_key(author
+/// secret, recipient)), signed by `author`. Fails with invalid_argument when
+/// the rumor's pubkey is not `author`'s (a seal vouches for its rumor's
+/// author), when `recipient` is not a curve point or created_at is negative;
+/// with message_too_large when the rumor JSON exceeds 65535 bytes. The rumor's
+/// id is not checked. Precondition on `author` as for sign_event.
+expected<event> seal(const event& rumor, const keypair& author, const key32& recipient,
+                     std::int64_t created_at);
+
+/// Gift-wraps `sealed` for `recipient`: kind 1059, tags [["p", recipient]]
+/// followed by `extra_tags`, the given created_at, content =
+/// nip44::encrypt(to_json(sealed), conversation_key(ephemeral secret,
+/// recipient)), signed by `ephemeral`, which must be a fresh key used for this
+/// one wrap (generate_keypair). `sealed` is wrapped as it is, unchecked. Fails
+/// with invalid_argument when `recipient` is not a curve point or created_at
+/// is negative; with message_too_large when the seal JSON exceeds 65535 bytes.
+expected<event> gift_wrap(const event& sealed, const key32& recipient, std::int64_t created_at,
+                          const keypair& ephemeral,
+                          const std::vector<std::vector<std::string>>& extra_tags = {});
+
+/// The inner layers of a gift wrap, both checked.
+struct unwrapped {
+  event seal;   ///< Signature verified; kind 13.
+  event rumor;  ///< Id verified, pubkey equal to the seal's; sig as received (normally "").
+};
+
+/// Opens a gift wrap addressed to `recipient`: checks the wrap (kind 1059,
+/// verify_event), decrypts it with conversation_key(recipient secret, wrap
+/// pubkey), parses the seal and checks it (kind 13, verify_event), decrypts it
+/// with conversation_key(recipient secret, seal pubkey), parses the rumor
+/// (its "sig" member may be missing), and checks that the rumor's pubkey is
+/// the seal's (otherwise the sealer impersonates someone) and that its id is
+/// compute_id(rumor). Any rumor kind is accepted. Tags of the wrap and seal
+/// are not interpreted. Every failure is invalid_argument, its message
+/// starting with the layer ("gift wrap: ", "seal: ", "rumor: ") and saying the
+/// reason. Never throws. Sizes are bounded by NIP-44 (an inner layer is at
+/// most 65535 bytes of JSON).
+expected<unwrapped> unwrap(const keypair& recipient, const event& gift_wrap);
+
+}  // namespace nip59
+
+// -- NIP-17 private direct messages ------------------------------------------
+
+namespace nip17 {
+
+/// Kind of a chat message (the rumor inside a NIP-17 gift wrap).
+inline constexpr int chat_message_kind = 14;
+
+/// The rumor of a chat message: kind 14, pubkey = `sender`, tags
+/// [["p", recipient hex]] followed by `extra_tags` (more recipients,
+/// ["e", id, relay, "reply"], ["subject", title]...), `content`, created_at =
+/// `created_at`, id computed, no sig.
+event make_chat_message(const key32& sender, const key32& recipient, std::string_view content,
+                        std::int64_t created_at,
+                        const std::vector<std::vector<std::string>>& extra_tags = {});
+
+/// Options of wrap_dm.
+struct dm_options {
+  /// Whom the seal and gift wrap are encrypted to; the recipient when unset.
+  /// Set it to the sender's own pubkey to make the copy NIP-17 recommends
+  /// keeping on one's own relays: it holds the same rumor (same id when
+  /// `now` and the tags are the same) and only the sender can open it.
+  std::optional<key32> wrap_to;
+
+  /// Tags appended to the rumor after ["p", recipient].
+  std::vector<std::vector<std::string>> extra_tags;
+};
+
+/// A NIP-17 direct message from `sender` to `recipient`, gift-wrapped: the
+/// rumor (make_chat_message, created_at = `now`), sealed by `sender`, wrapped
+/// with a fresh one-time key; the seal's and the wrap's created_at are drawn
+/// independently by nip59::random_past_timestamp(now). Publish the result to
+/// the recipient's relays (and the copy for the sender, see dm_options) as it
+/// is. Fails with invalid_argument when a key is not a curve point or `now`
+/// is negative; with message_too_large when the layers do
+/// not fit in NIP-44 (content above roughly 40 KB; the limit is on the
+/// rumor's JSON, 40960 bytes, since the seal JSON, which holds it encrypted
+/// in base64, must itself be at most 65535 bytes). Thread-safe.
+expected<event> wrap_dm(const keypair& sender, const key32& recipient, std::string_view content,
+                        std::int64_t now, const dm_options& options = {});
+
+/// A direct message opened by unwrap_dm.
+struct received_dm {
+  std::string sender;  ///< Lowercase hex pubkey of the author (signer of the seal).
+  std::string content;
+  std::int64_t created_at = 0;  ///< The rumor's, the time the sender claims.
+  std::vector<std::vector<std::string>> tags;  ///< The rumor's: "p" recipients, "e", "subject".
+  event rumor;  ///< The whole rumor; its id identifies the message across copies.
+};
+
+/// Opens a NIP-17 gift wrap addressed to `recipient`: nip59::unwrap, then
+/// checks that the rumor is a chat message (kind 14). Fails with
+/// invalid_argument, the message naming the layer ("gift wrap: ", "seal: ",
+/// "rumor: ") and the reason, e.g. "gift wrap: cannot decrypt ...: NIP-44:
+/// invalid MAC" for a wrap addressed to someone else, "rumor: pubkey ... is
+/// not the seal's signer ..." for an impersonation. Never throws.
+expected<received_dm> unwrap_dm(const keypair& recipient, const event& gift_wrap);
+
+}  // namespace nip17
 
 }  // namespace ticktock::nostr
