@@ -10,9 +10,15 @@
 //                                     prints the sender's pubkey, then the payload
 //   decrypt SEC PUB (payload on stdin)  NIP-44 decrypt; writes the plaintext bytes
 //   npub HEX | nsec HEX | decode-npub NPUB | decode-nsec NSEC
+//   wrap-dm SEC PUB [WRAP_TO] (message on stdin) NIP-17 DM from SEC to PUB at the
+//                                     current time, gift-wrapped for WRAP_TO
+//                                     (default PUB); prints the gift wrap JSON
+//   unwrap-dm SEC (gift wrap JSON on stdin) prints the sender's pubkey, then
+//                                     the rumor JSON, or the reason (exit 1)
 //
 // Exit codes: 0 success, 1 rejected input (reason on stdout or stderr), 2 usage.
 
+#include <chrono>
 #include <iostream>
 #include <iterator>
 #include <string>
@@ -33,7 +39,8 @@ std::string read_stdin() {
 
 int usage() {
   std::cerr << "usage: nostr_interop_tool sign-tricky | verify | id | encrypt PUB | "
-               "decrypt SEC PUB | npub HEX | nsec HEX | decode-npub NPUB | decode-nsec NSEC\n";
+               "decrypt SEC PUB | npub HEX | nsec HEX | decode-npub NPUB | decode-nsec NSEC | "
+               "wrap-dm SEC PUB [WRAP_TO] | unwrap-dm SEC\n";
   return 2;
 }
 
@@ -130,6 +137,51 @@ int main(int argc, char** argv) {
     if (!k)
       return fail(k.error_value());
     std::cout << to_hex(*k) << "\n";
+    return 0;
+  }
+  if (cmd == "wrap-dm" && (args.size() == 3 || args.size() == 4)) {
+    auto secret = key_from_hex(args[1]);
+    if (!secret)
+      return fail(secret.error_value());
+    auto sender = keypair_from_secret(*secret);
+    if (!sender)
+      return fail(sender.error_value());
+    auto recipient = key_from_hex(args[2]);
+    if (!recipient)
+      return fail(recipient.error_value());
+    nip17::dm_options options;
+    if (args.size() == 4) {
+      auto wrap_to = key_from_hex(args[3]);
+      if (!wrap_to)
+        return fail(wrap_to.error_value());
+      options.wrap_to = *wrap_to;
+    }
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+    auto wrap = nip17::wrap_dm(*sender, *recipient, read_stdin(), now, options);
+    if (!wrap)
+      return fail(wrap.error_value());
+    std::cout << to_json(*wrap) << "\n";
+    return 0;
+  }
+  if (cmd == "unwrap-dm" && args.size() == 2) {
+    auto secret = key_from_hex(args[1]);
+    if (!secret)
+      return fail(secret.error_value());
+    auto recipient = keypair_from_secret(*secret);
+    if (!recipient)
+      return fail(recipient.error_value());
+    // A gift wrap's content can be longer than an ordinary event's limit.
+    auto wrap = event_from_json(read_stdin(), nip59::max_layer_content_bytes);
+    if (!wrap)
+      return fail(wrap.error_value());
+    auto dm = nip17::unwrap_dm(*recipient, *wrap);
+    if (!dm) {
+      std::cout << dm.error_value().message() << "\n";
+      return 1;
+    }
+    std::cout << dm->sender << "\n" << nip59::rumor_to_json(dm->rumor) << "\n";
     return 0;
   }
   return usage();

@@ -13,8 +13,10 @@ import {
   serializeEvent,
   verifyEvent,
 } from 'nostr-tools/pure';
+import * as nip17 from 'nostr-tools/nip17';
 import * as nip19 from 'nostr-tools/nip19';
 import * as nip44 from 'nostr-tools/nip44';
+import * as nip59 from 'nostr-tools/nip59';
 
 const tool = process.argv[2];
 if (!tool) {
@@ -186,6 +188,135 @@ check('npub and nsec agree with nostr-tools nip19', () => {
     assert.equal(decoded.type, 'npub');
     assert.equal(decoded.data, pk);
   }
+});
+
+// -- NIP-17 direct messages (NIP-59 gift wraps) in both directions ----------
+
+const dmMessages = [
+  'hello',
+  trickyContent,
+  '\u{1F984}'.repeat(5000),
+  // Near the largest that fits: the rumor's JSON may be at most 40960 bytes.
+  'x'.repeat(40000),
+];
+const TWO_DAYS = 2 * 24 * 60 * 60;
+const unixNow = () => Math.floor(Date.now() / 1000);
+
+check('a DM gift-wrapped by ticktock opens with nostr-tools nip17.unwrapEvent', () => {
+  const senderSk = generateSecretKey();
+  const senderPk = getPublicKey(senderSk);
+  const recipientSk = generateSecretKey();
+  const recipientPk = getPublicKey(recipientSk);
+  for (const [i, msg] of dmMessages.entries()) {
+    const before = unixNow();
+    const wrap = JSON.parse(runOk(['wrap-dm', bytesToHex(senderSk), recipientPk], msg));
+    const after = unixNow();
+    assert.equal(verifyEvent(wrap), true, `message #${i}`);
+    assert.equal(wrap.kind, 1059);
+    assert.notEqual(wrap.pubkey, senderPk);
+    assert.deepEqual(wrap.tags, [['p', recipientPk]]);
+    assert.ok(wrap.created_at <= after && wrap.created_at >= before - TWO_DAYS, `message #${i}`);
+
+    const rumor = nip17.unwrapEvent(wrap, recipientSk);
+    assert.equal(rumor.content, msg, `message #${i}`);
+    assert.equal(rumor.pubkey, senderPk);
+    assert.equal(rumor.kind, 14);
+    assert.deepEqual(rumor.tags, [['p', recipientPk]]);
+    assert.equal(getEventHash(rumor), rumor.id);
+    assert.equal('sig' in rumor, false);
+    assert.ok(rumor.created_at >= before && rumor.created_at <= after);
+  }
+});
+
+check('the copy ticktock wraps for the sender opens with the sender\'s key only', () => {
+  const senderSk = generateSecretKey();
+  const senderPk = getPublicKey(senderSk);
+  const recipientSk = generateSecretKey();
+  const recipientPk = getPublicKey(recipientSk);
+  const wrap = JSON.parse(runOk(['wrap-dm', bytesToHex(senderSk), recipientPk, senderPk], 'a copy'));
+  assert.deepEqual(wrap.tags, [['p', senderPk]]);
+  const rumor = nip17.unwrapEvent(wrap, senderSk);
+  assert.equal(rumor.content, 'a copy');
+  assert.equal(rumor.pubkey, senderPk);
+  assert.deepEqual(rumor.tags, [['p', recipientPk]]);
+  assert.throws(() => nip17.unwrapEvent(wrap, recipientSk));
+});
+
+check('a DM gift-wrapped by nostr-tools nip17.wrapEvent opens in ticktock', () => {
+  const senderSk = generateSecretKey();
+  const senderPk = getPublicKey(senderSk);
+  const recipientSk = generateSecretKey();
+  const recipientPk = getPublicKey(recipientSk);
+  for (const [i, msg] of dmMessages.entries()) {
+    const wrap = nip17.wrapEvent(senderSk, { publicKey: recipientPk }, msg);
+    const [sender, rumorJson] = runOk(['unwrap-dm', bytesToHex(recipientSk)], JSON.stringify(wrap))
+      .split('\n');
+    assert.equal(sender, senderPk, `message #${i}`);
+    const rumor = JSON.parse(rumorJson);
+    assert.equal(rumor.content, msg, `message #${i}`);
+    assert.equal(rumor.pubkey, senderPk);
+    assert.equal(rumor.id, getEventHash(rumor));
+    // The same rumor nostr-tools itself finds inside.
+    assert.deepEqual(rumor, { ...nip17.unwrapEvent(wrap, recipientSk) });
+  }
+});
+
+check('ticktock reads the relay, reply and subject tags of a nostr-tools DM', () => {
+  const senderSk = generateSecretKey();
+  const recipientSk = generateSecretKey();
+  const recipientPk = getPublicKey(recipientSk);
+  const replyId = 'ab'.repeat(32);
+  const wrap = nip17.wrapEvent(senderSk, { publicKey: recipientPk, relayUrl: 'wss://relay.example' },
+                               'in reply', 'our plans', { eventId: replyId });
+  const [, rumorJson] = runOk(['unwrap-dm', bytesToHex(recipientSk)], JSON.stringify(wrap))
+    .split('\n');
+  assert.deepEqual(JSON.parse(rumorJson).tags, [
+    ['p', recipientPk, 'wss://relay.example'],
+    ['e', replyId, '', 'reply'],
+    ['subject', 'our plans'],
+  ]);
+});
+
+check('ticktock opens every wrap of nostr-tools nip17.wrapManyEvents meant for it', () => {
+  const senderSk = generateSecretKey();
+  const senderPk = getPublicKey(senderSk);
+  const bobSk = generateSecretKey();
+  const carolSk = generateSecretKey();
+  const wraps = nip17.wrapManyEvents(
+    senderSk, [{ publicKey: getPublicKey(bobSk) }, { publicKey: getPublicKey(carolSk) }], 'to all');
+  // The sender's own copy comes first, then one per recipient.
+  for (const [wrap, sk] of [[wraps[0], senderSk], [wraps[1], bobSk], [wraps[2], carolSk]]) {
+    const [sender, rumorJson] = runOk(['unwrap-dm', bytesToHex(sk)], JSON.stringify(wrap))
+      .split('\n');
+    assert.equal(sender, senderPk);
+    assert.equal(JSON.parse(rumorJson).content, 'to all');
+  }
+  const r = run(['unwrap-dm', bytesToHex(carolSk)], JSON.stringify(wraps[1]));
+  assert.equal(r.status, 1);
+  assert.match(r.stdout, /^gift wrap: cannot decrypt/);
+});
+
+check('ticktock rejects a nostr-tools seal whose rumor claims another author', () => {
+  const aliceSk = generateSecretKey();
+  const mallorySk = generateSecretKey();
+  const bobSk = generateSecretKey();
+  const bobPk = getPublicKey(bobSk);
+  // createSeal does not check that the rumor is the sealer's own.
+  const forged = nip59.createRumor({ kind: 14, content: 'pay mallory', tags: [['p', bobPk]] }, aliceSk);
+  const wrap = nip59.createWrap(nip59.createSeal(forged, mallorySk, bobPk), bobPk);
+  assert.throws(() => nip17.unwrapEvent(wrap, bobSk), /does not match seal pubkey/);
+  const r = run(['unwrap-dm', bytesToHex(bobSk)], JSON.stringify(wrap));
+  assert.equal(r.status, 1);
+  assert.match(r.stdout, /^rumor: pubkey '[0-9a-f]{64}' is not the seal's signer [0-9a-f]{64} \(impersonation\)/);
+});
+
+check('ticktock rejects a nostr-tools gift wrap whose content was changed', () => {
+  const bobSk = generateSecretKey();
+  const wrap = nip17.wrapEvent(generateSecretKey(), { publicKey: getPublicKey(bobSk) }, 'hi');
+  const other = nip17.wrapEvent(generateSecretKey(), { publicKey: getPublicKey(bobSk) }, 'ho');
+  const r = run(['unwrap-dm', bytesToHex(bobSk)], JSON.stringify({ ...wrap, content: other.content }));
+  assert.equal(r.status, 1);
+  assert.equal(r.stdout.trim(), 'gift wrap: id does not match content');
 });
 
 console.log(`${passed} passed, ${failed} failed`);
