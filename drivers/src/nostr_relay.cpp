@@ -114,6 +114,12 @@ struct queued_publish {
 
 struct relay_conn;
 
+// Publishes move from a relay's queue to its connection only while fewer
+// than this many bytes wait to be written there, so that a relay that reads
+// slowly (or not at all) holds them in the bounded queue, not in memory of
+// its connection. A hung relay is then found by the ping timeout.
+constexpr std::size_t send_window_bytes = std::size_t{1} << 20;
+
 // One WebSocket (opening, open or closing) with its write queue, one write
 // in flight (as in Beast's chat-multi example). Held by the session
 // coroutine and by every pending handler, so the stream outlives its
@@ -126,6 +132,8 @@ struct connection_base {
   // Closes the socket: every pending operation completes with an error.
   virtual void abort() = 0;
   bool open = false;  // the WebSocket handshake is done and no close was started
+  std::string failure;  // why writing failed, if it did
+  std::size_t queued_bytes = 0;  // waiting to be written, including the one in flight
 };
 
 }  // namespace
@@ -305,6 +313,21 @@ struct relay_pool::impl {
 
   void shutdown();
 
+  // Loads OpenSSL's default CA locations and tls_ca_dir into the TLS
+  // context, once, before the first TLS connection: parsing the system
+  // bundle takes tens of milliseconds, which pools without wss:// relays
+  // should not pay. Called with mtx held.
+  void load_system_cas() {
+    if (system_cas_loaded || !options.tls_verify)
+      return;
+    system_cas_loaded = true;
+    boost::system::error_code ec;
+    tls.set_default_verify_paths(ec);  // a system without defaults still has tls_ca_dir
+    std::error_code fec;
+    if (!options.tls_ca_dir.empty() && std::filesystem::is_directory(options.tls_ca_dir, fec))
+      tls.add_verify_path(options.tls_ca_dir, ec);
+  }
+
   relay_pool_options options;
   ssl::context tls{ssl::context::tls_client};
   std::unique_ptr<asio::io_context> io = std::make_unique<asio::io_context>();
@@ -316,6 +339,7 @@ struct relay_pool::impl {
   std::condition_variable idle;
   std::size_t running = 0;  // relay coroutines that have not ended
   bool stopping = false;
+  bool system_cas_loaded = false;
   std::map<std::string, std::shared_ptr<relay_conn>> relays;  // by normalized URL
   std::map<std::string, std::shared_ptr<const subscription>> subs;
   std::uint64_t next_generation = 1;
@@ -345,6 +369,7 @@ struct relay_conn : std::enable_shared_from_this<relay_conn> {
   std::optional<tcp::resolver> resolver;
   bool stop_requested = false;
   std::map<std::string, std::uint64_t> sent_subs;  // sub id -> generation sent on this connection
+  bool window_full = false;  // sync() left publishes queued for lack of send window
   std::mt19937_64 rng;
 
   // -- guarded by pool.mtx --
@@ -365,9 +390,15 @@ struct relay_conn : std::enable_shared_from_this<relay_conn> {
   void sync();
   void stop(bool graceful);
   void handle_frame(std::string_view text, bool binary);
-  void count_out() {
-    std::lock_guard<std::mutex> guard{pool.mtx};
-    ++st.messages_out;
+  // After each write: count it, and move more publishes to the connection
+  // if sync() had to stop for lack of window.
+  void written(std::size_t backlog) {
+    {
+      std::lock_guard<std::mutex> guard{pool.mtx};
+      ++st.messages_out;
+    }
+    if (window_full && backlog < send_window_bytes / 2)
+      sync();
   }
 };
 
@@ -385,6 +416,7 @@ struct connection final : connection_base, std::enable_shared_from_this<connecti
   void send(std::string frame) override {
     if (!open)
       return;
+    queued_bytes += frame.size();
     queue.push_back(std::move(frame));
     if (!writing)
       write_next();
@@ -398,15 +430,18 @@ struct connection final : connection_base, std::enable_shared_from_this<connecti
     writing = true;
     ws.async_write(asio::buffer(queue.front()),
                    [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                     self->queued_bytes -= self->queue.front().size();
                      self->queue.pop_front();
                      if (ec) {
                        self->writing = false;
+                       if (self->failure.empty())
+                         self->failure = "write: " + ec.message();
                        self->abort();  // the reader sees the drop
                        return;
                      }
-                     if (auto r = self->relay.lock())
-                       r->count_out();
                      self->write_next();
+                     if (auto r = self->relay.lock())
+                       r->written(self->queued_bytes);
                    });
   }
 
@@ -579,9 +614,7 @@ asio::awaitable<std::string> relay_conn::session(steady_clock::duration& uptime)
   }));
   // Frames above the limit are skipped below; far bigger ones reset the
   // connection rather than being streamed through.
-  auto hard_max = opts.max_message_bytes > std::numeric_limits<std::size_t>::max() / 16
-                    ? std::size_t{0}
-                    : opts.max_message_bytes * 16;
+  auto hard_max = opts.max_message_bytes * 16;
   ws.read_message_max(hard_max);
   ws.text(true);
   auto host_header = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
@@ -614,10 +647,16 @@ asio::awaitable<std::string> relay_conn::session(steady_clock::duration& uptime)
     auto [rec, n] = co_await ws.async_read_some(buffer, piece, use_nothrow);
     (void)n;
     if (rec) {
-      if (rec == websocket::error::closed)
-        why = "closed by the relay (code " + std::to_string(static_cast<unsigned>(ws.reason().code))
-              + (ws.reason().reason.empty() ? std::string{} : ", " + std::string{ws.reason().reason.data(), ws.reason().reason.size()})
-              + ")";
+      if (!c->failure.empty())
+        why = c->failure;
+      else if (rec == websocket::error::closed)
+      {
+        auto& reason = ws.reason();
+        why = "closed by the relay (code " + std::to_string(static_cast<unsigned>(reason.code));
+        if (!reason.reason.empty())
+          why += ", " + std::string{reason.reason.data(), reason.reason.size()};
+        why += ")";
+      }
       else if (rec == websocket::error::message_too_big) {
         why = "a frame above " + std::to_string(hard_max) + " bytes reset the connection";
         std::lock_guard<std::mutex> guard{pool.mtx};
@@ -686,7 +725,15 @@ void relay_conn::sync() {
       sub_status.erase(i->first);
       i = sent_subs.erase(i);
     }
+    window_full = false;
+    auto backlog = current->queued_bytes;
     while (!unsent.empty()) {
+      auto size = unsent.front().frame->size();
+      if (backlog > 0 && backlog + size > send_window_bytes) {
+        window_full = true;
+        break;
+      }
+      backlog += size;
       frames.push_back(*unsent.front().frame);
       in_flight.push_back(std::move(unsent.front()));
       unsent.pop_front();
@@ -885,6 +932,8 @@ expected<std::unique_ptr<relay_pool>> relay_pool::create(relay_pool_options opti
     return invalid("relay pool: connect_timeout must be positive");
   if (options.ping_interval.count() < 0)
     return invalid("relay pool: ping_interval must not be negative");
+  if (options.max_message_bytes > (std::size_t{1} << 30))
+    return invalid("relay pool: max_message_bytes must be at most 1 GiB");
   if (options.max_message_bytes == 0 || options.max_tracked_publishes == 0
       || options.dedupe_capacity == 0)
     return invalid("relay pool: max_message_bytes, max_tracked_publishes and dedupe_capacity "
@@ -900,10 +949,8 @@ expected<std::unique_ptr<relay_pool>> relay_pool::create(relay_pool_options opti
   if (o.tls_verify) {
     boost::system::error_code ec;
     p->tls.set_verify_mode(ssl::verify_peer);
-    p->tls.set_default_verify_paths(ec);  // a system without defaults still has the options below
-    std::error_code fec;
-    if (!o.tls_ca_dir.empty() && std::filesystem::is_directory(o.tls_ca_dir, fec))
-      p->tls.add_verify_path(o.tls_ca_dir, ec);
+    // The system store is loaded with the first wss:// relay (see
+    // load_system_cas); a bad CA file is reported here.
     if (!o.tls_ca_file.empty()) {
       p->tls.load_verify_file(o.tls_ca_file, ec);
       if (ec)
@@ -933,6 +980,8 @@ expected<std::string> relay_pool::add_relay(std::string_view url) {
       return error{errc::shutting_down, "the relay pool is shutting down"};
     if (impl_->relays.count(key))
       return error{errc::already_exists, "the pool has relay " + key + " already"};
+    if (parsed->tls)
+      impl_->load_system_cas();
     r = std::make_shared<relay_conn>(*impl_, std::move(*parsed), key);
     impl_->relays.emplace(key, r);
     ++impl_->running;

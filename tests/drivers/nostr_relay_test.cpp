@@ -311,7 +311,9 @@ TEST_CASE("an event carried by two relays is delivered once", "[relay]") {
   auto shared = make_event(1, "on both relays");
   a.store(shared.json);
   b.store(shared.json);
-  auto pool = make_pool();
+  auto o = fast_options();
+  o.threads = 2;  // the two relays' frames may be handled at the same time
+  auto pool = make_pool(o);
   auto url_a = *pool->add_relay(a.url());
   auto url_b = *pool->add_relay(b.url());
   REQUIRE_FALSE(pool->subscribe("feed", R"({"kinds":[1]})", got.on_event()));
@@ -722,4 +724,116 @@ TEST_CASE("callbacks may call back into the pool", "[relay]") {
   REQUIRE(eventually([&] { return got.count(second.id, "two") == 1; }));
   CHECK(got.count(first.id, "one") == 1);
   CHECK(eventually([&] { return relay.close_count("one") == 1; }));
+}
+
+TEST_CASE("a relay that stops answering pings is detected and reconnected", "[relay]") {
+  inbox got;
+  test_relay relay;
+  auto o = fast_options();
+  o.ping_interval = 100ms;
+  auto pool = make_pool(o);
+  auto url = *pool->add_relay(relay.url());
+  REQUIRE_FALSE(pool->subscribe("feed", R"({"kinds":[1]})", got.on_event()));
+  REQUIRE(eventually([&] { return eose(*pool, url, "feed"); }));
+  // Quiet for several ping intervals: the pongs keep the connection up.
+  REQUIRE(eventually([&] { return status_of(*pool, url).messages_in >= 1; }));
+  auto e = make_event(1, "the last frame the hung relay reads");
+  relay.pause_reading();
+  REQUIRE_FALSE(pool->publish(e.id, e.json));
+  REQUIRE(eventually([&] {
+    auto st = status_of(*pool, url);
+    return st.attempts >= 2 && st.state == relay_state::connected;
+  }));
+  auto st = status_of(*pool, url);
+  CHECK(st.last_error.find("stopped answering") != std::string::npos);
+  // The new connection works: the subscription was re-sent.
+  REQUIRE(eventually([&] { return relay.req_count("feed") >= 2; }));
+  auto live = make_event(1, "after the hang", 1'700'000'600);
+  relay.store(live.json);
+  CHECK(eventually([&] { return got.count(live.id) == 1; }));
+}
+
+TEST_CASE("pings keep a quiet connection open", "[relay]") {
+  test_relay relay;
+  auto o = fast_options();
+  o.ping_interval = 150ms;
+  auto pool = make_pool(o);
+  auto url = *pool->add_relay(relay.url());
+  REQUIRE(eventually([&] { return connected(*pool, url); }));
+  auto since = std::chrono::steady_clock::now();
+  // Three times the idle limit (2 x 150 ms) without a single frame.
+  while (std::chrono::steady_clock::now() - since < 900ms) {
+    REQUIRE(status_of(*pool, url).attempts == 1);
+    std::this_thread::sleep_for(10ms);
+  }
+  auto st = status_of(*pool, url);
+  CHECK(st.state == relay_state::connected);
+  CHECK(st.messages_in == 0);
+}
+
+TEST_CASE("publish_status forgets the oldest events beyond max_tracked_publishes", "[relay]") {
+  auto o = fast_options();
+  o.max_tracked_publishes = 2;
+  auto pool = make_pool(o);
+  auto e1 = make_event(1, "one"), e2 = make_event(1, "two"), e3 = make_event(1, "three");
+  for (auto* e : {&e1, &e2, &e3})
+    REQUIRE_FALSE(pool->publish(e->id, e->json));
+  CHECK(pool->publish_status(e1.id).code() == errc::not_found);
+  REQUIRE(pool->publish_status(e3.id));
+  CHECK(pool->publish_status(e3.id)->empty());  // no relays
+}
+
+TEST_CASE("the dedupe set is bounded: ids beyond its capacity are forgotten, oldest first",
+          "[relay]") {
+  inbox got;
+  test_relay relay;
+  auto older = make_event(1, "older", 1'000);
+  auto newer = make_event(1, "newer", 2'000);
+  relay.store(older.json);
+  relay.store(newer.json);
+  auto o = fast_options();
+  o.dedupe_capacity = 1;
+  auto pool = make_pool(o);
+  auto url = *pool->add_relay(relay.url());
+  REQUIRE_FALSE(pool->subscribe("feed", "{}", got.on_event()));
+  REQUIRE(eventually([&] { return eose(*pool, url, "feed"); }));
+  REQUIRE(got.size() == 2);
+  // The relay sends newest first, so only "older" is remembered. After a
+  // reconnect "newer" arrives again as new and evicts "older", which then
+  // arrives again as new as well.
+  relay.drop_connections();
+  REQUIRE(eventually([&] { return relay.req_count("feed") == 2 && eose(*pool, url, "feed"); }));
+  CHECK(got.count(newer.id) == 2);
+  CHECK(got.count(older.id) == 2);
+}
+
+TEST_CASE("publishes wait in the queue while a hung relay does not read; after the ping "
+          "timeout they go out on the new connection",
+          "[relay]") {
+  test_relay relay;
+  auto o = fast_options();
+  o.ping_interval = 300ms;
+  auto pool = make_pool(o);
+  auto url = *pool->add_relay(relay.url());
+  REQUIRE(eventually([&] { return connected(*pool, url); }));
+  relay.pause_reading();
+  // 30 MB: more than the sockets' buffers plus the pool's 1 MiB send window.
+  std::vector<test::test_event> events;
+  for (int i = 0; i < 300; ++i)
+    events.push_back(make_event(1, std::string(100'000, 'z'), 1'700'001'000 + i));
+  for (auto& e : events)
+    REQUIRE_FALSE(pool->publish(e.id, e.json));
+  REQUIRE(eventually([&] {
+    auto st = status_of(*pool, url);
+    return st.attempts == 1 && st.state == relay_state::connected && st.queued_publishes > 0;
+  }));
+  REQUIRE(eventually([&] { return status_of(*pool, url).attempts >= 2; }));
+  CHECK(status_of(*pool, url).last_error.find("stopped answering") != std::string::npos);
+  CHECK(eventually([&] {
+    for (auto& e : events)
+      if (publish_state_on(*pool, e.id, url)->state != publish_state::accepted)
+        return false;
+    return true;
+  }));
+  CHECK(status_of(*pool, url).queued_publishes == 0);
 }

@@ -174,16 +174,20 @@ std::int64_t created_at(const json::object& ev) {
 // -- sessions -------------------------------------------------------------------
 
 struct session_base : std::enable_shared_from_this<session_base> {
+  explicit session_base(asio::any_io_executor ex) : wake(ex) {}
   virtual ~session_base() = default;
   virtual void send(std::string frame, bool binary = false) = 0;
   virtual void drop() = 0;
   std::map<std::string, json::array> subs;  // sub id -> filters
+  bool paused = false;       // stop reading after the frame being read
+  asio::steady_timer wake;   // a paused reader waits on it until drop()
 };
 
 template <class WS>
 struct session final : session_base {
   template <class... Args>
-  explicit session(Args&&... args) : ws(std::forward<Args>(args)...) {}
+  explicit session(tcp::socket&& sock, Args&&... args)
+    : session_base(sock.get_executor()), ws(std::move(sock), std::forward<Args>(args)...) {}
 
   WS ws;
   std::deque<std::pair<std::string, bool>> queue;
@@ -220,6 +224,7 @@ struct session final : session_base {
 
   void drop() override {
     open = false;
+    wake.cancel();
     beast::get_lowest_layer(ws).close();
   }
 };
@@ -372,6 +377,12 @@ struct test_relay::impl {
         break;
       handle(*s, beast::buffers_to_string(buffer.data()));
       buffer.consume(buffer.size());
+      if (s->paused && s->open) {
+        // No read pending: pings go unanswered, like a relay that hangs.
+        s->wake.expires_at(asio::steady_timer::time_point::max());
+        co_await s->wake.async_wait(use_nothrow);
+        break;
+      }
     }
     s->open = false;
     sessions.erase(s);
@@ -495,6 +506,13 @@ void test_relay::drop_connections() {
   impl_->call([p = impl_.get()] {
     for (auto& s : p->sessions)
       s->drop();
+  });
+}
+
+void test_relay::pause_reading() {
+  impl_->call([p = impl_.get()] {
+    for (auto& s : p->sessions)
+      s->paused = true;
   });
 }
 

@@ -67,6 +67,10 @@ public:
   void send_raw(const std::string& frame, bool binary = false);
   /// Closes every connection's socket at once (no close handshake).
   void drop_connections();
+  /// The open connections handle the next frame they receive, then stop
+  /// reading: they no longer answer pings, like a relay that hangs. Later
+  /// connections are not affected.
+  void pause_reading();
   /// Closes the listener and every connection; the port stays reserved for start().
   void stop();
   /// Listens again on the same port.

@@ -168,10 +168,13 @@ struct relay_pool_options {
   std::chrono::milliseconds ping_interval{30'000};
   /// Largest frame accepted from a relay. Larger frames are skipped (read and
   /// discarded, counted in oversized_dropped) while the connection stays up;
-  /// a frame above 16 times this resets the connection [256 KiB].
+  /// a frame above 16 times this resets the connection. At most 1 GiB
+  /// [256 KiB].
   std::size_t max_message_bytes = std::size_t{256} << 10;
   /// Per relay, how many publishes may wait for a connection; beyond it a
-  /// publish is marked dropped on that relay [1000].
+  /// publish is marked dropped on that relay [1000]. Queued publishes are
+  /// also where publishes wait while a connected relay reads slowly: at
+  /// most 1 MiB of them is handed to the connection at a time.
   std::size_t max_queued_publishes = 1000;
   /// How many published events publish_status() remembers; the oldest are
   /// forgotten first [10,000].
