@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include <ticktock/drivers/http_server.hpp>
+#include <ticktock/drivers/nostr_driver.hpp>
 #include <ticktock/runtime/plugin.hpp>
 #include <ticktock/ticktock.hpp>
 
@@ -309,6 +310,12 @@ int main(int argc, char** argv) {
         line += " error=\"" + ev.error + "\"";
       log_line(line);
     });
+  auto nostr = ticktock::drivers::nostr_driver::start(n);
+  if (!nostr) {
+    std::fprintf(stderr, "ticktockd: nostr: %s\n", nostr.error_value().to_string().c_str());
+    return 1;
+  }
+  http.nostr = nostr->get();
   auto server = ticktock::drivers::http_server::start(n, http);
   if (!server) {
     std::fprintf(stderr, "ticktockd: %s\n", server.error_value().to_string().c_str());
@@ -337,6 +344,7 @@ int main(int argc, char** argv) {
   }
   log_line("event=stop signal=" + std::to_string(sig));
   (*server)->stop();
+  nostr->reset();  // no relay delivers into the node from here on
   // Drain: let accepted triggers tick before stopping (bounded; what is left
   // stays in the durable inboxes for the next start).
   bool drained = n.wait_idle(std::chrono::seconds{5});

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "ticktock/runtime/agent_id.hpp"
+#include "ticktock/runtime/nostr_agent.hpp"
 
 namespace ticktock::detail {
 
@@ -24,6 +25,7 @@ error agent_host::load() {
   if (!keys)
     return keys.error_value();
   keys_ = std::move(*keys);
+  nostr_keys_ = {keys_->nostr_secret, keys_->pub.nostr};
   auto bytes = store_.get_state(meta_.id);
   if (!bytes)
     return bytes.error_value();
@@ -138,6 +140,17 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     opened = entry;
     refusal = keyring_.open(*opened, meta_.id, keys_ ? &*keys_ : nullptr);
   }
+  if (!entry.corrupt && !refusal && entry.nostr) {
+    // An event from a relay: checked, and a direct message opened, for this tick only.
+    auto in = nostr::open_inbound(nostr_keys_, entry.payload);
+    if (in.refused) {
+      refusal = keyring::refusal{in.refused->reason, in.refused->error};
+    } else {
+      opened = entry;
+      opened->payload = std::move(in.payload);
+    }
+  }
+  std::vector<std::string> signed_notes;
   if (entry.corrupt) {
     failure = "inbox record " + std::to_string(entry.seq) + " is corrupt: " + entry.payload;
     a.attempt = limits_.max_attempts;  // no point retrying bytes that do not decode
@@ -175,6 +188,14 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
       if (!err.empty())
         failure = err;
     }
+    auto secs = std::chrono::duration_cast<std::chrono::seconds>(trig.time.time_since_epoch()).count();
+    for (std::size_t i = 0; !failure && i < fx.nostr.size(); ++i) {
+      auto note = nostr::sign_note(nostr_keys_, fx.nostr[i], secs);
+      if (note)
+        signed_notes.push_back(std::move(*note));
+      else
+        failure = note.error_value().message();
+    }
   }
 
   auto next = meta_;
@@ -201,7 +222,9 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     a.ws = std::move(fx.ws);
     op.consume_seq = entry.seq;
     for (auto& ev : fx.outbox)
-      op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev)});
+      op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev), {}});
+    for (auto& ev : signed_notes)
+      op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev), "nostr"});
     for (auto& al : fx.alarms) {
       if (al.cancel)
         ++rec.effects.alarms_cancelled;

@@ -14,6 +14,7 @@
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/storage/store.hpp"
 #include "keyring.hpp"
+#include "ticktock/runtime/nostr.hpp"
 
 namespace ticktock::detail {
 
@@ -85,6 +86,7 @@ private:
   storage::store& store_;
   const keyring& keyring_;
   std::optional<identity::agent_keys> keys_;
+  nostr::keypair nostr_keys_{};
   const ticktock::clock& clock_;
   storage::agent_record meta_;
   std::unique_ptr<agent_base> agent_;

@@ -12,6 +12,7 @@
 #include "messages.hpp"
 #include "node_core.hpp"
 #include "ticktock/runtime/agent_id.hpp"
+#include "ticktock/runtime/nostr_agent.hpp"
 #include "ticktock/storage/store.hpp"
 
 namespace ticktock {
@@ -334,6 +335,7 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   op.entry.from = opts.from;
   op.entry.payload = std::move(payload);
   op.entry.idempotency_key = opts.idempotency_key;
+  op.entry.nostr = opts.nostr;
   op.depth_limit = limits.inbox_limit;
   if (!opts.from.empty())
     if (auto err = detail::sign_as(*core_->keys, opts.from, id, opts.encrypted, op.entry))
@@ -492,6 +494,18 @@ expected<identity::signature> node::sign(const std::string& id, std::string_view
   if (!keys)
     return keys.error_value();
   return identity::sign(*keys, bytes);
+}
+
+expected<std::string> node::nostr_sign(const std::string& id, const nostr_note& note) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  auto keys = core_->keys->load(id);
+  if (!keys)
+    return keys.error_value();
+  auto secs = std::chrono::duration_cast<std::chrono::seconds>(
+                core_->clock->now().time_since_epoch()).count();
+  return nostr::sign_note({keys->nostr_secret, keys->pub.nostr}, note, secs);
 }
 
 expected<std::string> node::encrypt_for(const std::string& id, std::string_view plaintext) const {

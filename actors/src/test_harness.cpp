@@ -97,6 +97,7 @@ expected<send_receipt> harness::send(const std::string& id, std::string payload,
   op.entry.from = opts.from;
   op.entry.payload = std::move(payload);
   op.entry.idempotency_key = opts.idempotency_key;
+  op.entry.nostr = opts.nostr;
   op.depth_limit = options_.limits.inbox_limit;
   if (!opts.from.empty())
     if (auto err = detail::sign_as(*keys_, opts.from, id, opts.encrypted, op.entry))

@@ -173,7 +173,7 @@ struct http_server::impl {
     : n(nd), options(std::move(o)),
       api(nd,
           router_options{options.admin_token, options.node_key, options.reply_timeout,
-                         options.max_body_bytes},
+                         options.max_body_bytes, options.nostr},
           metrics) {}
 
   void log(const std::string& line) {

@@ -16,6 +16,7 @@
 #include "ticktock/runtime/identity.hpp"
 #include "ticktock/runtime/nostr.hpp"
 #include "ticktock/storage/store.hpp"
+#include "ticktock/drivers/nostr_driver.hpp"
 
 namespace json = boost::json;
 
@@ -111,8 +112,11 @@ json::object trajectory_json(const storage::trajectory_record& r) {
 }
 
 json::object outbox_json(const storage::outbox_event& e) {
-  return json::object{{"seq", e.seq}, {"tick", e.tick}, {"time_us", micros(e.time)},
-                      {"payload", payload_json(e.payload)}};
+  json::object o{{"seq", e.seq}, {"tick", e.tick}, {"time_us", micros(e.time)},
+                 {"payload", payload_json(e.payload)}};
+  if (!e.topic.empty())
+    o["topic"] = e.topic;
+  return o;
 }
 
 std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
@@ -413,7 +417,8 @@ std::string required_scope(std::string_view method, std::string_view rest) {
   // with the agent's secret key.
   if (path == "identity/verify" || path == "identity/encrypt")
     return "read";
-  if (path == "identity/sign" || path == "identity/decrypt")
+  if (path == "identity/sign" || path == "identity/decrypt" || path == "identity/envelope"
+      || path == "nostr/publish")
     return "identity";
   return "admin";
 }
@@ -549,6 +554,20 @@ response router::metrics_text() {
       << "ticktock_envelopes_refused_total{reason=\"bad_signature\"} " << m.bad_signatures << "\n"
       << "ticktock_envelopes_refused_total{reason=\"undecryptable\"} " << m.undecryptable << "\n"
       << "ticktock_envelopes_refused_total{reason=\"replayed\"} " << m.replayed_envelopes << "\n"
+      ;
+  if (options_.nostr) {
+    auto nm = options_.nostr->metrics();
+    out << "# HELP ticktock_nostr_events_total Events relays delivered, by what became of them.\n"
+           "# TYPE ticktock_nostr_events_total counter\n"
+        << "ticktock_nostr_events_total{outcome=\"delivered\"} " << nm.delivered << "\n"
+        << "ticktock_nostr_events_total{outcome=\"duplicate\"} " << nm.duplicates << "\n"
+        << "ticktock_nostr_events_total{outcome=\"malformed\"} " << nm.malformed << "\n"
+        << "ticktock_nostr_events_total{outcome=\"bad_signature\"} " << nm.bad_signature << "\n"
+        << "# HELP ticktock_nostr_published_total Events sent to relays.\n"
+           "# TYPE ticktock_nostr_published_total counter\n"
+        << "ticktock_nostr_published_total " << nm.published << "\n";
+  }
+  out
       << "# HELP ticktock_tick_latency_seconds From the start of a tick attempt to its commit.\n"
          "# TYPE ticktock_tick_latency_seconds histogram\n";
   for (std::size_t i = 0; i < m.bounds_us.size(); ++i)
@@ -835,6 +854,72 @@ expected<envelope> envelope_from_json(const json::value& v, const std::string& t
 
 }  // namespace
 
+response router::nostr_file(const request& req, const std::string& id,
+                            const std::vector<std::string>& parts) {
+  const auto& m = req.method;
+  if (parts.size() == 1) {
+    if (m != "GET")
+      return method_not_allowed("GET");
+    return json_response(200, json::object{{"entries", json::array{"relays", "publish"}}});
+  }
+  if (parts.size() != 2 || (parts[1] != "relays" && parts[1] != "publish"))
+    return error_response(404, "NO_SUCH_FILE", "nostr/ has relays and publish");
+  if (!options_.nostr)
+    return error_response(404, "NOT_YET_AVAILABLE", "this server runs without the Nostr driver");
+  if (parts[1] == "relays") {
+    if (m != "GET")
+      return method_not_allowed("GET");
+    auto st = options_.nostr->status_json(id);
+    if (!st)
+      return error_response(st.error_value());
+    response r;
+    r.body = std::move(*st);
+    return r;
+  }
+  if (m != "POST")
+    return method_not_allowed("POST");
+  boost::system::error_code ec;
+  auto body = json::parse(req.body, ec);
+  if (ec || !body.is_object())
+    return error_response(400, "BAD_JSON", "publish takes {\"content\", \"kind\"?, \"tags\"?}");
+  auto& o = body.as_object();
+  for (auto& [k, _] : o)
+    if (k != "content" && k != "kind" && k != "tags")
+      return error_response(400, "UNKNOWN_FIELD", "unknown field \"" + std::string{k} + "\"");
+  nostr_note note;
+  auto* content = o.if_contains("content");
+  if (!content || !content->is_string())
+    return error_response(400, "BAD_FIELD", "\"content\" is a string");
+  note.content = std::string{content->as_string()};
+  if (auto* kind = o.if_contains("kind")) {
+    if (!kind->is_int64() || kind->as_int64() < 0 || kind->as_int64() > nostr::max_kind)
+      return error_response(400, "BAD_FIELD", "\"kind\" is an integer from 0 to 65535");
+    note.kind = static_cast<int>(kind->as_int64());
+  }
+  if (auto* tags = o.if_contains("tags")) {
+    bool ok = tags->is_array();
+    for (std::size_t i = 0; ok && i < tags->as_array().size(); ++i) {
+      auto& t = tags->as_array()[i];
+      ok = t.is_array();
+      auto& row = note.tags.emplace_back();
+      for (std::size_t k = 0; ok && k < t.as_array().size(); ++k) {
+        ok = t.as_array()[k].is_string();
+        if (ok)
+          row.emplace_back(t.as_array()[k].as_string());
+      }
+    }
+    if (!ok)
+      return error_response(400, "BAD_FIELD", "\"tags\" is an array of arrays of strings");
+  }
+  auto published = options_.nostr->publish(id, note);
+  if (!published)
+    return error_response(published.error_value());
+  response r;
+  r.status = 202;
+  r.body = std::move(*published);
+  return r;
+}
+
 response router::identity_file(const request& req, const std::string& id,
                                const std::vector<std::string>& parts) {
   static const std::vector<std::string> files = {"pubkey", "sign", "verify", "encrypt", "decrypt",
@@ -1032,8 +1117,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return r;
   };
   static const std::vector<std::string> top = {
-    "ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "wallet", "compute",
-    "containers", "hud", "metrics", "deadletter", "logs", "mounts"};
+    "ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "nostr", "wallet",
+    "compute", "containers", "hud", "metrics", "deadletter", "logs", "mounts"};
 
   if (parts.empty()) {
     if (m != "GET")
@@ -1202,6 +1287,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   }
   if (name == "identity")
     return route(identity_file(req, id, parts));
+  if (name == "nostr")
+    return route(nostr_file(req, id, parts));
   if (name == "logs" && parts.size() == 1) {
     if (m != "GET")
       return route(method_not_allowed("GET"));

@@ -25,6 +25,8 @@ class node;
 
 namespace ticktock::drivers {
 
+class nostr_driver;
+
 struct request {
   std::string method;  ///< upper case
   std::string target;  ///< path and query, as received
@@ -119,6 +121,8 @@ struct router_options {
   std::string node_key;
   std::chrono::milliseconds reply_timeout{30'000};
   std::size_t max_body_bytes = std::size_t{1} << 20;
+  /// Serves the nostr/ files when set.
+  nostr_driver* nostr = nullptr;
 };
 
 class router {
@@ -161,6 +165,8 @@ private:
   response enqueue(const request& req, const std::string& id);
   response identity_file(const request& req, const std::string& id,
                          const std::vector<std::string>& parts);
+  response nostr_file(const request& req, const std::string& id,
+                      const std::vector<std::string>& parts);
   response metrics_text();
 
   node& node_;

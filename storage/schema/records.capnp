@@ -39,12 +39,15 @@ struct InboxEntry {
   signature @7 :Data;          # Ed25519 by the sender over identity::envelope_signing_bytes
   encrypted @8 :Bool;          # payload is a sealed box for the recipient
   senderKey @9 :Data;          # sender's Ed25519 public key (senders of other nodes)
+  nostr @10 :Bool;             # payload is a Nostr event (NIP-01 JSON) from a relay: checked,
+                               # and a gift-wrapped DM unwrapped, before the tick
 }
 
 struct OutboxEvent {
   tick @0 :UInt64;
   timeUs @1 :Int64;
   payload @2 :Data;
+  topic @3 :Text;              # empty for ctx.emit; "nostr" for signed Nostr events to publish
 }
 
 enum Outcome {

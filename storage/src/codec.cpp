@@ -243,6 +243,8 @@ std::string encode(const inbox_entry& e) {
     b.setEncrypted(true);
   if (!e.sender_key.empty())
     b.setSenderKey(as_data(e.sender_key));
+  if (e.nostr)
+    b.setNostr(true);
   return finish(msg);
 }
 
@@ -259,6 +261,7 @@ expected<inbox_entry> decode_inbox(std::string_view bytes) {
     e.signature = to_string(m.getSignature());
     e.encrypted = m.getEncrypted();
     e.sender_key = to_string(m.getSenderKey());
+    e.nostr = m.getNostr();
     return e;
   });
   if (r && static_cast<std::uint8_t>(r->kind) > static_cast<std::uint8_t>(trigger_kind::goal_changed))
@@ -274,6 +277,8 @@ std::string encode(const outbox_event& e) {
   b.setTick(e.tick);
   b.setTimeUs(to_us(e.time));
   b.setPayload(as_data(e.payload));
+  if (!e.topic.empty())
+    b.setTopic(e.topic);
   return finish(msg);
 }
 
@@ -283,6 +288,7 @@ expected<outbox_event> decode_outbox(std::string_view bytes) {
     e.tick = m.getTick();
     e.time = from_us(m.getTimeUs());
     e.payload = to_string(m.getPayload());
+    e.topic = to_string(m.getTopic());
     return e;
   });
 }

@@ -111,6 +111,8 @@ public:
   expected<identity::public_keys> public_keys(const std::string& id) const;
   /// Signs `bytes` with the agent's Ed25519 key.
   expected<identity::signature> sign(const std::string& id, std::string_view bytes) const;
+  /// `note` as a Nostr event signed with the agent's BIP-340 key (NIP-01 JSON).
+  expected<std::string> nostr_sign(const std::string& id, const nostr_note& note) const;
   /// Encrypts `plaintext` for agent `id` (a sealed box only it can open).
   expected<std::string> encrypt_for(const std::string& id, std::string_view plaintext) const;
   /// Decrypts what was encrypted for agent `id`.

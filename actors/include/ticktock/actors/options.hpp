@@ -80,6 +80,9 @@ struct send_options {
   std::string from;
   /// With `from`: encrypt end to end for the recipient.
   bool encrypted = false;
+  /// The payload is a Nostr event from a relay: checked (and a gift-wrapped
+  /// direct message opened) before the tick.
+  bool nostr = false;
   /// A repeated key is accepted once: the second write returns the first seq.
   std::string idempotency_key;
 };

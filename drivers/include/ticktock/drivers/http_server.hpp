@@ -18,6 +18,8 @@ class node;
 
 namespace ticktock::drivers {
 
+class nostr_driver;
+
 struct http_options {
   /// Address to bind [127.0.0.1].
   std::string host = "127.0.0.1";
@@ -40,6 +42,8 @@ struct http_options {
   std::chrono::milliseconds reply_timeout{30'000};
   /// I/O threads [2].
   std::size_t threads = 2;
+  /// Serves each agent's nostr/ files when set (it must outlive the server).
+  nostr_driver* nostr = nullptr;
   /// One line per request (with a request id); nullptr: no logging.
   std::function<void(const std::string&)> log;
 };

@@ -206,12 +206,13 @@ struct relay_pool_options {
 /// Thread-safety: every public method may be called from any thread,
 /// including from inside a callback. Callbacks run on the pool's I/O threads,
 /// never while the pool holds a lock; they must not block for long (they hold
-/// up that relay's connection) and must not destroy the pool.
+/// up that relay's connection) and must not destroy the pool. An exception
+/// thrown by a callback is caught and discarded.
 ///
 /// Destruction closes every connection (a WebSocket close handshake where a
-/// connection is open, bounded by a short grace period, then the sockets are
-/// closed), joins the I/O threads, and returns without waiting for relays
-/// that do not answer. No callback runs after the destructor has returned.
+/// connection is open, for at most 1 s in all, then the sockets are closed),
+/// joins the I/O threads, and never waits for relays stuck in a handshake.
+/// No callback runs after the destructor has returned.
 class relay_pool {
 public:
   /// Starts the I/O threads. Fails with errc::invalid_argument when an
@@ -241,9 +242,9 @@ public:
 
   // -- publishing --
 
-  /// Sends ["EVENT", event_json] to every relay of the pool now: at once
-  /// where connected, otherwise once connected (queued, bounded by
-  /// max_queued_publishes). An event that was sent but not answered when a
+  /// Sends ["EVENT", event_json] to every relay of the pool now, through
+  /// each relay's queue (bounded by max_queued_publishes): at once where
+  /// connected, otherwise once connected. An event sent but not answered when a
   /// connection drops is sent again after the reconnect. Publishing an id
   /// again re-sends it to the relays that have not accepted it. Each relay's
   /// answer is reported through options.on_ok and publish_status().

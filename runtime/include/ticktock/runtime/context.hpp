@@ -26,6 +26,16 @@ struct outgoing_message {
   bool encrypted = false;
 };
 
+/// A Nostr event a tick publishes (kind 1 text note, or any kind). The
+/// runtime signs it with the agent's BIP-340 key and writes it to the outbox
+/// (topic "nostr") in the tick's batch; the Nostr driver publishes it to the
+/// agent's relays after the commit.
+struct nostr_note {
+  int kind = 1;
+  std::string content;
+  std::vector<std::vector<std::string>> tags;
+};
+
 /// Options of ctx.send().
 struct message_options {
   bool encrypted = false;
@@ -70,6 +80,7 @@ struct effects {
   std::optional<std::string> failure;  ///< set by ctx.fail()
   std::optional<http_reply> reply;     ///< set by ctx.reply()
   std::vector<ws_message> ws;          ///< set by ctx.ws_send / ws_close
+  std::vector<nostr_note> nostr;       ///< set by ctx.nostr_publish
 
   bool empty() const {
     return outbox.empty() && messages.empty() && alarms.empty() && goals.empty()
@@ -204,6 +215,13 @@ public:
   }
   /// Decrypts what was encrypted for this agent.
   expected<std::string> decrypt(std::string_view ciphertext) const;
+
+  /// Publishes a Nostr event signed with this agent's BIP-340 key to its
+  /// relays, once the tick commits.
+  void nostr_publish(int kind, std::string content,
+                     std::vector<std::vector<std::string>> tags = {}) {
+    effects_.nostr.push_back({kind, std::move(content), std::move(tags)});
+  }
 
   /// Adds a line to this tick's trajectory record.
   void log(std::string line) { effects_.logs.push_back(std::move(line)); }

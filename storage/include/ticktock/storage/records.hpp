@@ -60,6 +60,8 @@ struct inbox_entry {
   std::string signature;
   bool encrypted = false;
   std::string sender_key;
+  /// The payload is a Nostr event from a relay (docs/nostr.md).
+  bool nostr = false;
   /// Set by reads when the stored bytes failed to decode; `raw` holds them.
   bool corrupt = false;
   std::string raw;
@@ -76,6 +78,8 @@ struct outbox_event {
   std::uint64_t tick = 0;
   time_point time{};
   std::string payload;
+  /// Empty for ctx.emit(); "nostr" for a signed Nostr event to publish.
+  std::string topic;
 };
 
 enum class outcome : std::uint8_t { ok = 0, failed = 1, deadlettered = 2 };
