@@ -1,5 +1,7 @@
 #include "agent_host.hpp"
 
+#include <sodium.h>
+
 #include <chrono>
 #include <exception>
 
@@ -19,6 +21,8 @@ agent_host::agent_host(storage::store& store, const keyring& keys, const ticktoc
                        const tick_limits& limits)
   : store_(store), keyring_(keys), clock_(clock), meta_(std::move(meta)),
     agent_(std::move(agent)), limits_(limits) {}
+
+agent_host::~agent_host() { sodium_memzero(nostr_keys_.secret.data(), nostr_keys_.secret.size()); }
 
 error agent_host::load() {
   auto keys = keyring_.load(meta_.id);

@@ -49,6 +49,7 @@ public:
   agent_host(storage::store& store, const keyring& keys, const ticktock::clock& clock,
              storage::agent_record meta, std::unique_ptr<agent_base> agent,
              const tick_limits& limits);
+  ~agent_host() override;
 
   /// LOAD: reads the agent's state and unseals its keys. corrupt_record if
   /// the state does not decode; the keyring's error if the keys do not open.

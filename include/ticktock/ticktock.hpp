@@ -11,6 +11,8 @@
 #include "ticktock/runtime/clock.hpp"
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/runtime/error.hpp"
+#include "ticktock/runtime/identity.hpp"
+#include "ticktock/runtime/nostr.hpp"
 #include "ticktock/runtime/registry.hpp"
 #include "ticktock/runtime/serializer.hpp"
 #include "ticktock/runtime/trigger.hpp"
