@@ -10,6 +10,13 @@ packages=(
   libssl-dev python3 curl
 )
 
+# Node.js and npm run the Nostr interop test (nostr-tools, installed by the
+# test into the build tree). Use the machine's Node when it has one (Debian's
+# own nodejs may be older than nostr-tools wants); else Debian's packages.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

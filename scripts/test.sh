@@ -8,7 +8,7 @@ build=${BUILD_DIR:-build}
 # Catch2 exits 0 when no test matches a name, so make sure the suites were
 # really discovered before trusting a green run.
 count=$(ctest --test-dir "$build" -N | sed -n 's/^Total Tests: //p')
-min=${MIN_TESTS:-60}
+min=${MIN_TESTS:-150}
 if [[ -z "$count" || "$count" -lt "$min" ]]; then
   echo "test: only ${count:-0} tests discovered (expected at least $min)" >&2
   exit 1
