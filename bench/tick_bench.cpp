@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "scenarios.hpp"
+#include "ticktock/runtime/identity.hpp"
 #include "ticktock/storage/records.hpp"
 
 namespace ticktock::bench {
@@ -139,7 +140,8 @@ double run_bare_caf(const config& cfg) {
 struct tick_bytes {
   std::string inbox;       // the inbox entry of the message
   std::string meta;        // the agent record after the tick
-  std::string trajectory;  // the tick's trajectory record
+  std::string trajectory;  // the tick's trajectory record (unsigned)
+  std::size_t signed_trajectory_size = 0;  // as stored, with its signature
 };
 
 storage::hash256 some_hash(std::uint8_t seed) {
@@ -181,6 +183,7 @@ tick_bytes representative_tick(std::uint64_t ticks_so_far) {
   rec.state_hash = some_hash(3);
   rec.prev_hash = some_hash(4);
   b.trajectory = storage::encode(rec);
+  b.signed_trajectory_size = storage::encode_signed_trajectory(b.trajectory, std::string(64, '\x5a')).size();
   return b;
 }
 
@@ -229,6 +232,9 @@ raw_run run_raw_rocksdb(const config& cfg, bool sync, std::uint64_t groups, cons
     ids.push_back(agent_name(i));
   std::string counters(16, '\x01');
   groups = std::clamp<std::uint64_t>(groups, 1, ops.size());
+  // Trajectory records are signed (docs/identity.md): the bare work of a
+  // signed durable tick includes one Ed25519 signature per record.
+  auto keys = identity::agent_keys::generate();
 
   rocksdb::WriteOptions wo;
   wo.sync = sync;
@@ -252,7 +258,10 @@ raw_run run_raw_rocksdb(const config& cfg, bool sync, std::uint64_t groups, cons
       } else {
         batch.Put(db.cf(cf_agents), id, b.meta);
         batch.Delete(db.cf(cf_inbox), seq_key(id, o.seq));
-        batch.Put(db.cf(cf_trajectory), seq_key(id, o.seq), b.trajectory);
+        auto sig = identity::sign(keys, identity::trajectory_signing_bytes(id, b.trajectory));
+        batch.Put(db.cf(cf_trajectory), seq_key(id, o.seq),
+                  storage::encode_signed_trajectory(
+                    b.trajectory, {reinterpret_cast<const char*>(sig.data()), sig.size()}));
       }
     }
     for (auto a : dirty)
@@ -335,10 +344,10 @@ std::vector<row> run_durable_tick(const config& cfg) {
     r.scenario = sync ? "durable-tick-sync" : "durable-tick-async";
     r.baseline = "raw-rocksdb";
     r.baseline_what = "one thread writes the records of the same ticks (inbox put + counters "
-                      "put, then agent record put + trajectory put + inbox delete; "
+                      "put, then agent record put + Ed25519-signed trajectory put + inbox delete; "
                       + std::to_string(bytes.inbox.size()) + "+16+"
                       + std::to_string(bytes.meta.size()) + "+"
-                      + std::to_string(bytes.trajectory.size())
+                      + std::to_string(bytes.signed_trajectory_size)
                       + " value bytes) as raw RocksDB WriteBatches, as many batches as our "
                         "committer made group commits in the same run, sync="
                       + (sync ? std::string{"true"} : std::string{"false"});
@@ -359,7 +368,7 @@ std::vector<row> run_durable_tick(const config& cfg) {
     if (!base_wal.empty())
       r.extra["baseline_wal_bytes_per_tick"] = summarize(base_wal);
     r.extra["baseline_value_bytes_per_tick"] = summarize(
-      {static_cast<double>(bytes.inbox.size() + 16 + bytes.meta.size() + bytes.trajectory.size())});
+      {static_cast<double>(bytes.inbox.size() + 16 + bytes.meta.size() + bytes.signed_trajectory_size)});
     r.notes["workload"] = std::to_string(cfg.messages) + " no-op message ticks over "
                           + std::to_string(agents) + " resident agents, "
                           + (sync ? "sync" : "async") + " durability";
