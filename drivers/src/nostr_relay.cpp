@@ -434,7 +434,7 @@ struct connection final : connection_base, std::enable_shared_from_this<connecti
                      self->queue.pop_front();
                      if (ec) {
                        self->writing = false;
-                       if (self->failure.empty())
+                       if (self->failure.empty() && ec != asio::error::operation_aborted)
                          self->failure = "write: " + ec.message();
                        self->abort();  // the reader sees the drop
                        return;
@@ -647,23 +647,21 @@ asio::awaitable<std::string> relay_conn::session(steady_clock::duration& uptime)
     auto [rec, n] = co_await ws.async_read_some(buffer, piece, use_nothrow);
     (void)n;
     if (rec) {
-      if (!c->failure.empty())
-        why = c->failure;
-      else if (rec == websocket::error::closed)
-      {
+      if (rec == websocket::error::closed) {
         auto& reason = ws.reason();
         why = "closed by the relay (code " + std::to_string(static_cast<unsigned>(reason.code));
         if (!reason.reason.empty())
           why += ", " + std::string{reason.reason.data(), reason.reason.size()};
         why += ")";
-      }
-      else if (rec == websocket::error::message_too_big) {
+      } else if (rec == websocket::error::message_too_big) {
         why = "a frame above " + std::to_string(hard_max) + " bytes reset the connection";
         std::lock_guard<std::mutex> guard{pool.mtx};
         ++st.messages_in;
         ++st.oversized_dropped;
       } else if (rec == beast::error::timeout)
         why = "the relay stopped answering (no data for twice the ping interval)";
+      else if (!c->failure.empty())
+        why = c->failure;  // a failed write closed the socket under the read
       else
         why = "read: " + rec.message();
       break;
