@@ -15,6 +15,19 @@
 //                                     (default PUB); prints the gift wrap JSON
 //   unwrap-dm SEC (gift wrap JSON on stdin) prints the sender's pubkey, then
 //                                     the rumor JSON, or the reason (exit 1)
+//   agent-publish DIR (text on stdin)   opens a ticktock node on DIR (created if
+//                                     missing; the agent "interop" too), sends
+//                                     the agent "publish:<text>" so that its tick
+//                                     calls ctx.nostr_publish(1, text, [["t","ticktock"]]);
+//                                     prints the agent's hex pubkey, its npub, then
+//                                     the outbox event of topic "nostr" (the JSON
+//                                     the Nostr driver sends to relays)
+//   agent-receive-dm DIR (gift wrap JSON on stdin) puts the event in the inbox
+//                                     of DIR's agent "interop" as the Nostr driver
+//                                     does (send_options.nostr, idempotency key
+//                                     "nostr:<id>"); prints the payload its tick
+//                                     saw, or the deadletter reason and error, or
+//                                     "duplicate" for an event it had (exit 1)
 //
 // Exit codes: 0 success, 1 rejected input (reason on stdout or stderr), 2 usage.
 
@@ -26,6 +39,7 @@
 #include <vector>
 
 #include "ticktock/runtime/nostr.hpp"
+#include "ticktock/ticktock.hpp"
 
 using namespace ticktock;
 using namespace ticktock::nostr;
@@ -40,7 +54,7 @@ std::string read_stdin() {
 int usage() {
   std::cerr << "usage: nostr_interop_tool sign-tricky | verify | id | encrypt PUB | "
                "decrypt SEC PUB | npub HEX | nsec HEX | decode-npub NPUB | decode-nsec NSEC | "
-               "wrap-dm SEC PUB [WRAP_TO] | unwrap-dm SEC\n";
+               "wrap-dm SEC PUB [WRAP_TO] | unwrap-dm SEC | agent-publish DIR | agent-receive-dm DIR\n";
   return 2;
 }
 
@@ -57,6 +71,107 @@ std::string tricky_content() {
   s += "\x01\x02\x1f\x7f caf\xC3\xA9 e\xCC\x81 \xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\xA6\x84"
        "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD \xE2\x80\xA8 </script> {\"json\":[1,2]}";
   return s;
+}
+
+// The agent of agent-publish / agent-receive-dm: records every message it
+// gets; "publish:<text>" also publishes <text> as a kind-1 note.
+struct interop_state {
+  std::vector<std::string> seen;
+};
+struct interop_agent : agent<interop_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind != trigger_kind::message)
+      return;
+    state().seen.push_back(t.payload);
+    if (t.payload.rfind("publish:", 0) == 0)
+      ctx.nostr_publish(1, t.payload.substr(8), {{"t", "ticktock"}});
+  }
+};
+
+const std::string agent_id = "interop";
+
+// Opens the node on `dir` with the agent created.
+expected<std::unique_ptr<node>> open_node(std::string_view dir) {
+  agent_registry r;
+  r.add<interop_agent>("interop");
+  node_options o;
+  o.data_dir = std::string{dir};
+  o.threads = 1;
+  auto n = node::open(o, std::move(r));
+  if (!n)
+    return n;
+  if (auto err = (*n)->create(agent_id, "interop", "{}"); err && err.code() != errc::already_exists)
+    return err;
+  return n;
+}
+
+int agent_publish(std::string_view dir) {
+  auto n = open_node(dir);
+  if (!n)
+    return fail(n.error_value());
+  auto& nd = **n;
+  auto before = nd.outbox(agent_id);
+  if (!before)
+    return fail(before.error_value());
+  if (auto r = nd.send(agent_id, "publish:" + read_stdin()); !r)
+    return fail(r.error_value());
+  if (!nd.wait_idle(std::chrono::seconds{30}))
+    return fail(error{errc::timeout, "the agent did not tick within 30 s"});
+  auto out = nd.outbox(agent_id, before->empty() ? 0 : before->back().seq + 1);
+  if (!out)
+    return fail(out.error_value());
+  auto keys = nd.public_keys(agent_id);
+  if (!keys)
+    return fail(keys.error_value());
+  for (auto& ev : *out) {
+    if (ev.topic != "nostr")
+      continue;
+    std::cout << to_hex(keys->nostr) << "\n" << npub(keys->nostr) << "\n" << ev.payload << "\n";
+    return 0;
+  }
+  std::cerr << "the tick published no event of topic \"nostr\"\n";
+  return 1;
+}
+
+int agent_receive_dm(std::string_view dir) {
+  auto n = open_node(dir);
+  if (!n)
+    return fail(n.error_value());
+  auto& nd = **n;
+  auto wrap = event_from_json(read_stdin(), nip59::max_layer_content_bytes);
+  if (!wrap)
+    return fail(wrap.error_value());
+  auto seen_before = nd.state<interop_state>(agent_id);
+  auto dead_before = nd.deadletter(agent_id);
+  if (!seen_before || !dead_before)
+    return fail(!seen_before ? seen_before.error_value() : dead_before.error_value());
+  // As the Nostr driver puts a relay's event in the inbox.
+  send_options so;
+  so.nostr = true;
+  so.idempotency_key = "nostr:" + wrap->id;
+  auto r = nd.send(agent_id, to_json(*wrap), so);
+  if (!r)
+    return fail(r.error_value());
+  if (r->duplicate) {
+    std::cout << "duplicate\n";
+    return 1;
+  }
+  if (!nd.wait_idle(std::chrono::seconds{30}))
+    return fail(error{errc::timeout, "the agent did not tick within 30 s"});
+  auto seen = nd.state<interop_state>(agent_id);
+  auto dead = nd.deadletter(agent_id);
+  if (!seen || !dead)
+    return fail(!seen ? seen.error_value() : dead.error_value());
+  if (seen->seen.size() > seen_before->seen.size()) {
+    std::cout << seen->seen.back() << "\n";
+    return 0;
+  }
+  if (dead->size() > dead_before->size()) {
+    std::cout << dead->back().reason << ": " << dead->back().error << "\n";
+    return 1;
+  }
+  std::cerr << "the agent neither ticked on the event nor deadlettered it\n";
+  return 1;
 }
 
 }  // namespace
@@ -184,5 +299,9 @@ int main(int argc, char** argv) {
     std::cout << dm->sender << "\n" << nip59::rumor_to_json(dm->rumor) << "\n";
     return 0;
   }
+  if (cmd == "agent-publish" && args.size() == 2)
+    return agent_publish(args[1]);
+  if (cmd == "agent-receive-dm" && args.size() == 2)
+    return agent_receive_dm(args[1]);
   return usage();
 }

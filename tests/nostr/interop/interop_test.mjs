@@ -5,6 +5,9 @@
 
 import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import {
   finalizeEvent,
   generateSecretKey,
@@ -317,6 +320,101 @@ check('ticktock rejects a nostr-tools gift wrap whose content was changed', () =
   const r = run(['unwrap-dm', bytesToHex(bobSk)], JSON.stringify({ ...wrap, content: other.content }));
   assert.equal(r.status, 1);
   assert.equal(r.stdout.trim(), 'gift wrap: id does not match content');
+});
+
+// -- A real agent: what its tick publishes, and a DM into its tick ----------
+// agent-publish / agent-receive-dm run a ticktock node on a temp directory with
+// one agent ("interop"); the agent keeps its keys between the calls.
+
+function withAgentDir(fn) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ticktock-interop-'));
+  try {
+    return fn(dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// Returns { pubkey, npub, event } of one ctx.nostr_publish in a tick.
+function agentPublish(dir, text) {
+  const [pubkey, npub, json, rest] = runOk(['agent-publish', dir], text).split('\n');
+  assert.equal(rest, '');
+  return { pubkey, npub, event: JSON.parse(json) };
+}
+
+check('an event a ticktock agent published from its tick verifies with nostr-tools', () => {
+  withAgentDir((dir) => {
+    const before = unixNow();
+    const { pubkey, npub, event } = agentPublish(dir, trickyContent);
+    assert.equal(verifyEvent(event), true);
+    assert.equal(getEventHash(event), event.id);
+    assert.equal(event.pubkey, pubkey);
+    assert.match(pubkey, /^[0-9a-f]{64}$/);
+    assert.equal(nip19.npubEncode(pubkey), npub);
+    assert.deepEqual(nip19.decode(npub), { type: 'npub', data: pubkey });
+    assert.equal(event.kind, 1);
+    assert.equal(event.content, trickyContent);
+    assert.deepEqual(event.tags, [['t', 'ticktock']]);
+    assert.ok(event.created_at >= before - 1 && event.created_at <= unixNow() + 1);
+    // The next tick signs with the same key; a changed copy does not verify.
+    const second = agentPublish(dir, 'again');
+    assert.equal(second.pubkey, pubkey);
+    assert.equal(second.event.pubkey, pubkey);
+    assert.equal(verifyEvent(second.event), true);
+    assert.notEqual(second.event.id, event.id);
+    // (Through JSON: verifyEvent caches its answer in a symbol that a spread would copy.)
+    assert.equal(verifyEvent(JSON.parse(JSON.stringify({ ...second.event, content: 'again!' }))), false);
+  });
+});
+
+check('a DM nostr-tools nip17.wrapEvent sends to an agent reaches its tick opened', () => {
+  withAgentDir((dir) => {
+    const { pubkey } = agentPublish(dir, 'here I am');
+    const senderSk = generateSecretKey();
+    const senderPk = getPublicKey(senderSk);
+    for (const [i, msg] of ['hello agent', trickyContent].entries()) {
+      const wrap = nip17.wrapEvent(senderSk, { publicKey: pubkey }, msg, 'a subject');
+      assert.deepEqual(wrap.tags, [['p', pubkey]]);
+      const out = runOk(['agent-receive-dm', dir], JSON.stringify(wrap));
+      const seen = JSON.parse(out).nostr;
+      assert.equal(seen.dm, true, `message #${i}`);
+      assert.equal(seen.kind, 14);
+      assert.equal(seen.content, msg, `message #${i}`);
+      assert.equal(seen.from, senderPk);
+      assert.equal(seen.npub, nip19.npubEncode(senderPk));
+      assert.deepEqual(seen.tags, [['p', pubkey], ['subject', 'a subject']]);
+      assert.match(seen.id, /^[0-9a-f]{64}$/);
+      assert.notEqual(seen.id, wrap.id);
+      // The rumor's id and time, recomputed by nostr-tools from what the tick saw.
+      const rumor = { pubkey: seen.from, created_at: seen.created_at, kind: seen.kind,
+                      tags: seen.tags, content: seen.content };
+      assert.equal(getEventHash(rumor), seen.id);
+      assert.ok(Math.abs(seen.created_at - unixNow()) <= 60);
+      // The same wrap again (as from a second relay) does not tick again.
+      const again = run(['agent-receive-dm', dir], JSON.stringify(wrap));
+      assert.equal(again.status, 1);
+      assert.equal(again.stdout, 'duplicate\n');
+    }
+  });
+});
+
+check('an agent refuses a nostr-tools DM it cannot open or a changed one', () => {
+  withAgentDir((dir) => {
+    const { pubkey } = agentPublish(dir, 'here I am');
+    // Sealed for someone else, but p-tagging the agent (re-signed by a fresh key).
+    const other = nip17.wrapEvent(generateSecretKey(), { publicKey: getPublicKey(generateSecretKey()) }, 'nope');
+    const retagged = finalizeEvent({ kind: 1059, created_at: other.created_at, tags: [['p', pubkey]],
+                                     content: other.content }, generateSecretKey());
+    let r = run(['agent-receive-dm', dir], JSON.stringify(retagged));
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /^undecryptable: gift wrap: cannot decrypt/);
+    assert.doesNotMatch(r.stdout, /nope/);
+    // A gift wrap changed after signing.
+    const wrap = nip17.wrapEvent(generateSecretKey(), { publicKey: pubkey }, 'hi');
+    r = run(['agent-receive-dm', dir], JSON.stringify({ ...wrap, created_at: wrap.created_at - 1 }));
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /^bad_signature: id does not match content/);
+  });
 });
 
 console.log(`${passed} passed, ${failed} failed`);
