@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "ticktock/runtime/nostr.hpp"
@@ -43,6 +44,7 @@ struct nostr_driver::impl {
   };
   mutable std::mutex mtx;
   std::map<std::string, watched> agents;
+  std::set<std::string> unwatched;  // agents known to have no relays
 
   // Work the tick observer hands off (it must not block): publishing and
   // watching new agents.
@@ -60,7 +62,25 @@ struct nostr_driver::impl {
   };
   std::shared_ptr<counters> stats = std::make_shared<counters>();
 
-  impl(node& node, nostr_driver_options o) : n(node), opts(std::move(o)) {}
+  impl(node& node, nostr_driver_options o) : n(node), opts(std::move(o)) {
+    // Events are checked before the pool's deduplication remembers their id.
+    opts.pool.accept = [stats = stats, max = opts.max_event_bytes](const std::string& json) {
+      if (json.size() > max) {
+        ++stats->malformed;
+        return false;
+      }
+      auto e = nostr::event_from_json(json, nostr::nip59::max_layer_content_bytes);
+      if (!e) {
+        ++stats->malformed;
+        return false;
+      }
+      if (nostr::verify_event(*e)) {
+        ++stats->bad_signature;
+        return false;
+      }
+      return true;
+    };
+  }
 
   void post(std::function<void()> f) {
     {
@@ -87,24 +107,14 @@ struct nostr_driver::impl {
     }
   }
 
-  // An event a relay delivered for agent `id`: refused here if it is not an
-  // authentic event, else put in the agent's inbox once per event id.
+  // An authentic event a relay delivered for agent `id`: into the agent's
+  // inbox once per event id.
   void on_event(const std::string& id, const std::string& event_json) {
-    auto& s = *stats;
-    if (event_json.size() > opts.max_event_bytes) {
-      ++s.malformed;
-      return;
-    }
+    // The pool's accept hook checked it (size, shape, id, signature).
     auto e = nostr::event_from_json(event_json, nostr::nip59::max_layer_content_bytes);
-    if (!e) {
-      ++s.malformed;
+    if (!e)
       return;
-    }
-    if (nostr::verify_event(*e)) {
-      ++s.bad_signature;
-      return;
-    }
-    ++s.received;
+    ++stats->received;
     send_options so;
     so.nostr = true;
     so.idempotency_key = "nostr:" + e->id;
@@ -122,6 +132,7 @@ struct nostr_driver::impl {
         old = std::move(i->second.pool);
         agents.erase(i);
       }
+      unwatched.insert(id);
     }
     return {};  // `old` closes its connections here, outside the lock
   }
@@ -152,6 +163,7 @@ struct nostr_driver::impl {
     {
       std::lock_guard<std::mutex> guard{mtx};
       auto& w = agents[id];
+      unwatched.erase(id);
       old = std::move(w.pool);
       w.relays = relays;
       w.pool = std::move(*pool);
@@ -183,8 +195,11 @@ struct nostr_driver::impl {
     if (!meta)
       return;
     auto relays = relays_in_config(meta->config);
-    if (relays.empty() || watch(id, relays))
+    if (relays.empty() || watch(id, relays)) {
+      std::lock_guard<std::mutex> guard{mtx};
+      unwatched.insert(id);
       return;
+    }
     if (republish && meta->outbox_next > 1) {
       auto from = meta->outbox_next > opts.republish_last ? meta->outbox_next - opts.republish_last : 1;
       publish_outbox(id, from, opts.republish_last);
@@ -217,18 +232,20 @@ expected<std::unique_ptr<nostr_driver>> nostr_driver::start(node& n, nostr_drive
   raw->observer = n.add_tick_observer([raw](const tick_event& ev) {
     if (ev.outcome != storage::outcome::ok)
       return;
+    auto id = ev.agent;
     if (ev.kind == trigger_kind::init) {
-      auto id = ev.agent;
-      raw->post([raw, id] { raw->watch_from_config(id, false); });
+      // Watch it (from its config) and send what its first tick published.
+      raw->post([raw, id] { raw->watch_from_config(id, true); });
+      return;
     }
     if (ev.outbox_count == 0)
       return;
     {
       std::lock_guard<std::mutex> guard{raw->mtx};
-      if (!raw->agents.count(ev.agent))
+      if (raw->unwatched.count(id))
         return;
     }
-    auto id = ev.agent;
+    // Queued after the watch of a new agent, so it finds the agent watched.
     auto from = ev.outbox_next - ev.outbox_count;
     auto count = ev.outbox_count;
     raw->post([raw, id, from, count] { raw->publish_outbox(id, from, count); });

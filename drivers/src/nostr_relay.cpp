@@ -790,6 +790,21 @@ void relay_conn::handle_frame(std::string_view text, bool binary) {
       return;  // closed meanwhile
     ++st.events_received;
     std::string event_id{id->as_string()};
+    auto event_json = json::serialize(event);
+    if (pool.options.accept) {
+      lock.unlock();
+      bool accepted = false;
+      try {
+        accepted = pool.options.accept(event_json);
+      } catch (...) {
+      }
+      lock.lock();
+      if (!accepted || removed)
+        return;
+      sub = pool.subs.find(sub_id);
+      if (sub == pool.subs.end())
+        return;
+    }
     auto dedupe_key =
       pool.options.dedupe == dedupe_scope::subscription ? sub_id + " " + event_id : event_id;
     if (!pool.seen.insert(dedupe_key)) {
@@ -799,7 +814,7 @@ void relay_conn::handle_frame(std::string_view text, bool binary) {
     auto handler = sub->second;
     lock.unlock();
     try {
-      handler->on_event(key, sub_id, json::serialize(event));
+      handler->on_event(key, sub_id, event_json);
     } catch (...) {
       // A callback's exception must not end the connection loop.
     }

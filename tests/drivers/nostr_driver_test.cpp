@@ -605,13 +605,13 @@ TEST_CASE("nostr driver: at start it watches existing agents and republishes the
   CHECK(f.driver->metrics().published == 2);
 }
 
-// -- known driver bugs (tagged [!mayfail]: reported, not failing the suite) ------------
+// -- regressions -------------------------------------------------------------------------
 
-// The relay pool deduplicates by event id before the driver checks the
-// signature, so a forged copy of an event (same id, changed content) from one
-// relay makes the pool drop the genuine event when another relay sends it.
-TEST_CASE("nostr driver: a forged copy from one relay does not suppress the genuine event",
-          "[!mayfail]") {
+// Found by these tests: the relay pool deduplicated by event id before the
+// driver checked the signature, so a forged copy of an event (same id, changed
+// content) from one relay made the pool drop the genuine one from another.
+// Now the pool's accept hook checks events before their id is remembered.
+TEST_CASE("nostr driver: a forged copy from one relay does not suppress the genuine event") {
   fixture f;
   test_relay evil;
   f.start_driver();
@@ -629,12 +629,12 @@ TEST_CASE("nostr driver: a forged copy from one relay does not suppress the genu
   CHECK(eventually([&] { return f.nostr_seen_with("ivan", "the real thing").size() == 1; }, 3s));
 }
 
-// The tick observer skips the outbox of an agent the driver does not watch
-// yet, and it starts watching a new agent only after its init tick (on its
-// worker thread): what the init tick publishes is not sent until the driver
-// restarts, and a tick right after create may race with the watch.
-TEST_CASE("nostr driver: what the first ticks of a new agent publish reaches the relay",
-          "[!mayfail]") {
+// Found by these tests: the tick observer skipped the outbox of an agent the
+// driver did not watch yet, and it watched a new agent only after its init
+// tick, so what the init tick published was not sent until a restart. Now the
+// watch of a new agent sends its first events, and later ticks' publishing is
+// queued behind that watch.
+TEST_CASE("nostr driver: what the first ticks of a new agent publish reaches the relay") {
   fixture f;
   f.start_driver();
   // No wait for the driver to watch the agent before its ticks publish.

@@ -199,6 +199,11 @@ struct relay_pool_options {
   std::map<std::string, std::string> resolve;
   /// Called on an I/O thread for each OK answer; may be empty.
   relay_ok_handler on_ok;
+  /// Called on an I/O thread with each event (its JSON) before deduplication;
+  /// an event it refuses is dropped and not remembered, so a forged copy of an
+  /// event (same id, bad signature) from one relay cannot suppress the genuine
+  /// one from another. Empty: every well-formed event is accepted.
+  std::function<bool(const std::string& event_json)> accept;
 };
 
 /// A pool of relay connections.
