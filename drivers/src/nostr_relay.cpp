@@ -82,6 +82,15 @@ class lru_set {
 public:
   explicit lru_set(std::size_t capacity) : capacity_(std::max<std::size_t>(1, capacity)) {}
 
+  // True when key is present (it becomes the most recently seen).
+  bool touch(const std::string& key) {
+    auto i = index_.find(key);
+    if (i == index_.end())
+      return false;
+    order_.splice(order_.begin(), order_, i->second);
+    return true;
+  }
+
   // Inserts key; false when it was present already (it becomes the most
   // recently seen).
   bool insert(const std::string& key) {
@@ -279,6 +288,7 @@ std::string relay_pool_status::to_json() const {
                                 {"duplicates_dropped", r.duplicates_dropped},
                                 {"oversized_dropped", r.oversized_dropped},
                                 {"malformed_dropped", r.malformed_dropped},
+                                {"refused_dropped", r.refused_dropped},
                                 {"notices", r.notices},
                                 {"last_notice", r.last_notice},
                                 {"queued_publishes", r.queued_publishes},
@@ -790,6 +800,16 @@ void relay_conn::handle_frame(std::string_view text, bool binary) {
       return;  // closed meanwhile
     ++st.events_received;
     std::string event_id{id->as_string()};
+    auto dedupe_key =
+      pool.options.dedupe == dedupe_scope::subscription ? sub_id + " " + event_id : event_id;
+    // Copies of a delivered event are dropped before the accept hook (which
+    // may check a signature) sees them. Only accepted events are remembered,
+    // so a refused copy (a forgery with the same id) cannot hide the genuine
+    // event arriving later from another relay.
+    if (pool.seen.touch(dedupe_key)) {
+      ++st.duplicates_dropped;
+      return;
+    }
     auto event_json = json::serialize(event);
     if (pool.options.accept) {
       lock.unlock();
@@ -799,16 +819,18 @@ void relay_conn::handle_frame(std::string_view text, bool binary) {
       } catch (...) {
       }
       lock.lock();
-      if (!accepted || removed)
+      if (removed)
         return;
+      if (!accepted) {
+        ++st.refused_dropped;
+        return;
+      }
       sub = pool.subs.find(sub_id);
       if (sub == pool.subs.end())
         return;
     }
-    auto dedupe_key =
-      pool.options.dedupe == dedupe_scope::subscription ? sub_id + " " + event_id : event_id;
     if (!pool.seen.insert(dedupe_key)) {
-      ++st.duplicates_dropped;
+      ++st.duplicates_dropped;  // another relay's copy was accepted meanwhile
       return;
     }
     auto handler = sub->second;

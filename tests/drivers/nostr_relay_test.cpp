@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -692,7 +693,7 @@ TEST_CASE("status JSON carries every field", "[relay]") {
   CHECK(r.at("next_retry").is_null());
   for (auto* k : {"attempts", "consecutive_failures", "messages_in", "messages_out",
                   "events_received", "duplicates_dropped", "oversized_dropped",
-                  "malformed_dropped", "notices", "queued_publishes"})
+                  "malformed_dropped", "refused_dropped", "notices", "queued_publishes"})
     CHECK(r.at(k).is_number());
   CHECK(r.at("last_error").is_string());
   CHECK(r.at("last_notice").is_string());
@@ -835,4 +836,45 @@ TEST_CASE("publishes wait in the queue while a hung relay does not read, and go 
     return true;
   }));
   CHECK(status_of(*pool, url).queued_publishes == 0);
+}
+
+TEST_CASE("an event the accept hook refuses is dropped without hiding a later genuine copy",
+          "[relay]") {
+  inbox got;
+  std::atomic<int> calls{0};
+  test_relay honest, evil;
+  auto genuine = make_event(1, "the real thing");
+  auto forged_value = boost::json::parse(genuine.json);
+  forged_value.as_object()["content"] = "forged";
+  auto forged = boost::json::serialize(forged_value);
+  auto o = fast_options();
+  o.accept = [&](const std::string& json) {
+    ++calls;
+    return boost::json::parse(json).at("content").as_string() != "forged";
+  };
+  auto pool = make_pool(o);
+  auto evil_url = *pool->add_relay(evil.url());
+  auto honest_url = *pool->add_relay(honest.url());
+  REQUIRE_FALSE(pool->subscribe("feed", R"({"kinds":[1]})", got.on_event()));
+  REQUIRE(eventually([&] { return eose(*pool, evil_url, "feed") && eose(*pool, honest_url, "feed"); }));
+
+  evil.store(forged);
+  REQUIRE(eventually([&] { return status_of(*pool, evil_url).refused_dropped == 1; }));
+  CHECK(got.size() == 0);
+  honest.store(genuine.json);
+  REQUIRE(eventually([&] { return got.count(genuine.id) == 1; }));
+  CHECK(boost::json::parse(got.events[0].json).at("content").as_string() == "the real thing");
+  CHECK(got.events[0].relay == honest_url);
+  // The second copy of an accepted event is a duplicate: the hook is not asked again.
+  auto again = make_event(1, "another");
+  evil.store(again.json);
+  honest.store(again.json);
+  REQUIRE(eventually([&] {
+    return status_of(*pool, evil_url).events_received + status_of(*pool, honest_url).events_received
+           == 4;
+  }));
+  CHECK(got.count(again.id) == 1);
+  CHECK(calls == 3);  // forged, genuine, the first copy of "another"
+  CHECK(status_of(*pool, evil_url).duplicates_dropped + status_of(*pool, honest_url).duplicates_dropped
+        == 1);
 }

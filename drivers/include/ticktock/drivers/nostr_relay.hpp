@@ -119,6 +119,7 @@ struct relay_status {
   std::uint64_t duplicates_dropped = 0;  ///< Of those, dropped as already delivered.
   std::uint64_t oversized_dropped = 0;   ///< Frames above max_message_bytes.
   std::uint64_t malformed_dropped = 0;   ///< Frames that are not NIP-01 relay messages.
+  std::uint64_t refused_dropped = 0;     ///< Events the options.accept hook refused.
   std::uint64_t notices = 0;             ///< NOTICE frames.
   std::string last_notice;               ///< The last NOTICE message.
   std::size_t queued_publishes = 0;      ///< Events waiting for a connection.
@@ -199,10 +200,13 @@ struct relay_pool_options {
   std::map<std::string, std::string> resolve;
   /// Called on an I/O thread for each OK answer; may be empty.
   relay_ok_handler on_ok;
-  /// Called on an I/O thread with each event (its JSON) before deduplication;
-  /// an event it refuses is dropped and not remembered, so a forged copy of an
-  /// event (same id, bad signature) from one relay cannot suppress the genuine
-  /// one from another. Empty: every well-formed event is accepted.
+  /// Called on an I/O thread with each new event (its JSON) before it is
+  /// remembered for deduplication, e.g. to check its signature; an event it
+  /// refuses is dropped, counted in refused_dropped and not remembered, so a
+  /// forged copy of an event (same id, bad signature) from one relay cannot
+  /// suppress the genuine one from another. Copies of an event already
+  /// accepted are dropped as duplicates without calling it. An exception
+  /// counts as a refusal. Empty: every well-formed event is accepted.
   std::function<bool(const std::string& event_json)> accept;
 };
 
