@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -58,7 +59,10 @@ struct nostr_driver::impl {
   // Shared with inbox writes still in flight when the driver goes.
   struct counters {
     std::atomic<std::uint64_t> received{0}, delivered{0}, duplicates{0}, malformed{0},
-      bad_signature{0}, published{0};
+      bad_signature{0}, published{0}, unexpected{0};
+    // Agents an inbox write found gone (terminated): unwatched on the next event.
+    std::mutex gone_mtx;
+    std::vector<std::string> gone;
   };
   std::shared_ptr<counters> stats = std::make_shared<counters>();
 
@@ -107,20 +111,38 @@ struct nostr_driver::impl {
     }
   }
 
-  // An authentic event a relay delivered for agent `id`: into the agent's
-  // inbox once per event id.
-  void on_event(const std::string& id, const std::string& event_json) {
+  // An authentic event a relay delivered for agent `id` (Nostr key
+  // `pub_hex`): into the agent's inbox once per event id, if it is what the
+  // subscription asked for (a relay may send anything under its id).
+  void on_event(const std::string& id, const std::string& pub_hex, const std::string& event_json) {
+    {
+      std::lock_guard<std::mutex> guard{stats->gone_mtx};
+      for (auto& g : stats->gone)
+        post([this, g] { (void)unwatch(g); });
+      stats->gone.clear();
+    }
     // The pool's accept hook checked it (size, shape, id, signature).
     auto e = nostr::event_from_json(event_json, nostr::nip59::max_layer_content_bytes);
     if (!e)
       return;
+    bool tagged = std::any_of(e->tags.begin(), e->tags.end(), [&](auto& t) {
+      return t.size() >= 2 && t[0] == "p" && t[1] == pub_hex;
+    });
+    if ((e->kind != 1 && e->kind != nostr::nip59::gift_wrap_kind) || !tagged) {
+      ++stats->unexpected;
+      return;
+    }
     ++stats->received;
     send_options so;
     so.nostr = true;
     so.idempotency_key = "nostr:" + e->id;
-    n.send_async(id, event_json, so, [stats = stats](expected<send_receipt> r) {
-      if (r)
+    n.send_async(id, event_json, so, [stats = stats, id](expected<send_receipt> r) {
+      if (r) {
         ++(r->duplicate ? stats->duplicates : stats->delivered);
+      } else if (r.code() == errc::not_found) {
+        std::lock_guard<std::mutex> guard{stats->gone_mtx};
+        stats->gone.push_back(id);
+      }
     });
   }
 
@@ -154,9 +176,12 @@ struct nostr_driver::impl {
                  - opts.lookback;
     auto filter = nostr::mentions_filter(keys->nostr, since.count(),
                                          {1, nostr::nip59::gift_wrap_kind});
+    auto pub_hex = nostr::to_hex(keys->nostr);
     auto err = (*pool)->subscribe("ticktock-" + id, filter,
-                                  [this, id](const std::string&, const std::string&,
-                                             const std::string& event_json) { on_event(id, event_json); });
+                                  [this, id, pub_hex](const std::string&, const std::string&,
+                                                      const std::string& event_json) {
+                                    on_event(id, pub_hex, event_json);
+                                  });
     if (err)
       return err;
     std::unique_ptr<relay_pool> old;
@@ -299,7 +324,8 @@ expected<std::string> nostr_driver::publish(const std::string& id, const nostr_n
 
 nostr_metrics nostr_driver::metrics() const {
   auto& s = *impl_->stats;
-  return {s.received, s.delivered, s.duplicates, s.malformed, s.bad_signature, s.published};
+  return {s.received, s.delivered, s.duplicates, s.malformed, s.bad_signature, s.published,
+          s.unexpected};
 }
 
 }  // namespace ticktock::drivers

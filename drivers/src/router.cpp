@@ -563,6 +563,7 @@ response router::metrics_text() {
         << "ticktock_nostr_events_total{outcome=\"duplicate\"} " << nm.duplicates << "\n"
         << "ticktock_nostr_events_total{outcome=\"malformed\"} " << nm.malformed << "\n"
         << "ticktock_nostr_events_total{outcome=\"bad_signature\"} " << nm.bad_signature << "\n"
+        << "ticktock_nostr_events_total{outcome=\"unexpected\"} " << nm.unexpected << "\n"
         << "# HELP ticktock_nostr_published_total Events sent to relays.\n"
            "# TYPE ticktock_nostr_published_total counter\n"
         << "ticktock_nostr_published_total " << nm.published << "\n";

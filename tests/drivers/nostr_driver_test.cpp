@@ -651,3 +651,42 @@ TEST_CASE("nostr driver: what the first ticks of a new agent publish reaches the
   CHECK(eventually([&] { return f.relay.event_count(online->id) == 1; }, 5s));
   CHECK(eventually([&] { return f.relay.event_count(right_away->id) == 1; }, 5s));
 }
+
+// A relay may send anything under a subscription id: only kind 1 and 1059
+// events that p-tag the agent reach it.
+TEST_CASE("nostr driver: events the subscription did not ask for are refused and counted") {
+  fixture f;
+  f.start_driver();
+  f.create_watched("ivy", {f.url()});
+  auto pub = f.nostr_hex("ivy");
+  auto outsider = nostr::generate_keypair();
+  auto frame = [](const nostr::event& ev) {
+    return json::serialize(json::array{"EVENT", "ticktock-ivy", json::parse(nostr::to_json(ev))});
+  };
+  auto reaction = mention(outsider, pub, "+");
+  reaction.kind = 7;
+  f.relay.send_raw(frame(nostr::sign_event(reaction, outsider)));
+  f.relay.send_raw(frame(mention(outsider, nostr::to_hex(nostr::generate_keypair().pubkey), "not you")));
+  REQUIRE(eventually([&] { return f.driver->metrics().unexpected == 2; }));
+  f.relay.store(nostr::to_json(mention(outsider, pub, "for ivy")));
+  REQUIRE(eventually([&] { return f.nostr_seen_with("ivy", "for ivy").size() == 1; }));
+  CHECK(f.nostr_seen_with("ivy", "not you").empty());
+  CHECK(f.nostr_seen_with("ivy", "+").empty());
+}
+
+// A terminated agent's relay connections close once an event for it finds it gone.
+TEST_CASE("nostr driver: a terminated agent is unwatched") {
+  fixture f;
+  f.start_driver();
+  f.create_watched("jo", {f.url()});
+  auto pub = f.nostr_hex("jo");
+  REQUIRE_FALSE(f.n->terminate("jo"));
+  auto outsider = nostr::generate_keypair();
+  // The first event finds it gone; the next one unwatches it.
+  for (int i = 0; i < 20 && !f.driver->relays("jo").empty(); ++i) {
+    f.relay.store(nostr::to_json(mention(outsider, pub, "anyone there " + std::to_string(i))));
+    eventually([&] { return f.driver->relays("jo").empty(); }, 500ms);
+  }
+  CHECK(f.driver->relays("jo").empty());
+  CHECK(f.driver->status_json("jo").code() == errc::not_found);
+}

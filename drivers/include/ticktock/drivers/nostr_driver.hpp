@@ -41,6 +41,7 @@ struct nostr_metrics {
   std::uint64_t malformed = 0;       ///< refused: not a valid event, or too large
   std::uint64_t bad_signature = 0;   ///< refused: id or signature does not verify
   std::uint64_t published = 0;       ///< events sent to relays
+  std::uint64_t unexpected = 0;      ///< refused: not a kind 1 or 1059 event that p-tags the agent
 };
 
 class nostr_driver {
