@@ -409,7 +409,7 @@ expected<std::string> node::export_bundle(const std::string& id, bool include_se
     return ok.error_value();
   std::optional<std::string> secret;
   if (include_secrets) {
-    auto keys = core_->keys->load(id);
+    auto keys = unsealed_keys(id);
     if (!keys)
       return keys.error_value();
     secret = keys->secret_bytes();
@@ -486,21 +486,22 @@ expected<identity::public_keys> node::public_keys(const std::string& id) const {
   return *pub;
 }
 
-expected<identity::signature> node::sign(const std::string& id, std::string_view bytes) const {
+expected<identity::agent_keys> node::unsealed_keys(const std::string& id) const {
   auto ok = checked(id);
   if (!ok)
     return ok.error_value();
-  auto keys = core_->keys->load(id);
+  return core_->keys->load(id);
+}
+
+expected<identity::signature> node::sign(const std::string& id, std::string_view bytes) const {
+  auto keys = unsealed_keys(id);
   if (!keys)
     return keys.error_value();
   return identity::sign(*keys, bytes);
 }
 
 expected<std::string> node::nostr_sign(const std::string& id, const nostr_note& note) const {
-  auto ok = checked(id);
-  if (!ok)
-    return ok.error_value();
-  auto keys = core_->keys->load(id);
+  auto keys = unsealed_keys(id);
   if (!keys)
     return keys.error_value();
   auto secs = std::chrono::duration_cast<std::chrono::seconds>(
@@ -516,10 +517,7 @@ expected<std::string> node::encrypt_for(const std::string& id, std::string_view 
 }
 
 expected<std::string> node::decrypt(const std::string& id, std::string_view ciphertext) const {
-  auto ok = checked(id);
-  if (!ok)
-    return ok.error_value();
-  auto keys = core_->keys->load(id);
+  auto keys = unsealed_keys(id);
   if (!keys)
     return keys.error_value();
   return identity::decrypt(*keys, ciphertext);

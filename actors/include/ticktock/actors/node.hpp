@@ -210,6 +210,8 @@ public:
 private:
   explicit node(std::unique_ptr<detail::node_core> core);
   expected<std::string> checked(const std::string& id) const;
+  /// The agent's keys, unsealed (for calls that sign or decrypt as it).
+  expected<identity::agent_keys> unsealed_keys(const std::string& id) const;
 
   std::unique_ptr<detail::node_core> core_;
 };
