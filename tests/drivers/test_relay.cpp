@@ -553,6 +553,15 @@ std::size_t test_relay::event_count(const std::string& event_id) const {
   });
 }
 
+std::vector<std::string> test_relay::stored_events() const {
+  return impl_->call([p = impl_.get()] {
+    std::vector<std::string> out;
+    for (auto& ev : p->events)
+      out.push_back(json::serialize(ev));
+    return out;
+  });
+}
+
 std::string test_relay::last_server_name() const {
   return impl_->call([p = impl_.get()] { return p->last_sni; });
 }

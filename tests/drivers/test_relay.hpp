@@ -83,6 +83,8 @@ public:
   std::size_t close_count(const std::string& sub_id) const;
   /// How many EVENT frames arrived carrying this event id.
   std::size_t event_count(const std::string& event_id) const;
+  /// Every stored event, as JSON, in the order stored.
+  std::vector<std::string> stored_events() const;
   /// The TLS server name (SNI) of the last TLS handshake; empty if none.
   std::string last_server_name() const;
 

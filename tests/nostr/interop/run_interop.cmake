@@ -2,14 +2,20 @@
 #
 # Inputs (-D): NODE, NPM (may be empty or *-NOTFOUND: looked up again here),
 # SOURCE_DIR (this folder), WORK_DIR (a folder in the build tree), TOOL (the
-# nostr_interop_tool executable).
+# nostr_interop_tool executable). Also runs nostr-e2e: SCRIPT names another
+# script of this folder and ARGS (separated by |) its arguments instead of TOOL.
 #
 # The npm packages are installed with `npm ci` from the committed lock file
 # into WORK_DIR and kept there: later runs reinstall only when the lock file
 # changes. Missing node or npm, or a failed install, fails the test (it does not
 # skip) and says why.
 
-foreach(var SOURCE_DIR WORK_DIR TOOL)
+if(NOT SCRIPT)
+  set(SCRIPT interop_test.mjs)
+  set(ARGS "${TOOL}")
+endif()
+string(REPLACE "|" ";" ARGS "${ARGS}")
+foreach(var SOURCE_DIR WORK_DIR ARGS)
   if(NOT ${var})
     message(FATAL_ERROR "nostr-interop: ${var} not set")
   endif()
@@ -26,12 +32,14 @@ if(NOT NODE OR NODE MATCHES "NOTFOUND$" OR NOT NPM OR NPM MATCHES "NOTFOUND$")
     "nostr-interop: node and npm are required (Node.js >= 20.19) but were not found "
     "(node: '${NODE}', npm: '${NPM}'). Install them, e.g. with scripts/setup.sh.")
 endif()
-if(NOT EXISTS "${TOOL}")
-  message(FATAL_ERROR "nostr-interop: ${TOOL} does not exist: build nostr_interop_tool first")
-endif()
+foreach(arg ${ARGS})
+  if(IS_ABSOLUTE "${arg}" AND NOT EXISTS "${arg}")
+    message(FATAL_ERROR "nostr-interop: ${arg} does not exist: build it first")
+  endif()
+endforeach()
 
 file(MAKE_DIRECTORY "${WORK_DIR}")
-foreach(f package.json package-lock.json interop_test.mjs)
+foreach(f package.json package-lock.json ${SCRIPT})
   configure_file("${SOURCE_DIR}/${f}" "${WORK_DIR}/${f}" COPYONLY)
 endforeach()
 
@@ -62,9 +70,9 @@ else()
 endif()
 
 execute_process(
-  COMMAND "${NODE}" "${WORK_DIR}/interop_test.mjs" "${TOOL}"
+  COMMAND "${NODE}" "${WORK_DIR}/${SCRIPT}" ${ARGS}
   WORKING_DIRECTORY "${WORK_DIR}"
   RESULT_VARIABLE node_result)
 if(NOT node_result EQUAL 0)
-  message(FATAL_ERROR "nostr-interop: interop checks failed (node exited with ${node_result})")
+  message(FATAL_ERROR "nostr-interop: ${SCRIPT} failed (node exited with ${node_result})")
 endif()
