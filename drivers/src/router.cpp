@@ -872,7 +872,8 @@ response router::nostr_file(const request& req, const std::string& id,
       return method_not_allowed("GET");
     auto st = options_.nostr->status_json(id);
     if (!st)
-      return error_response(st.error_value());
+      return st.code() == errc::not_found ? error_response(404, "NO_RELAYS", st.error_value().message())
+                                          : error_response(st.error_value());
     response r;
     r.body = std::move(*st);
     return r;
@@ -914,7 +915,9 @@ response router::nostr_file(const request& req, const std::string& id,
   }
   auto published = options_.nostr->publish(id, note);
   if (!published)
-    return error_response(published.error_value());
+    return published.code() == errc::not_found
+             ? error_response(404, "NO_RELAYS", published.error_value().message())
+             : error_response(published.error_value());
   response r;
   r.status = 202;
   r.body = std::move(*published);

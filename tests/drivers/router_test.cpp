@@ -8,6 +8,7 @@
 #include "../temp_dir.hpp"
 #include "../test_agents.hpp"
 #include "router.hpp"
+#include "ticktock/drivers/nostr_driver.hpp"
 
 using namespace ticktock;
 using namespace ticktock::drivers;
@@ -291,4 +292,35 @@ TEST_CASE("signed envelopes travel between nodes over HTTP; forgeries and replay
   bad["extra"] = 1;
   CHECK(code_of(deliver(boost::json::serialize(bad))) == "BAD_ENVELOPE");
   CHECK(code_of(deliver("[]")) == "BAD_ENVELOPE");
+}
+
+TEST_CASE("nostr files: relays and publish answer clearly without a driver or without relays") {
+  api_fixture f;
+  f.call("POST", "/v1/agents", R"({"id":"n1","type":"counter"})");
+  CHECK(parse(f.call("GET", "/v1/agents/n1/fs/nostr")).at("entries").as_array().size() == 2);
+  CHECK(code_of(f.call("GET", "/v1/agents/n1/fs/nostr/relays")) == "NOT_YET_AVAILABLE");
+  CHECK(code_of(f.call("GET", "/v1/agents/n1/fs/nostr/other")) == "NO_SUCH_FILE");
+
+  auto driver = drivers::nostr_driver::start(*f.n);
+  REQUIRE(driver);
+  router api{*f.n, router_options{"admin-secret", {}, 5s, 1 << 20, driver->get()}, f.metrics};
+  auto call = [&](std::string method, std::string target, std::string body = {}) {
+    request r;
+    r.method = std::move(method);
+    r.target = std::move(target);
+    r.body = std::move(body);
+    r.headers["authorization"] = "Bearer admin-secret";
+    return api.handle(r);
+  };
+  CHECK(code_of(call("GET", "/v1/agents/n1/fs/nostr/relays")) == "NO_RELAYS");
+  CHECK(code_of(call("POST", "/v1/agents/n1/fs/nostr/publish", R"({"content":"hi"})")) == "NO_RELAYS");
+  CHECK(code_of(call("POST", "/v1/agents/n1/fs/nostr/publish", R"({"kind":70000,"content":"x"})"))
+        == "BAD_FIELD");
+  CHECK(code_of(call("POST", "/v1/agents/n1/fs/nostr/publish", R"({"content":1})")) == "BAD_FIELD");
+  CHECK(code_of(call("POST", "/v1/agents/n1/fs/nostr/publish", R"({"content":"x","tags":[[1]]})"))
+        == "BAD_FIELD");
+  CHECK(code_of(call("POST", "/v1/agents/n1/fs/nostr/publish", R"({"content":"x","extra":1})"))
+        == "UNKNOWN_FIELD");
+  CHECK(call("GET", "/v1/agents/n1/fs/nostr/publish").status == 405);
+  CHECK(call("GET", "/metrics").body.find("ticktock_nostr_events_total") != std::string::npos);
 }
