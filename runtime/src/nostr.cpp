@@ -1,4 +1,5 @@
 #include "ticktock/runtime/nostr.hpp"
+#include "ticktock/runtime/identity.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -460,15 +461,7 @@ constexpr std::size_t nip44_max_data = 65603;
 
 // -- hex ------------------------------------------------------------------------
 
-std::string to_hex(std::span<const std::uint8_t> bytes) {
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (std::uint8_t b : bytes) {
-    out += hex_digits[b >> 4];
-    out += hex_digits[b & 15];
-  }
-  return out;
-}
+std::string to_hex(std::span<const std::uint8_t> bytes) { return identity::to_hex(bytes); }
 
 expected<std::vector<std::uint8_t>> from_hex(std::string_view hex) {
   if (hex.size() % 2 != 0)
