@@ -2,6 +2,8 @@
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
@@ -13,9 +15,11 @@
 #include <limits>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <unordered_map>
 
 #include "bundle.hpp"
+#include "guarded_fs.hpp"
 #include "keys.hpp"
 #include "ticktock/runtime/identity.hpp"
 
@@ -102,24 +106,95 @@ bool is_exclusive(const write_op& op) noexcept {
 constexpr std::string_view format_version = "2";
 constexpr std::string_view format_key = "format";
 
+namespace {
+
+// The store whose db_mtx this thread holds shared, so nested reads of the
+// same store do not lock twice.
+thread_local const void* read_locked = nullptr;
+
+// Holds a store's db_mtx shared while a read uses its RocksDB instance, which
+// recovery may close and reopen (see store::impl::reopen).
+class read_guard {
+public:
+  read_guard(std::shared_mutex& m, const void* owner) : prev_(read_locked) {
+    if (prev_ != owner) {
+      m.lock_shared();
+      mtx_ = &m;
+      read_locked = owner;
+    }
+  }
+  read_guard(read_guard&& o) noexcept : mtx_(std::exchange(o.mtx_, nullptr)), prev_(o.prev_) {}
+  read_guard(const read_guard&) = delete;
+  read_guard& operator=(const read_guard&) = delete;
+  read_guard& operator=(read_guard&&) = delete;
+  ~read_guard() {
+    if (mtx_) {
+      read_locked = prev_;
+      mtx_->unlock_shared();
+    }
+  }
+
+private:
+  std::shared_mutex* mtx_ = nullptr;
+  const void* prev_;
+};
+
+// An iterator and the read lock it needs (the lock is released last).
+struct locked_iterator {
+  read_guard guard;
+  std::unique_ptr<rocksdb::Iterator> it;
+  rocksdb::Iterator* operator->() const { return it.get(); }
+};
+
+// Backoff between recovery attempts after a failed write.
+constexpr std::chrono::milliseconds min_recovery_backoff{10};
+constexpr std::chrono::milliseconds max_recovery_backoff{1000};
+
+}  // namespace
+
 struct store::impl {
   store_options options;
+  // The file system RocksDB writes through (fault injection, failed WAL
+  // tails) and the Env built on it; declared before db so they outlive it.
+  std::shared_ptr<detail::guarded_fs> fs;
+  std::unique_ptr<rocksdb::Env> env;
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cf_descriptors;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::WriteOptions write_options;
   rocksdb::ReadOptions read_options;
   // Writer-owned (apply is single-threaded): counters of agents seen so far.
   std::unordered_map<std::string, counters> counters_;
+  // Readers hold db_mtx shared while they use db; recovery holds it
+  // exclusively while it closes and reopens db.
+  mutable std::shared_mutex db_mtx;
+  // Writer-owned: why the last write failed (until a write succeeds again),
+  // and when recovery may next be tried.
+  error failure;
+  std::chrono::steady_clock::time_point next_recovery{};
+  std::chrono::milliseconds recovery_backoff{0};
 
   ~impl() {
     for (auto* h : handles)
-      if (h)
+      if (h && db)
         db->DestroyColumnFamilyHandle(h);
     if (db)
       db->Close();
   }
 
   rocksdb::ColumnFamilyHandle* cf(cf_id i) const { return handles[i]; }
+
+  read_guard lock() const { return read_guard{db_mtx, this}; }
+
+  /// A write failed with `err`: later writes first try to recover.
+  void write_failed(const error& err) {
+    failure = err;
+    recovery_backoff = std::chrono::milliseconds{0};
+    next_recovery = {};
+  }
+  error recover();
+  error reopen(const std::vector<std::pair<std::string, std::uint64_t>>& torn);
 
   // A new directory gets the current format; one written by another format
   // is refused with a clear error rather than misread.
@@ -149,6 +224,12 @@ struct store::impl {
   }
 
   std::optional<std::string> get(cf_id c, std::string_view key, error* err = nullptr) const {
+    auto guard = lock();
+    if (!db) {
+      if (err)
+        *err = closed();
+      return std::nullopt;
+    }
     std::string value;
     auto st = db->Get(read_options, cf(c), rocksdb::Slice{key.data(), key.size()}, &value);
     if (st.ok())
@@ -158,8 +239,16 @@ struct store::impl {
     return std::nullopt;
   }
 
-  std::unique_ptr<rocksdb::Iterator> iter(cf_id c) const {
-    return std::unique_ptr<rocksdb::Iterator>(db->NewIterator(read_options, cf(c)));
+  locked_iterator iter(cf_id c) const {
+    locked_iterator out{lock(), nullptr};
+    out.it.reset(db ? db->NewIterator(read_options, cf(c))
+                    : rocksdb::NewErrorIterator(rocksdb::Status::IOError(closed().message())));
+    return out;
+  }
+
+  static error closed() {
+    return error{errc::storage_failure, "the store is closed: reopening RocksDB after a failed "
+                                        "write failed; the next write tries again"};
   }
 
   // Calls f(key, value) for every key with `prefix`, from `from` on, until
@@ -167,6 +256,9 @@ struct store::impl {
   // deleted keys of the next prefixes (consumed inbox entries, for one).
   template <class F>
   void scan(cf_id c, std::string_view prefix, std::string_view from, F&& f) const {
+    auto guard = lock();
+    if (!db)
+      return;
     std::string upper{prefix};
     while (!upper.empty() && static_cast<unsigned char>(upper.back()) == 0xff)
       upper.pop_back();
@@ -214,7 +306,9 @@ public:
     if (batch_.Count() > 0) {
       auto st = s_.db->Write(s_.write_options, &batch_);
       if (!st.ok()) {
-        auto err = from_status(st, "commit");
+        auto err = from_status(st, "commit of " + std::to_string(ops.size()) + " operation"
+                                     + (ops.size() == 1 ? "" : "s") + " failed");
+        s_.write_failed(err);
         for (auto& r : results)
           r = op_result{err};
         return results;
@@ -654,6 +748,10 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
   db_opts.max_background_jobs = 2;
   db_opts.keep_log_file_num = 4;
   db_opts.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  p->fs = std::make_shared<detail::guarded_fs>(rocksdb::FileSystem::Default(), options.faults,
+                                               options.durability == durability::sync);
+  p->env = rocksdb::NewCompositeEnv(p->fs);
+  db_opts.env = p->env.get();
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (auto* name : cf_names) {
@@ -672,6 +770,8 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
     cfs.emplace_back(name, cf_opts);
   }
   rocksdb::DB* db = nullptr;
+  p->db_options = db_opts;
+  p->cf_descriptors = cfs;
   auto st = rocksdb::DB::Open(db_opts, options.dir.string(), cfs, &p->handles, &db);
   if (!st.ok())
     return from_status(st, "cannot open RocksDB at " + options.dir.string());
@@ -683,8 +783,84 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
 }
 
 std::vector<op_result> store::apply(std::vector<write_op>& ops) {
+  if (impl_->failure)
+    if (auto err = impl_->recover())
+      return std::vector<op_result>(ops.size(), op_result{err});
   group_writer w{*impl_};
   return w.run(ops);
+}
+
+// -- recovery after a failed write -------------------------------------------
+//
+// A failed WAL append or sync leaves RocksDB in a background-error state in
+// which every write fails (a fatal one for WAL errors: DB::Resume() cannot
+// clear it). The writer recovers before its next write: it checks that the
+// disk takes writes again, tries Resume(), and otherwise closes RocksDB, cuts
+// the WAL back to what was acknowledged (the failed write may have reached
+// the file) and reopens it. Between attempts it backs off, so a dead disk
+// costs one probe per backoff, not one per write.
+
+error store::impl::recover() {
+  auto now = std::chrono::steady_clock::now();
+  auto still = [&](const std::string& why) {
+    return error{errc::storage_failure,
+                 "storage is recovering from a failed write (" + failure.message() + "): " + why};
+  };
+  if (now < next_recovery)
+    return still("waiting before the next attempt");
+  recovery_backoff = std::clamp(recovery_backoff * 2, min_recovery_backoff, max_recovery_backoff);
+  next_recovery = now + recovery_backoff;
+  if (auto st = fs->probe(options.dir.string()); !st.ok())
+    return still("the disk still refuses writes: " + st.ToString());
+  auto torn = fs->take_torn_wals();
+  if (torn.empty() && db && db->Resume().ok()) {
+    failure = {};
+    return {};
+  }
+  if (auto err = reopen(torn))
+    return still(err.message());
+  failure = {};
+  return {};
+}
+
+error store::impl::reopen(const std::vector<std::pair<std::string, std::uint64_t>>& torn) {
+  std::unique_lock<std::shared_mutex> guard{db_mtx};
+  if (db) {
+    for (auto* h : handles)
+      if (h)
+        db->DestroyColumnFamilyHandle(h);
+    db->Close();  // reports the background error it closes with
+    db.reset();
+  }
+  handles.clear();
+  // Bytes past the acknowledged length belong to writes that were reported
+  // as failed: replaying them would commit them behind their callers' backs.
+  for (auto& [file, good] : torn) {
+    std::error_code ec;
+    auto size = std::filesystem::file_size(file, ec);
+    if (!ec && size > good)
+      std::filesystem::resize_file(file, good, ec);
+    if (ec)
+      return error{errc::storage_failure,
+                   "cannot cut back the WAL " + file + " after a failed write: " + ec.message()};
+  }
+  // Recounted from the reopened database.
+  counters_.clear();
+  rocksdb::DB* raw = nullptr;
+  auto st = rocksdb::DB::Open(db_options, options.dir.string(), cf_descriptors, &handles, &raw);
+  if (st.ok()) {
+    db.reset(raw);
+    return {};
+  }
+  handles.clear();
+  // Keep reads working: a read-only instance writes nothing.
+  auto ro = rocksdb::DB::OpenForReadOnly(db_options, options.dir.string(), cf_descriptors,
+                                         &handles, &raw);
+  if (ro.ok())
+    db.reset(raw);
+  else
+    handles.clear();
+  return from_status(st, "reopening RocksDB at " + options.dir.string());
 }
 
 const store_options& store::options() const noexcept { return impl_->options; }
@@ -1029,6 +1205,9 @@ std::optional<time_point> store::next_alarm_due() const {
 
 expected<std::string> store::export_agent(std::string_view id,
                                           const std::optional<std::string>& secret) const {
+  auto guard = impl_->lock();
+  if (!impl_->db)
+    return impl_->closed();
   if (!agent_exists(id))
     return error{errc::not_found, "no agent '" + std::string{id} + "'"};
   // One snapshot, so the bundle is a consistent cut even while ticks commit.
@@ -1085,6 +1264,9 @@ expected<std::string> store::export_agent(std::string_view id,
 // -- maintenance --------------------------------------------------------------
 
 error store::compact() {
+  auto guard = impl_->lock();
+  if (!impl_->db)
+    return impl_->closed();
   rocksdb::FlushOptions fo;
   for (auto* h : impl_->handles) {
     auto st = impl_->db->Flush(fo, h);
@@ -1098,7 +1280,10 @@ error store::compact() {
 }
 
 std::uint64_t store::disk_bytes() const {
+  auto guard = impl_->lock();
   std::uint64_t total = 0;
+  if (!impl_->db)
+    return total;
   for (auto* h : impl_->handles) {
     std::uint64_t v = 0;
     if (impl_->db->GetIntProperty(h, "rocksdb.live-sst-files-size", &v))
@@ -1112,6 +1297,9 @@ std::uint64_t store::disk_bytes() const {
 }
 
 error store::raw_put(std::string_view column, std::string_view key, std::string_view value) {
+  auto guard = impl_->lock();
+  if (!impl_->db)
+    return impl_->closed();
   for (std::size_t i = 0; i < cf_count; ++i)
     if (column == cf_names[i]) {
       auto st = impl_->db->Put(impl_->write_options, impl_->handles[i],

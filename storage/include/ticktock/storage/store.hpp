@@ -12,6 +12,7 @@
 
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/runtime/error.hpp"
+#include "ticktock/storage/faults.hpp"
 #include "ticktock/storage/records.hpp"
 
 namespace ticktock::storage {
@@ -27,6 +28,9 @@ struct store_options {
   std::size_t write_buffer_bytes = std::size_t{64} << 20;
   /// Shared block cache.
   std::size_t block_cache_bytes = std::size_t{64} << 20;
+  /// Fault injection for tests: RocksDB's file writes ask it whether to fail
+  /// (see faults.hpp and docs/operations.md) [nullptr: none].
+  std::shared_ptr<fault_injector> faults;
 };
 
 // -- write operations ------------------------------------------------------
@@ -148,7 +152,12 @@ public:
   /// Commits `ops` in one WriteBatch and returns one result per op. An op
   /// that is rejected (e.g. inbox_full, not_found) gets its error and the
   /// others still commit; if the write itself fails, every op gets
-  /// storage_failure and nothing is committed.
+  /// storage_failure and nothing is committed (not even after a restart:
+  /// the failed write's bytes are cut from the WAL). After a failed write,
+  /// the next apply first recovers (checks that the disk takes writes, then
+  /// DB::Resume() or a reopen of RocksDB, with backoff between attempts) and
+  /// answers storage_failure without writing while that does not succeed.
+  /// Reads go on during the fault.
   std::vector<op_result> apply(std::vector<write_op>& ops);
 
   // -- agents --------------------------------------------------------------
