@@ -6,6 +6,7 @@
 
 #include <caf/all.hpp>
 
+#include <deque>
 #include <vector>
 
 #include "agent_host.hpp"
@@ -57,6 +58,9 @@ struct agent_actor_state {
   // Only while a tick's write is with the committer (a tick_attempt is big).
   std::unique_ptr<tick_attempt> in_flight;
   std::chrono::steady_clock::time_point last_active;
+  // Start times of the ticks of the last minute (ticks_per_minute).
+  std::deque<std::chrono::steady_clock::time_point> recent;
+  bool throttle_wait = false;
 
   static inline const char* name = "ticktock.agent";
 };
@@ -108,7 +112,7 @@ std::chrono::milliseconds backoff(const node_options& o, std::uint32_t attempt) 
 
 void maybe_tick(self_ptr self) {
   auto& st = self->state;
-  if (st.in_flight || st.retry_wait)
+  if (st.in_flight || st.retry_wait || st.throttle_wait)
     return;
   if (st.pending.empty() && st.more_in_store)
     refill(self);
@@ -117,6 +121,27 @@ void maybe_tick(self_ptr self) {
     if (st.want_hibernate)
       try_hibernate(self);
     return;
+  }
+  if (auto tpm = st.host->limits().ticks_per_minute; tpm != 0) {
+    auto now = std::chrono::steady_clock::now();
+    while (!st.recent.empty() && now - st.recent.front() >= std::chrono::minutes{1})
+      st.recent.pop_front();
+    while (st.recent.size() > tpm)
+      st.recent.pop_front();
+    if (st.recent.size() == tpm) {
+      // Over the limit: the trigger waits (it stays in the durable inbox).
+      auto wait = st.recent.front() + std::chrono::minutes{1} - now;
+      st.throttle_wait = true;
+      st.host->mark_throttled();
+      st.core->limit_hit(st.host->id(), "ticks_per_minute",
+                         st.core->clock->now()
+                           + std::chrono::duration_cast<duration>(wait));
+      self->delayed_send(self, std::chrono::duration_cast<std::chrono::milliseconds>(wait)
+                                 + std::chrono::milliseconds{1},
+                         ctl_atom::value, ctl_op::throttle_end);
+      return;
+    }
+    st.recent.push_back(now);
   }
   touch(self);
   st.in_flight = std::make_unique<tick_attempt>(st.host->run(st.pending.front()));
@@ -151,6 +176,12 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   st.host->committed(attempt);
   if (attempt.earliest_alarm && st.core->alarms)
     st.core->alarms->hint(*attempt.earliest_alarm);
+  for (auto& j : attempt.jobs)
+    if (j.status == "queued" && st.core->services)
+      st.core->services->start(j);
+  for (auto& l : attempt.limits)
+    if (l != "ticks_per_minute")  // counted when the wait began
+      st.core->limit_hit(st.host->id(), l);
   tick_event ev;
   ev.agent = st.host->id();
   ev.tick = st.host->meta().tick_count;
@@ -164,6 +195,10 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   ev.reply = std::move(attempt.reply);
   ev.ws = std::move(attempt.ws);
   ev.refused = std::move(attempt.refused);
+  ev.reply_deferred = attempt.reply_deferred;
+  ev.late_replies = std::move(attempt.late_replies);
+  ev.jobs = std::move(attempt.jobs);
+  ev.limits = std::move(attempt.limits);
   ev.latency = std::chrono::duration_cast<std::chrono::microseconds>(
     std::chrono::steady_clock::now() - attempt.started);
   // Observers run before the entry counts as consumed, so whoever returns
@@ -199,7 +234,8 @@ bool load(self_ptr self, const std::string& id) {
       problem = st.core->registry.check(meta->type).to_string();
     } else {
       st.host = std::make_unique<agent_host>(store, *st.core->keys, *st.core->clock, std::move(*meta),
-                                             std::move(agent), st.core->options.limits);
+                                             std::move(agent), st.core->options.limits,
+                                             st.core->gate.get());
       if (auto err = st.host->load())
         problem = err.to_string();
     }
@@ -220,6 +256,9 @@ void on_ctl(self_ptr self, ctl_op op) {
       break;
     case ctl_op::retry:
       st.retry_wait = false;
+      break;
+    case ctl_op::throttle_end:
+      st.throttle_wait = false;
       break;
     case ctl_op::idle:
       if (std::chrono::steady_clock::now() - st.last_active >= st.core->options.idle_timeout)

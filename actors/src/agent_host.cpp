@@ -1,5 +1,6 @@
 #include "agent_host.hpp"
 
+#include <boost/json.hpp>
 #include <sodium.h>
 
 #include <chrono>
@@ -14,13 +15,67 @@ namespace {
 
 constexpr std::size_t max_name_bytes = 256;
 
+namespace json = boost::json;
+
+std::vector<std::string> relays_in(const std::string& config) {
+  std::vector<std::string> out;
+  boost::system::error_code ec;
+  auto v = json::parse(config, ec);
+  auto* n = !ec && v.is_object() ? v.as_object().if_contains("nostr") : nullptr;
+  auto* r = n && n->is_object() ? n->as_object().if_contains("relays") : nullptr;
+  if (r && r->is_array())
+    for (auto& x : r->as_array())
+      if (x.is_string())
+        out.emplace_back(x.as_string());
+  return out;
+}
+
+/// The payload of a compute_result / container_result trigger that reports
+/// a job's end or refusal (docs/compute.md).
+std::string result_payload(const storage::job_record& j) {
+  json::object o{{"job", j.id}, {"service", j.service}, {"status", j.status}};
+  if (!j.error.empty())
+    o["reason"] = j.error;
+  if (!j.error_message.empty())
+    o["message"] = j.error_message;
+  if (!j.result.empty()) {
+    boost::system::error_code ec;
+    auto r = json::parse(j.result, ec);
+    o["result"] = ec ? json::value(j.result) : std::move(r);
+  }
+  o["cost_micro_usd"] = j.cost;
+  return json::serialize(o);
+}
+
+std::string approval_id(const std::string& agent, const std::string& job) {
+  auto h = storage::blake2b(agent + '\0' + job);
+  return "ap-" + storage::to_hex(h).substr(0, 20);
+}
+
 }  // namespace
+
+storage::enqueue_op result_trigger(const storage::job_record& j, time_point now) {
+  storage::inbox_entry e;
+  e.kind = j.service == "containers" ? trigger_kind::container_result : trigger_kind::compute_result;
+  e.time = now;
+  e.payload = result_payload(j);
+  e.idempotency_key = "job:" + j.id + ":" + j.status;
+  return {j.agent, std::move(e), 0};
+}
 
 agent_host::agent_host(storage::store& store, const keyring& keys, const ticktock::clock& clock,
                        storage::agent_record meta, std::unique_ptr<agent_base> agent,
-                       const tick_limits& limits)
+                       const tick_limits& limits, const gate* gate)
   : store_(store), keyring_(keys), clock_(clock), meta_(std::move(meta)),
-    agent_(std::move(agent)), limits_(limits) {}
+    agent_(std::move(agent)), base_limits_(limits), gate_(gate), limits_(limits) {}
+
+const tick_limits& agent_host::limits() const noexcept {
+  if (gate_ && gate_->version() != limits_version_) {
+    limits_version_ = gate_->version();
+    limits_ = gate_->limits_for(meta_.id);
+  }
+  return limits_;
+}
 
 agent_host::~agent_host() { sodium_memzero(nostr_keys_.secret.data(), nostr_keys_.secret.size()); }
 
@@ -55,18 +110,165 @@ std::optional<std::string> agent_host::read_memory(std::string_view space,
   return store_.get_memory(meta_.id, space, key);
 }
 
+std::string agent_host::stage_services(effects& fx, std::vector<std::string>& notes,
+                                       const trigger& trig, storage::trajectory_record& rec,
+                                       tick_attempt& a) const {
+  auto& op = a.op;
+  auto now = trig.time;
+  std::optional<storage::ledger_record> ledger;
+  std::uint64_t pending = 0;  // reserved by this tick so far
+  auto get_ledger = [&]() -> std::string {
+    if (ledger)
+      return {};
+    auto l = store_.get_ledger(meta_.id);
+    if (!l)
+      return l.error_value().message();
+    ledger = *l;
+    return {};
+  };
+  auto refuse = [&](storage::job_record& j, std::string reason, std::string message) {
+    j.status = "denied";
+    j.error = std::move(reason);
+    j.error_message = std::move(message);
+    j.finished = now;
+    op.ledger.push_back({meta_.id, storage::ledger_change::kind::deny, j.service, j.id,
+                         j.reserved ? j.reserved : j.cost, 0, j.error, now});
+    if (j.service != "nostr_publish")
+      op.messages.push_back(result_trigger(j, now));
+  };
+  // Admits an allowed job: reserves its cost, or refuses it over budget.
+  auto admit = [&](storage::job_record& j, std::uint64_t cost,
+                   storage::decision_record& d) -> std::string {
+    if (j.service == "nostr_publish") {
+      j.status = "done";
+      j.finished = now;
+      notes.push_back(j.request);
+      return {};
+    }
+    if (auto err = get_ledger(); !err.empty())
+      return err;
+    auto over = ledger->check(pending + cost, now);
+    if (!over.empty()) {
+      d.decision = "deny";
+      d.reason = "budget_exceeded";
+      j.cost = cost;
+      refuse(j, "budget_exceeded", "budget exceeded: " + over);
+      return {};
+    }
+    pending += cost;
+    j.status = "queued";
+    j.reserved = cost;
+    op.ledger.push_back({meta_.id, storage::ledger_change::kind::reserve, j.service, j.id, cost, 0,
+                         {}, now});
+    return {};
+  };
+  auto decide = [&](storage::job_record& j, std::uint64_t cost, const policy::verdict& v,
+                    const std::string& action) -> std::string {
+    storage::decision_record d{action, j.id, std::string{policy::to_string(v.what)}, v.reason, cost,
+                               j.destination};
+    std::string err;
+    if (v.what == policy::decision::deny) {
+      j.cost = cost;
+      refuse(j, v.reason, "denied by policy (" + v.reason + ")");
+    } else if (v.what == policy::decision::require_approval) {
+      j.status = "awaiting_approval";
+      j.cost = cost;
+      j.approval = approval_id(meta_.id, j.id);
+      op.approvals.push_back({j.approval, meta_.id, j.id, action, j.destination, cost, v.reason,
+                              "pending", now, {}, {}});
+    } else {
+      err = admit(j, cost, d);
+    }
+    rec.decisions.push_back(std::move(d));
+    return err;
+  };
+
+  if (!fx.jobs.empty() && !gate_)
+    return "services are not available on this host";
+  for (auto& jr : fx.jobs) {
+    auto as = gate_->assess(meta_.id, jr);
+    if (!as.error.empty())
+      return "invalid effect: " + as.error;
+    storage::job_record j;
+    j.id = jr.id;
+    j.agent = meta_.id;
+    j.service = jr.service;
+    j.request = std::move(as.request);
+    j.destination = std::move(as.destination);
+    j.created = now;
+    if (auto err = decide(j, as.cost, as.verdict, as.action); !err.empty())
+      return err;
+    a.jobs.push_back(j);
+    op.jobs.push_back(std::move(j));
+  }
+
+  // Nostr notes leave the runtime: the gate sees each publish.
+  if (!notes.empty() && gate_) {
+    auto verdict = gate_->assess_publish(meta_.id, relays_in(meta_.config));
+    if (verdict.what != policy::decision::allow) {
+      auto signed_notes = std::move(notes);
+      notes.clear();
+      for (std::size_t i = 0; i < signed_notes.size(); ++i) {
+        storage::job_record j;
+        j.id = "n" + std::to_string(rec.index) + "-" + std::to_string(i);
+        j.agent = meta_.id;
+        j.service = "nostr_publish";
+        j.request = std::move(signed_notes[i]);
+        j.destination = "relays";
+        j.created = now;
+        if (auto err = decide(j, 0, verdict, "nostr_publish"); !err.empty())
+          return err;
+        a.jobs.push_back(j);
+        op.jobs.push_back(std::move(j));
+      }
+    } else {
+      for (std::size_t i = 0; i < notes.size(); ++i)
+        rec.decisions.push_back({"nostr_publish", {}, "allow", verdict.reason, 0, "relays"});
+    }
+  }
+
+  // An admin decided a parked job: apply it in this tick.
+  if (trig.kind == trigger_kind::approval_decision) {
+    boost::system::error_code ec;
+    auto v = json::parse(trig.payload, ec);
+    auto* o = !ec && v.is_object() ? &v.as_object() : nullptr;
+    auto* job_id = o ? o->if_contains("job") : nullptr;
+    auto* decision = o ? o->if_contains("decision") : nullptr;
+    if (job_id && job_id->is_string() && decision && decision->is_string()) {
+      auto stored = store_.get_job(meta_.id, job_id->as_string());
+      if (!stored)
+        return stored.error_value().message();
+      if (*stored && (*stored)->status == "awaiting_approval") {
+        auto j = std::move(**stored);
+        auto approved = decision->as_string() == "approved";
+        // The kill switch also stops what an admin approved before it.
+        policy::verdict verdict{approved ? policy::decision::allow : policy::decision::deny,
+                                approved ? "approved" : "denied_by_admin", -1};
+        if (approved && gate_ && gate_->killed())
+          verdict = {policy::decision::deny, "kill_switch", -1};
+        auto action = j.service == "containers" ? "container" : j.service;
+        if (auto err = decide(j, j.cost, verdict, action); !err.empty())
+          return err;
+        a.jobs.push_back(j);
+        op.jobs.push_back(std::move(j));
+      }
+    }
+  }
+  return {};
+}
+
 std::string agent_host::validate(const effects& fx, time_point now) const {
   for (auto& m : fx.messages) {
     if (auto err = check_agent_id(m.to))
       return "send: " + err.message();
-    if (m.payload.size() > limits_.max_message_bytes)
+    if (m.payload.size() > limits().max_message_bytes)
       return "send: message of " + std::to_string(m.payload.size()) + " bytes exceeds the limit of "
-             + std::to_string(limits_.max_message_bytes);
+             + std::to_string(limits().max_message_bytes);
   }
   for (auto& e : fx.outbox)
-    if (e.size() > limits_.max_message_bytes)
+    if (e.size() > limits().max_message_bytes)
       return "emit: event of " + std::to_string(e.size()) + " bytes exceeds the limit of "
-             + std::to_string(limits_.max_message_bytes);
+             + std::to_string(limits().max_message_bytes);
   for (auto& a : fx.alarms) {
     if (a.name.empty() || a.name.size() > max_name_bytes)
       return "alarm names are 1 to 256 bytes";
@@ -110,7 +312,7 @@ std::string agent_host::stamp_messages(std::vector<outgoing_message>& messages,
     if (auto err = keyring::stamp(e, m.to, *keys_, std::string(h.begin(), h.begin() + 16),
                                   recipient ? &*recipient : nullptr))
       return "send: " + err.message();
-    op.messages.push_back({std::move(m.to), std::move(e), limits_.inbox_limit});
+    op.messages.push_back({std::move(m.to), std::move(e), limits().inbox_limit});
   }
   return {};
 }
@@ -157,14 +359,30 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   std::vector<std::string> signed_notes;
   if (entry.corrupt) {
     failure = "inbox record " + std::to_string(entry.seq) + " is corrupt: " + entry.payload;
-    a.attempt = limits_.max_attempts;  // no point retrying bytes that do not decode
+    a.attempt = limits().max_attempts;  // no point retrying bytes that do not decode
   } else if (refusal) {
     failure = refusal->error;
     a.refused = refusal->reason;
-    a.attempt = limits_.max_attempts;  // a bad envelope does not get better
+    a.attempt = limits().max_attempts;  // a bad envelope does not get better
   } else {
     auto trig = (opened ? *opened : entry).to_trigger(a.attempt);
     context ctx{meta_.id, meta_.config, trig, *agent_, this};
+    ctx.set_job_prefix("j" + std::to_string(rec.index));
+    if (trig.kind == trigger_kind::ctl && trig.payload.starts_with("{\"submit\"")) {
+      // A job written to compute/new or containers/new from outside: staged
+      // here, so the gate's decision is in this tick's trajectory record.
+      boost::system::error_code ec;
+      auto v = json::parse(trig.payload, ec);
+      auto* sub = !ec && v.is_object() ? v.as_object().if_contains("submit") : nullptr;
+      auto* svc = sub && sub->is_object() ? sub->as_object().if_contains("service") : nullptr;
+      auto* req = sub && sub->is_object() ? sub->as_object().if_contains("request") : nullptr;
+      if (svc && svc->is_string() && req && req->is_string()) {
+        if (svc->as_string() == "compute")
+          ctx.compute(std::string{req->as_string()});
+        else if (svc->as_string() == "containers")
+          ctx.run_container(std::string{req->as_string()});
+      }
+    }
     if (auto g = goal_change::from(trig)) {
       // Goals change only in ticks: apply the outside edit in this one.
       if (g->value)
@@ -200,7 +418,17 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
       else
         failure = note.error_value().message();
     }
+    if (!failure) {
+      auto err = stage_services(fx, signed_notes, trig, rec, a);
+      if (!err.empty())
+        failure = err;
+    }
   }
+  if (throttled_) {
+    rec.limits.push_back("ticks_per_minute");
+    throttled_ = false;
+  }
+  auto& lim = limits();
 
   auto next = meta_;
   next.trajectory_next = meta_.trajectory_next + 1;
@@ -208,8 +436,16 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   op.trajectory_index = rec.index;
   rec.logs = std::move(fx.logs);
 
+  std::string bytes;
   if (!failure) {
-    auto bytes = agent_->save_state();
+    bytes = agent_->save_state();
+    if (lim.max_state_bytes != 0 && bytes.size() > lim.max_state_bytes) {
+      failure = "state of " + std::to_string(bytes.size()) + " bytes exceeds the limit of "
+                + std::to_string(lim.max_state_bytes) + " (max_state_bytes)";
+      rec.limits.push_back("state_size");
+    }
+  }
+  if (!failure) {
     rec.effects.state_bytes = bytes.size();
     rec.effects.state_changed = bytes != committed_state_;
     rec.state_hash = rec.effects.state_changed ? storage::blake2b(bytes) : committed_hash_;
@@ -224,6 +460,8 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     next.summary = agent_->summary();
     a.reply = std::move(fx.reply);
     a.ws = std::move(fx.ws);
+    a.reply_deferred = fx.reply_deferred;
+    a.late_replies = std::move(fx.late_replies);
     op.consume_seq = entry.seq;
     for (auto& ev : fx.outbox)
       op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev), {}});
@@ -238,6 +476,11 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
           a.earliest_alarm = al.due;
       }
     }
+    if (lim.outbox_retention != 0 && !op.outbox.empty()
+        && next.outbox_next - 1 > lim.outbox_retention) {
+      op.outbox_trim_below = next.outbox_next - lim.outbox_retention;
+      rec.limits.push_back("outbox_retention");
+    }
     rec.effects.outbox = static_cast<std::uint32_t>(op.outbox.size());
     a.outbox_count = rec.effects.outbox;
     rec.effects.messages = static_cast<std::uint32_t>(op.messages.size());
@@ -250,12 +493,17 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     // Nothing the tick staged is committed; the state goes back to the last
     // committed bytes.
     op.messages.clear();
+    op.jobs.clear();
+    op.ledger.clear();
+    op.approvals.clear();
+    a.jobs.clear();
+    rec.decisions.clear();
     if (!agent_->load_state(committed_state_))
       agent_->reset_state();
     rec.state_hash = committed_hash_;
     rec.error = *failure;
     a.error = *failure;
-    if (a.attempt >= limits_.max_attempts) {
+    if (a.attempt >= limits().max_attempts) {
       a.outcome = storage::outcome::deadlettered;
       next.retry_seq = 0;
       next.retry_attempts = 0;
@@ -278,6 +526,11 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   rec.duration_ns = static_cast<std::uint64_t>(
     std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
       .count());
+  if (lim.tick_wall_time.count() > 0
+      && rec.duration_ns > static_cast<std::uint64_t>(
+           std::chrono::duration_cast<std::chrono::nanoseconds>(lim.tick_wall_time).count()))
+    rec.limits.push_back("tick_wall_time");
+  a.limits = rec.limits;
   auto record_bytes = storage::encode(rec);
   next.trajectory_head = storage::blake2b(record_bytes);
   auto sig = identity::sign(*keys_, identity::trajectory_signing_bytes(meta_.id, record_bytes));

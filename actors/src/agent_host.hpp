@@ -13,6 +13,7 @@
 #include "ticktock/runtime/agent.hpp"
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/storage/store.hpp"
+#include "gate.hpp"
 #include "keyring.hpp"
 #include "ticktock/runtime/nostr.hpp"
 
@@ -42,13 +43,24 @@ struct tick_attempt {
   /// Why the trigger was refused before the tick (bad_signature,
   /// undecryptable); empty otherwise.
   std::string refused;
+  bool reply_deferred = false;
+  std::vector<std::pair<std::uint64_t, http_reply>> late_replies;
+  /// Jobs the tick created or decided (their records as committed).
+  std::vector<storage::job_record> jobs;
+  /// Limits the attempt hit.
+  std::vector<std::string> limits;
 };
+
+/// The compute_result / container_result trigger that tells an agent how
+/// its job ended (or that it was refused).
+storage::enqueue_op result_trigger(const storage::job_record& j, time_point now);
 
 class agent_host final : public record_reader {
 public:
+  /// `gate` may be null (no services: staging a job fails the tick).
   agent_host(storage::store& store, const keyring& keys, const ticktock::clock& clock,
              storage::agent_record meta, std::unique_ptr<agent_base> agent,
-             const tick_limits& limits);
+             const tick_limits& limits, const gate* gate = nullptr);
   ~agent_host() override;
 
   /// LOAD: reads the agent's state and unseals its keys. corrupt_record if
@@ -67,6 +79,10 @@ public:
   void rolled_back();
 
   const storage::agent_record& meta() const noexcept { return meta_; }
+  /// The limits in force for this agent (its own over the node's).
+  const tick_limits& limits() const noexcept;
+  /// The next attempt waited for the ticks_per_minute limit.
+  void mark_throttled() noexcept { throttled_ = true; }
   const std::string& id() const noexcept { return meta_.id; }
 
   // record_reader
@@ -83,6 +99,11 @@ private:
   /// Signs (and encrypts where asked) the tick's messages into `op`.
   std::string stamp_messages(std::vector<outgoing_message>& messages, std::uint64_t index,
                              storage::tick_op& op) const;
+  /// The policy gate and the budget for the tick's jobs, Nostr notes and an
+  /// approval decision; stages jobs, ledger changes, approvals and result
+  /// triggers into `a.op`. Returns a failure, or empty.
+  std::string stage_services(effects& fx, std::vector<std::string>& notes, const trigger& trig,
+                             storage::trajectory_record& rec, tick_attempt& a) const;
 
   storage::store& store_;
   const keyring& keyring_;
@@ -91,7 +112,11 @@ private:
   const ticktock::clock& clock_;
   storage::agent_record meta_;
   std::unique_ptr<agent_base> agent_;
-  const tick_limits& limits_;  // owned by the node or harness options
+  const tick_limits& base_limits_;  // owned by the node or harness options
+  const gate* gate_;
+  mutable tick_limits limits_;
+  mutable std::uint64_t limits_version_ = ~std::uint64_t{0};
+  bool throttled_ = false;
   std::string committed_state_;
   storage::hash256 committed_hash_{};
 };

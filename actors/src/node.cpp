@@ -69,6 +69,21 @@ void node_core::sweep_loop() {
   }
 }
 
+void node_core::limit_hit(const std::string& agent, const std::string& limit,
+                          std::optional<time_point> throttled_until) {
+  {
+    std::lock_guard<std::mutex> guard{limits_mtx};
+    auto& st = limit_states[agent];
+    ++st.hits[limit];
+    if (throttled_until)
+      st.throttled_until = *throttled_until;
+  }
+  if (limit == "ticks_per_minute") {
+    std::lock_guard<std::mutex> guard{metrics_mtx};
+    ++metrics.throttled;
+  }
+}
+
 void node_core::notify(const tick_event& ev) {
   {
     std::lock_guard<std::mutex> guard{metrics_mtx};
@@ -77,6 +92,22 @@ void node_core::notify(const tick_event& ev) {
       case storage::outcome::ok: ++m.ticks_ok; break;
       case storage::outcome::failed: ++m.ticks_failed; break;
       case storage::outcome::deadlettered: ++m.deadlettered; break;
+    }
+    for (auto& l : ev.limits) {
+      if (l == "tick_wall_time")
+        ++m.slow_ticks;
+      else if (l == "state_size")
+        ++m.state_too_large;
+      else if (l == "outbox_retention")
+        ++m.outbox_trimmed;
+    }
+    for (auto& j : ev.jobs) {
+      if (j.status == "denied")
+        ++m.decisions_deny;
+      else if (j.status == "awaiting_approval")
+        ++m.decisions_approval;
+      else
+        ++m.decisions_allow;
     }
     if (ev.refused == "bad_signature")
       ++m.bad_signatures;
@@ -140,6 +171,7 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   if (!master)
     return master.error_value();
   core->keys = std::make_unique<detail::keyring>(*core->store, std::move(*master));
+  core->gate = std::make_unique<detail::gate>(*core->store, core->options);
 
   core->caf_config = std::make_unique<caf::actor_system_config>();
   auto threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -197,6 +229,9 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
     base);
   core->alarms->start();
 
+  core->services = std::make_unique<detail::service_runner>(*core);
+  core->services->reconcile();
+
   for (auto& id : with_inbox)
     core->dir->wake(id);
   core->sweeper = std::thread([raw] { raw->sweep_loop(); });
@@ -216,6 +251,8 @@ void node::shutdown() {
   core_->dir->close();
   for (auto& a : core_->dir->resident_actors())
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  if (core_->services)
+    core_->services->stop();  // running jobs end as cancelled, reservations released
   core_->commits->stop();
   core_->system.reset();
   core_->caf_config.reset();
@@ -277,6 +314,9 @@ error node::terminate(const std::string& id) {
   if (r.err)
     return r.err;
   core_->keys->forget(id);
+  for (auto& key : {detail::setting::agent_policy(id, "compute"),
+                    detail::setting::agent_policy(id, "containers"), detail::setting::agent_limits(id)})
+    core_->gate->install(key, std::nullopt);
   if (auto actor = core_->dir->remove(id))
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   core_->consumed(static_cast<std::int64_t>(depth));
@@ -638,6 +678,13 @@ expected<agent_status> node::status(const std::string& id) const {
   if (v->errored || !s.error.empty())
     s.state = agent_state::errored;
   s.queue_depth = core_->store->inbox_depth(id);
+  {
+    std::lock_guard<std::mutex> guard{core_->limits_mtx};
+    if (auto i = core_->limit_states.find(id); i != core_->limit_states.end()) {
+      s.throttled_until = i->second.throttled_until;
+      s.limits_hit = i->second.hits;
+    }
+  }
   return s;
 }
 
@@ -748,6 +795,282 @@ void node::remove_tick_observer(std::uint64_t id) {
   auto& obs = core_->observers;
   obs.erase(std::remove_if(obs.begin(), obs.end(), [id](auto& o) { return o.first == id; }),
             obs.end());
+}
+
+// -- budgets, services, policy -------------------------------------------------
+
+expected<storage::ledger_record> node::wallet(const std::string& id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  auto l = core_->store->get_ledger(id);
+  if (l)
+    l->roll(core_->clock->now());
+  return l;
+}
+
+expected<std::vector<storage::ledger_entry>> node::wallet_history(const std::string& id,
+                                                                  std::uint64_t from,
+                                                                  std::size_t limit) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->read_ledger_history(id, from, limit);
+}
+
+error node::set_budget(const std::string& id, std::uint64_t total, std::uint64_t day,
+                       std::uint64_t month) {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  storage::service_op op;
+  storage::ledger_change c;
+  c.agent = id;
+  c.what = storage::ledger_change::kind::limits;
+  c.time = core_->clock->now();
+  c.limit_total = total;
+  c.limit_day = day;
+  c.limit_month = month;
+  c.reason = "total=" + std::to_string(total) + " day=" + std::to_string(day)
+             + " month=" + std::to_string(month);
+  op.ledger.push_back(std::move(c));
+  return commit_and_wait(*core_, std::move(op)).err;
+}
+
+expected<storage::job_record> node::submit_job(const std::string& id, const std::string& service,
+                                               std::string request,
+                                               std::chrono::milliseconds timeout) {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  // Malformed requests are refused here, before they reach a tick.
+  job_request probe{"probe", service, request};
+  auto as = core_->gate->assess(id, probe);
+  if (!as.error.empty())
+    return error{errc::invalid_argument, as.error};
+  struct waiter {
+    std::mutex mtx;
+    std::condition_variable cv;
+    std::map<std::uint64_t, tick_event> events;
+  };
+  auto w = std::make_shared<waiter>();
+  auto obs = add_tick_observer([w, id](const tick_event& ev) {
+    if (ev.agent != id || ev.kind != trigger_kind::ctl || ev.outcome == storage::outcome::failed)
+      return;
+    std::lock_guard<std::mutex> guard{w->mtx};
+    if (w->events.size() < 1024)
+      w->events.emplace(ev.trigger_seq, ev);
+    w->cv.notify_all();
+  });
+  std::string payload = "{\"submit\":{\"service\":\"" + service + "\",\"request\":\"";
+  for (unsigned char ch : request) {
+    // a JSON string of the request
+    static const char* hex = "0123456789abcdef";
+    if (ch == '"' || ch == '\\') {
+      payload += '\\';
+      payload += static_cast<char>(ch);
+    } else if (ch < 0x20) {
+      payload += "\\u00";
+      payload += hex[ch >> 4];
+      payload += hex[ch & 15];
+    } else {
+      payload += static_cast<char>(ch);
+    }
+  }
+  payload += "\"}}";
+  send_options opts;
+  opts.kind = trigger_kind::ctl;
+  auto sent = send(id, std::move(payload), opts);
+  if (!sent) {
+    remove_tick_observer(obs);
+    return sent.error_value();
+  }
+  std::optional<tick_event> ev;
+  {
+    std::unique_lock<std::mutex> lock{w->mtx};
+    w->cv.wait_for(lock, timeout, [&] { return w->events.count(sent->seq) > 0; });
+    if (auto i = w->events.find(sent->seq); i != w->events.end())
+      ev = i->second;
+  }
+  remove_tick_observer(obs);
+  if (!ev)
+    return error{errc::timeout, "the agent did not take the job within the timeout; it stays in "
+                                "its inbox (seq " + std::to_string(sent->seq) + ")"};
+  if (ev->outcome == storage::outcome::deadlettered)
+    return error{errc::tick_failed, ev->error};
+  for (auto& j : ev->jobs)
+    if (j.service == service)
+      return j;
+  return error{errc::tick_failed, "the tick staged no job"};
+}
+
+expected<std::optional<storage::job_record>> node::job(const std::string& id,
+                                                       const std::string& job_id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->get_job(id, job_id);
+}
+
+expected<std::vector<storage::job_record>> node::jobs(const std::string& id,
+                                                      const std::string& service) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->store->list_jobs(id, service);
+}
+
+expected<bool> node::cancel_job(const std::string& id, const std::string& job_id) {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->services->cancel(id, job_id);
+}
+
+expected<std::vector<std::string>> node::job_output(const std::string& id, const std::string& job_id,
+                                                    std::size_t from, bool& done) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  bool known = false;
+  auto out = core_->services->output(id, job_id, from, known, done);
+  if (known)
+    return out;
+  auto j = core_->store->get_job(id, job_id);
+  if (!j)
+    return j.error_value();
+  if (!*j)
+    return error{errc::not_found, "no job '" + job_id + "' of agent '" + id + "'"};
+  done = !(*j)->open();
+  return std::vector<std::string>{};
+}
+
+std::vector<std::string> node::compute_providers() const { return core_->services->providers(); }
+
+std::vector<storage::approval_record> node::approvals(const std::string& status) const {
+  return core_->store->list_approvals(status);
+}
+
+expected<storage::approval_record> node::approval(const std::string& approval_id) const {
+  auto a = core_->store->get_approval(approval_id);
+  if (!a)
+    return a.error_value();
+  if (!*a)
+    return error{errc::not_found, "no approval '" + approval_id + "'"};
+  return std::move(**a);
+}
+
+expected<storage::approval_record> node::decide(const std::string& approval_id, bool approve,
+                                                std::string note) {
+  static std::mutex decide_mtx;  // one decision at a time: no double decisions
+  std::lock_guard<std::mutex> guard{decide_mtx};
+  auto a = approval(approval_id);
+  if (!a)
+    return a;
+  if (a->status != "pending")
+    return error{errc::already_exists, "approval '" + approval_id + "' was " + a->status
+                                         + " already"};
+  auto now = core_->clock->now();
+  a->status = approve ? "approved" : "denied";
+  a->decided = now;
+  a->note = std::move(note);
+  storage::service_op op;
+  op.approvals.push_back(*a);
+  storage::inbox_entry e;
+  e.kind = trigger_kind::approval_decision;
+  e.time = now;
+  std::string esc;
+  for (char ch : a->note)
+    if (ch == '"' || ch == '\\')
+      esc += std::string{"\\"} + ch;
+    else if (static_cast<unsigned char>(ch) >= 0x20)
+      esc += ch;
+  e.payload = "{\"approval\":\"" + a->id + "\",\"job\":\"" + a->job + "\",\"action\":\""
+              + a->action + "\",\"decision\":\"" + a->status + "\",\"note\":\"" + esc + "\"}";
+  e.idempotency_key = "approval:" + a->id;
+  op.triggers.push_back({a->agent, std::move(e), 0});
+  {
+    std::lock_guard<std::mutex> idle{core_->idle_mtx};
+    ++core_->outstanding;
+  }
+  auto r = commit_and_wait(*core_, std::move(op), [this](storage::op_result& r) {
+    if (!r.err)
+      core_->deliver(r);
+  });
+  core_->consumed(1);
+  if (r.err)
+    return r.err;
+  return *a;
+}
+
+error node::set_kill_switch(bool engaged) {
+  auto key = std::string{detail::setting::kill_switch};
+  storage::service_op op;
+  op.settings.emplace_back(key, engaged ? "1" : "0");
+  auto r = commit_and_wait(*core_, std::move(op));
+  if (r.err)
+    return r.err;
+  core_->gate->install(key, engaged ? "1" : "0");
+  if (engaged)
+    core_->services->cancel_all("kill_switch");
+  return {};
+}
+
+bool node::kill_switch() const { return core_->gate->killed(); }
+
+namespace {
+
+// "policy/<agent>/<service>" or "limits/<agent>": the agent named, if any.
+std::optional<std::string> setting_agent(const std::string& key) {
+  if (key.starts_with("limits/"))
+    return key.substr(7);
+  if (key.starts_with("policy/")) {
+    auto rest = key.substr(7);
+    auto slash = rest.rfind('/');
+    if (slash == std::string::npos)
+      return rest;
+    return rest.substr(0, slash);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+expected<std::string> node::setting(const std::string& key) const {
+  if (auto agent = setting_agent(key))
+    if (auto ok = checked(*agent); !ok)
+      return ok.error_value();
+  auto v = core_->gate->get(key);
+  if (!v)
+    return error{errc::not_found, "'" + key + "' is not set"};
+  return *v;
+}
+
+error node::set_setting(const std::string& key, std::string_view value) {
+  if (auto agent = setting_agent(key)) {
+    if (auto ok = checked(*agent); !ok)
+      return ok.error_value();
+    if (key.starts_with("policy/") && key != detail::setting::agent_policy(*agent, "compute")
+        && key != detail::setting::agent_policy(*agent, "containers"))
+      return error{errc::invalid_argument, "policies are per service: compute or containers"};
+  }
+  auto canonical = core_->gate->validate(key, value);
+  if (!canonical)
+    return canonical.error_value();
+  storage::service_op op;
+  op.settings.emplace_back(key, *canonical);
+  auto r = commit_and_wait(*core_, std::move(op));
+  if (r.err)
+    return r.err;
+  core_->gate->install(key, *canonical);
+  return {};
+}
+
+expected<tick_limits> node::limits(const std::string& id) const {
+  auto ok = checked(id);
+  if (!ok)
+    return ok.error_value();
+  return core_->gate->limits_for(id);
 }
 
 node_metrics node::metrics() const {

@@ -12,12 +12,16 @@
 #include <mutex>
 #include <set>
 #include <shared_mutex>
+#include <map>
 #include <thread>
+#include <unordered_map>
 
 #include "committer.hpp"
 #include "directory.hpp"
+#include "gate.hpp"
 #include "keyring.hpp"
 #include "scheduler.hpp"
+#include "services.hpp"
 #include "ticktock/actors/options.hpp"
 #include "ticktock/runtime/registry.hpp"
 #include "ticktock/storage/store.hpp"
@@ -33,6 +37,8 @@ struct node_core {
   std::unique_ptr<committer> commits;
   std::unique_ptr<directory> dir;
   std::unique_ptr<scheduler> alarms;
+  std::unique_ptr<detail::gate> gate;
+  std::unique_ptr<service_runner> services;
   std::unique_ptr<caf::actor_system_config> caf_config;
   std::unique_ptr<caf::actor_system> system;
   std::atomic<bool> closing{false};
@@ -56,6 +62,16 @@ struct node_core {
   std::shared_mutex observer_mtx;
   std::vector<std::pair<std::uint64_t, std::function<void(const tick_event&)>>> observers;
   std::uint64_t next_observer = 1;
+
+  // Limits agents hit in this process (for status): throttling and counts.
+  struct limit_state {
+    time_point throttled_until{};
+    std::map<std::string, std::uint64_t> hits;
+  };
+  std::mutex limits_mtx;
+  std::unordered_map<std::string, limit_state> limit_states;
+  void limit_hit(const std::string& agent, const std::string& limit,
+                 std::optional<time_point> throttled_until = std::nullopt);
 
   // Metrics, updated after every committed attempt.
   std::mutex metrics_mtx;

@@ -82,6 +82,19 @@ struct TrajectoryRecord {
   stateHash @11 :Data;         # BLAKE2b-256 of the state bytes after the tick
   prevHash @12 :Data;          # BLAKE2b-256 of the previous record's bytes
   logs @13 :List(Text);
+  decisions @14 :List(Decision);  # policy-gate decisions the tick made (docs/policy.md)
+  limits @15 :List(Text);         # limits the tick hit: ticks_per_minute, tick_wall_time,
+                                  # state_size, outbox_retention
+}
+
+# One decision of the policy gate about an effect that leaves the runtime.
+struct Decision {
+  action @0 :Text;             # compute | container | http | nostr_publish
+  job @1 :Text;                # the job (or session) id
+  decision @2 :Text;           # allow | deny | require_approval
+  reason @3 :Text;             # a reason code, e.g. budget_exceeded, kill_switch
+  cost @4 :UInt64;             # micro-USD reserved (allow) or asked for
+  destination @5 :Text;
 }
 
 # The stored value of a trajectory entry: the record's bytes and the agent's
@@ -131,4 +144,65 @@ struct BundleEntry {
   column @0 :Text;             # column family name
   key @1 :Data;
   value @2 :Data;
+}
+
+# An agent's budget ledger in micro-USD (column family `ledger`, key "b" + id).
+struct Ledger {
+  limitTotal @0 :UInt64;       # 0: no limit
+  limitDay @1 :UInt64;
+  limitMonth @2 :UInt64;
+  spentTotal @3 :UInt64;
+  spentDay @4 :UInt64;         # spent in UTC day `day`
+  spentMonth @5 :UInt64;       # spent in UTC month `month`
+  reserved @6 :UInt64;         # held by open reservations
+  day @7 :Int64;               # days since 1970-01-01
+  month @8 :Int64;             # year * 12 + month - 1
+  historyNext @9 :UInt64;      # seq of the next LedgerEntry
+  computeSpent @10 :UInt64;
+  computeReserved @11 :UInt64;
+  containersSpent @12 :UInt64;
+  containersReserved @13 :UInt64;
+}
+
+# One line of an agent's ledger history (key "h" + id + NUL + be64 seq).
+struct LedgerEntry {
+  timeUs @0 :Int64;
+  kind @1 :Text;               # reserve | settle | release | deny | limits
+  service @2 :Text;            # compute | containers, or empty
+  job @3 :Text;
+  amount @4 :UInt64;           # micro-USD
+  reason @5 :Text;
+}
+
+# A compute job or container session (key "j" + id + NUL + job id).
+struct Job {
+  id @0 :Text;
+  agent @1 :Text;
+  service @2 :Text;            # compute | containers | nostr_publish
+  status @3 :Text;             # awaiting_approval | queued | done | failed | denied | cancelled
+  request @4 :Text;            # JSON
+  result @5 :Text;             # JSON, once finished
+  error @6 :Text;              # a reason or failure code
+  errorMessage @7 :Text;
+  reserved @8 :UInt64;         # micro-USD held while it runs
+  cost @9 :UInt64;             # micro-USD settled
+  createdUs @10 :Int64;
+  finishedUs @11 :Int64;
+  approval @12 :Text;          # the approval id, if one was asked for
+  destination @13 :Text;       # provider/model, program, relays
+}
+
+# An action parked by the policy gate (column family `approvals`, key: id).
+struct Approval {
+  id @0 :Text;
+  agent @1 :Text;
+  job @2 :Text;
+  action @3 :Text;
+  destination @4 :Text;
+  cost @5 :UInt64;
+  reason @6 :Text;
+  status @7 :Text;             # pending | approved | denied
+  createdUs @8 :Int64;
+  decidedUs @9 :Int64;
+  note @10 :Text;
 }

@@ -9,6 +9,8 @@
 #include <sodium.h>
 
 #include <array>
+#include <chrono>
+#include <algorithm>
 #include <bit>
 #include <optional>
 #include <cstring>
@@ -326,6 +328,24 @@ std::string encode(const trajectory_record& r) {
     for (unsigned i = 0; i < r.logs.size(); ++i)
       logs.set(i, r.logs[i]);
   }
+  if (!r.decisions.empty()) {
+    auto list = b.initDecisions(static_cast<unsigned>(r.decisions.size()));
+    for (unsigned i = 0; i < r.decisions.size(); ++i) {
+      auto& d = r.decisions[i];
+      list[i].setAction(d.action);
+      list[i].setJob(d.job);
+      list[i].setDecision(d.decision);
+      list[i].setReason(d.reason);
+      list[i].setCost(d.cost);
+      if (!d.destination.empty())
+        list[i].setDestination(d.destination);
+    }
+  }
+  if (!r.limits.empty()) {
+    auto list = b.initLimits(static_cast<unsigned>(r.limits.size()));
+    for (unsigned i = 0; i < r.limits.size(); ++i)
+      list.set(i, r.limits[i]);
+  }
   return finish(msg);
 }
 
@@ -347,6 +367,12 @@ expected<trajectory_record> decode_trajectory(std::string_view bytes) {
                  fx.getGoals(),      fx.getMemory()};
     for (auto l : m.getLogs())
       r.logs.push_back(to_string(l));
+    for (auto d : m.getDecisions())
+      r.decisions.push_back({to_string(d.getAction()), to_string(d.getJob()),
+                             to_string(d.getDecision()), to_string(d.getReason()), d.getCost(),
+                             to_string(d.getDestination())});
+    for (auto l : m.getLimits())
+      r.limits.push_back(to_string(l));
     bool ok = to_hash(m.getTriggerDigest(), r.trigger_digest)
               && to_hash(m.getStateHash(), r.state_hash) && to_hash(m.getPrevHash(), r.prev_hash)
               && static_cast<std::uint16_t>(m.getOutcome()) <= 2;
@@ -477,6 +503,229 @@ expected<deadletter_entry> decode_deadletter(std::string_view bytes) {
     r->entry.corrupt = true;
   }
   r->entry.seq = r->seq;
+  return r;
+}
+
+// -- budgets, jobs, approvals -------------------------------------------------
+
+namespace {
+
+// Days since the epoch and year*12+month-1 of a UTC instant.
+std::int64_t utc_day(time_point t) {
+  auto us = t.time_since_epoch().count();
+  auto d = us / 86'400'000'000LL;
+  return us < 0 && us % 86'400'000'000LL ? d - 1 : d;
+}
+std::int64_t utc_month(time_point t) {
+  std::chrono::sys_days days{std::chrono::days{utc_day(t)}};
+  std::chrono::year_month_day ymd{days};
+  return static_cast<int>(ymd.year()) * 12LL + static_cast<unsigned>(ymd.month()) - 1;
+}
+
+}  // namespace
+
+void ledger_record::roll(time_point now) {
+  auto d = utc_day(now);
+  if (d != day) {
+    day = d;
+    spent_day = 0;
+  }
+  auto m = utc_month(now);
+  if (m != month) {
+    month = m;
+    spent_month = 0;
+  }
+}
+
+std::string ledger_record::check(std::uint64_t amount, time_point now) const {
+  auto copy = *this;
+  copy.roll(now);
+  auto over = [&](const char* name, std::uint64_t limit, std::uint64_t spent) -> std::string {
+    if (limit == 0)
+      return {};
+    // spent + reserved + amount > limit, without overflow
+    std::uint64_t used = spent + copy.reserved;
+    if (used < spent || used > limit || amount > limit - used)
+      return std::string{name} + " limit of " + std::to_string(limit) + " micro-USD: "
+             + std::to_string(spent) + " spent, " + std::to_string(copy.reserved) + " reserved, "
+             + std::to_string(amount) + " asked";
+    return {};
+  };
+  for (auto r : {over("total", copy.limit_total, copy.spent_total),
+                 over("monthly", copy.limit_month, copy.spent_month),
+                 over("daily", copy.limit_day, copy.spent_day)})
+    if (!r.empty())
+      return r;
+  return {};
+}
+
+std::uint64_t ledger_record::available(time_point now) const {
+  auto copy = *this;
+  copy.roll(now);
+  std::uint64_t best = UINT64_MAX;
+  auto left = [&](std::uint64_t limit, std::uint64_t spent) {
+    if (limit == 0)
+      return;
+    std::uint64_t used = spent + copy.reserved;
+    best = std::min(best, used < spent || used >= limit ? 0 : limit - used);
+  };
+  left(copy.limit_total, copy.spent_total);
+  left(copy.limit_month, copy.spent_month);
+  left(copy.limit_day, copy.spent_day);
+  return best;
+}
+
+std::string encode(const ledger_record& r) {
+  capnp::MallocMessageBuilder msg{32};
+  auto b = msg.initRoot<s::Ledger>();
+  b.setLimitTotal(r.limit_total);
+  b.setLimitDay(r.limit_day);
+  b.setLimitMonth(r.limit_month);
+  b.setSpentTotal(r.spent_total);
+  b.setSpentDay(r.spent_day);
+  b.setSpentMonth(r.spent_month);
+  b.setReserved(r.reserved);
+  b.setDay(r.day);
+  b.setMonth(r.month);
+  b.setHistoryNext(r.history_next);
+  b.setComputeSpent(r.compute_spent);
+  b.setComputeReserved(r.compute_reserved);
+  b.setContainersSpent(r.containers_spent);
+  b.setContainersReserved(r.containers_reserved);
+  return finish(msg);
+}
+
+expected<ledger_record> decode_ledger(std::string_view bytes) {
+  return decode_message<s::Ledger>("ledger", bytes, [](s::Ledger::Reader m) {
+    ledger_record r;
+    r.limit_total = m.getLimitTotal();
+    r.limit_day = m.getLimitDay();
+    r.limit_month = m.getLimitMonth();
+    r.spent_total = m.getSpentTotal();
+    r.spent_day = m.getSpentDay();
+    r.spent_month = m.getSpentMonth();
+    r.reserved = m.getReserved();
+    r.day = m.getDay();
+    r.month = m.getMonth();
+    r.history_next = m.getHistoryNext();
+    r.compute_spent = m.getComputeSpent();
+    r.compute_reserved = m.getComputeReserved();
+    r.containers_spent = m.getContainersSpent();
+    r.containers_reserved = m.getContainersReserved();
+    return r;
+  });
+}
+
+std::string encode(const ledger_entry& e) {
+  capnp::MallocMessageBuilder msg{32};
+  auto b = msg.initRoot<s::LedgerEntry>();
+  b.setTimeUs(to_us(e.time));
+  b.setKind(e.kind);
+  b.setService(e.service);
+  b.setJob(e.job);
+  b.setAmount(e.amount);
+  b.setReason(e.reason);
+  return finish(msg);
+}
+
+expected<ledger_entry> decode_ledger_entry(std::string_view bytes) {
+  return decode_message<s::LedgerEntry>("ledger entry", bytes, [](s::LedgerEntry::Reader m) {
+    ledger_entry e;
+    e.time = from_us(m.getTimeUs());
+    e.kind = to_string(m.getKind());
+    e.service = to_string(m.getService());
+    e.job = to_string(m.getJob());
+    e.amount = m.getAmount();
+    e.reason = to_string(m.getReason());
+    return e;
+  });
+}
+
+std::string encode(const job_record& j) {
+  capnp::MallocMessageBuilder msg{static_cast<capnp::uint>(32 + (j.request.size() + j.result.size()) / 8)};
+  auto b = msg.initRoot<s::Job>();
+  b.setId(j.id);
+  b.setAgent(j.agent);
+  b.setService(j.service);
+  b.setStatus(j.status);
+  b.setRequest(j.request);
+  if (!j.result.empty())
+    b.setResult(j.result);
+  if (!j.error.empty())
+    b.setError(j.error);
+  if (!j.error_message.empty())
+    b.setErrorMessage(j.error_message);
+  b.setReserved(j.reserved);
+  b.setCost(j.cost);
+  b.setCreatedUs(to_us(j.created));
+  b.setFinishedUs(to_us(j.finished));
+  if (!j.approval.empty())
+    b.setApproval(j.approval);
+  if (!j.destination.empty())
+    b.setDestination(j.destination);
+  return finish(msg);
+}
+
+expected<job_record> decode_job(std::string_view bytes) {
+  auto r = decode_message<s::Job>("job", bytes, [](s::Job::Reader m) {
+    job_record j;
+    j.id = to_string(m.getId());
+    j.agent = to_string(m.getAgent());
+    j.service = to_string(m.getService());
+    j.status = to_string(m.getStatus());
+    j.request = to_string(m.getRequest());
+    j.result = to_string(m.getResult());
+    j.error = to_string(m.getError());
+    j.error_message = to_string(m.getErrorMessage());
+    j.reserved = m.getReserved();
+    j.cost = m.getCost();
+    j.created = from_us(m.getCreatedUs());
+    j.finished = from_us(m.getFinishedUs());
+    j.approval = to_string(m.getApproval());
+    j.destination = to_string(m.getDestination());
+    return j;
+  });
+  if (r && (r->id.empty() || r->agent.empty()))
+    return corrupt("job", "missing id or agent");
+  return r;
+}
+
+std::string encode(const approval_record& a) {
+  capnp::MallocMessageBuilder msg{32};
+  auto b = msg.initRoot<s::Approval>();
+  b.setId(a.id);
+  b.setAgent(a.agent);
+  b.setJob(a.job);
+  b.setAction(a.action);
+  b.setDestination(a.destination);
+  b.setCost(a.cost);
+  b.setReason(a.reason);
+  b.setStatus(a.status);
+  b.setCreatedUs(to_us(a.created));
+  b.setDecidedUs(to_us(a.decided));
+  if (!a.note.empty())
+    b.setNote(a.note);
+  return finish(msg);
+}
+
+expected<approval_record> decode_approval(std::string_view bytes) {
+  auto r = decode_message<s::Approval>("approval", bytes, [](s::Approval::Reader m) {
+    approval_record a;
+    a.id = to_string(m.getId());
+    a.agent = to_string(m.getAgent());
+    a.job = to_string(m.getJob());
+    a.action = to_string(m.getAction());
+    a.destination = to_string(m.getDestination());
+    a.cost = m.getCost();
+    a.reason = to_string(m.getReason());
+    a.status = to_string(m.getStatus());
+    a.created = from_us(m.getCreatedUs());
+    a.decided = from_us(m.getDecidedUs());
+    a.note = to_string(m.getNote());
+    return a;
+  });
+  if (r && (r->id.empty() || r->agent.empty()))
+    return corrupt("approval", "missing id or agent");
   return r;
 }
 

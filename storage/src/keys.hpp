@@ -66,6 +66,30 @@ inline std::string memory(std::string_view id, std::string_view space, std::stri
   return k;
 }
 
+// -- ledger column family: per agent, so terminate and export cover it ------
+
+inline std::string ledger(std::string_view id) { return prefix(id) + "b"; }
+inline std::string ledger_history(std::string_view id, std::uint64_t n) {
+  auto k = prefix(id) + "h";
+  put_be64(k, n);
+  return k;
+}
+inline std::string ledger_history_prefix(std::string_view id) { return prefix(id) + "h"; }
+inline std::string job(std::string_view id, std::string_view job) {
+  return prefix(id) + "j" + std::string{job};
+}
+inline std::string job_prefix(std::string_view id) { return prefix(id) + "j"; }
+
+// -- approvals column family: "<agent>\0<approval id>", with an index in meta
+
+inline std::string approval(std::string_view agent, std::string_view id) {
+  return prefix(agent) + std::string{id};
+}
+/// meta: approval id -> agent id.
+inline std::string approval_index(std::string_view id) { return "a" + std::string{id}; }
+/// meta: node-wide settings (kill switch, policies, prices, limits).
+inline std::string setting(std::string_view name) { return "s" + std::string{name}; }
+
 // -- alarms column family: due-time order plus a per-agent index ------------
 
 inline std::string alarm_due(time_point due, std::string_view id, std::string_view name) {

@@ -98,7 +98,8 @@ __int128 periods_between(time_point due, time_point now, duration period) {
 }  // namespace
 
 bool is_exclusive(const write_op& op) noexcept {
-  return !std::holds_alternative<enqueue_op>(op) && !std::holds_alternative<tick_op>(op);
+  return !std::holds_alternative<enqueue_op>(op) && !std::holds_alternative<tick_op>(op)
+         && !std::holds_alternative<service_op>(op);
 }
 
 // Version of the record layout; see docs/storage-format.md. 2: signed
@@ -445,6 +446,99 @@ private:
       for (auto& d : sub.delivered)
         r.delivered.push_back(std::move(d));
     }
+    if (op.outbox_trim_below > 0)
+      batch_.DeleteRange(s_.cf(cf_outbox), keys::seq(id, 0), keys::seq(id, op.outbox_trim_below));
+    services(op.jobs, op.ledger, op.approvals);
+  }
+
+  // -- services: jobs, ledgers, approvals, settings -------------------------
+
+  void services(std::vector<job_record>& jobs, std::vector<ledger_change>& ledger,
+                std::vector<approval_record>& approvals) {
+    for (auto& j : jobs)
+      put(cf_ledger, keys::job(j.agent, j.id), encode(j));
+    for (auto& c : ledger)
+      change_ledger(c);
+    for (auto& a : approvals) {
+      put(cf_approvals, keys::approval(a.agent, a.id), encode(a));
+      put(cf_meta, keys::approval_index(a.id), a.agent);
+    }
+  }
+
+  void handle(service_op& op, op_result& r) {
+    for (auto* agents : {&op.jobs})
+      for (auto& j : *agents)
+        if (!ctr(j.agent)) {
+          r.err = error{errc::not_found, "no agent '" + j.agent + "'"};
+          return;
+        }
+    services(op.jobs, op.ledger, op.approvals);
+    for (auto& [k, v] : op.settings)
+      v ? put(cf_meta, keys::setting(k), *v) : del(cf_meta, keys::setting(k));
+    for (auto& t : op.triggers) {
+      op_result sub;
+      handle(t, sub);
+      for (auto& d : sub.delivered)
+        r.delivered.push_back(std::move(d));
+    }
+  }
+
+  void change_ledger(const ledger_change& c) {
+    if (!ctr(c.agent))
+      return;  // the agent is gone; so is its ledger
+    auto i = ledgers_.find(c.agent);
+    if (i == ledgers_.end()) {
+      ledger_record l;
+      if (auto v = s_.get(cf_ledger, keys::ledger(c.agent)))
+        if (auto d = decode_ledger(*v))
+          l = *d;
+      i = ledgers_.emplace(c.agent, l).first;
+    }
+    auto& l = i->second;
+    l.roll(c.time);
+    auto compute = c.service == "compute";
+    auto& svc_reserved = compute ? l.compute_reserved : l.containers_reserved;
+    auto& svc_spent = compute ? l.compute_spent : l.containers_spent;
+    auto sat_sub = [](std::uint64_t& v, std::uint64_t x) { v = x > v ? 0 : v - x; };
+    auto sat_add = [](std::uint64_t& v, std::uint64_t x) { v = v + x < v ? UINT64_MAX : v + x; };
+    auto history = [&](const char* kind, std::uint64_t amount) {
+      ledger_entry e{0, c.time, kind, c.service, c.job, amount, c.reason};
+      put(cf_ledger, keys::ledger_history(c.agent, l.history_next++), encode(e));
+    };
+    using k = ledger_change::kind;
+    switch (c.what) {
+      case k::reserve:
+        sat_add(l.reserved, c.amount);
+        sat_add(svc_reserved, c.amount);
+        history("reserve", c.amount);
+        break;
+      case k::settle: {
+        auto actual = std::min(c.actual, c.amount);  // never above the reservation
+        sat_sub(l.reserved, c.amount);
+        sat_sub(svc_reserved, c.amount);
+        for (auto* v : {&l.spent_total, &l.spent_day, &l.spent_month, &svc_spent})
+          sat_add(*v, actual);
+        history("settle", actual);
+        if (c.amount > actual)
+          history("release", c.amount - actual);
+        break;
+      }
+      case k::release:
+        sat_sub(l.reserved, c.amount);
+        sat_sub(svc_reserved, c.amount);
+        history("release", c.amount);
+        break;
+      case k::deny:
+        history("deny", c.amount);
+        break;
+      case k::limits:
+        l.limit_total = c.limit_total;
+        l.limit_day = c.limit_day;
+        l.limit_month = c.limit_month;
+        history("limits", 0);
+        break;
+    }
+    put(cf_ledger, keys::ledger(c.agent), encode(l));
   }
 
   void change_alarm(const std::string& id, const alarm_change& a) {
@@ -506,6 +600,16 @@ private:
       return true;
     });
     del(cf_meta, keys::errored(id));
+    for (auto* setting : {"policy/%/compute", "policy/%/containers", "limits/%"}) {
+      std::string k{setting};
+      k.replace(k.find('%'), 1, id);
+      del(cf_meta, keys::setting(k));
+    }
+    s_.scan(cf_approvals, keys::prefix(id), keys::prefix(id), [&](std::string_view k, std::string_view) {
+      del(cf_meta, keys::approval_index(k.substr(id.size() + 1)));
+      return true;
+    });
+    del_prefix(cf_approvals, id);
     batch_.DeleteRange(s_.cf(cf_meta), keys::idempotency_prefix(id),
                        keys::idempotency_prefix_end(id));
     scratch_[id].erased = true;
@@ -722,6 +826,7 @@ private:
   std::set<std::string> dirty_;
   std::unordered_map<std::string, std::uint64_t> pending_idem_;
   std::unordered_map<std::string, std::optional<std::string>> alarm_overlay_;
+  std::unordered_map<std::string, ledger_record> ledgers_;
 };
 
 }  // namespace
@@ -1044,6 +1149,109 @@ std::vector<deadletter_entry> store::read_deadletter(std::string_view id, std::u
     return out.size() < limit;
   });
   return out;
+}
+
+// -- budgets, jobs, approvals, settings -------------------------------------------
+
+expected<ledger_record> store::get_ledger(std::string_view id) const {
+  error err;
+  auto v = impl_->get(cf_ledger, keys::ledger(id), &err);
+  if (err)
+    return err;
+  if (!v)
+    return ledger_record{};
+  return decode_ledger(*v);
+}
+
+std::vector<ledger_entry> store::read_ledger_history(std::string_view id, std::uint64_t from_seq,
+                                                     std::size_t limit) const {
+  std::vector<ledger_entry> out;
+  auto prefix = keys::ledger_history_prefix(id);
+  impl_->scan(cf_ledger, prefix, keys::ledger_history(id, from_seq), [&](auto k, auto v) {
+    auto d = decode_ledger_entry(v);
+    ledger_entry e = d ? std::move(*d) : ledger_entry{};
+    if (!d)
+      e.kind = "corrupt_record";
+    e.seq = keys::get_be64(k.substr(prefix.size()));
+    out.push_back(std::move(e));
+    return out.size() < limit;
+  });
+  return out;
+}
+
+expected<std::optional<job_record>> store::get_job(std::string_view agent,
+                                                   std::string_view job) const {
+  error err;
+  auto v = impl_->get(cf_ledger, keys::job(agent, job), &err);
+  if (err)
+    return err;
+  if (!v)
+    return std::optional<job_record>{};
+  auto j = decode_job(*v);
+  if (!j)
+    return j.error_value();
+  return std::optional<job_record>{std::move(*j)};
+}
+
+std::vector<job_record> store::list_jobs(std::string_view agent, std::string_view service) const {
+  std::vector<job_record> out;
+  auto prefix = keys::job_prefix(agent);
+  impl_->scan(cf_ledger, prefix, prefix, [&](auto, auto v) {
+    if (auto j = decode_job(v); j && (service.empty() || j->service == service))
+      out.push_back(std::move(*j));
+    return out.size() < 100'000;
+  });
+  return out;
+}
+
+std::vector<job_record> store::open_jobs() const {
+  std::vector<job_record> out;
+  auto it = impl_->iter(cf_ledger);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    auto k = view(it->key());
+    auto nul = k.find('\0');
+    if (nul == std::string_view::npos || nul + 1 >= k.size() || k[nul + 1] != 'j')
+      continue;
+    if (auto j = decode_job(view(it->value())); j && j->status == "queued")
+      out.push_back(std::move(*j));
+  }
+  return out;
+}
+
+expected<std::optional<approval_record>> store::get_approval(std::string_view id) const {
+  error err;
+  auto agent = impl_->get(cf_meta, keys::approval_index(id), &err);
+  if (err)
+    return err;
+  if (!agent)
+    return std::optional<approval_record>{};
+  auto v = impl_->get(cf_approvals, keys::approval(*agent, id), &err);
+  if (err)
+    return err;
+  if (!v)
+    return std::optional<approval_record>{};
+  auto a = decode_approval(*v);
+  if (!a)
+    return a.error_value();
+  return std::optional<approval_record>{std::move(*a)};
+}
+
+std::vector<approval_record> store::list_approvals(std::string_view status,
+                                                   std::size_t limit) const {
+  std::vector<approval_record> out;
+  auto it = impl_->iter(cf_approvals);
+  for (it->SeekToFirst(); it->Valid(); it->Next())
+    if (auto a = decode_approval(view(it->value())); a && (status.empty() || a->status == status))
+      out.push_back(std::move(*a));
+  std::stable_sort(out.begin(), out.end(),
+                   [](auto& a, auto& b) { return a.created < b.created; });
+  if (out.size() > limit)
+    out.resize(limit);
+  return out;
+}
+
+std::optional<std::string> store::get_setting(std::string_view key) const {
+  return impl_->get(cf_meta, keys::setting(key));
 }
 
 // -- trajectory ---------------------------------------------------------------

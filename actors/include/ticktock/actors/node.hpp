@@ -138,6 +138,59 @@ public:
   /// that do not match), already_exists, storage_failure.
   expected<std::string> import_bundle(std::string bundle);
 
+  // -- budgets, services, policy (docs/compute.md, docs/policy.md) ----------
+
+  /// The agent's budget ledger in micro-USD.
+  expected<storage::ledger_record> wallet(const std::string& id) const;
+  expected<std::vector<storage::ledger_entry>> wallet_history(const std::string& id,
+                                                              std::uint64_t from = 0,
+                                                              std::size_t limit = 1000) const;
+  /// Sets the agent's budget limits (0: none), durably.
+  error set_budget(const std::string& id, std::uint64_t total, std::uint64_t day,
+                   std::uint64_t month);
+
+  /// Submits a job for the agent from outside (compute/new, containers/new):
+  /// a tick of the agent stages it through the policy gate and the budget;
+  /// returns the job as that tick left it (queued, awaiting_approval or
+  /// denied). `service` is compute or containers.
+  expected<storage::job_record> submit_job(const std::string& id, const std::string& service,
+                                           std::string request,
+                                           std::chrono::milliseconds timeout = std::chrono::seconds{30});
+  expected<std::optional<storage::job_record>> job(const std::string& id,
+                                                   const std::string& job_id) const;
+  expected<std::vector<storage::job_record>> jobs(const std::string& id,
+                                                  const std::string& service = {}) const;
+  /// Cancels a running job of the agent; false if it is not running.
+  expected<bool> cancel_job(const std::string& id, const std::string& job_id);
+  /// Output of a job from chunk `from` (stream deltas, container output);
+  /// `done` says whether it ended.
+  expected<std::vector<std::string>> job_output(const std::string& id, const std::string& job_id,
+                                                std::size_t from, bool& done) const;
+  /// Names of the compute providers.
+  std::vector<std::string> compute_providers() const;
+
+  /// Approvals with `status` (pending, approved, denied; all when empty).
+  std::vector<storage::approval_record> approvals(const std::string& status = {}) const;
+  expected<storage::approval_record> approval(const std::string& approval_id) const;
+  /// Decides a pending approval; the agent gets an `approval_decision`
+  /// trigger, whose tick starts (or refuses) the parked job. Errors:
+  /// not_found, conflict when it was decided before.
+  expected<storage::approval_record> decide(const std::string& approval_id, bool approve,
+                                            std::string note = {});
+
+  /// The kill switch: engaged, every effect that leaves the runtime is
+  /// denied and running jobs are cancelled, at once. Durable.
+  error set_kill_switch(bool engaged);
+  bool kill_switch() const;
+
+  /// A node setting: "policy" (global), "policy/<agent>/compute",
+  /// "policy/<agent>/containers", "prices", "limits/<agent>". Malformed
+  /// values are refused (invalid_argument) and the old value stays.
+  expected<std::string> setting(const std::string& key) const;
+  error set_setting(const std::string& key, std::string_view value);
+  /// The limits in force for an agent.
+  expected<tick_limits> limits(const std::string& id) const;
+
   // -- inspection ------------------------------------------------------------
 
   expected<agent_status> status(const std::string& id) const;

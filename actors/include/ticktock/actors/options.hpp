@@ -6,10 +6,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
 #include "ticktock/runtime/clock.hpp"
+#include "ticktock/runtime/compute.hpp"
+#include "ticktock/runtime/sandbox.hpp"
 #include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/trigger.hpp"
 #include "ticktock/storage/records.hpp"
@@ -28,6 +31,38 @@ struct tick_limits {
   std::uint64_t inbox_limit = 10'000;
   /// Largest message, outbox event or HTTP body in bytes [1 MiB].
   std::size_t max_message_bytes = std::size_t{1} << 20;
+  /// Ticks per minute; further triggers wait (the agent's status says
+  /// throttled) (0: no limit) [0].
+  std::uint32_t ticks_per_minute = 0;
+  /// A tick running longer is flagged in its trajectory record and the
+  /// metrics, like a stall detector (0: never) [1000 ms].
+  std::chrono::milliseconds tick_wall_time{1000};
+  /// Largest state; a tick that grows the state past it fails and commits
+  /// nothing (0: no limit) [16 MiB].
+  std::uint64_t max_state_bytes = std::uint64_t{16} << 20;
+  /// Outbox events kept per agent; older ones are deleted by the tick that
+  /// passes the count (0: keep all) [0].
+  std::uint64_t outbox_retention = 0;
+};
+
+/// The compute and containers services (docs/compute.md, docs/containers.md).
+struct service_options {
+  /// Compute providers by name; "local" (the deterministic local provider)
+  /// is added when missing.
+  std::map<std::string, std::shared_ptr<compute::provider>> providers;
+  /// Threads running compute jobs [4].
+  std::size_t compute_workers = 4;
+  /// Container sessions running at once; more wait in a queue [2].
+  std::size_t container_concurrency = 2;
+  /// Limits a session gets when its request names none, and the most it may ask for.
+  sandbox::limits container_defaults{};
+  sandbox::limits container_maxima{std::chrono::milliseconds{600'000}, 600, std::uint64_t{4} << 30,
+                                    std::uint64_t{1} << 30, 256, std::size_t{16} << 20};
+  sandbox::isolation isolation = sandbox::isolation::automatic;
+  /// Price of a container session per CPU second, in micro-USD [100].
+  std::uint64_t container_price_per_cpu_second = 100;
+  /// Where sessions get their working directories [data_dir / "containers"].
+  std::filesystem::path containers_dir;
 };
 
 /// Configuration of a node. Each option states its default.
@@ -52,6 +87,8 @@ struct node_options {
   std::size_t max_commit_group = 1024;
   /// Wall-clock source; nullptr means the system clock.
   std::shared_ptr<ticktock::clock> clock;
+  /// Compute and containers services.
+  service_options services;
   /// The 32-byte master key that seals agents' secret keys; created (mode
   /// 0600) when missing. Empty: data_dir / "master.key".
   std::filesystem::path master_key_file;
@@ -70,6 +107,10 @@ struct agent_status {
   std::uint64_t queue_depth = 0;
   std::string error;    ///< why the agent is errored
   std::string summary;  ///< the agent's summary() JSON after its last tick
+  /// Triggers wait for the ticks_per_minute limit until this time (else epoch).
+  time_point throttled_until{};
+  /// Limits hit in this process: name -> count.
+  std::map<std::string, std::uint64_t> limits_hit;
 };
 
 /// Options of one inbox write.
@@ -114,6 +155,14 @@ struct tick_event {
   /// Why the trigger was refused before the tick (bad_signature,
   /// undecryptable), else empty.
   std::string refused;
+  /// The tick left its http request open (ctx.defer_reply).
+  bool reply_deferred = false;
+  /// Answers to earlier deferred http requests, by inbox seq.
+  std::vector<std::pair<std::uint64_t, http_reply>> late_replies;
+  /// Jobs the tick created or decided: id, status, reason.
+  std::vector<storage::job_record> jobs;
+  /// Limits the tick hit.
+  std::vector<std::string> limits;
 };
 
 /// Counters of a node since it opened (for /metrics).
@@ -124,6 +173,12 @@ struct node_metrics {
   std::uint64_t bad_signatures = 0;     ///< messages refused: missing or bad signature
   std::uint64_t undecryptable = 0;      ///< messages refused: encrypted, not for this agent
   std::uint64_t replayed_envelopes = 0; ///< envelopes delivered twice (refused)
+  std::uint64_t throttled = 0;          ///< triggers delayed by ticks_per_minute
+  std::uint64_t slow_ticks = 0;         ///< ticks over tick_wall_time
+  std::uint64_t state_too_large = 0;    ///< ticks failed by max_state_bytes
+  std::uint64_t outbox_trimmed = 0;     ///< ticks that deleted old outbox events
+  std::uint64_t decisions_allow = 0, decisions_deny = 0, decisions_approval = 0;
+  std::uint64_t jobs_done = 0, jobs_failed = 0;
   /// Tick latency histogram: counts of ticks with latency <= bounds[i] (cumulative
   /// as Prometheus expects), the sum in microseconds, and the count.
   static constexpr std::array<std::uint64_t, 12> bounds_us{

@@ -36,6 +36,15 @@ struct nostr_note {
   std::vector<std::vector<std::string>> tags;
 };
 
+/// A job for a service (compute, containers) staged by the tick. The policy
+/// gate and the budget decide when the tick commits; the result comes back
+/// as a compute_result or container_result trigger (docs/compute.md).
+struct job_request {
+  std::string id;       ///< unique per agent, assigned by the context
+  std::string service;  ///< compute | containers
+  std::string request;  ///< JSON (compute::parse_request / a session request)
+};
+
 /// Options of ctx.send().
 struct message_options {
   bool encrypted = false;
@@ -81,10 +90,14 @@ struct effects {
   std::optional<http_reply> reply;     ///< set by ctx.reply()
   std::vector<ws_message> ws;          ///< set by ctx.ws_send / ws_close
   std::vector<nostr_note> nostr;       ///< set by ctx.nostr_publish
+  std::vector<job_request> jobs;       ///< set by ctx.compute / ctx.run_container
+  bool reply_deferred = false;         ///< set by ctx.defer_reply
+  /// Answers to earlier deferred http triggers, by their inbox seq.
+  std::vector<std::pair<std::uint64_t, http_reply>> late_replies;
 
   bool empty() const {
     return outbox.empty() && messages.empty() && alarms.empty() && goals.empty()
-           && memory.empty() && logs.empty() && !failure;
+           && memory.empty() && logs.empty() && jobs.empty() && !failure;
   }
 };
 
@@ -194,6 +207,31 @@ public:
     effects_.ws.push_back({std::move(connection), {}, false, true});
   }
 
+  /// Leaves the HTTP request of this `http` trigger open: a later tick
+  /// answers it with reply_to(seq, ...) (seq: current_trigger().seq). The
+  /// client waits up to the server's reply timeout.
+  void defer_reply() { effects_.reply_deferred = true; }
+  /// Answers a deferred HTTP request, after this tick commits.
+  void reply_to(std::uint64_t seq, std::uint16_t status, std::string body,
+                http_headers headers = {}) {
+    effects_.late_replies.emplace_back(seq, http_reply{status, std::move(headers), std::move(body)});
+  }
+
+  // -- services (their results come back as triggers) ----------------------
+
+  /// Starts a compute job once the tick commits, if the policy gate and the
+  /// budget allow it; returns its id. `request_json` is what compute/new
+  /// takes (docs/compute.md). The result, a failure or a denial arrives as
+  /// a `compute_result` trigger: {"job","status","result"|"error"|"reason",...}.
+  std::string compute(std::string request_json) { return stage_job("compute", std::move(request_json)); }
+  /// Starts a sandboxed container session the same way (docs/containers.md);
+  /// its end arrives as a `container_result` trigger.
+  std::string run_container(std::string request_json) {
+    return stage_job("containers", std::move(request_json));
+  }
+  /// Set by the host: what makes this tick's job ids unique for the agent.
+  void set_job_prefix(std::string prefix) { job_prefix_ = std::move(prefix); }
+
   // -- identity (the secret keys never leave the runtime) ----------------
 
   /// This agent's public keys. Throws std::logic_error where the host gives
@@ -236,6 +274,11 @@ public:
 
 private:
   void* state_ptr(const std::type_info& type);
+  std::string stage_job(const char* service, std::string request) {
+    auto id = job_prefix_ + "-" + std::to_string(effects_.jobs.size());
+    effects_.jobs.push_back({id, service, std::move(request)});
+    return id;
+  }
 
   std::string self_;
   const std::string& config_;
@@ -243,6 +286,7 @@ private:
   agent_base& agent_;
   const record_reader* reader_;
   effects effects_;
+  std::string job_prefix_ = "job";
 };
 
 }  // namespace ticktock

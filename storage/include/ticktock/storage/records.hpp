@@ -97,6 +97,16 @@ struct effects_summary {
   std::uint32_t memory = 0;
 };
 
+/// One decision of the policy gate, as the trajectory records it.
+struct decision_record {
+  std::string action;       ///< compute | container | http | nostr_publish
+  std::string job;
+  std::string decision;     ///< allow | deny | require_approval
+  std::string reason;
+  std::uint64_t cost = 0;   ///< micro-USD
+  std::string destination;
+};
+
 /// One trajectory record: one attempt of one tick. Records form a per-agent
 /// hash chain: prev_hash is BLAKE2b-256 of the previous record's stored bytes.
 struct trajectory_record {
@@ -114,6 +124,11 @@ struct trajectory_record {
   hash256 state_hash{};
   hash256 prev_hash{};
   std::vector<std::string> logs;
+  /// Policy-gate decisions of this attempt.
+  std::vector<decision_record> decisions;
+  /// Limits this attempt hit (ticks_per_minute, tick_wall_time, state_size,
+  /// outbox_retention).
+  std::vector<std::string> limits;
   /// The agent's Ed25519 signature of the record (64 bytes; empty if unsigned).
   std::string signature;
   /// Set by reads when the stored bytes failed to decode.
@@ -129,6 +144,73 @@ struct identity_record {
   std::string master_key_id;  ///< which master key sealed it
   time_point created{};
   std::vector<std::array<std::uint8_t, 32>> retired;  ///< earlier Ed25519 public keys
+};
+
+/// An agent's budget ledger in micro-USD. Limits of 0 mean none. Day and
+/// month totals roll over at UTC boundaries (roll()).
+struct ledger_record {
+  std::uint64_t limit_total = 0, limit_day = 0, limit_month = 0;
+  std::uint64_t spent_total = 0, spent_day = 0, spent_month = 0;
+  std::uint64_t reserved = 0;
+  std::int64_t day = 0;    ///< days since 1970-01-01 of spent_day
+  std::int64_t month = 0;  ///< year * 12 + month - 1 of spent_month
+  std::uint64_t history_next = 0;
+  std::uint64_t compute_spent = 0, compute_reserved = 0;
+  std::uint64_t containers_spent = 0, containers_reserved = 0;
+
+  /// Starts new day/month totals when `now` is past the recorded period.
+  void roll(time_point now);
+  /// Empty when `amount` more can be reserved at `now`; else which limit it
+  /// would pass ("total limit of 1000000 micro-USD: 999000 spent, 2000 reserved").
+  std::string check(std::uint64_t amount, time_point now) const;
+  /// What is left under the tightest limit (UINT64_MAX without limits).
+  std::uint64_t available(time_point now) const;
+};
+
+/// One line of a ledger's history.
+struct ledger_entry {
+  std::uint64_t seq = 0;   ///< from the key
+  time_point time{};
+  std::string kind;        ///< reserve | settle | release | deny | limits
+  std::string service;     ///< compute | containers, or empty
+  std::string job;
+  std::uint64_t amount = 0;
+  std::string reason;
+};
+
+/// A compute job, container session or parked publish (see docs/compute.md).
+struct job_record {
+  std::string id;
+  std::string agent;
+  std::string service;     ///< compute | containers | nostr_publish
+  std::string status;      ///< awaiting_approval | queued | done | failed | denied | cancelled
+  std::string request;     ///< JSON
+  std::string result;      ///< JSON once finished
+  std::string error;       ///< reason or failure code
+  std::string error_message;
+  std::uint64_t reserved = 0;
+  std::uint64_t cost = 0;
+  time_point created{};
+  time_point finished{};
+  std::string approval;
+  std::string destination;
+
+  bool open() const noexcept { return status == "queued" || status == "awaiting_approval"; }
+};
+
+/// An action the policy gate parked until an admin decides.
+struct approval_record {
+  std::string id;
+  std::string agent;
+  std::string job;
+  std::string action;
+  std::string destination;
+  std::uint64_t cost = 0;
+  std::string reason;
+  std::string status;      ///< pending | approved | denied
+  time_point created{};
+  time_point decided{};
+  std::string note;
 };
 
 /// A durable alarm.
@@ -176,6 +258,10 @@ std::string encode(const trajectory_record& r);
 std::string encode(const alarm_record& r);
 std::string encode(const deadletter_entry& d);
 std::string encode(const identity_record& r);
+std::string encode(const ledger_record& r);
+std::string encode(const ledger_entry& e);
+std::string encode(const job_record& j);
+std::string encode(const approval_record& a);
 /// The stored value of a trajectory entry: record bytes plus signature.
 std::string encode_signed_trajectory(std::string_view record_bytes, std::string_view signature);
 
@@ -187,6 +273,10 @@ expected<trajectory_record> decode_trajectory(std::string_view bytes);
 expected<alarm_record> decode_alarm(std::string_view bytes);
 expected<deadletter_entry> decode_deadletter(std::string_view bytes);
 expected<identity_record> decode_identity(std::string_view bytes);
+expected<ledger_record> decode_ledger(std::string_view bytes);
+expected<ledger_entry> decode_ledger_entry(std::string_view bytes);
+expected<job_record> decode_job(std::string_view bytes);
+expected<approval_record> decode_approval(std::string_view bytes);
 /// Splits a stored trajectory value into (record bytes, signature).
 expected<std::pair<std::string, std::string>> decode_signed_trajectory(std::string_view bytes);
 

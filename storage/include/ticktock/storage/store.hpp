@@ -46,6 +46,27 @@ struct enqueue_op {
   std::uint64_t depth_limit = 0;   ///< 0: unlimited; else overflow goes to deadletter
 };
 
+/// A change to an agent's budget ledger, applied in the write batch in
+/// order with the other changes of the group (see ledger_record).
+struct ledger_change {
+  enum class kind : std::uint8_t {
+    reserve,  ///< hold `amount` for job `job`
+    settle,   ///< job `job` cost `actual` of its `amount` reservation; the rest is released
+    release,  ///< give back a reservation of `amount`
+    deny,     ///< history only: a reservation of `amount` was refused for `reason`
+    limits,   ///< set the limits (total, day, month); 0 means none
+  };
+  std::string agent;
+  kind what = kind::reserve;
+  std::string service;  ///< compute | containers
+  std::string job;
+  std::uint64_t amount = 0;
+  std::uint64_t actual = 0;
+  std::string reason;
+  time_point time{};
+  std::uint64_t limit_total = 0, limit_day = 0, limit_month = 0;
+};
+
 /// Everything one tick attempt commits.
 struct tick_op {
   agent_record meta;                         ///< the agent's meta after the tick
@@ -59,6 +80,24 @@ struct tick_op {
   std::vector<kv_change> goals;
   std::vector<kv_change> memory;
   std::optional<deadletter_entry> deadletter;
+  std::vector<job_record> jobs;              ///< jobs created or changed by the tick
+  std::vector<ledger_change> ledger;         ///< its reservations and denials
+  std::vector<approval_record> approvals;    ///< approvals it asked for
+  /// Outbox events to delete (retention): seqs below this one.
+  std::uint64_t outbox_trim_below = 0;
+};
+
+/// Work of the services outside ticks (a job finished, an admin decided an
+/// approval or set a limit, restart reconciliation), committed atomically
+/// with the triggers that tell the agents.
+struct service_op {
+  std::vector<job_record> jobs;
+  std::vector<ledger_change> ledger;
+  std::vector<approval_record> approvals;
+  std::vector<enqueue_op> triggers;
+  /// Node-wide settings in the meta column family (kill switch, policies,
+  /// prices, limits): key, value (nullopt erases).
+  std::vector<std::pair<std::string, std::optional<std::string>>> settings;
 };
 
 /// Creates an agent: its meta, its keys and its `init` trigger.
@@ -117,7 +156,7 @@ struct requeue_op {
 };
 
 using write_op = std::variant<enqueue_op, tick_op, create_op, terminate_op, mark_errored_op,
-                              fire_alarms_op, requeue_op, import_op, identity_op>;
+                              fire_alarms_op, requeue_op, import_op, identity_op, service_op>;
 
 /// True for operations that store::apply must see in a group of their own.
 bool is_exclusive(const write_op& op) noexcept;
@@ -217,6 +256,24 @@ public:
   std::vector<alarm_record> list_alarms(std::string_view id) const;
   /// Due time of the earliest alarm of any agent.
   std::optional<time_point> next_alarm_due() const;
+
+  // -- budgets, jobs, approvals, settings ----------------------------------
+
+  /// The agent's ledger (all zero before its first entry).
+  expected<ledger_record> get_ledger(std::string_view id) const;
+  std::vector<ledger_entry> read_ledger_history(std::string_view id, std::uint64_t from_seq,
+                                                std::size_t limit) const;
+  expected<std::optional<job_record>> get_job(std::string_view agent, std::string_view job) const;
+  /// The agent's jobs of `service` (all when empty), in id order.
+  std::vector<job_record> list_jobs(std::string_view agent, std::string_view service = {}) const;
+  /// Every job of every agent whose status is queued (for restart reconciliation).
+  std::vector<job_record> open_jobs() const;
+  expected<std::optional<approval_record>> get_approval(std::string_view id) const;
+  /// Approvals with `status` (all when empty), oldest first.
+  std::vector<approval_record> list_approvals(std::string_view status = {},
+                                              std::size_t limit = 1000) const;
+  /// A node-wide setting written by a service_op.
+  std::optional<std::string> get_setting(std::string_view key) const;
 
   // -- bundles -------------------------------------------------------------
 

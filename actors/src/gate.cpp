@@ -1,0 +1,243 @@
+#include "gate.hpp"
+
+#include <boost/json.hpp>
+
+#include <mutex>
+
+namespace ticktock::detail {
+
+namespace json = boost::json;
+
+namespace {
+
+policy::verdict stricter(policy::verdict a, policy::verdict b) {
+  auto rank = [](policy::decision d) {
+    return d == policy::decision::deny ? 2 : d == policy::decision::require_approval ? 1 : 0;
+  };
+  return rank(b.what) > rank(a.what) ? b : a;
+}
+
+policy::verdict kill_switch_verdict() {
+  return {policy::decision::deny, "kill_switch", -1};
+}
+
+bool is_policy_key(std::string_view key) {
+  return key == setting::global_policy || key.starts_with("policy/");
+}
+
+}  // namespace
+
+gate::gate(storage::store& store, const node_options& options)
+  : store_(store), options_(options) {
+  killed_ = store_.get_setting(setting::kill_switch).value_or("") == "1";
+  prices_ = std::make_shared<compute::price_table>(compute::price_table::defaults());
+  if (auto p = store_.get_setting(setting::prices))
+    if (auto t = compute::price_table::parse(*p))
+      prices_ = std::make_shared<compute::price_table>(std::move(*t));
+}
+
+std::shared_ptr<const policy::rules> gate::rules_for(const std::string& key) const {
+  {
+    std::shared_lock<std::shared_mutex> lock{mtx_};
+    if (auto i = policies_.find(key); i != policies_.end())
+      return i->second;
+  }
+  std::shared_ptr<const policy::rules> rules;
+  if (auto v = store_.get_setting(key)) {
+    if (auto r = policy::rules::parse(*v))
+      rules = std::make_shared<policy::rules>(std::move(*r));
+    else  // validated on write; a corrupt record fails closed
+      rules = std::make_shared<policy::rules>(
+        *policy::rules::parse(R"({"rules":[],"default":"deny"})"));
+  }
+  std::unique_lock<std::shared_mutex> lock{mtx_};
+  return policies_.emplace(key, std::move(rules)).first->second;
+}
+
+policy::verdict gate::decide(const policy::action& a, const std::string& service_key) const {
+  if (killed())
+    return kill_switch_verdict();
+  policy::verdict v{policy::decision::allow, "allowed", -1};
+  if (auto global = rules_for(std::string{setting::global_policy}))
+    v = global->evaluate(a);
+  if (!service_key.empty())
+    if (auto own = rules_for(service_key))
+      v = stricter(v, own->evaluate(a));
+  return v;
+}
+
+assessment gate::assess(const std::string& agent, const job_request& job) const {
+  assessment out;
+  if (job.service == "compute") {
+    out.action = "compute";
+    auto req = compute::parse_request(job.request);
+    if (!req) {
+      out.error = "compute request: " + req.error_value().message();
+      return out;
+    }
+    out.destination = req->provider + "/" + req->model;
+    auto cost = prices()->max_cost(*req);
+    if (!cost) {
+      out.error = "compute request: " + cost.error_value().message();
+      return out;
+    }
+    out.cost = *cost;
+    out.request = compute::to_json(*req);
+    out.verdict = decide({"compute", agent, out.destination, out.cost},
+                         setting::agent_policy(agent, "compute"));
+  } else if (job.service == "containers") {
+    out.action = "container";
+    auto& svc = options_.services;
+    auto spec = sandbox::parse_request(job.request, svc.container_maxima, svc.container_defaults);
+    if (!spec) {
+      out.error = "container request: " + spec.error_value().message();
+      return out;
+    }
+    out.destination = spec->argv.front();
+    auto secs = spec->lim.cpu_seconds;
+    auto price = svc.container_price_per_cpu_second;
+    out.cost = price != 0 && secs > UINT64_MAX / price ? UINT64_MAX : secs * price;
+    out.request = std::string{job.request};
+    out.verdict = decide({"container", agent, out.destination, out.cost},
+                         setting::agent_policy(agent, "containers"));
+  } else {
+    out.error = "unknown service '" + job.service + "'";
+  }
+  return out;
+}
+
+policy::verdict gate::assess_publish(const std::string& agent,
+                                     const std::vector<std::string>& relays) const {
+  if (killed())
+    return kill_switch_verdict();
+  auto global = rules_for(std::string{setting::global_policy});
+  if (!global)
+    return {policy::decision::allow, "allowed", -1};
+  return global->evaluate_each({"nostr_publish", agent, "relays", 0}, relays);
+}
+
+std::shared_ptr<const compute::price_table> gate::prices() const {
+  std::shared_lock<std::shared_mutex> lock{mtx_};
+  return prices_;
+}
+
+tick_limits gate::limits_for(const std::string& id) const {
+  auto key = setting::agent_limits(id);
+  {
+    std::shared_lock<std::shared_mutex> lock{mtx_};
+    if (auto i = limits_.find(key); i != limits_.end())
+      return i->second ? *i->second : options_.limits;
+  }
+  std::optional<tick_limits> own;
+  if (auto v = store_.get_setting(key))
+    if (auto l = parse_limits(*v, options_.limits))
+      own = *l;
+  std::unique_lock<std::shared_mutex> lock{mtx_};
+  limits_.emplace(key, own);
+  return own ? *own : options_.limits;
+}
+
+std::string gate::limits_json(const std::string& id) const {
+  return store_.get_setting(setting::agent_limits(id)).value_or("{}");
+}
+
+std::optional<std::string> gate::get(const std::string& key) const {
+  if (key == setting::prices) {
+    auto stored = store_.get_setting(key);
+    return stored ? stored : std::optional<std::string>{prices()->to_json()};
+  }
+  return store_.get_setting(key);
+}
+
+expected<std::string> gate::validate(const std::string& key, std::string_view value) const {
+  if (key == setting::kill_switch)
+    return std::string{value == "1" ? "1" : "0"};
+  if (key == setting::prices) {
+    auto t = compute::price_table::parse(value);
+    if (!t)
+      return t.error_value();
+    return t->to_json();
+  }
+  if (is_policy_key(key)) {
+    auto r = policy::rules::parse(value);
+    if (!r)
+      return r.error_value();
+    return r->to_json();
+  }
+  if (key.starts_with("limits/")) {
+    auto l = parse_limits(value, options_.limits);
+    if (!l)
+      return l.error_value();
+    return std::string{value};
+  }
+  return error{errc::invalid_argument, "unknown setting '" + key + "'"};
+}
+
+void gate::install(const std::string& key, const std::optional<std::string>& value) {
+  {
+    std::unique_lock<std::shared_mutex> lock{mtx_};
+    if (key == setting::kill_switch) {
+      killed_.store(value && *value == "1", std::memory_order_release);
+    } else if (key == setting::prices) {
+      auto t = value ? compute::price_table::parse(*value) : compute::price_table::defaults();
+      if (t)
+        prices_ = std::make_shared<compute::price_table>(std::move(*t));
+    } else if (is_policy_key(key)) {
+      policies_.erase(key);  // re-read (and parsed) on next use
+    } else if (key.starts_with("limits/")) {
+      limits_.erase(key);
+    }
+  }
+  version_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+// -- limits ------------------------------------------------------------------
+
+expected<tick_limits> parse_limits(std::string_view text, tick_limits base) {
+  boost::system::error_code ec;
+  auto v = json::parse(text, ec);
+  if (ec || !v.is_object())
+    return error{errc::invalid_argument, "limits are a JSON object"};
+  for (auto& [k, val] : v.as_object()) {
+    if (!val.is_int64() && !val.is_uint64())
+      return error{errc::invalid_argument, std::string{k} + ": a non-negative integer"};
+    if (val.is_int64() && val.as_int64() < 0)
+      return error{errc::invalid_argument, std::string{k} + ": a non-negative integer"};
+    auto n = val.to_number<std::uint64_t>();
+    if (k == "ticks_per_minute") {
+      if (n > 1'000'000'000)
+        return error{errc::invalid_argument, "ticks_per_minute: at most 1000000000"};
+      base.ticks_per_minute = static_cast<std::uint32_t>(n);
+    } else if (k == "tick_wall_ms") {
+      if (n > 86'400'000)
+        return error{errc::invalid_argument, "tick_wall_ms: at most one day"};
+      base.tick_wall_time = std::chrono::milliseconds{n};
+    } else if (k == "max_state_bytes") {
+      base.max_state_bytes = n;
+    } else if (k == "outbox_retention") {
+      base.outbox_retention = n;
+    } else if (k == "max_attempts") {
+      if (n == 0 || n > 1000)
+        return error{errc::invalid_argument, "max_attempts: 1 to 1000"};
+      base.max_attempts = static_cast<std::uint32_t>(n);
+    } else if (k == "inbox_limit") {
+      base.inbox_limit = n;
+    } else {
+      return error{errc::invalid_argument, std::string{k} + ": unknown field (ticks_per_minute, "
+                   "tick_wall_ms, max_state_bytes, outbox_retention, max_attempts, inbox_limit)"};
+    }
+  }
+  return base;
+}
+
+std::string limits_to_json(const tick_limits& l) {
+  return json::serialize(json::object{{"ticks_per_minute", l.ticks_per_minute},
+                                      {"tick_wall_ms", l.tick_wall_time.count()},
+                                      {"max_state_bytes", l.max_state_bytes},
+                                      {"outbox_retention", l.outbox_retention},
+                                      {"max_attempts", l.max_attempts},
+                                      {"inbox_limit", l.inbox_limit},
+                                      {"max_message_bytes", l.max_message_bytes}});
+}
+
+}  // namespace ticktock::detail
