@@ -1,0 +1,620 @@
+#include "ticktock/runtime/policy.hpp"
+
+#include <algorithm>
+#include <array>
+#include <exception>
+#include <set>
+#include <utility>
+
+#include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
+
+namespace ticktock::policy {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::array<std::string_view, 5> kinds = {"compute", "container", "http",
+                                                   "nostr_publish", "payment"};
+
+constexpr std::string_view unknown_action_reason = "policy_unknown_action";
+
+char fold(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// Hosts and relay URLs are case-insensitive; provider/model names and
+// programs are compared as written.
+bool folds_case(std::string_view kind) noexcept {
+  return kind == "http" || kind == "nostr_publish";
+}
+
+std::string rule_reason(decision d) { return "policy_" + std::string{to_string(d)}; }
+std::string default_reason_for(decision d) {
+  return "policy_default_" + std::string{to_string(d)};
+}
+
+// -- error messages -----------------------------------------------------------
+
+error fail(const std::string& path, std::string_view what) {
+  return error{errc::invalid_argument, path + ": " + std::string{what}};
+}
+
+// A string from the input, quoted and cut short, safe to put in a message.
+std::string quoted(std::string_view s) {
+  constexpr std::size_t max = 64;
+  bool cut = s.size() > max;
+  std::string out = json::serialize(json::string_view{s.data(), cut ? max : s.size()});
+  if (cut)
+    out += "...";
+  return out;
+}
+
+// The path of member `key` under `path`: `path.key`, or `path["odd key"]`
+// when the key is not a plain identifier.
+std::string member_path(const std::string& path, std::string_view key) {
+  bool plain = !key.empty() && key.size() <= 64 &&
+               std::all_of(key.begin(), key.end(), [](char c) {
+                 return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '_' || c == '-';
+               });
+  if (!plain)
+    return path + "[" + quoted(key) + "]";
+  return path.empty() ? std::string{key} : path + "." + std::string{key};
+}
+
+std::string index_path(const std::string& path, std::size_t i) {
+  return path + "[" + std::to_string(i) + "]";
+}
+
+std::string_view kind_of(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null: return "null";
+    case json::kind::bool_: return "a boolean";
+    case json::kind::int64:
+    case json::kind::uint64:
+    case json::kind::double_: return "a number";
+    case json::kind::string: return "a string";
+    case json::kind::array: return "a list";
+    case json::kind::object: return "an object";
+  }
+  return "a value";
+}
+
+std::string not_a(std::string_view expected_what, const json::value& v) {
+  return "must be " + std::string{expected_what} + ", not " + std::string{kind_of(v)};
+}
+
+// -- duplicate keys -----------------------------------------------------------
+
+// Boost.JSON keeps the last of duplicate keys silently; in a policy that
+// would hide half of `{"action":"http","action":"compute"}`. This SAX pass
+// finds the first duplicate key and its path, and reports where the text
+// stops being JSON, before the DOM parse.
+struct duplicate_finder {
+  static constexpr std::size_t max_array_size = std::size_t(-1);
+  static constexpr std::size_t max_object_size = std::size_t(-1);
+  static constexpr std::size_t max_string_size = std::size_t(-1);
+  static constexpr std::size_t max_key_size = std::size_t(-1);
+
+  struct frame {
+    bool array = false;
+    std::size_t index = 0;
+    std::string key;
+    std::set<std::string, std::less<>> keys;
+  };
+  std::vector<frame> stack;
+  std::string key_buf;
+  std::string duplicate_path;  // set when a duplicate was found
+
+  void value_done() {
+    if (!stack.empty() && stack.back().array)
+      ++stack.back().index;
+  }
+
+  std::string path_of_top() const {
+    std::string path;
+    for (std::size_t i = 0; i + 1 < stack.size(); ++i)
+      path = stack[i].array ? index_path(path, stack[i].index) : member_path(path, stack[i].key);
+    return path;
+  }
+
+  bool on_document_begin(json::error_code&) { return true; }
+  bool on_document_end(json::error_code&) { return true; }
+  bool on_array_begin(json::error_code&) {
+    stack.push_back(frame{true, 0, {}, {}});
+    return true;
+  }
+  bool on_array_end(std::size_t, json::error_code&) {
+    stack.pop_back();
+    value_done();
+    return true;
+  }
+  bool on_object_begin(json::error_code&) {
+    stack.push_back(frame{});
+    return true;
+  }
+  bool on_object_end(std::size_t, json::error_code&) {
+    stack.pop_back();
+    value_done();
+    return true;
+  }
+  bool on_string_part(json::string_view, std::size_t, json::error_code&) { return true; }
+  bool on_string(json::string_view, std::size_t, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
+    key_buf.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(json::string_view s, std::size_t, json::error_code& ec) {
+    key_buf.append(s.data(), s.size());
+    frame& top = stack.back();
+    if (!top.keys.insert(key_buf).second) {
+      duplicate_path = member_path(path_of_top(), key_buf);
+      ec = boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+      return false;
+    }
+    top.key = std::move(key_buf);
+    key_buf.clear();
+    return true;
+  }
+  bool on_number_part(json::string_view, json::error_code&) { return true; }
+  bool on_int64(std::int64_t, json::string_view, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_uint64(std::uint64_t, json::string_view, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_double(double, json::string_view, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_bool(bool, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_null(json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_comment_part(json::string_view, json::error_code&) { return true; }
+  bool on_comment(json::string_view, json::error_code&) { return true; }
+};
+
+error check_syntax(std::string_view text) {
+  json::basic_parser<duplicate_finder> p{json::parse_options{}};
+  json::error_code ec;
+  std::size_t used = p.write_some(false, text.data(), text.size(), ec);
+  if (!p.handler().duplicate_path.empty())
+    return fail(p.handler().duplicate_path, "duplicate field");
+  if (ec)
+    return fail("policy", "not valid JSON (" + ec.message() + " at byte " + std::to_string(used) +
+                              ")");
+  return {};
+}
+
+// -- values -------------------------------------------------------------------
+
+expected<std::uint64_t> parse_cost(const json::value& v, const std::string& path) {
+  if (const auto* i = v.if_int64()) {
+    if (*i < 0)
+      return fail(path, "must not be negative, got " + std::to_string(*i));
+    return static_cast<std::uint64_t>(*i);
+  }
+  if (const auto* u = v.if_uint64())
+    return *u;
+  if (v.is_double())
+    return fail(path, "must be a whole number of micro-USD, got " + json::serialize(v));
+  return fail(path, not_a("a whole number of micro-USD", v));
+}
+
+error check_kind(std::string_view s, const std::string& path) {
+  if (is_action_kind(s))
+    return {};
+  return fail(path, "unknown action kind " + quoted(s) +
+                        " (expected compute, container, http, nostr_publish or payment)");
+}
+
+error check_glob(std::string_view s, const std::string& path) {
+  if (s.empty())
+    return fail(path, "must not be an empty pattern");
+  if (s.size() > max_glob_bytes)
+    return fail(path, "pattern of " + std::to_string(s.size()) + " bytes, more than the " +
+                          std::to_string(max_glob_bytes) + " allowed");
+  for (char c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      return fail(path, "must not contain control characters");
+  return {};
+}
+
+// A string or a non-empty list of strings, each checked by `check`.
+template <class Check>
+expected<std::vector<std::string>> parse_strings(const json::value& v, const std::string& path,
+                                                 Check check) {
+  std::vector<std::string> out;
+  if (const auto* s = v.if_string()) {
+    if (auto err = check(std::string_view{*s}, path))
+      return err;
+    out.emplace_back(*s);
+    return out;
+  }
+  const auto* arr = v.if_array();
+  if (arr == nullptr)
+    return fail(path, not_a("a string or a list of strings", v));
+  if (arr->empty())
+    return fail(path, "must not be an empty list");
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    std::string p = index_path(path, i);
+    const auto* s = (*arr)[i].if_string();
+    if (s == nullptr)
+      return fail(p, not_a("a string", (*arr)[i]));
+    if (auto err = check(std::string_view{*s}, p))
+      return err;
+    out.emplace_back(*s);
+  }
+  return out;
+}
+
+expected<decision> parse_decision_value(const json::value& v, const std::string& path) {
+  const auto* s = v.if_string();
+  if (s == nullptr)
+    return fail(path, not_a("a string", v));
+  if (auto d = parse_decision(std::string_view{*s}))
+    return *d;
+  return fail(path, "unknown decision " + quoted(std::string_view{*s}) +
+                        " (expected allow, deny or require_approval)");
+}
+
+expected<std::string> parse_reason(const json::value& v, const std::string& path) {
+  const auto* s = v.if_string();
+  if (s == nullptr)
+    return fail(path, not_a("a string", v));
+  if (!is_reason_code(std::string_view{*s}))
+    return fail(path, "bad reason code " + quoted(std::string_view{*s}) +
+                          " (expected 1 to 64 of a-z, 0-9 and _)");
+  return std::string{*s};
+}
+
+// -- rules --------------------------------------------------------------------
+
+error parse_when(const json::value& v, const std::string& path, rule& r) {
+  const auto* obj = v.if_object();
+  if (obj == nullptr)
+    return fail(path, not_a("an object", v));
+  for (const auto& [key, value] : *obj) {
+    std::string_view k{key};
+    std::string p = member_path(path, k);
+    if (k == "action") {
+      auto list = parse_strings(value, p, check_kind);
+      if (!list)
+        return list.error_value();
+      r.actions = std::move(*list);
+    } else if (k == "agent") {
+      auto list = parse_strings(value, p, check_glob);
+      if (!list)
+        return list.error_value();
+      r.agents = std::move(*list);
+    } else if (k == "destination") {
+      auto list = parse_strings(value, p, check_glob);
+      if (!list)
+        return list.error_value();
+      r.destinations = std::move(*list);
+    } else if (k == "cost_over" || k == "cost_at_most") {
+      auto cost = parse_cost(value, p);
+      if (!cost)
+        return cost.error_value();
+      (k == "cost_over" ? r.cost_over : r.cost_at_most) = *cost;
+    } else {
+      return fail(p, "unknown field (expected action, agent, destination, cost_over or "
+                     "cost_at_most)");
+    }
+  }
+  if (r.cost_over && r.cost_at_most && *r.cost_over >= *r.cost_at_most)
+    return fail(path, "cost_over (" + std::to_string(*r.cost_over) +
+                          ") must be less than cost_at_most (" +
+                          std::to_string(*r.cost_at_most) + "), or the rule never matches");
+  return {};
+}
+
+expected<rule> parse_rule(const json::value& v, const std::string& path) {
+  const auto* obj = v.if_object();
+  if (obj == nullptr)
+    return fail(path, not_a("an object", v));
+  rule r;
+  bool has_decision = false;
+  for (const auto& [key, value] : *obj) {
+    std::string_view k{key};
+    std::string p = member_path(path, k);
+    if (k == "when") {
+      if (auto err = parse_when(value, p, r))
+        return err;
+    } else if (k == "decision") {
+      auto d = parse_decision_value(value, p);
+      if (!d)
+        return d.error_value();
+      r.what = *d;
+      has_decision = true;
+    } else if (k == "reason") {
+      auto reason = parse_reason(value, p);
+      if (!reason)
+        return reason.error_value();
+      r.reason = std::move(*reason);
+    } else if (k == "comment") {
+      const auto* s = value.if_string();
+      if (s == nullptr)
+        return fail(p, not_a("a string", value));
+      if (s->size() > max_comment_bytes)
+        return fail(p, "comment of " + std::to_string(s->size()) + " bytes, more than the " +
+                           std::to_string(max_comment_bytes) + " allowed");
+      r.comment = std::string{*s};
+    } else {
+      return fail(p, "unknown field (expected when, decision, reason or comment)");
+    }
+  }
+  if (!has_decision)
+    return fail(member_path(path, "decision"), "missing (allow, deny or require_approval)");
+  if (r.reason.empty())
+    r.reason = rule_reason(r.what);
+  return r;
+}
+
+// -- printing -----------------------------------------------------------------
+
+json::value strings_value(const std::vector<std::string>& list) {
+  if (list.size() == 1)
+    return json::string{list.front()};
+  json::array arr;
+  for (const auto& s : list)
+    arr.emplace_back(json::string{s});
+  return arr;
+}
+
+}  // namespace
+
+// -- free functions -------------------------------------------------------------
+
+std::string_view to_string(decision d) noexcept {
+  switch (d) {
+    case decision::allow: return "allow";
+    case decision::deny: return "deny";
+    case decision::require_approval: return "require_approval";
+  }
+  return "deny";
+}
+
+std::optional<decision> parse_decision(std::string_view text) noexcept {
+  if (text == "allow")
+    return decision::allow;
+  if (text == "deny")
+    return decision::deny;
+  if (text == "require_approval")
+    return decision::require_approval;
+  return std::nullopt;
+}
+
+std::span<const std::string_view> action_kinds() noexcept { return kinds; }
+
+bool is_action_kind(std::string_view kind) noexcept {
+  return std::find(kinds.begin(), kinds.end(), kind) != kinds.end();
+}
+
+bool is_reason_code(std::string_view code) noexcept {
+  return !code.empty() && code.size() <= 64 &&
+         std::all_of(code.begin(), code.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+         });
+}
+
+bool glob_match(std::string_view glob, std::string_view text, bool ignore_case) noexcept {
+  auto same = [ignore_case](char a, char b) {
+    return ignore_case ? fold(a) == fold(b) : a == b;
+  };
+  // Greedy with backtracking to the last '*': each '*' only ever moves
+  // forward, so this is O(|glob| * |text|) at worst and needs no memory.
+  std::size_t g = 0, t = 0;
+  std::size_t star = std::string_view::npos, mark = 0;
+  while (t < text.size()) {
+    if (g < glob.size() && glob[g] == '*') {
+      star = g++;
+      mark = t;
+    } else if (g < glob.size() && (glob[g] == '?' || same(glob[g], text[t]))) {
+      ++g;
+      ++t;
+    } else if (star != std::string_view::npos) {
+      g = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (g < glob.size() && glob[g] == '*')
+    ++g;
+  return g == glob.size();
+}
+
+// -- rule -----------------------------------------------------------------------
+
+bool rule::matches(const action& a) const {
+  if (!actions.empty() && std::find(actions.begin(), actions.end(), a.kind) == actions.end())
+    return false;
+  if (cost_over && !(a.cost > *cost_over))
+    return false;
+  if (cost_at_most && !(a.cost <= *cost_at_most))
+    return false;
+  if (!agents.empty() &&
+      std::none_of(agents.begin(), agents.end(),
+                   [&](const std::string& g) { return glob_match(g, a.agent, false); }))
+    return false;
+  if (!destinations.empty()) {
+    bool ignore_case = folds_case(a.kind);
+    std::string_view dest = a.destination;
+    // "api.github.com." names the same host as "api.github.com".
+    if (a.kind == "http" && dest.size() > 1 && dest.back() == '.')
+      dest.remove_suffix(1);
+    if (std::none_of(destinations.begin(), destinations.end(), [&](const std::string& g) {
+          return glob_match(g, dest, ignore_case);
+        }))
+      return false;
+  }
+  return true;
+}
+
+// -- rules ----------------------------------------------------------------------
+
+expected<rules> rules::parse(std::string_view text) {
+  if (text.size() > max_policy_bytes)
+    return fail("policy", std::to_string(text.size()) + " bytes, more than the " +
+                              std::to_string(max_policy_bytes) + " allowed");
+  try {
+    if (auto err = check_syntax(text))
+      return err;
+    json::error_code ec;
+    json::value doc = json::parse(json::string_view{text.data(), text.size()}, ec);
+    if (ec)
+      return fail("policy", "not valid JSON (" + ec.message() + ")");
+    const auto* obj = doc.if_object();
+    if (obj == nullptr)
+      return fail("policy", not_a("a JSON object", doc));
+
+    rules out;
+    bool has_default_reason = false;
+    for (const auto& [key, value] : *obj) {
+      std::string_view k{key};
+      std::string p = member_path("", k);
+      if (k == "rules") {
+        const auto* arr = value.if_array();
+        if (arr == nullptr)
+          return fail(p, not_a("a list", value));
+        if (arr->size() > max_rules)
+          return fail(p, std::to_string(arr->size()) + " rules, more than the " +
+                             std::to_string(max_rules) + " allowed");
+        out.rules_.reserve(arr->size());
+        for (std::size_t i = 0; i < arr->size(); ++i) {
+          auto r = parse_rule((*arr)[i], index_path(p, i));
+          if (!r)
+            return r.error_value();
+          out.rules_.push_back(std::move(*r));
+        }
+      } else if (k == "default") {
+        if (value.is_string()) {
+          auto d = parse_decision_value(value, p);
+          if (!d)
+            return d.error_value();
+          out.default_ = *d;
+          continue;
+        }
+        const auto* def = value.if_object();
+        if (def == nullptr)
+          return fail(p, not_a("a decision or an object with decision and reason", value));
+        bool has_decision = false;
+        for (const auto& [dkey, dvalue] : *def) {
+          std::string_view dk{dkey};
+          std::string dp = member_path(p, dk);
+          if (dk == "decision") {
+            auto d = parse_decision_value(dvalue, dp);
+            if (!d)
+              return d.error_value();
+            out.default_ = *d;
+            has_decision = true;
+          } else if (dk == "reason") {
+            auto reason = parse_reason(dvalue, dp);
+            if (!reason)
+              return reason.error_value();
+            out.default_reason_ = std::move(*reason);
+            has_default_reason = true;
+          } else {
+            return fail(dp, "unknown field (expected decision or reason)");
+          }
+        }
+        if (!has_decision)
+          return fail(member_path(p, "decision"), "missing (allow, deny or require_approval)");
+      } else {
+        return fail(p, "unknown field (expected rules or default)");
+      }
+    }
+    if (!has_default_reason)
+      out.default_reason_ = default_reason_for(out.default_);
+    return out;
+  } catch (const std::exception& e) {
+    // Only allocation can throw here; a policy is at most 64 KiB.
+    return fail("policy", std::string{"could not be parsed ("} + e.what() + ")");
+  }
+}
+
+std::string rules::to_json() const {
+  json::array list;
+  list.reserve(rules_.size());
+  for (const auto& r : rules_) {
+    json::object when;
+    if (!r.actions.empty())
+      when["action"] = strings_value(r.actions);
+    if (!r.agents.empty())
+      when["agent"] = strings_value(r.agents);
+    if (!r.destinations.empty())
+      when["destination"] = strings_value(r.destinations);
+    if (r.cost_over)
+      when["cost_over"] = *r.cost_over;
+    if (r.cost_at_most)
+      when["cost_at_most"] = *r.cost_at_most;
+    json::object o;
+    o["when"] = std::move(when);
+    o["decision"] = to_string(r.what);
+    o["reason"] = r.reason;
+    if (!r.comment.empty())
+      o["comment"] = r.comment;
+    list.emplace_back(std::move(o));
+  }
+  json::object doc;
+  doc["rules"] = std::move(list);
+  if (default_reason_ == default_reason_for(default_)) {
+    doc["default"] = to_string(default_);
+  } else {
+    json::object def;
+    def["decision"] = to_string(default_);
+    def["reason"] = default_reason_;
+    doc["default"] = std::move(def);
+  }
+  return json::serialize(doc);
+}
+
+verdict rules::evaluate(const action& a) const {
+  if (!is_action_kind(a.kind))
+    return verdict{decision::deny, std::string{unknown_action_reason}, -1};
+  for (std::size_t i = 0; i < rules_.size(); ++i)
+    if (rules_[i].matches(a))
+      return verdict{rules_[i].what, rules_[i].reason, static_cast<int>(i)};
+  return verdict{default_, default_reason_, -1};
+}
+
+verdict rules::evaluate_each(const action& a, std::span<const std::string> destinations) const {
+  if (destinations.empty())
+    return evaluate(a);
+  auto rank = [](decision d) {
+    switch (d) {
+      case decision::deny: return 2;
+      case decision::require_approval: return 1;
+      case decision::allow: return 0;
+    }
+    return 2;
+  };
+  std::optional<verdict> worst;
+  action each = a;
+  for (const auto& d : destinations) {
+    each.destination = d;
+    verdict v = evaluate(each);
+    if (!worst || rank(v.what) > rank(worst->what))
+      worst = std::move(v);
+    if (worst->what == decision::deny)
+      break;
+  }
+  return *worst;
+}
+
+rules rules::allow_all() { return rules{}; }
+
+}  // namespace ticktock::policy
