@@ -46,6 +46,12 @@ struct config {
   std::size_t requests = 0;
   /// Client I/O threads of the http scenario [1].
   std::size_t client_threads = 1;
+  /// Pending one-shot alarms of the alarm-skew scenario [100000].
+  std::size_t alarms = 100'000;
+  /// Seconds over which the alarm-skew due times are spread [5].
+  double alarm_spread = 5;
+  /// Agents of the soak (capped by `agents`) [2000].
+  std::size_t soak_agents = 2'000;
 };
 
 /// One reported row. Metrics are absent when they do not apply.
@@ -89,6 +95,15 @@ std::vector<row> run_density(const config& cfg);
 /// http: HTTP-triggered durable ticks against a ticktockd child process vs a
 /// bare Beast server returning a constant.
 std::vector<row> run_http(const config& cfg);
+/// alarm-skew: delay from due time to tick start of many pending alarms vs
+/// asio timers due at the same offsets.
+std::vector<row> run_alarm_skew(const config& cfg);
+
+/// soak: mixed load on an in-process node and HTTP server for cfg.seconds;
+/// prints RSS and latency per tenth of the run and a memory verdict (a table,
+/// or one JSON object with `json`). Returns the exit status.
+int run_soak(const config& cfg, bool json);
+
 /// Whether the http scenario can find a ticktockd binary.
 bool ticktockd_available(const config& cfg);
 

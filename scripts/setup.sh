@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config ninja-build ccache
   libcaf-dev librocksdb-dev rocksdb-tools libsodium-dev capnproto libcapnp-dev catch2
   libsecp256k1-dev libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
-  libssl-dev python3 curl
+  libssl-dev python3 curl bubblewrap
 )
 
 # Node.js and npm run the Nostr interop test (nostr-tools, installed by the

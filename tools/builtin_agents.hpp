@@ -2,6 +2,10 @@
 
 // Agent types built into ticktockd.
 
+#include <boost/json.hpp>
+
+#include <stdexcept>
+
 #include <ticktock/ticktock.hpp>
 
 namespace ticktock::builtin {
@@ -45,8 +49,11 @@ struct echo_agent : agent<echo_state> {
     if (auto req = http_request::from(t)) {
       ++state().echoed;
       auto type = req->header("content-type");
+      // The path and query it saw come back too, as X-Echo-Path and X-Echo-Query.
       ctx.reply(200, req->body,
-                {{"Content-Type", type ? std::string{*type} : "application/octet-stream"}});
+                {{"Content-Type", type ? std::string{*type} : "application/octet-stream"},
+                 {"X-Echo-Path", req->path},
+                 {"X-Echo-Query", req->query}});
       return;
     }
     if (t.kind != trigger_kind::message)
@@ -77,6 +84,50 @@ struct heartbeat_agent : agent<heartbeat_state> {
   }
 };
 
+struct timer_state {
+  std::uint64_t set = 0;
+  std::uint64_t fired = 0;
+};
+
+/// `timer`: a message {"alarm":"NAME","in_ms":N} sets a one-shot alarm NAME
+/// due N ms after the message arrived (0 <= N <= 86400000); config N (ms,
+/// optional) adds a periodic alarm "every" firing every N ms from the init
+/// tick. Each firing is emitted to the outbox as {"alarm":"NAME","due_us":T}
+/// (T: the occurrence's due time, microseconds since the epoch) and logged in
+/// the trajectory. scripts/crash_campaign.py checks these across crashes.
+struct timer_agent : agent<timer_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::init) {
+      if (ctx.config().empty())
+        return;
+      auto ms = std::stoll(ctx.config());
+      if (ms <= 0)
+        throw std::invalid_argument("timer config: a period in ms > 0");
+      ctx.set_periodic_alarm("every", ctx.now() + std::chrono::milliseconds{ms},
+                             std::chrono::milliseconds{ms});
+    } else if (t.kind == trigger_kind::message) {
+      auto v = boost::json::parse(t.payload);
+      auto& o = v.as_object();
+      auto name = std::string{o.at("alarm").as_string()};
+      auto ms = o.at("in_ms").to_number<std::int64_t>();
+      if (name.empty() || name == "every" || ms < 0 || ms > 86'400'000)
+        throw std::invalid_argument("timer: expected {\"alarm\":NAME,\"in_ms\":0..86400000}");
+      ++state().set;
+      ctx.set_alarm(std::move(name), ctx.now() + std::chrono::milliseconds{ms});
+    } else if (t.kind == trigger_kind::alarm) {
+      ++state().fired;
+      auto due = std::to_string(t.time.time_since_epoch().count());
+      ctx.emit("{\"alarm\":" + boost::json::serialize(boost::json::value(t.alarm))
+               + ",\"due_us\":" + due + "}");
+      ctx.log("alarm " + t.alarm + " due_us=" + due);
+    }
+  }
+  std::string summary() const override {
+    return "{\"set\":" + std::to_string(state().set) + ",\"fired\":" + std::to_string(state().fired)
+           + "}";
+  }
+};
+
 struct player_state {
   std::uint64_t hits = 0;
 };
@@ -100,6 +151,7 @@ inline agent_registry registry() {
   r.add<echo_agent>("echo");
   r.add<heartbeat_agent>("heartbeat");
   r.add<player_agent>("player");
+  r.add<timer_agent>("timer");
   return r;
 }
 

@@ -162,6 +162,7 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   storage::store_options so;
   so.dir = opts.data_dir;
   so.durability = opts.durability;
+  so.faults = opts.faults;
   auto st = storage::store::open(so);
   if (!st)
     return st.error_value();

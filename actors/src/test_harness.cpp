@@ -41,6 +41,7 @@ harness::harness(agent_registry registry, harness_options options)
 void harness::open_store() {
   storage::store_options so;
   so.dir = dir_;
+  so.faults = options_.faults;
   auto s = storage::store::open(so);
   if (!s)
     throw std::runtime_error(s.error_value().to_string());

@@ -348,9 +348,15 @@ struct http_server::impl {
         next = events->back().id + 1;
       if (!co_await send(*events))
         co_return;
+      if (r.stream == stream_kind::job && !events->empty() && events->back().event == "end")
+        co_return;  // the job ended: so does its stream
       if (events->size() == page || me->dirty)
         continue;  // more is waiting: no pause
-      me->timer.expires_after(std::chrono::seconds{15});
+      // Job output arrives without ticks: poll it; other streams wake on ticks.
+      if (r.stream == stream_kind::job)
+        me->timer.expires_after(std::chrono::milliseconds{50});
+      else
+        me->timer.expires_after(std::chrono::seconds{15});
       co_await me->timer.async_wait(use_nothrow);
       if (!acceptor.is_open())
         co_return;
@@ -387,6 +393,11 @@ struct http_server::impl {
       (void)wn;
       co_return !wec;
     });
+    if (r.stream == stream_kind::job) {  // a finite stream: end the chunked body
+      auto [lec, ln] = co_await asio::async_write(stream, http::make_chunk_last(), use_nothrow);
+      (void)lec;
+      (void)ln;
+    }
   }
 
   // The same streams over a WebSocket: one text frame {"id","event","data"}

@@ -471,6 +471,9 @@ asio::awaitable<attempt> openai_provider::impl::exchange(
     co_return *s2;
   if (hrec == http::error::header_limit || hrec == http::error::buffer_overflow)
     co_return failed(fc::response_too_large, "the provider's answer headers exceed 64 KiB");
+  if (hrec == http::error::body_limit)
+    co_return failed(fc::response_too_large, "the provider announces an answer of more than "
+                                               + std::to_string(o.max_response_bytes) + " bytes");
   if (hrec == http::error::end_of_stream || hrec == asio::error::eof
       || hrec == asio::error::connection_reset || hrec == ssl::error::stream_truncated)
     co_return failed(fc::network_error, t.host_header + " closed the connection before answering");
@@ -743,7 +746,10 @@ compute::outcome openai_provider::run(const compute::request& r,
       return a.fail;
     }
     // Wait out the backoff, looking at the cancelled flag as we go.
-    auto until = steady_clock::now() + backoff_delay(p.o, retry, a.retry_after);
+    auto delay = backoff_delay(p.o, retry, a.retry_after);
+    if (p.o.on_retry_wait)
+      p.o.on_retry_wait(delay);
+    auto until = steady_clock::now() + delay;
     while (steady_clock::now() < until) {
       if (cancelled)
         return make_failure(fc::cancelled, "the job was cancelled");

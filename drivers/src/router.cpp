@@ -1,4 +1,5 @@
 #include "router.hpp"
+#include "fs_path.hpp"
 
 #include <boost/json.hpp>
 #include <sodium.h>
@@ -46,6 +47,14 @@ json::object status_json(const agent_status& s) {
   o["queue_depth"] = s.queue_depth;
   if (!s.error.empty())
     o["error"] = s.error;
+  auto throttled = s.throttled_until > ticktock::system_clock{}.now();
+  o["throttled"] = throttled;
+  if (throttled)
+    o["throttled_until_us"] = micros(s.throttled_until);
+  json::object hits;
+  for (auto& [k, v] : s.limits_hit)
+    hits[k] = v;
+  o["limits_hit"] = std::move(hits);
   json::value summary = json::object{};
   if (!s.summary.empty()) {
     boost::system::error_code ec;
@@ -117,6 +126,24 @@ json::object outbox_json(const storage::outbox_event& e) {
   if (!e.topic.empty())
     o["topic"] = e.topic;
   return o;
+}
+
+// The query without its `token` parameters (credentials the agent must not
+// see, like the Authorization and Cookie headers); the rest as it came.
+std::string query_without_token(std::string_view q) {
+  std::string out;
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    auto part = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
+    auto key = router::url_decode(part.substr(0, part.find('=')));
+    if (part.empty() || (key && *key == "token"))
+      continue;
+    if (!out.empty())
+      out += '&';
+    out += part;
+  }
+  return out;
 }
 
 std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
@@ -261,7 +288,9 @@ response error_response(const error& err) {
     case errc::tick_failed: status = 500; break;
   }
   auto r = error_response(status, to_string(err.code()), err.message());
-  if (err.code() == errc::inbox_full)
+  // A full inbox drains; a storage failure clears once the disk takes
+  // writes again (the store recovers by itself).
+  if (err.code() == errc::inbox_full || err.code() == errc::storage_failure)
     r.headers.emplace_back("Retry-After", "1");
   return r;
 }
@@ -307,6 +336,15 @@ std::vector<std::string> router::routes() {
     "PUT /v1/agents/{id}/fs/{path}",
     "POST /v1/agents/{id}/fs/{path}",
     "DELETE /v1/agents/{id}/fs/{path}",
+    "GET /v1/approvals",
+    "GET /v1/approvals/{approval}",
+    "POST /v1/approvals/{approval}/decide",
+    "GET /v1/killswitch",
+    "PUT /v1/killswitch",
+    "GET /v1/policy",
+    "PUT /v1/policy",
+    "GET /v1/compute/prices",
+    "PUT /v1/compute/prices",
     "GET /a/{id}/{path}",
     "POST /a/{id}/{path}",
     "PUT /a/{id}/{path}",
@@ -405,6 +443,12 @@ std::string required_scope(std::string_view method, std::string_view rest) {
   // Policies are admin-written, agent-readable.
   if (path.find("policy") != std::string_view::npos)
     return "admin";
+  // Jobs are external effects; the gate and the budget still apply.
+  if (path == "compute/new" || (path.starts_with("compute/jobs/") && path.ends_with("/cancel")))
+    return "compute";
+  if (path == "containers/new"
+      || (path.starts_with("containers/sessions/") && path.ends_with("/cancel")))
+    return "containers";
   if (path == "ctl")
     return "write:ctl";
   if (path == "inbox")
@@ -506,6 +550,12 @@ response router::dispatch(const request& req, std::string_view path,
     r.route = "/v1/tokens";
     return r;
   }
+  if (second == "approvals" || second == "killswitch" || second == "policy"
+      || (second == "compute" && rest == "/prices")) {
+    if (!who.admin)
+      return forbidden("only the admin token may do that", "/v1/" + std::string{second});
+    return control(req, second, rest);
+  }
   if (second != "agents")
     return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
   if (rest.empty() || rest == "/") {
@@ -554,6 +604,24 @@ response router::metrics_text() {
       << "ticktock_envelopes_refused_total{reason=\"bad_signature\"} " << m.bad_signatures << "\n"
       << "ticktock_envelopes_refused_total{reason=\"undecryptable\"} " << m.undecryptable << "\n"
       << "ticktock_envelopes_refused_total{reason=\"replayed\"} " << m.replayed_envelopes << "\n"
+      << "# HELP ticktock_limit_hits_total Limits hit by ticks, by limit.\n"
+         "# TYPE ticktock_limit_hits_total counter\n"
+      << "ticktock_limit_hits_total{limit=\"ticks_per_minute\"} " << m.throttled << "\n"
+      << "ticktock_limit_hits_total{limit=\"tick_wall_time\"} " << m.slow_ticks << "\n"
+      << "ticktock_limit_hits_total{limit=\"state_size\"} " << m.state_too_large << "\n"
+      << "ticktock_limit_hits_total{limit=\"outbox_retention\"} " << m.outbox_trimmed << "\n"
+      << "# HELP ticktock_policy_decisions_total Policy-gate decisions, by decision.\n"
+         "# TYPE ticktock_policy_decisions_total counter\n"
+      << "ticktock_policy_decisions_total{decision=\"allow\"} " << m.decisions_allow << "\n"
+      << "ticktock_policy_decisions_total{decision=\"deny\"} " << m.decisions_deny << "\n"
+      << "ticktock_policy_decisions_total{decision=\"require_approval\"} " << m.decisions_approval << "\n"
+      << "# HELP ticktock_jobs_total Service jobs that ended, by result.\n"
+         "# TYPE ticktock_jobs_total counter\n"
+      << "ticktock_jobs_total{result=\"done\"} " << m.jobs_done << "\n"
+      << "ticktock_jobs_total{result=\"failed\"} " << m.jobs_failed << "\n"
+      << "# HELP ticktock_kill_switch 1 while the kill switch is engaged.\n"
+         "# TYPE ticktock_kill_switch gauge\n"
+      << "ticktock_kill_switch " << (node_.kill_switch() ? 1 : 0) << "\n"
       ;
   if (options_.nostr) {
     auto nm = options_.nostr->metrics();
@@ -715,7 +783,7 @@ response router::tokens(const request& req) {
     if (!s.is_string() || !known_scopes.count(s.as_string()))
       return error_response(400, "BAD_SCOPE",
                             "scopes are read, write:inbox, write:ctl, write:goals, "
-                            "write:deadletter, http, ws, identity");
+                            "write:deadletter, http, ws, identity, compute, containers");
     c.scopes.insert(std::string{s.as_string()});
   }
   std::int64_t ttl = 3600;
@@ -1069,20 +1137,28 @@ response router::enqueue(const request& req, const std::string& id) {
 
 // -- the agent filesystem ------------------------------------------------------
 
+std::optional<std::vector<std::string>> split_fs_path(std::string_view path) {
+  std::vector<std::string> parts;
+  for (auto rest = path; !rest.empty() && rest != "/";) {
+    auto seg = next_segment(rest);
+    auto dec = router::url_decode(seg);
+    if (!dec || dec->empty() || *dec == "." || *dec == ".."
+        || dec->find('/') != std::string::npos || dec->find('\0') != std::string::npos)
+      return std::nullopt;
+    parts.push_back(std::move(*dec));
+  }
+  return parts;
+}
+
 response router::fs(const request& req, const std::string& id, std::string_view path,
                     const std::map<std::string, std::string>& query) {
   auto status = node_.status(id);
   if (!status)
     return error_response(status.error_value());
-  std::vector<std::string> parts;
-  for (auto rest = path; !rest.empty() && rest != "/";) {
-    auto seg = next_segment(rest);
-    auto dec = url_decode(seg);
-    if (!dec || dec->empty() || *dec == "." || *dec == ".."
-        || dec->find('/') != std::string::npos || dec->find('\0') != std::string::npos)
-      return error_response(400, "BAD_PATH", "bad segment in agent path");
-    parts.push_back(std::move(*dec));
-  }
+  auto split = split_fs_path(path);
+  if (!split)
+    return error_response(400, "BAD_PATH", "bad segment in agent path");
+  auto& parts = *split;
   const auto& m = req.method;
   auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos
                      || lower_contains(req.header("upgrade"), "websocket");
@@ -1122,7 +1198,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   };
   static const std::vector<std::string> top = {
     "ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "nostr", "wallet",
-    "compute", "containers", "hud", "metrics", "deadletter", "logs", "mounts"};
+    "compute", "containers", "limits", "hud", "metrics", "deadletter", "logs", "mounts"};
 
   if (parts.empty()) {
     if (m != "GET")
@@ -1162,7 +1238,12 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   if (name == "status" && parts.size() == 1) {
     if (m != "GET")
       return route(method_not_allowed("GET"));
-    return route(json_response(200, status_json(*status)));
+    auto o = status_json(*status);
+    if (auto l = node_.wallet(id))
+      o["budget"] = json::object{{"limit_total", l->limit_total}, {"limit_day", l->limit_day},
+                                 {"limit_month", l->limit_month}, {"spent_total", l->spent_total},
+                                 {"reserved", l->reserved}};
+    return route(json_response(200, o));
   }
   if (name == "inbox" && parts.size() == 1) {
     if (m == "GET")
@@ -1289,6 +1370,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     auto n = node_.requeue(id, ids);
     return route(n ? json_response(200, json::object{{"requeued", *n}}) : error_response(n.error_value()));
   }
+  if (name == "wallet" || name == "compute" || name == "containers" || name == "limits")
+    return route(services_file(req, id, parts, query));
   if (name == "identity")
     return route(identity_file(req, id, parts));
   if (name == "nostr")
@@ -1357,6 +1440,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
 
 expected<std::vector<stream_event>> router::read_stream(stream_kind kind, const std::string& agent,
                                                         std::uint64_t from, std::size_t limit) {
+  if (kind == stream_kind::job)
+    return read_job_stream(agent, from, limit);
   std::vector<stream_event> out;
   if (kind == stream_kind::outbox) {
     auto events = node_.outbox(agent, from, limit);
@@ -1395,7 +1480,7 @@ response router::agent_route(const request& req, const std::string& id, std::str
   http_request hr;
   hr.method = req.method;
   hr.path = std::string{rest};
-  hr.query = std::string{query};
+  hr.query = query_without_token(query);
   for (auto& [k, v] : req.headers)
     if (k != "authorization" && k != "cookie")
       hr.headers.emplace_back(k, v);

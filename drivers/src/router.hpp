@@ -46,6 +46,8 @@ enum class stream_kind : std::uint8_t {
   outbox,  ///< fs/outbox: events by outbox seq
   trace,   ///< fs/logs/trace: trajectory records as they commit, by index
   hud,     ///< fs/hud/stream: the same, redacted for public viewers
+  job,     ///< compute/jobs/{id}/stream, containers/sessions/{id}/output: output
+           ///< chunks by index, then one "end" event; stream_agent is "agent\0job"
 };
 
 /// One event of a stream, for SSE ("id:", "event:", "data:") or a WebSocket
@@ -167,6 +169,14 @@ private:
                          const std::vector<std::string>& parts);
   response nostr_file(const request& req, const std::string& id,
                       const std::vector<std::string>& parts);
+  // router_services.cpp: wallet/, compute/, containers/, limits, and the
+  // admin's /v1/approvals, /v1/killswitch, /v1/policy, /v1/compute/prices.
+  response services_file(const request& req, const std::string& id,
+                         const std::vector<std::string>& parts,
+                         const std::map<std::string, std::string>& query);
+  response control(const request& req, std::string_view second, std::string_view rest);
+  expected<std::vector<stream_event>> read_job_stream(const std::string& key, std::uint64_t from,
+                                                      std::size_t limit);
   response metrics_text();
 
   node& node_;

@@ -224,7 +224,7 @@ class ErrorStatusTest(ServerCase):
         self.assertError(self.server.get("/v1/agents/err-counter/fs/nothing"), 404, "NO_SUCH_FILE")
         self.assertError(self.server.get("/v1/agents/err-counter/fs/goals/unset"), 404, "NO_SUCH_FILE")
         self.assertError(self.server.get("/v1/agents/err-counter/fs/memory/kv/unset"), 404, "NO_SUCH_FILE")
-        self.assertError(self.server.get("/v1/agents/err-counter/fs/wallet"), 404, "NOT_YET_AVAILABLE")
+        self.assertError(self.server.get("/v1/agents/err-counter/fs/metrics"), 404, "NOT_YET_AVAILABLE")
 
     def test_405_wrong_method_names_the_allowed_ones(self):
         for method, path, allow in [("PUT", "/v1/agents", "GET, POST"),
@@ -577,6 +577,23 @@ class AgentRouteTest(ServerCase):
         r = self.server.request("PUT", "/a/route-echo/x", body="hello",
                                 headers={"Content-Type": "text/plain"})
         self.assertEqual((r.status, r.body, r.headers.get("content-type")), (200, b"hello", "text/plain"))
+
+    def test_the_token_in_the_query_does_not_reach_the_agent(self):
+        # Bug: /a/{id}/...?token=ADMIN passed the admin token inside the durable
+        # http trigger (its query), so the agent, its trajectory and its
+        # exported bundle held the admin token.
+        self.server.create("route-secret", "echo")
+        r = self.server.request("POST", "/a/route-secret/x?a=1&token=" + ADMIN_TOKEN + "&b=2",
+                                body="hi", auth=False)
+        self.assertEqual((r.status, r.body), (200, b"hi"))
+        self.assertEqual(r.headers.get("x-echo-path"), "/x")
+        self.assertEqual(r.headers.get("x-echo-query"), "a=1&b=2")
+        bundle = self.server.get("/v1/agents/route-secret/fs/memory/export")
+        self.assertEqual(bundle.status, 200)
+        self.assertNotIn(ADMIN_TOKEN.encode(), bundle.body)
+        trajectory = self.server.get("/v1/agents/route-secret/fs/logs/trajectory")
+        self.assertEqual(trajectory.status, 200)
+        self.assertNotIn(ADMIN_TOKEN.encode(), trajectory.body)
 
     def test_an_agent_that_does_not_reply_gets_204(self):
         self.server.create("route-quiet", "heartbeat", config="60")

@@ -92,6 +92,9 @@ struct node_options {
   /// The 32-byte master key that seals agents' secret keys; created (mode
   /// 0600) when missing. Empty: data_dir / "master.key".
   std::filesystem::path master_key_file;
+  /// Fault injection for tests: the store's disk writes ask it whether to
+  /// fail (see ticktock/storage/faults.hpp, docs/operations.md) [nullptr].
+  std::shared_ptr<storage::fault_injector> faults;
 };
 
 /// What the directory knows about an agent.

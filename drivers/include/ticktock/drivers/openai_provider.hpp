@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,9 @@ struct openai_options {
   /// HTTPS: verify the server against the system CAs and, when set, the
   /// certificates in this PEM file.
   std::string ca_file;
+  /// Called, when set, with each wait before a retry, just before waiting;
+  /// on the thread that calls run(). For tests and logs.
+  std::function<void(std::chrono::milliseconds)> on_retry_wait;
 
   /// The defaults, with base_url from OPENAI_BASE_URL and api_key from
   /// OPENAI_API_KEY when those are set and not empty.

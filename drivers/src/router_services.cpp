@@ -1,0 +1,522 @@
+// The budget, services and policy parts of the HTTP API: an agent's wallet/,
+// compute/, containers/ and limits files, and the admin's approvals, kill
+// switch, global policy and price table. See docs/compute.md, docs/policy.md
+// and docs/openapi.yaml.
+
+#include <boost/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "router.hpp"
+#include "ticktock/actors/node.hpp"
+#include "ticktock/storage/store.hpp"
+
+namespace ticktock::drivers {
+
+namespace json = boost::json;
+
+namespace {
+
+response json_ok(unsigned status, const json::value& v) {
+  response r;
+  r.status = status;
+  r.body = json::serialize(v);
+  return r;
+}
+
+response not_allowed(std::string_view allowed) {
+  auto r = error_response(405, "METHOD_NOT_ALLOWED",
+                          "method not allowed here; allowed: " + std::string{allowed});
+  r.headers.emplace_back("Allow", std::string{allowed});
+  return r;
+}
+
+json::value parsed_or_text(const std::string& text) {
+  if (text.empty())
+    return nullptr;
+  boost::system::error_code ec;
+  auto v = json::parse(text, ec);
+  return ec ? json::value(text) : v;
+}
+
+json::object job_json(const storage::job_record& j, bool with_result) {
+  json::object o{{"id", j.id},
+                 {"service", j.service},
+                 {"status", j.status},
+                 {"destination", j.destination},
+                 {"reserved_micro_usd", j.reserved},
+                 {"cost_micro_usd", j.cost},
+                 {"created_us", j.created.time_since_epoch().count()}};
+  if (!j.error.empty())
+    o["reason"] = j.error;
+  if (!j.error_message.empty())
+    o["message"] = j.error_message;
+  if (!j.approval.empty())
+    o["approval"] = j.approval;
+  if (j.finished.time_since_epoch().count() != 0)
+    o["finished_us"] = j.finished.time_since_epoch().count();
+  o["request"] = parsed_or_text(j.request);
+  if (with_result && !j.result.empty())
+    o["result"] = parsed_or_text(j.result);
+  return o;
+}
+
+json::object approval_json(const storage::approval_record& a) {
+  json::object o{{"id", a.id},         {"agent", a.agent},   {"job", a.job},
+                 {"action", a.action}, {"destination", a.destination},
+                 {"cost_micro_usd", a.cost}, {"reason", a.reason}, {"status", a.status},
+                 {"created_us", a.created.time_since_epoch().count()}};
+  if (a.status != "pending") {
+    o["decided_us"] = a.decided.time_since_epoch().count();
+    o["note"] = a.note;
+  }
+  return o;
+}
+
+json::object ledger_json(const storage::ledger_record& l) {
+  auto left = l.available(ticktock::system_clock{}.now());
+  return json::object{
+    {"limits", json::object{{"total", l.limit_total}, {"day", l.limit_day}, {"month", l.limit_month}}},
+    {"spent", json::object{{"total", l.spent_total}, {"day", l.spent_day}, {"month", l.spent_month}}},
+    {"reserved", l.reserved},
+    {"available", left == UINT64_MAX ? json::value(nullptr) : json::value(left)},
+    {"currency", "micro-usd"}};
+}
+
+// Reads {"total","day","month"} (non-negative integers, each optional).
+expected<std::array<std::uint64_t, 3>> parse_budget(std::string_view body,
+                                                   std::array<std::uint64_t, 3> current) {
+  boost::system::error_code ec;
+  auto v = json::parse(body, ec);
+  if (ec || !v.is_object())
+    return error{errc::invalid_argument, "limits are {\"total\",\"day\",\"month\"} in micro-USD"};
+  for (auto& [k, x] : v.as_object()) {
+    int i = k == "total" ? 0 : k == "day" ? 1 : k == "month" ? 2 : -1;
+    if (i < 0)
+      return error{errc::invalid_argument, std::string{k} + ": unknown field (total, day, month)"};
+    if (!(x.is_uint64() || (x.is_int64() && x.as_int64() >= 0)))
+      return error{errc::invalid_argument, std::string{k} + ": a non-negative integer of micro-USD"};
+    current[static_cast<std::size_t>(i)] = x.to_number<std::uint64_t>();
+  }
+  return current;
+}
+
+// The status of a refused job: 402 over budget, 403 by policy or kill switch.
+response refused_job(const storage::job_record& j) {
+  auto budget = j.error == "budget_exceeded";
+  auto code = budget ? "BUDGET_EXCEEDED" : j.error == "kill_switch" ? "KILL_SWITCH" : "POLICY_DENIED";
+  return error_response(budget ? 402 : 403, code,
+                        j.error_message.empty() ? j.error : j.error_message,
+                        json::serialize(json::object{{"job", job_json(j, false)}}));
+}
+
+}  // namespace
+
+response router::services_file(const request& req, const std::string& id,
+                               const std::vector<std::string>& parts,
+                               const std::map<std::string, std::string>& query) {
+  const auto& m = req.method;
+  const auto& name = parts[0];
+  auto stream_wanted = req.header("accept").find("text/event-stream") != std::string_view::npos;
+
+  if (name == "limits") {
+    if (parts.size() != 1)
+      return error_response(404, "NO_SUCH_FILE", "limits is a file");
+    if (m == "GET") {
+      auto l = node_.limits(id);
+      if (!l)
+        return error_response(l.error_value());
+      json::object o{{"ticks_per_minute", l->ticks_per_minute},
+                     {"tick_wall_ms", l->tick_wall_time.count()},
+                     {"max_state_bytes", l->max_state_bytes},
+                     {"outbox_retention", l->outbox_retention},
+                     {"max_attempts", l->max_attempts},
+                     {"inbox_limit", l->inbox_limit}};
+      return json_ok(200, o);
+    }
+    if (m != "PUT")
+      return not_allowed("GET, PUT");
+    auto err = node_.set_setting("limits/" + id, req.body);
+    if (err)
+      return err.code() == errc::invalid_argument ? error_response(400, "BAD_LIMITS", err.message())
+                                                  : error_response(err);
+    return json_ok(200, json::object{{"ok", true}});
+  }
+
+  if (name == "wallet") {
+    if (parts.size() == 1) {
+      if (m != "GET")
+        return not_allowed("GET");
+      return json_ok(200, json::object{{"entries", json::array{"balance", "history", "limits"}}});
+    }
+    if (parts.size() != 2)
+      return error_response(404, "NO_SUCH_FILE", "wallet/balance, wallet/history, wallet/limits");
+    if (parts[1] == "balance" || (parts[1] == "limits" && m == "GET")) {
+      if (m != "GET")
+        return not_allowed("GET");
+      auto l = node_.wallet(id);
+      if (!l)
+        return error_response(l.error_value());
+      auto o = ledger_json(*l);
+      return json_ok(200, parts[1] == "limits" ? o["limits"] : json::value(o));
+    }
+    if (parts[1] == "limits") {
+      if (m != "PUT")
+        return not_allowed("GET, PUT");
+      auto l = node_.wallet(id);
+      if (!l)
+        return error_response(l.error_value());
+      auto b = parse_budget(req.body, {l->limit_total, l->limit_day, l->limit_month});
+      if (!b)
+        return error_response(400, "BAD_LIMITS", b.error_value().message());
+      if (auto err = node_.set_budget(id, (*b)[0], (*b)[1], (*b)[2]))
+        return error_response(err);
+      auto after = node_.wallet(id);
+      return json_ok(200, after ? json::value(ledger_json(*after)) : json::value(nullptr));
+    }
+    if (parts[1] == "history") {
+      if (m != "GET")
+        return not_allowed("GET");
+      std::uint64_t from = 0;
+      if (auto i = query.find("from"); i != query.end()) {
+        char* end = nullptr;
+        from = std::strtoull(i->second.c_str(), &end, 10);
+        if (i->second.empty() || *end != '\0' || i->second[0] == '-')
+          return error_response(400, "BAD_QUERY", "from is a number");
+      }
+      auto h = node_.wallet_history(id, from, 1000);
+      if (!h)
+        return error_response(h.error_value());
+      json::array arr;
+      for (auto& e : *h)
+        arr.push_back(json::object{{"seq", e.seq},
+                                   {"time_us", e.time.time_since_epoch().count()},
+                                   {"kind", e.kind},
+                                   {"service", e.service},
+                                   {"job", e.job},
+                                   {"amount_micro_usd", e.amount},
+                                   {"reason", e.reason}});
+      return json_ok(200, json::object{{"entries", std::move(arr)}});
+    }
+    return error_response(404, "NO_SUCH_FILE", "wallet/balance, wallet/history, wallet/limits");
+  }
+
+  // compute/ and containers/ share their shape.
+  const bool compute = name == "compute";
+  const std::string service = compute ? "compute" : "containers";
+  const std::string jobs_dir = compute ? "jobs" : "sessions";
+  if (parts.size() == 1) {
+    if (m != "GET")
+      return not_allowed("GET");
+    return json_ok(200, json::object{{"entries", json::array{"providers", "new", jobs_dir.c_str(),
+                                                             "policy", "usage"}}});
+  }
+  const auto& file = parts[1];
+  if (file == "providers" && parts.size() == 2) {
+    if (m != "GET")
+      return not_allowed("GET");
+    json::array arr;
+    if (compute)
+      for (auto& p : node_.compute_providers())
+        arr.emplace_back(p);
+    else
+      arr.emplace_back(sandbox::bubblewrap_available() ? "bubblewrap" : "process");
+    return json_ok(200, json::object{{"providers", std::move(arr)}});
+  }
+  if (file == "policy" && parts.size() == 2) {
+    auto key = "policy/" + id + "/" + service;
+    if (m == "GET") {
+      auto v = node_.setting(key);
+      if (!v && v.error_value().code() != errc::not_found)
+        return error_response(v.error_value());
+      response r;
+      r.body = v ? *v : R"({"rules":[],"default":"allow"})";
+      return r;
+    }
+    if (m != "PUT")
+      return not_allowed("GET, PUT");
+    auto err = node_.set_setting(key, req.body);
+    if (err)
+      return err.code() == errc::invalid_argument ? error_response(400, "BAD_POLICY", err.message())
+                                                  : error_response(err);
+    return json_ok(200, json::object{{"ok", true}});
+  }
+  if (file == "usage" && parts.size() == 2) {
+    if (m != "GET")
+      return not_allowed("GET");
+    auto l = node_.wallet(id);
+    if (!l)
+      return error_response(l.error_value());
+    auto jobs = node_.jobs(id, service);
+    json::object by_status;
+    if (jobs)
+      for (auto& j : *jobs)
+        by_status[j.status] = by_status.contains(j.status) ? by_status[j.status].as_int64() + 1 : 1;
+    return json_ok(200, json::object{
+                          {"reserved_micro_usd", compute ? l->compute_reserved : l->containers_reserved},
+                          {"spent_micro_usd", compute ? l->compute_spent : l->containers_spent},
+                          {jobs_dir.c_str(), std::move(by_status)}});
+  }
+  if (file == "new" && parts.size() == 2) {
+    if (m != "POST" && m != "PUT")
+      return not_allowed("POST, PUT");
+    if (req.body.size() > options_.max_body_bytes)
+      return error_response(413, "BODY_TOO_LARGE", "the request is too large");
+    auto j = node_.submit_job(id, service, req.body);
+    if (!j) {
+      if (j.error_value().code() == errc::invalid_argument)
+        return error_response(400, "BAD_REQUEST_BODY", j.error_value().message());
+      return error_response(j.error_value());
+    }
+    if (j->status == "denied")
+      return refused_job(*j);
+    auto r = json_ok(202, job_json(*j, false));
+    r.headers.emplace_back("Location", "/v1/agents/" + id + "/fs/" + service + "/" + jobs_dir + "/" + j->id);
+    return r;
+  }
+  if (file == jobs_dir) {
+    if (parts.size() == 2) {
+      if (m != "GET")
+        return not_allowed("GET");
+      auto jobs = node_.jobs(id, service);
+      if (!jobs)
+        return error_response(jobs.error_value());
+      json::array arr;
+      for (auto& j : *jobs)
+        arr.push_back(job_json(j, false));
+      return json_ok(200, json::object{{jobs_dir.c_str(), std::move(arr)}});
+    }
+    auto job = node_.job(id, parts[2]);
+    if (!job)
+      return error_response(job.error_value());
+    if (!*job || (*job)->service != service)
+      return error_response(404, "NO_SUCH_JOB", "no " + std::string{compute ? "job" : "session"}
+                                                  + " '" + parts[2] + "'");
+    auto& j = **job;
+    auto leaf = parts.size() == 3 ? std::string{} : parts[3];
+    if (parts.size() > 4 && leaf != "files")
+      return error_response(404, "NO_SUCH_FILE", "no such file");
+    if (leaf.empty()) {
+      if (m != "GET")
+        return not_allowed("GET");
+      json::array entries{"status", "result"};
+      entries.emplace_back(compute ? "stream" : "output");
+      if (!compute)
+        entries.emplace_back("files");
+      entries.emplace_back("cancel");
+      return json_ok(200, json::object{{"entries", std::move(entries)}});
+    }
+    if (leaf == "cancel") {
+      if (m != "POST")
+        return not_allowed("POST");
+      auto ok = node_.cancel_job(id, j.id);
+      if (!ok)
+        return error_response(ok.error_value());
+      if (!*ok)
+        return error_response(409, "NOT_RUNNING", "'" + j.id + "' is not running (" + j.status + ")");
+      return json_ok(202, json::object{{"cancelling", j.id}});
+    }
+    if (m != "GET")
+      return not_allowed("GET");
+    if (leaf == "status")
+      return json_ok(200, job_json(j, false));
+    if (leaf == "result") {
+      if (j.open())
+        return error_response(409, "NOT_FINISHED", "'" + j.id + "' is " + j.status);
+      return json_ok(200, job_json(j, true));
+    }
+    if (leaf == "stream" || leaf == "output") {
+      if (stream_wanted) {
+        response r;
+        r.stream = stream_kind::job;
+        r.stream_agent = id + '\0' + j.id;
+        r.stream_from = 0;
+        if (auto i = query.find("from_seq"); i != query.end())
+          r.stream_from = std::strtoull(i->second.c_str(), nullptr, 10);
+        return r;
+      }
+      if (!compute) {
+        // The whole output so far, as the session wrote it.
+        auto root = node_.options().services.containers_dir.empty()
+                      ? node_.options().data_dir / "containers"
+                      : node_.options().services.containers_dir;
+        std::ifstream in(root / id / (j.id + ".out"), std::ios::binary);
+        std::ostringstream buf;
+        buf << in.rdbuf();
+        response r;
+        r.body = buf.str();
+        r.content_type = "application/octet-stream";
+        return r;
+      }
+      bool done = false;
+      auto chunks = node_.job_output(id, j.id, 0, done);
+      if (!chunks)
+        return error_response(chunks.error_value());
+      json::array arr;
+      for (auto& c : *chunks)
+        arr.emplace_back(c);
+      return json_ok(200, json::object{{"chunks", std::move(arr)}, {"done", done}});
+    }
+    if (leaf == "files" && !compute) {
+      auto root = node_.options().services.containers_dir.empty()
+                    ? node_.options().data_dir / "containers"
+                    : node_.options().services.containers_dir;
+      auto dir = root / id / j.id;
+      if (parts.size() == 4) {
+        json::array arr;
+        std::error_code ec;
+        for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+             !ec && it != std::filesystem::recursive_directory_iterator() && arr.size() < 10'000;
+             it.increment(ec)) {
+          if (it->is_symlink() || !it->is_regular_file())
+            continue;
+          arr.push_back(json::object{
+            {"path", std::filesystem::relative(it->path(), dir).string()},
+            {"bytes", static_cast<std::uint64_t>(it->file_size())}});
+        }
+        return json_ok(200, json::object{{"files", std::move(arr)}});
+      }
+      // One file: no symlinks, nothing outside the session directory.
+      auto rel = std::filesystem::path{};
+      for (std::size_t i = 4; i < parts.size(); ++i)
+        rel /= parts[i];
+      auto path = dir / rel;
+      std::error_code ec;
+      auto st = std::filesystem::symlink_status(path, ec);
+      if (ec || !std::filesystem::is_regular_file(st))
+        return error_response(404, "NO_SUCH_FILE", "no file '" + rel.string() + "' in the session");
+      std::ifstream in(path, std::ios::binary);
+      std::ostringstream buf;
+      buf << in.rdbuf();
+      response r;
+      r.body = buf.str();
+      r.content_type = "application/octet-stream";
+      return r;
+    }
+  }
+  return error_response(404, "NO_SUCH_FILE", "no file '" + file + "' in " + name + "/");
+}
+
+expected<std::vector<stream_event>> router::read_job_stream(const std::string& key,
+                                                            std::uint64_t from, std::size_t limit) {
+  auto nul = key.find('\0');
+  auto agent = key.substr(0, nul), job = key.substr(nul + 1);
+  bool done = false;
+  auto chunks = node_.job_output(agent, job, static_cast<std::size_t>(from), done);
+  if (!chunks)
+    return chunks.error_value();
+  std::vector<stream_event> out;
+  for (std::size_t i = 0; i < chunks->size() && out.size() < limit; ++i)
+    out.push_back({from + i, "chunk", (*chunks)[i]});
+  if (done && out.size() == chunks->size()) {
+    auto j = node_.job(agent, job);
+    auto status = j && *j ? (*j)->status : std::string{"unknown"};
+    out.push_back({from + chunks->size(), "end", json::serialize(json::object{{"status", status}})});
+  }
+  return out;
+}
+
+response router::control(const request& req, std::string_view second, std::string_view rest) {
+  const auto& m = req.method;
+  auto route = [&](response r, std::string label) {
+    r.route = std::move(label);
+    return r;
+  };
+  if (second == "killswitch") {
+    if (!rest.empty())
+      return route(error_response(404, "ROUTE_NOT_FOUND", "no such route"), "/v1/killswitch");
+    if (m == "GET")
+      return route(json_ok(200, json::object{{"engaged", node_.kill_switch()}}), "/v1/killswitch");
+    if (m != "PUT")
+      return route(not_allowed("GET, PUT"), "/v1/killswitch");
+    boost::system::error_code ec;
+    auto v = json::parse(req.body, ec);
+    auto* e = !ec && v.is_object() && v.as_object().size() == 1 ? v.as_object().if_contains("engaged")
+                                                                 : nullptr;
+    if (!e || !e->is_bool())
+      return route(error_response(400, "BAD_JSON", "the body is {\"engaged\": true|false}"),
+                   "/v1/killswitch");
+    if (auto err = node_.set_kill_switch(e->as_bool()))
+      return route(error_response(err), "/v1/killswitch");
+    return route(json_ok(200, json::object{{"engaged", e->as_bool()}}), "/v1/killswitch");
+  }
+  if (second == "policy" || second == "compute") {
+    auto key = second == "policy" ? std::string{"policy"} : std::string{"prices"};
+    auto label = second == "policy" ? "/v1/policy" : "/v1/compute/prices";
+    if (second == "policy" && !rest.empty())
+      return route(error_response(404, "ROUTE_NOT_FOUND", "no such route"), label);
+    if (m == "GET") {
+      auto v = node_.setting(key);
+      response r;
+      r.body = v ? *v : R"({"rules":[],"default":"allow"})";
+      return route(r, label);
+    }
+    if (m != "PUT")
+      return route(not_allowed("GET, PUT"), label);
+    if (auto err = node_.set_setting(key, req.body))
+      return route(err.code() == errc::invalid_argument
+                     ? error_response(400, key == "policy" ? "BAD_POLICY" : "BAD_PRICES", err.message())
+                     : error_response(err),
+                   label);
+    return route(json_ok(200, json::object{{"ok", true}}), label);
+  }
+  // approvals
+  auto seg_end = rest.find('/', 1);
+  auto approval_id = rest.empty() ? std::string{} : std::string{rest.substr(1, seg_end == std::string_view::npos ? std::string_view::npos : seg_end - 1)};
+  auto tail = seg_end == std::string_view::npos ? std::string_view{} : rest.substr(seg_end);
+  if (approval_id.empty()) {
+    if (m != "GET")
+      return route(not_allowed("GET"), "/v1/approvals");
+    std::string status;
+    auto q = req.target.find("status=");
+    if (q != std::string::npos)
+      status = req.target.substr(q + 7, req.target.find('&', q) - q - 7);
+    if (!status.empty() && status != "pending" && status != "approved" && status != "denied")
+      return route(error_response(400, "BAD_QUERY", "status is pending, approved or denied"),
+                   "/v1/approvals");
+    json::array arr;
+    for (auto& a : node_.approvals(status))
+      arr.push_back(approval_json(a));
+    return route(json_ok(200, json::object{{"approvals", std::move(arr)}}), "/v1/approvals");
+  }
+  if (tail.empty()) {
+    if (m != "GET")
+      return route(not_allowed("GET"), "/v1/approvals/{approval}");
+    auto a = node_.approval(approval_id);
+    if (!a)
+      return route(a.error_value().code() == errc::not_found
+                     ? error_response(404, "NO_SUCH_APPROVAL", a.error_value().message())
+                     : error_response(a.error_value()),
+                   "/v1/approvals/{approval}");
+    return route(json_ok(200, approval_json(*a)), "/v1/approvals/{approval}");
+  }
+  if (tail != "/decide")
+    return route(error_response(404, "ROUTE_NOT_FOUND", "no such route"), "/v1/approvals/{approval}");
+  if (m != "POST")
+    return route(not_allowed("POST"), "/v1/approvals/{approval}/decide");
+  boost::system::error_code ec;
+  auto v = json::parse(req.body, ec);
+  const json::object* o = !ec && v.is_object() ? &v.as_object() : nullptr;
+  auto* d = o ? o->if_contains("decision") : nullptr;
+  auto* note = o ? o->if_contains("note") : nullptr;
+  bool fields_ok = o && d && d->is_string()
+                   && (d->as_string() == "approve" || d->as_string() == "deny")
+                   && (!note || note->is_string()) && o->size() == (note ? 2u : 1u);
+  if (!fields_ok)
+    return route(error_response(400, "BAD_JSON",
+                                "the body is {\"decision\": \"approve\"|\"deny\", \"note\"?: \"...\"}"),
+                 "/v1/approvals/{approval}/decide");
+  auto a = node_.decide(approval_id, d->as_string() == "approve",
+                        note ? std::string{note->as_string()} : std::string{});
+  if (!a) {
+    auto& err = a.error_value();
+    auto r = err.code() == errc::not_found       ? error_response(404, "NO_SUCH_APPROVAL", err.message())
+             : err.code() == errc::already_exists ? error_response(409, "ALREADY_DECIDED", err.message())
+                                                  : error_response(err);
+    return route(r, "/v1/approvals/{approval}/decide");
+  }
+  return route(json_ok(200, approval_json(*a)), "/v1/approvals/{approval}/decide");
+}
+
+}  // namespace ticktock::drivers
