@@ -8,6 +8,8 @@ packages=(
   libcaf-dev librocksdb-dev rocksdb-tools libsodium-dev capnproto libcapnp-dev catch2
   libsecp256k1-dev libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
   libssl-dev python3 curl bubblewrap
+  # scripts/sanitize.sh and scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes
+  clang-14 libclang-rt-14-dev
 )
 
 # Node.js and npm run the Nostr interop test (nostr-tools, installed by the

@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <map>
 #include <stdexcept>
 
 #include <ticktock/ticktock.hpp>
@@ -145,11 +147,333 @@ struct player_agent : agent<player_state> {
   }
 };
 
+// -- llm-chat -----------------------------------------------------------------
+
+/// The configuration of an `llm-chat` agent (its config JSON; every field
+/// optional): {"system": "You are ...", "provider": "local", "model":
+/// "local-chat", "max_tokens": 256, "history": 40}. `history` is the most
+/// earlier messages (user and assistant) kept per conversation and sent with
+/// each question (2..200).
+struct llm_chat_config {
+  std::string system;
+  std::string provider = "local";
+  std::string model = "local-chat";
+  std::uint32_t max_tokens = 256;
+  std::size_t history = 40;
+
+  /// Parses the config; throws std::invalid_argument naming the bad field
+  /// (the tick fails, and its trigger ends in the deadletter).
+  static llm_chat_config parse(const std::string& text) {
+    llm_chat_config c;
+    if (text.empty())
+      return c;
+    boost::system::error_code ec;
+    auto v = boost::json::parse(text, ec);
+    if (ec || !v.is_object())
+      throw std::invalid_argument("llm-chat config: a JSON object {\"system\",\"provider\","
+                                  "\"model\",\"max_tokens\",\"history\"}");
+    for (auto& kv : v.as_object()) {
+      // (Not a structured binding: clang 14 cannot capture one in a lambda.)
+      auto k = kv.key();
+      auto& x = kv.value();
+      auto bad = [&](const char* what) {
+        return std::invalid_argument("llm-chat config: " + std::string{k} + ": " + what);
+      };
+      if (k == "system" || k == "provider" || k == "model") {
+        if (!x.is_string())
+          throw bad("a string");
+        (k == "system" ? c.system : k == "provider" ? c.provider : c.model) =
+          std::string{x.as_string()};
+      } else if (k == "max_tokens" || k == "history") {
+        auto n = x.is_int64() ? x.as_int64() : x.is_uint64() ? 0 : -1;
+        auto lo = k == "history" ? 2 : 1, hi = k == "history" ? 200 : 32768;
+        if (n < lo || n > hi)
+          throw bad(k == "history" ? "an integer 2..200" : "an integer 1..32768");
+        if (k == "history")
+          c.history = static_cast<std::size_t>(n);
+        else
+          c.max_tokens = static_cast<std::uint32_t>(n);
+      } else {
+        throw bad("unknown field (system, provider, model, max_tokens, history)");
+      }
+    }
+    // The compute service's own check, so a bad provider or model name
+    // fails the init tick instead of every question.
+    auto probe = compute::parse_request(c.request({{"user", "probe"}}));
+    if (!probe)
+      throw std::invalid_argument("llm-chat config: " + probe.error_value().message());
+    return c;
+  }
+
+  /// The compute/new body for a conversation (system prompt first).
+  std::string request(const std::vector<std::pair<std::string, std::string>>& turns) const {
+    boost::json::array messages;
+    if (!system.empty())
+      messages.push_back(boost::json::object{{"role", "system"}, {"content", system}});
+    for (auto& [role, content] : turns)
+      messages.push_back(boost::json::object{{"role", role}, {"content", content}});
+    return boost::json::serialize(boost::json::object{{"kind", "chat"},
+                                                      {"provider", provider},
+                                                      {"model", model},
+                                                      {"messages", std::move(messages)},
+                                                      {"max_tokens", max_tokens}});
+  }
+};
+
+/// A question waiting for its compute job.
+struct llm_chat_turn {
+  std::string conversation;
+  std::string text;
+  std::uint64_t reply_seq = 0;  ///< the deferred http trigger, 0 for a message
+};
+
+struct llm_chat_state {
+  std::map<std::string, llm_chat_turn> pending;  ///< by compute job id
+  std::uint64_t answered = 0;
+  std::uint64_t refused = 0;  ///< denied: budget, policy or kill switch
+  std::uint64_t failed = 0;   ///< the job ran and failed
+};
+
+/// `llm-chat`: answers questions through the compute service, within its
+/// budget. A question is a message (a JSON string, {"text","conversation"?},
+/// or any other payload taken as the text) or an HTTP POST to
+/// /a/{id}/[conversation] (the body). Each one becomes a chat compute job
+/// with the system prompt and the conversation so far (memory namespace
+/// `conversations`, one key per conversation: messages from another agent go
+/// to the conversation named by the sender's id, others to "default"). When
+/// the job's compute_result arrives the answer is stored in the conversation,
+/// emitted to the outbox as {"conversation","job","status","reply"} and, for
+/// HTTP, sent as the deferred reply (text/plain). A job the gate refuses is
+/// never retried: over budget the reply is "budget exhausted: ..." (HTTP
+/// 402), denied by policy, an admin or the kill switch "denied by ...
+/// (reason)" (403), a failed job "compute failed: ..." (502); the refusal is
+/// not stored in the conversation. A question over 512 KiB (with the system
+/// prompt) is refused (413), as is one while 1000 wait for answers (429).
+/// GET /a/{id}/[conversation] answers the conversation as JSON.
+struct llm_chat_agent : agent<llm_chat_state> {
+  static constexpr std::string_view space = "conversations";
+  static constexpr std::size_t max_pending = 1000;
+  static constexpr std::size_t max_history_bytes = 256u << 10;
+  static constexpr std::size_t max_question_bytes = compute::max_text_bytes / 2;
+
+  void on_trigger(context& ctx, const trigger& t) override {
+    auto cfg = llm_chat_config::parse(ctx.config());
+    if (auto req = http_request::from(t)) {
+      on_http(ctx, t, cfg, *req);
+    } else if (t.kind == trigger_kind::message) {
+      std::string text = t.payload, conversation = t.from.empty() ? "default" : t.from;
+      boost::system::error_code ec;
+      auto v = boost::json::parse(t.payload, ec);
+      if (!ec && v.is_string()) {
+        text = v.as_string();
+      } else if (!ec && v.is_object()) {
+        auto& o = v.as_object();
+        if (auto* x = o.if_contains("text"); x && x->is_string())
+          text = x->as_string();
+        if (auto* x = o.if_contains("conversation"); x && x->is_string())
+          conversation = x->as_string();
+      }
+      if (!valid_conversation(conversation) || text.empty()) {
+        ctx.emit(event(conversation, "", "bad_request",
+                       "a message is the question's text, or {\"text\",\"conversation\"?}"));
+        return;
+      }
+      if (auto why = refuse_question(cfg, text); !why.empty()) {
+        ctx.emit(event(conversation, "", "bad_request", why));
+        return;
+      }
+      ask(ctx, cfg, std::move(conversation), std::move(text), 0);
+    } else if (t.kind == trigger_kind::compute_result) {
+      on_result(ctx, cfg, t.payload);
+    }
+  }
+
+  std::string summary() const override {
+    return "{\"answered\":" + std::to_string(state().answered)
+           + ",\"refused\":" + std::to_string(state().refused)
+           + ",\"failed\":" + std::to_string(state().failed)
+           + ",\"pending\":" + std::to_string(state().pending.size()) + "}";
+  }
+
+private:
+  static bool valid_conversation(const std::string& c) {
+    return !c.empty() && c.size() <= 128
+           && std::all_of(c.begin(), c.end(), [](char ch) {
+                return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+                       || ch == '.' || ch == '_' || ch == '-';
+              });
+  }
+
+  static std::string event(const std::string& conversation, const std::string& job,
+                           const std::string& status, const std::string& reply) {
+    return boost::json::serialize(boost::json::object{
+      {"conversation", conversation}, {"job", job}, {"status", status}, {"reply", reply}});
+  }
+
+  // The conversation so far: [{"role","content"}...], oldest first.
+  static boost::json::array history(const context& ctx, const std::string& conversation) {
+    auto stored = ctx.memory(space, conversation);
+    if (!stored)
+      return {};
+    boost::system::error_code ec;
+    auto v = boost::json::parse(*stored, ec);
+    return !ec && v.is_array() ? v.as_array() : boost::json::array{};
+  }
+
+  void on_http(context& ctx, const trigger& t, const llm_chat_config& cfg, const http_request& req) {
+    auto conversation = req.path.size() > 1 ? req.path.substr(1) : std::string{"default"};
+    if (!conversation.empty() && conversation.back() == '/')
+      conversation.pop_back();
+    if (!valid_conversation(conversation)) {
+      ctx.reply(404, "a conversation name is 1 to 128 of A-Z a-z 0-9 . _ -\n",
+                {{"Content-Type", "text/plain; charset=utf-8"}});
+      return;
+    }
+    if (req.method == "GET") {
+      ctx.reply(200,
+                boost::json::serialize(boost::json::object{
+                  {"conversation", conversation}, {"messages", history(ctx, conversation)}}),
+                {{"Content-Type", "application/json"}});
+      return;
+    }
+    if (req.method != "POST") {
+      ctx.reply(405, "GET reads a conversation, POST asks a question\n",
+                {{"Content-Type", "text/plain; charset=utf-8"}, {"Allow", "GET, POST"}});
+      return;
+    }
+    if (req.body.empty()) {
+      ctx.reply(400, "the body is the question\n", {{"Content-Type", "text/plain; charset=utf-8"}});
+      return;
+    }
+    if (auto why = refuse_question(cfg, req.body); !why.empty()) {
+      ctx.reply(state().pending.size() >= max_pending ? 429 : 413, why + "\n",
+                {{"Content-Type", "text/plain; charset=utf-8"}});
+      return;
+    }
+    ctx.defer_reply();
+    ask(ctx, cfg, std::move(conversation), req.body, t.seq);
+  }
+
+  // Why a question cannot be asked now (empty: it can).
+  std::string refuse_question(const llm_chat_config& cfg, const std::string& text) const {
+    if (state().pending.size() >= max_pending)
+      return "too many questions waiting for an answer";
+    if (cfg.system.size() + text.size() > max_question_bytes)
+      return "the question is too long (at most " + std::to_string(max_question_bytes)
+             + " bytes with the system prompt)";
+    return {};
+  }
+
+  // Starts the compute job for one question; its answer comes in on_result.
+  void ask(context& ctx, const llm_chat_config& cfg, std::string conversation, std::string text,
+           std::uint64_t reply_seq) {
+    std::vector<std::pair<std::string, std::string>> turns;
+    for (auto& m : history(ctx, conversation)) {
+      auto* o = m.if_object();
+      auto* role = o ? o->if_contains("role") : nullptr;
+      auto* content = o ? o->if_contains("content") : nullptr;
+      if (role && role->is_string() && content && content->is_string())
+        turns.emplace_back(std::string{role->as_string()}, std::string{content->as_string()});
+    }
+    // The oldest turns go first when the request would be too long for the
+    // compute service.
+    auto bytes = cfg.system.size() + text.size();
+    for (auto& [role, content] : turns)
+      bytes += content.size();
+    std::size_t drop = 0;
+    while (drop < turns.size() && bytes > compute::max_text_bytes)
+      bytes -= turns[drop++].second.size();
+    turns.erase(turns.begin(), turns.begin() + static_cast<std::ptrdiff_t>(drop));
+    turns.emplace_back("user", text);
+    auto job = ctx.compute(cfg.request(turns));
+    ctx.log("llm-chat: asked " + cfg.provider + "/" + cfg.model + " in conversation " + conversation
+            + " (job " + job + ")");
+    state().pending[job] = llm_chat_turn{std::move(conversation), std::move(text), reply_seq};
+  }
+
+  void on_result(context& ctx, const llm_chat_config& cfg, const std::string& payload) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(payload, ec);
+    auto* o = !ec ? v.if_object() : nullptr;
+    auto* job_v = o ? o->if_contains("job") : nullptr;
+    if (!job_v || !job_v->is_string())
+      return;
+    auto job = std::string{job_v->as_string()};
+    auto it = state().pending.find(job);
+    if (it == state().pending.end())
+      return;  // a job someone else started (compute/new), or answered already
+    auto turn = std::move(it->second);
+    state().pending.erase(it);
+    auto str = [&](const boost::json::object* from, const char* key) {
+      auto* x = from ? from->if_contains(key) : nullptr;
+      return x && x->is_string() ? std::string{x->as_string()} : std::string{};
+    };
+    auto status = str(o, "status"), reason = str(o, "reason"), message = str(o, "message");
+    // What the job cost: only a job that ran is charged (a refused one
+    // reports what it would have reserved).
+    auto cost = o->if_contains("cost_micro_usd");
+    auto cost_text = status == "done" && cost && cost->is_number() ? boost::json::serialize(*cost)
+                                                                   : std::string{"0"};
+    std::uint16_t code = 200;
+    std::string reply, outcome;
+    if (status == "done") {
+      auto* result = o->if_contains("result");
+      reply = str(result ? result->if_object() : nullptr, "content");
+      outcome = "ok";
+      ++state().answered;
+      auto conv = history(ctx, turn.conversation);
+      conv.push_back(boost::json::object{{"role", "user"}, {"content", turn.text}});
+      conv.push_back(boost::json::object{{"role", "assistant"}, {"content", reply}});
+      auto bytes = [&] {
+        std::size_t n = 0;
+        for (auto& m : conv)
+          n += boost::json::serialize(m).size();
+        return n;
+      };
+      while (conv.size() > cfg.history || (conv.size() > 2 && bytes() > max_history_bytes))
+        conv.erase(conv.begin());
+      ctx.put_memory(std::string{space}, turn.conversation, boost::json::serialize(conv));
+    } else if (status == "denied" && reason == "budget_exceeded") {
+      // Not retried: the budget stays exhausted until an admin raises a limit.
+      constexpr std::string_view prefix = "budget exceeded: ";
+      if (message.starts_with(prefix))
+        message.erase(0, prefix.size());
+      reply = "budget exhausted: " + (message.empty() ? reason : message)
+              + "; this question was not sent to the model";
+      outcome = "budget_exhausted";
+      code = 402;
+      ++state().refused;
+    } else if (status == "denied") {
+      auto who = reason == "kill_switch"       ? "the kill switch"
+                 : reason == "denied_by_admin" ? "an admin"
+                                               : "policy";
+      reply = "denied by " + std::string{who} + " (" + reason
+              + "); this question was not sent to the model";
+      outcome = "denied";
+      code = 403;
+      ++state().refused;
+    } else {
+      reply = "compute failed: " + (reason.empty() ? status : reason)
+              + (message.empty() ? "" : ": " + message);
+      outcome = "failed";
+      code = 502;
+      ++state().failed;
+    }
+    ctx.emit(event(turn.conversation, job, outcome, reply));
+    if (turn.reply_seq != 0)
+      ctx.reply_to(turn.reply_seq, code, reply,
+                   {{"Content-Type", "text/plain; charset=utf-8"},
+                    {"X-Job", job},
+                    {"X-Cost-Micro-USD", cost_text}});
+  }
+};
+
 inline agent_registry registry() {
   agent_registry r;
   r.add<counter_agent>("counter");
   r.add<echo_agent>("echo");
   r.add<heartbeat_agent>("heartbeat");
+  r.add<llm_chat_agent>("llm-chat");
   r.add<player_agent>("player");
   r.add<timer_agent>("timer");
   return r;

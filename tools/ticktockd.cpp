@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -18,6 +19,7 @@
 
 #include <ticktock/drivers/http_server.hpp>
 #include <ticktock/drivers/nostr_driver.hpp>
+#include <ticktock/drivers/openai_provider.hpp>
 #include <ticktock/runtime/plugin.hpp>
 #include <ticktock/ticktock.hpp>
 
@@ -174,6 +176,9 @@ int main(int argc, char** argv) {
      "32-byte key sealing agents' secret keys (default DATA/master.key, created 0600)")
     ("rotate-master-key", po::bool_switch(),
      "re-seal every agent's keys with a new master key, replace the key file, and exit")
+    ("openai-base-url", po::value<std::string>()->default_value(""),
+     "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); registers the "
+     "compute provider \"openai\" (default: OPENAI_BASE_URL; the key comes from OPENAI_API_KEY)")
     ("demo", po::bool_switch(), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
@@ -230,6 +235,23 @@ int main(int argc, char** argv) {
   opts.limits.max_message_bytes = vm["max-body"].as<std::size_t>();
   opts.limits.inbox_limit = vm["inbox-limit"].as<std::uint64_t>();
   opts.master_key_file = vm["master-key-file"].as<std::string>();
+  // The OpenAI-compatible provider, when a base URL is configured: the flag
+  // (or TICKTOCK_OPENAI_BASE_URL, or the config file) over OPENAI_BASE_URL.
+  auto openai = ticktock::drivers::openai_options::from_env();
+  bool openai_set = std::getenv("OPENAI_BASE_URL") && *std::getenv("OPENAI_BASE_URL");
+  if (auto url = vm["openai-base-url"].as<std::string>(); !url.empty()) {
+    openai.base_url = url;
+    openai_set = true;
+  }
+  if (openai_set) {
+    auto p = ticktock::drivers::openai_provider::make(openai);
+    if (!p) {
+      std::fprintf(stderr, "ticktockd: --openai-base-url: %s\n",
+                   p.error_value().message().c_str());
+      return 2;
+    }
+    opts.services.providers["openai"] = std::shared_ptr<ticktock::compute::provider>(std::move(*p));
+  }
   if (vm["rotate-master-key"].as<bool>()) {
     auto n = ticktock::node::rotate_master_key(opts);
     if (!n) {
@@ -321,6 +343,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: %s\n", server.error_value().to_string().c_str());
     return 1;
   }
+  if (openai_set)
+    log_line("event=provider name=openai base_url=" + openai.base_url
+             + (openai.api_key.empty() ? " key=none" : " key=set"));
   log_line("event=start data=" + data + " agents=" + std::to_string(n.agent_count())
            + " durability=" + durability + " listen=" + http.host + ":"
            + std::to_string((*server)->port()));

@@ -169,7 +169,10 @@ std::string agent_host::stage_services(effects& fx, std::vector<std::string>& no
     std::string err;
     if (v.what == policy::decision::deny) {
       j.cost = cost;
-      refuse(j, v.reason, "denied by policy (" + v.reason + ")");
+      auto by = v.reason == "kill_switch"       ? "the kill switch"
+                : v.reason == "denied_by_admin" ? "an admin"
+                                                : "policy";
+      refuse(j, v.reason, "denied by " + std::string{by} + " (" + v.reason + ")");
     } else if (v.what == policy::decision::require_approval) {
       j.status = "awaiting_approval";
       j.cost = cost;

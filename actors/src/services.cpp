@@ -146,8 +146,13 @@ void service_runner::run_compute(work& w) {
     job.error = f.code;
     job.error_message = f.message;
     job.result = compute::to_json(f);
-    if (job.status == "cancelled" && !w.out->cancel_reason.empty())
-      job.error = w.out->cancel_reason;
+    if (job.status == "cancelled") {
+      std::lock_guard<std::mutex> guard{w.out->mtx};
+      if (!w.out->cancel_reason.empty())
+        job.error = w.out->cancel_reason;
+      else if (core_.gate->killed())
+        job.error = "kill_switch";  // engaged before the job reached a worker
+    }
   }
   finish(std::move(job), actual);
 }

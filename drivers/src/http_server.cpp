@@ -33,6 +33,7 @@ namespace ticktock::drivers {
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+using namespace asio::experimental::awaitable_operators;
 
 std::string lower(std::string_view s) {
   std::string out{s};
@@ -233,13 +234,23 @@ struct http_server::impl {
       stream.socket().shutdown(tcp::socket::shutdown_both);
       co_return;
     }
+    // The read deadline is a timer of our own rather than the stream's
+    // expiry, which would close the socket: a client that started a request
+    // and stalls gets a 408 before the connection closes.
+    asio::steady_timer deadline{stream.get_executor()};
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
       parser.body_limit(options.max_body_bytes);
-      stream.expires_after(options.read_timeout);
-      auto [ec, n_read] = co_await http::async_read(stream, buffer, parser, use_nothrow);
-      (void)n_read;
+      stream.expires_never();
+      deadline.expires_after(options.read_timeout);
+      auto raced = co_await (http::async_read(stream, buffer, parser, use_nothrow)
+                             || deadline.async_wait(use_nothrow));
+      boost::system::error_code ec = beast::error::timeout;
+      if (raced.index() == 0)
+        ec = std::get<0>(std::get<0>(raced));
+      if (ec == beast::error::timeout && !parser.got_some() && buffer.size() == 0)
+        break;  // an idle keep-alive connection: closed without a word
       if (ec == http::error::end_of_stream || ec == asio::error::eof
           || ec == asio::error::connection_reset)
         break;
@@ -257,11 +268,12 @@ struct http_server::impl {
           r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
         else
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
+        auto request_id = std::to_string(next_request++);
+        r.headers.emplace_back("X-Request-Id", request_id);
         metrics.count("transport", r.status);
-        log("event=http status=" + std::to_string(r.status) + " error=\"" + ec.message() + "\"");
-        // A timed-out stream is already closed: the slow client is just cut.
-        if (ec != beast::error::timeout)
-          co_await write(stream, r, false, 11);
+        log("event=http request_id=" + request_id + " status=" + std::to_string(r.status)
+            + " error=\"" + ec.message() + "\"");
+        co_await write(stream, r, false, 11);
         break;
       }
       auto msg = parser.release();
@@ -271,6 +283,7 @@ struct http_server::impl {
       for (auto& f : msg)
         req.headers[lower(f.name_string())] = std::string{f.value()};
       req.body = std::move(msg.body());
+      req.websocket_upgrade = websocket::is_upgrade(msg);
       req.request_id = std::to_string(next_request++);
       auto started = std::chrono::steady_clock::now();
       // Handlers may block (durability, agent replies): run them off the I/O

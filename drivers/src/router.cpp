@@ -16,6 +16,7 @@
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/runtime/identity.hpp"
 #include "ticktock/runtime/nostr.hpp"
+#include "ticktock/runtime/text.hpp"
 #include "ticktock/storage/store.hpp"
 #include "ticktock/drivers/nostr_driver.hpp"
 
@@ -65,21 +66,25 @@ json::object status_json(const agent_status& s) {
   return o;
 }
 
+// A WebSocket upgrade the server cannot accept, as a JSON error (rather than
+// Beast's plain-text answer): no Sec-WebSocket-Key, or a version but 13.
+std::optional<response> websocket_handshake_error(const request& req) {
+  if (!req.websocket_upgrade)
+    return std::nullopt;
+  if (req.header("sec-websocket-key").empty())
+    return error_response(400, "BAD_REQUEST", "a WebSocket upgrade needs Sec-WebSocket-Key");
+  if (req.header("sec-websocket-version") != "13") {
+    auto r = error_response(426, "UPGRADE_REQUIRED", "only WebSocket version 13 is supported");
+    r.headers.emplace_back("Sec-WebSocket-Version", "13");
+    return r;
+  }
+  return std::nullopt;
+}
+
 // Bytes that are valid UTF-8 go out as JSON strings; anything else as
 // {"base64": "..."}, so a binary payload never breaks the JSON.
 json::value payload_json(const std::string& bytes) {
-  bool utf8 = true;
-  for (std::size_t i = 0; i < bytes.size() && utf8;) {
-    auto c = static_cast<unsigned char>(bytes[i]);
-    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > bytes.size())
-      utf8 = false;
-    for (std::size_t k = 1; k < n && utf8; ++k)
-      if ((static_cast<unsigned char>(bytes[i + k]) >> 6) != 2)
-        utf8 = false;
-    i += n ? n : 1;
-  }
-  if (utf8)
+  if (is_valid_utf8(bytes))
     return json::value(bytes);
   std::string b64(sodium_base64_encoded_len(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
   sodium_bin2base64(b64.data(), b64.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
@@ -115,6 +120,25 @@ json::object trajectory_json(const storage::trajectory_record& r) {
   for (auto& l : r.logs)
     logs.emplace_back(l);
   o["logs"] = std::move(logs);
+  // The policy gate's decisions on the effects this attempt asked for, and
+  // the limits it hit: only when there are any.
+  if (!r.decisions.empty()) {
+    json::array decisions;
+    for (auto& d : r.decisions)
+      decisions.push_back(json::object{{"action", d.action},
+                                       {"job", d.job},
+                                       {"decision", d.decision},
+                                       {"reason", d.reason},
+                                       {"cost_micro_usd", d.cost},
+                                       {"destination", d.destination}});
+    o["decisions"] = std::move(decisions);
+  }
+  if (!r.limits.empty()) {
+    json::array limits;
+    for (auto& l : r.limits)
+      limits.emplace_back(l);
+    o["limits"] = std::move(limits);
+  }
   if (r.corrupt)
     o["corrupt"] = true;
   return o;
@@ -221,18 +245,37 @@ reply_hub::reply_hub(node& n) : node_(n) {
 reply_hub::~reply_hub() { node_.remove_tick_observer(observer_); }
 
 void reply_hub::on_tick(const tick_event& ev) {
-  if (ev.kind != trigger_kind::http || ev.outcome == storage::outcome::failed)
+  if (ev.outcome == storage::outcome::failed)
     return;
   std::lock_guard<std::mutex> guard{mtx_};
-  key k{ev.agent, ev.trigger_seq};
+  // Answers to requests an earlier tick deferred (ctx.defer_reply): each
+  // goes to its request as if that request's own tick had replied.
+  for (auto& [seq, reply] : ev.late_replies) {
+    tick_event late;
+    late.agent = ev.agent;
+    late.tick = ev.tick;
+    late.kind = trigger_kind::http;
+    late.trigger_seq = seq;
+    late.outcome = storage::outcome::ok;
+    late.reply = reply;
+    hand_over({ev.agent, seq}, std::move(late));
+  }
+  // A committed tick that deferred its reply leaves its request waiting.
+  if (ev.kind != trigger_kind::http || (ev.reply_deferred && ev.outcome == storage::outcome::ok))
+    return;
+  hand_over({ev.agent, ev.trigger_seq}, ev);
+}
+
+void reply_hub::hand_over(const key& k, tick_event ev) {
   if (auto i = waiting_.find(k); i != waiting_.end()) {
-    i->second->event = ev;
+    i->second->event = std::move(ev);
     i->second->cv.notify_one();
     return;
   }
   // The tick committed before its requester started waiting: keep the reply
   // for it (bounded; a requester that gave up never claims its reply).
-  unclaimed_.emplace(k, ev);
+  if (!unclaimed_.insert_or_assign(k, std::move(ev)).second)
+    return;
   order_.push_back(k);
   while (order_.size() > max_unclaimed) {
     unclaimed_.erase(order_.front());
@@ -263,7 +306,7 @@ response error_response(unsigned status, std::string_view code, std::string_view
   boost::system::error_code ec;
   auto details = json::parse(details_json, ec);
   r.body = to_json(json::object{
-    {"error", json::object{{"code", code}, {"message", message},
+    {"error", json::object{{"code", code}, {"message", to_valid_utf8(message)},
                            {"details", ec ? json::value(json::object{}) : details}}}});
   return r;
 }
@@ -554,7 +597,7 @@ response router::dispatch(const request& req, std::string_view path,
       || (second == "compute" && rest == "/prices")) {
     if (!who.admin)
       return forbidden("only the admin token may do that", "/v1/" + std::string{second});
-    return control(req, second, rest);
+    return control(req, second, rest, query);
   }
   if (second != "agents")
     return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
@@ -741,7 +784,9 @@ response router::agent(const request& req, const std::string& id, std::string_vi
     else if (!status || status->state == agent_state::terminated)
       r = error_response(status ? error{errc::not_found, "no agent '" + id + "'"}
                                 : status.error_value());
-    else if (lower_contains(req.header("upgrade"), "websocket")) {
+    else if (auto bad = websocket_handshake_error(req))
+      r = std::move(*bad);
+    else if (req.websocket_upgrade) {
       r.status = 101;  // the server upgrades the connection
       r.stream_agent = id;
     } else {
@@ -863,10 +908,12 @@ json::object envelope_json(const envelope& e) {
                  {"encrypted", e.encrypted},
                  {"signature", identity::to_hex(e.signature)},
                  {"sender_key", identity::to_hex(e.sender_key)}};
-  if (e.encrypted)
+  // Text as "payload"; ciphertext and other bytes that are not UTF-8 as
+  // "payload_base64", the form envelope_from_json reads back.
+  if (e.encrypted || !is_valid_utf8(e.payload))
     o["payload_base64"] = identity::to_base64(e.payload);
   else
-    o["payload"] = payload_json(e.payload);
+    o["payload"] = e.payload;
   return o;
 }
 
@@ -1143,7 +1190,8 @@ std::optional<std::vector<std::string>> split_fs_path(std::string_view path) {
     auto seg = next_segment(rest);
     auto dec = router::url_decode(seg);
     if (!dec || dec->empty() || *dec == "." || *dec == ".."
-        || dec->find('/') != std::string::npos || dec->find('\0') != std::string::npos)
+        || dec->find('/') != std::string::npos || dec->find('\0') != std::string::npos
+        || !is_valid_utf8(*dec))
       return std::nullopt;
     parts.push_back(std::move(*dec));
   }
@@ -1160,8 +1208,10 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return error_response(400, "BAD_PATH", "bad segment in agent path");
   auto& parts = *split;
   const auto& m = req.method;
+  if (auto bad = websocket_handshake_error(req))
+    return *bad;
   auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos
-                     || lower_contains(req.header("upgrade"), "websocket");
+                     || req.websocket_upgrade;
   auto from_seq = [&](std::uint64_t dflt) -> std::optional<std::uint64_t> {
     if (auto i = query.find("from_seq"); i != query.end())
       return parse_u64(i->second);
@@ -1209,8 +1259,12 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return json_response(200, json::object{{"entries", std::move(names)}}, "/v1/agents/{id}/fs/");
   }
   auto& name = parts[0];
-  auto route = [&](response r) {
-    r.route = "/v1/agents/{id}/fs/" + name;
+  // The metrics label: a file of the tree, or "{other}" for any other name
+  // (a label made of what a client sent would add series without bound and
+  // could inject lines into /metrics).
+  auto known = std::find(top.begin(), top.end(), name) != top.end();
+  auto route = [&, label = "/v1/agents/{id}/fs/" + (known ? name : std::string{"{other}"})](response r) {
+    r.route = label;
     return r;
   };
 
@@ -1337,7 +1391,10 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   }
   if (name == "deadletter" && parts.size() == 1) {
     if (m == "GET") {
-      auto dl = node_.deadletter(id, limit().value_or(1000));
+      auto lim = limit();
+      if (!lim)
+        return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));
+      auto dl = node_.deadletter(id, *lim);
       if (!dl)
         return route(error_response(dl.error_value()));
       json::array arr;
@@ -1362,8 +1419,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       if (!arr || !arr->is_array())
         return route(error_response(400, "BAD_JSON", "requeue takes {\"ids\":[...]} or an empty body"));
       for (auto& v : arr->as_array()) {
-        if (!v.is_int64() && !v.is_uint64())
-          return route(error_response(400, "BAD_JSON", "ids are numbers"));
+        if (!v.is_uint64() && !(v.is_int64() && v.as_int64() >= 0))
+          return route(error_response(400, "BAD_JSON", "ids are non-negative integers"));
         ids.push_back(v.to_number<std::uint64_t>());
       }
     }
@@ -1430,10 +1487,13 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       arr.push_back(json::object{{"path", "/" + n}, {"source", "ticktock"}});
     return route(json_response(200, json::object{{"mounts", std::move(arr)}}));
   }
-  if (std::find(top.begin(), top.end(), name) != top.end())
+  if (name == "metrics" || (name == "hud" && parts.size() == 2 && parts[1] == "settings"))
     return route(error_response(404, "NOT_YET_AVAILABLE",
                                 "'" + name + "' is part of the agent tree but not served by this version"));
-  return route(error_response(404, "NO_SUCH_FILE", "no file '" + name + "' in the agent tree"));
+  std::string file;
+  for (auto& p : parts)
+    file += (file.empty() ? "" : "/") + p;
+  return route(error_response(404, "NO_SUCH_FILE", "no file '" + file + "' in the agent tree"));
 }
 
 // -- streams -------------------------------------------------------------------

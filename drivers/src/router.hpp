@@ -33,6 +33,9 @@ struct request {
   std::map<std::string, std::string> headers;  ///< names lower-cased
   std::string body;
   std::string request_id;
+  /// A WebSocket upgrade: HTTP/1.1 with Connection: upgrade and
+  /// Upgrade: websocket (beast::websocket::is_upgrade).
+  bool websocket_upgrade = false;
 
   std::string_view header(const std::string& name) const {
     auto i = headers.find(name);
@@ -89,7 +92,9 @@ private:
 };
 
 /// Hands the committed replies of http triggers to the requests waiting for
-/// them: one tick observer for all requests, keyed by (agent, inbox seq).
+/// them: one tick observer for all requests, keyed by (agent, inbox seq). A
+/// tick that deferred its reply (ctx.defer_reply) leaves the request waiting
+/// for the later tick that answers it with ctx.reply_to.
 class reply_hub {
 public:
   using key = std::pair<std::string, std::uint64_t>;
@@ -107,6 +112,8 @@ private:
   };
   static constexpr std::size_t max_unclaimed = 4096;
   void on_tick(const tick_event& ev);
+  // Wakes the request waiting for `k` with `ev`, or keeps `ev` for it. Under mtx_.
+  void hand_over(const key& k, tick_event ev);
 
   node& node_;
   std::uint64_t observer_ = 0;
@@ -174,7 +181,8 @@ private:
   response services_file(const request& req, const std::string& id,
                          const std::vector<std::string>& parts,
                          const std::map<std::string, std::string>& query);
-  response control(const request& req, std::string_view second, std::string_view rest);
+  response control(const request& req, std::string_view second, std::string_view rest,
+                   const std::map<std::string, std::string>& query);
   expected<std::vector<stream_event>> read_job_stream(const std::string& key, std::uint64_t from,
                                                       std::size_t limit);
   response metrics_text();

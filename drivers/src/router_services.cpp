@@ -4,9 +4,15 @@
 // and docs/openapi.yaml.
 
 #include <boost/json.hpp>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "router.hpp"
 #include "ticktock/actors/node.hpp"
@@ -109,6 +115,112 @@ response refused_job(const storage::job_record& j) {
   return error_response(budget ? 402 : 403, code,
                         j.error_message.empty() ? j.error : j.error_message,
                         json::serialize(json::object{{"job", job_json(j, false)}}));
+}
+
+
+// -- a session's files: never a symlink, never outside its directory -----------
+
+// A file descriptor, closed when it goes out of scope.
+class unique_fd {
+public:
+  explicit unique_fd(int fd = -1) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  ~unique_fd() { reset(); }
+  int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+private:
+  void reset() noexcept {
+    if (fd_ >= 0)
+      ::close(fd_);
+    fd_ = -1;
+  }
+  int fd_;
+};
+
+// Opens the entry `name` of the directory `dir`, one component only and
+// never through a symlink (O_NOFOLLOW: a symlink fails with ELOOP). "", ".",
+// ".." and names holding '/' or NUL are refused (ENOENT), so the walk can
+// only go down. O_NONBLOCK keeps a FIFO from blocking the open.
+unique_fd open_entry(int dir, const std::string& name, int flags) {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos
+      || name.find('\0') != std::string::npos) {
+    errno = ENOENT;
+    return unique_fd{};
+  }
+  return unique_fd{::openat(dir, name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)};
+}
+
+// Walks from `root` (the containers directory, trusted: the server's own
+// configuration) down `path`, opening each component relative to the one
+// before it without following symlinks. Every component but the last must
+// be a directory; the last is opened with `last_flags`. The session decides
+// what is in its directory, so a symlink anywhere on the way (`x -> /`,
+// then files/x/etc/passwd) or in place of the session directory itself is
+// refused here instead of being followed: checking only the final component
+// (what symlink_status does) lets a symlinked directory earlier in the path
+// lead out of the session. On failure errno says why (ELOOP: a symlink).
+unique_fd open_beneath(const std::filesystem::path& root, const std::vector<std::string>& path,
+                       int last_flags) {
+  unique_fd cur{::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  for (std::size_t i = 0; cur && i < path.size(); ++i) {
+    bool last = i + 1 == path.size();
+    auto next = open_entry(cur.get(), path[i], last ? last_flags : O_RDONLY | O_DIRECTORY);
+    int err = errno;  // closing the parent must not hide why the open failed
+    struct stat st {};
+    // A symlink opened as a directory fails with ENOTDIR: say ELOOP for it.
+    if (!next && err == ENOTDIR && ::fstatat(cur.get(), path[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0
+        && S_ISLNK(st.st_mode))
+      err = ELOOP;
+    cur = std::move(next);
+    errno = err;
+  }
+  return cur;
+}
+
+// Lists the regular files under the directory `dir` (recursively, at most
+// `max` of them and 64 levels deep), with paths relative to it; symlinks and
+// anything else that is neither a file nor a directory are left out.
+void list_files(unique_fd dir, const std::string& prefix, int depth, std::size_t max,
+                json::array& out) {
+  DIR* d = ::fdopendir(dir.get());
+  if (!d)
+    return;
+  dir.release();  // closedir closes it
+  std::vector<std::string> subdirs;
+  while (out.size() < max) {
+    errno = 0;
+    auto* e = ::readdir(d);
+    if (!e)
+      break;
+    std::string name = e->d_name;
+    if (name == "." || name == "..")
+      continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+      continue;
+    if (S_ISREG(st.st_mode))
+      out.push_back(json::object{{"path", prefix + name},
+                                 {"bytes", static_cast<std::uint64_t>(st.st_size)}});
+    else if (S_ISDIR(st.st_mode) && depth < 64)
+      subdirs.push_back(std::move(name));
+  }
+  for (auto& name : subdirs) {
+    if (out.size() >= max)
+      break;
+    auto sub = open_entry(::dirfd(d), name, O_RDONLY | O_DIRECTORY);
+    if (sub)
+      list_files(std::move(sub), prefix + name + "/", depth + 1, max, out);
+  }
+  ::closedir(d);
 }
 
 }  // namespace
@@ -362,35 +474,41 @@ response router::services_file(const request& req, const std::string& id,
       auto root = node_.options().services.containers_dir.empty()
                     ? node_.options().data_dir / "containers"
                     : node_.options().services.containers_dir;
-      auto dir = root / id / j.id;
+      // Every component below the containers directory, the session's own
+      // directory included, is opened without following symlinks.
+      std::vector<std::string> path{id, j.id};
       if (parts.size() == 4) {
+        auto dir = open_beneath(root, path, O_RDONLY | O_DIRECTORY);
         json::array arr;
-        std::error_code ec;
-        for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
-             !ec && it != std::filesystem::recursive_directory_iterator() && arr.size() < 10'000;
-             it.increment(ec)) {
-          if (it->is_symlink() || !it->is_regular_file())
-            continue;
-          arr.push_back(json::object{
-            {"path", std::filesystem::relative(it->path(), dir).string()},
-            {"bytes", static_cast<std::uint64_t>(it->file_size())}});
-        }
+        if (dir)
+          list_files(std::move(dir), "", 0, 10'000, arr);
         return json_ok(200, json::object{{"files", std::move(arr)}});
       }
-      // One file: no symlinks, nothing outside the session directory.
-      auto rel = std::filesystem::path{};
-      for (std::size_t i = 4; i < parts.size(); ++i)
-        rel /= parts[i];
-      auto path = dir / rel;
-      std::error_code ec;
-      auto st = std::filesystem::symlink_status(path, ec);
-      if (ec || !std::filesystem::is_regular_file(st))
-        return error_response(404, "NO_SUCH_FILE", "no file '" + rel.string() + "' in the session");
-      std::ifstream in(path, std::ios::binary);
-      std::ostringstream buf;
-      buf << in.rdbuf();
+      std::string rel;
+      for (std::size_t i = 4; i < parts.size(); ++i) {
+        path.push_back(parts[i]);
+        rel += (rel.empty() ? "" : "/") + parts[i];
+      }
+      auto fd = open_beneath(root, path, O_RDONLY);
+      struct stat st {};
+      if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        auto why = !fd && errno == ELOOP ? " (a symbolic link on the way: files/ never follows links)"
+                                         : "";
+        return error_response(404, "NO_SUCH_FILE",
+                              "no file '" + rel + "' in the session" + std::string{why});
+      }
+      std::string body;
+      char buf[65536];
+      for (;;) {
+        auto n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+          continue;
+        if (n <= 0)
+          break;
+        body.append(buf, static_cast<std::size_t>(n));
+      }
       response r;
-      r.body = buf.str();
+      r.body = std::move(body);
       r.content_type = "application/octet-stream";
       return r;
     }
@@ -417,7 +535,8 @@ expected<std::vector<stream_event>> router::read_job_stream(const std::string& k
   return out;
 }
 
-response router::control(const request& req, std::string_view second, std::string_view rest) {
+response router::control(const request& req, std::string_view second, std::string_view rest,
+                         const std::map<std::string, std::string>& query) {
   const auto& m = req.method;
   auto route = [&](response r, std::string label) {
     r.route = std::move(label);
@@ -465,13 +584,14 @@ response router::control(const request& req, std::string_view second, std::strin
   auto seg_end = rest.find('/', 1);
   auto approval_id = rest.empty() ? std::string{} : std::string{rest.substr(1, seg_end == std::string_view::npos ? std::string_view::npos : seg_end - 1)};
   auto tail = seg_end == std::string_view::npos ? std::string_view{} : rest.substr(seg_end);
+  if (approval_id.empty() && !rest.empty())
+    return route(error_response(404, "ROUTE_NOT_FOUND", "no such route"), "/v1/approvals/{approval}");
   if (approval_id.empty()) {
     if (m != "GET")
       return route(not_allowed("GET"), "/v1/approvals");
     std::string status;
-    auto q = req.target.find("status=");
-    if (q != std::string::npos)
-      status = req.target.substr(q + 7, req.target.find('&', q) - q - 7);
+    if (auto q = query.find("status"); q != query.end())
+      status = q->second;
     if (!status.empty() && status != "pending" && status != "approved" && status != "denied")
       return route(error_response(400, "BAD_QUERY", "status is pending, approved or denied"),
                    "/v1/approvals");

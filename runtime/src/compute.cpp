@@ -100,8 +100,10 @@ expected<request> parse_request(std::string_view text) {
   std::size_t text_bytes = 0;
   bool has_model = false, has_messages = false, has_input = false;
 
-  for (auto& [key, v] : obj) {
-    std::string name{key};
+  for (auto& kv : obj) {
+    // (Not a structured binding: clang 14 cannot capture one in a lambda.)
+    std::string name{kv.key()};
+    const auto& v = kv.value();
     auto wrong_type = [&](std::string_view want) {
       return invalid(name + ": must be " + std::string{want} + ", not " + std::string{kind_of(v)});
     };

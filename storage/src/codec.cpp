@@ -36,6 +36,9 @@ std::string to_string(capnp::Data::Reader d) {
   return {reinterpret_cast<const char*>(d.begin()), d.size()};
 }
 std::string to_string(capnp::Text::Reader t) { return {t.begin(), t.size()}; }
+// Text of all of `s`: a std::string converts to Text through c_str(), which
+// would cut it at its first NUL (found by fuzz-codec).
+capnp::Text::Reader as_text(const std::string& s) { return {s.c_str(), s.size()}; }
 bool to_hash(capnp::Data::Reader d, hash256& out) {
   if (d.size() == 0) {
     out = {};
@@ -178,12 +181,12 @@ hash256 trigger_digest(const inbox_entry& e) {
 std::string encode(const agent_record& r) {
   capnp::MallocMessageBuilder msg{64};
   auto b = msg.initRoot<s::AgentRecord>();
-  b.setId(r.id);
-  b.setType(r.type);
+  b.setId(as_text(r.id));
+  b.setType(as_text(r.type));
   b.setConfig(as_data(r.config));
   b.setCreatedUs(to_us(r.created));
   b.setStatus(r.errored ? s::AgentStatus::ERRORED : s::AgentStatus::ACTIVE);
-  b.setError(r.error);
+  b.setError(as_text(r.error));
   b.setTickCount(r.tick_count);
   b.setLastTickUs(to_us(r.last_tick));
   b.setTrajectoryNext(r.trajectory_next);
@@ -193,7 +196,7 @@ std::string encode(const agent_record& r) {
   b.setRetrySeq(r.retry_seq);
   b.setRetryAttempts(r.retry_attempts);
   if (!r.summary.empty())
-    b.setSummary(r.summary);
+    b.setSummary(as_text(r.summary));
   return finish(msg);
 }
 
@@ -231,12 +234,12 @@ std::string encode(const inbox_entry& e) {
   b.setKind(static_cast<std::uint8_t>(e.kind));
   b.setTimeUs(to_us(e.time));
   if (!e.from.empty())
-    b.setFrom(e.from);
+    b.setFrom(as_text(e.from));
   b.setPayload(as_data(e.payload));
   if (!e.alarm.empty())
-    b.setAlarm(e.alarm);
+    b.setAlarm(as_text(e.alarm));
   if (!e.idempotency_key.empty())
-    b.setIdempotencyKey(e.idempotency_key);
+    b.setIdempotencyKey(as_text(e.idempotency_key));
   if (!e.envelope_id.empty())
     b.setEnvelopeId(as_data(e.envelope_id));
   if (!e.signature.empty())
@@ -280,7 +283,7 @@ std::string encode(const outbox_event& e) {
   b.setTimeUs(to_us(e.time));
   b.setPayload(as_data(e.payload));
   if (!e.topic.empty())
-    b.setTopic(e.topic);
+    b.setTopic(as_text(e.topic));
   return finish(msg);
 }
 
@@ -310,7 +313,7 @@ std::string encode(const trajectory_record& r) {
   b.setDurationNs(r.duration_ns);
   b.setOutcome(static_cast<s::Outcome>(r.outcome));
   if (!r.error.empty())
-    b.setError(r.error);
+    b.setError(as_text(r.error));
   auto fx = b.initEffects();
   fx.setStateBytes(r.effects.state_bytes);
   fx.setStateChanged(r.effects.state_changed);
@@ -326,25 +329,25 @@ std::string encode(const trajectory_record& r) {
   if (!r.logs.empty()) {
     auto logs = b.initLogs(static_cast<unsigned>(r.logs.size()));
     for (unsigned i = 0; i < r.logs.size(); ++i)
-      logs.set(i, r.logs[i]);
+      logs.set(i, as_text(r.logs[i]));
   }
   if (!r.decisions.empty()) {
     auto list = b.initDecisions(static_cast<unsigned>(r.decisions.size()));
     for (unsigned i = 0; i < r.decisions.size(); ++i) {
       auto& d = r.decisions[i];
-      list[i].setAction(d.action);
-      list[i].setJob(d.job);
-      list[i].setDecision(d.decision);
-      list[i].setReason(d.reason);
+      list[i].setAction(as_text(d.action));
+      list[i].setJob(as_text(d.job));
+      list[i].setDecision(as_text(d.decision));
+      list[i].setReason(as_text(d.reason));
       list[i].setCost(d.cost);
       if (!d.destination.empty())
-        list[i].setDestination(d.destination);
+        list[i].setDestination(as_text(d.destination));
     }
   }
   if (!r.limits.empty()) {
     auto list = b.initLimits(static_cast<unsigned>(r.limits.size()));
     for (unsigned i = 0; i < r.limits.size(); ++i)
-      list.set(i, r.limits[i]);
+      list.set(i, as_text(r.limits[i]));
   }
   return finish(msg);
 }
@@ -411,7 +414,7 @@ std::string encode(const identity_record& r) {
   b.setNostrPublic(as_data(r.nostr));
   if (!r.sealed.empty())
     b.setSealedSecrets(as_data(r.sealed));
-  b.setMasterKeyId(r.master_key_id);
+  b.setMasterKeyId(as_text(r.master_key_id));
   b.setCreatedUs(to_us(r.created));
   if (!r.retired.empty()) {
     auto list = b.initRetiredEd25519(static_cast<unsigned>(r.retired.size()));
@@ -455,8 +458,8 @@ expected<identity_record> decode_identity(std::string_view bytes) {
 std::string encode(const alarm_record& a) {
   capnp::MallocMessageBuilder msg{32};
   auto b = msg.initRoot<s::AlarmRecord>();
-  b.setAgent(a.agent);
-  b.setName(a.name);
+  b.setAgent(as_text(a.agent));
+  b.setName(as_text(a.name));
   b.setDueUs(to_us(a.due));
   b.setPeriodUs(a.period.count());
   return finish(msg);
@@ -475,8 +478,8 @@ std::string encode(const deadletter_entry& d) {
   capnp::MallocMessageBuilder msg{32};
   auto b = msg.initRoot<s::DeadLetter>();
   b.setSeq(d.seq);
-  b.setReason(d.reason);
-  b.setError(d.error);
+  b.setReason(as_text(d.reason));
+  b.setError(as_text(d.error));
   b.setTimeUs(to_us(d.time));
   b.setAttempts(d.attempts);
   b.setEntry(as_data(d.entry.corrupt ? d.entry.raw : encode(d.entry)));
@@ -620,11 +623,11 @@ std::string encode(const ledger_entry& e) {
   capnp::MallocMessageBuilder msg{32};
   auto b = msg.initRoot<s::LedgerEntry>();
   b.setTimeUs(to_us(e.time));
-  b.setKind(e.kind);
-  b.setService(e.service);
-  b.setJob(e.job);
+  b.setKind(as_text(e.kind));
+  b.setService(as_text(e.service));
+  b.setJob(as_text(e.job));
   b.setAmount(e.amount);
-  b.setReason(e.reason);
+  b.setReason(as_text(e.reason));
   return finish(msg);
 }
 
@@ -644,25 +647,25 @@ expected<ledger_entry> decode_ledger_entry(std::string_view bytes) {
 std::string encode(const job_record& j) {
   capnp::MallocMessageBuilder msg{static_cast<capnp::uint>(32 + (j.request.size() + j.result.size()) / 8)};
   auto b = msg.initRoot<s::Job>();
-  b.setId(j.id);
-  b.setAgent(j.agent);
-  b.setService(j.service);
-  b.setStatus(j.status);
-  b.setRequest(j.request);
+  b.setId(as_text(j.id));
+  b.setAgent(as_text(j.agent));
+  b.setService(as_text(j.service));
+  b.setStatus(as_text(j.status));
+  b.setRequest(as_text(j.request));
   if (!j.result.empty())
-    b.setResult(j.result);
+    b.setResult(as_text(j.result));
   if (!j.error.empty())
-    b.setError(j.error);
+    b.setError(as_text(j.error));
   if (!j.error_message.empty())
-    b.setErrorMessage(j.error_message);
+    b.setErrorMessage(as_text(j.error_message));
   b.setReserved(j.reserved);
   b.setCost(j.cost);
   b.setCreatedUs(to_us(j.created));
   b.setFinishedUs(to_us(j.finished));
   if (!j.approval.empty())
-    b.setApproval(j.approval);
+    b.setApproval(as_text(j.approval));
   if (!j.destination.empty())
-    b.setDestination(j.destination);
+    b.setDestination(as_text(j.destination));
   return finish(msg);
 }
 
@@ -693,18 +696,18 @@ expected<job_record> decode_job(std::string_view bytes) {
 std::string encode(const approval_record& a) {
   capnp::MallocMessageBuilder msg{32};
   auto b = msg.initRoot<s::Approval>();
-  b.setId(a.id);
-  b.setAgent(a.agent);
-  b.setJob(a.job);
-  b.setAction(a.action);
-  b.setDestination(a.destination);
+  b.setId(as_text(a.id));
+  b.setAgent(as_text(a.agent));
+  b.setJob(as_text(a.job));
+  b.setAction(as_text(a.action));
+  b.setDestination(as_text(a.destination));
   b.setCost(a.cost);
-  b.setReason(a.reason);
-  b.setStatus(a.status);
+  b.setReason(as_text(a.reason));
+  b.setStatus(as_text(a.status));
   b.setCreatedUs(to_us(a.created));
   b.setDecidedUs(to_us(a.decided));
   if (!a.note.empty())
-    b.setNote(a.note);
+    b.setNote(as_text(a.note));
   return finish(msg);
 }
 
@@ -735,10 +738,10 @@ std::string encode_bundle(const bundle& b) {
   capnp::MallocMessageBuilder msg;
   auto root = msg.initRoot<s::Bundle>();
   root.setVersion(1);
-  root.setAgent(b.agent);
+  root.setAgent(as_text(b.agent));
   auto list = root.initEntries(static_cast<unsigned>(b.entries.size()));
   for (unsigned i = 0; i < b.entries.size(); ++i) {
-    list[i].setColumn(b.entries[i].column);
+    list[i].setColumn(as_text(b.entries[i].column));
     list[i].setKey(as_data(b.entries[i].key));
     list[i].setValue(as_data(b.entries[i].value));
   }

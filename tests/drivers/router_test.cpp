@@ -9,6 +9,7 @@
 #include "../test_agents.hpp"
 #include "router.hpp"
 #include "ticktock/drivers/nostr_driver.hpp"
+#include "ticktock/runtime/identity.hpp"
 
 using namespace ticktock;
 using namespace ticktock::drivers;
@@ -323,4 +324,47 @@ TEST_CASE("nostr files: relays and publish answer clearly without a driver or wi
         == "UNKNOWN_FIELD");
   CHECK(call("GET", "/v1/agents/n1/fs/nostr/publish").status == 405);
   CHECK(call("GET", "/metrics").body.find("ticktock_nostr_events_total") != std::string::npos);
+}
+
+TEST_CASE("an envelope with a binary payload, as identity/envelope writes it, is accepted") {
+  // Bug (found by fuzz-envelope): identity/envelope wrote a payload that is
+  // not UTF-8 as "payload":{"base64":...}, which the inbox refused (400
+  // BAD_ENVELOPE): a genuine envelope could not be delivered.
+  api_fixture a, b;
+  a.call("POST", "/v1/agents", R"({"id":"sender","type":"counter"})");
+  b.call("POST", "/v1/agents", R"({"id":"rcpt","type":"counter"})");
+  std::string bytes = "\xff\xfe binary \x80";
+  auto env = a.call("POST", "/v1/agents/sender/fs/identity/envelope",
+                    boost::json::serialize(boost::json::object{
+                      {"to", "rcpt"}, {"payload_base64", identity::to_base64(bytes)}}));
+  REQUIRE(env.status == 200);
+  CHECK(parse(env).as_object().contains("payload_base64"));
+  request r;
+  r.method = "POST";
+  r.target = "/v1/agents/rcpt/inbox";
+  r.body = env.body;
+  r.headers["authorization"] = "Bearer admin-secret";
+  r.headers["content-type"] = "application/ticktock-envelope+json";
+  CHECK(b.api->handle(r).status == 202);
+  REQUIRE(b.n->wait_idle(10s));
+  auto st = b.n->state<test::counter_state>("rcpt");
+  REQUIRE(st);
+  CHECK(st->seen == std::vector<std::string>{bytes});
+}
+
+TEST_CASE("errors that echo bytes which are not UTF-8 are still valid JSON") {
+  // Bug (found by fuzz-router): a 404 naming a path with bytes that are not
+  // UTF-8 copied them into "message", so the body was not valid JSON.
+  api_fixture f;
+  f.call("POST", "/v1/agents", R"({"id":"c1","type":"counter"})");
+  for (std::string target : {"/\xed" "etrics", "/v1/\xff", "/v1/agents/c1/fs/%ff",
+                             "/v1/agents/c1/fs/goals/%c3%28"}) {
+    INFO(target);
+    auto r = f.call("GET", target);
+    CHECK(r.status >= 400);
+    boost::system::error_code ec;
+    auto v = boost::json::parse(r.body, ec);
+    REQUIRE_FALSE(ec);
+    CHECK(v.at("error").at("code").is_string());
+  }
 }

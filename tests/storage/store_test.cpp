@@ -385,3 +385,18 @@ TEST_CASE("records ending in incompressible bytes, or with long zero runs, decod
     CHECK(decode_deadletter(bytes.substr(0, bytes.size() - 1)).code() == errc::corrupt_record);
   }
 }
+
+TEST_CASE("text fields of records keep the bytes after a NUL") {
+  // Bug (found by fuzz-codec): Text fields were set from std::string through
+  // c_str(), which cut them at the first NUL: "a\0b" was stored as "a".
+  storage::inbox_entry e;
+  e.from = std::string{"a\0b", 3};
+  e.alarm = std::string{"\0", 1};
+  e.idempotency_key = std::string{"k\0", 2};
+  e.payload = "p";
+  auto back = storage::decode_inbox(storage::encode(e));
+  REQUIRE(back);
+  CHECK(back->from == e.from);
+  CHECK(back->alarm == e.alarm);
+  CHECK(back->idempotency_key == e.idempotency_key);
+}

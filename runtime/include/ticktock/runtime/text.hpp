@@ -1,0 +1,19 @@
+#pragma once
+
+// Text helpers shared by the modules.
+
+#include <string>
+#include <string_view>
+
+namespace ticktock {
+
+/// Whether `s` is strict UTF-8: no overlong forms, no surrogates, nothing
+/// above U+10FFFF, no truncated sequence. Thread-safe, no allocation.
+bool is_valid_utf8(std::string_view s) noexcept;
+
+/// `s` with every byte that does not begin a strict UTF-8 sequence replaced
+/// by U+FFFD; `s` itself when it is valid. For echoing untrusted bytes into
+/// JSON text, which must be UTF-8.
+std::string to_valid_utf8(std::string_view s);
+
+}  // namespace ticktock

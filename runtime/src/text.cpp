@@ -1,0 +1,71 @@
+// Text helpers shared by the modules.
+
+#include "ticktock/runtime/text.hpp"
+
+#include <cstdint>
+
+namespace ticktock {
+
+namespace {
+
+// The length of the strict UTF-8 sequence at s[i], or 0 when none starts
+// there (a stray continuation byte, an overlong form, a surrogate, a code
+// point above U+10FFFF, a truncated sequence).
+std::size_t sequence_at(std::string_view s, std::size_t i) noexcept {
+  auto c = static_cast<unsigned char>(s[i]);
+  if (c < 0x80)
+    return 1;
+  std::size_t len = 0;
+  std::uint32_t cp = 0;
+  std::uint32_t min = 0;
+  if ((c & 0xe0) == 0xc0)
+    len = 2, cp = c & 0x1f, min = 0x80;
+  else if ((c & 0xf0) == 0xe0)
+    len = 3, cp = c & 0x0f, min = 0x800;
+  else if ((c & 0xf8) == 0xf0)
+    len = 4, cp = c & 0x07, min = 0x10000;
+  else
+    return 0;
+  if (s.size() - i < len)
+    return 0;
+  for (std::size_t k = 1; k < len; ++k) {
+    auto cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return len;
+}
+
+}  // namespace
+
+bool is_valid_utf8(std::string_view s) noexcept {
+  for (std::size_t i = 0; i < s.size();) {
+    auto n = sequence_at(s, i);
+    if (n == 0)
+      return false;
+    i += n;
+  }
+  return true;
+}
+
+std::string to_valid_utf8(std::string_view s) {
+  if (is_valid_utf8(s))
+    return std::string{s};
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (std::size_t i = 0; i < s.size();) {
+    if (auto n = sequence_at(s, i)) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xef\xbf\xbd";  // U+FFFD
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace ticktock
