@@ -29,7 +29,7 @@ case "$mode" in
     select=() ;;
   thread)
     build=${BUILD_DIR:-build-tsan}
-    flags=(-DTICKTOCK_SANITIZE=thread -DTICKTOCK_BUILD_EXAMPLES=OFF)
+    flags=(-DTICKTOCK_SANITIZE=thread -DTICKTOCK_BUILD_EXAMPLES=ON)
     # Only what the selected tests run.
     targets=(--target runtime_tests storage_tests actors_tests crash_tests crash_child)
     select=(-R '^(runtime_tests|storage_tests|actors_tests|crash_tests):') ;;
