@@ -16,6 +16,7 @@
 
 #include "router.hpp"
 #include "ticktock/actors/node.hpp"
+#include "ticktock/runtime/detail/unique_fd.hpp"
 #include "ticktock/storage/store.hpp"
 
 namespace ticktock::drivers {
@@ -120,31 +121,7 @@ response refused_job(const storage::job_record& j) {
 
 // -- a session's files: never a symlink, never outside its directory -----------
 
-// A file descriptor, closed when it goes out of scope.
-class unique_fd {
-public:
-  explicit unique_fd(int fd = -1) noexcept : fd_(fd) {}
-  unique_fd(unique_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  unique_fd& operator=(unique_fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  ~unique_fd() { reset(); }
-  int get() const noexcept { return fd_; }
-  int release() noexcept { return std::exchange(fd_, -1); }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-
-private:
-  void reset() noexcept {
-    if (fd_ >= 0)
-      ::close(fd_);
-    fd_ = -1;
-  }
-  int fd_;
-};
+using ticktock::detail::unique_fd;
 
 // Opens the entry `name` of the directory `dir`, one component only and
 // never through a symlink (O_NOFOLLOW: a symlink fails with ELOOP). "", ".",

@@ -1,4 +1,5 @@
 #include "ticktock/runtime/sandbox.hpp"
+#include "ticktock/runtime/detail/unique_fd.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -51,30 +52,7 @@ std::string errno_text(int err) { return std::strerror(err); }
 
 // -- file descriptors --------------------------------------------------------
 
-class unique_fd {
-public:
-  unique_fd() = default;
-  explicit unique_fd(int fd) : fd_(fd) {}
-  unique_fd(unique_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  unique_fd& operator=(unique_fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  ~unique_fd() { reset(); }
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  void reset() noexcept {
-    if (fd_ >= 0)
-      ::close(fd_);
-    fd_ = -1;
-  }
-
-private:
-  int fd_ = -1;
-};
+using ticktock::detail::unique_fd;
 
 bool make_pipe(unique_fd& r, unique_fd& w) {
   int fds[2];
