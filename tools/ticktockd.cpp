@@ -49,6 +49,8 @@ void create_demo(ticktock::node& n) {
   make("demo-heartbeat", "heartbeat", "5");
   bool fresh = make("demo-ping", "player", "5");
   make("demo-pong", "player", "5");
+  // Answers through the deterministic local compute provider, within a budget.
+  make("demo-chat", "llm-chat", R"({"system":"You are the ticktock demo assistant."})");
   if (fresh) {
     ticktock::send_options from_pong;
     from_pong.from = "demo-pong";

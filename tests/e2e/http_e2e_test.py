@@ -1043,5 +1043,20 @@ class RestartTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0, server.output())
 
 
+
+class DemoTest(ServerCase):
+    # What ./scripts/run.sh starts: ticktockd --demo.
+    server_args = ("--demo",)
+
+    def test_the_demo_agents_are_there_and_answer(self):
+        demo = {"demo-counter", "demo-echo", "demo-heartbeat", "demo-ping", "demo-pong", "demo-chat"}
+        # ticktockd creates them right after it starts listening.
+        self.server.wait_for(lambda: demo <= {a["id"] for a in self.server.get("/v1/agents").json()["agents"]},
+                             "the demo agents")
+        r = self.server.post("/a/demo-chat/", "hello")
+        self.assertEqual((r.status, r.body), (200, b"You said: hello"))
+        r = self.server.request("PUT", "/a/demo-echo/", body="hi")
+        self.assertEqual((r.status, r.body), (200, b"hi"))
+
 if __name__ == "__main__":
     unittest.main()
