@@ -166,6 +166,16 @@ int main(int argc, char** argv) {
     ("max-body", po::value<std::size_t>()->default_value(std::size_t{1} << 20), "largest HTTP body in bytes")
     ("inbox-limit", po::value<std::uint64_t>()->default_value(10'000),
      "inbox depth per agent; more gets 429 INBOX_FULL (0: unlimited)")
+    ("ticks-per-minute", po::value<std::uint32_t>()->default_value(0),
+     "ticks per minute per agent; further triggers wait and the status says throttled (0: no limit)")
+    ("tick-wall-ms", po::value<std::uint64_t>()->default_value(1000),
+     "a tick running longer is flagged in its trajectory record and the metrics (0: never)")
+    ("max-state-bytes", po::value<std::uint64_t>()->default_value(std::uint64_t{16} << 20),
+     "largest agent state; a tick growing past it fails and commits nothing (0: no limit)")
+    ("outbox-retention", po::value<std::uint64_t>()->default_value(0),
+     "outbox events kept per agent, older ones deleted (0: keep all)")
+    ("max-attempts", po::value<std::uint32_t>()->default_value(3),
+     "attempts of a trigger before it goes to the deadletter")
     ("read-timeout", po::value<std::int64_t>()->default_value(10'000),
      "ms a request may take to arrive; slower clients get 408")
     ("max-connections", po::value<std::size_t>()->default_value(1024),
@@ -236,6 +246,16 @@ int main(int argc, char** argv) {
   opts.threads = vm["threads"].as<std::size_t>();
   opts.limits.max_message_bytes = vm["max-body"].as<std::size_t>();
   opts.limits.inbox_limit = vm["inbox-limit"].as<std::uint64_t>();
+  // Defaults for every agent; an admin overrides them per agent in fs/limits.
+  opts.limits.ticks_per_minute = vm["ticks-per-minute"].as<std::uint32_t>();
+  opts.limits.tick_wall_time = std::chrono::milliseconds{vm["tick-wall-ms"].as<std::uint64_t>()};
+  opts.limits.max_state_bytes = vm["max-state-bytes"].as<std::uint64_t>();
+  opts.limits.outbox_retention = vm["outbox-retention"].as<std::uint64_t>();
+  opts.limits.max_attempts = vm["max-attempts"].as<std::uint32_t>();
+  if (opts.limits.max_attempts == 0) {
+    std::fprintf(stderr, "ticktockd: --max-attempts: at least 1\n");
+    return 2;
+  }
   opts.master_key_file = vm["master-key-file"].as<std::string>();
   // The OpenAI-compatible provider, when a base URL is configured: the flag
   // (or TICKTOCK_OPENAI_BASE_URL, or the config file) over OPENAI_BASE_URL.

@@ -740,5 +740,85 @@ class NoOpenAIProviderTest(ServicesCase):
         self.assertIn("llm-chat config: max_tokens: an integer 1..32768", dl[0]["error"])
 
 
+
+class LimitsTest(ServicesCase):
+    """The tick limits: server-wide defaults from ticktockd's flags, per-agent
+    overrides in fs/limits (admin), each hit visible in the status, the
+    metrics and the trajectory."""
+
+    server_args = ("--ticks-per-minute", "3")
+
+    def limit_hits(self, name):
+        m = re.search(r'ticktock_limit_hits_total\{limit="%s"\} (\d+)' % name,
+                      self.server.get("/metrics").body.decode())
+        return int(m.group(1)) if m else None
+
+    def override(self, agent, limits):
+        self.ok(self.put(fs(agent, "limits"), json.dumps(limits)))
+        self.assertEqual({k: self.get_json(fs(agent, "limits"))[k] for k in limits}, limits)
+
+    def records_with(self, agent, limit):
+        return [r for r in self.trajectory(agent) if limit in r.get("limits", [])]
+
+    def test_ticks_per_minute_from_the_server_flag_makes_triggers_wait(self):
+        self.server.create("tpm", "counter")
+        self.assertEqual(self.get_json(fs("tpm", "limits"))["ticks_per_minute"], 3)
+        for i in range(5):
+            self.send("tpm", {"n": i})
+        # init + 2 messages fit in the minute; the rest wait, visibly.
+        s = self.server.wait_for(
+            lambda: (lambda s: s if s["throttled"] and s["limits_hit"].get("ticks_per_minute") else None)(
+                self.server.status("tpm")), "tpm to be throttled")
+        self.assertEqual(s["summary"]["count"], 2)
+        self.assertEqual(s["queue_depth"], 3)
+        self.assertIn("throttled_until_us", s)
+        self.assertGreaterEqual(self.limit_hits("ticks_per_minute"), 1)
+        # Nothing was lost or failed: the waiting triggers are still queued.
+        self.assertEqual(self.get_json(fs("tpm", "deadletter"))["entries"], [])
+
+    def test_outbox_retention_keeps_the_newest_events(self):
+        self.server.create("ret", "echo")
+        self.override("ret", {"ticks_per_minute": 0, "outbox_retention": 2})
+        for i in range(5):
+            self.send("ret", {"n": i})
+        self.server.wait_for(lambda: self.server.status("ret")["summary"].get("echoed") == 5, "5 echoes")
+        self.assertEqual(self.outbox("ret"), [{"n": 3}, {"n": 4}])
+        self.assertGreaterEqual(self.server.status("ret")["limits_hit"].get("outbox_retention", 0), 1)
+        self.assertTrue(self.records_with("ret", "outbox_retention"))
+        self.assertTrue(self.get_json(fs("ret", "logs/trajectory?verify"))["ok"])
+
+    def test_a_tick_growing_the_state_past_its_limit_commits_nothing(self):
+        self.server.create("big", "counter")
+        self.server.wait_for(lambda: self.server.status("big")["last_tick"] >= 1, "big's init tick")
+        before = self.limit_hits("state_size")
+        self.override("big", {"ticks_per_minute": 0, "max_state_bytes": 1, "max_attempts": 1})
+        self.send("big", {"n": 1})
+        dl = self.server.wait_for(lambda: self.get_json(fs("big", "deadletter"))["entries"],
+                                  "the oversized tick in the deadletter")
+        self.assertIn("state", dl[0]["error"])
+        s = self.server.status("big")
+        self.assertEqual(s["summary"]["count"], 0)  # nothing committed
+        self.assertGreaterEqual(s["limits_hit"].get("state_size", 0), 1)
+        self.assertGreater(self.limit_hits("state_size"), before)
+        failed = self.records_with("big", "state_size")
+        self.assertTrue(failed)
+        self.assertTrue(all(r["outcome"] != "ok" for r in failed), failed)
+        self.assertTrue(self.get_json(fs("big", "logs/trajectory?verify"))["ok"])
+
+    def test_bad_limit_overrides_are_refused_and_agents_cannot_write_them(self):
+        self.server.create("lim", "counter")
+        before = self.get_json(fs("lim", "limits"))
+        for bad in ('{"ticks_per_minute":-1}', '{"max_attempts":0}', '{"bogus":1}', '[]', 'x'):
+            r = self.put(fs("lim", "limits"), bad)
+            self.assertEqual(r.status, 400, bad)
+        self.assertEqual(self.get_json(fs("lim", "limits")), before)
+        token = self.ok(self.server.post("/v1/tokens", {"agent": "lim", "scopes": ["read"]}), 201)["token"]
+        r = self.server.request("PUT", fs("lim", "limits"), body='{"outbox_retention":1}', auth=False,
+                                headers={"Authorization": "Bearer " + token})
+        self.assertEqual(r.status, 403)
+        r = self.server.request("GET", fs("lim", "limits"), auth=False,
+                                headers={"Authorization": "Bearer " + token})
+        self.assertEqual(r.status, 200)
+
 if __name__ == "__main__":
     unittest.main()
