@@ -1019,6 +1019,11 @@ error node::set_kill_switch(bool engaged) {
 
 bool node::kill_switch() const { return core_->gate->killed(); }
 
+policy::verdict node::assess_publish(const std::string& agent,
+                                     const std::vector<std::string>& relays) const {
+  return core_->gate->assess_publish(agent, relays);
+}
+
 namespace {
 
 // "policy/<agent>/<service>" or "limits/<agent>": the agent named, if any.

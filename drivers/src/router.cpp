@@ -1028,6 +1028,16 @@ response router::nostr_file(const request& req, const std::string& id,
     if (!ok)
       return error_response(400, "BAD_FIELD", "\"tags\" is an array of arrays of strings");
   }
+  // A publish leaves the runtime: the gate judges it, as it does a tick's.
+  // An approval parks only what a tick publishes (ctx.nostr_publish).
+  auto verdict = node_.assess_publish(id, options_.nostr->relays(id));
+  if (verdict.what == policy::decision::deny)
+    return error_response(403, verdict.reason == "kill_switch" ? "KILL_SWITCH" : "POLICY_DENIED",
+                          "the policy gate denies this publish (" + verdict.reason + ")");
+  if (verdict.what == policy::decision::require_approval)
+    return error_response(403, "APPROVAL_REQUIRED",
+                          "the policy requires an approval for this publish (" + verdict.reason
+                            + "): publish from a tick, which parks it until an admin decides");
   auto published = options_.nostr->publish(id, note);
   if (!published)
     return published.code() == errc::not_found

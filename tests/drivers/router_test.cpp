@@ -324,6 +324,28 @@ TEST_CASE("nostr files: relays and publish answer clearly without a driver or wi
         == "UNKNOWN_FIELD");
   CHECK(call("GET", "/v1/agents/n1/fs/nostr/publish").status == 405);
   CHECK(call("GET", "/metrics").body.find("ticktock_nostr_events_total") != std::string::npos);
+
+  // Bug: nostr/publish went to the relays without the policy gate, past the
+  // kill switch and a policy that denies or parks publishing.
+  auto publish = [&] { return call("POST", "/v1/agents/n1/fs/nostr/publish", R"({"content":"hi"})"); };
+  REQUIRE(call("PUT", "/v1/killswitch", R"({"engaged":true})").status == 200);
+  auto killed = publish();
+  CHECK(killed.status == 403);
+  CHECK(code_of(killed) == "KILL_SWITCH");
+  REQUIRE(call("PUT", "/v1/killswitch", R"({"engaged":false})").status == 200);
+  REQUIRE(call("PUT", "/v1/policy",
+               R"({"rules":[{"when":{"action":"nostr_publish"},"decision":"deny","reason":"no_notes"}],)"
+               R"("default":"allow"})").status == 200);
+  auto denied = publish();
+  CHECK(denied.status == 403);
+  CHECK(code_of(denied) == "POLICY_DENIED");
+  CHECK(parse(denied).at("error").at("message").as_string().find("no_notes") != std::string::npos);
+  REQUIRE(call("PUT", "/v1/policy",
+               R"({"rules":[{"when":{"action":"nostr_publish"},"decision":"require_approval",)"
+               R"("reason":"review_notes"}],"default":"allow"})").status == 200);
+  CHECK(code_of(publish()) == "APPROVAL_REQUIRED");
+  REQUIRE(call("PUT", "/v1/policy", R"({"rules":[],"default":"allow"})").status == 200);
+  CHECK(code_of(publish()) == "NO_RELAYS");  // allowed again: on to the relays
 }
 
 TEST_CASE("an envelope with a binary payload, as identity/envelope writes it, is accepted") {

@@ -11,6 +11,7 @@
 #include "ticktock/actors/options.hpp"
 #include "ticktock/runtime/error.hpp"
 #include "ticktock/runtime/identity.hpp"
+#include "ticktock/runtime/policy.hpp"
 #include "ticktock/runtime/registry.hpp"
 #include "ticktock/runtime/serializer.hpp"
 #include "ticktock/storage/records.hpp"
@@ -182,6 +183,11 @@ public:
   /// denied and running jobs are cancelled, at once. Durable.
   error set_kill_switch(bool engaged);
   bool kill_switch() const;
+  /// The policy gate's verdict on `agent` publishing to `relays` right now
+  /// (the kill switch, then the global policy, as a tick's publish is
+  /// judged). For publishes that do not come from a tick. Thread-safe.
+  policy::verdict assess_publish(const std::string& agent,
+                                 const std::vector<std::string>& relays) const;
 
   /// A node setting: "policy" (global), "policy/<agent>/compute",
   /// "policy/<agent>/containers", "prices", "limits/<agent>". Malformed
