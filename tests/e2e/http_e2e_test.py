@@ -7,9 +7,12 @@ Run: TICKTOCKD=build/tools/ticktockd python3 tests/e2e/http_e2e_test.py -v
 
 import base64
 import hashlib
+import http.client
 import json
 import os
+import re
 import socket
+import signal
 import struct
 import subprocess
 import sys
@@ -1057,6 +1060,102 @@ class DemoTest(ServerCase):
         self.assertEqual((r.status, r.body), (200, b"You said: hello"))
         r = self.server.request("PUT", "/a/demo-echo/", body="hi")
         self.assertEqual((r.status, r.body), (200, b"hi"))
+
+
+class ConfigTest(unittest.TestCase):
+    """ticktockd's settings from a --config file and TICKTOCK_* variables,
+    the generated admin token, and SIGINT."""
+
+    def start(self, args, env):
+        proc = subprocess.Popen([ticktockd_path()] + args, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"event=start .*listen=[0-9.]+:(\d+)", line)
+            if m:
+                # The rest of the log keeps coming into `lines`.
+                threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+                return proc, int(m.group(1)), lines
+        proc.kill()
+        self.fail("ticktockd did not start: %s" % "".join(lines))
+
+    def call(self, port, method, path, token, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={"Authorization": "Bearer " + token})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def test_config_file_environment_generated_token_and_sigint(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as tmp:
+            data = os.path.join(tmp, "data")
+            config = os.path.join(tmp, "ticktockd.json")
+            with open(config, "w") as f:
+                json.dump({"listen": "127.0.0.1:0", "data": os.path.join(tmp, "not-this-one"),
+                           "durability": "sync", "idle-timeout": 300, "max-resident": 2,
+                           "threads": 2}, f)
+            env = dict(os.environ, TICKTOCK_DATA=data)  # the environment wins over the file
+            env.pop("TICKTOCK_ADMIN_TOKEN", None)
+            proc, port, log = self.start(["--config", config], env)
+            try:
+                self.assertIn("durability=sync", "".join(log))
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and "event=admin_token" not in "".join(log):
+                    time.sleep(0.01)
+                self.assertIn("event=admin_token path=%s/admin.token generated=true" % data, "".join(log))
+                token_file = os.path.join(data, "admin.token")
+                self.assertEqual(os.stat(token_file).st_mode & 0o777, 0o600)
+                self.assertFalse(os.path.exists(os.path.join(tmp, "not-this-one")))
+                with open(token_file) as f:
+                    token = f.read().strip()
+                self.assertEqual(self.call(port, "GET", "/v1/agents", "wrong")[0], 401)
+                for i in range(3):
+                    status, _ = self.call(port, "POST", "/v1/agents", token,
+                                          json.dumps({"id": "c%d" % i, "type": "counter"}))
+                    self.assertEqual(status, 201)
+                    self.assertEqual(self.call(port, "POST", "/v1/agents/c%d/inbox" % i, token, "1")[0], 202)
+
+                def states():
+                    return [json.loads(self.call(port, "GET", "/v1/agents/c%d" % i, token)[1])["state"]
+                            for i in range(3)]
+                # --idle-timeout 300 ms: all three hibernate once idle.
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and states() != ["hibernated"] * 3:
+                    time.sleep(0.05)
+                self.assertEqual(states(), ["hibernated"] * 3)
+                counts = [json.loads(self.call(port, "GET", "/a/c%d/" % i, token)[1])["count"] for i in range(3)]
+                self.assertEqual(counts, [1, 1, 1])
+                # SIGINT drains and exits 0, like SIGTERM.
+                proc.send_signal(signal.SIGINT)
+                self.assertEqual(proc.wait(30), 0)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+    def test_the_admin_token_from_the_environment(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="from-the-environment")
+            proc, port, log = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
+            try:
+                self.assertEqual(self.call(port, "GET", "/v1/agents", "from-the-environment")[0], 200)
+                self.assertEqual(self.call(port, "GET", "/v1/agents", "other")[0], 401)
+                self.assertFalse(os.path.exists(os.path.join(data, "admin.token")))
+                self.assertEqual(self.call(port, "GET", "/v1/agents?token=from-the-environment", "x")[0], 401)
+                self.assertNotIn("from-the-environment", "".join(log))  # never logged
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(proc.wait(30), 0)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
 if __name__ == "__main__":
     unittest.main()
