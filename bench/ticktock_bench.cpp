@@ -388,9 +388,18 @@ void write_markdown(const std::string& path, const std::vector<tb::row>& rows,
   }
   md << md_end << "\n";
 
-  auto b = text.find(md_begin);
-  auto e = text.find(md_end);
-  if (b != std::string::npos && e != std::string::npos && e > b) {
+  // The markers count only as whole lines (the page may quote them in prose).
+  auto find_line = [&](const std::string& marker, std::size_t from) {
+    for (auto p = text.find(marker, from); p != std::string::npos; p = text.find(marker, p + 1)) {
+      auto end = p + marker.size();
+      if ((p == 0 || text[p - 1] == '\n') && (end == text.size() || text[end] == '\n'))
+        return p;
+    }
+    return std::string::npos;
+  };
+  auto b = find_line(md_begin, 0);
+  auto e = b == std::string::npos ? std::string::npos : find_line(md_end, b);
+  if (b != std::string::npos && e != std::string::npos) {
     auto after = e + md_end.size();
     if (after < text.size() && text[after] == '\n')
       ++after;
