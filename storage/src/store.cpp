@@ -167,6 +167,19 @@ struct store::impl {
   rocksdb::ReadOptions read_options;
   // Writer-owned (apply is single-threaded): counters of agents seen so far.
   std::unordered_map<std::string, counters> counters_;
+  // Where the due-ordered alarm keys ("d"...) start: no live one sorts
+  // before it. Fired alarms are deleted in key order, so their tombstones
+  // pile up at the front of cf_alarms until compaction; seeking from the
+  // floor instead of "d" keeps next_alarm_due and fire_alarms from stepping
+  // over every one of them. The writer lowers it before a batch that puts
+  // an earlier alarm, and raises it after a committed batch that fired
+  // alarms; readers take it under the mutex.
+  mutable std::mutex alarm_floor_mtx;
+  std::string alarm_floor_ = "d";
+  std::string alarm_floor() const {
+    std::lock_guard<std::mutex> g{alarm_floor_mtx};
+    return alarm_floor_;
+  }
   // Readers hold db_mtx shared while they use db; recovery holds it
   // exclusively while it closes and reopens db.
   mutable std::shared_mutex db_mtx;
@@ -320,6 +333,16 @@ public:
         s_.counters_.erase(id);
       else
         s_.counters_[id] = c;
+    if (last_alarm_fired_) {
+      // Every due key up to the last one fired is gone now, but for those
+      // this batch put (re-armed or set earlier): the floor rises to there.
+      auto floor = *last_alarm_fired_;
+      if (lowest_alarm_put_ && *lowest_alarm_put_ < floor)
+        floor = *lowest_alarm_put_;
+      std::lock_guard<std::mutex> g{s_.alarm_floor_mtx};
+      if (floor > s_.alarm_floor_)
+        s_.alarm_floor_ = std::move(floor);
+    }
     return results;
   }
 
@@ -345,6 +368,13 @@ private:
   }
 
   void put(cf_id c, std::string_view k, std::string_view v) {
+    if (c == cf_alarms && !k.empty() && k.front() == 'd') {
+      // Lowered before the write: a reader meanwhile only seeks from earlier.
+      std::lock_guard<std::mutex> g{s_.alarm_floor_mtx};
+      if (k < s_.alarm_floor_)
+        s_.alarm_floor_ = std::string{k};
+      lowest_alarm_put_ = std::min(lowest_alarm_put_.value_or(std::string{k}), std::string{k});
+    }
     batch_.Put(s_.cf(c), rocksdb::Slice{k.data(), k.size()}, rocksdb::Slice{v.data(), v.size()});
   }
   void del(cf_id c, std::string_view k) {
@@ -634,7 +664,7 @@ private:
   void handle(fire_alarms_op& op, op_result& r) {
     auto now = keys::bias(op.now);
     auto it = s_.iter(cf_alarms);
-    for (it->Seek("d"); it->Valid() && starts_with(it->key(), "d") && it->key().size() > 9;
+    for (it->Seek(s_.alarm_floor()); it->Valid() && starts_with(it->key(), "d") && it->key().size() > 9;
          it->Next()) {
       if (keys::get_be64(view(it->key()).substr(1)) > now)
         break;
@@ -643,6 +673,7 @@ private:
         break;
       }
       ++r.alarms_fired;
+      last_alarm_fired_ = it->key().ToString();
       del(cf_alarms, view(it->key()));
       auto a = decode_alarm(view(it->value()));
       if (!a)
@@ -823,6 +854,10 @@ private:
   store::impl& s_;
   rocksdb::WriteBatch batch_;
   std::unordered_map<std::string, counters> scratch_;
+  // The alarm floor's inputs (store::impl::alarm_floor_): the last due key a
+  // fire_alarms op of this group deleted, the earliest due key it put.
+  std::optional<std::string> last_alarm_fired_;
+  std::optional<std::string> lowest_alarm_put_;
   std::set<std::string> dirty_;
   std::unordered_map<std::string, std::uint64_t> pending_idem_;
   std::unordered_map<std::string, std::optional<std::string>> alarm_overlay_;
@@ -1403,7 +1438,7 @@ std::vector<alarm_record> store::list_alarms(std::string_view id) const {
 
 std::optional<time_point> store::next_alarm_due() const {
   auto it = impl_->iter(cf_alarms);
-  it->Seek("d");
+  it->Seek(impl_->alarm_floor());
   if (!it->Valid() || !starts_with(it->key(), "d") || it->key().size() < 9)
     return std::nullopt;
   return keys::unbias(keys::get_be64(view(it->key()).substr(1)));
@@ -1510,6 +1545,10 @@ error store::raw_put(std::string_view column, std::string_view key, std::string_
     return impl_->closed();
   for (std::size_t i = 0; i < cf_count; ++i)
     if (column == cf_names[i]) {
+      if (i == cf_alarms && !key.empty() && key.front() == 'd') {
+        std::lock_guard<std::mutex> g{impl_->alarm_floor_mtx};
+        impl_->alarm_floor_ = std::min(impl_->alarm_floor_, std::string{key});
+      }
       auto st = impl_->db->Put(impl_->write_options, impl_->handles[i],
                                rocksdb::Slice{key.data(), key.size()},
                                rocksdb::Slice{value.data(), value.size()});
