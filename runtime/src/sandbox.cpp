@@ -296,6 +296,28 @@ std::chrono::microseconds to_us(const timeval& tv) {
   return std::chrono::seconds{tv.tv_sec} + std::chrono::microseconds{tv.tv_usec};
 }
 
+// Whether a process of `uid`/`gid` may search every directory above `dir`:
+// bubblewrap binds the working directory after it has become that uid, so
+// a parent it cannot search makes its setup fail.
+bool parents_searchable_by(const fs::path& dir, uid_t uid, gid_t gid) {
+  std::error_code ec;
+  auto abs = fs::absolute(dir, ec);
+  if (ec)
+    return false;
+  for (auto p = abs.parent_path(); !p.empty(); p = p.parent_path()) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0)
+      return false;
+    bool ok = (st.st_uid == uid && (st.st_mode & S_IXUSR)) || (st.st_gid == gid && (st.st_mode & S_IXGRP))
+              || (st.st_mode & S_IXOTH);
+    if (!ok)
+      return false;
+    if (p == p.root_path())
+      break;
+  }
+  return true;
+}
+
 }  // namespace
 
 // -- names -------------------------------------------------------------------
@@ -494,8 +516,13 @@ struct session::impl {
 
   outcome execute(clock_type::time_point start) {
     isolation used = spec_.iso;
-    if (used == isolation::automatic)
-      used = bubblewrap_available() ? isolation::bubblewrap : isolation::process;
+    if (used == isolation::automatic) {
+      // Bubblewrap where it works here: installed, and (run as root, when
+      // the command gets the sandbox uid) able to reach the working directory.
+      bool reachable = ::geteuid() != 0 || spec_.workdir.empty()
+                       || parents_searchable_by(spec_.workdir, spec_.uid, spec_.gid);
+      used = bubblewrap_available() && reachable ? isolation::bubblewrap : isolation::process;
+    }
     if (spec_.argv.empty() || spec_.argv[0].empty())
       return failed(used, "empty command");
     if (spec_.workdir.empty())

@@ -566,6 +566,13 @@ TEST_CASE("bubblewrap reports its own setup failure as failed_to_start") {
   auto p = run(probe_spec(d, isolation::process, {"exit", "0"}));
   INFO(describe(p));
   CHECK(p.out.status == "exited");
+  // Bug: automatic chose bubblewrap here too, so every session of a server
+  // whose data directory sits under a 0700 directory (root's home) failed to
+  // start; it now runs them as confined processes.
+  auto a = run(probe_spec(d, isolation::automatic, {"exit", "0"}));
+  INFO(describe(a));
+  CHECK(a.out.status == "exited");
+  CHECK(a.out.used == isolation::process);
 }
 
 TEST_CASE("automatic isolation uses bubblewrap where it works") {
