@@ -468,10 +468,45 @@ private:
   }
 };
 
+struct fetcher_state {
+  std::uint64_t asked = 0;
+  std::uint64_t answered = 0;
+};
+
+/// `fetcher`: outbound HTTP through the http service. A message is a fetch
+/// request ({"url","method"?,"headers"?,"body"?,"timeout_ms"?,
+/// "max_response_bytes"?}, docs/http-fetch.md): a valid one is staged with
+/// ctx.fetch and {"job"} emitted; a malformed one emits {"error"} instead
+/// (the tick does not fail). Each http_result trigger's payload is emitted
+/// as it came.
+struct fetcher_agent : agent<fetcher_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::http_result) {
+      ++state().answered;
+      ctx.emit(t.payload);
+      return;
+    }
+    if (t.kind != trigger_kind::message)
+      return;
+    if (auto req = fetch::parse_request(t.payload); !req) {
+      ctx.emit(boost::json::serialize(boost::json::object{{"error", req.error_value().message()}}));
+      return;
+    }
+    ++state().asked;
+    auto job = ctx.fetch(t.payload);
+    ctx.emit(boost::json::serialize(boost::json::object{{"job", job}}));
+  }
+  std::string summary() const override {
+    return "{\"asked\":" + std::to_string(state().asked) + ",\"answered\":"
+           + std::to_string(state().answered) + "}";
+  }
+};
+
 inline agent_registry registry() {
   agent_registry r;
   r.add<counter_agent>("counter");
   r.add<echo_agent>("echo");
+  r.add<fetcher_agent>("fetcher");
   r.add<heartbeat_agent>("heartbeat");
   r.add<llm_chat_agent>("llm-chat");
   r.add<player_agent>("player");

@@ -19,6 +19,7 @@
 
 #include <ticktock/drivers/http_server.hpp>
 #include <ticktock/drivers/nostr_driver.hpp>
+#include <ticktock/drivers/http_fetch.hpp>
 #include <ticktock/drivers/openai_provider.hpp>
 #include <ticktock/runtime/plugin.hpp>
 #include <ticktock/ticktock.hpp>
@@ -191,6 +192,10 @@ int main(int argc, char** argv) {
     ("openai-base-url", po::value<std::string>()->default_value(""),
      "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); registers the "
      "compute provider \"openai\" (default: OPENAI_BASE_URL; the key comes from OPENAI_API_KEY)")
+    ("http-fetch-price", po::value<std::uint64_t>()->default_value(0),
+     "micro-USD an outbound HTTP fetch (ctx.fetch, fs/http/new) reserves and costs")
+    ("http-fetch-ca-file", po::value<std::string>()->default_value(""),
+     "PEM file of CAs trusted for https fetches besides the system ones")
     ("demo", po::bool_switch(), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
@@ -273,6 +278,18 @@ int main(int argc, char** argv) {
       return 2;
     }
     opts.services.providers["openai"] = std::shared_ptr<ticktock::compute::provider>(std::move(*p));
+  }
+  // Outbound HTTP (the http service): the Beast client of ticktock::drivers.
+  {
+    ticktock::drivers::http_fetch_options fo;
+    fo.ca_file = vm["http-fetch-ca-file"].as<std::string>();
+    auto ex = ticktock::drivers::make_http_fetch(fo);
+    if (!ex) {
+      std::fprintf(stderr, "ticktockd: --http-fetch-ca-file: %s\n", ex.error_value().message().c_str());
+      return 2;
+    }
+    opts.services.http_executor = std::move(*ex);
+    opts.services.http_price_per_request = vm["http-fetch-price"].as<std::uint64_t>();
   }
   if (vm["rotate-master-key"].as<bool>()) {
     auto n = ticktock::node::rotate_master_key(opts);

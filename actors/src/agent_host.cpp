@@ -30,8 +30,8 @@ std::vector<std::string> relays_in(const std::string& config) {
   return out;
 }
 
-/// The payload of a compute_result / container_result trigger that reports
-/// a job's end or refusal (docs/compute.md).
+/// The payload of a compute_result / container_result / http_result trigger
+/// that reports a job's end or refusal (docs/compute.md, docs/http-fetch.md).
 std::string result_payload(const storage::job_record& j) {
   json::object o{{"job", j.id}, {"service", j.service}, {"status", j.status}};
   if (!j.error.empty())
@@ -56,7 +56,9 @@ std::string approval_id(const std::string& agent, const std::string& job) {
 
 storage::enqueue_op result_trigger(const storage::job_record& j, time_point now) {
   storage::inbox_entry e;
-  e.kind = j.service == "containers" ? trigger_kind::container_result : trigger_kind::compute_result;
+  e.kind = j.service == "containers" ? trigger_kind::container_result
+           : j.service == "http"      ? trigger_kind::http_result
+                                      : trigger_kind::compute_result;
   e.time = now;
   e.payload = result_payload(j);
   e.idempotency_key = "job:" + j.id + ":" + j.status;
@@ -372,7 +374,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     context ctx{meta_.id, meta_.config, trig, *agent_, this};
     ctx.set_job_prefix("j" + std::to_string(rec.index));
     if (trig.kind == trigger_kind::ctl && trig.payload.starts_with("{\"submit\"")) {
-      // A job written to compute/new or containers/new from outside: staged
+      // A job written to compute/new, containers/new or http/new from outside: staged
       // here, so the gate's decision is in this tick's trajectory record.
       boost::system::error_code ec;
       auto v = json::parse(trig.payload, ec);
@@ -384,6 +386,8 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
           ctx.compute(std::string{req->as_string()});
         else if (svc->as_string() == "containers")
           ctx.run_container(std::string{req->as_string()});
+        else if (svc->as_string() == "http")
+          ctx.fetch(std::string{req->as_string()});
       }
     }
     if (auto g = goal_change::from(trig)) {

@@ -51,7 +51,7 @@ struct tick_attempt {
   std::vector<std::string> limits;
 };
 
-/// The compute_result / container_result trigger that tells an agent how
+/// The compute_result / container_result / http_result trigger that tells an agent how
 /// its job ended (or that it was refused).
 storage::enqueue_op result_trigger(const storage::job_record& j, time_point now);
 

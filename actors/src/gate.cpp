@@ -100,8 +100,21 @@ assessment gate::assess(const std::string& agent, const job_request& job) const 
     out.request = std::string{job.request};
     out.verdict = decide({"container", agent, out.destination, out.cost},
                          setting::agent_policy(agent, "containers"));
+  } else if (job.service == "http") {
+    out.action = "http";
+    auto& svc = options_.services;
+    auto req = fetch::parse_request(job.request, svc.http_limits);
+    if (!req) {
+      out.error = "http request: " + req.error_value().message();
+      return out;
+    }
+    out.destination = req->parts.host;
+    out.cost = svc.http_price_per_request;
+    out.request = fetch::to_json(*req);
+    out.verdict = decide({"http", agent, out.destination, out.cost},
+                         setting::agent_policy(agent, "http"));
   } else {
-    out.error = "unknown service '" + job.service + "'";
+    out.error = "unknown service '" + job.service + "' (compute, containers or http)";
   }
   return out;
 }

@@ -1,7 +1,7 @@
 #pragma once
 
 // The policy gate and the node-wide settings it reads: the kill switch, the
-// global policy, each agent's compute and containers policies, the price
+// global policy, each agent's compute, containers and http policies, the price
 // table, and per-agent tick limits. Settings live in the meta column family
 // (storage::service_op::settings) and are cached here; every write goes
 // through the committer first and is installed here after it is durable.
@@ -17,6 +17,7 @@
 #include "ticktock/actors/options.hpp"
 #include "ticktock/runtime/compute.hpp"
 #include "ticktock/runtime/context.hpp"
+#include "ticktock/runtime/fetch.hpp"
 #include "ticktock/runtime/policy.hpp"
 #include "ticktock/runtime/sandbox.hpp"
 #include "ticktock/storage/store.hpp"
@@ -37,8 +38,8 @@ inline std::string agent_limits(std::string_view agent) { return "limits/" + std
 /// The gate's view of one job an agent asked for.
 struct assessment {
   std::string error;        ///< the request is malformed (the tick fails)
-  std::string action;       ///< compute | container | nostr_publish
-  std::string destination;  ///< provider/model, program, relays
+  std::string action;       ///< compute | container | http | nostr_publish
+  std::string destination;  ///< provider/model, program, the URL's host, relays
   std::uint64_t cost = 0;   ///< what it would reserve, micro-USD
   policy::verdict verdict;
   std::string request;      ///< the request, normalized

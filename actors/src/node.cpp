@@ -316,7 +316,8 @@ error node::terminate(const std::string& id) {
     return r.err;
   core_->keys->forget(id);
   for (auto& key : {detail::setting::agent_policy(id, "compute"),
-                    detail::setting::agent_policy(id, "containers"), detail::setting::agent_limits(id)})
+                    detail::setting::agent_policy(id, "containers"),
+                    detail::setting::agent_policy(id, "http"), detail::setting::agent_limits(id)})
     core_->gate->install(key, std::nullopt);
   if (auto actor = core_->dir->remove(id))
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
@@ -1057,8 +1058,9 @@ error node::set_setting(const std::string& key, std::string_view value) {
     if (auto ok = checked(*agent); !ok)
       return ok.error_value();
     if (key.starts_with("policy/") && key != detail::setting::agent_policy(*agent, "compute")
-        && key != detail::setting::agent_policy(*agent, "containers"))
-      return error{errc::invalid_argument, "policies are per service: compute or containers"};
+        && key != detail::setting::agent_policy(*agent, "containers")
+        && key != detail::setting::agent_policy(*agent, "http"))
+      return error{errc::invalid_argument, "policies are per service: compute, containers or http"};
   }
   auto canonical = core_->gate->validate(key, value);
   if (!canonical)

@@ -113,8 +113,55 @@ void service_runner::compute_loop() {
       w = std::move(queue_.front());
       queue_.pop_front();
     }
-    run_compute(w);
+    if (w.job.service == "http")
+      run_fetch(w);
+    else
+      run_compute(w);
   }
+}
+
+void service_runner::run_fetch(work& w) {
+  auto& job = w.job;
+  auto& svc = core_.options.services;
+  namespace fc = fetch::failure_code;
+  auto req = fetch::parse_request(job.request, svc.http_limits);
+  fetch::outcome result = fetch::failure{std::string{fc::bad_request},
+                                         req ? std::string{} : req.error_value().message()};
+  if (req) {
+    if (w.out->cancelled || core_.gate->killed())
+      result = fetch::failure{std::string{fc::cancelled}, core_.gate->killed()
+                                                            ? "cancelled by the kill switch"
+                                                            : "cancelled before it started"};
+    else if (!svc.http_executor)
+      result = fetch::failure{std::string{fc::unavailable},
+                              "this node has no outbound HTTP executor"};
+    else
+      result = svc.http_executor->run(*req, w.out->cancelled);
+  }
+  if (auto* r = std::get_if<fetch::response>(&result)) {
+    job.status = "done";
+    job.result = fetch::to_json(*r);
+  } else {
+    auto& f = std::get<fetch::failure>(result);
+    job.status = f.code == fc::cancelled ? "cancelled" : "failed";
+    job.error = f.code;
+    job.error_message = f.message;
+    job.result = fetch::to_json(f);
+    if (job.status == "cancelled") {
+      std::lock_guard<std::mutex> guard{w.out->mtx};
+      if (!w.out->cancel_reason.empty())
+        job.error = w.out->cancel_reason;
+      else if (core_.gate->killed())
+        job.error = "kill_switch";
+    }
+  }
+  // A fetch costs its flat price (its reservation) once a request went out,
+  // whatever came back; one that never started costs nothing.
+  bool attempted = job.status == "done"
+                   || (job.status == "failed" && job.error != fc::bad_request
+                       && job.error != fc::unavailable);
+  auto actual = attempted ? job.reserved : 0;
+  finish(std::move(job), actual);
 }
 
 void service_runner::run_compute(work& w) {

@@ -1,6 +1,6 @@
 #pragma once
 
-// The compute and containers services of a node: they run the jobs that
+// The compute, containers and outbound HTTP services of a node: they run the jobs that
 // ticks admitted (after the tick's commit), stream their output, and commit
 // each job's end with its ledger settlement and the result trigger in one
 // write. At open, jobs a crashed process left open are reconciled: their
@@ -19,6 +19,7 @@
 
 #include "gate.hpp"
 #include "ticktock/runtime/compute.hpp"
+#include "ticktock/runtime/fetch.hpp"
 #include "ticktock/runtime/sandbox.hpp"
 #include "ticktock/storage/store.hpp"
 
@@ -60,6 +61,7 @@ private:
   };
   void compute_loop();
   void run_compute(work& w);
+  void run_fetch(work& w);
   void run_container(const storage::job_record& job, std::shared_ptr<live> out);
   /// Commits the job's end: record, settlement, result trigger.
   void finish(storage::job_record job, std::uint64_t actual);

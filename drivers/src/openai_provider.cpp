@@ -1,23 +1,11 @@
-// The OpenAI-compatible compute provider. run() does each attempt on a
-// private io_context that the calling thread drives in short slices, so that
-// it can close the connection as soon as the job is cancelled; Beast's
-// tcp_stream deadlines bound every network wait. An attempt reads the answer
-// through a buffer_body parser, piece by piece: a streamed answer (SSE) is
-// parsed as it arrives, anything else is collected up to max_response_bytes.
+// The OpenAI-compatible compute provider. Each attempt is one exchange of
+// the shared outbound client (http_client.hpp: Beast + OpenSSL, deadlines,
+// size limits, cancellation); this file builds the requests, reads the
+// answers (a streamed one as SSE, piece by piece) and retries with backoff.
 
 #include "ticktock/drivers/openai_provider.hpp"
 
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast.hpp>
-#include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
-#include <boost/url/parse.hpp>
-#include <boost/url/src.hpp>  // Boost.URL header-only: Debian packages no libboost_url for 1.81's -dev
-
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -27,12 +15,9 @@
 #include <random>
 #include <thread>
 
-namespace asio = boost::asio;
-namespace ssl = asio::ssl;
-namespace beast = boost::beast;
-namespace http = beast::http;
+#include "http_client.hpp"
+
 namespace json = boost::json;
-using tcp = asio::ip::tcp;
 using steady_clock = std::chrono::steady_clock;
 
 namespace ticktock::drivers {
@@ -44,35 +29,12 @@ namespace fc = compute::failure_code;
 
 namespace {
 
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-// How often run() looks at the cancelled flag while an attempt is under way.
+// How often run() looks at the cancelled flag while it waits out a backoff.
 constexpr std::chrono::milliseconds cancel_poll{20};
 
 error invalid(std::string message) { return error{errc::invalid_argument, std::move(message)}; }
 
-bool is_ip_literal(const std::string& host) {
-  boost::system::error_code ec;
-  asio::ip::make_address(host, ec);
-  return !ec;
-}
-
-// Printable, bounded text of an untrusted answer for a failure message.
-std::string excerpt(std::string_view s, std::size_t n = 300) {
-  std::string out;
-  for (char c : s.substr(0, n))
-    out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
-  if (s.size() > n)
-    out += "...";
-  return out;
-}
-
-struct target {
-  bool tls = false;
-  std::string host;       // for connecting, SNI and the certificate check (no brackets)
-  std::string port;
-  std::string host_header;
-  std::string prefix;     // the base URL's path, without a trailing '/'
-};
+using detail::excerpt;
 
 // What one attempt ended with.
 struct attempt {
@@ -386,273 +348,117 @@ openai_options openai_options::from_env() {
 
 struct openai_provider::impl {
   openai_options o;
-  target t;
-  ssl::context tls{ssl::context::tls_client};
+  fetch::url t;
+  std::string prefix;  // the base URL's path, without a trailing '/'
+  std::shared_ptr<detail::http_client> client;
 
-  attempt exchange_once(const http::request<http::string_body>& req, bool streaming,
+  attempt exchange_once(const detail::http_client::request& req, bool streaming,
                         std::size_t inputs, const std::function<void(std::string_view)>& on_delta,
                         const std::atomic<bool>& cancelled);
-
-  template <class Stream>
-  asio::awaitable<attempt> exchange(Stream& s, tcp::resolver& resolver,
-                                    const http::request<http::string_body>& req, bool streaming,
-                                    std::size_t inputs,
-                                    const std::function<void(std::string_view)>& on_delta,
-                                    const std::atomic<bool>& cancelled);
 };
 
-template <class Stream>
-asio::awaitable<attempt> openai_provider::impl::exchange(
-  Stream& s, tcp::resolver& resolver, const http::request<http::string_body>& req, bool streaming,
-  std::size_t inputs, const std::function<void(std::string_view)>& on_delta,
-  const std::atomic<bool>& cancelled) {
-  auto& stream = beast::get_lowest_layer(s);
-  auto stopped = [&](const beast::error_code& ec) -> std::optional<attempt> {
-    if (cancelled)
-      return failed(fc::cancelled, "the job was cancelled");
-    if (ec == beast::error::timeout)
-      return failed(fc::timeout, "no answer from " + t.host_header + " within "
-                                   + std::to_string(o.timeout.count()) + " ms");
-    return std::nullopt;
-  };
-
-  // -- connect --
-  auto [rec, results] = co_await resolver.async_resolve(t.host, t.port, use_nothrow);
-  if (auto s2 = stopped(rec))
-    co_return *s2;
-  if (rec)
-    co_return failed(fc::network_error, "cannot resolve " + t.host + ": " + rec.message());
-  stream.expires_after(o.timeout);
-  auto [cec, ep] = co_await stream.async_connect(results, use_nothrow);
-  (void)ep;
-  if (auto s2 = stopped(cec))
-    co_return *s2;
-  if (cec)
-    co_return failed(fc::network_error, "cannot connect to " + t.host_header + ": " + cec.message());
-
-  if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
-    auto* native = s.native_handle();
-    // SNI carries host names only (RFC 6066), never IP addresses.
-    if (!is_ip_literal(t.host) && !SSL_set_tlsext_host_name(native, t.host.c_str()))
-      co_return failed(fc::network_error, "TLS: cannot set the server name");
-    auto* param = SSL_get0_param(native);
-    int ok = is_ip_literal(t.host) ? X509_VERIFY_PARAM_set1_ip_asc(param, t.host.c_str())
-                                   : X509_VERIFY_PARAM_set1_host(param, t.host.c_str(), 0);
-    if (ok != 1)
-      co_return failed(fc::network_error, "TLS: cannot set the expected host name");
-    auto [hec] = co_await s.async_handshake(ssl::stream_base::client, use_nothrow);
-    if (auto s2 = stopped(hec))
-      co_return *s2;
-    if (hec) {
-      std::string why = hec.message();
-      auto verify = SSL_get_verify_result(native);
-      if (verify != X509_V_OK)
-        why += std::string{" ("} + X509_verify_cert_error_string(verify) + ")";
-      co_return failed(fc::network_error, "TLS handshake with " + t.host_header + ": " + why);
-    }
-  }
-
-  // -- request --
-  auto [wec, wn] = co_await http::async_write(s, req, use_nothrow);
-  (void)wn;
-  if (auto s2 = stopped(wec))
-    co_return *s2;
-  if (wec)
-    co_return failed(fc::network_error, "cannot send the request to " + t.host_header + ": " + wec.message());
-
-  // -- answer --
-  beast::flat_buffer buffer;
-  http::response_parser<http::buffer_body> parser;
-  parser.header_limit(64 * 1024);
-  parser.body_limit(o.max_response_bytes);
-  auto [hrec, hn] = co_await http::async_read_header(s, buffer, parser, use_nothrow);
-  (void)hn;
-  if (auto s2 = stopped(hrec))
-    co_return *s2;
-  if (hrec == http::error::header_limit || hrec == http::error::buffer_overflow)
-    co_return failed(fc::response_too_large, "the provider's answer headers exceed 64 KiB");
-  if (hrec == http::error::body_limit)
-    co_return failed(fc::response_too_large, "the provider announces an answer of more than "
-                                               + std::to_string(o.max_response_bytes) + " bytes");
-  if (hrec == http::error::end_of_stream || hrec == asio::error::eof
-      || hrec == asio::error::connection_reset || hrec == ssl::error::stream_truncated)
-    co_return failed(fc::network_error, t.host_header + " closed the connection before answering");
-  if (hrec)
-    co_return failed(fc::malformed_response, "unreadable answer headers from " + t.host_header + ": "
-                                               + hrec.message());
-
-  int status = static_cast<int>(parser.get().result_int());
-  std::optional<std::chrono::milliseconds> retry_after;
-  if (auto it = parser.get().find(http::field::retry_after); it != parser.get().end())
-    retry_after = parse_retry_after({it->value().data(), it->value().size()});
-  bool sse = streaming && status == 200;
-  std::optional<sse_reader> events;
-  if (sse)
-    events.emplace(on_delta);
-  std::string body;
-  std::vector<char> chunk(16 * 1024);
-  bool truncated = false;
-  while (!parser.is_done()) {
-    if (sse)
-      stream.expires_after(o.timeout);  // streams: the timeout bounds each wait
-    parser.get().body().data = chunk.data();
-    parser.get().body().size = chunk.size();
-    auto [bec, bn] = co_await http::async_read(s, buffer, parser, use_nothrow);
-    (void)bn;
-    std::size_t got = chunk.size() - parser.get().body().size;
-    if (bec == http::error::need_buffer)
-      bec = {};
-    if (got > 0) {
-      std::string_view piece{chunk.data(), got};
-      if (sse) {
-        if (auto err = events->feed(piece)) {
-          auto a = malformed(*err);
-          a.delivered = events->delivered();
-          co_return a;
-        }
-        if (events->done())
-          break;
-      } else {
-        body.append(piece);
-      }
-    }
-    if (bec) {
-      if (auto s2 = stopped(bec)) {
-        s2->delivered = sse && events->delivered();
-        co_return *s2;
-      }
-      if (bec == http::error::body_limit) {
-        attempt a = failed(fc::response_too_large, "the provider's answer exceeds "
-                                                     + std::to_string(o.max_response_bytes) + " bytes",
-                           status);
-        a.delivered = sse && events->delivered();
-        co_return a;
-      }
-      // partial_message, end_of_stream, a reset or a TLS truncation: the
-      // body stopped before its announced end.
-      truncated = true;
-      break;
-    }
-  }
-
-  if (sse) {
-    if (!events->done()) {
-      auto a = malformed(truncated ? "the stream was cut before data: [DONE]"
-                                   : "the stream ended without data: [DONE]");
-      a.delivered = events->delivered();
-      co_return a;
-    }
-    attempt a;
-    a.delivered = events->delivered();
-    a.ok = std::move(events->result());
-    a.estimate_usage = !events->has_usage();
-    co_return a;
-  }
-  if (truncated)
-    co_return failed(fc::malformed_response, "the answer from " + t.host_header
-                                               + " was cut off before the end of its body",
-                     status);
-  if (status == 429) {
-    auto a = failed(fc::rate_limited, "HTTP 429 from the provider: " + provider_message(body), status);
-    a.retry_after = retry_after;
-    co_return a;
-  }
-  if (status >= 500)
-    co_return failed(fc::provider_error, "HTTP " + std::to_string(status)
-                                           + " from the provider: " + provider_message(body),
-                     status);
-  if (status >= 400)
-    co_return failed(fc::bad_request, "HTTP " + std::to_string(status)
-                                        + " from the provider: " + provider_message(body),
-                     status);
-  if (status < 200 || status >= 300)
-    co_return failed(fc::malformed_response, "unexpected HTTP status " + std::to_string(status)
-                                               + " from the provider",
-                     status);
-  auto a = inputs > 0 ? read_embeddings(body, inputs) : read_chat(body);
-  a.fail.http_status = status;
-  co_return a;
-}
-
-attempt openai_provider::impl::exchange_once(const http::request<http::string_body>& req,
+attempt openai_provider::impl::exchange_once(const detail::http_client::request& req,
                                              bool streaming, std::size_t inputs,
                                              const std::function<void(std::string_view)>& on_delta,
                                              const std::atomic<bool>& cancelled) {
-  asio::io_context io;
-  tcp::resolver resolver{io};
-  std::optional<attempt> done;
-  auto finish = [&](std::exception_ptr e, attempt a) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        a = failed(fc::network_error, std::string{"the request failed: "} + ex.what());
-      } catch (...) {
-        a = failed(fc::network_error, "the request failed");
-      }
-    }
-    done = std::move(a);
+  using hc = detail::http_client;
+  std::optional<sse_reader> events;
+  std::optional<std::string> stream_error;
+  hc::options opts;
+  opts.timeout = o.timeout;
+  opts.max_response_bytes = o.max_response_bytes;
+  opts.stream_body = [&](const hc::head& h) {
+    if (!streaming || h.status != 200)
+      return false;
+    events.emplace(on_delta);
+    return true;
   };
-  std::function<void()> close;
-  std::optional<beast::tcp_stream> plain;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
-  if (t.tls) {
-    secure.emplace(io, tls);
-    close = [&] {
-      beast::get_lowest_layer(*secure).close();
-    };
-    asio::co_spawn(io, exchange(*secure, resolver, req, streaming, inputs, on_delta, cancelled), finish);
-  } else {
-    plain.emplace(io);
-    close = [&] { plain->close(); };
-    asio::co_spawn(io, exchange(*plain, resolver, req, streaming, inputs, on_delta, cancelled), finish);
-  }
-  // The resolver has no deadline of its own.
-  auto resolve_deadline = steady_clock::now() + o.timeout;
-  bool closed = false;
-  while (!done && !io.stopped()) {
-    io.run_for(cancel_poll);
-    if (done || closed)
-      continue;
-    if (cancelled || steady_clock::now() > resolve_deadline + o.timeout) {
-      // Cancelled, or stuck far past any deadline: end every operation.
-      closed = true;
-      resolver.cancel();
-      close();
+  opts.on_piece = [&](std::string_view piece) {
+    if (auto err = events->feed(piece)) {
+      stream_error = std::move(*err);
+      return hc::piece_result::fail;
     }
+    return events->done() ? hc::piece_result::done : hc::piece_result::more;
+  };
+  auto r = client->exchange(t, req, opts, cancelled);
+  bool delivered = events && events->delivered();
+  int status = r.h.status;
+
+  if (!r.code.empty()) {
+    attempt a;
+    if (stream_error) {
+      a = malformed(*stream_error);
+    } else {
+      std::string message = r.code == fc::cancelled ? "the job was cancelled" : r.message;
+      if (r.code == fc::response_too_large && status != 0)
+        message = "the provider's answer exceeds " + std::to_string(o.max_response_bytes) + " bytes";
+      a = failed(r.code, std::move(message),
+                 r.code == fc::response_too_large || r.code == fc::malformed_response ? status : 0);
+    }
+    a.delivered = delivered;
+    return a;
   }
-  if (!done)
-    return failed(fc::network_error, "the request ended without an answer");
-  if (closed && !cancelled && !done->ok && done->fail.code != fc::timeout)
-    return failed(fc::timeout, "no answer from " + t.host_header + " in time");
-  return std::move(*done);
+  if (r.streamed) {
+    if (!events->done()) {
+      auto a = malformed(r.truncated ? "the stream was cut before data: [DONE]"
+                                     : "the stream ended without data: [DONE]");
+      a.delivered = delivered;
+      return a;
+    }
+    attempt a;
+    a.delivered = delivered;
+    a.ok = std::move(events->result());
+    a.estimate_usage = !events->has_usage();
+    return a;
+  }
+  auto& body = r.body;
+  if (r.truncated)
+    return failed(fc::malformed_response, "the answer from " + t.host_header
+                                            + " was cut off before the end of its body",
+                  status);
+  if (status == 429) {
+    auto a = failed(fc::rate_limited, "HTTP 429 from the provider: " + provider_message(body), status);
+    if (auto ra = r.h.get("retry-after"); !ra.empty())
+      a.retry_after = parse_retry_after(ra);
+    return a;
+  }
+  if (status >= 500)
+    return failed(fc::provider_error, "HTTP " + std::to_string(status)
+                                        + " from the provider: " + provider_message(body),
+                  status);
+  if (status >= 400)
+    return failed(fc::bad_request, "HTTP " + std::to_string(status)
+                                     + " from the provider: " + provider_message(body),
+                  status);
+  if (status < 200 || status >= 300)
+    return failed(fc::malformed_response, "unexpected HTTP status " + std::to_string(status)
+                                            + " from the provider",
+                  status);
+  auto a = inputs > 0 ? read_embeddings(body, inputs) : read_chat(body);
+  a.fail.http_status = status;
+  return a;
 }
 
 expected<std::unique_ptr<openai_provider>> openai_provider::make(openai_options options) {
   auto p = std::make_unique<impl>();
   p->o = std::move(options);
   auto& o = p->o;
-  auto parsed = boost::urls::parse_absolute_uri(o.base_url);
-  if (!parsed)
+  auto url = fetch::parse_url(o.base_url);
+  if (!url) {
+    auto why = url.error_value().message();
+    if (why.find("scheme") != std::string::npos)
+      return invalid("openai provider: base_url must start with http:// or https://");
+    if (why.find("no host") != std::string::npos)
+      return invalid("openai provider: base_url has no host");
     return invalid("openai provider: base_url '" + excerpt(o.base_url, 200)
-                   + "' is not an absolute URL");
-  auto& url = *parsed;
-  if (url.scheme() == "https")
-    p->t.tls = true;
-  else if (url.scheme() != "http")
-    return invalid("openai provider: base_url must start with http:// or https://");
-  if (!url.has_authority() || url.host_address().empty())
-    return invalid("openai provider: base_url has no host");
-  if (url.has_userinfo() || url.has_query() || url.has_fragment())
+                   + "' is not an absolute URL with a host (" + why + ")");
+  }
+  if (url->has_userinfo || url->has_query || url->has_fragment)
     return invalid("openai provider: base_url must not have user info, a query or a fragment");
-  p->t.host = url.host_address();
-  p->t.port = url.has_port() ? std::string{url.port()} : std::string{p->t.tls ? "443" : "80"};
-  if (p->t.port.empty())
-    return invalid("openai provider: base_url has an empty port");
-  p->t.host_header = url.encoded_host_and_port();
-  p->t.prefix = url.encoded_path();
-  while (!p->t.prefix.empty() && p->t.prefix.back() == '/')
-    p->t.prefix.pop_back();
+  p->t = std::move(*url);
+  p->prefix = p->t.path;
+  while (!p->prefix.empty() && p->prefix.back() == '/')
+    p->prefix.pop_back();
   if (o.name.empty())
     return invalid("openai provider: name must not be empty");
   if (o.timeout.count() <= 0)
@@ -664,18 +470,10 @@ expected<std::unique_ptr<openai_provider>> openai_provider::make(openai_options 
   for (char c : o.api_key)
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
       return invalid("openai provider: api_key contains a control character");
-
-  SSL_CTX_set_min_proto_version(p->tls.native_handle(), TLS1_2_VERSION);
-  p->tls.set_verify_mode(ssl::verify_peer);
-  if (p->t.tls) {
-    boost::system::error_code ec;
-    p->tls.set_default_verify_paths(ec);  // a system without defaults may still have ca_file
-    if (!o.ca_file.empty()) {
-      p->tls.load_verify_file(o.ca_file, ec);
-      if (ec)
-        return invalid("openai provider: cannot load ca_file '" + o.ca_file + "': " + ec.message());
-    }
-  }
+  auto client = detail::http_client::make(p->t.tls ? o.ca_file : std::string{});
+  if (!client)
+    return invalid("openai provider: " + client.error_value().message());
+  p->client = std::move(*client);
   return std::unique_ptr<openai_provider>{new openai_provider{std::move(p)}};
 }
 
@@ -711,16 +509,15 @@ compute::outcome openai_provider::run(const compute::request& r,
     body["input"] = std::move(in);
   }
 
-  http::request<http::string_body> req{http::verb::post,
-                                       p.t.prefix + (chat ? "/chat/completions" : "/embeddings"), 11};
-  req.set(http::field::host, p.t.host_header);
-  req.set(http::field::user_agent, "ticktock");
-  req.set(http::field::content_type, "application/json");
-  req.set(http::field::accept, streaming ? "text/event-stream" : "application/json");
+  detail::http_client::request req;
+  req.method = "POST";
+  req.target = p.prefix + (chat ? "/chat/completions" : "/embeddings");
+  req.headers = {{"User-Agent", "ticktock"},
+                 {"Content-Type", "application/json"},
+                 {"Accept", streaming ? "text/event-stream" : "application/json"}};
   if (!p.o.api_key.empty())
-    req.set(http::field::authorization, "Bearer " + p.o.api_key);
-  req.body() = json::serialize(body);
-  req.prepare_payload();
+    req.headers.emplace_back("Authorization", "Bearer " + p.o.api_key);
+  req.body = json::serialize(body);
 
   std::size_t inputs = chat ? 0 : r.input.size();
   if (!chat && inputs == 0)

@@ -492,6 +492,9 @@ std::string required_scope(std::string_view method, std::string_view rest) {
   if (path == "containers/new"
       || (path.starts_with("containers/sessions/") && path.ends_with("/cancel")))
     return "containers";
+  // Outbound HTTP (http/new); "http" is the scope of the agent's own routes.
+  if (path == "http/new" || (path.starts_with("http/jobs/") && path.ends_with("/cancel")))
+    return "fetch";
   if (path == "ctl")
     return "write:ctl";
   if (path == "inbox")
@@ -828,7 +831,7 @@ response router::tokens(const request& req) {
     if (!s.is_string() || !known_scopes.count(s.as_string()))
       return error_response(400, "BAD_SCOPE",
                             "scopes are read, write:inbox, write:ctl, write:goals, "
-                            "write:deadletter, http, ws, identity, compute, containers");
+                            "write:deadletter, http, ws, identity, compute, containers, fetch");
     c.scopes.insert(std::string{s.as_string()});
   }
   std::int64_t ttl = 3600;
@@ -1258,7 +1261,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   };
   static const std::vector<std::string> top = {
     "ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "nostr", "wallet",
-    "compute", "containers", "limits", "hud", "metrics", "deadletter", "logs", "mounts"};
+    "compute", "containers", "http", "limits", "hud", "metrics", "deadletter", "logs", "mounts"};
 
   if (parts.empty()) {
     if (m != "GET")
@@ -1437,7 +1440,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     auto n = node_.requeue(id, ids);
     return route(n ? json_response(200, json::object{{"requeued", *n}}) : error_response(n.error_value()));
   }
-  if (name == "wallet" || name == "compute" || name == "containers" || name == "limits")
+  if (name == "wallet" || name == "compute" || name == "containers" || name == "http"
+      || name == "limits")
     return route(services_file(req, id, parts, query));
   if (name == "identity")
     return route(identity_file(req, id, parts));

@@ -1,5 +1,5 @@
 // The budget, services and policy parts of the HTTP API: an agent's wallet/,
-// compute/, containers/ and limits files, and the admin's approvals, kill
+// compute/, containers/, http/ and limits files, and the admin's approvals, kill
 // switch, global policy and price table. See docs/compute.md, docs/policy.md
 // and docs/openapi.yaml.
 
@@ -291,18 +291,22 @@ response router::services_file(const request& req, const std::string& id,
     return error_response(404, "NO_SUCH_FILE", "wallet/balance, wallet/history, wallet/limits");
   }
 
-  // compute/ and containers/ share their shape.
+  // compute/, containers/ and http/ (outbound fetches) share their shape;
+  // http/ has no providers and no output stream.
   const bool compute = name == "compute";
-  const std::string service = compute ? "compute" : "containers";
-  const std::string jobs_dir = compute ? "jobs" : "sessions";
+  const bool fetch = name == "http";
+  const std::string service = compute ? "compute" : fetch ? "http" : "containers";
+  const std::string jobs_dir = compute || fetch ? "jobs" : "sessions";
   if (parts.size() == 1) {
     if (m != "GET")
       return not_allowed("GET");
+    if (fetch)
+      return json_ok(200, json::object{{"entries", json::array{"new", "jobs", "policy", "usage"}}});
     return json_ok(200, json::object{{"entries", json::array{"providers", "new", jobs_dir.c_str(),
                                                              "policy", "usage"}}});
   }
   const auto& file = parts[1];
-  if (file == "providers" && parts.size() == 2) {
+  if (file == "providers" && parts.size() == 2 && !fetch) {
     if (m != "GET")
       return not_allowed("GET");
     json::array arr;
@@ -343,8 +347,12 @@ response router::services_file(const request& req, const std::string& id,
       for (auto& j : *jobs)
         by_status[j.status] = by_status.contains(j.status) ? by_status[j.status].as_int64() + 1 : 1;
     return json_ok(200, json::object{
-                          {"reserved_micro_usd", compute ? l->compute_reserved : l->containers_reserved},
-                          {"spent_micro_usd", compute ? l->compute_spent : l->containers_spent},
+                          {"reserved_micro_usd", compute ? l->compute_reserved
+                                                 : fetch ? l->http_reserved
+                                                         : l->containers_reserved},
+                          {"spent_micro_usd", compute ? l->compute_spent
+                                              : fetch ? l->http_spent
+                                                      : l->containers_spent},
                           {jobs_dir.c_str(), std::move(by_status)}});
   }
   if (file == "new" && parts.size() == 2) {
@@ -380,7 +388,7 @@ response router::services_file(const request& req, const std::string& id,
     if (!job)
       return error_response(job.error_value());
     if (!*job || (*job)->service != service)
-      return error_response(404, "NO_SUCH_JOB", "no " + std::string{compute ? "job" : "session"}
+      return error_response(404, "NO_SUCH_JOB", "no " + std::string{compute || fetch ? "job" : "session"}
                                                   + " '" + parts[2] + "'");
     auto& j = **job;
     auto leaf = parts.size() == 3 ? std::string{} : parts[3];
@@ -390,7 +398,8 @@ response router::services_file(const request& req, const std::string& id,
       if (m != "GET")
         return not_allowed("GET");
       json::array entries{"status", "result"};
-      entries.emplace_back(compute ? "stream" : "output");
+      if (!fetch)
+        entries.emplace_back(compute ? "stream" : "output");
       if (!compute)
         entries.emplace_back("files");
       entries.emplace_back("cancel");
@@ -415,7 +424,7 @@ response router::services_file(const request& req, const std::string& id,
         return error_response(409, "NOT_FINISHED", "'" + j.id + "' is " + j.status);
       return json_ok(200, job_json(j, true));
     }
-    if (leaf == "stream" || leaf == "output") {
+    if ((leaf == "stream" || leaf == "output") && !fetch) {
       if (stream_wanted) {
         response r;
         r.stream = stream_kind::job;
@@ -447,7 +456,7 @@ response router::services_file(const request& req, const std::string& id,
         arr.emplace_back(c);
       return json_ok(200, json::object{{"chunks", std::move(arr)}, {"done", done}});
     }
-    if (leaf == "files" && !compute) {
+    if (leaf == "files" && !compute && !fetch) {
       auto root = node_.options().services.containers_dir.empty()
                     ? node_.options().data_dir / "containers"
                     : node_.options().services.containers_dir;

@@ -17,7 +17,7 @@ namespace ticktock::drivers {
 /// Scopes an agent token can carry.
 inline const std::set<std::string, std::less<>> known_scopes = {
   "read", "write:inbox", "write:ctl", "write:goals", "write:deadletter", "http", "ws", "identity",
-  "compute", "containers"};
+  "compute", "containers", "fetch"};
 
 struct token_claims {
   std::string agent;

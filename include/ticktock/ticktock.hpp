@@ -11,6 +11,7 @@
 #include "ticktock/runtime/clock.hpp"
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/runtime/error.hpp"
+#include "ticktock/runtime/fetch.hpp"
 #include "ticktock/runtime/identity.hpp"
 #include "ticktock/runtime/nostr.hpp"
 #include "ticktock/runtime/registry.hpp"

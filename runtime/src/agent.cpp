@@ -98,7 +98,7 @@ namespace {
 
 constexpr std::string_view kind_names[] = {
   "init", "message", "http", "ws", "alarm", "ctl", "compute_result", "container_result",
-  "approval_decision", "goal_changed",
+  "approval_decision", "goal_changed", "http_result",
 };
 
 }  // namespace

@@ -162,13 +162,15 @@ struct Ledger {
   computeReserved @11 :UInt64;
   containersSpent @12 :UInt64;
   containersReserved @13 :UInt64;
+  httpSpent @14 :UInt64;       # outbound HTTP fetches
+  httpReserved @15 :UInt64;
 }
 
 # One line of an agent's ledger history (key "h" + id + NUL + be64 seq).
 struct LedgerEntry {
   timeUs @0 :Int64;
   kind @1 :Text;               # reserve | settle | release | deny | limits
-  service @2 :Text;            # compute | containers, or empty
+  service @2 :Text;            # compute | containers | http, or empty
   job @3 :Text;
   amount @4 :UInt64;           # micro-USD
   reason @5 :Text;
@@ -178,7 +180,7 @@ struct LedgerEntry {
 struct Job {
   id @0 :Text;
   agent @1 :Text;
-  service @2 :Text;            # compute | containers | nostr_publish
+  service @2 :Text;            # compute | containers | http | nostr_publish
   status @3 :Text;             # awaiting_approval | queued | done | failed | denied | cancelled
   request @4 :Text;            # JSON
   result @5 :Text;             # JSON, once finished

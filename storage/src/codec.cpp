@@ -269,7 +269,7 @@ expected<inbox_entry> decode_inbox(std::string_view bytes) {
     e.nostr = m.getNostr();
     return e;
   });
-  if (r && static_cast<std::uint8_t>(r->kind) > static_cast<std::uint8_t>(trigger_kind::goal_changed))
+  if (r && static_cast<std::uint8_t>(r->kind) > static_cast<std::uint8_t>(trigger_kind::http_result))
     return corrupt("inbox", "unknown trigger kind");
   return r;
 }
@@ -595,6 +595,8 @@ std::string encode(const ledger_record& r) {
   b.setComputeReserved(r.compute_reserved);
   b.setContainersSpent(r.containers_spent);
   b.setContainersReserved(r.containers_reserved);
+  b.setHttpSpent(r.http_spent);
+  b.setHttpReserved(r.http_reserved);
   return finish(msg);
 }
 
@@ -615,6 +617,8 @@ expected<ledger_record> decode_ledger(std::string_view bytes) {
     r.compute_reserved = m.getComputeReserved();
     r.containers_spent = m.getContainersSpent();
     r.containers_reserved = m.getContainersReserved();
+    r.http_spent = m.getHttpSpent();
+    r.http_reserved = m.getHttpReserved();
     return r;
   });
 }

@@ -526,9 +526,9 @@ private:
     }
     auto& l = i->second;
     l.roll(c.time);
-    auto compute = c.service == "compute";
-    auto& svc_reserved = compute ? l.compute_reserved : l.containers_reserved;
-    auto& svc_spent = compute ? l.compute_spent : l.containers_spent;
+    auto compute = c.service == "compute", http = c.service == "http";
+    auto& svc_reserved = compute ? l.compute_reserved : http ? l.http_reserved : l.containers_reserved;
+    auto& svc_spent = compute ? l.compute_spent : http ? l.http_spent : l.containers_spent;
     auto sat_sub = [](std::uint64_t& v, std::uint64_t x) { v = x > v ? 0 : v - x; };
     auto sat_add = [](std::uint64_t& v, std::uint64_t x) { v = v + x < v ? UINT64_MAX : v + x; };
     auto history = [&](const char* kind, std::uint64_t amount) {
@@ -630,7 +630,7 @@ private:
       return true;
     });
     del(cf_meta, keys::errored(id));
-    for (auto* setting : {"policy/%/compute", "policy/%/containers", "limits/%"}) {
+    for (auto* setting : {"policy/%/compute", "policy/%/containers", "policy/%/http", "limits/%"}) {
       std::string k{setting};
       k.replace(k.find('%'), 1, id);
       del(cf_meta, keys::setting(k));

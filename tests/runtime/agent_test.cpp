@@ -95,6 +95,11 @@ TEST_CASE("the registry refuses duplicates and names the known types for unknown
 
 TEST_CASE("trigger kinds have stable names") {
   CHECK(to_string(trigger_kind::approval_decision) == "approval_decision");
+  // The numbers are on disk: http_result came after goal_changed.
+  CHECK(static_cast<int>(trigger_kind::goal_changed) == 9);
+  CHECK(static_cast<int>(trigger_kind::http_result) == 10);
+  CHECK(to_string(trigger_kind::http_result) == "http_result");
+  CHECK(parse_trigger_kind("http_result") == trigger_kind::http_result);
   CHECK(parse_trigger_kind("alarm") == trigger_kind::alarm);
   CHECK_FALSE(parse_trigger_kind("bogus"));
 }

@@ -439,7 +439,7 @@ std::vector<std::string> doc_policies() {
 
 TEST_CASE("the policies of docs/policy.md parse and decide as documented") {
   auto blocks = doc_policies();
-  REQUIRE(blocks.size() == 5);
+  REQUIRE(blocks.size() == 6);
   std::vector<rules> p;
   for (const auto& b : blocks)
     p.push_back(must_parse(b));
@@ -482,4 +482,18 @@ TEST_CASE("the policies of docs/policy.md parse and decide as documented") {
   std::vector<std::string> mixed{"wss://nos.lol", "wss://relay.example"};
   CHECK(p[4].evaluate_each(pub, mixed) == verdict{decision::deny, "relay_not_allowed", 1});
   CHECK(p[4].evaluate(act("payment")).what == decision::deny);
+
+  // Outbound HTTP: private addresses first, an allowlist, approvals for some.
+  CHECK(p[5].evaluate(act("http", "researcher-1", "127.0.0.1")).reason == "private_address");
+  CHECK(p[5].evaluate(act("http", "a", "LOCALHOST")).reason == "private_address");
+  CHECK(p[5].evaluate(act("http", "a", "169.254.169.254")).reason == "private_address");
+  CHECK(p[5].evaluate(act("http", "a", "::1")).reason == "private_address");
+  CHECK(p[5].evaluate(act("http", "a", "api.github.com")) ==
+        verdict{decision::allow, "allowlisted_host", 1});
+  CHECK(p[5].evaluate(act("http", "a", "docs.example.com")).what == decision::allow);
+  CHECK(p[5].evaluate(act("http", "researcher-1", "news.example.org")) ==
+        verdict{decision::require_approval, "new_host_needs_approval", 2});
+  CHECK(p[5].evaluate(act("http", "writer", "news.example.org")) ==
+        verdict{decision::deny, "host_not_allowlisted", 3});
+  CHECK(p[5].evaluate(act("compute", "writer", "local/x")).what == decision::allow);
 }

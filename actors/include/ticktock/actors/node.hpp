@@ -153,7 +153,7 @@ public:
   /// Submits a job for the agent from outside (compute/new, containers/new):
   /// a tick of the agent stages it through the policy gate and the budget;
   /// returns the job as that tick left it (queued, awaiting_approval or
-  /// denied). `service` is compute or containers.
+  /// denied). `service` is compute, containers or http.
   expected<storage::job_record> submit_job(const std::string& id, const std::string& service,
                                            std::string request,
                                            std::chrono::milliseconds timeout = std::chrono::seconds{30});

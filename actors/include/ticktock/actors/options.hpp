@@ -12,6 +12,7 @@
 
 #include "ticktock/runtime/clock.hpp"
 #include "ticktock/runtime/compute.hpp"
+#include "ticktock/runtime/fetch.hpp"
 #include "ticktock/runtime/sandbox.hpp"
 #include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/trigger.hpp"
@@ -45,12 +46,13 @@ struct tick_limits {
   std::uint64_t outbox_retention = 0;
 };
 
-/// The compute and containers services (docs/compute.md, docs/containers.md).
+/// The compute, containers and outbound HTTP services (docs/compute.md,
+/// docs/containers.md, docs/http-fetch.md).
 struct service_options {
   /// Compute providers by name; "local" (the deterministic local provider)
   /// is added when missing.
   std::map<std::string, std::shared_ptr<compute::provider>> providers;
-  /// Threads running compute jobs [4].
+  /// Threads running compute jobs and outbound HTTP fetches [4].
   std::size_t compute_workers = 4;
   /// Container sessions running at once; more wait in a queue [2].
   std::size_t container_concurrency = 2;
@@ -63,6 +65,14 @@ struct service_options {
   std::uint64_t container_price_per_cpu_second = 100;
   /// Where sessions get their working directories [data_dir / "containers"].
   std::filesystem::path containers_dir;
+  /// Does outbound HTTP fetches (ctx.fetch, http/new); ticktockd plugs in
+  /// drivers::make_http_fetch(). Without one, admitted fetches end as failed
+  /// (`unavailable`) [nullptr].
+  std::shared_ptr<fetch::executor> http_executor;
+  /// What a fetch reserves and costs, in micro-USD per request [0].
+  std::uint64_t http_price_per_request = 0;
+  /// Timeouts and sizes fetch requests may ask for.
+  fetch::limits http_limits{};
 };
 
 /// Configuration of a node. Each option states its default.

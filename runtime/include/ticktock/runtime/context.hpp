@@ -36,13 +36,14 @@ struct nostr_note {
   std::vector<std::vector<std::string>> tags;
 };
 
-/// A job for a service (compute, containers) staged by the tick. The policy
-/// gate and the budget decide when the tick commits; the result comes back
-/// as a compute_result or container_result trigger (docs/compute.md).
+/// A job for a service (compute, containers, http) staged by the tick. The
+/// policy gate and the budget decide when the tick commits; the result comes
+/// back as a compute_result, container_result or http_result trigger
+/// (docs/compute.md, docs/http-fetch.md).
 struct job_request {
   std::string id;       ///< unique per agent, assigned by the context
-  std::string service;  ///< compute | containers
-  std::string request;  ///< JSON (compute::parse_request / a session request)
+  std::string service;  ///< compute | containers | http
+  std::string request;  ///< JSON (compute::parse_request / a session request / fetch::parse_request)
 };
 
 /// Options of ctx.send().
@@ -90,7 +91,7 @@ struct effects {
   std::optional<http_reply> reply;     ///< set by ctx.reply()
   std::vector<ws_message> ws;          ///< set by ctx.ws_send / ws_close
   std::vector<nostr_note> nostr;       ///< set by ctx.nostr_publish
-  std::vector<job_request> jobs;       ///< set by ctx.compute / ctx.run_container
+  std::vector<job_request> jobs;       ///< set by ctx.compute / ctx.run_container / ctx.fetch
   bool reply_deferred = false;         ///< set by ctx.defer_reply
   /// Answers to earlier deferred http triggers, by their inbox seq.
   std::vector<std::pair<std::uint64_t, http_reply>> late_replies;
@@ -229,6 +230,15 @@ public:
   std::string run_container(std::string request_json) {
     return stage_job("containers", std::move(request_json));
   }
+  /// Makes an outbound HTTP request once the tick commits, if the policy
+  /// gate (action `http`, destination the URL's host) and the budget allow
+  /// it; returns its job id. `request_json` is what http/new takes:
+  /// {"method","url","headers","body","timeout_ms","max_response_bytes"}
+  /// (docs/http-fetch.md). The response (any status: redirects are not
+  /// followed), a failure or a denial arrives as an `http_result` trigger:
+  /// {"job","service":"http","status","result"|"reason",...}. A malformed
+  /// request fails the tick when it commits.
+  std::string fetch(std::string request_json) { return stage_job("http", std::move(request_json)); }
   /// Set by the host: what makes this tick's job ids unique for the agent.
   void set_job_prefix(std::string prefix) { job_prefix_ = std::move(prefix); }
 

@@ -21,6 +21,7 @@ enum class trigger_kind : std::uint8_t {
   container_result = 7,
   approval_decision = 8,
   goal_changed = 9,
+  http_result = 10,      ///< An outbound HTTP fetch (ctx.fetch, http/new) ended.
 };
 
 /// Lower-case name of a kind ("message"); the inverse is parse_trigger_kind.

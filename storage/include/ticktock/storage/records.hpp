@@ -157,6 +157,7 @@ struct ledger_record {
   std::uint64_t history_next = 0;
   std::uint64_t compute_spent = 0, compute_reserved = 0;
   std::uint64_t containers_spent = 0, containers_reserved = 0;
+  std::uint64_t http_spent = 0, http_reserved = 0;
 
   /// Starts new day/month totals when `now` is past the recorded period.
   void roll(time_point now);
@@ -172,17 +173,18 @@ struct ledger_entry {
   std::uint64_t seq = 0;   ///< from the key
   time_point time{};
   std::string kind;        ///< reserve | settle | release | deny | limits
-  std::string service;     ///< compute | containers, or empty
+  std::string service;     ///< compute | containers | http, or empty
   std::string job;
   std::uint64_t amount = 0;
   std::string reason;
 };
 
-/// A compute job, container session or parked publish (see docs/compute.md).
+/// A compute job, container session, outbound HTTP fetch or parked publish
+/// (see docs/compute.md, docs/http-fetch.md).
 struct job_record {
   std::string id;
   std::string agent;
-  std::string service;     ///< compute | containers | nostr_publish
+  std::string service;     ///< compute | containers | http | nostr_publish
   std::string status;      ///< awaiting_approval | queued | done | failed | denied | cancelled
   std::string request;     ///< JSON
   std::string result;      ///< JSON once finished

@@ -58,7 +58,7 @@ struct ledger_change {
   };
   std::string agent;
   kind what = kind::reserve;
-  std::string service;  ///< compute | containers
+  std::string service;  ///< compute | containers | http
   std::string job;
   std::uint64_t amount = 0;
   std::uint64_t actual = 0;

@@ -1,0 +1,285 @@
+#include "ticktock/runtime/fetch.hpp"
+
+#include <algorithm>
+#include <array>
+#include <exception>
+
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+// Boost.URL header-only, compiled here once for every module: Debian packages
+// no libboost_url for 1.81's -dev.
+#include <boost/url/src.hpp>
+
+#include "ticktock/runtime/identity.hpp"  // to_base64, from_base64
+#include "ticktock/runtime/text.hpp"
+
+namespace ticktock::fetch {
+
+namespace json = boost::json;
+
+namespace {
+
+error invalid(std::string message) { return error{errc::invalid_argument, std::move(message)}; }
+
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string lowered(std::string_view s) {
+  std::string out{s};
+  for (auto& c : out)
+    c = lower(c);
+  return out;
+}
+
+// Printable, bounded text of untrusted input for an error message.
+std::string excerpt(std::string_view s, std::size_t n = 100) {
+  std::string out;
+  for (char c : s.substr(0, n))
+    out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+  if (s.size() > n)
+    out += "...";
+  return to_valid_utf8(out);
+}
+
+bool is_tchar(char c) noexcept {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+    return true;
+  return std::string_view{"!#$%&'*+-.^_`|~"}.find(c) != std::string_view::npos;
+}
+
+constexpr std::array<std::string_view, 7> methods = {"GET",    "HEAD",  "POST",   "PUT",
+                                                     "PATCH",  "DELETE", "OPTIONS"};
+
+// Headers whose value the executor owns: a request that sets them could
+// smuggle a second request or lie about its body.
+bool reserved_header(std::string_view lower_name) noexcept {
+  static constexpr std::array<std::string_view, 8> names = {
+    "host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer",
+    "keep-alive"};
+  return std::find(names.begin(), names.end(), lower_name) != names.end()
+         || lower_name.starts_with("proxy-");
+}
+
+expected<std::uint64_t> positive(const json::value& v, std::string_view field, std::uint64_t max) {
+  std::uint64_t n = 0;
+  if (v.is_uint64())
+    n = v.as_uint64();
+  else if (v.is_int64() && v.as_int64() > 0)
+    n = static_cast<std::uint64_t>(v.as_int64());
+  else
+    return invalid(std::string{field} + ": an integer from 1 to " + std::to_string(max));
+  if (n == 0 || n > max)
+    return invalid(std::string{field} + ": an integer from 1 to " + std::to_string(max) + ", not "
+                   + std::to_string(n));
+  return n;
+}
+
+std::string_view sv(const json::string& s) { return {s.data(), s.size()}; }
+
+}  // namespace
+
+executor::~executor() = default;
+
+// -- URLs ----------------------------------------------------------------------
+
+expected<url> parse_url(std::string_view text) {
+  if (text.size() > max_url_bytes)
+    return invalid("url: more than " + std::to_string(max_url_bytes) + " bytes");
+  auto parsed = boost::urls::parse_uri(boost::core::string_view{text.data(), text.size()});
+  if (!parsed)
+    return invalid("url: '" + excerpt(text) + "' is not an absolute URL");
+  auto& u = *parsed;
+  url out;
+  auto scheme = lowered(std::string_view{u.scheme().data(), u.scheme().size()});
+  if (scheme == "https")
+    out.tls = true;
+  else if (scheme != "http")
+    return invalid("url: the scheme is '" + excerpt(scheme, 20) + "'; only http and https are fetched");
+  if (!u.has_authority() || u.encoded_host().empty())
+    return invalid("url: '" + excerpt(text) + "' names no host");
+  auto host = std::string{u.host_address()};
+  auto type = u.host_type();
+  if (type == boost::urls::host_type::name) {
+    std::string_view encoded{u.encoded_host().data(), u.encoded_host().size()};
+    if (encoded.find('%') != std::string_view::npos)
+      return invalid("url: the host '" + excerpt(encoded) + "' is not a host name (no percent escapes)");
+    for (char c : host)
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'
+            || c == '.' || c == '_'))
+        return invalid("url: the host '" + excerpt(host) + "' is not a host name");
+  } else if (type != boost::urls::host_type::ipv4 && type != boost::urls::host_type::ipv6) {
+    return invalid("url: the host '" + excerpt(host) + "' is not a host name or an IP address");
+  }
+  out.host = lowered(host);
+  if (u.has_port()) {
+    out.port = std::string{u.port()};
+    if (out.port.empty() || u.port_number() == 0)
+      return invalid("url: the port must be 1 to 65535");
+  } else {
+    out.port = out.tls ? "443" : "80";
+  }
+  out.host_header = std::string{u.encoded_host_and_port()};
+  out.path = std::string{u.encoded_path()};
+  out.has_userinfo = u.has_userinfo();
+  out.has_query = u.has_query();
+  out.has_fragment = u.has_fragment();
+  out.target = out.path.empty() ? "/" : out.path;
+  if (out.target.front() != '/')
+    return invalid("url: the path must start with '/'");
+  if (out.has_query)
+    out.target += "?" + std::string{u.encoded_query()};
+  return out;
+}
+
+// -- requests --------------------------------------------------------------------
+
+expected<request> parse_request(std::string_view text, const limits& lim) {
+  // A generous bound before parsing: the body (base64 grows it by a third)
+  // plus the headers and the URL.
+  auto max_text = lim.max_body_bytes / 3 * 4 + 4 + max_headers * (max_header_name_bytes + max_header_value_bytes + 16)
+                  + max_url_bytes + 4096;
+  if (text.size() > max_text)
+    return error{errc::message_too_large, "the fetch request is " + std::to_string(text.size())
+                                            + " bytes, more than the " + std::to_string(max_text)
+                                            + " allowed"};
+  try {
+    boost::system::error_code ec;
+    auto v = json::parse(json::string_view{text.data(), text.size()}, ec);
+    if (ec)
+      return invalid("the fetch request is not valid JSON (" + ec.message() + ")");
+    if (!v.is_object())
+      return invalid("the fetch request is a JSON object {\"url\",\"method\"?,\"headers\"?,\"body\"?,"
+                     "\"timeout_ms\"?,\"max_response_bytes\"?}");
+    request r;
+    r.timeout = lim.default_timeout;
+    r.max_response_bytes = lim.default_response_bytes;
+    bool has_url = false, has_body = false;
+    for (auto& [key, val] : v.as_object()) {
+      std::string_view k{key.data(), key.size()};
+      if (k == "url") {
+        if (!val.is_string())
+          return invalid("url: a string");
+        auto u = parse_url(sv(val.as_string()));
+        if (!u)
+          return u.error_value();
+        if (u->has_userinfo)
+          return invalid("url: user info (user:password@) is not allowed; send an Authorization "
+                         "header instead");
+        r.url = std::string{sv(val.as_string())};
+        if (auto hash = r.url.find('#'); hash != std::string::npos)
+          r.url.resize(hash);
+        r.parts = std::move(*u);
+        has_url = true;
+      } else if (k == "method") {
+        if (!val.is_string())
+          return invalid("method: a string");
+        auto m = std::string{sv(val.as_string())};
+        if (std::find(methods.begin(), methods.end(), m) == methods.end())
+          return invalid("method: '" + excerpt(m, 20)
+                         + "' is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        r.method = std::move(m);
+      } else if (k == "headers") {
+        if (!val.is_object())
+          return invalid("headers: an object of header names to string values");
+        auto& hs = val.as_object();
+        if (hs.size() > max_headers)
+          return invalid("headers: more than " + std::to_string(max_headers));
+        for (auto& [hk, hv] : hs) {
+          std::string_view name{hk.data(), hk.size()};
+          auto where = "headers[\"" + excerpt(name, 40) + "\"]";
+          if (name.empty() || name.size() > max_header_name_bytes
+              || !std::all_of(name.begin(), name.end(), is_tchar))
+            return invalid(where + ": not a valid header name");
+          if (reserved_header(lowered(name)))
+            return invalid(where + ": set by the executor, not by the request");
+          if (!hv.is_string())
+            return invalid(where + ": a string");
+          auto value = sv(hv.as_string());
+          if (value.size() > max_header_value_bytes)
+            return invalid(where + ": more than " + std::to_string(max_header_value_bytes) + " bytes");
+          for (char c : value)
+            if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
+              return invalid(where + ": control characters (CR, LF, NUL, ...) are not allowed");
+          r.headers.emplace_back(std::string{name}, std::string{value});
+        }
+      } else if (k == "body" || k == "body_base64") {
+        if (has_body)
+          return invalid(std::string{k} + ": give body or body_base64, not both");
+        if (!val.is_string())
+          return invalid(std::string{k} + ": a string");
+        has_body = true;
+        if (k == "body") {
+          r.body = std::string{sv(val.as_string())};
+        } else {
+          auto bytes = identity::from_base64(sv(val.as_string()));
+          if (!bytes)
+            return invalid("body_base64: not valid base64");
+          r.body = std::move(*bytes);
+        }
+        if (r.body.size() > lim.max_body_bytes)
+          return error{errc::message_too_large,
+                       std::string{k} + ": " + std::to_string(r.body.size()) + " bytes, more than the "
+                         + std::to_string(lim.max_body_bytes) + " allowed"};
+      } else if (k == "timeout_ms") {
+        auto n = positive(val, k, static_cast<std::uint64_t>(lim.max_timeout.count()));
+        if (!n)
+          return n.error_value();
+        r.timeout = std::chrono::milliseconds{*n};
+      } else if (k == "max_response_bytes") {
+        auto n = positive(val, k, lim.max_response_bytes);
+        if (!n)
+          return n.error_value();
+        r.max_response_bytes = static_cast<std::size_t>(*n);
+      } else {
+        return invalid(excerpt(k, 40) + ": unknown field (url, method, headers, body, body_base64, "
+                                        "timeout_ms, max_response_bytes)");
+      }
+    }
+    if (!has_url)
+      return invalid("url: missing");
+    return r;
+  } catch (const std::exception& e) {
+    return invalid(std::string{"the fetch request could not be read ("} + e.what() + ")");
+  }
+}
+
+std::string to_json(const request& r) {
+  json::object hs;
+  for (auto& [k, v] : r.headers)
+    hs[k] = v;
+  json::object o{{"method", r.method},
+                 {"url", r.url},
+                 {"headers", std::move(hs)},
+                 {"timeout_ms", r.timeout.count()},
+                 {"max_response_bytes", r.max_response_bytes}};
+  if (is_valid_utf8(r.body))
+    o["body"] = r.body;
+  else
+    o["body_base64"] = identity::to_base64(r.body);
+  return json::serialize(o);
+}
+
+// -- results -----------------------------------------------------------------------
+
+std::string to_json(const response& r) {
+  json::object hs;
+  for (auto& [k, v] : r.headers) {
+    auto name = to_valid_utf8(k);
+    auto value = to_valid_utf8(v);
+    if (auto* prev = hs.if_contains(name); prev && prev->is_string())
+      *prev = std::string{sv(prev->as_string())} + ", " + value;
+    else
+      hs[name] = value;
+  }
+  json::object o{{"status", r.status}, {"headers", std::move(hs)}};
+  if (is_valid_utf8(r.body))
+    o["body"] = r.body;
+  else
+    o["body_base64"] = identity::to_base64(r.body);
+  return json::serialize(o);
+}
+
+std::string to_json(const failure& f) {
+  return json::serialize(json::object{{"code", f.code}, {"message", to_valid_utf8(f.message)}});
+}
+
+}  // namespace ticktock::fetch

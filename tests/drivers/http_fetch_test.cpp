@@ -1,0 +1,199 @@
+// The http service's executor (drivers::make_http_fetch) against a real
+// HTTP(S) server on 127.0.0.1 (openai_test_server, scripted per request):
+// what goes on the wire, what comes back, and every limit.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "../temp_dir.hpp"
+#include "openai_test_server.hpp"
+#include "ticktock/drivers/http_fetch.hpp"
+
+using namespace ticktock;
+using namespace std::chrono_literals;
+using test::openai_behaviour;
+using test::openai_test_server;
+using kind = openai_behaviour::kind;
+
+namespace {
+
+std::string base(const openai_test_server& s, const std::string& host = "127.0.0.1") {
+  auto u = s.base_url(host);  // ".../v1"
+  return u.substr(0, u.size() - 3);
+}
+
+fetch::request req(const std::string& json) {
+  auto r = fetch::parse_request(json);
+  INFO((r ? std::string{} : r.error_value().message()));
+  REQUIRE(r.has_value());
+  return *r;
+}
+
+std::shared_ptr<fetch::executor> executor(drivers::http_fetch_options o = {}) {
+  auto e = drivers::make_http_fetch(std::move(o));
+  INFO((e ? std::string{} : e.error_value().message()));
+  REQUIRE(e.has_value());
+  return *e;
+}
+
+fetch::outcome run(fetch::executor& e, const fetch::request& r) {
+  std::atomic<bool> cancelled{false};
+  return e.run(r, cancelled);
+}
+
+fetch::response ok(const fetch::outcome& o) {
+  if (auto* f = std::get_if<fetch::failure>(&o))
+    FAIL("failed: " << f->code << ": " << f->message);
+  return std::get<fetch::response>(o);
+}
+
+fetch::failure failed(const fetch::outcome& o) {
+  if (auto* r = std::get_if<fetch::response>(&o))
+    FAIL("answered " << r->status << ": " << r->body.substr(0, 200));
+  return std::get<fetch::failure>(o);
+}
+
+std::string header(const fetch::response& r, const std::string& name) {
+  for (auto& [k, v] : r.headers)
+    if (k == name)
+      return v;
+  return "(none)";
+}
+
+}  // namespace
+
+TEST_CASE("a fetch sends the method, target, headers and body and returns status, headers and body", "[fetch]") {
+  openai_test_server server;
+  auto e = executor();
+  server.push(openai_behaviour::respond(201, "created!", {{"X-Reply", "yes"}}));
+  auto r = ok(run(*e, req(R"({"method":"POST","url":")" + base(server) + R"(/things?a=1#frag",)"
+                          R"("headers":{"X-Token":"t1","Content-Type":"text/plain"},"body":"hello"})")));
+  CHECK(r.status == 201);
+  CHECK(r.body == "created!");
+  CHECK(header(r, "x-reply") == "yes");
+  auto got = server.requests().back();
+  CHECK(got.method == "POST");
+  CHECK(got.target == "/things?a=1");
+  CHECK(got.headers["x-token"] == "t1");
+  CHECK(got.headers["content-type"] == "text/plain");
+  CHECK(got.headers["user-agent"] == "ticktock");
+  CHECK(got.headers["content-length"] == "5");
+  CHECK(got.headers["host"] == "127.0.0.1:" + std::to_string(server.port()));
+  CHECK(got.body == "hello");
+}
+
+TEST_CASE("a fetch reports 4xx, 5xx and redirects as responses and never follows a redirect", "[fetch]") {
+  openai_test_server server;
+  auto e = executor();
+  server.push(openai_behaviour::respond(302, "", {{"Location", base(server) + "/elsewhere"}}));
+  auto r = ok(run(*e, req(R"({"url":")" + base(server) + R"(/start"})")));
+  CHECK(r.status == 302);
+  CHECK(header(r, "location") == base(server) + "/elsewhere");
+  CHECK(server.request_count() == 1);  // not followed
+
+  server.push(openai_behaviour::respond(404, "nope"));
+  CHECK(ok(run(*e, req(R"({"url":")" + base(server) + R"(/x"})"))).status == 404);
+  server.push(openai_behaviour::respond(503, "busy"));
+  auto busy = ok(run(*e, req(R"({"url":")" + base(server) + R"(/x"})")));
+  CHECK(busy.status == 503);
+  CHECK(busy.body == "busy");
+  CHECK(server.request_count() == 3);  // no retries either
+
+  server.push(openai_behaviour::respond(200, "a body HEAD must not read"));
+  auto head = ok(run(*e, req(R"({"method":"HEAD","url":")" + base(server) + R"(/x"})")));
+  CHECK(head.status == 200);
+  CHECK(head.body.empty());
+}
+
+TEST_CASE("a fetch slower than its timeout fails with timeout", "[fetch]") {
+  openai_test_server server;
+  auto e = executor();
+  server.push(openai_behaviour::delayed(60s));
+  auto start = std::chrono::steady_clock::now();
+  auto f = failed(run(*e, req(R"({"url":")" + base(server) + R"(/slow","timeout_ms":200})")));
+  CHECK(f.code == "timeout");
+  CHECK(f.message.find("200 ms") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+TEST_CASE("an answer over max_response_bytes fails with response_too_large", "[fetch]") {
+  openai_test_server server;
+  auto e = executor();
+  auto url = base(server) + "/big";
+  server.push(openai_behaviour::of(kind::huge, 1u << 20));  // chunked, no length
+  auto chunked = failed(run(*e, req(R"({"url":")" + url + R"(","max_response_bytes":65536})")));
+  CHECK(chunked.code == "response_too_large");
+  CHECK(chunked.message.find("65536") != std::string::npos);
+  server.push(openai_behaviour::of(kind::huge_declared, 1u << 20));
+  auto declared = failed(run(*e, req(R"({"url":")" + url + R"(","max_response_bytes":65536})")));
+  CHECK(declared.code == "response_too_large");
+  // Exactly at the limit is fine.
+  server.push(openai_behaviour::respond(200, std::string(1000, 'x')));
+  CHECK(ok(run(*e, req(R"({"url":")" + url + R"(","max_response_bytes":1000})"))).body.size() == 1000);
+}
+
+TEST_CASE("a fetch to a closed port or a server that hangs up is a network error", "[fetch]") {
+  auto e = executor();
+  std::uint16_t port = 0;
+  {
+    openai_test_server gone;
+    port = gone.port();
+  }
+  auto f = failed(run(*e, req(R"({"url":"http://127.0.0.1:)" + std::to_string(port) + R"(/"})")));
+  CHECK(f.code == "network_error");
+
+  openai_test_server server;
+  server.push(openai_behaviour::of(kind::close));
+  CHECK(failed(run(*e, req(R"({"url":")" + base(server) + R"(/"})"))).code == "network_error");
+  server.push(openai_behaviour::of(kind::truncated));
+  auto cut = failed(run(*e, req(R"({"url":")" + base(server) + R"(/"})")));
+  CHECK(cut.code == "malformed_response");
+  CHECK(cut.message.find("cut off") != std::string::npos);
+}
+
+TEST_CASE("a cancelled fetch stops waiting and reports cancelled", "[fetch]") {
+  openai_test_server server;
+  server.push(openai_behaviour::delayed(60s));
+  auto e = executor();
+  std::atomic<bool> cancelled{false};
+  std::thread canceller{[&] {
+    for (int i = 0; i < 3000 && server.request_count() == 0; ++i)
+      std::this_thread::sleep_for(10ms);
+    cancelled = true;
+  }};
+  auto out = e->run(req(R"({"url":")" + base(server) + R"(/","timeout_ms":30000})"), cancelled);
+  canceller.join();
+  CHECK(failed(out).code == "cancelled");
+}
+
+TEST_CASE("https fetches verify the server against the CA file", "[fetch]") {
+  test::temp_dir dir;
+  test::openai_test_server_options so;
+  so.tls = test::make_test_tls({"localhost"}, {"127.0.0.1"});
+  openai_test_server server{so};
+  auto ca = (dir.path() / "ca.pem").string();
+  std::ofstream{ca} << so.tls->ca_cert_pem;
+  REQUIRE(base(server).rfind("https://", 0) == 0);
+
+  auto untrusting = executor();
+  auto f = failed(run(*untrusting, req(R"({"url":")" + base(server) + R"(/"})")));
+  CHECK(f.code == "network_error");
+  CHECK(f.message.find("TLS handshake") != std::string::npos);
+  CHECK(server.request_count() == 0);
+
+  drivers::http_fetch_options o;
+  o.ca_file = ca;
+  auto trusting = executor(o);
+  server.push(openai_behaviour::respond(200, "secret stuff"));
+  CHECK(ok(run(*trusting, req(R"({"url":")" + base(server, "localhost") + R"(/s"})"))).body
+        == "secret stuff");
+
+  o.ca_file = (dir.path() / "missing.pem").string();
+  auto bad = drivers::make_http_fetch(o);
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error_value().message().find("ca_file") != std::string::npos);
+}
