@@ -402,6 +402,22 @@ class PolicyTest(FetchCase):
         job, _ = self.ask("p3", {"url": self.target.url("/hello")})
         self.assertEqual(self.result("p3", job)["status"], "done")
 
+    def test_engaging_the_kill_switch_cancels_a_fetch_in_flight(self):
+        self.fetcher("p5")
+        self.target.hanging.clear()
+        job, _ = self.ask("p5", {"url": self.target.url("/hang"), "timeout_ms": 20000})
+        self.assertTrue(self.target.hanging.wait(10), "the fetch never reached the target")
+        self.assertEqual(self.balance("p5")["reserved"], PRICE)
+        self.ok(self.put("/v1/killswitch", {"engaged": True}))
+        try:
+            res = self.result("p5", job, timeout=5)
+            self.assertEqual((res["status"], res["reason"], res["cost_micro_usd"]),
+                             ("cancelled", "kill_switch", 0), res)
+        finally:
+            self.ok(self.put("/v1/killswitch", {"engaged": False}))
+        b = self.balance("p5")
+        self.assertEqual((b["reserved"], b["spent"]["total"]), (0, 0))
+
     def test_a_fetch_over_the_budget_is_denied_with_budget_exceeded(self):
         self.fetcher("p4")
         self.ok(self.put(fs("p4", "wallet/limits"), {"total": PRICE + PRICE // 2}))
