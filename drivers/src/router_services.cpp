@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <fstream>
 #include <sstream>
@@ -47,6 +48,30 @@ json::value parsed_or_text(const std::string& text) {
   return ec ? json::value(text) : v;
 }
 
+// A fetch's request as served: the values of headers that usually carry
+// credentials (Authorization, Cookie, anything naming a key, token, secret
+// or password) are replaced, so a `read` token does not learn the agent's
+// secrets. The stored request keeps them: the executor needs them.
+json::value served_request(const storage::job_record& j) {
+  auto v = parsed_or_text(j.request);
+  if (j.service != "http" || !v.is_object())
+    return v;
+  auto* hs = v.as_object().if_contains("headers");
+  if (!hs || !hs->is_object())
+    return v;
+  for (auto& [k, val] : hs->as_object()) {
+    std::string name{k};
+    for (auto& c : name)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    bool secret = name == "authorization" || name == "cookie" || name.find("key") != std::string::npos
+                  || name.find("token") != std::string::npos || name.find("secret") != std::string::npos
+                  || name.find("password") != std::string::npos || name.find("auth") != std::string::npos;
+    if (secret)
+      val = "(redacted)";
+  }
+  return v;
+}
+
 json::object job_json(const storage::job_record& j, bool with_result) {
   json::object o{{"id", j.id},
                  {"service", j.service},
@@ -63,7 +88,7 @@ json::object job_json(const storage::job_record& j, bool with_result) {
     o["approval"] = j.approval;
   if (j.finished.time_since_epoch().count() != 0)
     o["finished_us"] = j.finished.time_since_epoch().count();
-  o["request"] = parsed_or_text(j.request);
+  o["request"] = served_request(j);
   if (with_result && !j.result.empty())
     o["result"] = parsed_or_text(j.result);
   return o;

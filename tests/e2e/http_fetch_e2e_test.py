@@ -193,7 +193,8 @@ class FetchCase(Helpers, unittest.TestCase):
 class FetchTest(FetchCase):
     def test_an_agent_fetches_and_gets_the_response_as_an_http_result_trigger(self):
         self.fetcher("f1")
-        job, _ = self.ask("f1", {"url": self.target.url("/hello"), "headers": {"X-Agent": "f1"}})
+        job, _ = self.ask("f1", {"url": self.target.url("/hello"),
+                                 "headers": {"X-Agent": "f1", "Authorization": "Bearer s3cret"}})
         res = self.result("f1", job)
         self.assertEqual((res["status"], res["cost_micro_usd"]), ("done", PRICE), res)
         self.assertEqual(res["result"]["status"], 200)
@@ -202,6 +203,7 @@ class FetchTest(FetchCase):
         got = [r for r in self.target.requests if r["headers"].get("x-agent") == "f1"]
         self.assertEqual(len(got), 1)
         self.assertEqual((got[0]["method"], got[0]["path"]), ("GET", "/hello"))
+        self.assertEqual(got[0]["headers"]["authorization"], "Bearer s3cret")
 
         # The trigger kind, the gate's decision and the job's files.
         kinds = [r["trigger"] for r in self.trajectory("f1")]
@@ -210,6 +212,9 @@ class FetchTest(FetchCase):
                          [("http", "allow", "allowed", "127.0.0.1")])
         j = self.job("f1", job)
         self.assertEqual((j["service"], j["status"], j["destination"]), ("http", "done", "127.0.0.1"))
+        # Credentials in the request's headers are not served back.
+        self.assertEqual(j["request"]["headers"], {"X-Agent": "f1", "Authorization": "(redacted)"})
+        self.assertNotIn("s3cret", json.dumps(self.get_json(fs("f1", "http/jobs"))))
         full = self.get_json(fs("f1", "http/jobs/%s/result" % job))
         self.assertEqual(full["result"]["body"], "hello from the target")
         self.assertEqual([x["id"] for x in self.get_json(fs("f1", "http/jobs"))["jobs"]], [job])
