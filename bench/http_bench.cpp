@@ -118,13 +118,15 @@ std::filesystem::path find_ticktockd(const config& cfg) {
 /// process dies.
 class ticktockd_process {
 public:
-  ticktockd_process(const std::filesystem::path& exe, const std::filesystem::path& data) {
+  ticktockd_process(const std::filesystem::path& exe, const std::filesystem::path& data,
+                    const std::vector<std::string>& extra) {
     if (access(exe.c_str(), X_OK) != 0)
       throw bench_error{"ticktockd: cannot execute " + exe.string() + ": " + std::strerror(errno)};
     std::vector<std::string> args{exe.string(),   "--data",       data.string(),
                                   "--listen",     "127.0.0.1:0",  "--admin-token",
                                   admin_token,    "--durability", "async",
                                   "--quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args)
       argv.push_back(a.data());
@@ -617,7 +619,7 @@ std::vector<row> run_http(const config& cfg) {
   auto warmup = std::min(std::chrono::duration<double>(1.0), seconds / 5);
 
   temp_dir dir{cfg.dir};
-  ticktockd_process daemon{exe, dir.path() / "data"};
+  ticktockd_process daemon{exe, dir.path() / "data", cfg.ticktockd_args};
   progress(cfg, "http: ticktockd " + exe.string() + " listening on port "
                   + std::to_string(daemon.port()));
   bare_server bare{io_threads};
@@ -691,7 +693,10 @@ std::vector<row> run_http(const config& cfg) {
   auto client = std::to_string(cfg.connections) + " keep-alive connections, closed loop per "
                 "connection, " + std::to_string(cfg.client_threads) + " client thread(s); "
                 "latency from writing the request to the complete response";
-  auto daemon_what = "a ticktockd child process (--durability async, --quiet, "
+  std::string extra;
+  for (auto& a : cfg.ticktockd_args)
+    extra += " " + a;
+  auto daemon_what = "a ticktockd child process (--durability async, --quiet" + extra + ", "
                      + std::to_string(io_threads) + " HTTP I/O threads)";
   auto workload = [&](std::size_t n_agents) {
     return "POST /a/{id}/ (empty body, admin token) round-robin over " + std::to_string(n_agents)

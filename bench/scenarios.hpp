@@ -34,6 +34,8 @@ struct config {
   /// The ticktockd binary of the http scenario; empty: the one built with
   /// this bench (see find_ticktockd in http_bench.cpp).
   std::filesystem::path ticktockd;
+  /// Extra arguments of that ticktockd (--ticktockd-arg, repeatable).
+  std::vector<std::string> ticktockd_args;
   /// Keep-alive connections of the http scenario [32].
   std::size_t connections = 32;
   /// Counter agents of the http scenario's many-agent row [10000].

@@ -36,7 +36,8 @@ const char* usage =
   "usage: ticktock-bench [SCENARIO...|--all] [--json] [--markdown FILE] [--agents N]\n"
   "                      [--messages N] [--runs R] [--dir DIR] [--tick-agents N]\n"
   "                      [--wake-agents N] [--alarms N] [--alarm-spread S]\n"
-  "                      [--ticktockd PATH] [--connections N] [--http-agents N]\n"
+  "                      [--ticktockd PATH] [--ticktockd-arg ARG] [--connections N]\n"
+  "                      [--http-agents N]\n"
   "                      [--seconds S] [--requests N] [--client-threads N] [--verbose]\n"
   "       ticktock-bench soak [--seconds S] [--json] [--soak-agents N] [--connections N]\n"
   "\n"
@@ -70,6 +71,8 @@ const char* usage =
   "  --tick-agents N    resident agents of the tick scenarios [1000]\n"
   "  --wake-agents N    agents woken by the wake scenario [2000]\n"
   "  --ticktockd PATH   ticktockd binary of http [the one built with this bench]\n"
+  "  --ticktockd-arg A  one more argument of that ticktockd (repeatable), e.g.\n"
+  "                     --ticktockd-arg --threads=1\n"
   "  --connections N    keep-alive connections of http [32]\n"
   "  --http-agents N    counter agents of http's many-agent row [10000]\n"
   "  --seconds S        measured seconds of every http load run, after a warm-up\n"
@@ -491,6 +494,11 @@ int main(int argc, char** argv) {
       if (!v || !*v)
         bad_usage("--ticktockd needs a path");
       cfg.ticktockd = v;
+    } else if (a == "--ticktockd-arg") {
+      auto v = value();
+      if (!v)
+        bad_usage("--ticktockd-arg needs an argument");
+      cfg.ticktockd_args.push_back(v);
     } else if (a == "--dir") {
       auto v = value();
       if (!v || !*v)

@@ -221,6 +221,54 @@ struct http_server::impl {
     co_await http::async_write(stream, res, use_nothrow);
   }
 
+  // The router's answer to `req`. Routes that may block (durable writes,
+  // store reads) run on the handler pool; the others are dispatched here and
+  // answer through a callback (an agent's reply arrives from its tick's
+  // commit), which wakes this coroutine through the connection's strand.
+  asio::awaitable<response> answer(const request& req) {
+    if (router::may_block(req))
+      co_return co_await asio::co_spawn(
+        handlers, [this, &req]() -> asio::awaitable<response> { co_return api.handle(req); },
+        asio::use_awaitable);
+    struct box {
+      std::optional<response> r;
+      asio::steady_timer* wake = nullptr;  // set while waiting; used on the strand only
+      std::atomic<std::thread::id> caller;  // the thread inside api.handle, while it is
+    };
+    auto ex = co_await asio::this_coro::executor;
+    auto b = std::make_shared<box>();
+    b->caller = std::this_thread::get_id();
+    auto t = api.handle(req, [b, ex](response r) {
+      if (b->caller.load() == std::this_thread::get_id()) {
+        b->r = std::move(r);  // answered at once, on this strand
+        return;
+      }
+      asio::post(ex, [b, r = std::move(r)]() mutable {
+        b->r = std::move(r);
+        if (b->wake)
+          b->wake->cancel();
+      });
+    });
+    b->caller = std::thread::id{};
+    if (b->r)
+      co_return std::move(*b->r);
+    // The answer is posted to this strand, so it cannot arrive before this
+    // coroutine suspends in the wait below: the wake-up is never missed.
+    asio::steady_timer timer{ex};
+    b->wake = &timer;
+    timer.expires_after(options.reply_timeout);
+    while (!b->r) {
+      co_await timer.async_wait(use_nothrow);
+      if (!b->r && t) {
+        t->cancel();  // its 504 is posted here too
+        t = nullptr;
+        timer.expires_at(asio::steady_timer::time_point::max());
+      }
+    }
+    b->wake = nullptr;
+    co_return std::move(*b->r);
+  }
+
   asio::awaitable<void> session(beast::tcp_stream stream) {
     struct counted {
       std::atomic<std::size_t>& c;
@@ -288,13 +336,7 @@ struct http_server::impl {
       auto started = std::chrono::steady_clock::now();
       // Handlers may block (durability, agent replies): run them off the I/O
       // threads; only the probes that never block are answered in place.
-      response res;
-      if (req.target == "/healthz" || req.target == "/metrics")
-        res = api.handle(req);
-      else
-        res = co_await asio::co_spawn(
-          handlers, [this, &req]() -> asio::awaitable<response> { co_return api.handle(req); },
-          asio::use_awaitable);
+      response res = co_await answer(req);
       res.headers.emplace_back("X-Request-Id", req.request_id);
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now()
                                                                       - started)
@@ -517,6 +559,9 @@ void http_server::stop() {
   for (auto& t : impl_->threads)
     t.join();
   impl_->threads.clear();
+  // No request arrives any more; requests still waiting for an agent are
+  // dropped while the io_context their answers would be posted to exists.
+  impl_->api.quiesce(std::chrono::seconds{5});
 }
 
 }  // namespace ticktock::drivers

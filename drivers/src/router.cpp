@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <future>
+#include <thread>
 #include <sstream>
 
 #include "ticktock/actors/node.hpp"
@@ -247,29 +249,46 @@ reply_hub::~reply_hub() { node_.remove_tick_observer(observer_); }
 void reply_hub::on_tick(const tick_event& ev) {
   if (ev.outcome == storage::outcome::failed)
     return;
-  std::lock_guard<std::mutex> guard{mtx_};
-  // Answers to requests an earlier tick deferred (ctx.defer_reply): each
-  // goes to its request as if that request's own tick had replied.
-  for (auto& [seq, reply] : ev.late_replies) {
-    tick_event late;
-    late.agent = ev.agent;
-    late.tick = ev.tick;
-    late.kind = trigger_kind::http;
-    late.trigger_seq = seq;
-    late.outcome = storage::outcome::ok;
-    late.reply = reply;
-    hand_over({ev.agent, seq}, std::move(late));
+  std::vector<std::pair<callback, tick_event>> ready;
+  std::vector<callback> expired;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    // Answers to requests an earlier tick deferred (ctx.defer_reply): each
+    // goes to its request as if that request's own tick had replied.
+    for (auto& [seq, reply] : ev.late_replies) {
+      tick_event late;
+      late.agent = ev.agent;
+      late.tick = ev.tick;
+      late.kind = trigger_kind::http;
+      late.trigger_seq = seq;
+      late.outcome = storage::outcome::ok;
+      late.reply = reply;
+      hand_over({ev.agent, seq}, std::move(late), ready);
+    }
+    // A committed tick that deferred its reply leaves its request waiting.
+    if (ev.kind == trigger_kind::http
+        && !(ev.reply_deferred && ev.outcome == storage::outcome::ok))
+      hand_over({ev.agent, ev.trigger_seq}, ev, ready);
+    if (!deadlines_.empty())
+      sweep(clock::now(), expired);
   }
-  // A committed tick that deferred its reply leaves its request waiting.
-  if (ev.kind != trigger_kind::http || (ev.reply_deferred && ev.outcome == storage::outcome::ok))
-    return;
-  hand_over({ev.agent, ev.trigger_seq}, ev);
+  for (auto& [cb, e] : ready)
+    cb(std::move(e));
+  for (auto& cb : expired)
+    cb(std::nullopt);
 }
 
-void reply_hub::hand_over(const key& k, tick_event ev) {
+void reply_hub::hand_over(const key& k, tick_event ev,
+                          std::vector<std::pair<callback, tick_event>>& ready) {
   if (auto i = waiting_.find(k); i != waiting_.end()) {
-    i->second->event = std::move(ev);
-    i->second->cv.notify_one();
+    auto [b, e] = deadlines_.equal_range(i->second.deadline);
+    for (auto d = b; d != e; ++d)
+      if (d->second == k) {
+        deadlines_.erase(d);
+        break;
+      }
+    ready.emplace_back(std::move(i->second.cb), std::move(ev));
+    waiting_.erase(i);
     return;
   }
   // The tick committed before its requester started waiting: keep the reply
@@ -283,18 +302,82 @@ void reply_hub::hand_over(const key& k, tick_event ev) {
   }
 }
 
-std::optional<tick_event> reply_hub::wait(const key& k, std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock{mtx_};
-  if (auto i = unclaimed_.find(k); i != unclaimed_.end()) {
-    auto ev = std::move(i->second);
-    unclaimed_.erase(i);
-    return ev;
+void reply_hub::sweep(clock::time_point now, std::vector<callback>& expired) {
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    if (auto i = waiting_.find(deadlines_.begin()->second); i != waiting_.end()) {
+      expired.push_back(std::move(i->second.cb));
+      waiting_.erase(i);
+    }
+    deadlines_.erase(deadlines_.begin());
   }
-  slot s;
-  waiting_.emplace(k, &s);
-  s.cv.wait_for(lock, timeout, [&] { return s.event.has_value(); });
-  waiting_.erase(k);
-  return std::move(s.event);
+}
+
+void reply_hub::await(const key& k, clock::time_point deadline, callback cb) {
+  std::optional<tick_event> ready;
+  std::vector<callback> expired;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    sweep(clock::now(), expired);
+    if (auto i = unclaimed_.find(k); i != unclaimed_.end()) {
+      ready = std::move(i->second);
+      unclaimed_.erase(i);
+    } else if (!waiting_.contains(k)) {
+      waiting_.emplace(k, waiter{deadline, std::move(cb)});
+      deadlines_.emplace(deadline, k);
+    } else {
+      expired.push_back(std::move(cb));  // one waiter per request
+    }
+  }
+  if (ready)
+    cb(std::move(ready));
+  for (auto& e : expired)
+    e(std::nullopt);
+}
+
+void reply_hub::drop_waiters() {
+  std::map<key, waiter> dropped;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    dropped.swap(waiting_);
+    deadlines_.clear();
+  }
+}
+
+// -- tickets -------------------------------------------------------------------
+
+void router::ticket::finish(response r) {
+  reply_fn done;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    done = std::move(done_);
+    done_ = nullptr;
+  }
+  if (!done)
+    return;
+  if (r.route.empty())
+    r.route = "other";
+  metrics_.count(r.route, r.status);
+  done(std::move(r));
+}
+
+void router::ticket::accepted(std::uint64_t seq) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  seq_ = seq;
+}
+
+void router::ticket::cancel() {
+  std::optional<std::uint64_t> seq;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    seq = seq_;
+  }
+  auto r = seq ? error_response(504, "REPLY_TIMEOUT",
+                                "the agent did not answer within the reply timeout; the request "
+                                "stays in its inbox (seq " + std::to_string(*seq) + ")")
+               : error_response(504, "REPLY_TIMEOUT",
+                                "the request was not accepted within the reply timeout");
+  r.route = "/a/{id}";
+  finish(std::move(r));
 }
 
 // -- errors ------------------------------------------------------------------
@@ -515,7 +598,8 @@ std::string required_scope(std::string_view method, std::string_view rest) {
 
 }  // namespace
 
-response router::handle(const request& req) {
+std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done) {
+  auto t = std::make_shared<ticket>(metrics_, std::move(done));
   std::string_view target = req.target;
   auto qpos = target.find('?');
   auto path = target.substr(0, qpos);
@@ -529,15 +613,38 @@ response router::handle(const request& req) {
            || path.find("/./") != std::string_view::npos)
     r = error_response(400, "BAD_PATH", "dot segments are not allowed in paths");
   else
-    r = dispatch(req, path, query);
-  if (r.route.empty())
-    r.route = "other";
-  metrics_.count(r.route, r.status);
-  return r;
+    r = dispatch(req, path, query, t);
+  if (r.status == 0)
+    return t;  // answered through the ticket
+  t->finish(std::move(r));
+  return nullptr;
+}
+
+response router::handle(const request& req) {
+  auto p = std::make_shared<std::promise<response>>();
+  auto f = p->get_future();
+  auto t = handle(req, [p](response r) { p->set_value(std::move(r)); });
+  if (t && f.wait_for(options_.reply_timeout) != std::future_status::ready)
+    t->cancel();
+  return f.get();
+}
+
+void router::quiesce(std::chrono::milliseconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (sending_ > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  replies_.drop_waiters();
+}
+
+bool router::may_block(const request& req) {
+  std::string_view path = req.target;
+  path = path.substr(0, path.find('?'));
+  return !(path == "/healthz" || path == "/metrics" || path.starts_with("/a/"));
 }
 
 response router::dispatch(const request& req, std::string_view path,
-                          const std::map<std::string, std::string>& query) {
+                          const std::map<std::string, std::string>& query,
+                          const std::shared_ptr<ticket>& t) {
   if (path == "/healthz") {
     if (req.method != "GET" && req.method != "HEAD")
       return method_not_allowed("GET");
@@ -582,11 +689,13 @@ response router::dispatch(const request& req, std::string_view path,
     if (!allowed(*id, "http"))
       return forbidden("this token may not call agent '" + *id + "' (needs scope http)", "/a/{id}");
     auto qpos = req.target.find('?');
-    auto r = agent_route(req, *id, rest.empty() ? "/" : rest,
-                         qpos == std::string::npos ? std::string_view{}
-                                                   : std::string_view{req.target}.substr(qpos + 1));
-    r.route = "/a/{id}";
-    return r;
+    agent_route(req, *id, rest.empty() ? "/" : rest,
+                qpos == std::string::npos ? std::string_view{}
+                                          : std::string_view{req.target}.substr(qpos + 1),
+                t);
+    response answered_later;
+    answered_later.status = 0;
+    return answered_later;
   }
   auto second = next_segment(rest);
   if (second == "tokens" && rest.empty()) {
@@ -1549,27 +1658,10 @@ expected<std::vector<stream_event>> router::read_stream(stream_kind kind, const 
 
 // -- agent-handled routes -------------------------------------------------------
 
-response router::agent_route(const request& req, const std::string& id, std::string_view rest,
-                             std::string_view query) {
-  http_request hr;
-  hr.method = req.method;
-  hr.path = std::string{rest};
-  hr.query = query_without_token(query);
-  for (auto& [k, v] : req.headers)
-    if (k != "authorization" && k != "cookie")
-      hr.headers.emplace_back(k, v);
-  hr.body = req.body;
-  send_options opts;
-  opts.kind = trigger_kind::http;
-  auto sent = node_.send(id, hr.encode(), opts);
-  if (!sent)
-    return error_response(sent.error_value());
-  auto event = replies_.wait({id, sent->seq}, options_.reply_timeout);
-  if (!event)
-    return error_response(504, "REPLY_TIMEOUT",
-                          "the agent did not answer within the reply timeout; the request stays "
-                          "in its inbox (seq " + std::to_string(sent->seq) + ")");
-  auto& ev = *event;
+namespace {
+
+// The response of an http trigger's committed tick (or of its deadletter).
+response reply_of(const tick_event& ev) {
   if (ev.outcome == storage::outcome::deadlettered)
     return error_response(500, "TICK_FAILED", ev.error);
   response r;
@@ -1587,6 +1679,46 @@ response router::agent_route(const request& req, const std::string& id, std::str
       r.headers.emplace_back(k, v);
   }
   return r;
+}
+
+}  // namespace
+
+// Nothing here blocks: the inbox write completes on the committer thread,
+// which then waits for the reply through the hub; the ticket answers.
+void router::agent_route(const request& req, const std::string& id, std::string_view rest,
+                         std::string_view query, const std::shared_ptr<ticket>& t) {
+  http_request hr;
+  hr.method = req.method;
+  hr.path = std::string{rest};
+  hr.query = query_without_token(query);
+  for (auto& [k, v] : req.headers)
+    if (k != "authorization" && k != "cookie")
+      hr.headers.emplace_back(k, v);
+  hr.body = req.body;
+  send_options opts;
+  opts.kind = trigger_kind::http;
+  auto answer = [t](response r) {
+    r.route = "/a/{id}";
+    t->finish(std::move(r));
+  };
+  auto deadline = reply_hub::clock::now() + options_.reply_timeout;
+  ++sending_;
+  node_.send_async(id, hr.encode(), opts,
+                   [this, t, id, deadline, answer](expected<send_receipt> sent) {
+                     if (!sent)
+                       answer(error_response(sent.error_value()));
+                     else {
+                       t->accepted(sent->seq);
+                       replies_.await({id, sent->seq}, deadline,
+                                      [t, answer](std::optional<tick_event> ev) {
+                                        if (ev)
+                                          answer(reply_of(*ev));
+                                        else
+                                          t->cancel();
+                                      });
+                     }
+                     --sending_;  // last: quiesce may destroy the router after this
+                   });
 }
 
 }  // namespace ticktock::drivers

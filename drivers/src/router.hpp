@@ -4,9 +4,12 @@
 // structs, so routing and handlers can be tested (and fuzzed) without a
 // socket. http_server.cpp adapts Beast to this.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -94,31 +97,43 @@ private:
 /// Hands the committed replies of http triggers to the requests waiting for
 /// them: one tick observer for all requests, keyed by (agent, inbox seq). A
 /// tick that deferred its reply (ctx.defer_reply) leaves the request waiting
-/// for the later tick that answers it with ctx.reply_to.
+/// for the later tick that answers it with ctx.reply_to. Waiting is a
+/// callback, so that no thread is parked per request.
 class reply_hub {
 public:
   using key = std::pair<std::string, std::uint64_t>;
+  using clock = std::chrono::steady_clock;
+  /// Gets the committed (or deadlettered) tick of trigger `k`, or nullopt
+  /// once `deadline` passed.
+  using callback = std::function<void(std::optional<tick_event>)>;
   explicit reply_hub(node& n);
   ~reply_hub();
-  /// The committed (or deadlettered) tick of trigger `k`, or nullopt on timeout.
-  std::optional<tick_event> wait(const key& k, std::chrono::milliseconds timeout);
+  /// Calls `cb` once: at once if the tick already committed, else from the
+  /// committer thread when it does (it must not block). A waiter past its
+  /// deadline is dropped, with cb(nullopt), the next time the hub is used;
+  /// whoever waits keeps its own timer.
+  void await(const key& k, clock::time_point deadline, callback cb);
+  /// Drops every waiter without calling it (the server is going away).
+  void drop_waiters();
 
 private:
-  // One condition variable per waiting request, so a reply wakes only its
-  // own requester.
-  struct slot {
-    std::condition_variable cv;
-    std::optional<tick_event> event;
+  struct waiter {
+    clock::time_point deadline;
+    callback cb;
   };
   static constexpr std::size_t max_unclaimed = 4096;
   void on_tick(const tick_event& ev);
-  // Wakes the request waiting for `k` with `ev`, or keeps `ev` for it. Under mtx_.
-  void hand_over(const key& k, tick_event ev);
+  // Hands `ev` to the waiter of `k` (moved into `ready`), or keeps it for
+  // the requester that has not started waiting yet. Under mtx_.
+  void hand_over(const key& k, tick_event ev, std::vector<std::pair<callback, tick_event>>& ready);
+  // Moves the waiters past their deadline into `expired`. Under mtx_.
+  void sweep(clock::time_point now, std::vector<callback>& expired);
 
   node& node_;
   std::uint64_t observer_ = 0;
   std::mutex mtx_;
-  std::map<key, slot*> waiting_;
+  std::map<key, waiter> waiting_;
+  std::multimap<clock::time_point, key> deadlines_;
   std::map<key, tick_event> unclaimed_;
   std::deque<key> order_;
 };
@@ -138,9 +153,24 @@ class router {
 public:
   router(node& n, router_options options, request_metrics& metrics);
 
-  /// Handles one request. May block (waiting for durability or an agent's
-  /// reply): call it off the I/O threads.
+  /// Handles one request; `done` gets the response exactly once, before
+  /// handle returns or later from another thread (an agent's reply after its
+  /// tick commits). Requests for which may_block() is true may block the
+  /// calling thread (durable writes, store reads): call them off the I/O
+  /// threads. While a request waits for an agent, the returned ticket can
+  /// give up waiting (its cancel answers 504 at once); else it is null.
+  using reply_fn = std::function<void(response)>;
+  class ticket;
+  std::shared_ptr<ticket> handle(const request& req, reply_fn done);
+  /// Blocking form, for tests and fuzzers: waits up to the reply timeout.
   response handle(const request& req);
+  /// False for the routes that never block: /healthz, /metrics and the
+  /// agent-handled /a/{id} (which waits through a callback).
+  static bool may_block(const request& req);
+  /// For the server's stop, once no request can arrive: waits (up to
+  /// `timeout`) for the inbox writes of agent routes in flight, then drops
+  /// the requests still waiting for replies without answering them.
+  void quiesce(std::chrono::milliseconds timeout);
 
   /// Up to `limit` events of a stream from id `from` on.
   expected<std::vector<stream_event>> read_stream(stream_kind kind, const std::string& agent,
@@ -153,8 +183,11 @@ public:
   static std::optional<std::string> url_decode(std::string_view s);
 
 private:
+  // Answers through `t` (and returns an empty response) or returns the
+  // response.
   response dispatch(const request& req, std::string_view path,
-                    const std::map<std::string, std::string>& query);
+                    const std::map<std::string, std::string>& query,
+                    const std::shared_ptr<ticket>& t);
   struct principal {
     bool authenticated = false;
     bool admin = false;
@@ -169,8 +202,8 @@ private:
                  const std::map<std::string, std::string>& query);
   response fs(const request& req, const std::string& id, std::string_view path,
               const std::map<std::string, std::string>& query);
-  response agent_route(const request& req, const std::string& id, std::string_view rest,
-                       std::string_view query);
+  void agent_route(const request& req, const std::string& id, std::string_view rest,
+                   std::string_view query, const std::shared_ptr<ticket>& t);
   response enqueue(const request& req, const std::string& id);
   response identity_file(const request& req, const std::string& id,
                          const std::vector<std::string>& parts);
@@ -192,6 +225,27 @@ private:
   token_authority authority_;
   request_metrics& metrics_;
   reply_hub replies_;
+  std::atomic<std::size_t> sending_{0};  // agent routes whose inbox write is in flight
+};
+
+/// A request that waits for an agent's reply (see router::handle). Thread
+/// safe; the first answer wins.
+class router::ticket {
+public:
+  ticket(request_metrics& metrics, reply_fn done) : metrics_(metrics), done_(std::move(done)) {}
+  /// Gives up waiting: answers 504 REPLY_TIMEOUT now, unless answered already.
+  /// The request stays in the agent's inbox.
+  void cancel();
+  /// Answers (counted in the route metrics); later answers are dropped.
+  void finish(response r);
+  /// The inbox seq of the request once it is durable.
+  void accepted(std::uint64_t seq);
+
+private:
+  request_metrics& metrics_;
+  std::mutex mtx_;
+  reply_fn done_;
+  std::optional<std::uint64_t> seq_;
 };
 
 }  // namespace ticktock::drivers

@@ -49,14 +49,30 @@ struct ws_echo : agent<ws_echo_state> {
   }
 };
 
+// Answers /a/{id}/say with the request body; defers (and never answers)
+// /a/{id}/silent.
+struct sayer : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    auto req = http_request::from(t);
+    if (!req)
+      return;
+    if (req->path == "/silent")
+      ctx.defer_reply();
+    else
+      ctx.reply(200, req->body);
+  }
+};
+
 struct server_fixture {
   test::temp_dir dir;
   std::unique_ptr<node> n;
   std::unique_ptr<drivers::http_server> server;
 
-  explicit server_fixture(std::size_t max_connections = 1024) {
+  explicit server_fixture(std::size_t max_connections = 1024,
+                          std::chrono::milliseconds reply_timeout = 30s) {
     agent_registry r;
     r.add<ws_echo>("ws-echo");
+    r.add<sayer>("sayer");
     node_options o;
     o.data_dir = dir.path();
     o.threads = 2;
@@ -67,6 +83,7 @@ struct server_fixture {
     h.max_body_bytes = 4096;
     h.read_timeout = 500ms;
     h.max_connections = max_connections;
+    h.reply_timeout = reply_timeout;
     server = std::move(*drivers::http_server::start(*n, h));
   }
 };
@@ -261,4 +278,86 @@ TEST_CASE("streams are served over WebSocket too, and the HUD is redacted") {
   CHECK_FALSE(redacted.contains("error"));
   trace->close(websocket::close_code::normal);
   hud->close(websocket::close_code::normal);
+}
+
+TEST_CASE("agent routes: concurrent requests get their own replies; an unanswered one gets 504") {
+  server_fixture f{1024, 400ms};
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  REQUIRE_FALSE(f.n->create("t", "sayer"));
+  // 4 keep-alive connections, 25 requests each, to two agents: every reply
+  // carries the body of its own request (the replies cross threads).
+  std::vector<std::thread> clients;
+  std::atomic<int> right{0};
+  for (int c = 0; c < 4; ++c)
+    clients.emplace_back([&, c] {
+      asio::io_context io;
+      beast::tcp_stream s{io};
+      s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+      beast::flat_buffer b;
+      for (int i = 0; i < 25; ++i) {
+        http::request<http::string_body> req{http::verb::post, c % 2 ? "/a/s/say" : "/a/t/say", 11};
+        req.set(http::field::host, "127.0.0.1");
+        req.set(http::field::authorization, "Bearer secret");
+        req.body() = "c" + std::to_string(c) + "-" + std::to_string(i);
+        req.prepare_payload();
+        http::write(s, req);
+        http::response<http::string_body> res;
+        http::read(s, b, res);
+        if (res.result_int() == 200 && res.body() == req.body() && res.keep_alive())
+          ++right;
+      }
+    });
+  for (auto& t : clients)
+    t.join();
+  CHECK(right == 100);
+
+  // Errors found before the inbox write are answered at once.
+  http::request<http::string_body> nobody{http::verb::get, "/a/nobody/say", 11};
+  nobody.set(http::field::authorization, "Bearer secret");
+  CHECK(roundtrip(f.server->port(), nobody).result_int() == 404);
+  http::request<http::string_body> anon{http::verb::get, "/a/s/say", 11};
+  CHECK(roundtrip(f.server->port(), anon).result_int() == 401);
+
+  // The agent defers and never answers: 504 at the reply timeout, naming the
+  // seq the request keeps in the inbox; the connection stays usable.
+  asio::io_context io;
+  beast::tcp_stream s{io};
+  s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  http::request<http::string_body> silent{http::verb::post, "/a/s/silent", 11};
+  silent.set(http::field::host, "127.0.0.1");
+  silent.set(http::field::authorization, "Bearer secret");
+  silent.prepare_payload();
+  auto started = std::chrono::steady_clock::now();
+  http::write(s, silent);
+  beast::flat_buffer b;
+  http::response<http::string_body> res;
+  http::read(s, b, res);
+  CHECK(std::chrono::steady_clock::now() - started >= 400ms);
+  CHECK(res.result_int() == 504);
+  CHECK(res.body().find("REPLY_TIMEOUT") != std::string::npos);
+  CHECK(res.body().find("seq ") != std::string::npos);
+  http::request<http::string_body> again{http::verb::post, "/a/s/say", 11};
+  again.set(http::field::host, "127.0.0.1");
+  again.set(http::field::authorization, "Bearer secret");
+  again.body() = "still here";
+  again.prepare_payload();
+  http::write(s, again);
+  http::response<http::string_body> res2;
+  http::read(s, b, res2);
+  CHECK(res2.result_int() == 200);
+  CHECK(res2.body() == "still here");
+
+  // Stopping (and destroying) the server with a request still waiting for
+  // its agent closes the connection unanswered and leaves nothing behind
+  // (ASan checks the latter).
+  beast::tcp_stream w{io};
+  w.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  http::write(w, silent);
+  std::this_thread::sleep_for(100ms);
+  f.server.reset();
+  http::response<http::string_body> none;
+  beast::flat_buffer wb;
+  beast::error_code ec;
+  http::read(w, wb, none, ec);
+  CHECK(ec);
 }
