@@ -13,6 +13,7 @@ bool committer::submit(storage::write_op op, callback done) {
     if (stopping_)
       return false;
     queue_.emplace_back(std::move(op), std::move(done));
+    queued_.store(true, std::memory_order_release);
   }
   cv_.notify_one();
   return true;
@@ -41,17 +42,16 @@ void committer::loop() {
         // microseconds; poll briefly before paying for a futex wake-up.
         lock.unlock();
         auto until = std::chrono::steady_clock::now() + spin_;
-        while (std::chrono::steady_clock::now() < until) {
+        // Polls a flag, not the mutex, so that submitters never contend.
+        while (!queued_.load(std::memory_order_acquire)
+               && std::chrono::steady_clock::now() < until)
           std::this_thread::yield();
-          std::lock_guard<std::mutex> peek{mtx_};
-          if (!queue_.empty() || stopping_)
-            break;
-        }
         lock.lock();
       }
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty())
         return;  // stopping and drained
+      queued_.store(false, std::memory_order_relaxed);
       // Exclusive ops (create, terminate, alarms, ...) form a group of their
       // own; ticks and enqueues batch up to max_group_.
       bool exclusive = storage::is_exclusive(queue_.front().first);

@@ -3,6 +3,7 @@
 // Group commit: one thread takes every write that queued up while the
 // previous group was being written and commits them in one WriteBatch.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -38,6 +39,7 @@ private:
   std::mutex mtx_;
   std::condition_variable cv_;
   std::deque<std::pair<storage::write_op, callback>> queue_;
+  std::atomic<bool> queued_{false};  // set by submit, cleared when the queue is taken
   bool stopping_ = false;
   std::thread thread_;
 };

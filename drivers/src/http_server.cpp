@@ -325,6 +325,16 @@ struct http_server::impl {
         break;
       }
       auto msg = parser.release();
+      if (msg.version() >= 11 && msg.find(http::field::host) == msg.end()) {
+        // RFC 9112, 3.2: a server answers 400 to an HTTP/1.1 request without Host.
+        auto r = error_response(400, "MISSING_HOST", "HTTP/1.1 requests need a Host header");
+        auto request_id = std::to_string(next_request++);
+        r.headers.emplace_back("X-Request-Id", request_id);
+        metrics.count("transport", r.status);
+        log("event=http request_id=" + request_id + " status=400 error=\"no Host header\"");
+        co_await write(stream, r, false, msg.version());
+        break;
+      }
       request req;
       req.method = std::string{msg.method_string()};
       req.target = std::string{msg.target()};

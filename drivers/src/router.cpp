@@ -510,7 +510,8 @@ router::principal router::authenticate(const request& req,
                                        const std::map<std::string, std::string>& query) const {
   std::string_view token;
   auto auth = req.header("authorization");
-  if (auth.size() > 7 && auth.substr(0, 7) == "Bearer ")
+  // The scheme is case-insensitive (RFC 9110, 11.1).
+  if (auth.size() > 7 && strncasecmp(auth.data(), "Bearer ", 7) == 0)
     token = auth.substr(7);
   if (token.empty()) {
     auto cookie = req.header("cookie");

@@ -100,6 +100,16 @@ TEST_CASE("the admin token is accepted as bearer, cookie or query and nothing el
   r.target = "/v1/agents";
   r.headers["cookie"] = "a=b; ticktock_token=admin-secret";
   CHECK(f.api->handle(r).status == 200);
+  // The scheme's case does not matter (RFC 9110); the token's does.
+  r.headers.clear();
+  r.headers["authorization"] = "bearer admin-secret";
+  CHECK(f.api->handle(r).status == 200);
+  r.headers["authorization"] = "BEARER admin-secret";
+  CHECK(f.api->handle(r).status == 200);
+  r.headers["authorization"] = "Bearer ADMIN-SECRET";
+  CHECK(f.api->handle(r).status == 401);
+  r.headers["authorization"] = "Basic admin-secret";
+  CHECK(f.api->handle(r).status == 401);
   CHECK(f.call("GET", "/healthz", {}, "").status == 200);
 }
 

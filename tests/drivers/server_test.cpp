@@ -200,6 +200,23 @@ TEST_CASE("transport limits: body size, header size, slow clients") {
 
   http::request<http::string_body> ok{http::verb::get, "/healthz", 11};
   CHECK(roundtrip(f.server->port(), ok).result_int() == 200);
+
+  // HTTP/1.1 without Host: 400, and the connection closes; HTTP/1.0 may omit it.
+  for (auto [head, status] : {std::pair{"GET /healthz HTTP/1.1\r\n\r\n", 400},
+                              std::pair{"GET /healthz HTTP/1.0\r\n\r\n", 200}}) {
+    tcp::socket raw{io};
+    raw.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+    asio::write(raw, asio::buffer(std::string{head}));
+    beast::flat_buffer rb;
+    http::response<http::string_body> hr;
+    http::read(raw, rb, hr, ec);
+    REQUIRE_FALSE(ec);
+    CHECK(hr.result_int() == status);
+    if (status == 400) {
+      CHECK(hr.body().find("MISSING_HOST") != std::string::npos);
+      CHECK_FALSE(hr.keep_alive());
+    }
+  }
 }
 
 TEST_CASE("a WebSocket stream closed by its client frees its state once") {
