@@ -448,6 +448,7 @@ router::router(node& n, router_options options, request_metrics& metrics)
 std::vector<std::string> router::routes() {
   return {
     "GET /healthz",
+    "HEAD /healthz",
     "GET /metrics",
     "GET /v1/agents",
     "POST /v1/agents",
@@ -476,6 +477,8 @@ std::vector<std::string> router::routes() {
     "PUT /a/{id}/{path}",
     "PATCH /a/{id}/{path}",
     "DELETE /a/{id}/{path}",
+    "HEAD /a/{id}/{path}",
+    "OPTIONS /a/{id}/{path}",
   };
 }
 
