@@ -16,6 +16,8 @@
 #include <iostream>
 #include <mutex>
 #include <sstream>
+#include <stdexcept>
+#include <typeinfo>
 
 #include <ticktock/drivers/http_server.hpp>
 #include <ticktock/drivers/nostr_driver.hpp>
@@ -196,12 +198,37 @@ int main(int argc, char** argv) {
      "micro-USD an outbound HTTP fetch (ctx.fetch, fs/http/new) reserves and costs")
     ("http-fetch-ca-file", po::value<std::string>()->default_value(""),
      "PEM file of CAs trusted for https fetches besides the system ones")
+    ("container-concurrency", po::value<std::size_t>()->default_value(2),
+     "container sessions running at once; more wait in a queue")
+    ("container-isolation", po::value<std::string>()->default_value("automatic"),
+     "automatic | bubblewrap | process")
+    ("container-price", po::value<std::uint64_t>()->default_value(100),
+     "price of a container session's CPU second, in micro-USD")
+    ("container-uid-base", po::value<std::uint32_t>(),
+     "as root: the session in slot k runs as uid/gid BASE+k (else all as nobody)")
     ("demo", po::bool_switch(), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
+  // Boost converts "-1" into the largest value of an unsigned option: refuse
+  // a sign on those, wherever the value comes from.
+  auto store = [&](const po::parsed_options& parsed) {
+    po::store(parsed, vm);
+    for (auto& o : parsed.options) {
+      if (!vm.count(o.string_key) || o.value.empty())
+        continue;
+      auto& type = vm[o.string_key].value().type();
+      auto v = o.value.front();
+      v.erase(0, v.find_first_not_of(" \t"));
+      if ((type == typeid(std::uint64_t) || type == typeid(std::uint32_t)
+           || type == typeid(std::size_t))
+          && !v.empty() && (v.front() == '-' || v.front() == '+'))
+        throw std::invalid_argument("--" + o.string_key + " takes a number without a sign, not '"
+                                    + o.value.front() + "'");
+    }
+  };
   try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::store(po::parse_environment(desc,
+    store(po::parse_command_line(argc, argv, desc));
+    store(po::parse_environment(desc,
                                     [&](const std::string& env) -> std::string {
                                       if (env.rfind("TICKTOCK_", 0) != 0)
                                         return {};
@@ -212,10 +239,9 @@ int main(int argc, char** argv) {
                                                  && name != "help"
                                                ? name
                                                : std::string{};
-                                    }),
-              vm);
+                                    }));
     if (vm.count("config"))
-      po::store(parse_config_file(vm["config"].as<std::string>(), desc), vm);
+      store(parse_config_file(vm["config"].as<std::string>(), desc));
     po::notify(vm);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ticktockd: %s (see --help)\n", e.what());
@@ -260,6 +286,27 @@ int main(int argc, char** argv) {
   if (opts.limits.max_attempts == 0) {
     std::fprintf(stderr, "ticktockd: --max-attempts: at least 1\n");
     return 2;
+  }
+  opts.services.container_concurrency = vm["container-concurrency"].as<std::size_t>();
+  if (opts.services.container_concurrency == 0 || opts.services.container_concurrency > 1024) {
+    std::fprintf(stderr, "ticktockd: --container-concurrency: 1 to 1024\n");
+    return 2;
+  }
+  if (auto iso = ticktock::sandbox::isolation_from_string(vm["container-isolation"].as<std::string>()))
+    opts.services.isolation = *iso;
+  else {
+    std::fprintf(stderr, "ticktockd: --container-isolation must be automatic, bubblewrap or process\n");
+    return 2;
+  }
+  opts.services.container_price_per_cpu_second = vm["container-price"].as<std::uint64_t>();
+  if (vm.count("container-uid-base")) {
+    auto base = vm["container-uid-base"].as<std::uint32_t>();
+    if (base == 0 || base > 0xFFFF'FFFEu - opts.services.container_concurrency) {
+      std::fprintf(stderr, "ticktockd: --container-uid-base: a uid above 0 with room for "
+                           "--container-concurrency uids below 4294967295\n");
+      return 2;
+    }
+    opts.services.container_uid_base = base;
   }
   opts.master_key_file = vm["master-key-file"].as<std::string>();
   // The OpenAI-compatible provider, when a base URL is configured: the flag

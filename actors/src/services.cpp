@@ -49,7 +49,9 @@ service_runner::service_runner(node_core& core) : core_(core) {
   auto workers = std::max<std::size_t>(1, svc.compute_workers);
   for (std::size_t i = 0; i < workers; ++i)
     workers_.emplace_back([this] { compute_loop(); });
-  pool_ = std::make_unique<sandbox::pool>(std::max<std::size_t>(1, svc.container_concurrency));
+  sandbox::pool::options po;
+  po.uid_base = svc.container_uid_base;
+  pool_ = std::make_unique<sandbox::pool>(std::max<std::size_t>(1, svc.container_concurrency), po);
 }
 
 service_runner::~service_runner() { stop(); }

@@ -741,6 +741,49 @@ class NoOpenAIProviderTest(ServicesCase):
 
 
 
+class ContainerFlagsTest(ServicesCase):
+    """ticktockd's container settings: --container-concurrency (the rest wait,
+    queued), --container-isolation, --container-price (the reservation) and
+    --container-uid-base (a uid per slot, as root)."""
+
+    server_args = ("--container-concurrency", "1", "--container-isolation", "process",
+                   "--container-price", "7", "--container-uid-base", "61000")
+
+    def test_one_session_at_a_time_in_process_mode_at_the_flag_price(self):
+        self.server.create("cf", "echo")
+        req = {"command": ["sh", "-c", "sleep 1; id -u"], "limits": {"cpu_seconds": 3}}
+        first = self.ok(self.server.post(fs("cf", "containers/new"), req), 202)
+        second = self.ok(self.server.post(fs("cf", "containers/new"), req), 202)
+        ended = []
+        for s in (first, second):
+            self.wait_job("cf", s["id"], "containers")
+            done = self.get_json(fs("cf", "containers/sessions/%s/result" % s["id"]))
+            self.assertEqual(done["status"], "done", done)
+            self.assertEqual(done["reserved_micro_usd"], 3 * 7, done)
+            self.assertLessEqual(done["cost_micro_usd"], 3 * 7, done)
+            self.assertEqual(done["result"]["isolation"], "process", done)
+            ended.append(done["finished_us"])
+            out = self.server.get(fs("cf", "containers/sessions/%s/output" % s["id"]))
+            self.assertEqual(out.status, 200)
+            if os.geteuid() == 0:
+                # Slot 0 each time: uid 61000, not nobody.
+                self.assertEqual(out.body.strip(), b"61000")
+        # One slot: the second session started after the first ended, so it
+        # ended at least its 1 s sleep later.
+        self.assertGreaterEqual(ended[1] - ended[0], 900_000, ended)
+
+    def test_bad_container_flags_stop_the_server_with_a_clear_reason(self):
+        for args, reason in [(["--container-isolation", "chroot"], "--container-isolation"),
+                             (["--container-concurrency", "0"], "--container-concurrency"),
+                             (["--container-uid-base", "0"], "--container-uid-base"),
+                             (["--container-price", "-1"], "container-price")]:
+            bad = subprocess.run([ticktockd_path(), "--data", self.server.data_dir + "-bad",
+                                  "--listen", "127.0.0.1:0", "--exit-after-ms", "100"] + args,
+                                 capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(bad.returncode, 0, (args, bad))
+            self.assertIn(reason, bad.stderr, (args, bad.stderr))
+
+
 class LimitsTest(ServicesCase):
     """The tick limits: server-wide defaults from ticktockd's flags, per-agent
     overrides in fs/limits (admin), each hit visible in the status, the

@@ -61,6 +61,11 @@ struct service_options {
   sandbox::limits container_maxima{std::chrono::milliseconds{600'000}, 600, std::uint64_t{4} << 30,
                                     std::uint64_t{1} << 30, 256, std::size_t{16} << 20};
   sandbox::isolation isolation = sandbox::isolation::automatic;
+  /// When set and the server runs as root, the session in slot k runs as uid
+  /// and gid container_uid_base + k (k < container_concurrency), so that
+  /// concurrent sessions cannot signal each other; else every session runs as
+  /// nobody (sandbox::pool::options::uid_base) [unset].
+  std::optional<std::uint32_t> container_uid_base;
   /// Price of a container session per CPU second, in micro-USD [100].
   std::uint64_t container_price_per_cpu_second = 100;
   /// Where sessions get their working directories [data_dir / "containers"].
