@@ -757,8 +757,8 @@ std::vector<row> run_http(const config& cfg) {
   rows.push_back(std::move(half));
   auto hz = make_row("http-healthz", hz_ours, hz_base);
   hz.notes["workload"] = "GET /healthz (no tick, no token) on " + daemon_what + ", " + client
-                         + "; what the HTTP driver costs without a tick (the request still "
-                           "goes through the handler pool and the router)";
+                         + "; what the HTTP driver costs without a tick (parsing, the router "
+                           "and the response, answered on the I/O thread)";
   rows.push_back(std::move(hz));
   return rows;
 }
