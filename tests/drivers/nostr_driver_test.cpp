@@ -658,6 +658,9 @@ TEST_CASE("nostr driver: events the subscription did not ask for are refused and
   fixture f;
   f.start_driver();
   f.create_watched("ivy", {f.url()});
+  // Frames under the subscription count only once the driver sent its REQ
+  // (under a loaded ASan run they could arrive before, and be ignored).
+  REQUIRE(eventually([&] { return f.subscribed("ivy"); }));
   auto pub = f.nostr_hex("ivy");
   auto outsider = nostr::generate_keypair();
   auto frame = [](const nostr::event& ev) {
