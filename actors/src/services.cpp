@@ -149,13 +149,8 @@ void service_runner::run_fetch(work& w) {
     job.error = f.code;
     job.error_message = f.message;
     job.result = fetch::to_json(f);
-    if (job.status == "cancelled") {
-      std::lock_guard<std::mutex> guard{w.out->mtx};
-      if (!w.out->cancel_reason.empty())
-        job.error = w.out->cancel_reason;
-      else if (core_.gate->killed())
-        job.error = "kill_switch";
-    }
+    if (job.status == "cancelled")
+      cancelled_because(*w.out, job);
   }
   // A fetch costs its flat price (its reservation) once a request went out,
   // whatever came back; one that never started costs nothing.
@@ -164,6 +159,16 @@ void service_runner::run_fetch(work& w) {
                        && job.error != fc::unavailable);
   auto actual = attempted ? job.reserved : 0;
   finish(std::move(job), actual);
+}
+
+// A cancelled job's reason: the one cancel() was given, else the kill switch
+// (engaged before the job reached a worker).
+void service_runner::cancelled_because(const live& out, storage::job_record& job) const {
+  std::lock_guard<std::mutex> guard{out.mtx};
+  if (!out.cancel_reason.empty())
+    job.error = out.cancel_reason;
+  else if (core_.gate->killed())
+    job.error = "kill_switch";
 }
 
 void service_runner::run_compute(work& w) {
@@ -195,13 +200,8 @@ void service_runner::run_compute(work& w) {
     job.error = f.code;
     job.error_message = f.message;
     job.result = compute::to_json(f);
-    if (job.status == "cancelled") {
-      std::lock_guard<std::mutex> guard{w.out->mtx};
-      if (!w.out->cancel_reason.empty())
-        job.error = w.out->cancel_reason;
-      else if (core_.gate->killed())
-        job.error = "kill_switch";  // engaged before the job reached a worker
-    }
+    if (job.status == "cancelled")
+      cancelled_because(*w.out, job);
   }
   finish(std::move(job), actual);
 }

@@ -62,6 +62,7 @@ private:
   void compute_loop();
   void run_compute(work& w);
   void run_fetch(work& w);
+  void cancelled_because(const live& out, storage::job_record& job) const;
   void run_container(const storage::job_record& job, std::shared_ptr<live> out);
   /// Commits the job's end: record, settlement, result trigger.
   void finish(storage::job_record job, std::uint64_t actual);

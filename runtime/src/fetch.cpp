@@ -242,6 +242,18 @@ expected<request> parse_request(std::string_view text, const limits& lim) {
   }
 }
 
+namespace {
+
+// A body as text when it is UTF-8, else as base64 (JSON strings are text).
+void put_body(json::object& o, const std::string& body) {
+  if (is_valid_utf8(body))
+    o["body"] = body;
+  else
+    o["body_base64"] = identity::to_base64(body);
+}
+
+}  // namespace
+
 std::string to_json(const request& r) {
   json::object hs;
   for (auto& [k, v] : r.headers)
@@ -251,10 +263,7 @@ std::string to_json(const request& r) {
                  {"headers", std::move(hs)},
                  {"timeout_ms", r.timeout.count()},
                  {"max_response_bytes", r.max_response_bytes}};
-  if (is_valid_utf8(r.body))
-    o["body"] = r.body;
-  else
-    o["body_base64"] = identity::to_base64(r.body);
+  put_body(o, r.body);
   return json::serialize(o);
 }
 
@@ -271,10 +280,7 @@ std::string to_json(const response& r) {
       hs[name] = value;
   }
   json::object o{{"status", r.status}, {"headers", std::move(hs)}};
-  if (is_valid_utf8(r.body))
-    o["body"] = r.body;
-  else
-    o["body_base64"] = identity::to_base64(r.body);
+  put_body(o, r.body);
   return json::serialize(o);
 }
 
