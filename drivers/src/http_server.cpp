@@ -132,7 +132,16 @@ struct http_server::impl {
                                    std::string agent) {
     stream.expires_never();
     auto conn = std::make_shared<ws_connection>(std::move(stream));
-    conn->ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    // A client quiet for half the read timeout is pinged, and cut if nothing
+    // (not even the pong) arrives in the other half: so a client that
+    // stalls in the middle of a frame (it cannot send a pong until the frame
+    // is done) is cut like a slow HTTP client, while an idle one that
+    // answers pings stays connected.
+    websocket::stream_base::timeout to;
+    to.handshake_timeout = options.read_timeout;
+    to.idle_timeout = options.read_timeout;
+    to.keep_alive_pings = true;
+    conn->ws.set_option(to);
     conn->ws.read_message_max(options.max_body_bytes);
     auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
     if (ec)

@@ -299,6 +299,58 @@ class ErrorStatusTest(ServerCase):
             self.assertGreater(waited, 0.8, half)
             self.assertLess(waited, 5, "the server kept a slow client past its read timeout")
 
+    def test_a_websocket_client_stalling_mid_frame_is_cut_after_the_read_timeout(self):
+        # Regression: only Beast's 300 s idle timeout cut such a client.
+        self.server.create("slow-ws", "echo")
+        ws = WebSocketClient(self.server.port, "/v1/agents/slow-ws/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(ws.status, 101, ws.head)
+        # A masked text frame of 100 bytes of which only 10 arrive.
+        mask = os.urandom(4)
+        ws.sock.sendall(bytes([0x81, 0x80 | 100]) + mask
+                        + bytes(b ^ mask[i % 4] for i, b in enumerate(b"x" * 10)))
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 8:
+            try:
+                if not ws.sock.recv(4096):  # the server's ping, then the end
+                    closed = True
+                    break
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+        waited = time.monotonic() - started
+        ws.sock.close()
+        self.assertTrue(closed, "the server kept a WebSocket stalled mid-frame")
+        self.assertGreater(waited, 0.8)
+        self.assertLess(waited, 5)
+        self.assertServing()
+
+    def test_an_idle_websocket_answering_pings_outlives_the_read_timeout(self):
+        self.server.create("idle-ws", "echo")
+        ws = WebSocketClient(self.server.port, "/v1/agents/idle-ws/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(ws.status, 101, ws.head)
+        pings = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # 2.5 read timeouts
+            ws.sock.settimeout(0.2)
+            try:
+                opcode, payload = ws.recv()
+            except socket.timeout:
+                continue
+            finally:
+                ws.sock.settimeout(10)
+            self.assertEqual(opcode, 0x9, "expected only pings while idle")
+            pings += 1
+            ws.send(0xA, payload)
+        self.assertGreaterEqual(pings, 2)
+        ws.send_text("still here")
+        self.assertEqual(ws.recv(), (0x1, b"still here"))
+        ws.close()
+
     def test_408_slow_client_gets_request_timeout(self):
         # Bug: the read deadline was the stream's expiry, which closes the
         # socket, so a slow client was cut without the 408 the API promises.
