@@ -1,7 +1,11 @@
 // The CAF actor hosting one resident agent. It owns the agent's tick engine
-// and runs one tick at a time: take the next inbox entry, run on_trigger,
-// hand the write to the committer, and only after the commit release the
-// effects and take the next entry. Idle agents hibernate through the
+// and runs one batch of ticks at a time: take the next inbox entry, run
+// on_trigger, and as long as the tick left nothing a later tick would read
+// from the store (agent_host::chainable) and more entries are cached, run
+// the next one on its uncommitted result; hand the batch's writes to the
+// committer as one op, and only after the commit release the effects (tick
+// by tick, in order) and take the next entries. When the write fails, the
+// whole batch is rolled back and retried. Idle agents hibernate through the
 // directory's handshake.
 
 #include <caf/all.hpp>
@@ -20,6 +24,8 @@ namespace {
 // Inbox entries kept in memory per resident agent; the rest stay in RocksDB
 // until these are consumed.
 constexpr std::size_t max_cached_entries = 256;
+// Ticks committed together at most.
+constexpr std::size_t max_batch = 64;
 
 // FIFO of cached inbox entries. Unlike std::deque, an empty one owns no
 // memory, which matters with 100,000 resident agents.
@@ -28,6 +34,7 @@ public:
   bool empty() const noexcept { return head_ == items_.size(); }
   std::size_t size() const noexcept { return items_.size() - head_; }
   storage::inbox_entry& front() { return items_[head_]; }
+  storage::inbox_entry& operator[](std::size_t i) { return items_[head_ + i]; }
   void push_back(storage::inbox_entry e) { items_.push_back(std::move(e)); }
   void pop_front() {
     ++head_;
@@ -55,8 +62,8 @@ struct agent_actor_state {
   bool retry_wait = false;
   bool want_hibernate = false;
   std::uint64_t token = 0;
-  // Only while a tick's write is with the committer (a tick_attempt is big).
-  std::unique_ptr<tick_attempt> in_flight;
+  // The batch whose write is with the committer (empty owns no memory).
+  std::vector<tick_attempt> in_flight;
   std::chrono::steady_clock::time_point last_active;
   // Start times of the ticks of the last minute (ticks_per_minute).
   std::deque<std::chrono::steady_clock::time_point> recent;
@@ -93,7 +100,7 @@ void refill(self_ptr self) {
 
 bool idle(self_ptr self) {
   auto& st = self->state;
-  return !st.in_flight && !st.retry_wait && st.pending.empty() && !st.more_in_store;
+  return st.in_flight.empty() && !st.retry_wait && st.pending.empty() && !st.more_in_store;
 }
 
 // Returns true if the actor quit.
@@ -112,7 +119,7 @@ std::chrono::milliseconds backoff(const node_options& o, std::uint32_t attempt) 
 
 void maybe_tick(self_ptr self) {
   auto& st = self->state;
-  if (st.in_flight || st.retry_wait || st.throttle_wait)
+  if (!st.in_flight.empty() || st.retry_wait || st.throttle_wait)
     return;
   if (st.pending.empty() && st.more_in_store)
     refill(self);
@@ -122,7 +129,8 @@ void maybe_tick(self_ptr self) {
       try_hibernate(self);
     return;
   }
-  if (auto tpm = st.host->limits().ticks_per_minute; tpm != 0) {
+  auto tpm = st.host->limits().ticks_per_minute;
+  if (tpm != 0) {
     auto now = std::chrono::steady_clock::now();
     while (!st.recent.empty() && now - st.recent.front() >= std::chrono::minutes{1})
       st.recent.pop_front();
@@ -144,36 +152,42 @@ void maybe_tick(self_ptr self) {
     st.recent.push_back(now);
   }
   touch(self);
-  st.in_flight = std::make_unique<tick_attempt>(st.host->run(st.pending.front()));
+  // A throttled agent runs one tick per batch, so each is counted above.
+  auto most = tpm != 0 ? std::size_t{1} : std::min(max_batch, st.pending.size());
+  storage::tick_batch_op batch;
+  bool chain = false;
+  do {
+    st.in_flight.push_back(st.host->run(st.pending[st.in_flight.size()]));
+    auto& a = st.in_flight.back();
+    st.host->advance(a);
+    chain = agent_host::chainable(a);
+    batch.ticks.push_back(std::move(a.op));
+  } while (chain && st.in_flight.size() < most);
   auto token = ++st.token;
-  auto op = std::move(st.in_flight->op);
+  storage::write_op op;
+  if (batch.ticks.size() == 1)
+    op = std::move(batch.ticks.front());
+  else
+    op = std::move(batch);
   auto* core = st.core;
   caf::actor me = caf::actor_cast<caf::actor>(self);
   bool queued = core->commits->submit(std::move(op), [core, me, token](storage::op_result& r) {
-    // Committer thread: wake recipients first, then tell this actor.
+    // Wake recipients first, then tell this actor.
     if (!r.err)
       core->deliver(r);
     caf::anon_send(me, commit_atom::value, token, r.err ? r.err.to_string() : std::string{});
   });
-  if (!queued)
-    st.in_flight.reset();  // shutting down; the entry stays in the inbox
+  if (!queued) {
+    // Shutting down: the entries stay in the inbox.
+    st.in_flight = {};
+    st.host->rolled_back();
+  }
 }
 
-void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
+// Releases the effects of one committed attempt (`first`: the first of its
+// write). False if its trigger is to be retried (the attempt failed).
+bool release(self_ptr self, tick_attempt& attempt, bool first) {
   auto& st = self->state;
-  if (!st.in_flight || token != st.token)
-    return;
-  auto attempt = std::move(*st.in_flight);
-  st.in_flight.reset();
-  if (!err.empty()) {
-    // The write failed: nothing was committed. Retry the same trigger.
-    st.host->rolled_back();
-    st.retry_wait = true;
-    self->delayed_send(self, backoff(st.core->options, attempt.attempt), ctl_atom::value,
-                      ctl_op::retry);
-    return;
-  }
-  st.host->committed(attempt);
   if (attempt.earliest_alarm && st.core->alarms)
     st.core->alarms->hint(*attempt.earliest_alarm);
   for (auto& j : attempt.jobs)
@@ -184,13 +198,13 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
       st.core->limit_hit(st.host->id(), l);
   tick_event ev;
   ev.agent = st.host->id();
-  ev.tick = st.host->meta().tick_count;
+  ev.tick = attempt.tick;
   ev.attempt = attempt.attempt;
   ev.kind = attempt.kind;
   ev.trigger_seq = attempt.trigger_seq;
   ev.outcome = attempt.outcome;
   ev.error = std::move(attempt.error);
-  ev.outbox_next = st.host->meta().outbox_next;
+  ev.outbox_next = attempt.outbox_next;
   ev.outbox_count = attempt.outbox_count;
   ev.reply = std::move(attempt.reply);
   ev.ws = std::move(attempt.ws);
@@ -203,15 +217,36 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
     std::chrono::steady_clock::now() - attempt.started);
   // Observers run before the entry counts as consumed, so whoever returns
   // from wait_idle sees their effects (metrics, logs).
-  st.core->notify(ev);
+  st.core->notify(ev, first);
   if (attempt.outcome == storage::outcome::failed) {
     st.retry_wait = true;
     self->delayed_send(self, backoff(st.core->options, attempt.attempt), ctl_atom::value,
                       ctl_op::retry);
-  } else {
-    st.pending.pop_front();
-    st.core->consumed(1);
+    return false;
   }
+  st.pending.pop_front();
+  st.core->consumed(1);
+  return true;
+}
+
+void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
+  auto& st = self->state;
+  if (st.in_flight.empty() || token != st.token)
+    return;
+  auto batch = std::move(st.in_flight);
+  st.in_flight = {};
+  if (!err.empty()) {
+    // The write failed: nothing of the batch was committed. Retry it.
+    st.host->rolled_back();
+    st.retry_wait = true;
+    self->delayed_send(self, backoff(st.core->options, batch.front().attempt), ctl_atom::value,
+                      ctl_op::retry);
+    return;
+  }
+  st.host->committed();
+  for (std::size_t i = 0; i < batch.size(); ++i)
+    if (!release(self, batch[i], i == 0))
+      break;  // only the last attempt of a batch can have failed
   maybe_tick(self);
 }
 

@@ -549,15 +549,35 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   return a;
 }
 
-void agent_host::committed(tick_attempt& a) {
+void agent_host::advance(tick_attempt& a) {
+  a.tick = a.meta_after.tick_count;
+  a.outbox_next = a.meta_after.outbox_next;
+  if (!base_)
+    base_.emplace(batch_base{std::move(meta_), std::nullopt, committed_hash_});
   meta_ = std::move(a.meta_after);
   if (a.state_after) {
+    if (!base_->state)
+      base_->state = std::move(committed_state_);
     committed_state_ = std::move(*a.state_after);
     committed_hash_ = a.state_hash;
   }
 }
 
+bool agent_host::chainable(const tick_attempt& a) noexcept {
+  auto& op = a.op;
+  return a.outcome == storage::outcome::ok && op.goals.empty() && op.memory.empty()
+         && op.jobs.empty() && op.ledger.empty() && op.approvals.empty();
+}
+
 void agent_host::rolled_back() {
+  if (base_) {
+    meta_ = std::move(base_->meta);
+    if (base_->state) {
+      committed_state_ = std::move(*base_->state);
+      committed_hash_ = base_->hash;
+    }
+    base_.reset();
+  }
   if (!agent_->load_state(committed_state_))
     agent_->reset_state();
 }

@@ -40,6 +40,9 @@ struct tick_attempt {
   std::vector<ws_message> ws;
   std::chrono::steady_clock::time_point started;
   std::uint32_t outbox_count = 0;
+  /// The agent's tick count and next outbox seq after this attempt.
+  std::uint64_t tick = 0;
+  std::uint64_t outbox_next = 0;
   /// Why the trigger was refused before the tick (bad_signature,
   /// undecryptable); empty otherwise.
   std::string refused;
@@ -72,10 +75,18 @@ public:
   /// last committed (on failure).
   tick_attempt run(const storage::inbox_entry& entry);
 
-  /// The attempt's write was committed: adopt its meta and state. `a.op` may
-  /// have been moved out by then.
-  void committed(tick_attempt& a);
-  /// The attempt's write failed: restore the last committed state.
+  /// Makes the attempt's meta and state the base of the next run, before
+  /// its write commits (a batch of ticks is committed together). Moves
+  /// `a.meta_after` and `a.state_after` out; `a.tick` and `a.outbox_next`
+  /// keep what the event needs.
+  void advance(tick_attempt& a);
+  /// True if the next attempt may run on this one's uncommitted result: it
+  /// succeeded and changed nothing a tick reads from the store (goals,
+  /// memory, jobs, the ledger, approvals).
+  static bool chainable(const tick_attempt& a) noexcept;
+  /// The writes of the attempts advanced since the last call committed.
+  void committed() noexcept { base_.reset(); }
+  /// Those writes failed: back to the meta and state last committed.
   void rolled_back();
 
   const storage::agent_record& meta() const noexcept { return meta_; }
@@ -117,8 +128,17 @@ private:
   mutable tick_limits limits_;
   mutable std::uint64_t limits_version_ = ~std::uint64_t{0};
   bool throttled_ = false;
+  // The base of the next run: the last committed state, or the result of
+  // the last attempt advanced past it.
   std::string committed_state_;
   storage::hash256 committed_hash_{};
+  // What was committed before the first uncommitted advance.
+  struct batch_base {
+    storage::agent_record meta;
+    std::optional<std::string> state;  // set once an advance changed the state
+    storage::hash256 hash{};
+  };
+  std::optional<batch_base> base_;
 };
 
 }  // namespace ticktock::detail

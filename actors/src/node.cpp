@@ -84,10 +84,12 @@ void node_core::limit_hit(const std::string& agent, const std::string& limit,
   }
 }
 
-void node_core::notify(const tick_event& ev) {
+void node_core::notify(const tick_event& ev, bool first_of_write) {
   {
     std::lock_guard<std::mutex> guard{metrics_mtx};
     auto& m = metrics;
+    if (first_of_write)
+      ++m.tick_writes;
     switch (ev.outcome) {
       case storage::outcome::ok: ++m.ticks_ok; break;
       case storage::outcome::failed: ++m.ticks_failed; break;

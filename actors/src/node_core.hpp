@@ -83,7 +83,9 @@ struct node_core {
   void consumed(std::int64_t n);
   /// Marks an agent errored in the directory and the store.
   void mark_errored(const std::string& id, const std::string& reason);
-  void notify(const tick_event& ev);
+  /// `first_of_write`: the event's tick is the first of its write (counted
+  /// in metrics.tick_writes).
+  void notify(const tick_event& ev, bool first_of_write);
 };
 
 /// Spawns the CAF actor hosting agent `id`.

@@ -174,6 +174,7 @@ std::size_t harness::run() {
       if (entries.empty())
         continue;
       auto a = l->host->run(entries.front());
+      l->host->advance(a);
       auto r = apply(std::move(a.op))[0];
       ++attempts;
       progress = true;
@@ -187,7 +188,7 @@ std::size_t harness::run() {
           reply = error{errc::tick_failed, a.error};
         replies_.insert_or_assign({id, a.trigger_seq}, std::move(reply));
       }
-      l->host->committed(a);
+      l->host->committed();
     }
   }
   return attempts;

@@ -99,7 +99,7 @@ __int128 periods_between(time_point due, time_point now, duration period) {
 
 bool is_exclusive(const write_op& op) noexcept {
   return !std::holds_alternative<enqueue_op>(op) && !std::holds_alternative<tick_op>(op)
-         && !std::holds_alternative<service_op>(op);
+         && !std::holds_alternative<tick_batch_op>(op) && !std::holds_alternative<service_op>(op);
 }
 
 // Version of the record layout; see docs/storage-format.md. 2: signed
@@ -479,6 +479,14 @@ private:
     if (op.outbox_trim_below > 0)
       batch_.DeleteRange(s_.cf(cf_outbox), keys::seq(id, 0), keys::seq(id, op.outbox_trim_below));
     services(op.jobs, op.ledger, op.approvals);
+  }
+
+  void handle(tick_batch_op& op, op_result& r) {
+    for (auto& t : op.ticks) {
+      handle(t, r);
+      if (r.err)
+        return;  // no such agent: nothing of the batch was written
+    }
   }
 
   // -- services: jobs, ledgers, approvals, settings -------------------------

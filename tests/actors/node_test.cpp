@@ -494,3 +494,97 @@ TEST_CASE("a tick over its wall-time budget is flagged in the trajectory, status
   CHECK(nd.metrics().slow_ticks >= 1);
   CHECK(nd.verify("d")->ok);
 }
+
+namespace {
+
+// Triggers wait behind a held tick, so the agent finds them all at once.
+struct hold_gate {
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool entered = false, open = false;
+  void wait_here() {
+    std::unique_lock<std::mutex> lock{mtx};
+    entered = true;
+    cv.notify_all();
+    cv.wait_for(lock, 10s, [&] { return open; });
+  }
+};
+hold_gate batch_gate;
+
+// Counts messages in its state and, on "tally" messages, in memory: reads
+// memory "t"/"n" through the store, adds one and writes it back.
+struct tallier : test::counter_agent {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::message && t.payload == "hold")
+      batch_gate.wait_here();
+    if (t.kind == trigger_kind::message && t.payload == "tally") {
+      auto n = ctx.memory("t", "n");
+      ctx.put_memory("t", "n", std::to_string(n ? std::stoull(*n) + 1 : 1));
+    }
+    test::counter_agent::on_trigger(ctx, t);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("triggers waiting for an agent run as one batch of ticks, committed in one write") {
+  test::temp_dir dir;
+  auto r = registry();
+  r.add<tallier>("tallier");
+  auto n = node::open(options_for(dir), std::move(r));
+  auto& nd = **n;
+  {
+    std::lock_guard<std::mutex> g{batch_gate.mtx};
+    batch_gate.entered = batch_gate.open = false;
+  }
+  REQUIRE_FALSE(nd.create("t", "tallier"));
+  REQUIRE(nd.wait_idle(10s));
+  auto writes_before = nd.metrics().tick_writes;
+  REQUIRE(nd.send("t", "hold"));
+  {
+    std::unique_lock<std::mutex> lock{batch_gate.mtx};
+    REQUIRE(batch_gate.cv.wait_for(lock, 10s, [] { return batch_gate.entered; }));
+  }
+  // 30 plain messages, then 10 that each read and write memory.
+  std::vector<std::string> expected{"hold"};
+  for (int i = 0; i < 30; ++i)
+    expected.push_back("m" + std::to_string(i));
+  for (int i = 0; i < 10; ++i)
+    expected.push_back("tally");
+  for (std::size_t i = 1; i < expected.size(); ++i)
+    REQUIRE(nd.send("t", expected[i]));
+  {
+    std::lock_guard<std::mutex> g{batch_gate.mtx};
+    batch_gate.open = true;
+  }
+  batch_gate.cv.notify_all();
+  REQUIRE(nd.wait_idle(30s));
+
+  auto s = nd.state<counter_state>("t");
+  REQUIRE(s);
+  CHECK(s->seen == expected);
+  // A tick that writes memory ends its batch, so the next one reads it.
+  auto mem = nd.memory("t", "t");
+  REQUIRE(mem);
+  CHECK(*mem == std::vector<std::pair<std::string, std::string>>{{"n", "10"}});
+  // hold alone; the 30 plain messages and the first tally in one write;
+  // then one write per tally.
+  auto writes = nd.metrics().tick_writes - writes_before;
+  CHECK(writes == 1 + 1 + 9);
+  auto chain = nd.verify("t");
+  REQUIRE(chain);
+  CHECK(chain->ok);
+  CHECK(chain->records == expected.size() + 1);
+
+  // The batch survives a restart as committed.
+  n->reset();
+  auto again = node::open(options_for(dir), [] {
+    auto r = registry();
+    r.add<tallier>("tallier");
+    return r;
+  }());
+  REQUIRE(again);
+  auto s2 = (*again)->state<counter_state>("t");
+  REQUIRE(s2);
+  CHECK(s2->seen == expected);
+}

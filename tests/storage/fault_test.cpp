@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "../temp_dir.hpp"
+#include "../store_helpers.hpp"
 #include "ticktock/storage/faults.hpp"
 #include "ticktock/storage/store.hpp"
 
@@ -21,29 +21,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using test::make_agent;
+using test::message;
+
 std::unique_ptr<store> open_store(const test::temp_dir& dir, durability d,
                                   std::shared_ptr<fault_injector> faults = nullptr) {
   store_options o;
-  o.dir = dir.path();
   o.durability = d;
   o.faults = std::move(faults);
-  auto s = store::open(o);
-  REQUIRE(s);
-  return std::move(*s);
-}
-
-create_op make_agent(const std::string& id) {
-  create_op op;
-  op.meta.id = id;
-  op.meta.type = "t";
-  op.init.kind = trigger_kind::init;
-  return op;
-}
-
-enqueue_op message(const std::string& id, std::string payload) {
-  inbox_entry e;
-  e.payload = std::move(payload);
-  return enqueue_op{id, std::move(e), 0};
+  return test::open_store(dir, std::move(o));
 }
 
 op_result apply1(store& s, write_op op) {

@@ -2,37 +2,18 @@
 
 #include <limits>
 
-#include "../temp_dir.hpp"
+#include "../store_helpers.hpp"
 #include "ticktock/runtime/identity.hpp"
 #include "ticktock/storage/store.hpp"
 
 using namespace ticktock;
 using namespace ticktock::storage;
 
+using test::make_agent;
+using test::message;
+using test::open_store;
+
 namespace {
-
-std::unique_ptr<store> open_store(const test::temp_dir& dir) {
-  store_options o;
-  o.dir = dir.path();
-  auto s = store::open(o);
-  REQUIRE(s);
-  return std::move(*s);
-}
-
-create_op make_agent(const std::string& id) {
-  create_op op;
-  op.meta.id = id;
-  op.meta.type = "t";
-  op.init.kind = trigger_kind::init;
-  return op;
-}
-
-enqueue_op message(const std::string& id, std::string payload, std::string key = {}) {
-  inbox_entry e;
-  e.payload = std::move(payload);
-  e.idempotency_key = std::move(key);
-  return enqueue_op{id, std::move(e), 0};
-}
 
 std::vector<op_result> apply1(store& s, write_op op) {
   std::vector<write_op> ops;
@@ -437,4 +418,55 @@ TEST_CASE("text fields of records keep the bytes after a NUL") {
   CHECK(back->from == e.from);
   CHECK(back->alarm == e.alarm);
   CHECK(back->idempotency_key == e.idempotency_key);
+}
+
+TEST_CASE("a batch of ticks commits as one: every tick's records, the last meta") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  for (int i = 0; i < 3; ++i)
+    REQUIRE_FALSE(apply1(*s, message("a", "m" + std::to_string(i)))[0].err);
+  REQUIRE(s->inbox_depth("a") == 4);  // init + 3
+  tick_batch_op batch;
+  for (std::uint64_t seq = 1; seq <= 4; ++seq) {
+    tick_op t;
+    t.meta.id = "a";
+    t.meta.type = "t";
+    t.meta.tick_count = seq;
+    t.meta.trajectory_next = seq;
+    t.consume_seq = seq;
+    t.trajectory_index = seq - 1;
+    trajectory_record rec;
+    rec.index = seq - 1;
+    rec.tick = seq;
+    rec.trigger_seq = seq;
+    t.trajectory_bytes = encode_signed_trajectory(encode(rec), std::string(64, 's'));
+    t.outbox.push_back({seq, seq, {}, "event " + std::to_string(seq), {}});
+    batch.ticks.push_back(std::move(t));
+  }
+  auto r = apply1(*s, std::move(batch));
+  REQUIRE_FALSE(r[0].err);
+  CHECK(s->inbox_depth("a") == 0);
+  CHECK(s->read_inbox("a", 0, 10).empty());
+  auto meta = s->get_agent("a");
+  REQUIRE(meta);
+  CHECK(meta->tick_count == 4);
+  auto traj = s->read_trajectory("a", 0, 10);
+  REQUIRE(traj.size() == 4);
+  for (std::uint64_t i = 0; i < 4; ++i)
+    CHECK(traj[i].trigger_seq == i + 1);
+  CHECK(s->read_outbox("a", 0, 10).size() == 4);
+
+  // A batch for an agent that is not there writes nothing.
+  tick_batch_op lost;
+  for (int i = 0; i < 2; ++i) {
+    tick_op t;
+    t.meta.id = "gone";
+    t.meta.type = "t";
+    t.trajectory_bytes = encode(trajectory_record{});
+    lost.ticks.push_back(std::move(t));
+  }
+  auto r2 = apply1(*s, std::move(lost));
+  CHECK(r2[0].err.code() == errc::not_found);
+  CHECK_FALSE(s->get_agent("gone"));
 }

@@ -188,6 +188,10 @@ struct node_metrics {
   std::uint64_t ticks_ok = 0;
   std::uint64_t ticks_failed = 0;   ///< attempts that failed and will be retried
   std::uint64_t deadlettered = 0;   ///< attempts that sent their trigger to the deadletter
+  /// Writes that committed tick attempts: an agent with several triggers
+  /// waiting runs them as one batch, committed in one write, so the mean
+  /// batch is (ticks_ok + ticks_failed + deadlettered) / tick_writes.
+  std::uint64_t tick_writes = 0;
   std::uint64_t bad_signatures = 0;     ///< messages refused: missing or bad signature
   std::uint64_t undecryptable = 0;      ///< messages refused: encrypted, not for this agent
   std::uint64_t replayed_envelopes = 0; ///< envelopes delivered twice (refused)

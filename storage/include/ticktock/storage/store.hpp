@@ -87,6 +87,12 @@ struct tick_op {
   std::uint64_t outbox_trim_below = 0;
 };
 
+/// Consecutive ticks of one agent, each run on the uncommitted result of
+/// the one before (the agent's batch): committed together or not at all.
+struct tick_batch_op {
+  std::vector<tick_op> ticks;
+};
+
 /// Work of the services outside ticks (a job finished, an admin decided an
 /// approval or set a limit, restart reconciliation), committed atomically
 /// with the triggers that tell the agents.
@@ -155,8 +161,9 @@ struct requeue_op {
   std::vector<std::uint64_t> ids;  ///< deadletter ids; empty means all
 };
 
-using write_op = std::variant<enqueue_op, tick_op, create_op, terminate_op, mark_errored_op,
-                              fire_alarms_op, requeue_op, import_op, identity_op, service_op>;
+using write_op = std::variant<enqueue_op, tick_op, tick_batch_op, create_op, terminate_op,
+                              mark_errored_op, fire_alarms_op, requeue_op, import_op, identity_op,
+                              service_op>;
 
 /// True for operations that store::apply must see in a group of their own.
 bool is_exclusive(const write_op& op) noexcept;
