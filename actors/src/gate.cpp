@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include "ticktock/runtime/detail/json_check.hpp"
+
 #include <mutex>
 
 namespace ticktock::detail {
@@ -178,6 +180,9 @@ expected<std::string> gate::validate(const std::string& key, std::string_view va
     return r->to_json();
   }
   if (key.starts_with("limits/")) {
+    // Refused when written, not when loaded: what is stored stays readable.
+    if (auto scan = detail::scan_json(value); !scan.duplicate.empty())
+      return error{errc::invalid_argument, scan.duplicate + ": duplicate field"};
     auto l = parse_limits(value, options_.limits);
     if (!l)
       return l.error_value();

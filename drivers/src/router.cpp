@@ -16,6 +16,7 @@
 #include "ticktock/actors/node.hpp"
 #include "ticktock/runtime/agent_id.hpp"
 #include "ticktock/runtime/context.hpp"
+#include "ticktock/runtime/detail/json_check.hpp"
 #include "ticktock/runtime/identity.hpp"
 #include "ticktock/runtime/nostr.hpp"
 #include "ticktock/runtime/text.hpp"
@@ -228,13 +229,6 @@ response method_not_allowed(std::string_view allowed) {
   return r;
 }
 
-bool lower_contains(std::string_view haystack, std::string_view needle) {
-  std::string h{haystack};
-  for (auto& c : h)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return h.find(needle) != std::string::npos;
-}
-
 
 }  // namespace
 
@@ -392,6 +386,15 @@ response error_response(unsigned status, std::string_view code, std::string_view
     {"error", json::object{{"code", code}, {"message", to_valid_utf8(message)},
                            {"details", ec ? json::value(json::object{}) : details}}}});
   return r;
+}
+
+std::optional<response> duplicate_field(std::string_view body) {
+  auto scan = detail::scan_json(body);
+  if (scan.duplicate.empty())
+    return std::nullopt;
+  return error_response(400, "DUPLICATE_FIELD",
+                        "the body names '" + scan.duplicate + "' twice",
+                        to_json(json::object{{"field", scan.duplicate}}));
 }
 
 response error_response(const error& err) {
@@ -847,6 +850,8 @@ response router::agents(const request& req, const std::map<std::string, std::str
   }
   if (req.method != "POST")
     return method_not_allowed("GET, POST");
+  if (auto dup = duplicate_field(req.body))
+    return *dup;
   boost::system::error_code ec;
   auto body = json::parse(req.body, ec);
   if (ec || !body.is_object())
@@ -926,6 +931,8 @@ response router::agent(const request& req, const std::string& id, std::string_vi
 }
 
 response router::tokens(const request& req) {
+  if (auto dup = duplicate_field(req.body))
+    return *dup;
   boost::system::error_code ec;
   auto body = json::parse(req.body, ec);
   if (ec || !body.is_object())
@@ -1115,6 +1122,8 @@ response router::nostr_file(const request& req, const std::string& id,
   }
   if (m != "POST")
     return method_not_allowed("POST");
+  if (auto dup = duplicate_field(req.body))
+    return *dup;
   boost::system::error_code ec;
   auto body = json::parse(req.body, ec);
   if (ec || !body.is_object())
@@ -1205,6 +1214,8 @@ response router::identity_file(const request& req, const std::string& id,
     return json_response(200, json::object{{"signature", identity::to_hex(*sig)},
                                            {"pubkey", identity::to_hex(node_.public_keys(id)->ed25519)}});
   }
+  if (auto dup = duplicate_field(req.body))
+    return *dup;
   boost::system::error_code ec;
   auto body = json::parse(req.body, ec);
   if (ec || !body.is_object())
@@ -1543,6 +1554,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       return route(method_not_allowed("GET, POST"));
     std::vector<std::uint64_t> ids;
     if (!req.body.empty()) {
+      if (auto dup = duplicate_field(req.body))
+        return route(std::move(*dup));
       boost::system::error_code ec;
       auto body = json::parse(req.body, ec);
       auto* arr = !ec && body.is_object() ? body.as_object().if_contains("ids") : nullptr;

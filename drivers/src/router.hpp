@@ -82,6 +82,11 @@ response error_response(unsigned status, std::string_view code, std::string_view
                         std::string details_json = "{}");
 /// Maps a ticktock error to its HTTP status and body.
 response error_response(const error& err);
+/// 400 DUPLICATE_FIELD (details: the field's path) if an object in the JSON
+/// text `body` names a field twice, which boost::json::parse would hide by
+/// keeping the last; nullopt otherwise (also for text that is not JSON,
+/// which the caller's parse reports).
+std::optional<response> duplicate_field(std::string_view body);
 
 /// Per-route request counters for /metrics.
 class request_metrics {

@@ -281,6 +281,8 @@ response router::services_file(const request& req, const std::string& id,
       auto l = node_.wallet(id);
       if (!l)
         return error_response(l.error_value());
+      if (auto dup = duplicate_field(req.body))
+        return *dup;
       auto b = parse_budget(req.body, {l->limit_total, l->limit_day, l->limit_month});
       if (!b)
         return error_response(400, "BAD_LIMITS", b.error_value().message());
@@ -560,6 +562,8 @@ response router::control(const request& req, std::string_view second, std::strin
       return route(json_ok(200, json::object{{"engaged", node_.kill_switch()}}), "/v1/killswitch");
     if (m != "PUT")
       return route(not_allowed("GET, PUT"), "/v1/killswitch");
+    if (auto dup = duplicate_field(req.body))
+      return route(std::move(*dup), "/v1/killswitch");
     boost::system::error_code ec;
     auto v = json::parse(req.body, ec);
     auto* e = !ec && v.is_object() && v.as_object().size() == 1 ? v.as_object().if_contains("engaged")
@@ -626,6 +630,8 @@ response router::control(const request& req, std::string_view second, std::strin
     return route(error_response(404, "ROUTE_NOT_FOUND", "no such route"), "/v1/approvals/{approval}");
   if (m != "POST")
     return route(not_allowed("POST"), "/v1/approvals/{approval}/decide");
+  if (auto dup = duplicate_field(req.body))
+    return route(std::move(*dup), "/v1/approvals/{approval}/decide");
   boost::system::error_code ec;
   auto v = json::parse(req.body, ec);
   const json::object* o = !ec && v.is_object() ? &v.as_object() : nullptr;

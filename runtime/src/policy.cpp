@@ -3,15 +3,18 @@
 #include <algorithm>
 #include <array>
 #include <exception>
-#include <set>
 #include <utility>
 
 #include <boost/json.hpp>
-#include <boost/json/basic_parser_impl.hpp>
+
+#include "ticktock/runtime/detail/json_check.hpp"
 
 namespace ticktock::policy {
 
 namespace json = boost::json;
+using detail::index_path;
+using detail::member_path;
+using detail::quoted;
 
 namespace {
 
@@ -41,33 +44,6 @@ error fail(const std::string& path, std::string_view what) {
   return error{errc::invalid_argument, path + ": " + std::string{what}};
 }
 
-// A string from the input, quoted and cut short, safe to put in a message.
-std::string quoted(std::string_view s) {
-  constexpr std::size_t max = 64;
-  bool cut = s.size() > max;
-  std::string out = json::serialize(json::string_view{s.data(), cut ? max : s.size()});
-  if (cut)
-    out += "...";
-  return out;
-}
-
-// The path of member `key` under `path`: `path.key`, or `path["odd key"]`
-// when the key is not a plain identifier.
-std::string member_path(const std::string& path, std::string_view key) {
-  bool plain = !key.empty() && key.size() <= 64 &&
-               std::all_of(key.begin(), key.end(), [](char c) {
-                 return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                        (c >= '0' && c <= '9') || c == '_' || c == '-';
-               });
-  if (!plain)
-    return path + "[" + quoted(key) + "]";
-  return path.empty() ? std::string{key} : path + "." + std::string{key};
-}
-
-std::string index_path(const std::string& path, std::size_t i) {
-  return path + "[" + std::to_string(i) + "]";
-}
-
 std::string_view kind_of(const json::value& v) {
   switch (v.kind()) {
     case json::kind::null: return "null";
@@ -86,115 +62,12 @@ std::string not_a(std::string_view expected_what, const json::value& v) {
   return "must be " + std::string{expected_what} + ", not " + std::string{kind_of(v)};
 }
 
-// -- duplicate keys -----------------------------------------------------------
-
-// Boost.JSON keeps the last of duplicate keys silently; in a policy that
-// would hide half of `{"action":"http","action":"compute"}`. This SAX pass
-// finds the first duplicate key and its path, and reports where the text
-// stops being JSON, before the DOM parse.
-struct duplicate_finder {
-  static constexpr std::size_t max_array_size = std::size_t(-1);
-  static constexpr std::size_t max_object_size = std::size_t(-1);
-  static constexpr std::size_t max_string_size = std::size_t(-1);
-  static constexpr std::size_t max_key_size = std::size_t(-1);
-
-  struct frame {
-    bool array = false;
-    std::size_t index = 0;
-    std::string key;
-    std::set<std::string, std::less<>> keys;
-  };
-  std::vector<frame> stack;
-  std::string key_buf;
-  std::string duplicate_path;  // set when a duplicate was found
-
-  void value_done() {
-    if (!stack.empty() && stack.back().array)
-      ++stack.back().index;
-  }
-
-  std::string path_of_top() const {
-    std::string path;
-    for (std::size_t i = 0; i + 1 < stack.size(); ++i)
-      path = stack[i].array ? index_path(path, stack[i].index) : member_path(path, stack[i].key);
-    return path;
-  }
-
-  bool on_document_begin(json::error_code&) { return true; }
-  bool on_document_end(json::error_code&) { return true; }
-  bool on_array_begin(json::error_code&) {
-    stack.push_back(frame{true, 0, {}, {}});
-    return true;
-  }
-  bool on_array_end(std::size_t, json::error_code&) {
-    stack.pop_back();
-    value_done();
-    return true;
-  }
-  bool on_object_begin(json::error_code&) {
-    stack.push_back(frame{});
-    return true;
-  }
-  bool on_object_end(std::size_t, json::error_code&) {
-    stack.pop_back();
-    value_done();
-    return true;
-  }
-  bool on_string_part(json::string_view, std::size_t, json::error_code&) { return true; }
-  bool on_string(json::string_view, std::size_t, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
-    key_buf.append(s.data(), s.size());
-    return true;
-  }
-  bool on_key(json::string_view s, std::size_t, json::error_code& ec) {
-    key_buf.append(s.data(), s.size());
-    frame& top = stack.back();
-    if (!top.keys.insert(key_buf).second) {
-      duplicate_path = member_path(path_of_top(), key_buf);
-      ec = boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
-      return false;
-    }
-    top.key = std::move(key_buf);
-    key_buf.clear();
-    return true;
-  }
-  bool on_number_part(json::string_view, json::error_code&) { return true; }
-  bool on_int64(std::int64_t, json::string_view, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_uint64(std::uint64_t, json::string_view, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_double(double, json::string_view, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_bool(bool, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_null(json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_comment_part(json::string_view, json::error_code&) { return true; }
-  bool on_comment(json::string_view, json::error_code&) { return true; }
-};
-
 error check_syntax(std::string_view text) {
-  json::basic_parser<duplicate_finder> p{json::parse_options{}};
-  json::error_code ec;
-  std::size_t used = p.write_some(false, text.data(), text.size(), ec);
-  if (!p.handler().duplicate_path.empty())
-    return fail(p.handler().duplicate_path, "duplicate field");
-  if (ec)
-    return fail("policy", "not valid JSON (" + ec.message() + " at byte " + std::to_string(used) +
-                              ")");
+  auto scan = detail::scan_json(text);
+  if (!scan.duplicate.empty())
+    return fail(scan.duplicate, "duplicate field");
+  if (!scan.error.empty())
+    return fail("policy", "not valid JSON (" + scan.error + ")");
   return {};
 }
 

@@ -1070,6 +1070,33 @@ def build_cases(fx):
     req("identity", "encrypt: unknown recipient", "POST", c + "/fs/identity/encrypt",
         '{"data":"x","to":"nobody"}', 404, "AGENT_NOT_FOUND")
 
+    # -- a field named twice (boost::json::parse would keep the last one silently) -------------
+    for name, method, path, body, code, after in [
+        ("POST /v1/agents: type twice", "POST", "/v1/agents",
+         '{"id":"dup1","type":"counter","type":"echo"}', "DUPLICATE_FIELD", fx.absent("/v1/agents/dup1")),
+        ("POST /v1/agents: a config key twice", "POST", "/v1/agents",
+         '{"id":"dup1","type":"counter","config":{"a":1,"a":2}}', "DUPLICATE_FIELD",
+         fx.absent("/v1/agents/dup1")),
+        ("POST /v1/tokens: agent twice", "POST", "/v1/tokens",
+         '{"agent":"%s","agent":"%s","scopes":["read"],"expires_in":60}' % (COUNTER, ECHO),
+         "DUPLICATE_FIELD", None),
+        ("PUT /v1/killswitch: engaged twice", "PUT", "/v1/killswitch",
+         '{"engaged":false,"engaged":true}', "DUPLICATE_FIELD", killswitch_off),
+        ("decide: decision twice", "POST", "/v1/approvals/nope/decide",
+         '{"decision":"deny","decision":"approve"}', "DUPLICATE_FIELD", None),
+        ("POST fs/deadletter: ids twice", "POST", "/v1/agents/%s/fs/deadletter" % BROKEN,
+         '{"ids":[],"ids":[0]}', "DUPLICATE_FIELD", None),
+        ("PUT fs/wallet/limits: total twice", "PUT", c + "/fs/wallet/limits",
+         '{"total":1,"total":2}', "DUPLICATE_FIELD", fx.wallet_limits_unchanged),
+        ("PUT fs/limits: max_attempts twice", "PUT", c + "/fs/limits",
+         '{"max_attempts":2,"max_attempts":9}', "BAD_LIMITS", fx.limits_unchanged),
+        ("POST identity/verify: data twice", "POST", c + "/fs/identity/verify",
+         '{"data":"x","data":"y","signature":"%s"}' % sig128, "DUPLICATE_FIELD", None),
+        ("PUT /v1/policy: default twice", "PUT", "/v1/policy",
+         '{"default":"deny","default":"allow"}', "BAD_POLICY", policy_unchanged),
+    ]:
+        req("duplicate field", name, method, path, body, 400, code, after=after)
+
     # -- import --------------------------------------------------------------------------------------
     b = fx.bundle
     for name, data in [("not a bundle", b"not a bundle"), ("empty", b""),
@@ -1267,6 +1294,19 @@ class BadInputSweepTest(unittest.TestCase):
                                          fx.agent_policy, "the agent's compute policy")
         fx.prices_unchanged = same("/v1/compute/prices", fx.prices, "the price table")
         fx.killswitch_off = same("/v1/killswitch", b'{"engaged":false}', "the kill switch")
+        fx.limits_unchanged = same("/v1/agents/%s/fs/limits" % COUNTER,
+                                   s.get("/v1/agents/%s/fs/limits" % COUNTER).body,
+                                   "the counter's limits")
+        fx.wallet_limits_unchanged = same("/v1/agents/%s/fs/wallet/limits" % COUNTER,
+                                          s.get("/v1/agents/%s/fs/wallet/limits" % COUNTER).body,
+                                          "the counter's budget limits")
+
+        def absent(path):
+            def check():
+                got = s.get(path)
+                return None if got.status == 404 else "%s exists: %r" % (path, got)
+            return check
+        fx.absent = absent
 
         def scratch_goals_are_json():
             # The goal (if taken) is set by a tick: wait for it, then read the listing.
