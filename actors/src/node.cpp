@@ -323,6 +323,12 @@ error node::terminate(const std::string& id) {
     core_->gate->install(key, std::nullopt);
   if (auto actor = core_->dir->remove(id))
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  // Its running jobs have no one to report to, and its container sessions'
+  // files go with it (a later agent of the same id starts without them).
+  if (core_->services)
+    core_->services->cancel_all("agent_terminated", id);
+  std::error_code ec;
+  std::filesystem::remove_all(core_->options.containers_root() / id, ec);
   core_->consumed(static_cast<std::int64_t>(depth));
   std::lock_guard<std::mutex> guard{core_->terminated_mtx};
   core_->terminated.insert(id);

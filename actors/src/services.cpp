@@ -29,6 +29,9 @@ struct service_runner::live {
   std::size_t bytes = 0;
   bool done = false;
   std::atomic<bool> cancelled{false};
+  // Its agent was terminated: the job's end is not committed (a later agent
+  // of the same id must not get its result, record or ledger entry).
+  std::atomic<bool> orphaned{false};
   std::string cancel_reason;
   std::uint64_t session = 0;  // container pool id
 
@@ -86,6 +89,15 @@ void service_runner::start(const storage::job_record& job) {
     ++core_.outstanding;  // the job's result trigger is still to come
   }
   auto out = track(job);
+  if (!core_.dir->known(job.agent)) {
+    // Terminated after the tick that asked for the job committed.
+    out->orphaned = true;
+    auto j = job;
+    j.status = "cancelled";
+    j.error = "agent_terminated";
+    finish(std::move(j), 0);
+    return;
+  }
   if (job.service == "containers") {
     run_container(job, std::move(out));
     return;
@@ -217,13 +229,18 @@ void service_runner::run_container(const storage::job_record& job, std::shared_p
     finish(std::move(j), 0);
     return;
   }
-  auto root = svc.containers_dir.empty() ? core_.options.data_dir / "containers" : svc.containers_dir;
-  auto dir = root / job.agent;
+  auto dir = core_.options.containers_root() / job.agent;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   spec->workdir = dir / job.id;
+  // Every session starts in an empty directory. Job ids repeat across
+  // incarnations of an agent id (they follow its ticks), and terminate's
+  // removal of the agent's directory may have been cut short by a crash:
+  // what is left there belongs to another session.
+  std::filesystem::remove_all(spec->workdir, ec);
   spec->iso = svc.isolation;
   auto log_path = dir / (job.id + ".out");
+  std::filesystem::remove(log_path, ec);  // a new file, never what a link there points to
   auto log = std::make_shared<std::ofstream>(log_path, std::ios::binary | std::ios::trunc);
   auto price = svc.container_price_per_cpu_second;
   sandbox::callbacks cb;
@@ -267,6 +284,12 @@ void service_runner::finish(storage::job_record job, std::uint64_t actual) {
   op.triggers.push_back(result_trigger(job, now));
   auto key = live_key(job.agent, job.id);
   auto ok = job.status == "done";
+  bool orphaned = false;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (auto i = live_.find(key); i != live_.end())
+      orphaned = i->second->orphaned;
+  }
   op.jobs.push_back(std::move(job));
   auto* core = &core_;
   auto done = [this, core, key, ok](storage::op_result& r) {
@@ -294,8 +317,13 @@ void service_runner::finish(storage::job_record job, std::uint64_t actual) {
     }
     core->consumed(1);
   };
-  if (!core_.commits->submit(std::move(op), done))
+  if (orphaned) {
+    storage::op_result none;
+    none.err = error{errc::not_found, "the job's agent was terminated"};
+    done(none);
+  } else if (!core_.commits->submit(std::move(op), done)) {
     core_.consumed(1);  // shutting down: reconciled at the next open
+  }
 }
 
 std::size_t service_runner::reconcile() {
@@ -328,12 +356,14 @@ std::size_t service_runner::reconcile() {
   return n;
 }
 
-void service_runner::cancel_all(const std::string& reason) {
+void service_runner::cancel_all(const std::string& reason, const std::string& agent) {
   std::vector<std::shared_ptr<live>> all;
   {
     std::lock_guard<std::mutex> guard{mtx_};
-    for (auto& [k, l] : live_)
-      all.push_back(l);
+    // Keys are agent '\0' job: an agent's jobs are adjacent.
+    auto prefix = agent.empty() ? std::string{} : agent + '\0';
+    for (auto i = live_.lower_bound(prefix); i != live_.end() && i->first.starts_with(prefix); ++i)
+      all.push_back(i->second);
   }
   for (auto& l : all) {
     bool done;
@@ -345,6 +375,8 @@ void service_runner::cancel_all(const std::string& reason) {
     }
     if (done)
       continue;
+    if (!agent.empty())
+      l->orphaned = true;
     l->cancelled = true;
     if (l->session)
       pool_->cancel(l->session);

@@ -37,8 +37,9 @@ public:
   /// Releases the reservations of jobs left queued by an earlier process and
   /// ends them as failed (`interrupted`), telling their agents. Returns how many.
   std::size_t reconcile();
-  /// Cancels every running job (the kill switch).
-  void cancel_all(const std::string& reason);
+  /// Cancels every running job (the kill switch), or only those of `agent`
+  /// (a terminated agent).
+  void cancel_all(const std::string& reason, const std::string& agent = {});
   /// Cancels one job; false if it is not running here.
   bool cancel(const std::string& agent, const std::string& job);
 

@@ -463,9 +463,7 @@ response router::services_file(const request& req, const std::string& id,
       }
       if (!compute) {
         // The whole output so far, as the session wrote it.
-        auto root = node_.options().services.containers_dir.empty()
-                      ? node_.options().data_dir / "containers"
-                      : node_.options().services.containers_dir;
+        auto root = node_.options().containers_root();
         std::ifstream in(root / id / (j.id + ".out"), std::ios::binary);
         std::ostringstream buf;
         buf << in.rdbuf();
@@ -484,9 +482,7 @@ response router::services_file(const request& req, const std::string& id,
       return json_ok(200, json::object{{"chunks", std::move(arr)}, {"done", done}});
     }
     if (leaf == "files" && !compute && !fetch) {
-      auto root = node_.options().services.containers_dir.empty()
-                    ? node_.options().data_dir / "containers"
-                    : node_.options().services.containers_dir;
+      auto root = node_.options().containers_root();
       // Every component below the containers directory, the session's own
       // directory included, is opened without following symlinks.
       std::vector<std::string> path{id, j.id};

@@ -654,6 +654,46 @@ class ContainerFilesTest(ServicesCase):
         self.assertError(self.server.get(base + "/%2e%2e/x"), 400, "BAD_PATH")
         self.assertError(self.server.get(base + "/d/nothing"), 404, "NO_SUCH_FILE")
 
+    def test_a_deleted_agents_sessions_go_with_it_and_never_reach_its_successor(self):
+        # Job ids follow an agent's ticks, so a new agent of the same id runs
+        # its first session under the same id as the old one's: it must start
+        # in an empty directory, and deleting the agent frees the disk.
+        dirs = os.path.join(self.server.data_dir, "containers", "reborn")
+
+        def run(script):
+            s = self.ok(self.server.post(fs("reborn", "containers/new"),
+                                         {"command": ["sh", "-c", script]}), 202)
+            done = self.wait_job("reborn", s["id"], "containers")
+            self.assertEqual(done["status"], "done", done)
+            return s["id"]
+
+        self.server.create("reborn", "echo")
+        first = run("echo secret > left && echo made")
+        self.assertTrue(os.path.isfile(os.path.join(dirs, first, "left")))
+        # A session still running when its agent goes is cancelled.
+        s = self.ok(self.server.post(fs("reborn", "containers/new"),
+                                     {"command": ["sh", "-c", "echo started; exec sleep 30"]}), 202)
+        self.server.wait_for(lambda: self.server.get(fs("reborn", "containers/sessions/%s/output"
+                                                        % s["id"])).body == b"started\n",
+                             "the sleeper to start")
+        self.assertEqual(self.server.request("DELETE", "/v1/agents/reborn").status, 200)
+        self.assertFalse(os.path.exists(dirs))
+
+        # At once: the old sleeper's end (it is being killed) must not reach
+        # the new agent, neither as a session of its own nor as a trigger.
+        self.server.create("reborn", "echo")
+        second = run("ls -A > /dev/null; echo fresh > mine")
+        self.assertEqual(second, first)
+        time.sleep(0.5)
+        sessions = self.get_json(fs("reborn", "containers/sessions"))
+        self.assertEqual([j["id"] for j in sessions["sessions"]], [second], sessions)
+        # init, containers/new, its own session's result
+        self.assertEqual(self.server.status("reborn")["last_tick"], 3)
+        self.assertEqual(self.get_json(fs("reborn", "containers/sessions/%s/files" % second)),
+                         {"files": [{"path": "mine", "bytes": 6}]})
+        out = self.server.get(fs("reborn", "containers/sessions/%s/output" % second))
+        self.assertEqual(out.body, b"")
+
 
 # -- the OpenAI-compatible provider ---------------------------------------------------
 

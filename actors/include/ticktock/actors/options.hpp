@@ -104,6 +104,11 @@ struct node_options {
   std::shared_ptr<ticktock::clock> clock;
   /// Compute and containers services.
   service_options services;
+  /// Where container sessions get their working directories:
+  /// services.containers_dir, else data_dir / "containers".
+  std::filesystem::path containers_root() const {
+    return services.containers_dir.empty() ? data_dir / "containers" : services.containers_dir;
+  }
   /// The 32-byte master key that seals agents' secret keys; created (mode
   /// 0600) when missing. Empty: data_dir / "master.key".
   std::filesystem::path master_key_file;
