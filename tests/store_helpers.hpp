@@ -25,7 +25,7 @@ inline std::unique_ptr<storage::store> open_store(const temp_dir& dir,
 inline storage::create_op make_agent(const std::string& id) {
   storage::create_op op;
   op.meta.id = id;
-  op.meta.type = "t";
+  op.meta.type = std::string(1, 't');  // not = "t": GCC 12 warns falsely (-Wrestrict)
   op.init.kind = trigger_kind::init;
   return op;
 }

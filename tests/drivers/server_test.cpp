@@ -211,7 +211,7 @@ TEST_CASE("transport limits: body size, header size, slow clients") {
     http::response<http::string_body> hr;
     http::read(raw, rb, hr, ec);
     REQUIRE_FALSE(ec);
-    CHECK(hr.result_int() == status);
+    CHECK(static_cast<int>(hr.result_int()) == status);
     if (status == 400) {
       CHECK(hr.body().find("MISSING_HOST") != std::string::npos);
       CHECK_FALSE(hr.keep_alive());
