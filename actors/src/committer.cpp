@@ -1,4 +1,5 @@
 #include "committer.hpp"
+#include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock::detail {
 
@@ -32,6 +33,7 @@ void committer::stop() {
 }
 
 void committer::loop() {
+  detail::name_this_thread("tt-commit");
   std::vector<storage::write_op> ops;
   std::vector<callback> callbacks;
   for (;;) {

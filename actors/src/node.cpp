@@ -14,6 +14,7 @@
 #include "ticktock/runtime/agent_id.hpp"
 #include "ticktock/runtime/nostr_agent.hpp"
 #include "ticktock/storage/store.hpp"
+#include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock {
 
@@ -59,6 +60,7 @@ void node_core::mark_errored(const std::string& id, const std::string& reason) {
 }
 
 void node_core::sweep_loop() {
+  detail::name_this_thread("tt-sweep");
   auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(options.idle_timeout);
   auto interval = std::clamp<std::chrono::nanoseconds>(timeout / 4, std::chrono::milliseconds{1},
                                                        std::chrono::seconds{1});

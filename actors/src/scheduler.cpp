@@ -1,4 +1,5 @@
 #include "scheduler.hpp"
+#include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock::detail {
 
@@ -33,6 +34,7 @@ void scheduler::stop() {
 }
 
 void scheduler::loop() {
+  detail::name_this_thread("tt-alarms");
   // Re-read the clock at least this often, so an injected clock that jumps
   // (or a wall clock that is adjusted) is noticed.
   constexpr auto max_sleep = std::chrono::milliseconds{200};

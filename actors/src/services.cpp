@@ -7,6 +7,7 @@
 
 #include "agent_host.hpp"
 #include "node_core.hpp"
+#include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock::detail {
 
@@ -117,6 +118,7 @@ void service_runner::start(const storage::job_record& job) {
 }
 
 void service_runner::compute_loop() {
+  detail::name_this_thread("tt-services");
   for (;;) {
     work w;
     {

@@ -21,6 +21,7 @@
 
 #include "router.hpp"
 #include "ticktock/actors/node.hpp"
+#include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -559,7 +560,10 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
   });
   asio::co_spawn(p->io, p->accept_loop(), asio::detached);
   for (std::size_t i = 0; i < std::max<std::size_t>(1, p->options.threads); ++i)
-    p->threads.emplace_back([raw] { raw->io.run(); });
+    p->threads.emplace_back([raw] {
+      detail::name_this_thread("tt-http");
+      raw->io.run();
+    });
   return std::unique_ptr<http_server>(new http_server(std::move(p)));
 }
 

@@ -14,6 +14,7 @@
 
 #include "ticktock/runtime/nostr.hpp"
 #include "ticktock/storage/store.hpp"
+#include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock::drivers {
 
@@ -97,6 +98,7 @@ struct nostr_driver::impl {
   }
 
   void run_queue() {
+    detail::name_this_thread("tt-nostr");
     for (;;) {
       std::function<void()> f;
       {

@@ -8,6 +8,7 @@
 // on the strand with no lock held.
 
 #include "ticktock/drivers/nostr_relay.hpp"
+#include "ticktock/runtime/detail/thread_name.hpp"
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -999,7 +1000,10 @@ expected<std::unique_ptr<relay_pool>> relay_pool::create(relay_pool_options opti
   p->work.emplace(asio::make_work_guard(*p->io));
   auto* raw = p.get();
   for (std::size_t i = 0; i < o.threads; ++i)
-    p->threads.emplace_back([raw] { raw->io->run(); });
+    p->threads.emplace_back([raw] {
+      detail::name_this_thread("tt-relay");
+      raw->io->run();
+    });
   return std::unique_ptr<relay_pool>(new relay_pool(std::move(p)));
 }
 
