@@ -38,7 +38,9 @@ case "$mode" in
     exit 2 ;;
 esac
 export CCACHE_DIR=${CCACHE_DIR:-$PWD/.ccache}
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTICKTOCK_BUILD_BENCH=OFF "${flags[@]}"
+# -g1: line tables are all the reports need, and the build is a third faster.
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 \
+  -DCMAKE_C_FLAGS_DEBUG=-g1 -DTICKTOCK_BUILD_BENCH=OFF "${flags[@]}"
 cmake --build "$build" -j "${JOBS:-$(nproc)}" "${targets[@]}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

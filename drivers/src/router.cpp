@@ -229,7 +229,6 @@ response method_not_allowed(std::string_view allowed) {
   return r;
 }
 
-
 }  // namespace
 
 // -- reply hub -----------------------------------------------------------------
