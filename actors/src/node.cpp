@@ -11,10 +11,10 @@
 
 #include "messages.hpp"
 #include "node_core.hpp"
+#include "ticktock/runtime/detail/thread_name.hpp"
 #include "ticktock/runtime/agent_id.hpp"
 #include "ticktock/runtime/nostr_agent.hpp"
 #include "ticktock/storage/store.hpp"
-#include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock {
 

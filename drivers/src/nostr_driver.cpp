@@ -12,9 +12,9 @@
 #include <set>
 #include <thread>
 
+#include "ticktock/runtime/detail/thread_name.hpp"
 #include "ticktock/runtime/nostr.hpp"
 #include "ticktock/storage/store.hpp"
-#include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock::drivers {
 

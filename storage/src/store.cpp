@@ -485,7 +485,7 @@ private:
     for (auto& t : op.ticks) {
       handle(t, r);
       if (r.err)
-        return;  // no such agent: nothing of the batch was written
+        return;  // one agent's ticks: a missing agent fails the first, before any write
     }
   }
 
