@@ -1,5 +1,7 @@
 // The CAF actor hosting one resident agent. It owns the agent's tick engine
-// and runs one batch of ticks at a time: take the next inbox entry, run
+// and runs one batch of ticks at a time: take the next trigger (the older of
+// the next inbox entry and the next direct trigger, which waits in memory
+// only), run
 // on_trigger, and as long as the tick left nothing a later tick would read
 // from the store (agent_host::chainable) and more entries are cached, run
 // the next one on its uncommitted result; hand the batch's writes to the
@@ -27,15 +29,16 @@ constexpr std::size_t max_cached_entries = 256;
 // Ticks committed together at most.
 constexpr std::size_t max_batch = 64;
 
-// FIFO of cached inbox entries. Unlike std::deque, an empty one owns no
-// memory, which matters with 100,000 resident agents.
-class entry_queue {
+// FIFO of cached inbox entries or direct triggers. Unlike std::deque, an
+// empty one owns no memory, which matters with 100,000 resident agents.
+template <class T>
+class fifo {
 public:
   bool empty() const noexcept { return head_ == items_.size(); }
   std::size_t size() const noexcept { return items_.size() - head_; }
-  storage::inbox_entry& front() { return items_[head_]; }
-  storage::inbox_entry& operator[](std::size_t i) { return items_[head_ + i]; }
-  void push_back(storage::inbox_entry e) { items_.push_back(std::move(e)); }
+  T& front() { return items_[head_]; }
+  T& operator[](std::size_t i) { return items_[head_ + i]; }
+  void push_back(T e) { items_.push_back(std::move(e)); }
   void pop_front() {
     ++head_;
     if (head_ == items_.size()) {
@@ -48,7 +51,7 @@ public:
   }
 
 private:
-  std::vector<storage::inbox_entry> items_;
+  std::vector<T> items_;
   std::size_t head_ = 0;
 };
 
@@ -56,8 +59,16 @@ struct agent_actor_state {
   node_core* core = nullptr;
   std::shared_ptr<residency> res;
   std::unique_ptr<agent_host> host;
-  entry_queue pending;
+  fifo<storage::inbox_entry> pending;
   std::uint64_t highest_seen = 0;  // highest inbox seq read or notified
+  // Direct triggers waiting (node::run_trigger), how many came, and the
+  // number of the next one's seq.
+  fifo<direct_ptr> direct;
+  std::uint64_t directs_seen = 0;
+  std::uint64_t direct_next = 1;
+  // The last attempt failed and is retried first: a direct trigger's (true)
+  // or an inbox entry's (false).
+  std::optional<bool> retrying_direct;
   bool more_in_store = false;      // entries beyond the cache wait in RocksDB
   bool retry_wait = false;
   bool want_hibernate = false;
@@ -100,13 +111,15 @@ void refill(self_ptr self) {
 
 bool idle(self_ptr self) {
   auto& st = self->state;
-  return st.in_flight.empty() && !st.retry_wait && st.pending.empty() && !st.more_in_store;
+  return st.in_flight.empty() && !st.retry_wait && st.pending.empty() && !st.more_in_store
+         && st.direct.empty();
 }
 
 // Returns true if the actor quit.
 bool try_hibernate(self_ptr self) {
   auto& st = self->state;
-  if (!idle(self) || !st.core->dir->try_hibernate(st.host->id(), st.highest_seen))
+  if (!idle(self)
+      || !st.core->dir->try_hibernate(st.host->id(), st.highest_seen, st.directs_seen))
     return false;
   self->quit();
   return true;
@@ -123,7 +136,7 @@ void maybe_tick(self_ptr self) {
     return;
   if (st.pending.empty() && st.more_in_store)
     refill(self);
-  if (st.pending.empty()) {
+  if (st.pending.empty() && st.direct.empty()) {
     // Idle. The directory's sweeper sends ctl_op::idle after idle_timeout.
     if (st.want_hibernate)
       try_hibernate(self);
@@ -153,11 +166,24 @@ void maybe_tick(self_ptr self) {
   }
   touch(self);
   // A throttled agent runs one tick per batch, so each is counted above.
-  auto most = tpm != 0 ? std::size_t{1} : std::min(max_batch, st.pending.size());
+  auto most = tpm != 0 ? std::size_t{1} : max_batch;
   storage::tick_batch_op batch;
   bool chain = false;
+  // Triggers run oldest first across both queues (a retried one first);
+  // release() pops them in the same order.
+  std::size_t from_inbox = 0, from_direct = 0;
   do {
-    st.in_flight.push_back(st.host->run(st.pending[st.in_flight.size()]));
+    bool has_inbox = from_inbox < st.pending.size();
+    bool has_direct = from_direct < st.direct.size();
+    if (!has_inbox && !has_direct)
+      break;
+    bool direct = has_direct
+                  && (!has_inbox
+                      || (st.in_flight.empty() && st.retrying_direct
+                            ? *st.retrying_direct
+                            : st.direct[from_direct]->entry.time < st.pending[from_inbox].time));
+    auto& entry = direct ? st.direct[from_direct++]->entry : st.pending[from_inbox++];
+    st.in_flight.push_back(st.host->run(entry));
     auto& a = st.in_flight.back();
     st.host->advance(a);
     chain = agent_host::chainable(a);
@@ -218,14 +244,23 @@ bool release(self_ptr self, tick_attempt& attempt, bool first) {
   // Observers run before the entry counts as consumed, so whoever returns
   // from wait_idle sees their effects (metrics, logs).
   st.core->notify(ev, first);
+  bool direct = storage::is_direct_seq(attempt.trigger_seq);
   if (attempt.outcome == storage::outcome::failed) {
     st.retry_wait = true;
+    st.retrying_direct = direct;
     self->delayed_send(self, backoff(st.core->options, attempt.attempt), ctl_atom::value,
                       ctl_op::retry);
     return false;
   }
-  st.pending.pop_front();
-  st.core->consumed(1);
+  st.retrying_direct.reset();
+  if (direct) {
+    auto d = std::move(st.direct.front());
+    st.direct.pop_front();
+    d->finish(std::move(ev));
+  } else {
+    st.pending.pop_front();
+    st.core->consumed(1);
+  }
   return true;
 }
 
@@ -280,6 +315,7 @@ bool load(self_ptr self, const std::string& id) {
     st.core->mark_errored(id, problem);
     return false;
   }
+  st.direct_next = st.host->meta().direct_next;
   refill(self);
   return true;
 }
@@ -330,6 +366,22 @@ caf::behavior agent_actor(self_ptr self, node_core* core, std::string id,
       } else {
         refill(self);
       }
+      maybe_tick(self);
+    },
+    [=](direct_atom, const direct_ptr& msg) {
+      auto d = msg;
+      auto& st = self->state;
+      ++st.directs_seen;
+      auto limit = st.host->limits().inbox_limit;
+      if (limit != 0 && st.direct.size() >= limit) {
+        d->finish(error{errc::inbox_full, "agent '" + st.host->id() + "' has "
+                                            + std::to_string(st.direct.size())
+                                            + " direct triggers waiting (limit "
+                                            + std::to_string(limit) + ")"});
+        return;
+      }
+      d->entry.seq = storage::direct_seq(st.direct_next++);
+      st.direct.push_back(std::move(d));
       maybe_tick(self);
     },
     [=](commit_atom, std::uint64_t token, const std::string& err) { on_commit(self, token, err); },

@@ -439,6 +439,11 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
 
   auto next = meta_;
   next.trajectory_next = meta_.trajectory_next + 1;
+  // A direct trigger is not in the inbox: nothing to consume, but its number
+  // must not be given out again after a restart.
+  bool direct = storage::is_direct_seq(entry.seq);
+  if (direct)
+    next.direct_next = std::max(next.direct_next, (entry.seq & ~storage::direct_seq_bit) + 1);
   auto& op = a.op;
   op.trajectory_index = rec.index;
   rec.logs = std::move(fx.logs);
@@ -469,7 +474,8 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     a.ws = std::move(fx.ws);
     a.reply_deferred = fx.reply_deferred;
     a.late_replies = std::move(fx.late_replies);
-    op.consume_seq = entry.seq;
+    if (!direct)
+      op.consume_seq = entry.seq;
     for (auto& ev : fx.outbox)
       op.outbox.push_back({next.outbox_next++, next.tick_count, entry.time, std::move(ev), {}});
     for (auto& ev : signed_notes)
@@ -514,7 +520,8 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
       a.outcome = storage::outcome::deadlettered;
       next.retry_seq = 0;
       next.retry_attempts = 0;
-      op.consume_seq = entry.seq;
+      if (!direct)
+        op.consume_seq = entry.seq;
       storage::deadletter_entry d;
       d.seq = entry.seq;
       d.reason = entry.corrupt ? "corrupt_record" : !a.refused.empty() ? a.refused : "tick_failed";

@@ -95,6 +95,26 @@ bool directory::deliver(const std::string& id, std::uint64_t seq, entry_ptr entr
   return true;
 }
 
+bool directory::deliver_direct(const std::string& id, direct_ptr d) {
+  bool spawned = false;
+  {
+    auto& s = shard_of(id);
+    std::lock_guard<std::mutex> guard{s.mtx};
+    auto i = s.map.find(id);
+    if (i == s.map.end())
+      return false;
+    auto& e = i->second;
+    spawned = !e.actor;
+    if (!activate(id, e))
+      return false;
+    ++e.directs;
+    caf::anon_send(e.actor, direct_atom::value, std::move(d));
+  }
+  if (spawned)
+    enforce_max_resident();
+  return true;
+}
+
 bool directory::wake(const std::string& id) {
   bool spawned = false;
   {
@@ -141,11 +161,13 @@ bool directory::request_hibernate(const std::string& id) {
   return true;
 }
 
-bool directory::try_hibernate(const std::string& id, std::uint64_t last_seen) {
+bool directory::try_hibernate(const std::string& id, std::uint64_t last_seen,
+                              std::uint64_t directs_seen) {
   auto& s = shard_of(id);
   std::lock_guard<std::mutex> guard{s.mtx};
   auto i = s.map.find(id);
-  if (i == s.map.end() || !i->second.actor || i->second.notified > last_seen)
+  if (i == s.map.end() || !i->second.actor || i->second.notified > last_seen
+      || i->second.directs > directs_seen)
     return false;
   forget_actor(i->second);
   return true;
@@ -201,6 +223,7 @@ void directory::enforce_max_resident() {
 
 void directory::forget_actor(entry& e) {
   e.actor = nullptr;
+  e.directs = 0;  // the next actor counts from zero
   e.res.reset();
   --resident_;
   if (e.evicting) {

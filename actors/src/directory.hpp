@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "messages.hpp"
 #include "ticktock/storage/records.hpp"
 
 namespace ticktock::detail {
@@ -54,14 +55,19 @@ public:
   bool deliver(const std::string& id, std::uint64_t seq,
                std::shared_ptr<const storage::inbox_entry> entry);
 
+  /// Hands a direct trigger to the agent's actor, activating it if it is
+  /// hibernated. False (and `d` dropped) if the agent is unknown or errored.
+  bool deliver_direct(const std::string& id, direct_ptr d);
+
   /// Activates the agent if hibernated (without a new entry).
   bool wake(const std::string& id);
   /// Asks a resident agent to hibernate once idle.
   bool request_hibernate(const std::string& id);
 
   /// The hibernation handshake: succeeds (and forgets the actor) only if no
-  /// entry newer than `last_seen` was routed to it.
-  bool try_hibernate(const std::string& id, std::uint64_t last_seen);
+  /// entry newer than `last_seen` and no direct trigger beyond the first
+  /// `directs_seen` were routed to it.
+  bool try_hibernate(const std::string& id, std::uint64_t last_seen, std::uint64_t directs_seen);
   /// The actor of `id` stopped on its own (e.g. LOAD failed).
   void actor_down(const std::string& id);
 
@@ -86,6 +92,7 @@ private:
     caf::actor actor;
     std::shared_ptr<residency> res;
     std::uint64_t notified = 0;
+    std::uint64_t directs = 0;  // direct triggers sent to the current actor
     bool errored = false;
     bool evicting = false;  // asked to hibernate by enforce_max_resident
     std::string error;

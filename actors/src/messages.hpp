@@ -6,8 +6,11 @@
 #include <caf/atom.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
+#include "ticktock/actors/options.hpp"
+#include "ticktock/runtime/error.hpp"
 #include "ticktock/storage/records.hpp"
 
 namespace ticktock::detail {
@@ -30,6 +33,36 @@ enum class ctl_op : std::uint8_t {
 
 using entry_ptr = std::shared_ptr<const storage::inbox_entry>;
 
+/// (direct_atom, direct_ptr): a direct trigger (node::run_trigger).
+using direct_atom = caf::atom_constant<caf::atom("direct")>;
+
+struct node_core;
+
+/// A trigger handed to an agent in memory, with whom to tell how it ended.
+/// Answered exactly once: by finish(), or else when the last reference goes
+/// (the agent stopped first), with shutting_down. Counted as outstanding in
+/// `core` (node::wait_idle) until then.
+class direct_trigger {
+public:
+  using done_fn = std::function<void(expected<tick_event>)>;
+  direct_trigger(node_core& core, storage::inbox_entry e, done_fn done)
+    : entry(std::move(e)), core_(core), done_(std::move(done)) {}
+  direct_trigger(const direct_trigger&) = delete;
+  direct_trigger& operator=(const direct_trigger&) = delete;
+  ~direct_trigger();
+
+  void finish(expected<tick_event> r);
+
+  storage::inbox_entry entry;  ///< its seq is assigned by the agent's actor
+
+private:
+  node_core& core_;
+  done_fn done_;
+};
+
+using direct_ptr = std::shared_ptr<direct_trigger>;
+
 }  // namespace ticktock::detail
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ticktock::detail::entry_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ticktock::detail::direct_ptr)

@@ -42,6 +42,20 @@ void node_core::deliver(storage::op_result& r) {
   }
 }
 
+direct_trigger::~direct_trigger() {
+  finish(error{errc::shutting_down,
+               "the agent stopped before its tick for this request committed"});
+}
+
+void direct_trigger::finish(expected<tick_event> r) {
+  if (!done_)
+    return;
+  auto done = std::move(done_);
+  done_ = nullptr;
+  done(std::move(r));
+  core_.consumed(1);
+}
+
 void node_core::consumed(std::int64_t n) {
   bool now_idle = false;
   {
@@ -356,42 +370,51 @@ error node::wake(const std::string& id) {
 
 // -- triggers ----------------------------------------------------------------
 
-void node::send_async(const std::string& id, std::string payload, const send_options& opts,
-                      std::function<void(expected<send_receipt>)> done) {
-  auto fail = [&](error err) {
-    if (done)
-      done(std::move(err));
-  };
+expected<storage::inbox_entry> node::make_entry(const std::string& id, std::string payload,
+                                                const send_options& opts) const {
   auto ok = checked(id);
   if (!ok)
-    return fail(ok.error_value());
+    return ok.error_value();
   auto& limits = core_->options.limits;
   if (payload.size() > limits.max_message_bytes)
-    return fail(error{errc::message_too_large, "message of " + std::to_string(payload.size())
-                                                 + " bytes exceeds the limit of "
-                                                 + std::to_string(limits.max_message_bytes)});
+    return error{errc::message_too_large, "message of " + std::to_string(payload.size())
+                                            + " bytes exceeds the limit of "
+                                            + std::to_string(limits.max_message_bytes)};
   if (opts.idempotency_key.size() > 256)
-    return fail(error{errc::invalid_argument, "idempotency keys are at most 256 bytes"});
+    return error{errc::invalid_argument, "idempotency keys are at most 256 bytes"};
   if (!opts.from.empty() && !is_valid_agent_id(opts.from))
-    return fail(check_agent_id(opts.from));
+    return check_agent_id(opts.from);
   if (opts.encrypted && opts.from.empty())
-    return fail(error{errc::invalid_argument, "encrypted messages need a sender (from)"});
+    return error{errc::invalid_argument, "encrypted messages need a sender (from)"};
   if (opts.kind == trigger_kind::init)
-    return fail(error{errc::invalid_argument, "init triggers are sent by create only"});
+    return error{errc::invalid_argument, "init triggers are sent by create only"};
   if (auto v = core_->dir->lookup(id); v && v->errored)
-    return fail(error{errc::agent_errored, "agent '" + id + "' is errored: " + v->error});
+    return error{errc::agent_errored, "agent '" + id + "' is errored: " + v->error};
+  storage::inbox_entry e;
+  e.kind = opts.kind;
+  e.time = core_->clock->now();
+  e.from = opts.from;
+  e.payload = std::move(payload);
+  e.idempotency_key = opts.idempotency_key;
+  e.nostr = opts.nostr;
+  if (!opts.from.empty())
+    if (auto err = detail::sign_as(*core_->keys, opts.from, id, opts.encrypted, e))
+      return err;
+  return e;
+}
+
+void node::send_async(const std::string& id, std::string payload, const send_options& opts,
+                      std::function<void(expected<send_receipt>)> done) {
+  auto entry = make_entry(id, std::move(payload), opts);
+  if (!entry) {
+    if (done)
+      done(entry.error_value());
+    return;
+  }
   storage::enqueue_op op;
   op.agent = id;
-  op.entry.kind = opts.kind;
-  op.entry.time = core_->clock->now();
-  op.entry.from = opts.from;
-  op.entry.payload = std::move(payload);
-  op.entry.idempotency_key = opts.idempotency_key;
-  op.entry.nostr = opts.nostr;
-  op.depth_limit = limits.inbox_limit;
-  if (!opts.from.empty())
-    if (auto err = detail::sign_as(*core_->keys, opts.from, id, opts.encrypted, op.entry))
-      return fail(std::move(err));
+  op.entry = std::move(*entry);
+  op.depth_limit = core_->options.limits.inbox_limit;
   auto* core = core_.get();
   // Count the write as outstanding from now on, so wait_idle does not
   // return between this call and the commit.
@@ -412,8 +435,30 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   };
   if (!core_->commits->submit(std::move(op), std::move(cb))) {
     core_->consumed(1);
-    fail(error{errc::shutting_down, "the node is shutting down"});
+    if (done)
+      done(error{errc::shutting_down, "the node is shutting down"});
   }
+}
+
+void node::run_trigger(const std::string& id, std::string payload, const send_options& opts,
+                       std::function<void(expected<tick_event>)> done) {
+  auto entry = opts.idempotency_key.empty()
+                 ? make_entry(id, std::move(payload), opts)
+                 : expected<storage::inbox_entry>{error{
+                     errc::invalid_argument,
+                     "direct triggers are not stored, so idempotency keys cannot apply"}};
+  if (!entry) {
+    done(entry.error_value());
+    return;
+  }
+  auto* core = core_.get();
+  {
+    std::lock_guard<std::mutex> guard{core->idle_mtx};
+    ++core->outstanding;  // until done runs (wait_idle)
+  }
+  auto d = std::make_shared<detail::direct_trigger>(*core, std::move(*entry), std::move(done));
+  // On failure the last reference goes here and d answers shutting_down.
+  core_->dir->deliver_direct(id, std::move(d));
 }
 
 expected<send_receipt> node::send(const std::string& id, std::string payload,

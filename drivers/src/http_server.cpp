@@ -584,7 +584,7 @@ void http_server::stop() {
   impl_->threads.clear();
   // No request arrives any more; requests still waiting for an agent are
   // dropped while the io_context their answers would be posted to exists.
-  impl_->api.quiesce(std::chrono::seconds{5});
+  impl_->api.quiesce();
 }
 
 }  // namespace ticktock::drivers

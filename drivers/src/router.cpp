@@ -240,15 +240,25 @@ reply_hub::reply_hub(node& n) : node_(n) {
 reply_hub::~reply_hub() { node_.remove_tick_observer(observer_); }
 
 void reply_hub::on_tick(const tick_event& ev) {
-  if (ev.outcome == storage::outcome::failed)
+  if (ev.outcome != storage::outcome::ok || ev.late_replies.empty())
     return;
   std::vector<std::pair<callback, tick_event>> ready;
   std::vector<callback> expired;
   {
     std::lock_guard<std::mutex> guard{mtx_};
-    // Answers to requests an earlier tick deferred (ctx.defer_reply): each
-    // goes to its request as if that request's own tick had replied.
+    // Each answer goes to its request as if that request's own tick had
+    // replied; one whose requester gave up is dropped.
     for (auto& [seq, reply] : ev.late_replies) {
+      key k{ev.agent, seq};
+      auto i = waiting_.find(k);
+      if (i == waiting_.end())
+        continue;
+      auto [b, e] = deadlines_.equal_range(i->second.deadline);
+      for (auto d = b; d != e; ++d)
+        if (d->second == k) {
+          deadlines_.erase(d);
+          break;
+        }
       tick_event late;
       late.agent = ev.agent;
       late.tick = ev.tick;
@@ -256,43 +266,15 @@ void reply_hub::on_tick(const tick_event& ev) {
       late.trigger_seq = seq;
       late.outcome = storage::outcome::ok;
       late.reply = reply;
-      hand_over({ev.agent, seq}, std::move(late), ready);
+      ready.emplace_back(std::move(i->second.cb), std::move(late));
+      waiting_.erase(i);
     }
-    // A committed tick that deferred its reply leaves its request waiting.
-    if (ev.kind == trigger_kind::http
-        && !(ev.reply_deferred && ev.outcome == storage::outcome::ok))
-      hand_over({ev.agent, ev.trigger_seq}, ev, ready);
-    if (!deadlines_.empty())
-      sweep(clock::now(), expired);
+    sweep(clock::now(), expired);
   }
   for (auto& [cb, e] : ready)
     cb(std::move(e));
   for (auto& cb : expired)
     cb(std::nullopt);
-}
-
-void reply_hub::hand_over(const key& k, tick_event ev,
-                          std::vector<std::pair<callback, tick_event>>& ready) {
-  if (auto i = waiting_.find(k); i != waiting_.end()) {
-    auto [b, e] = deadlines_.equal_range(i->second.deadline);
-    for (auto d = b; d != e; ++d)
-      if (d->second == k) {
-        deadlines_.erase(d);
-        break;
-      }
-    ready.emplace_back(std::move(i->second.cb), std::move(ev));
-    waiting_.erase(i);
-    return;
-  }
-  // The tick committed before its requester started waiting: keep the reply
-  // for it (bounded; a requester that gave up never claims its reply).
-  if (!unclaimed_.insert_or_assign(k, std::move(ev)).second)
-    return;
-  order_.push_back(k);
-  while (order_.size() > max_unclaimed) {
-    unclaimed_.erase(order_.front());
-    order_.pop_front();
-  }
 }
 
 void reply_hub::sweep(clock::time_point now, std::vector<callback>& expired) {
@@ -306,23 +288,17 @@ void reply_hub::sweep(clock::time_point now, std::vector<callback>& expired) {
 }
 
 void reply_hub::await(const key& k, clock::time_point deadline, callback cb) {
-  std::optional<tick_event> ready;
   std::vector<callback> expired;
   {
     std::lock_guard<std::mutex> guard{mtx_};
     sweep(clock::now(), expired);
-    if (auto i = unclaimed_.find(k); i != unclaimed_.end()) {
-      ready = std::move(i->second);
-      unclaimed_.erase(i);
-    } else if (!waiting_.contains(k)) {
+    if (!waiting_.contains(k)) {
       waiting_.emplace(k, waiter{deadline, std::move(cb)});
       deadlines_.emplace(deadline, k);
     } else {
       expired.push_back(std::move(cb));  // one waiter per request
     }
   }
-  if (ready)
-    cb(std::move(ready));
   for (auto& e : expired)
     e(std::nullopt);
 }
@@ -353,7 +329,7 @@ void router::ticket::finish(response r) {
   done(std::move(r));
 }
 
-void router::ticket::accepted(std::uint64_t seq) {
+void router::ticket::deferred(std::uint64_t seq) {
   std::lock_guard<std::mutex> guard{mtx_};
   seq_ = seq;
 }
@@ -365,10 +341,12 @@ void router::ticket::cancel() {
     seq = seq_;
   }
   auto r = seq ? error_response(504, "REPLY_TIMEOUT",
-                                "the agent did not answer within the reply timeout; the request "
-                                "stays in its inbox (seq " + std::to_string(*seq) + ")")
+                                "the agent deferred its reply to this request (seq "
+                                  + std::to_string(*seq)
+                                  + ") and did not answer within the reply timeout")
                : error_response(504, "REPLY_TIMEOUT",
-                                "the request was not accepted within the reply timeout");
+                                "the agent did not run this request within the reply timeout; "
+                                "it may still run");
   r.route = "/a/{id}";
   finish(std::move(r));
 }
@@ -635,10 +613,11 @@ response router::handle(const request& req) {
   return f.get();
 }
 
-void router::quiesce(std::chrono::milliseconds timeout) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (sending_ > 0 && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+void router::quiesce() {
+  {
+    std::lock_guard<std::recursive_mutex> guard{life_->mtx};
+    life_->open = false;
+  }
   replies_.drop_waiters();
 }
 
@@ -1703,8 +1682,10 @@ response reply_of(const tick_event& ev) {
 
 }  // namespace
 
-// Nothing here blocks: the inbox write completes on the committer thread,
-// which then waits for the reply through the hub; the ticket answers.
+// Nothing here blocks: the request goes to the agent's actor as a direct
+// trigger (no inbox write: its tick's commit makes it durable) and the
+// ticket answers from the committed tick, or through the hub from the later
+// tick that answers a deferred reply.
 void router::agent_route(const request& req, const std::string& id, std::string_view rest,
                          std::string_view query, const std::shared_ptr<ticket>& t) {
   http_request hr;
@@ -1717,28 +1698,34 @@ void router::agent_route(const request& req, const std::string& id, std::string_
   hr.body = req.body;
   send_options opts;
   opts.kind = trigger_kind::http;
-  auto answer = [t](response r) {
-    r.route = "/a/{id}";
-    t->finish(std::move(r));
-  };
-  auto deadline = reply_hub::clock::now() + options_.reply_timeout;
-  ++sending_;
-  node_.send_async(id, hr.encode(), opts,
-                   [this, t, id, deadline, answer](expected<send_receipt> sent) {
-                     if (!sent)
-                       answer(error_response(sent.error_value()));
-                     else {
-                       t->accepted(sent->seq);
-                       replies_.await({id, sent->seq}, deadline,
-                                      [t, answer](std::optional<tick_event> ev) {
-                                        if (ev)
-                                          answer(reply_of(*ev));
-                                        else
-                                          t->cancel();
-                                      });
-                     }
-                     --sending_;  // last: quiesce may destroy the router after this
-                   });
+  node_.run_trigger(id, hr.encode(), opts, [this, t, id, life = life_](expected<tick_event> ev) {
+    std::lock_guard<std::recursive_mutex> guard{life->mtx};
+    if (!life->open)
+      return;  // the server stopped: nobody to answer
+    auto answer = [&t](response r) {
+      r.route = "/a/{id}";
+      t->finish(std::move(r));
+    };
+    if (!ev) {
+      answer(error_response(ev.error_value()));
+    } else if (ev->reply_deferred && ev->outcome == storage::outcome::ok) {
+      // Registered before the agent's next tick can commit the late reply.
+      t->deferred(ev->trigger_seq);
+      replies_.await({id, ev->trigger_seq}, reply_hub::clock::now() + options_.reply_timeout,
+                     [t, life](std::optional<tick_event> late) {
+                       std::lock_guard<std::recursive_mutex> g{life->mtx};
+                       if (!life->open)
+                         return;
+                       if (!late)
+                         return t->cancel();
+                       auto r = reply_of(*late);
+                       r.route = "/a/{id}";
+                       t->finish(std::move(r));
+                     });
+    } else {
+      answer(reply_of(*ev));
+    }
+  });
 }
 
 }  // namespace ticktock::drivers

@@ -99,24 +99,24 @@ private:
   std::map<std::pair<std::string, unsigned>, std::uint64_t> counts_;
 };
 
-/// Hands the committed replies of http triggers to the requests waiting for
-/// them: one tick observer for all requests, keyed by (agent, inbox seq). A
-/// tick that deferred its reply (ctx.defer_reply) leaves the request waiting
-/// for the later tick that answers it with ctx.reply_to. Waiting is a
-/// callback, so that no thread is parked per request.
+/// Hands late replies to the HTTP requests whose ticks deferred them
+/// (ctx.defer_reply): the later tick that answers with ctx.reply_to commits
+/// them by the request's trigger seq. One tick observer for all requests,
+/// keyed by (agent, seq); waiting is a callback, so that no thread is parked
+/// per request.
 class reply_hub {
 public:
   using key = std::pair<std::string, std::uint64_t>;
   using clock = std::chrono::steady_clock;
-  /// Gets the committed (or deadlettered) tick of trigger `k`, or nullopt
-  /// once `deadline` passed.
+  /// Gets an event whose `reply` answers request `k`, or nullopt once
+  /// `deadline` passed.
   using callback = std::function<void(std::optional<tick_event>)>;
   explicit reply_hub(node& n);
   ~reply_hub();
-  /// Calls `cb` once: at once if the tick already committed, else from the
-  /// committer thread when it does (it must not block). A waiter past its
-  /// deadline is dropped, with cb(nullopt), the next time the hub is used;
-  /// whoever waits keeps its own timer.
+  /// Calls `cb` once, from the thread of the tick that commits the reply
+  /// (it must not block); wait before that tick can commit. A waiter past
+  /// its deadline is dropped, with cb(nullopt), the next time the hub is
+  /// used; whoever waits keeps its own timer.
   void await(const key& k, clock::time_point deadline, callback cb);
   /// Drops every waiter without calling it (the server is going away).
   void drop_waiters();
@@ -126,11 +126,7 @@ private:
     clock::time_point deadline;
     callback cb;
   };
-  static constexpr std::size_t max_unclaimed = 4096;
   void on_tick(const tick_event& ev);
-  // Hands `ev` to the waiter of `k` (moved into `ready`), or keeps it for
-  // the requester that has not started waiting yet. Under mtx_.
-  void hand_over(const key& k, tick_event ev, std::vector<std::pair<callback, tick_event>>& ready);
   // Moves the waiters past their deadline into `expired`. Under mtx_.
   void sweep(clock::time_point now, std::vector<callback>& expired);
 
@@ -139,8 +135,6 @@ private:
   std::mutex mtx_;
   std::map<key, waiter> waiting_;
   std::multimap<clock::time_point, key> deadlines_;
-  std::map<key, tick_event> unclaimed_;
-  std::deque<key> order_;
 };
 
 struct router_options {
@@ -172,10 +166,10 @@ public:
   /// False for the routes that never block: /healthz, /metrics and the
   /// agent-handled /a/{id} (which waits through a callback).
   static bool may_block(const request& req);
-  /// For the server's stop, once no request can arrive: waits (up to
-  /// `timeout`) for the inbox writes of agent routes in flight, then drops
-  /// the requests still waiting for replies without answering them.
-  void quiesce(std::chrono::milliseconds timeout);
+  /// For the server's stop, once no request can arrive: drops the requests
+  /// still waiting for agents without answering them (their answers would
+  /// go to I/O threads that are gone). Returns once no answer is under way.
+  void quiesce();
 
   /// Up to `limit` events of a stream from id `from` on.
   expected<std::vector<stream_event>> read_stream(stream_kind kind, const std::string& agent,
@@ -230,7 +224,14 @@ private:
   token_authority authority_;
   request_metrics& metrics_;
   reply_hub replies_;
-  std::atomic<std::size_t> sending_{0};  // agent routes whose inbox write is in flight
+  // Open until quiesce(): an agent's answer reaches its ticket only while
+  // open, under the lock (recursive: answering a deferred request waits in
+  // the hub, which may answer expired requests on the spot).
+  struct life {
+    std::recursive_mutex mtx;
+    bool open = true;
+  };
+  std::shared_ptr<life> life_ = std::make_shared<life>();
 };
 
 /// A request that waits for an agent's reply (see router::handle). Thread
@@ -239,12 +240,12 @@ class router::ticket {
 public:
   ticket(request_metrics& metrics, reply_fn done) : metrics_(metrics), done_(std::move(done)) {}
   /// Gives up waiting: answers 504 REPLY_TIMEOUT now, unless answered already.
-  /// The request stays in the agent's inbox.
+  /// A request the agent has not run yet may still run.
   void cancel();
   /// Answers (counted in the route metrics); later answers are dropped.
   void finish(response r);
-  /// The inbox seq of the request once it is durable.
-  void accepted(std::uint64_t seq);
+  /// The agent's tick deferred its reply to request `seq` (ctx.defer_reply).
+  void deferred(std::uint64_t seq);
 
 private:
   request_metrics& metrics_;

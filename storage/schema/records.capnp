@@ -25,6 +25,7 @@ struct AgentRecord {
   retrySeq @11 :UInt64;        # inbox seq whose failed attempts are counted below
   retryAttempts @12 :UInt32;   # failed attempts of retrySeq so far
   summary @13 :Text;           # the agent's summary() after its last tick (JSON)
+  directNext @14 :UInt64;      # number n of the next direct trigger (seq 2^63 + n); 0 = 1
 }
 
 struct InboxEntry {

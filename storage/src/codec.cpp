@@ -195,6 +195,7 @@ std::string encode(const agent_record& r) {
   b.setOutboxNext(r.outbox_next);
   b.setRetrySeq(r.retry_seq);
   b.setRetryAttempts(r.retry_attempts);
+  b.setDirectNext(r.direct_next);
   if (!r.summary.empty())
     b.setSummary(as_text(r.summary));
   return finish(msg);
@@ -215,6 +216,7 @@ expected<agent_record> decode_agent(std::string_view bytes) {
     r.outbox_next = m.getOutboxNext();
     r.retry_seq = m.getRetrySeq();
     r.retry_attempts = m.getRetryAttempts();
+    r.direct_next = std::max<std::uint64_t>(m.getDirectNext(), 1);
     r.summary = to_string(m.getSummary());
     bool ok = to_hash(m.getTrajectoryHead(), r.trajectory_head);
     return std::make_pair(ok, std::move(r));

@@ -84,6 +84,19 @@ public:
   void send_async(const std::string& id, std::string payload, const send_options& opts,
                   std::function<void(expected<send_receipt>)> done);
 
+  /// Hands a trigger to the agent without an inbox write (a direct trigger,
+  /// as for HTTP requests on /a/): it becomes durable in the write of its
+  /// own tick, and `done` gets that tick's event once it committed (or the
+  /// event of the attempt that deadlettered it; failed attempts are retried
+  /// from memory). Until then it lives in memory only: a crash loses it, so
+  /// the event is the acknowledgement. Its seq is storage::direct_seq(n), n
+  /// counting per agent. At most `inbox_limit` wait per agent. `done` runs
+  /// once, on an internal thread, and must not block. Errors: those of send
+  /// (idempotency keys are refused: nothing stored deduplicates), and
+  /// shutting_down if the agent stops (terminate, shutdown) first.
+  void run_trigger(const std::string& id, std::string payload, const send_options& opts,
+                   std::function<void(expected<tick_event>)> done);
+
   /// Enqueues a `ctl` trigger: a manual tick.
   expected<send_receipt> tick(const std::string& id);
 
@@ -269,6 +282,9 @@ public:
 private:
   explicit node(std::unique_ptr<detail::node_core> core);
   expected<std::string> checked(const std::string& id) const;
+  /// Checks a trigger from outside and builds its inbox entry (seq unset).
+  expected<storage::inbox_entry> make_entry(const std::string& id, std::string payload,
+                                            const send_options& opts) const;
   /// The agent's keys, unsealed (for calls that sign or decrypt as it).
   expected<identity::agent_keys> unsealed_keys(const std::string& id) const;
 

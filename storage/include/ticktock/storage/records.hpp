@@ -42,11 +42,22 @@ struct agent_record {
   std::uint64_t retry_seq = 0;
   std::uint32_t retry_attempts = 0;
   std::string summary;  ///< agent_base::summary() after the last committed tick
+  /// Number of the next direct trigger (see direct_seq).
+  std::uint64_t direct_next = 1;
 };
+
+/// Seqs of direct triggers (node::run_trigger, HTTP requests on /a/): they
+/// are never written to the inbox, so they number in a space of their own,
+/// per agent, with bit 63 set.
+constexpr std::uint64_t direct_seq_bit = std::uint64_t{1} << 63;
+constexpr std::uint64_t direct_seq(std::uint64_t n) noexcept { return direct_seq_bit | n; }
+constexpr bool is_direct_seq(std::uint64_t seq) noexcept { return (seq & direct_seq_bit) != 0; }
 
 /// One durable inbox entry (a trigger waiting for its tick).
 struct inbox_entry {
-  std::uint64_t seq = 0;  ///< from the key; assigned by the store on enqueue
+  /// From the key, assigned by the store on enqueue; a direct trigger's is
+  /// direct_seq(n).
+  std::uint64_t seq = 0;
   trigger_kind kind = trigger_kind::message;
   time_point time{};
   std::string from;
