@@ -189,6 +189,7 @@ void maybe_tick(self_ptr self) {
     chain = agent_host::chainable(a);
     batch.ticks.push_back(std::move(a.op));
   } while (chain && st.in_flight.size() < most);
+  st.host->seal(batch.ticks);  // one signature for the batch
   auto token = ++st.token;
   storage::write_op op;
   if (batch.ticks.size() == 1)

@@ -547,13 +547,23 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   a.limits = rec.limits;
   auto record_bytes = storage::encode(rec);
   next.trajectory_head = storage::blake2b(record_bytes);
-  auto sig = identity::sign(*keys_, identity::trajectory_signing_bytes(meta_.id, record_bytes));
-  op.trajectory_bytes = storage::encode_signed_trajectory(
-    record_bytes, std::string_view{reinterpret_cast<const char*>(sig.data()), sig.size()});
+  op.trajectory_bytes = std::move(record_bytes);  // sealed by seal()
   a.state_hash = rec.state_hash;
   a.meta_after = next;
   op.meta = std::move(next);
   return a;
+}
+
+void agent_host::seal(std::span<storage::tick_op> ops) const {
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    auto& bytes = ops[i].trajectory_bytes;
+    std::string signature;
+    if (i + 1 == ops.size()) {
+      auto sig = identity::sign(*keys_, identity::trajectory_signing_bytes(meta_.id, bytes));
+      signature.assign(reinterpret_cast<const char*>(sig.data()), sig.size());
+    }
+    bytes = storage::encode_signed_trajectory(bytes, signature);
+  }
 }
 
 void agent_host::advance(tick_attempt& a) {

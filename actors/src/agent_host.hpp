@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "ticktock/actors/options.hpp"
@@ -72,8 +73,15 @@ public:
 
   /// Runs one attempt of `entry` and returns the write that commits it. The
   /// agent's in-memory state is left as the tick made it (on success) or as
-  /// last committed (on failure).
+  /// last committed (on failure). The trajectory record in `op` is unsealed
+  /// until seal() is called.
   tick_attempt run(const storage::inbox_entry& entry);
+
+  /// Seals the trajectory records of ticks written together (in order), all
+  /// unsealed from run(): the last one is signed with the agent's key, and
+  /// its signature covers the others through the hash chain, so a batch
+  /// costs one signature.
+  void seal(std::span<storage::tick_op> ops) const;
 
   /// Makes the attempt's meta and state the base of the next run, before
   /// its write commits (a batch of ticks is committed together). Moves

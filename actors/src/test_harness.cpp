@@ -174,6 +174,7 @@ std::size_t harness::run() {
       if (entries.empty())
         continue;
       auto a = l->host->run(entries.front());
+      l->host->seal({&a.op, 1});
       l->host->advance(a);
       auto r = apply(std::move(a.op))[0];
       ++attempts;

@@ -1346,6 +1346,10 @@ chain_report store::verify_trajectory(std::string_view id) const {
   auto prefix = keys::prefix(id);
   hash256 prev{};
   std::uint64_t expected_index = 0;
+  // Ticks committed together carry one signature, on the last record: the
+  // unsigned ones before it are covered through the hash chain.
+  constexpr auto covered = std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t uncovered = covered;  // first unsigned record since the last signed one
   impl_->scan(cf_trajectory, prefix, prefix, [&](auto k, auto stored) {
     auto index = keys::get_be64(k.substr(prefix.size()));
     ++rep.records;
@@ -1362,13 +1366,14 @@ chain_report store::verify_trajectory(std::string_view id) const {
     auto signing = identity::trajectory_signing_bytes(id, v);
     auto sig_bytes = std::span{reinterpret_cast<const std::uint8_t*>(sig.data()), sig.size()};
     if (sig.empty()) {
-      fail(index, "record " + std::to_string(index) + " is not signed");
-      return false;
-    }
-    if (std::none_of(signers.begin(), signers.end(),
-                     [&](auto& key) { return identity::verify(key, signing, sig_bytes); })) {
+      if (uncovered == covered)
+        uncovered = index;
+    } else if (std::none_of(signers.begin(), signers.end(),
+                            [&](auto& key) { return identity::verify(key, signing, sig_bytes); })) {
       fail(index, "record " + std::to_string(index) + " has a bad signature");
       return false;
+    } else {
+      uncovered = covered;
     }
     auto rec = decode_trajectory(v);
     if (!rec) {
@@ -1390,7 +1395,10 @@ chain_report store::verify_trajectory(std::string_view id) const {
   });
   if (!rep.ok)
     return rep;
-  if (expected_index != meta->trajectory_next)
+  if (uncovered != covered)
+    fail(uncovered, "record " + std::to_string(uncovered)
+                       + " is not signed, and no signed record after it covers it");
+  else if (expected_index != meta->trajectory_next)
     fail(expected_index, "chain has " + std::to_string(expected_index) + " records, agent expects "
                            + std::to_string(meta->trajectory_next));
   else if (expected_index > 0 && prev != meta->trajectory_head)

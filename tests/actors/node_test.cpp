@@ -575,6 +575,13 @@ TEST_CASE("triggers waiting for an agent run as one batch of ticks, committed in
   REQUIRE(chain);
   CHECK(chain->ok);
   CHECK(chain->records == expected.size() + 1);
+  // One signature per write (and one for init's): on the last record of
+  // each batch.
+  auto recs = nd.trajectory("t");
+  REQUIRE(recs);
+  CHECK(std::count_if(recs->begin(), recs->end(), [](auto& r) { return !r.signature.empty(); })
+        == static_cast<std::ptrdiff_t>(1 + writes));
+  CHECK(recs->back().signature.size() == 64);
 
   // The batch survives a restart as committed.
   n->reset();

@@ -297,7 +297,22 @@ TEST_CASE("trajectory signatures are checked against the agent's current and ret
     CHECK_FALSE(rep.ok);
     CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
   }
-  SECTION("an unsigned record fails") {
+  SECTION("an unsigned record is covered by a signed one after it, until it changes") {
+    chain_of(*s, keys, 3);
+    auto r1 = decode_signed_trajectory(*s->raw_get("trajectory", keys::seq_key("a", 1)));
+    REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1), encode_signed_trajectory(r1->first, "")));
+    CHECK(s->verify_trajectory("a").ok);
+    // Its bytes are still pinned by record 2's prev_hash.
+    auto rec = decode_trajectory(r1->first);
+    REQUIRE(rec);
+    rec->error = "rewritten";
+    REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1),
+                             encode_signed_trajectory(encode(*rec), "")));
+    auto rep = s->verify_trajectory("a");
+    CHECK_FALSE(rep.ok);
+    CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
+  }
+  SECTION("an unsigned last record fails") {
     chain_of(*s, keys, 2);
     auto r1 = decode_signed_trajectory(*s->raw_get("trajectory", keys::seq_key("a", 1)));
     REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1), encode_signed_trajectory(r1->first, "")));
