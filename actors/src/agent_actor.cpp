@@ -1,12 +1,11 @@
 // The CAF actor hosting one resident agent. It owns the agent's tick engine
 // and runs one batch of ticks at a time: take the next trigger (the older of
-// the next inbox entry and the next direct trigger, which waits in memory
-// only), run
-// on_trigger, and as long as the tick left nothing a later tick would read
-// from the store (agent_host::chainable) and more entries are cached, run
-// the next one on its uncommitted result; hand the batch's writes to the
-// committer as one op, and only after the commit release the effects (tick
-// by tick, in order) and take the next entries. When the write fails, the
+// the next cached inbox entry and the next direct trigger, which waits in
+// memory only), run on_trigger, and as long as the tick left nothing a later
+// tick would read from the store (agent_host::chainable) and more triggers
+// wait, run the next one on its uncommitted result; hand the batch's writes
+// (one signature) to the committer as one op, and only after the commit
+// release the effects (tick by tick, in order) and take the next triggers. When the write fails, the
 // whole batch is rolled back and retried. Idle agents hibernate through the
 // directory's handshake.
 

@@ -75,47 +75,8 @@ bool directory::activate(const std::string& id, entry& e) {
   return true;
 }
 
-bool directory::deliver(const std::string& id, std::uint64_t seq, entry_ptr entry) {
-  bool spawned = false;
-  {
-    auto& s = shard_of(id);
-    std::lock_guard<std::mutex> guard{s.mtx};
-    auto i = s.map.find(id);
-    if (i == s.map.end())
-      return false;
-    auto& e = i->second;
-    spawned = !e.actor;
-    if (!activate(id, e))
-      return false;
-    e.notified = std::max(e.notified, seq);
-    caf::anon_send(e.actor, notify_atom::value, seq, std::move(entry));
-  }
-  if (spawned)
-    enforce_max_resident();
-  return true;
-}
-
-bool directory::deliver_direct(const std::string& id, direct_ptr d) {
-  bool spawned = false;
-  {
-    auto& s = shard_of(id);
-    std::lock_guard<std::mutex> guard{s.mtx};
-    auto i = s.map.find(id);
-    if (i == s.map.end())
-      return false;
-    auto& e = i->second;
-    spawned = !e.actor;
-    if (!activate(id, e))
-      return false;
-    ++e.directs;
-    caf::anon_send(e.actor, direct_atom::value, std::move(d));
-  }
-  if (spawned)
-    enforce_max_resident();
-  return true;
-}
-
-bool directory::wake(const std::string& id) {
+template <class F>
+bool directory::with_active(const std::string& id, F&& f) {
   bool spawned = false;
   {
     auto& s = shard_of(id);
@@ -126,28 +87,34 @@ bool directory::wake(const std::string& id) {
     spawned = !i->second.actor;
     if (!activate(id, i->second))
       return false;
+    f(i->second);
   }
   if (spawned)
     enforce_max_resident();
   return true;
+}
+
+bool directory::deliver(const std::string& id, std::uint64_t seq, entry_ptr entry) {
+  return with_active(id, [&](auto& e) {
+    e.notified = std::max(e.notified, seq);
+    caf::anon_send(e.actor, notify_atom::value, seq, std::move(entry));
+  });
+}
+
+bool directory::deliver_direct(const std::string& id, direct_ptr d) {
+  return with_active(id, [&](auto& e) {
+    ++e.directs;
+    caf::anon_send(e.actor, direct_atom::value, std::move(d));
+  });
+}
+
+bool directory::wake(const std::string& id) {
+  return with_active(id, [](auto&) {});
 }
 
 caf::actor directory::actor_of(const std::string& id) {
   caf::actor result;
-  bool spawned = false;
-  {
-    auto& s = shard_of(id);
-    std::lock_guard<std::mutex> guard{s.mtx};
-    auto i = s.map.find(id);
-    if (i == s.map.end())
-      return {};
-    spawned = !i->second.actor;
-    if (!activate(id, i->second))
-      return {};
-    result = i->second.actor;
-  }
-  if (spawned)
-    enforce_max_resident();
+  with_active(id, [&](auto& e) { result = e.actor; });
   return result;
 }
 

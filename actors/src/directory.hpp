@@ -106,6 +106,10 @@ private:
   // Spawns the actor of `e` if needed; lock of its shard held. False if not
   // allowed (closed or errored).
   bool activate(const std::string& id, entry& e);
+  // Calls f(entry) under the shard lock once the agent's actor runs
+  // (activating it); false if the agent is unknown or cannot be activated.
+  template <class F>
+  bool with_active(const std::string& id, F&& f);
   void enforce_max_resident();
   // The actor of `e` is gone; shard lock held.
   void forget_actor(entry& e);

@@ -250,8 +250,9 @@ public:
   std::size_t resident_count() const;
 
   /// Blocks until every inbox write accepted so far (including send_async
-  /// calls not yet durable) has been consumed by a tick of a runnable agent,
-  /// or `timeout` passes. Returns false on timeout.
+  /// calls not yet durable) has been consumed by a tick of a runnable agent
+  /// and every run_trigger call has been answered, or `timeout` passes.
+  /// Returns false on timeout.
   bool wait_idle(std::chrono::milliseconds timeout) const;
 
   /// Called after every committed tick attempt, on a CAF worker thread; must
