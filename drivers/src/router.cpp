@@ -1702,7 +1702,7 @@ void router::agent_route(const request& req, const std::string& id, std::string_
     std::lock_guard<std::recursive_mutex> guard{life->mtx};
     if (!life->open)
       return;  // the server stopped: nobody to answer
-    auto answer = [&t](response r) {
+    auto answer = [t](response r) {
       r.route = "/a/{id}";
       t->finish(std::move(r));
     };
@@ -1712,15 +1712,14 @@ void router::agent_route(const request& req, const std::string& id, std::string_
       // Registered before the agent's next tick can commit the late reply.
       t->deferred(ev->trigger_seq);
       replies_.await({id, ev->trigger_seq}, reply_hub::clock::now() + options_.reply_timeout,
-                     [t, life](std::optional<tick_event> late) {
+                     [t, life, answer](std::optional<tick_event> late) {
                        std::lock_guard<std::recursive_mutex> g{life->mtx};
                        if (!life->open)
                          return;
-                       if (!late)
-                         return t->cancel();
-                       auto r = reply_of(*late);
-                       r.route = "/a/{id}";
-                       t->finish(std::move(r));
+                       if (late)
+                         answer(reply_of(*late));
+                       else
+                         t->cancel();
                      });
     } else {
       answer(reply_of(*ev));
