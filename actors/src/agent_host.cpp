@@ -443,7 +443,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   // must not be given out again after a restart.
   bool direct = storage::is_direct_seq(entry.seq);
   if (direct)
-    next.direct_next = std::max(next.direct_next, (entry.seq & ~storage::direct_seq_bit) + 1);
+    next.direct_next = std::max(next.direct_next, storage::direct_number(entry.seq) + 1);
   auto& op = a.op;
   op.trajectory_index = rec.index;
   rec.logs = std::move(fx.logs);

@@ -1363,16 +1363,17 @@ chain_report store::verify_trajectory(std::string_view id) const {
       return false;
     }
     const auto& [v, sig] = *signed_rec;
-    auto signing = identity::trajectory_signing_bytes(id, v);
-    auto sig_bytes = std::span{reinterpret_cast<const std::uint8_t*>(sig.data()), sig.size()};
     if (sig.empty()) {
       if (uncovered == covered)
         uncovered = index;
-    } else if (std::none_of(signers.begin(), signers.end(),
-                            [&](auto& key) { return identity::verify(key, signing, sig_bytes); })) {
-      fail(index, "record " + std::to_string(index) + " has a bad signature");
-      return false;
     } else {
+      auto signing = identity::trajectory_signing_bytes(id, v);
+      auto sig_bytes = std::span{reinterpret_cast<const std::uint8_t*>(sig.data()), sig.size()};
+      if (std::none_of(signers.begin(), signers.end(),
+                       [&](auto& key) { return identity::verify(key, signing, sig_bytes); })) {
+        fail(index, "record " + std::to_string(index) + " has a bad signature");
+        return false;
+      }
       uncovered = covered;
     }
     auto rec = decode_trajectory(v);

@@ -53,8 +53,6 @@ expected<tick_event> run(node& n, const std::string& id, std::string payload,
   return f.get();
 }
 
-std::uint64_t number_of(std::uint64_t seq) { return seq & ~storage::direct_seq_bit; }
-
 }  // namespace
 
 TEST_CASE("a direct trigger runs without an inbox write and its commit acknowledges it") {
@@ -71,7 +69,7 @@ TEST_CASE("a direct trigger runs without an inbox write and its commit acknowled
     REQUIRE(ev);
     CHECK(ev->outcome == storage::outcome::ok);
     CHECK(storage::is_direct_seq(ev->trigger_seq));
-    CHECK(number_of(ev->trigger_seq) == 1);
+    CHECK(storage::direct_number(ev->trigger_seq) == 1);
     CHECK(ev->agent == "c");
     // Answered after the commit: the state and the trajectory have it, the
     // inbox never held it.
@@ -86,7 +84,7 @@ TEST_CASE("a direct trigger runs without an inbox write and its commit acknowled
     REQUIRE(nd.send("c", "m1"));
     auto d2 = run(nd, "c", "d2");
     REQUIRE(d2);
-    CHECK(number_of(d2->trigger_seq) == 2);
+    CHECK(storage::direct_number(d2->trigger_seq) == 2);
     REQUIRE(nd.wait_idle(10s));
     auto seen = nd.state<counter_state>("c")->seen;
     std::sort(seen.begin(), seen.end());
@@ -102,7 +100,7 @@ TEST_CASE("a direct trigger runs without an inbox write and its commit acknowled
   auto d3 = run(nd, "c", "d3");
   REQUIRE(d3);
   CHECK(d3->outcome == storage::outcome::ok);
-  CHECK(number_of(d3->trigger_seq) == 3);
+  CHECK(storage::direct_number(d3->trigger_seq) == 3);
   CHECK(nd.state<counter_state>("c")->count == 4);
   CHECK(nd.verify("c")->ok);
 }

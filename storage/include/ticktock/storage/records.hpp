@@ -52,6 +52,8 @@ struct agent_record {
 constexpr std::uint64_t direct_seq_bit = std::uint64_t{1} << 63;
 constexpr std::uint64_t direct_seq(std::uint64_t n) noexcept { return direct_seq_bit | n; }
 constexpr bool is_direct_seq(std::uint64_t seq) noexcept { return (seq & direct_seq_bit) != 0; }
+/// n of a direct trigger's seq.
+constexpr std::uint64_t direct_number(std::uint64_t seq) noexcept { return seq & ~direct_seq_bit; }
 
 /// One durable inbox entry (a trigger waiting for its tick).
 struct inbox_entry {
