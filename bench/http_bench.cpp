@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -239,59 +240,69 @@ private:
 // -- baseline: a bare Beast server ----------------------------------------------
 
 /// Accepts on 127.0.0.1 with its own I/O threads and answers every request
-/// with the same small JSON body. Sessions do what ticktockd's do at the
-/// transport level (strand per connection, tcp_stream expiry on each read
-/// and write, the same parser limits, keep-alive) and nothing else.
+/// with the same small JSON body. The threading is ticktockd's: one
+/// io_context per I/O thread, connections placed round-robin at accept, so no
+/// strand; per connection the same parser limits and a tcp_stream expiry on
+/// each read and write (Beast's own timeouts); keep-alive. Nothing else.
 class bare_server {
 public:
   explicit bare_server(std::size_t threads) {
+    for (std::size_t i = 0; i < threads; ++i) {
+      ios_.push_back(std::make_unique<asio::io_context>(1));
+      work_.emplace_back(ios_.back()->get_executor());
+    }
+    acceptor_.emplace(*ios_.front());
     tcp::endpoint ep{asio::ip::make_address("127.0.0.1"), 0};
-    acceptor_.open(ep.protocol());
-    acceptor_.set_option(asio::socket_base::reuse_address(true));
-    acceptor_.bind(ep);
-    acceptor_.listen(asio::socket_base::max_listen_connections);
-    asio::co_spawn(io_, accept_loop(), asio::detached);
+    acceptor_->open(ep.protocol());
+    acceptor_->set_option(asio::socket_base::reuse_address(true));
+    acceptor_->bind(ep);
+    acceptor_->listen(asio::socket_base::max_listen_connections);
+    asio::co_spawn(*ios_.front(), accept_loop(), asio::detached);
     std::mutex mtx;
     std::condition_variable cv;
     for (std::size_t i = 0; i < threads; ++i)
-      threads_.emplace_back([&, this] {
+      threads_.emplace_back([&, this, io = ios_[i].get()] {
         {
           std::lock_guard<std::mutex> guard{mtx};
           tids_.push_back(gettid());
           cv.notify_one();
         }
-        io_.run();
+        io->run();
       });
     std::unique_lock<std::mutex> lock{mtx};
     cv.wait(lock, [&] { return tids_.size() == threads; });
   }
 
   ~bare_server() {
-    asio::post(io_, [this] {
+    asio::post(*ios_.front(), [this] {
       boost::system::error_code ec;
-      acceptor_.close(ec);
+      acceptor_->close(ec);
     });
-    io_.stop();
+    for (auto& io : ios_)
+      io->stop();
     for (auto& t : threads_)
       t.join();
+    acceptor_.reset();
+    work_.clear();
+    ios_.clear();
   }
 
   bare_server(const bare_server&) = delete;
   bare_server& operator=(const bare_server&) = delete;
 
-  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  std::uint16_t port() const { return acceptor_->local_endpoint().port(); }
   /// The I/O threads, for read_cpu.
   const std::vector<pid_t>& tids() const noexcept { return tids_; }
 
 private:
   asio::awaitable<void> accept_loop() {
-    for (;;) {
-      auto [ec, sock] = co_await acceptor_.async_accept(use_nothrow);
+    for (std::size_t next = 0;; ++next) {
+      auto& io = *ios_[next % ios_.size()];
+      auto [ec, sock] = co_await acceptor_->async_accept(io.get_executor(), use_nothrow);
       if (ec == asio::error::operation_aborted)
         co_return;
       if (!ec)
-        asio::co_spawn(asio::make_strand(io_), session(beast::tcp_stream{std::move(sock)}),
-                       asio::detached);
+        asio::co_spawn(io, session(beast::tcp_stream{std::move(sock)}), asio::detached);
     }
   }
 
@@ -323,8 +334,9 @@ private:
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
 
-  asio::io_context io_;
-  tcp::acceptor acceptor_{io_};
+  std::vector<std::unique_ptr<asio::io_context>> ios_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::optional<tcp::acceptor> acceptor_;
   std::vector<std::thread> threads_;
   std::vector<pid_t> tids_;
 };
@@ -704,8 +716,8 @@ std::vector<row> run_http(const config& cfg) {
            + "; each response is the counter's reply from its committed tick";
   };
   auto baseline_what = "an in-process Beast server with " + std::to_string(io_threads)
-                       + " I/O threads (as ticktockd's HTTP driver), a strand and the same "
-                         "parser limits and stream timeouts per connection, answering every "
+                       + " I/O threads, one io_context each (as ticktockd's HTTP driver), the "
+                         "same parser limits and Beast stream timeouts per connection, answering every "
                          "request with the constant 200 {\"count\":1}; same client, same "
                          "requests, measured in the same run";
   auto make_row = [&](const std::string& name, const series& ours, const series& base) {

@@ -1,19 +1,25 @@
 // The Boost.Beast side of the HTTP driver: accept, read with limits and a
-// timeout, hand the request to the router on a worker pool (handlers may
-// block on durability or on an agent's reply), write the response, keep the
-// connection alive. SSE streams stay on the connection and are woken by tick
-// observers. One coroutine per connection; each connection's operations run
-// on its own strand.
+// timeout, hand the request to the router (on a worker pool for the routes
+// that may block on durability; agent routes answer through a callback),
+// write the response, keep the connection alive. SSE streams stay on the
+// connection and are woken by tick observers.
+//
+// Each I/O thread runs an io_context of its own; a connection is placed on
+// one of them at accept (round-robin) and stays there, so its operations need
+// no strand and the threads share no scheduler lock. Timeouts (read, write,
+// an agent's reply) are deadlines that the thread's sweep checks a few times
+// per timeout: a request arms no timer of its own.
 
 #include "ticktock/drivers/http_server.hpp"
 
 #include <boost/asio.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/beast.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <optional>
 #include <deque>
 #include <map>
 #include <set>
@@ -34,7 +40,7 @@ namespace ticktock::drivers {
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-using namespace asio::experimental::awaitable_operators;
+using steady = std::chrono::steady_clock;
 
 std::string lower(std::string_view s) {
   std::string out{s};
@@ -46,7 +52,7 @@ std::string lower(std::string_view s) {
 }  // namespace
 
 // One WebSocket connection. The reader coroutine and the writes run on the
-// connection's strand; writes are queued, one in flight (as in Beast's
+// connection's I/O thread; writes are queued, one in flight (as in Beast's
 // chat-multi example).
 struct ws_connection : std::enable_shared_from_this<ws_connection> {
   explicit ws_connection(beast::tcp_stream&& s) : ws(std::move(s)) {}
@@ -86,6 +92,77 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
       }
       self->write_next();
     });
+  }
+};
+
+// One I/O thread: its io_context (run by this thread alone), the deadlines of
+// its connections and the sweep that enforces them.
+struct connection_watch;
+struct io_thread {
+  std::optional<asio::io_context> io;
+  // Keeps run() going while the thread has no connection (until stop()).
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::optional<asio::steady_timer> sweep;
+  connection_watch* first = nullptr;  // this thread's connections
+  bool sweeping = false;
+  std::thread thread;
+
+  io_thread() {
+    io.emplace(1);  // concurrency hint: one thread runs it
+    work.emplace(io->get_executor());
+    sweep.emplace(*io);
+  }
+  // Destroying the io_context destroys suspended sessions, whose watches
+  // unlink themselves from `first`: so the context goes first.
+  ~io_thread() {
+    sweep.reset();
+    work.reset();
+    io.reset();
+  }
+};
+
+// A connection's current deadline (read, write, or an agent's reply); used
+// on the connection's I/O thread only. When the sweep finds it past, it gives
+// up the reply (504) or cancels the socket's pending operation, and marks
+// the watch expired.
+struct connection_watch {
+  io_thread& home;
+  beast::tcp_stream* stream;
+  connection_watch* prev = nullptr;
+  connection_watch* next = nullptr;
+  steady::time_point deadline = steady::time_point::max();
+  std::shared_ptr<router::ticket> ticket;  // while waiting for an agent's reply
+  bool expired = false;
+
+  connection_watch(io_thread& h, beast::tcp_stream& s) : home(h), stream(&s) {
+    next = home.first;
+    if (next)
+      next->prev = this;
+    home.first = this;
+  }
+  ~connection_watch() {
+    (prev ? prev->next : home.first) = next;
+    if (next)
+      next->prev = prev;
+  }
+  connection_watch(const connection_watch&) = delete;
+  connection_watch& operator=(const connection_watch&) = delete;
+
+  void arm(std::chrono::milliseconds timeout) {
+    deadline = steady::now() + timeout;
+    expired = false;
+  }
+  void disarm() { deadline = steady::time_point::max(); }
+  void expire() {
+    deadline = steady::time_point::max();
+    expired = true;
+    if (ticket) {
+      auto t = std::move(ticket);
+      t->cancel();  // its 504 is posted to this thread
+      return;
+    }
+    beast::error_code ignored;
+    stream->socket().cancel(ignored);
   }
 };
 
@@ -173,19 +250,30 @@ struct http_server::impl {
     log("event=ws_close agent=" + agent + " connection=" + id);
   }
 
-  // Declared last so they are destroyed first: destroying the io_context
+  std::atomic<bool> closing{false};
+  // How often each I/O thread checks its connections' deadlines: a timeout
+  // is enforced at most this late.
+  std::chrono::milliseconds sweep_every;
+
+  // Declared last so they are destroyed first: destroying an io_context
   // destroys suspended session coroutines, which still use the members above.
   asio::thread_pool handlers{8};
-  std::vector<std::thread> threads;
-  asio::io_context io;
-  tcp::acceptor acceptor{io};
+  std::vector<std::unique_ptr<io_thread>> io_threads;
+  std::optional<tcp::acceptor> acceptor;  // on the first I/O thread
+  std::size_t next_thread = 0;            // used by the accept loop only
 
   impl(node& nd, http_options o)
     : n(nd), options(std::move(o)),
       api(nd,
           router_options{options.admin_token, options.node_key, options.reply_timeout,
                          options.max_body_bytes, options.nostr},
-          metrics) {}
+          metrics),
+      sweep_every(std::clamp(std::min(options.read_timeout, options.reply_timeout) / 10,
+                             std::chrono::milliseconds{5}, std::chrono::milliseconds{250})) {
+    for (std::size_t i = 0; i < std::max<std::size_t>(1, options.threads); ++i)
+      io_threads.push_back(std::make_unique<io_thread>());
+    acceptor.emplace(*io_threads.front()->io);
+  }
 
   void log(const std::string& line) {
     if (options.log)
@@ -203,22 +291,47 @@ struct http_server::impl {
 
   asio::awaitable<void> accept_loop() {
     for (;;) {
-      // The socket gets the connection's strand as its executor, so that
-      // everything posted to the connection (WebSocket frames from ticks)
-      // is serialized with its coroutine.
-      auto ex = asio::make_strand(io);
-      auto [ec, sock] = co_await acceptor.async_accept(ex, use_nothrow);
+      // The socket belongs to the connection's I/O thread, so everything
+      // posted to the connection (answers, WebSocket frames from ticks) runs
+      // there, serialized with its coroutine.
+      auto& home = *io_threads[next_thread++ % io_threads.size()];
+      auto [ec, sock] = co_await acceptor->async_accept(home.io->get_executor(), use_nothrow);
       if (ec) {
         if (ec == asio::error::operation_aborted)
           co_return;
         continue;
       }
-      asio::co_spawn(ex, session(beast::tcp_stream{std::move(sock)}), asio::detached);
+      asio::co_spawn(home.io->get_executor(), session(home, beast::tcp_stream{std::move(sock)}),
+                     asio::detached);
     }
   }
 
-  asio::awaitable<void> write(beast::tcp_stream& stream, const response& r, bool keep_alive,
-                              unsigned version) {
+  // Runs on `t` while it has connections: gives up on the ones past their
+  // deadline.
+  asio::awaitable<void> sweep(io_thread& t) {
+    while (t.first) {
+      t.sweep->expires_after(sweep_every);
+      auto [ec] = co_await t.sweep->async_wait(use_nothrow);
+      if (ec)
+        break;
+      auto now = steady::now();
+      for (auto* w = t.first; w; w = w->next)
+        if (w->deadline <= now)
+          w->expire();  // completes nothing inline: the list stays intact
+    }
+    t.sweeping = false;
+  }
+
+  // Called on the connection's thread when it opens.
+  void watch_started(io_thread& t) {
+    if (t.sweeping)
+      return;
+    t.sweeping = true;
+    asio::co_spawn(t.io->get_executor(), sweep(t), asio::detached);
+  }
+
+  asio::awaitable<void> write(beast::tcp_stream& stream, connection_watch& watch,
+                              const response& r, bool keep_alive, unsigned version) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "ticktockd");
     res.set(http::field::content_type, r.content_type);
@@ -227,22 +340,24 @@ struct http_server::impl {
     res.keep_alive(keep_alive);
     res.body() = r.body;
     res.prepare_payload();
-    stream.expires_after(std::chrono::seconds{30});
+    watch.arm(std::chrono::seconds{30});
     co_await http::async_write(stream, res, use_nothrow);
+    watch.disarm();
   }
 
   // The router's answer to `req`. Routes that may block (durable writes,
   // store reads) run on the handler pool; the others are dispatched here and
   // answer through a callback (an agent's reply arrives from its tick's
-  // commit), which wakes this coroutine through the connection's strand.
-  asio::awaitable<response> answer(const request& req) {
+  // commit), which resumes this coroutine on the connection's thread. The
+  // watch gives up on the agent after the reply timeout (504).
+  asio::awaitable<response> answer(const request& req, connection_watch& watch) {
     if (router::may_block(req))
       co_return co_await asio::co_spawn(
         handlers, [this, &req]() -> asio::awaitable<response> { co_return api.handle(req); },
         asio::use_awaitable);
     struct box {
       std::optional<response> r;
-      asio::steady_timer* wake = nullptr;  // set while waiting; used on the strand only
+      std::function<void(response)> waiting;  // resumes the coroutine; on this thread only
       std::atomic<std::thread::id> caller;  // the thread inside api.handle, while it is
     };
     auto ex = co_await asio::this_coro::executor;
@@ -250,63 +365,68 @@ struct http_server::impl {
     b->caller = std::this_thread::get_id();
     auto t = api.handle(req, [b, ex](response r) {
       if (b->caller.load() == std::this_thread::get_id()) {
-        b->r = std::move(r);  // answered at once, on this strand
+        b->r = std::move(r);  // answered at once, on this thread
         return;
       }
       asio::post(ex, [b, r = std::move(r)]() mutable {
-        b->r = std::move(r);
-        if (b->wake)
-          b->wake->cancel();
+        if (auto resume = std::exchange(b->waiting, nullptr))
+          resume(std::move(r));  // owns the handler while the coroutine runs
+        else
+          b->r = std::move(r);
       });
     });
     b->caller = std::thread::id{};
     if (b->r)
       co_return std::move(*b->r);
-    // The answer is posted to this strand, so it cannot arrive before this
-    // coroutine suspends in the wait below: the wake-up is never missed.
-    asio::steady_timer timer{ex};
-    b->wake = &timer;
-    timer.expires_after(options.reply_timeout);
-    while (!b->r) {
-      co_await timer.async_wait(use_nothrow);
-      if (!b->r && t) {
-        t->cancel();  // its 504 is posted here too
-        t = nullptr;
-        timer.expires_at(asio::steady_timer::time_point::max());
-      }
-    }
-    b->wake = nullptr;
-    co_return std::move(*b->r);
+    watch.ticket = std::move(t);
+    watch.arm(options.reply_timeout);
+    // The answer is posted to this thread, so it cannot arrive before this
+    // coroutine suspends and installs its handler: the wake-up is never missed.
+    // A named lambda: g++ 12 destroys the captures of a lambda temporary
+    // twice when its full-expression contains a co_await.
+    auto wait = [b](auto handler) {
+      // Boost 1.81's any_completion_handler is not usable here (moving one
+      // recurses); the handler is move-only, hence the shared_ptr.
+      auto h = std::make_shared<decltype(handler)>(std::move(handler));
+      b->waiting = [h](response r) { std::move(*h)(std::move(r)); };
+    };
+    auto r = co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(response)>(
+      wait, asio::use_awaitable);
+    watch.ticket = nullptr;
+    watch.disarm();
+    co_return r;
   }
 
-  asio::awaitable<void> session(beast::tcp_stream stream) {
+  asio::awaitable<void> session(io_thread& home, beast::tcp_stream stream) {
     struct counted {
       std::atomic<std::size_t>& c;
       ~counted() { --c; }
     } guard{connections};
+    connection_watch watch{home, stream};
+    watch_started(home);
     beast::flat_buffer buffer;
     if (++connections > options.max_connections) {
-      co_await write(stream, error_response(503, "TOO_MANY_CONNECTIONS",
-                                            "the server is at its connection limit"),
+      co_await write(stream, watch,
+                     error_response(503, "TOO_MANY_CONNECTIONS",
+                                    "the server is at its connection limit"),
                      false, 11);
-      stream.socket().shutdown(tcp::socket::shutdown_both);
+      beast::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
       co_return;
     }
-    // The read deadline is a timer of our own rather than the stream's
-    // expiry, which would close the socket: a client that started a request
-    // and stalls gets a 408 before the connection closes.
-    asio::steady_timer deadline{stream.get_executor()};
+    // The read deadline is the watch's rather than the stream's expiry, which
+    // would close the socket: a client that started a request and stalls
+    // gets a 408 before the connection closes.
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
       parser.body_limit(options.max_body_bytes);
-      stream.expires_never();
-      deadline.expires_after(options.read_timeout);
-      auto raced = co_await (http::async_read(stream, buffer, parser, use_nothrow)
-                             || deadline.async_wait(use_nothrow));
-      boost::system::error_code ec = beast::error::timeout;
-      if (raced.index() == 0)
-        ec = std::get<0>(std::get<0>(raced));
+      watch.arm(options.read_timeout);
+      auto [ec, n_read] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+      (void)n_read;
+      watch.disarm();
+      if (ec && watch.expired)
+        ec = beast::error::timeout;
       if (ec == beast::error::timeout && !parser.got_some() && buffer.size() == 0)
         break;  // an idle keep-alive connection: closed without a word
       if (ec == http::error::end_of_stream || ec == asio::error::eof
@@ -331,7 +451,7 @@ struct http_server::impl {
         metrics.count("transport", r.status);
         log("event=http request_id=" + request_id + " status=" + std::to_string(r.status)
             + " error=\"" + ec.message() + "\"");
-        co_await write(stream, r, false, 11);
+        co_await write(stream, watch, r, false, 11);
         break;
       }
       auto msg = parser.release();
@@ -342,7 +462,7 @@ struct http_server::impl {
         r.headers.emplace_back("X-Request-Id", request_id);
         metrics.count("transport", r.status);
         log("event=http request_id=" + request_id + " status=400 error=\"no Host header\"");
-        co_await write(stream, r, false, msg.version());
+        co_await write(stream, watch, r, false, msg.version());
         break;
       }
       request req;
@@ -353,12 +473,12 @@ struct http_server::impl {
       req.body = std::move(msg.body());
       req.websocket_upgrade = websocket::is_upgrade(msg);
       req.request_id = std::to_string(next_request++);
-      auto started = std::chrono::steady_clock::now();
+      auto started = steady::now();
       // Handlers may block (durability, agent replies): run them off the I/O
       // threads; only the probes that never block are answered in place.
-      response res = co_await answer(req);
+      response res = co_await answer(req, watch);
       res.headers.emplace_back("X-Request-Id", req.request_id);
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now()
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now()
                                                                       - started)
                   .count();
       if (options.log) {
@@ -380,7 +500,7 @@ struct http_server::impl {
         break;
       }
       bool keep = msg.keep_alive();
-      co_await write(stream, res, keep, msg.version());
+      co_await write(stream, watch, res, keep, msg.version());
       if (!keep)
         break;
     }
@@ -433,7 +553,7 @@ struct http_server::impl {
       else
         me->timer.expires_after(std::chrono::seconds{15});
       co_await me->timer.async_wait(use_nothrow);
-      if (!acceptor.is_open())
+      if (closing)
         co_return;
     }
   }
@@ -541,13 +661,13 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
   if (ec)
     return error{errc::invalid_argument, "bad listen address '" + p->options.host + "'"};
   tcp::endpoint ep{addr, p->options.port};
-  p->acceptor.open(ep.protocol(), ec);
+  p->acceptor->open(ep.protocol(), ec);
   if (!ec)
-    p->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    p->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec)
-    p->acceptor.bind(ep, ec);
+    p->acceptor->bind(ep, ec);
   if (!ec)
-    p->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    p->acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
     return error{errc::invalid_argument, "cannot listen on " + p->options.host + ":"
                                            + std::to_string(p->options.port) + ": " + ec.message()};
@@ -558,30 +678,33 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
     if (!ev.ws.empty())
       raw->deliver_ws(ev);
   });
-  asio::co_spawn(p->io, p->accept_loop(), asio::detached);
-  for (std::size_t i = 0; i < std::max<std::size_t>(1, p->options.threads); ++i)
-    p->threads.emplace_back([raw] {
+  asio::co_spawn(*p->io_threads.front()->io, p->accept_loop(), asio::detached);
+  for (auto& t : p->io_threads)
+    t->thread = std::thread{[t = t.get()] {
       detail::name_this_thread("tt-http");
-      raw->io.run();
-    });
+      t->io->run();
+    }};
   return std::unique_ptr<http_server>(new http_server(std::move(p)));
 }
 
-std::uint16_t http_server::port() const noexcept { return impl_->acceptor.local_endpoint().port(); }
+std::uint16_t http_server::port() const noexcept {
+  return impl_->acceptor->local_endpoint().port();
+}
 
 void http_server::stop() {
-  if (!impl_ || impl_->threads.empty())
+  if (!impl_ || impl_->closing.exchange(true))
     return;
   impl_->n.remove_tick_observer(impl_->observer);
-  asio::post(impl_->io, [p = impl_.get()] {
+  asio::post(*impl_->io_threads.front()->io, [p = impl_.get()] {
     boost::system::error_code ec;
-    p->acceptor.close(ec);
+    p->acceptor->close(ec);
   });
   impl_->handlers.join();
-  impl_->io.stop();
-  for (auto& t : impl_->threads)
-    t.join();
-  impl_->threads.clear();
+  for (auto& t : impl_->io_threads)
+    t->io->stop();
+  for (auto& t : impl_->io_threads)
+    if (t->thread.joinable())
+      t->thread.join();
   // No request arrives any more; requests still waiting for an agent are
   // dropped while the io_context their answers would be posted to exists.
   impl_->api.quiesce();
