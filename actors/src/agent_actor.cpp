@@ -197,12 +197,17 @@ void maybe_tick(self_ptr self) {
     op = std::move(batch);
   auto* core = st.core;
   caf::actor me = caf::actor_cast<caf::actor>(self);
-  bool queued = core->commits->submit(std::move(op), [core, me, token](storage::op_result& r) {
-    // Wake recipients first, then tell this actor.
-    if (!r.err)
-      core->deliver(r);
-    caf::anon_send(me, commit_atom::value, token, r.err ? r.err.to_string() : std::string{});
-  });
+  // May write the group here, on this worker (async durability): the actor
+  // holds no lock, and its own result arrives as a message all the same.
+  bool queued = core->commits->submit(
+    std::move(op),
+    [core, me, token](storage::op_result& r) {
+      // Wake recipients first, then tell this actor.
+      if (!r.err)
+        core->deliver(r);
+      caf::anon_send(me, commit_atom::value, token, r.err ? r.err.to_string() : std::string{});
+    },
+    true);
   if (!queued) {
     // Shutting down: the entries stay in the inbox.
     st.in_flight = {};

@@ -3,19 +3,29 @@
 
 namespace ticktock::detail {
 
-committer::committer(storage::store& store, std::size_t max_group)
-  : store_(store), max_group_(max_group == 0 ? 1 : max_group), thread_([this] { loop(); }) {}
+committer::committer(storage::store& store, std::size_t max_group, bool inline_leaders)
+  : store_(store), max_group_(max_group == 0 ? 1 : max_group), inline_leaders_(inline_leaders),
+    thread_([this] { loop(); }) {}
 
 committer::~committer() { stop(); }
 
-bool committer::submit(storage::write_op op, callback done) {
-  {
-    std::lock_guard<std::mutex> guard{mtx_};
+bool committer::submit(storage::write_op op, callback done, bool may_lead) {
+  std::unique_lock<std::mutex> lock{mtx_};
+  if (stopping_)
+    return false;
+  queue_.emplace_back(std::move(op), std::move(done));
+  if (leading_)
+    return true;  // the leader takes it with its next group
+  if (may_lead && inline_leaders_) {
+    leading_ = true;
+    lead(lock);
+    leading_ = false;
     if (stopping_)
-      return false;
-    queue_.emplace_back(std::move(op), std::move(done));
-    queued_.store(true, std::memory_order_release);
+      cv_.notify_one();  // stop() waits for the last leader
+    return true;
   }
+  queued_.store(true, std::memory_order_release);
+  lock.unlock();
   cv_.notify_one();
   return true;
 }
@@ -32,46 +42,54 @@ void committer::stop() {
     thread_.join();
 }
 
-void committer::loop() {
-  detail::name_this_thread("tt-commit");
+void committer::lead(std::unique_lock<std::mutex>& lock) {
   std::vector<storage::write_op> ops;
   std::vector<callback> callbacks;
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock{mtx_};
-      if (queue_.empty() && !stopping_) {
-        // A tick's commit often follows its inbox write within tens of
-        // microseconds; poll briefly before paying for a futex wake-up.
-        lock.unlock();
-        auto until = std::chrono::steady_clock::now() + spin_;
-        // Polls a flag, not the mutex, so that submitters never contend.
-        while (!queued_.load(std::memory_order_acquire)
-               && std::chrono::steady_clock::now() < until)
-          std::this_thread::yield();
-        lock.lock();
-      }
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty())
-        return;  // stopping and drained
-      queued_.store(false, std::memory_order_relaxed);
-      // Exclusive ops (create, terminate, alarms, ...) form a group of their
-      // own; ticks and enqueues batch up to max_group_.
-      bool exclusive = storage::is_exclusive(queue_.front().first);
-      while (!queue_.empty() && ops.size() < max_group_
-             && (ops.empty() || (!exclusive && !storage::is_exclusive(queue_.front().first)))) {
-        ops.push_back(std::move(queue_.front().first));
-        callbacks.push_back(std::move(queue_.front().second));
-        queue_.pop_front();
-        if (exclusive)
-          break;
-      }
+  while (!queue_.empty()) {
+    queued_.store(false, std::memory_order_relaxed);
+    // Exclusive ops (create, terminate, alarms, ...) form a group of their
+    // own; ticks and enqueues batch up to max_group_.
+    bool exclusive = storage::is_exclusive(queue_.front().first);
+    while (!queue_.empty() && ops.size() < max_group_
+           && (ops.empty() || (!exclusive && !storage::is_exclusive(queue_.front().first)))) {
+      ops.push_back(std::move(queue_.front().first));
+      callbacks.push_back(std::move(queue_.front().second));
+      queue_.pop_front();
+      if (exclusive)
+        break;
     }
+    lock.unlock();
     auto results = store_.apply(ops);
     for (std::size_t i = 0; i < callbacks.size(); ++i)
       if (callbacks[i])
         callbacks[i](results[i]);
     ops.clear();
     callbacks.clear();
+    lock.lock();
+  }
+}
+
+void committer::loop() {
+  detail::name_this_thread("tt-commit");
+  for (;;) {
+    std::unique_lock<std::mutex> lock{mtx_};
+    if (queue_.empty() && !stopping_) {
+      // A tick's commit often follows its inbox write within tens of
+      // microseconds; poll briefly before paying for a futex wake-up.
+      lock.unlock();
+      auto until = std::chrono::steady_clock::now() + spin_;
+      // Polls a flag, not the mutex, so that submitters never contend.
+      while (!queued_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until)
+        std::this_thread::yield();
+      lock.lock();
+    }
+    // A submitter leading meanwhile drains the queue itself.
+    cv_.wait(lock, [&] { return !leading_ && (stopping_ || !queue_.empty()); });
+    if (queue_.empty())
+      return;  // stopping, drained, and no submitter leads
+    leading_ = true;
+    lead(lock);
+    leading_ = false;
   }
 }
 

@@ -1,7 +1,11 @@
 #pragma once
 
-// Group commit: one thread takes every write that queued up while the
-// previous group was being written and commits them in one WriteBatch.
+// Group commit: whoever leads takes every write that queued up while the
+// previous group was being written and commits them in one WriteBatch, then
+// runs their callbacks in order. The committer's own thread leads by default;
+// with `async` durability (no fsync) a submitter that asks to may lead in
+// its own thread instead (an agent actor's tick batch on its CAF worker),
+// which spares the hand-off to the committer thread and back.
 
 #include <atomic>
 #include <chrono>
@@ -17,24 +21,34 @@ namespace ticktock::detail {
 
 class committer {
 public:
-  /// Runs on the committer thread after the group holding the op committed
-  /// (or failed). Must not block.
+  /// Runs on the leading thread after the group holding the op committed
+  /// (or failed), in submission order. Must not block.
   using callback = std::function<void(storage::op_result&)>;
 
-  committer(storage::store& store, std::size_t max_group);
+  /// `inline_leaders`: submitters may lead (see submit); for `async`
+  /// durability, where a write does not wait for the disk.
+  committer(storage::store& store, std::size_t max_group, bool inline_leaders);
   ~committer();
 
-  /// Queues `op`. Returns false (and never calls `done`) once stopped.
-  bool submit(storage::write_op op, callback done);
+  /// Queues `op`. Returns false (and never calls `done`) once stopped. With
+  /// `may_lead` (and inline leaders allowed), when no group is being written
+  /// the caller writes it, with whatever else queued up, before returning:
+  /// so it must hold no lock a callback could take.
+  bool submit(storage::write_op op, callback done, bool may_lead = false);
 
   /// Commits what is queued, then stops the thread. Idempotent.
   void stop();
 
 private:
   void loop();
+  // Writes groups until the queue is empty; called with `lock` held and
+  // leading_ set, returns with both.
+  void lead(std::unique_lock<std::mutex>& lock);
 
   storage::store& store_;
   std::size_t max_group_;
+  bool inline_leaders_;
+  bool leading_ = false;  // a group is being written (by the thread or a submitter)
   std::chrono::microseconds spin_{50};
   std::mutex mtx_;
   std::condition_variable cv_;

@@ -208,7 +208,8 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
       return s;
     });
   core->system = std::make_unique<caf::actor_system>(*core->caf_config);
-  core->commits = std::make_unique<detail::committer>(*core->store, opts.max_commit_group);
+  core->commits = std::make_unique<detail::committer>(
+    *core->store, opts.max_commit_group, opts.durability == storage::durability::async);
   auto* raw = core.get();
   core->dir = std::make_unique<detail::directory>(
     [raw](const std::string& id, std::shared_ptr<detail::residency> res) {

@@ -1,6 +1,7 @@
 // The committer against a real store: every op committed once, in
 // submission order per submitter, callbacks that submit more work, and
-// stop() writing what is queued.
+// stop() writing what is queued; with the committer thread leading, and with
+// submitters leading on their own threads (async durability).
 
 #include <catch2/catch.hpp>
 
@@ -21,9 +22,11 @@ using test::message;
 using test::open_store;
 
 TEST_CASE("committer: concurrent submitters each get every op committed once, in order") {
+  bool inline_leaders = GENERATE(false, true);
+  CAPTURE(inline_leaders);
   test::temp_dir dir;
   auto s = open_store(dir);
-  committer c{*s, 16};
+  committer c{*s, 16, inline_leaders};
   constexpr int threads = 4, per_thread = 300;
   for (int t = 0; t < threads; ++t) {
     std::promise<void> created;
@@ -39,13 +42,17 @@ TEST_CASE("committer: concurrent submitters each get every op committed once, in
   std::vector<std::thread> submitters;
   for (int t = 0; t < threads; ++t)
     submitters.emplace_back([&, t] {
+      // Half of the submitters may lead.
       for (int i = 0; i < per_thread; ++i)
-        REQUIRE(c.submit(message("a" + std::to_string(t), std::to_string(i)), [&, t](op_result& r) {
-          CHECK_FALSE(r.err);
-          ++calls;
-          std::lock_guard<std::mutex> guard{mtx};
-          seqs[t].push_back(r.seq);
-        }));
+        REQUIRE(c.submit(
+          message("a" + std::to_string(t), std::to_string(i)),
+          [&, t](op_result& r) {
+            CHECK_FALSE(r.err);
+            ++calls;
+            std::lock_guard<std::mutex> guard{mtx};
+            seqs[t].push_back(r.seq);
+          },
+          t % 2 == 0));
     });
   for (auto& th : submitters)
     th.join();
@@ -67,25 +74,67 @@ TEST_CASE("committer: concurrent submitters each get every op committed once, in
 }
 
 TEST_CASE("committer: a callback may submit more work without waiting for itself") {
+  bool inline_leaders = GENERATE(false, true);
+  CAPTURE(inline_leaders);
   test::temp_dir dir;
   auto s = open_store(dir);
-  committer c{*s, 8};
+  committer c{*s, 8, inline_leaders};
   std::promise<void> created;
   REQUIRE(c.submit(make_agent("a"), [&](op_result&) { created.set_value(); }));
   created.get_future().get();
   // A chain of 50 ops, each submitted from the previous one's callback.
   std::promise<std::uint64_t> last;
   std::function<void(int)> chain = [&](int n) {
-    c.submit(message("a", std::to_string(n)), [&, n](op_result& r) {
-      REQUIRE_FALSE(r.err);
-      if (n == 50)
-        last.set_value(r.seq);
-      else
-        chain(n + 1);
-    });
+    c.submit(
+      message("a", std::to_string(n)),
+      [&, n](op_result& r) {
+        REQUIRE_FALSE(r.err);
+        if (n == 50)
+          last.set_value(r.seq);
+        else
+          chain(n + 1);
+      },
+      true);
   };
   chain(1);
   auto f = last.get_future();
   REQUIRE(f.wait_for(std::chrono::seconds{30}) == std::future_status::ready);
   CHECK(f.get() == 51);
+}
+
+TEST_CASE("committer: a submitter that may lead writes on its own thread only with inline leaders") {
+  bool inline_leaders = GENERATE(false, true);
+  CAPTURE(inline_leaders);
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  committer c{*s, 8, inline_leaders};
+  std::promise<void> created;
+  REQUIRE(c.submit(make_agent("a"), [&](op_result&) { created.set_value(); }));
+  created.get_future().get();
+  std::promise<std::thread::id> ran_on;
+  REQUIRE(c.submit(
+    message("a", "x"), [&](op_result& r) {
+      CHECK_FALSE(r.err);
+      ran_on.set_value(std::this_thread::get_id());
+    },
+    true));
+  auto f = ran_on.get_future();
+  if (inline_leaders) {
+    // Written and called back before submit returned, here.
+    REQUIRE(f.wait_for(std::chrono::seconds{0}) == std::future_status::ready);
+    CHECK(f.get() == std::this_thread::get_id());
+  } else {
+    REQUIRE(f.wait_for(std::chrono::seconds{30}) == std::future_status::ready);
+    CHECK(f.get() != std::this_thread::get_id());  // the committer thread
+  }
+  // Without may_lead, the committer thread writes either way.
+  std::promise<std::thread::id> queued_on;
+  REQUIRE(c.submit(message("a", "y"), [&](op_result&) {
+    queued_on.set_value(std::this_thread::get_id());
+  }));
+  auto g = queued_on.get_future();
+  REQUIRE(g.wait_for(std::chrono::seconds{30}) == std::future_status::ready);
+  CHECK(g.get() != std::this_thread::get_id());
+  c.stop();
+  CHECK(s->read_inbox("a", 0, 10).size() == 3);
 }
