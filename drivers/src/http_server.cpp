@@ -19,9 +19,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <optional>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -330,7 +330,9 @@ struct http_server::impl {
     asio::co_spawn(t.io->get_executor(), sweep(t), asio::detached);
   }
 
-  asio::awaitable<void> write(beast::tcp_stream& stream, connection_watch& watch,
+  // False if the response could not be written (the connection is then
+  // closed: a late write is cancelled part-way).
+  asio::awaitable<bool> write(beast::tcp_stream& stream, connection_watch& watch,
                               const response& r, bool keep_alive, unsigned version) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "ticktockd");
@@ -341,8 +343,10 @@ struct http_server::impl {
     res.body() = r.body;
     res.prepare_payload();
     watch.arm(std::chrono::seconds{30});
-    co_await http::async_write(stream, res, use_nothrow);
+    auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
+    (void)n;
     watch.disarm();
+    co_return !ec;
   }
 
   // The router's answer to `req`. Routes that may block (durable writes,
@@ -500,8 +504,7 @@ struct http_server::impl {
         break;
       }
       bool keep = msg.keep_alive();
-      co_await write(stream, watch, res, keep, msg.version());
-      if (!keep)
+      if (!co_await write(stream, watch, res, keep, msg.version()) || !keep)
         break;
     }
     beast::error_code ignored;
