@@ -21,6 +21,23 @@ using test::make_agent;
 using test::message;
 using test::open_store;
 
+namespace {
+
+// Creates agent `id` through the committer and waits for it.
+void create(committer& c, const std::string& id, bool may_lead = false) {
+  std::promise<void> created;
+  REQUIRE(c.submit(
+    make_agent(id),
+    [&](op_result& r) {
+      CHECK_FALSE(r.err);
+      created.set_value();
+    },
+    may_lead));
+  created.get_future().get();
+}
+
+}  // namespace
+
 TEST_CASE("committer: concurrent submitters each get every op committed once, in order") {
   bool inline_leaders = GENERATE(false, true);
   CAPTURE(inline_leaders);
@@ -28,14 +45,8 @@ TEST_CASE("committer: concurrent submitters each get every op committed once, in
   auto s = open_store(dir);
   committer c{*s, 16, inline_leaders};
   constexpr int threads = 4, per_thread = 300;
-  for (int t = 0; t < threads; ++t) {
-    std::promise<void> created;
-    REQUIRE(c.submit(make_agent("a" + std::to_string(t)), [&](op_result& r) {
-      CHECK_FALSE(r.err);
-      created.set_value();
-    }));
-    created.get_future().get();
-  }
+  for (int t = 0; t < threads; ++t)
+    create(c, "a" + std::to_string(t));
   std::mutex mtx;
   std::map<int, std::vector<std::uint64_t>> seqs;  // per thread, in callback order
   std::atomic<int> calls{0};
@@ -79,9 +90,7 @@ TEST_CASE("committer: a callback may submit more work without waiting for itself
   test::temp_dir dir;
   auto s = open_store(dir);
   committer c{*s, 8, inline_leaders};
-  std::promise<void> created;
-  REQUIRE(c.submit(make_agent("a"), [&](op_result&) { created.set_value(); }));
-  created.get_future().get();
+  create(c, "a");
   // A chain of 50 ops, each submitted from the previous one's callback.
   std::promise<std::uint64_t> last;
   std::function<void(int)> chain = [&](int n) {
@@ -108,9 +117,9 @@ TEST_CASE("committer: a submitter that may lead writes on its own thread only wi
   test::temp_dir dir;
   auto s = open_store(dir);
   committer c{*s, 8, inline_leaders};
-  std::promise<void> created;
-  REQUIRE(c.submit(make_agent("a"), [&](op_result&) { created.set_value(); }));
-  created.get_future().get();
+  // Led here too with inline leaders: so no group is being written when
+  // the next submit comes (the committer thread never had one).
+  create(c, "a", true);
   std::promise<std::thread::id> ran_on;
   REQUIRE(c.submit(
     message("a", "x"), [&](op_result& r) {
