@@ -59,7 +59,7 @@ std::optional<write_counters> foreground_writes() {
       std::ifstream in{task.path() / "comm"};
       std::getline(in, comm);
     }
-    if (comm.rfind("caf.", 0) == 0 || comm.rfind("rocksdb:", 0) == 0)
+    if (comm.rfind("rocksdb:", 0) == 0)
       continue;
     std::ifstream io{task.path() / "io"};
     std::string key;

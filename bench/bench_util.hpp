@@ -75,11 +75,11 @@ struct write_counters {
 };
 
 /// Write system calls (syscw of /proc/self/task/<tid>/io) and bytes written
-/// (wchar) summed over the threads of this process that are neither CAF
-/// ("caf.*") nor RocksDB background threads ("rocksdb:*"). While a node runs,
-/// those are the main thread, the alarm scheduler and the committer, and only
-/// the committer writes: each group commit appends its WriteBatch to the WAL
-/// with one write(2). The delta over a measured region therefore estimates
+/// (wchar) summed over the threads of this process that are not RocksDB
+/// background threads ("rocksdb:*"). While a node runs in process, only the
+/// threads that write groups write: the committer, and with async durability
+/// the CAF workers whose agents write their own tick batches; each group
+/// commit appends its WriteBatch to the WAL with one write(2). The delta over a measured region therefore estimates
 /// the number of group commits and the WAL bytes. Returns nullopt if
 /// per-thread I/O accounting is missing.
 std::optional<write_counters> foreground_writes();

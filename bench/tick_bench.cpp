@@ -373,8 +373,9 @@ std::vector<row> run_durable_tick(const config& cfg) {
                           + std::to_string(agents) + " resident agents, "
                           + (sync ? "sync" : "async") + " durability";
     r.notes["group_commits_from"] =
-      "write(2) calls of the committer thread during the run (one WAL append per group "
-      "commit); baseline_write_syscalls checks the same count on the baseline, and "
+      "write(2) calls of the threads that write groups during the run (the committer and, "
+      "with async durability, CAF workers; one WAL append per group commit); "
+      "baseline_write_syscalls checks the same count on the baseline, and "
       "wal_bytes_per_tick vs baseline_wal_bytes_per_tick that both write the same bytes";
     rows.push_back(std::move(r));
   }
