@@ -109,8 +109,8 @@ latencies run_ours(const config& cfg, std::size_t agents) {
     n->send_async(id, "wake", opts, on_sent);
     auto end = done.wait("waking");
     us.push_back(micros_between(start, end));
-    // The callback runs on the committer thread before that thread can
-    // commit the tick, so it has run by now.
+    // The callback runs while its group's writer still leads the committer,
+    // so the tick cannot commit before it has run: it has run by now.
     ack_us.push_back(micros_between(start, steady::time_point{steady::duration{acked_at.load()}}));
   }
   n->set_tick_observer(nullptr);
@@ -212,8 +212,9 @@ std::vector<row> run_wake(const config& cfg) {
   r.extra["send_ack_p50_us"] = summarize(ack_p50);
   r.extra["send_ack_p99_us"] = summarize(ack_p99);
   r.notes["send_ack"] = "send_ack_*: from the send until send_async's callback ran on the "
-                        "committer thread (inbox write committed, agent actor spawned); the rest "
-                        "of the wake is LOAD, the tick and its commit";
+                        "thread that wrote the inbox entry's group (inbox write committed, "
+                        "agent actor spawned); the rest of the wake is LOAD, the tick and its "
+                        "commit";
   r.notes["workload"] = std::to_string(agents)
                         + " hibernated no-op agents (async durability), each woken once by "
                           "send_async; latency from the send to the tick observer seeing its "
