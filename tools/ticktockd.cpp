@@ -165,6 +165,7 @@ int main(int argc, char** argv) {
     ("idle-timeout", po::value<std::int64_t>()->default_value(60'000), "idle timeout in ms")
     ("max-resident", po::value<std::size_t>()->default_value(100'000), "most resident agents")
     ("threads", po::value<std::size_t>()->default_value(0), "CAF scheduler threads (0: cores)")
+    ("http-threads", po::value<std::size_t>()->default_value(2), "HTTP/WebSocket I/O threads")
     ("missed-alarms", po::value<std::string>()->default_value("fire_once"), "fire_once | fire_all | skip")
     ("max-body", po::value<std::size_t>()->default_value(std::size_t{1} << 20), "largest HTTP body in bytes")
     ("inbox-limit", po::value<std::uint64_t>()->default_value(10'000),
@@ -365,8 +366,10 @@ int main(int argc, char** argv) {
   http.max_body_bytes = opts.limits.max_message_bytes;
   http.read_timeout = std::chrono::milliseconds{vm["read-timeout"].as<std::int64_t>()};
   http.max_connections = vm["max-connections"].as<std::size_t>();
-  if (http.read_timeout.count() <= 0 || http.max_connections == 0) {
-    std::fprintf(stderr, "ticktockd: --read-timeout and --max-connections must be positive\n");
+  http.threads = vm["http-threads"].as<std::size_t>();
+  if (http.read_timeout.count() <= 0 || http.max_connections == 0 || http.threads == 0) {
+    std::fprintf(stderr,
+                 "ticktockd: --read-timeout, --max-connections and --http-threads must be positive\n");
     return 2;
   }
   bool quiet = vm["quiet"].as<bool>();

@@ -452,7 +452,7 @@ struct http_server::impl {
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
         auto request_id = std::to_string(next_request++);
         r.headers.emplace_back("X-Request-Id", request_id);
-        metrics.count("transport", r.status);
+        metrics.count("transport", r.status, std::chrono::microseconds{0});
         log("event=http request_id=" + request_id + " status=" + std::to_string(r.status)
             + " error=\"" + ec.message() + "\"");
         co_await write(stream, watch, r, false, 11);
@@ -464,7 +464,7 @@ struct http_server::impl {
         auto r = error_response(400, "MISSING_HOST", "HTTP/1.1 requests need a Host header");
         auto request_id = std::to_string(next_request++);
         r.headers.emplace_back("X-Request-Id", request_id);
-        metrics.count("transport", r.status);
+        metrics.count("transport", r.status, std::chrono::microseconds{0});
         log("event=http request_id=" + request_id + " status=400 error=\"no Host header\"");
         co_await write(stream, watch, r, false, msg.version());
         break;

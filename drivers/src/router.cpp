@@ -325,7 +325,9 @@ void router::ticket::finish(response r) {
     return;
   if (r.route.empty())
     r.route = "other";
-  metrics_.count(r.route, r.status);
+  metrics_.count(r.route, r.status,
+                 std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::steady_clock::now() - started_));
   done(std::move(r));
 }
 
@@ -403,9 +405,19 @@ response error_response(const error& err) {
 
 // -- metrics -----------------------------------------------------------------
 
-void request_metrics::count(const std::string& route, unsigned status) {
+void request_metrics::count(const std::string& route, unsigned status,
+                            std::chrono::microseconds took) {
+  auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(0, took.count()));
+  auto bucket = std::lower_bound(bounds_us.begin(), bounds_us.end(), us) - bounds_us.begin();
   std::lock_guard<std::mutex> guard{mtx_};
   ++counts_[{route, status}];
+  auto h = durations_.find(route);
+  if (h == durations_.end())
+    h = durations_.emplace(route, histogram{}).first;
+  if (bucket < static_cast<std::ptrdiff_t>(bounds_us.size()))
+    ++h->second.buckets[static_cast<std::size_t>(bucket)];
+  h->second.sum_us += us;
+  ++h->second.count;
 }
 
 std::string request_metrics::prometheus() const {
@@ -416,6 +428,23 @@ std::string request_metrics::prometheus() const {
   for (auto& [k, n] : counts_)
     out << "ticktock_http_requests_total{route=\"" << k.first << "\",status=\"" << k.second
         << "\"} " << n << "\n";
+  out << "# HELP ticktock_http_request_duration_seconds From a request having been read to its "
+         "answer being ready (an agent route: its committed tick), by route.\n"
+         "# TYPE ticktock_http_request_duration_seconds histogram\n";
+  for (auto& [route, h] : durations_) {
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < bounds_us.size(); ++i) {
+      cumulative += h.buckets[i];
+      out << "ticktock_http_request_duration_seconds_bucket{route=\"" << route << "\",le=\""
+          << static_cast<double>(bounds_us[i]) / 1e6 << "\"} " << cumulative << "\n";
+    }
+    out << "ticktock_http_request_duration_seconds_bucket{route=\"" << route
+        << "\",le=\"+Inf\"} " << h.count << "\n"
+        << "ticktock_http_request_duration_seconds_sum{route=\"" << route << "\"} "
+        << static_cast<double>(h.sum_us) / 1e6 << "\n"
+        << "ticktock_http_request_duration_seconds_count{route=\"" << route << "\"} " << h.count
+        << "\n";
+  }
   return out.str();
 }
 

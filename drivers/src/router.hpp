@@ -4,6 +4,7 @@
 // structs, so routing and handlers can be tested (and fuzzed) without a
 // socket. http_server.cpp adapts Beast to this.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -91,12 +92,23 @@ std::optional<response> duplicate_field(std::string_view body);
 /// Per-route request counters for /metrics.
 class request_metrics {
 public:
-  void count(const std::string& route, unsigned status);
+  /// Upper bounds of the request duration histogram, in microseconds.
+  static constexpr std::array<std::uint64_t, 12> bounds_us{
+    100, 250, 500, 1000, 2000, 5000, 10000, 25000, 100000, 1000000, 10000000, 60000000};
+  /// One answered request: its route, status and time from its having been
+  /// read to its answer being ready (a route handled without a ticket, such
+  /// as a transport error, passes 0).
+  void count(const std::string& route, unsigned status, std::chrono::microseconds took);
   std::string prometheus() const;
 
 private:
+  struct histogram {
+    std::array<std::uint64_t, bounds_us.size()> buckets{};  // not cumulative
+    std::uint64_t sum_us = 0, count = 0;
+  };
   mutable std::mutex mtx_;
   std::map<std::pair<std::string, unsigned>, std::uint64_t> counts_;
+  std::map<std::string, histogram, std::less<>> durations_;
 };
 
 /// Hands late replies to the HTTP requests whose ticks deferred them
@@ -238,7 +250,8 @@ private:
 /// safe; the first answer wins.
 class router::ticket {
 public:
-  ticket(request_metrics& metrics, reply_fn done) : metrics_(metrics), done_(std::move(done)) {}
+  ticket(request_metrics& metrics, reply_fn done)
+    : metrics_(metrics), started_(std::chrono::steady_clock::now()), done_(std::move(done)) {}
   /// Gives up waiting: answers 504 REPLY_TIMEOUT now, unless answered already.
   /// A request the agent has not run yet may still run.
   void cancel();
@@ -249,6 +262,7 @@ public:
 
 private:
   request_metrics& metrics_;
+  std::chrono::steady_clock::time_point started_;
   std::mutex mtx_;
   reply_fn done_;
   std::optional<std::uint64_t> seq_;

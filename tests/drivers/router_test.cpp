@@ -182,6 +182,32 @@ TEST_CASE("metrics are Prometheus text") {
   CHECK(m.body.find("ticktock_tick_latency_seconds_bucket") != std::string::npos);
   CHECK(m.body.find("ticktock_http_requests_total{route=\"/v1/agents\",status=\"201\"} 1")
         != std::string::npos);
+  // The duration histogram: one request on the route, in every bucket from
+  // its own on (cumulative), and in +Inf.
+  CHECK(m.body.find("# TYPE ticktock_http_request_duration_seconds histogram") != std::string::npos);
+  CHECK(m.body.find("ticktock_http_request_duration_seconds_bucket{route=\"/v1/agents\",le=\"60\"} 1")
+        != std::string::npos);
+  CHECK(m.body.find("ticktock_http_request_duration_seconds_bucket{route=\"/v1/agents\",le=\"+Inf\"} 1")
+        != std::string::npos);
+  CHECK(m.body.find("ticktock_http_request_duration_seconds_count{route=\"/v1/agents\"} 1")
+        != std::string::npos);
+}
+
+TEST_CASE("request durations land in their histogram bucket") {
+  request_metrics m;
+  m.count("/a/{id}", 200, std::chrono::microseconds{90});
+  m.count("/a/{id}", 200, std::chrono::microseconds{1500});
+  m.count("/a/{id}", 504, std::chrono::microseconds{90'000'000});  // past the last bound
+  auto text = m.prometheus();
+  auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
+  CHECK(has(R"(ticktock_http_request_duration_seconds_bucket{route="/a/{id}",le="0.0001"} 1)"));
+  CHECK(has(R"(ticktock_http_request_duration_seconds_bucket{route="/a/{id}",le="0.001"} 1)"));
+  CHECK(has(R"(ticktock_http_request_duration_seconds_bucket{route="/a/{id}",le="0.002"} 2)"));
+  CHECK(has(R"(ticktock_http_request_duration_seconds_bucket{route="/a/{id}",le="60"} 2)"));
+  CHECK(has(R"(ticktock_http_request_duration_seconds_bucket{route="/a/{id}",le="+Inf"} 3)"));
+  CHECK(has(R"(ticktock_http_request_duration_seconds_sum{route="/a/{id}"} 90.0016)"));
+  CHECK(has(R"(ticktock_http_request_duration_seconds_count{route="/a/{id}"} 3)"));
+  CHECK(has(R"(ticktock_http_requests_total{route="/a/{id}",status="504"} 1)"));
 }
 
 TEST_CASE("identity files: pubkey, sign, verify, encrypt, decrypt; the secret never comes out") {

@@ -1192,6 +1192,36 @@ class ConfigTest(unittest.TestCase):
                     proc.kill()
                     proc.wait()
 
+    def test_http_threads(self):
+        def io_threads(pid):
+            names = []
+            for t in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+                    names.append(f.read().strip())
+            return names.count("tt-http")
+
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t", TICKTOCK_HTTP_THREADS="3")
+            proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
+            try:
+                # Each I/O thread names itself once it runs.
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and io_threads(proc.pid) < 3:
+                    time.sleep(0.01)
+                self.assertEqual(io_threads(proc.pid), 3)
+                for _ in range(6):  # connections spread over the threads; all answer
+                    self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(proc.wait(30), 0)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            bad = subprocess.run([ticktockd_path(), "--data", data, "--listen", "127.0.0.1:0",
+                                  "--http-threads", "0"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(bad.returncode, 2, bad)
+            self.assertIn("--http-threads must be positive", bad.stderr)
+
     def test_the_admin_token_from_the_environment(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="from-the-environment")
