@@ -148,6 +148,13 @@ std::string node_key(const std::string& data) {
   return key;
 }
 
+// gperftools' tcmalloc, when linked (TICKTOCK_TCMALLOC), defines it.
+extern "C" const char* tc_version(int* major, int* minor, const char** patch)
+  __attribute__((weak));
+
+// Which malloc serves this process, for the start line.
+std::string allocator() { return tc_version ? "tcmalloc" : "libc"; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -437,7 +444,7 @@ int main(int argc, char** argv) {
              + (openai.api_key.empty() ? " key=none" : " key=set"));
   log_line("event=start data=" + data + " agents=" + std::to_string(n.agent_count())
            + " durability=" + durability + " listen=" + http.host + ":"
-           + std::to_string((*server)->port()));
+           + std::to_string((*server)->port()) + " allocator=" + allocator());
   if (generated || vm["admin-token"].as<std::string>().empty())
     log_line("event=admin_token path=" + data + "/admin.token"
              + (generated ? " generated=true" : ""));
