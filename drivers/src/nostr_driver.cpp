@@ -43,6 +43,10 @@ struct nostr_driver::impl {
   struct watched {
     std::vector<std::string> relays;
     std::unique_ptr<relay_pool> pool;
+    // Outbox events below this seq were handed to `pool` already. A new
+    // agent's watch sends what its first ticks published, and those ticks'
+    // own publishes may still be queued behind it: each goes out once.
+    std::uint64_t published_below = 0;
   };
   mutable std::mutex mtx;
   std::map<std::string, watched> agents;
@@ -194,6 +198,7 @@ struct nostr_driver::impl {
       old = std::move(w.pool);
       w.relays = relays;
       w.pool = std::move(*pool);
+      w.published_below = 0;  // a new pool has sent nothing
     }
     return {};
   }
@@ -207,11 +212,13 @@ struct nostr_driver::impl {
     auto i = agents.find(id);
     if (i == agents.end())
       return;
+    auto& w = i->second;
     for (auto& ev : *events) {
-      if (ev.topic != "nostr")
+      if (ev.topic != "nostr" || ev.seq < w.published_below)
         continue;
+      w.published_below = ev.seq + 1;
       if (auto e = nostr::event_from_json(ev.payload)) {
-        if (!i->second.pool->publish(e->id, ev.payload))
+        if (!w.pool->publish(e->id, ev.payload))
           ++stats->published;
       }
     }
