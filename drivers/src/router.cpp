@@ -408,42 +408,44 @@ response error_response(const error& err) {
 void request_metrics::count(const std::string& route, unsigned status,
                             std::chrono::microseconds took) {
   auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(0, took.count()));
-  auto bucket = std::lower_bound(bounds_us.begin(), bounds_us.end(), us) - bounds_us.begin();
+  auto bucket = static_cast<std::size_t>(std::lower_bound(bounds_us.begin(), bounds_us.end(), us)
+                                         - bounds_us.begin());
   std::lock_guard<std::mutex> guard{mtx_};
-  ++counts_[{route, status}];
-  auto h = durations_.find(route);
-  if (h == durations_.end())
-    h = durations_.emplace(route, histogram{}).first;
-  if (bucket < static_cast<std::ptrdiff_t>(bounds_us.size()))
-    ++h->second.buckets[static_cast<std::size_t>(bucket)];
-  h->second.sum_us += us;
-  ++h->second.count;
+  auto r = routes_.find(route);
+  if (r == routes_.end())
+    r = routes_.emplace(route, route_stats{}).first;
+  auto& st = r->second;
+  ++st.by_status[status];
+  if (bucket < bounds_us.size())
+    ++st.buckets[bucket];  // past the last bound: in +Inf only
+  st.sum_us += us;
+  ++st.count;
 }
 
 std::string request_metrics::prometheus() const {
   std::ostringstream out;
+  std::lock_guard<std::mutex> guard{mtx_};
   out << "# HELP ticktock_http_requests_total HTTP requests by route and status.\n"
          "# TYPE ticktock_http_requests_total counter\n";
-  std::lock_guard<std::mutex> guard{mtx_};
-  for (auto& [k, n] : counts_)
-    out << "ticktock_http_requests_total{route=\"" << k.first << "\",status=\"" << k.second
-        << "\"} " << n << "\n";
+  for (auto& [route, st] : routes_)
+    for (auto& [status, n] : st.by_status)
+      out << "ticktock_http_requests_total{route=\"" << route << "\",status=\"" << status
+          << "\"} " << n << "\n";
   out << "# HELP ticktock_http_request_duration_seconds From a request having been read to its "
          "answer being ready (an agent route: its committed tick), by route.\n"
          "# TYPE ticktock_http_request_duration_seconds histogram\n";
-  for (auto& [route, h] : durations_) {
+  for (auto& [route, st] : routes_) {
+    auto series = "ticktock_http_request_duration_seconds";
     std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i < bounds_us.size(); ++i) {
-      cumulative += h.buckets[i];
-      out << "ticktock_http_request_duration_seconds_bucket{route=\"" << route << "\",le=\""
+      cumulative += st.buckets[i];
+      out << series << "_bucket{route=\"" << route << "\",le=\""
           << static_cast<double>(bounds_us[i]) / 1e6 << "\"} " << cumulative << "\n";
     }
-    out << "ticktock_http_request_duration_seconds_bucket{route=\"" << route
-        << "\",le=\"+Inf\"} " << h.count << "\n"
-        << "ticktock_http_request_duration_seconds_sum{route=\"" << route << "\"} "
-        << static_cast<double>(h.sum_us) / 1e6 << "\n"
-        << "ticktock_http_request_duration_seconds_count{route=\"" << route << "\"} " << h.count
-        << "\n";
+    out << series << "_bucket{route=\"" << route << "\",le=\"+Inf\"} " << st.count << "\n"
+        << series << "_sum{route=\"" << route << "\"} " << static_cast<double>(st.sum_us) / 1e6
+        << "\n"
+        << series << "_count{route=\"" << route << "\"} " << st.count << "\n";
   }
   return out.str();
 }

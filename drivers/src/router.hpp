@@ -102,13 +102,13 @@ public:
   std::string prometheus() const;
 
 private:
-  struct histogram {
+  struct route_stats {
+    std::map<unsigned, std::uint64_t> by_status;
     std::array<std::uint64_t, bounds_us.size()> buckets{};  // not cumulative
     std::uint64_t sum_us = 0, count = 0;
   };
   mutable std::mutex mtx_;
-  std::map<std::pair<std::string, unsigned>, std::uint64_t> counts_;
-  std::map<std::string, histogram, std::less<>> durations_;
+  std::map<std::string, route_stats, std::less<>> routes_;
 };
 
 /// Hands late replies to the HTTP requests whose ticks deferred them
