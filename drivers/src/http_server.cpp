@@ -477,13 +477,13 @@ struct http_server::impl {
       req.body = std::move(msg.body());
       req.websocket_upgrade = websocket::is_upgrade(msg);
       req.request_id = std::to_string(next_request++);
-      auto started = steady::now();
+      req.received = steady::now();
       // Handlers may block (durability, agent replies): run them off the I/O
       // threads; only the probes that never block are answered in place.
       response res = co_await answer(req, watch);
       res.headers.emplace_back("X-Request-Id", req.request_id);
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now()
-                                                                      - started)
+                                                                      - *req.received)
                   .count();
       if (options.log) {
         // The admin token may be in the query: never log the query.

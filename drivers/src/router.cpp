@@ -614,7 +614,8 @@ std::string required_scope(std::string_view method, std::string_view rest) {
 }  // namespace
 
 std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done) {
-  auto t = std::make_shared<ticket>(metrics_, std::move(done));
+  auto t = std::make_shared<ticket>(
+    metrics_, req.received.value_or(std::chrono::steady_clock::now()), std::move(done));
   std::string_view target = req.target;
   auto qpos = target.find('?');
   auto path = target.substr(0, qpos);

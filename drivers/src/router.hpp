@@ -37,6 +37,9 @@ struct request {
   std::map<std::string, std::string> headers;  ///< names lower-cased
   std::string body;
   std::string request_id;
+  /// When the server had read it (the duration metric starts here); a
+  /// request built elsewhere (tests, fuzzers) starts when it is handled.
+  std::optional<std::chrono::steady_clock::time_point> received;
   /// A WebSocket upgrade: HTTP/1.1 with Connection: upgrade and
   /// Upgrade: websocket (beast::websocket::is_upgrade).
   bool websocket_upgrade = false;
@@ -250,8 +253,8 @@ private:
 /// safe; the first answer wins.
 class router::ticket {
 public:
-  ticket(request_metrics& metrics, reply_fn done)
-    : metrics_(metrics), started_(std::chrono::steady_clock::now()), done_(std::move(done)) {}
+  ticket(request_metrics& metrics, std::chrono::steady_clock::time_point started, reply_fn done)
+    : metrics_(metrics), started_(started), done_(std::move(done)) {}
   /// Gives up waiting: answers 504 REPLY_TIMEOUT now, unless answered already.
   /// A request the agent has not run yet may still run.
   void cancel();

@@ -193,6 +193,19 @@ TEST_CASE("metrics are Prometheus text") {
         != std::string::npos);
 }
 
+TEST_CASE("the duration of a request starts when the server read it, not when it is handled") {
+  api_fixture f;
+  request r;
+  r.method = "GET";
+  r.target = "/healthz";
+  r.received = std::chrono::steady_clock::now() - 3s;  // e.g. waited for a handler thread
+  CHECK(f.api->handle(r).status == 200);
+  auto text = f.metrics.prometheus();
+  auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
+  CHECK(has(R"(ticktock_http_request_duration_seconds_bucket{route="/healthz",le="1"} 0)"));
+  CHECK(has(R"(ticktock_http_request_duration_seconds_bucket{route="/healthz",le="10"} 1)"));
+}
+
 TEST_CASE("request durations land in their histogram bucket") {
   request_metrics m;
   m.count("/a/{id}", 200, std::chrono::microseconds{90});
