@@ -1121,6 +1121,7 @@ class ConfigTest(unittest.TestCase):
     def start(self, args, env):
         proc = subprocess.Popen([ticktockd_path()] + args, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
+        self.addCleanup(self.kill, proc)
         lines = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -1135,6 +1136,13 @@ class ConfigTest(unittest.TestCase):
                 return proc, int(m.group(1)), lines
         proc.kill()
         self.fail("ticktockd did not start: %s" % "".join(lines))
+
+    @staticmethod
+    def kill(proc):
+        """After each test: a server the test did not stop (it failed) goes."""
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def call(self, port, method, path, token, body=None):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -1156,41 +1164,36 @@ class ConfigTest(unittest.TestCase):
             env = dict(os.environ, TICKTOCK_DATA=data)  # the environment wins over the file
             env.pop("TICKTOCK_ADMIN_TOKEN", None)
             proc, port, log = self.start(["--config", config], env)
-            try:
-                self.assertIn("durability=sync", "".join(log))
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and "event=admin_token" not in "".join(log):
-                    time.sleep(0.01)
-                self.assertIn("event=admin_token path=%s/admin.token generated=true" % data, "".join(log))
-                token_file = os.path.join(data, "admin.token")
-                self.assertEqual(os.stat(token_file).st_mode & 0o777, 0o600)
-                self.assertFalse(os.path.exists(os.path.join(tmp, "not-this-one")))
-                with open(token_file) as f:
-                    token = f.read().strip()
-                self.assertEqual(self.call(port, "GET", "/v1/agents", "wrong")[0], 401)
-                for i in range(3):
-                    status, _ = self.call(port, "POST", "/v1/agents", token,
-                                          json.dumps({"id": "c%d" % i, "type": "counter"}))
-                    self.assertEqual(status, 201)
-                    self.assertEqual(self.call(port, "POST", "/v1/agents/c%d/inbox" % i, token, "1")[0], 202)
+            self.assertIn("durability=sync", "".join(log))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "event=admin_token" not in "".join(log):
+                time.sleep(0.01)
+            self.assertIn("event=admin_token path=%s/admin.token generated=true" % data, "".join(log))
+            token_file = os.path.join(data, "admin.token")
+            self.assertEqual(os.stat(token_file).st_mode & 0o777, 0o600)
+            self.assertFalse(os.path.exists(os.path.join(tmp, "not-this-one")))
+            with open(token_file) as f:
+                token = f.read().strip()
+            self.assertEqual(self.call(port, "GET", "/v1/agents", "wrong")[0], 401)
+            for i in range(3):
+                status, _ = self.call(port, "POST", "/v1/agents", token,
+                                      json.dumps({"id": "c%d" % i, "type": "counter"}))
+                self.assertEqual(status, 201)
+                self.assertEqual(self.call(port, "POST", "/v1/agents/c%d/inbox" % i, token, "1")[0], 202)
 
-                def states():
-                    return [json.loads(self.call(port, "GET", "/v1/agents/c%d" % i, token)[1])["state"]
-                            for i in range(3)]
-                # --idle-timeout 300 ms: all three hibernate once idle.
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and states() != ["hibernated"] * 3:
-                    time.sleep(0.05)
-                self.assertEqual(states(), ["hibernated"] * 3)
-                counts = [json.loads(self.call(port, "GET", "/a/c%d/" % i, token)[1])["count"] for i in range(3)]
-                self.assertEqual(counts, [1, 1, 1])
-                # SIGINT drains and exits 0, like SIGTERM.
-                proc.send_signal(signal.SIGINT)
-                self.assertEqual(proc.wait(30), 0)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            def states():
+                return [json.loads(self.call(port, "GET", "/v1/agents/c%d" % i, token)[1])["state"]
+                        for i in range(3)]
+            # --idle-timeout 300 ms: all three hibernate once idle.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and states() != ["hibernated"] * 3:
+                time.sleep(0.05)
+            self.assertEqual(states(), ["hibernated"] * 3)
+            counts = [json.loads(self.call(port, "GET", "/a/c%d/" % i, token)[1])["count"] for i in range(3)]
+            self.assertEqual(counts, [1, 1, 1])
+            # SIGINT drains and exits 0, like SIGTERM.
+            proc.send_signal(signal.SIGINT)
+            self.assertEqual(proc.wait(30), 0)
 
     def test_http_threads(self):
         def io_threads(pid):
@@ -1203,20 +1206,15 @@ class ConfigTest(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t", TICKTOCK_HTTP_THREADS="3")
             proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
-            try:
-                # Each I/O thread names itself once it runs.
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and io_threads(proc.pid) < 3:
-                    time.sleep(0.01)
-                self.assertEqual(io_threads(proc.pid), 3)
-                for _ in range(6):  # connections spread over the threads; all answer
-                    self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
-                proc.send_signal(signal.SIGTERM)
-                self.assertEqual(proc.wait(30), 0)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            # Each I/O thread names itself once it runs.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and io_threads(proc.pid) < 3:
+                time.sleep(0.01)
+            self.assertEqual(io_threads(proc.pid), 3)
+            for _ in range(6):  # connections spread over the threads; all answer
+                self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(30), 0)
             bad = subprocess.run([ticktockd_path(), "--data", data, "--listen", "127.0.0.1:0",
                                   "--http-threads", "0"], capture_output=True, text=True, timeout=60)
             self.assertEqual(bad.returncode, 2, bad)
@@ -1226,18 +1224,13 @@ class ConfigTest(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="from-the-environment")
             proc, port, log = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
-            try:
-                self.assertEqual(self.call(port, "GET", "/v1/agents", "from-the-environment")[0], 200)
-                self.assertEqual(self.call(port, "GET", "/v1/agents", "other")[0], 401)
-                self.assertFalse(os.path.exists(os.path.join(data, "admin.token")))
-                self.assertEqual(self.call(port, "GET", "/v1/agents?token=from-the-environment", "x")[0], 401)
-                self.assertNotIn("from-the-environment", "".join(log))  # never logged
-                proc.send_signal(signal.SIGTERM)
-                self.assertEqual(proc.wait(30), 0)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            self.assertEqual(self.call(port, "GET", "/v1/agents", "from-the-environment")[0], 200)
+            self.assertEqual(self.call(port, "GET", "/v1/agents", "other")[0], 401)
+            self.assertFalse(os.path.exists(os.path.join(data, "admin.token")))
+            self.assertEqual(self.call(port, "GET", "/v1/agents?token=from-the-environment", "x")[0], 401)
+            self.assertNotIn("from-the-environment", "".join(log))  # never logged
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(30), 0)
 
 if __name__ == "__main__":
     unittest.main()
