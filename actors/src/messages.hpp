@@ -45,8 +45,8 @@ struct node_core;
 class direct_trigger {
 public:
   using done_fn = std::function<void(expected<tick_event>)>;
-  direct_trigger(node_core& core, storage::inbox_entry e, done_fn done)
-    : entry(std::move(e)), core_(core), done_(std::move(done)) {}
+  direct_trigger(node_core& core, std::string agent, storage::inbox_entry e, done_fn done)
+    : entry(std::move(e)), core_(core), agent_(std::move(agent)), done_(std::move(done)) {}
   direct_trigger(const direct_trigger&) = delete;
   direct_trigger& operator=(const direct_trigger&) = delete;
   ~direct_trigger();
@@ -57,6 +57,7 @@ public:
 
 private:
   node_core& core_;
+  std::string agent_;
   done_fn done_;
 };
 

@@ -42,9 +42,23 @@ void node_core::deliver(storage::op_result& r) {
   }
 }
 
+// Dropped unanswered: by the agent's actor when it stopped (removed, or it
+// could not load), or before it reached one (the node closing). Answers why.
 direct_trigger::~direct_trigger() {
-  finish(error{errc::shutting_down,
-               "the agent stopped before its tick for this request committed"});
+  if (!done_)
+    return;
+  if (core_.closing) {
+    finish(error{errc::shutting_down, "the node is shutting down"});
+    return;
+  }
+  auto v = core_.dir->lookup(agent_);
+  if (!v)
+    finish(error{errc::not_found, "no agent '" + agent_ + "'"});
+  else if (v->errored)
+    finish(error{errc::agent_errored, "agent '" + agent_ + "' is errored: " + v->error});
+  else
+    finish(error{errc::shutting_down,
+                 "the agent stopped before its tick for this request committed"});
 }
 
 void direct_trigger::finish(expected<tick_event> r) {
@@ -457,8 +471,8 @@ void node::run_trigger(const std::string& id, std::string payload, const send_op
     std::lock_guard<std::mutex> guard{core->idle_mtx};
     ++core->outstanding;  // until done runs (wait_idle)
   }
-  auto d = std::make_shared<detail::direct_trigger>(*core, std::move(*entry), std::move(done));
-  // On failure the last reference goes here and d answers shutting_down.
+  auto d = std::make_shared<detail::direct_trigger>(*core, id, std::move(*entry), std::move(done));
+  // On failure the last reference goes here and d answers why.
   core_->dir->deliver_direct(id, std::move(d));
 }
 

@@ -175,12 +175,12 @@ TEST_CASE("direct triggers are bounded per agent and answered when the agent sto
     CHECK(count(errc::inbox_full) == 3);
   }
   CHECK_FALSE(nd.wait_idle(50ms));  // the two waiting count as outstanding
-  // Terminating the agent answers the waiting ones.
+  // Terminating the agent answers the waiting ones: it is gone.
   REQUIRE_FALSE(nd.terminate("c"));
   {
     std::unique_lock<std::mutex> lock{mtx};
     REQUIRE(cv.wait_for(lock, 10s, [&] { return answers.size() == 5; }));
-    CHECK(count(errc::shutting_down) == 2);
+    CHECK(count(errc::not_found) == 2);
   }
   CHECK(nd.wait_idle(10s));
 }
@@ -200,6 +200,27 @@ TEST_CASE("run_trigger refuses what it cannot run") {
         == errc::message_too_large);
   REQUIRE(nd.wait_idle(10s));
   CHECK(nd.state<counter_state>("c")->count == 0);
+}
+
+TEST_CASE("a direct trigger to an agent that cannot load answers agent_errored") {
+  test::temp_dir dir;
+  {
+    auto n = node::open(options_for(dir), registry());
+    REQUIRE(n);
+    REQUIRE_FALSE((*n)->create("c", "counter"));
+    REQUIRE(run(**n, "c", "x"));
+  }
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  // Not resident after the restart: the trigger wakes it, and its load fails.
+  REQUIRE_FALSE(nd.store().raw_put("state", storage::keys::agent("c"), "\x05garbage"));
+  auto r = run(nd, "c", "y");
+  REQUIRE_FALSE(r);
+  CHECK(r.error_value().code() == errc::agent_errored);
+  // The next one is refused before it reaches an actor, with the same code.
+  CHECK(run(nd, "c", "z").error_value().code() == errc::agent_errored);
+  CHECK(nd.wait_idle(10s));
 }
 
 TEST_CASE("direct triggers racing an agent's hibernation all run") {
