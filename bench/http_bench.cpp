@@ -569,6 +569,75 @@ std::function<void(std::uint64_t, std::string&)> counter_posts(std::size_t agent
   };
 }
 
+// -- the server's own view of a run: its request-duration histogram -----------
+
+/// GET `target` from 127.0.0.1:`port` with the admin token; the body of a 200.
+std::string get_body(std::uint16_t port, const std::string& target) {
+  asio::io_context io;
+  beast::tcp_stream stream{io};
+  stream.expires_after(10s);
+  beast::error_code ec;
+  stream.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), port}, ec);
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  req.set(http::field::authorization, "Bearer " + admin_token);
+  if (!ec)
+    http::write(stream, req, ec);
+  beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  if (!ec)
+    http::read(stream, buf, res, ec);
+  if (ec || res.result() != http::status::ok)
+    throw bench_error{"GET " + target + ": "
+                      + (ec ? ec.message() : std::to_string(res.result_int()))};
+  return std::move(res.body());
+}
+
+/// Cumulative counts of ticktockd's ticktock_http_request_duration_seconds
+/// for one route, by upper bound in microseconds (+Inf as infinity).
+using histogram = std::map<double, double>;
+
+histogram route_histogram(std::uint16_t port, const std::string& route) {
+  auto text = get_body(port, "/metrics");
+  auto prefix = "ticktock_http_request_duration_seconds_bucket{route=\"" + route + "\",le=\"";
+  histogram h;
+  std::istringstream lines{text};
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(prefix, 0) != 0)
+      continue;
+    auto le_end = line.find('"', prefix.size());
+    auto le = line.substr(prefix.size(), le_end - prefix.size());
+    auto bound = le == "+Inf" ? HUGE_VAL : std::stod(le) * 1e6;
+    h[bound] = std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return h;
+}
+
+/// What the server counted between two readings: the fraction answered
+/// within `within_us`, and the bound of the bucket holding the 99th percentile.
+struct server_view {
+  double within = 0;
+  double p99_le_us = 0;
+};
+
+server_view difference(const histogram& before, const histogram& after, double within_us) {
+  server_view v;
+  auto count = [](const histogram& h, double bound) {
+    auto i = h.find(bound);
+    return i == h.end() ? 0.0 : i->second;
+  };
+  auto total = count(after, HUGE_VAL) - count(before, HUGE_VAL);
+  if (total <= 0)
+    return v;
+  v.within = (count(after, within_us) - count(before, within_us)) / total;
+  for (auto& [bound, n] : after)
+    if (n - count(before, bound) >= 0.99 * total) {
+      v.p99_le_us = bound;
+      break;
+    }
+  return v;
+}
+
 struct measurement {
   double ops_per_s = 0;
   double p50_us = 0;
@@ -688,13 +757,24 @@ std::vector<row> run_http(const config& cfg) {
   }
   // Open loop at half the rate ticktockd reached over the many agents, and
   // the baseline at the same offered rate.
+  // ticktockd's own histogram tells its share of the latency (read to
+  // answer) from the rest (client, kernel, scheduling).
   auto rate = summarize(many_ours.ops).median / 2;
+  constexpr double server_target_us = 2000;
+  std::vector<double> server_within, server_p99_le;
   for (std::size_t run = 0; run < cfg.runs; ++run) {
     auto tag = " run " + std::to_string(run + 1);
     auto o = closed_loop(daemon.port(), counter_posts(agents));
     o.rate = rate;
     o.max_measured = 0;
+    auto before = route_histogram(daemon.port(), "/a/{id}");
     half_ours.add(measure(o, daemon_cpu, "http-half-rate" + tag, cfg));
+    auto server = difference(before, route_histogram(daemon.port(), "/a/{id}"), server_target_us);
+    server_within.push_back(server.within * 100);
+    server_p99_le.push_back(server.p99_le_us);
+    progress(cfg, "http-half-rate" + tag + ": the server answered " + std::to_string(server.within * 100)
+                    + " % of its requests within 2 ms of reading them; their p99 is at most "
+                    + std::to_string(server.p99_le_us) + " us");
     o.port = bare.port();
     half_base.add(measure(o, bare_cpu, "bare-beast half-rate" + tag, cfg));
   }
@@ -760,6 +840,15 @@ std::vector<row> run_http(const config& cfg) {
                     "mean no overhead)";
   half.extra["agents"] = summarize({static_cast<double>(agents)});
   half.extra["offered_rate_per_s"] = summarize({rate});
+  half.extra["server_within_2ms_pct"] = summarize(server_within);
+  half.extra["server_p99_le_us"] = summarize(server_p99_le);
+  half.notes["server_latency"] =
+    "server_within_2ms_pct, server_p99_le_us: from ticktockd's own "
+    "ticktock_http_request_duration_seconds{route=\"/a/{id}\"} (GET /metrics before and after "
+    "each run, warm-up included): the percentage of requests answered within 2 ms of the server "
+    "having read them, and the upper bound of the histogram bucket (0.1, 0.25, 0.5, 1, 2, 5, "
+    "10, 25, 100 ms, ...) that holds their 99th percentile. The rest of the client's latency is "
+    "the client, the kernel and the wait for a CPU before the read and after the answer";
   half.notes["workload"] = "open loop: the " + many + " workload offered at a fixed rate of "
                            + std::to_string(std::llround(rate)) + " req/s (half the median "
                            "closed-loop rate of " + many + "), request i due at start + i/rate "

@@ -218,6 +218,10 @@ void print_table(const tb::row& r) {
       print_line("", "srv CPU us/req", c, "", extra(r, "baseline_server_cpu_us_per_req"), "");
     if (auto c = extra(r, "server_switches_per_req"))
       print_line("", "srv cswch/req", c, "", extra(r, "baseline_server_switches_per_req"), "");
+    if (auto c = extra(r, "server_p99_le_us"))
+      print_line("", "srv p99 <= us", c, "", std::nullopt, "");
+    if (auto c = extra(r, "server_within_2ms_pct"))
+      print_line("", "srv <= 2 ms %", c, "", std::nullopt, "");
   } else if (r.p99_us) {
     print_line(r.scenario, "p50 us", r.p50_us, r.baseline, r.baseline_p50_us, "");
     print_line("", "p99 us", r.p99_us, "", r.baseline_p99_us, ratio + " base/ours p99");
