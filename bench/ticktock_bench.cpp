@@ -391,6 +391,11 @@ void write_markdown(const std::string& path, const std::vector<tb::row>& rows,
        << ". Ratio: " << r.ratio_kind << ".";
     if (auto w = r.notes.find("workload"); w != r.notes.end())
       md << " Workload: " << w->second << ".";
+    auto within = extra(r, "server_within_2ms_pct");
+    auto p99_le = extra(r, "server_p99_le_us");
+    if (within && p99_le)
+      md << " ticktockd's own histogram (request read → answer ready): " << md_cell(within, true)
+         << " % answered within 2 ms, p99 at most " << md_cell(p99_le, true) << " µs.";
     md << "\n";
   }
   md << md_end << "\n";
