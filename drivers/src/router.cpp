@@ -564,9 +564,16 @@ router::principal router::authenticate(const request& req,
 
 namespace {
 
-// The scope an agent token needs for `method` on /v1/agents/{id}{rest};
-// "admin" means only the admin token may.
-std::string required_scope(std::string_view method, std::string_view rest) {
+// The ctl command in a ctl write's body.
+std::string_view ctl_command(std::string_view body) {
+  while (!body.empty() && (body.back() == '\n' || body.back() == ' '))
+    body.remove_suffix(1);
+  return body;
+}
+
+// The scope an agent token needs for `method` on /v1/agents/{id}{rest} with
+// `body`; "admin" means only the admin token may.
+std::string required_scope(std::string_view method, std::string_view rest, std::string_view body) {
   bool read = method == "GET" || method == "HEAD";
   if (rest.empty() || rest == "/")
     return read ? "read" : "admin";
@@ -593,8 +600,8 @@ std::string required_scope(std::string_view method, std::string_view rest) {
   // Outbound HTTP (http/new); "http" is the scope of the agent's own routes.
   if (path == "http/new" || (path.starts_with("http/jobs/") && path.ends_with("/cancel")))
     return "fetch";
-  if (path == "ctl")
-    return "write:ctl";
+  if (path == "ctl")  // terminate is DELETE /v1/agents/{id}: admin only
+    return ctl_command(body) == "terminate" ? "admin" : "write:ctl";
   if (path == "inbox")
     return "write:inbox";
   if (path.substr(0, 6) == "goals/")
@@ -664,7 +671,7 @@ response router::dispatch(const request& req, std::string_view path,
                           const std::shared_ptr<ticket>& t) {
   if (path == "/healthz") {
     if (req.method != "GET" && req.method != "HEAD")
-      return method_not_allowed("GET");
+      return method_not_allowed("GET, HEAD");
     return json_response(200, json::object{{"status", "ok"}}, "/healthz");
   }
   if (path == "/metrics") {
@@ -751,7 +758,7 @@ response router::dispatch(const request& req, std::string_view path,
     r.route = "/v1/agents/{id}";
     return r;
   }
-  auto scope = required_scope(req.method, rest);
+  auto scope = required_scope(req.method, rest, req.body);
   if (!allowed(*id, scope))
     return forbidden(who.admin ? "" : "this token may not do that on agent '" + *id + "' (needs "
                                         + (scope == "admin" ? "the admin token" : "scope " + scope)
@@ -888,12 +895,25 @@ response router::agents(const request& req, const std::map<std::string, std::str
   return r;
 }
 
+namespace {
+
+// The node remembers agents terminated since it started (status() says
+// `terminated`); over HTTP a deleted agent is gone, as after a restart.
+expected<agent_status> live_status(const node& n, const std::string& id) {
+  auto s = n.status(id);
+  if (s && s->state == agent_state::terminated)
+    return error{errc::not_found, "no agent '" + id + "' (it was deleted)"};
+  return s;
+}
+
+}  // namespace
+
 response router::agent(const request& req, const std::string& id, std::string_view rest,
                        const std::map<std::string, std::string>& query) {
   if (rest.empty() || rest == "/") {
     response r;
     if (req.method == "GET") {
-      auto s = node_.status(id);
+      auto s = live_status(node_, id);
       r = s ? json_response(200, status_json(*s)) : error_response(s.error_value());
     } else if (req.method == "DELETE") {
       auto err = node_.terminate(id);
@@ -913,12 +933,11 @@ response router::agent(const request& req, const std::string& id, std::string_vi
   }
   if (seg == "ws" && rest.empty()) {
     response r;
-    auto status = node_.status(id);
+    auto status = live_status(node_, id);
     if (req.method != "GET")
       r = method_not_allowed("GET");
-    else if (!status || status->state == agent_state::terminated)
-      r = error_response(status ? error{errc::not_found, "no agent '" + id + "'"}
-                                : status.error_value());
+    else if (!status)
+      r = error_response(status.error_value());
     else if (auto bad = websocket_handshake_error(req))
       r = std::move(*bad);
     else if (req.websocket_upgrade) {
@@ -1351,12 +1370,16 @@ std::optional<std::vector<std::string>> split_fs_path(std::string_view path) {
 
 response router::fs(const request& req, const std::string& id, std::string_view path,
                     const std::map<std::string, std::string>& query) {
-  auto status = node_.status(id);
+  auto status = live_status(node_, id);
   if (!status)
     return error_response(status.error_value());
   auto split = split_fs_path(path);
-  if (!split)
+  if (!split) {
+    for (auto rest = path; !rest.empty();)
+      if (!url_decode(next_segment(rest)))
+        return error_response(400, "BAD_REQUEST", "malformed URL escape in agent path");
     return error_response(400, "BAD_PATH", "bad segment in agent path");
+  }
   auto& parts = *split;
   const auto& m = req.method;
   if (auto bad = websocket_handshake_error(req))
@@ -1422,9 +1445,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   if (name == "ctl" && parts.size() == 1) {
     if (m != "PUT" && m != "POST")
       return route(method_not_allowed("PUT, POST"));
-    auto cmd = req.body;
-    while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == ' '))
-      cmd.pop_back();
+    auto cmd = ctl_command(req.body);
     if (cmd == "tick") {
       auto r = node_.tick(id);
       return route(r ? json_response(202, json::object{{"seq", r->seq}}) : error_response(r.error_value()));
@@ -1641,7 +1662,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       arr.push_back(json::object{{"path", "/" + n}, {"source", "ticktock"}});
     return route(json_response(200, json::object{{"mounts", std::move(arr)}}));
   }
-  if (name == "metrics" || (name == "hud" && parts.size() == 2 && parts[1] == "settings"))
+  if (name == "metrics" || name == "hud")  // hud/stream is served above
     return route(error_response(404, "NOT_YET_AVAILABLE",
                                 "'" + name + "' is part of the agent tree but not served by this version"));
   std::string file;

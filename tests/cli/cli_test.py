@@ -374,11 +374,8 @@ def test_tail_resumes_across_restart():
 
 def test_rm():
     expect(cli("agents", "rm", "e1"), 0, out="terminated e1")
-    # The node may remember a terminated id until it restarts.
     p = cli("status", "e1", "--json")
-    check((p.returncode == 1 and "AGENT_NOT_FOUND" in p.stderr)
-          or (p.returncode == 0 and json.loads(p.stdout)["state"] == "terminated"),
-          "a removed agent is gone or terminated", p)
+    check(p.returncode == 1 and "AGENT_NOT_FOUND" in p.stderr, "a removed agent is gone", p)
     check("e1" not in [a["id"] for a in ok_json("agents", "ls")["agents"]], "rm removes e1")
     check(ok_json("agents", "rm", "v1")["state"] == "terminated", "agents rm --json")
 

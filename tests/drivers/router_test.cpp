@@ -66,7 +66,10 @@ TEST_CASE("the router creates, lists, reads and deletes agents") {
   auto st = parse(f.call("GET", "/v1/agents/c1"));
   CHECK(st.at("last_tick").as_int64() == 2);
   CHECK(f.call("DELETE", "/v1/agents/c1").status == 200);
-  CHECK(parse(f.call("GET", "/v1/agents/c1")).at("state").as_string() == "terminated");
+  auto gone = f.call("GET", "/v1/agents/c1");  // as after a restart
+  CHECK(gone.status == 404);
+  CHECK(parse(gone).at("error").at("code").as_string() == "AGENT_NOT_FOUND");
+  CHECK(f.call("GET", "/v1/agents/c1/fs/status").status == 404);
   CHECK(f.call("POST", "/v1/agents/c1/inbox", "{}").status == 404);
 }
 
@@ -446,7 +449,7 @@ TEST_CASE("dispatch serves exactly the methods router::routes() lists on each pa
   // ROUTE_NOT_FOUND, an unlisted method on a listed path always does.
   api_fixture f;
   auto make_c1 = [&] {
-    if (!f.n->status("c1"))
+    if (auto s = f.n->status("c1"); !s || s->state == agent_state::terminated)
       REQUIRE(f.call("POST", "/v1/agents", R"({"id":"c1","type":"counter"})").status == 201);
   };
   make_c1();

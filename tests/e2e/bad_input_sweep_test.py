@@ -586,10 +586,12 @@ def build_cases(fx):
         ("empty segment deeper", c + "/fs/goals//plan"),
         ("dot-dot as memory namespace", c + "/fs/memory/%2e%2e/x"),
         ("dot-dot as memory key", c + "/fs/memory/kv/%2e%2e"),
-        ("bad escape", c + "/fs/goals/%zz"),
-        ("truncated escape", c + "/fs/goals/a%4"),
     ]:
         add("traversal", "GET " + name, http_request("GET", path), status=400, code="BAD_PATH")
+    # A malformed escape is malformed HTTP, in the path as in the query.
+    for name, path in [("bad escape", c + "/fs/goals/%zz"), ("truncated escape", c + "/fs/goals/a%4"),
+                       ("lone percent", c + "/fs/goals/%")]:
+        add("traversal", "GET " + name, http_request("GET", path), status=400, code="BAD_REQUEST")
     for name, method, path, body in [
         ("PUT goal named dot-dot", "PUT", c + "/fs/goals/%2e%2e", "x"),
         ("PUT goal with an encoded slash", "PUT", c + "/fs/goals/..%2fctl", "x"),
@@ -721,6 +723,8 @@ def build_cases(fx):
                              ("an unset goal", c + "/fs/goals/unset", "NO_SUCH_FILE"),
                              ("an unset memory key", c + "/fs/memory/kv/unset", "NO_SUCH_FILE"),
                              ("metrics in the tree", c + "/fs/metrics", "NOT_YET_AVAILABLE"),
+                             ("hud in the tree", c + "/fs/hud", "NOT_YET_AVAILABLE"),
+                             ("below hud", c + "/fs/hud/settings", "NOT_YET_AVAILABLE"),
                              ("an unknown identity file", c + "/fs/identity/secret", "NO_SUCH_FILE")]:
         req("unknown route", name, "GET", path, None, 404, code)
     req("unknown route", "DELETE an unknown agent", "DELETE", "/v1/agents/nobody", None, 404,
@@ -748,8 +752,8 @@ def build_cases(fx):
         ("POST", "/v1/approvals", "GET", ADMIN_TOKEN),
         ("PUT", "/v1/approvals/nope", "GET", ADMIN_TOKEN),
         ("GET", "/v1/approvals/nope/decide", "POST", ADMIN_TOKEN),
-        ("POST", "/healthz", "GET", None),
-        ("get", "/healthz", "GET", None),
+        ("POST", "/healthz", "GET, HEAD", None),
+        ("get", "/healthz", "GET, HEAD", None),
         ("DELETE", "/metrics", "GET", None),
         ("POST", c + "/fs/", "GET", ADMIN_TOKEN),
         ("POST", c + "/fs/status", "GET", ADMIN_TOKEN),

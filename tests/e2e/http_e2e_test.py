@@ -205,6 +205,9 @@ class ErrorStatusTest(ServerCase):
         self.assertError(self.server.get("/v1/agents?after=%zz"), 400, "BAD_REQUEST")
         self.assertError(self.server.get("/v1/agents/err-counter/fs/../../x"), 400, "BAD_PATH")
         self.assertError(self.server.get("/v1/agents/err-counter/fs/goals/%2e%2e"), 400, "BAD_PATH")
+        for bad_escape in ("%zz", "%", "a%4"):
+            self.assertError(self.server.get("/v1/agents/err-counter/fs/goals/" + bad_escape),
+                             400, "BAD_REQUEST")
         self.assertError(self.server.post("/v1/agents/err-counter/fs/ctl", "explode"), 400, "BAD_CTL")
 
     def test_400_malformed_http(self):
@@ -239,7 +242,7 @@ class ErrorStatusTest(ServerCase):
                                     ("POST", "/v1/agents/err-counter/fs/outbox", "GET"),
                                     ("PATCH", "/v1/agents/err-counter/fs/inbox", "GET, POST, PUT"),
                                     ("DELETE", "/v1/agents/err-counter/fs/deadletter", "GET, POST"),
-                                    ("POST", "/healthz", "GET"),
+                                    ("POST", "/healthz", "GET, HEAD"),
                                     ("POST", "/metrics", "GET")]:
             r = self.server.request(method, path, body="" if method != "GET" else None,
                                     auth=not path.startswith(("/healthz", "/metrics")))
@@ -568,11 +571,12 @@ class FsTest(ServerCase):
         # deadletter: empty, and an empty requeue is fine.
         self.assertEqual(s.get(fs + "deadletter").json(), {"entries": []})
         self.assertEqual(s.post(fs + "deadletter", "").json(), {"requeued": 0})
-        # terminate through ctl.
-        # terminate through ctl: the id reads as terminated, leaves the list,
-        # and is free for a new agent.
+        # terminate through ctl: the id and its tree are gone (404, as after a
+        # restart), it leaves the list, and it is free for a new agent.
         self.assertEqual(s.post(fs + "ctl", "terminate").json(), {"ok": "terminate"})
-        self.assertEqual(s.status("tree")["state"], "terminated")
+        for gone in ["/v1/agents/tree", fs + "status", fs + "inbox", fs + "outbox"]:
+            self.assertEqual(s.get(gone).error_code(), "AGENT_NOT_FOUND", gone)
+            self.assertEqual(s.get(gone).status, 404, gone)
         self.assertNotIn("tree", [a["id"] for a in s.get("/v1/agents").json()["agents"]])
         self.assertEqual(s.post("/v1/agents", {"id": "tree", "type": "echo"}).status, 201)
         self.assertServing()
@@ -751,6 +755,10 @@ class TokenTest(ServerCase):
         self.assertEqual(self.call(token, "POST", "/v1/agents/tok-a/inbox", "{}").status, 202)
         self.assertEqual(self.call(token, "POST", "/v1/agents/tok-a/fs/inbox", "{}").status, 202)
         self.assertEqual(self.call(token, "PUT", "/v1/agents/tok-a/fs/ctl", "tick").status, 202)
+        # terminate through ctl is DELETE /v1/agents/{id}: the admin token's alone.
+        for body in ("terminate", "terminate\n"):
+            self.assertError(self.call(token, "PUT", "/v1/agents/tok-a/fs/ctl", body), 403, "FORBIDDEN")
+        self.assertEqual(self.server.status("tok-a")["state"], "active")
         self.assertEqual(self.call(token, "PUT", "/v1/agents/tok-a/fs/goals/g", "x").status, 202)
         self.assertEqual(self.call(token, "DELETE", "/v1/agents/tok-a/fs/goals/g").status, 202)
         self.assertEqual(self.call(token, "POST", "/v1/agents/tok-a/fs/deadletter", "").status, 200)
