@@ -744,6 +744,9 @@ expected<agent_status> node::status(const std::string& id) const {
     s.last_tick = meta->tick_count;
     s.last_tick_time = meta->last_tick;
     s.summary = std::move(meta->summary);
+  } else if (meta.error_value().code() == errc::not_found) {
+    // terminate() deleted its records and has yet to drop it from the directory.
+    return error{errc::not_found, "no agent '" + id + "'"};
   } else if (s.error.empty()) {
     s.error = meta.error_value().to_string();
   }
