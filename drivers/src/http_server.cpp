@@ -539,7 +539,7 @@ struct http_server::impl {
     auto next = r.stream_from;
     for (;;) {
       me->dirty = false;
-      auto events = api.read_stream(r.stream, r.stream_agent, next, page);
+      auto events = api.read_stream(r, next, page);
       if (!events)
         co_return;  // the agent went away
       if (!events->empty())

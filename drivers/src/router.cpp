@@ -1414,11 +1414,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     auto from = from_seq(meta ? meta->trajectory_next : 0);
     if (!from)
       return error_response(400, "BAD_QUERY", "from_seq and Last-Event-ID are numbers");
-    response r;
-    r.stream = kind;
-    r.stream_agent = id;
-    r.stream_from = *from;
-    return r;
+    return stream_of(kind, id, *from);
   };
   static const std::vector<std::string> top = {
     "ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "nostr", "wallet",
@@ -1485,13 +1481,8 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     auto lim = limit();
     if (!from || !lim)
       return route(error_response(400, "BAD_QUERY", "from_seq, Last-Event-ID and limit are numbers"));
-    if (want_stream) {
-      response r;
-      r.stream = stream_kind::outbox;
-      r.stream_agent = id;
-      r.stream_from = *from;
-      return route(r);
-    }
+    if (want_stream)
+      return route(stream_of(stream_kind::outbox, id, *from));
     auto events = node_.outbox(id, *from, *lim);
     if (!events)
       return route(error_response(events.error_value()));
@@ -1673,10 +1664,24 @@ response router::fs(const request& req, const std::string& id, std::string_view 
 
 // -- streams -------------------------------------------------------------------
 
-expected<std::vector<stream_event>> router::read_stream(stream_kind kind, const std::string& agent,
-                                                        std::uint64_t from, std::size_t limit) {
+response router::stream_of(stream_kind kind, const std::string& agent, std::uint64_t from) const {
+  response r;
+  r.stream = kind;
+  r.stream_agent = agent;
+  r.stream_from = from;
+  if (auto meta = node_.store().get_agent(agent))
+    r.stream_created_us = micros(meta->created);
+  return r;
+}
+
+expected<std::vector<stream_event>> router::read_stream(const response& r, std::uint64_t from,
+                                                        std::size_t limit) {
+  auto kind = r.stream;
+  const auto& agent = r.stream_agent;
   if (kind == stream_kind::job)
     return read_job_stream(agent, from, limit);
+  if (auto meta = node_.store().get_agent(agent); !meta || micros(meta->created) != r.stream_created_us)
+    return error{errc::not_found, "no agent '" + agent + "' (the stream's agent was deleted)"};
   std::vector<stream_event> out;
   if (kind == stream_kind::outbox) {
     auto events = node_.outbox(agent, from, limit);

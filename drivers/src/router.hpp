@@ -77,6 +77,9 @@ struct response {
   stream_kind stream = stream_kind::none;
   std::string stream_agent;
   std::uint64_t stream_from = 0;
+  /// When the followed agent was created (microseconds since the epoch): the
+  /// stream ends with that agent, not with an agent created later under its id.
+  std::int64_t stream_created_us = 0;
   /// A label of the matched route for metrics ("/v1/agents/{id}").
   std::string route;
 };
@@ -186,9 +189,10 @@ public:
   /// go to I/O threads that are gone). Returns once no answer is under way.
   void quiesce();
 
-  /// Up to `limit` events of a stream from id `from` on.
-  expected<std::vector<stream_event>> read_stream(stream_kind kind, const std::string& agent,
-                                                  std::uint64_t from, std::size_t limit);
+  /// Up to `limit` events of the stream `r` names, from id `from` on;
+  /// not_found once its agent is gone.
+  expected<std::vector<stream_event>> read_stream(const response& r, std::uint64_t from,
+                                                  std::size_t limit);
 
   /// Every route as "METHOD /path/{param}", for the OpenAPI check.
   static std::vector<std::string> routes();
@@ -214,6 +218,8 @@ private:
   response agents(const request& req, const std::map<std::string, std::string>& query);
   response agent(const request& req, const std::string& id, std::string_view rest,
                  const std::map<std::string, std::string>& query);
+  /// The answer that opens a stream of `kind` on `agent` from `from`.
+  response stream_of(stream_kind kind, const std::string& agent, std::uint64_t from) const;
   response fs(const request& req, const std::string& id, std::string_view path,
               const std::map<std::string, std::string>& query);
   void agent_route(const request& req, const std::string& id, std::string_view rest,

@@ -498,6 +498,24 @@ class SseTest(ServerCase):
         self.assertEqual([(e["seq"], json.loads(e["payload"])["count"]) for e in listed], events)
         self.assertServing()
 
+    def test_a_stream_ends_with_its_agent_not_with_a_new_one_of_its_id(self):
+        s = self.server
+        s.create("sse-gone", "counter")
+        self.send("sse-gone", 1)
+        s.wait_count("sse-gone", 1)
+        reader = SseReader(s, "/v1/agents/sse-gone/fs/outbox")
+        self.assertEqual([c for _, c in self.read_events(reader, 1)], [1])
+        self.assertEqual(s.request("DELETE", "/v1/agents/sse-gone").status, 200)
+        # A new agent of the same id ticks (and wakes the old stream) with
+        # events at and after the old stream's position: none goes to it.
+        s.create("sse-gone", "counter")
+        self.send("sse-gone", 3)
+        s.wait_count("sse-gone", 3)
+        with self.assertRaisesRegex(AssertionError, "the event stream ended"):
+            reader.next_event()
+        reader.close()
+        self.assertServing()
+
     def test_from_seq_starts_the_stream_at_a_seq(self):
         self.server.create("sse-from", "counter")
         self.send("sse-from", 4)
