@@ -670,6 +670,17 @@ int tail(invocation& in) {
   const std::chrono::milliseconds idle{45'000};  // three of the server's keep-alive periods
   std::chrono::milliseconds backoff{100};
   bool connected_once = false;
+  // "stream dropped; reconnecting" waits for the reconnection's outcome: it
+  // is said when that opens a stream or fails in transport, and not when it
+  // gets an error answer (the agent was deleted), which alone then ends tail
+  // with its one line.
+  std::optional<std::string> dropped_notice;
+  auto say_dropped = [&] {
+    if (dropped_notice)
+      std::fprintf(stderr, "ticktock: stream dropped (%s); reconnecting\n",
+                   dropped_notice->c_str());
+    dropped_notice.reset();
+  };
   for (;;) {
     auto target = base;
     header_list headers;
@@ -678,27 +689,42 @@ int tail(invocation& in) {
     else if (in.vm.count("from"))
       target += "?from_seq=" + std::to_string(in.vm["from"].as<std::uint64_t>());
     delivered = false;
-    auto r = in.client->stream(target, headers, deadline, idle, on_event);
+    auto r = in.client->stream(target, headers, deadline, idle, on_event, say_dropped);
+    // The first attempt decides whether the server can be reached at all: a
+    // refused connection, or one that gets no answer (not even an error)
+    // before the timeout or --max-seconds, exits 3. Later attempts retry.
+    if (!connected_once && !r.opened && r.end != stream_end::http_error) {
+      auto why = r.end == stream_end::deadline && r.why.empty() ? "no answer within --max-seconds"
+                                                                 : r.why;
+      return fail(exit_unreachable, "cannot reach " + in.client->url() + ": " + one_line(why));
+    }
+    bool first = !connected_once;
+    connected_once = connected_once || r.opened;
     switch (r.end) {
       case stream_end::deadline:
+        say_dropped();
         return exit_ok;
       case stream_end::http_error:
+        // An answer, not a transport failure (the agent is gone, the token
+        // is refused, ...): retrying would get the same answer again.
         return fail(exit_server, error_line(*r.answer));
       case stream_end::refused:
-        if (!connected_once)
-          return fail(exit_unreachable, "cannot reach " + in.client->url() + ": " + one_line(r.why));
+        say_dropped();
         break;
       case stream_end::dropped:
-        if (!connected_once || delivered)
-          std::fprintf(stderr, "ticktock: stream dropped (%s); reconnecting\n", one_line(r.why).c_str());
-        connected_once = true;
+        say_dropped();
+        // Said once per working stream that drops, not on every failed retry.
+        if (r.opened && (first || delivered))
+          dropped_notice = one_line(r.why);
         break;
     }
     if (delivered)
       backoff = std::chrono::milliseconds{100};
     auto now = clock::now();
-    if (now >= deadline)
+    if (now >= deadline) {
+      say_dropped();
       return exit_ok;
+    }
     auto wait = deadline == clock::time_point::max()
                   ? backoff
                   : std::min<clock::duration>(backoff, deadline - now);

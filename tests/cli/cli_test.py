@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 TOKEN = "cli-test-token"
@@ -126,8 +127,39 @@ def env_for(url=None, token=TOKEN):
 
 
 def cli(*args, url=None, token=TOKEN, stdin=None, timeout=30):
-    return subprocess.run([ARGS.cli, *args], capture_output=True, text=True, input=stdin,
-                          timeout=timeout, env=env_for(url, token))
+    try:
+        return subprocess.run([ARGS.cli, *args], capture_output=True, text=True, input=stdin,
+                              timeout=timeout, env=env_for(url, token))
+    except subprocess.TimeoutExpired:
+        raise Failure("ticktock %s did not exit within %s s" % (" ".join(args), timeout))
+
+
+class Blackhole:
+    """A server that accepts connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        try:
+            while True:
+                self.held.append(self.sock.accept()[0])
+        except OSError:
+            pass  # closed
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
 
 
 def expect(proc, rc, out=None, err=None):
@@ -190,6 +222,14 @@ def test_no_server():
     expect(cli("agents", "ls", url=url), 3, err="cannot reach")
     expect(cli("status", "x", "--url", url), 3)
     expect(cli("tail", "x/outbox", "--max-seconds", "2", url=url), 3)
+    # A server that accepts but never answers: the first connection fails.
+    bh = Blackhole()
+    try:
+        expect(cli("tail", "c1/outbox", "--timeout", "2", url=bh.url), 3, err="cannot reach")
+        expect(cli("tail", "c1/outbox", "--max-seconds", "2", url=bh.url), 3, err="cannot reach")
+        expect(cli("status", "c1", "--timeout", "2", url=bh.url), 3, err="cannot reach")
+    finally:
+        bh.close()
 
 
 def test_auth():
@@ -380,6 +420,36 @@ def test_rm():
     check(ok_json("agents", "rm", "v1")["state"] == "terminated", "agents rm --json")
 
 
+def test_tail_of_a_removed_agent():
+    """Deleting the agent ends a tail of it: exit 1 with one line, no endless retry."""
+    expect(cli("agents", "create", "t1", "counter"), 0)
+    expect(cli("send", "t1", "{}"), 0)
+    out = os.path.join(ARGS.work, "tail-t1.out")
+    err = os.path.join(ARGS.work, "tail-t1.err")
+    with open(out, "w") as fo, open(err, "w") as fe:
+        tp = subprocess.Popen([ARGS.cli, "tail", "t1/outbox", "--json", "--max-seconds", "90"],
+                              stdout=fo, stderr=fe, env=env_for())
+    try:
+        wait_until(lambda: len(tail_lines(out)) == 1, 15, "tail to show t1's event")
+        expect(cli("agents", "rm", "t1"), 0)
+        # The server ends the stream within its 15 s keep-alive period; the
+        # reconnection's 404 then ends tail, well before --max-seconds.
+        try:
+            rc = tp.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise Failure("tail of a removed agent still runs 60 s later: %r" % open(err).read())
+    finally:
+        if tp.poll() is None:
+            tp.kill()
+            tp.wait()
+    stderr = open(err).read()
+    check(rc == 1 and stderr.startswith("ticktock: AGENT_NOT_FOUND")
+          and len(stderr.splitlines()) == 1,
+          "tail of a removed agent exits 1 with one line (rc %s): %r" % (rc, stderr))
+    # A fresh tail of it answers at once.
+    expect(cli("tail", "t1/outbox", "--max-seconds", "20"), 1, err="AGENT_NOT_FOUND")
+
+
 def test_verify_detects_corruption():
     """Flips one byte of v2's trajectory record 1 in RocksDB (server stopped)."""
     ldb = shutil.which("ldb")
@@ -466,7 +536,8 @@ def main():
     steps = [test_help_and_usage, test_no_server]
     server_steps = [test_auth, test_agents, test_send_and_tick, test_filesystem,
                     test_trajectory_and_verify, test_tail, test_tail_resumes_across_restart,
-                    test_rm, test_verify_detects_corruption, test_export_import]
+                    test_rm, test_tail_of_a_removed_agent,
+                    test_verify_detects_corruption, test_export_import]
     try:
         for step in steps:
             step()
