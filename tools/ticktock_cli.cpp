@@ -898,8 +898,9 @@ const std::vector<command>& commands() {
     {"agents ls", "", 0, 0, "list agents (id, type, state, ticks, queue, summary)",
      "Follows the server's pages until every agent is listed.", agents_ls_options, agents_ls},
     {"agents create", "ID TYPE", 2, 2, "create an agent of a registered type",
-     "Types built into ticktockd: counter, echo, heartbeat, player.", agents_create_options,
-     agents_create},
+     "Types built into ticktockd: counter, echo, fetcher, heartbeat, llm-chat, player,\n"
+     "timer.",
+     agents_create_options, agents_create},
     {"agents rm", "ID", 1, 1, "terminate an agent and delete its records", "", no_options,
      agents_rm},
     {"status", "ID", 1, 1, "show an agent's status", "", no_options, status},
@@ -968,6 +969,23 @@ void print_main_help(std::ostream& os) {
         "server\n";
 }
 
+// `ticktock agents --help`: the agents sub-commands.
+void print_agents_help(std::ostream& os) {
+  os << "usage: ticktock agents ls|create|rm [ARGS] [OPTIONS]\n\n"
+        "commands:\n";
+  std::size_t w = 0;
+  for (auto& c : commands())
+    if (std::string_view{c.name}.starts_with("agents "))
+      w = std::max(w, std::string{c.name}.size() + 1 + std::string{c.args}.size());
+  for (auto& c : commands()) {
+    if (!std::string_view{c.name}.starts_with("agents "))
+      continue;
+    std::string head = std::string{c.name} + (*c.args ? " " : "") + c.args;
+    os << "  " << head << std::string(w - head.size() + 2, ' ') << c.summary << "\n";
+  }
+  os << "\n'ticktock agents COMMAND --help' shows a command's options.\n";
+}
+
 void print_command_help(std::ostream& os, const command& c, const po::options_description& own) {
   os << "usage: ticktock " << c.name << (*c.args ? " " : "") << c.args << " [OPTIONS]\n\n"
      << c.summary << "\n";
@@ -1025,8 +1043,15 @@ int run(int argc, char** argv) {
     words.erase(words.begin());
   }
   if (name == "agents") {
-    if (words.size() < 2)
-      return fail(exit_usage, "usage: agents takes ls, create or rm (see ticktock --help)");
+    if (words.size() < 2) {
+      bool help = help_command || std::any_of(tokens.begin(), tokens.end(), [](auto& t) {
+                    return t == "--help" || t == "-h";
+                  });
+      if (!help)
+        return fail(exit_usage, "usage: agents takes ls, create or rm (see ticktock agents --help)");
+      print_agents_help(std::cout);
+      return exit_ok;
+    }
     name += " " + tokens[words[1]];
   }
   auto& table = commands();
@@ -1078,6 +1103,8 @@ int run(int argc, char** argv) {
     auto* v = std::getenv(n);
     return v ? v : "";
   };
+  if (in.vm.count("url") && in.vm["url"].as<std::string>().empty())
+    return in.usage("--url is empty");
   std::string url = in.vm.count("url") ? in.vm["url"].as<std::string>() : env("TICKTOCK_URL");
   if (url.empty())
     url = "http://127.0.0.1:7070";
@@ -1086,7 +1113,7 @@ int run(int argc, char** argv) {
     token.pop_back();
   auto timeout = in.vm["timeout"].as<double>();
   if (!(timeout > 0) || timeout > 86400)
-    return in.usage("--timeout must be between 0 and 86400 seconds");
+    return in.usage("--timeout must be more than 0 and at most 86400 seconds");
   std::string why;
   auto address = parse_url(url, why);
   if (!address)

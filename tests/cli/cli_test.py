@@ -206,6 +206,15 @@ def test_help_and_usage():
         expect(cli(*c.split(), "--help", url="http://127.0.0.1:9"), 0, out="usage: ticktock " + c)
     expect(cli("help", "tail"), 0, out="--max-seconds")
     expect(cli("help", "agents", "create"), 0, out="usage: ticktock agents create ID TYPE")
+    # `agents` alone with --help (or `help agents`) lists its sub-commands.
+    for args in (["agents", "--help"], ["agents", "-h"], ["help", "agents"]):
+        p = expect(cli(*args, url="http://127.0.0.1:9"), 0)
+        for c in ("agents ls", "agents create ID TYPE", "agents rm ID"):
+            check(c in p.stdout, "'%s' lists '%s'" % (" ".join(args), c), p)
+    # Every built-in type of ticktockd.
+    p = expect(cli("agents", "create", "--help"), 0)
+    for t in ("counter", "echo", "fetcher", "heartbeat", "llm-chat", "player", "timer"):
+        check(t in p.stdout, "agents create --help names the type %s" % t, p)
     expect(cli(url="http://127.0.0.1:9"), 2, err="no command")
     expect(cli("frobnicate"), 2, err="unknown command")
     expect(cli("agents"), 2)
@@ -215,6 +224,10 @@ def test_help_and_usage():
     expect(cli("tail", "c1/status"), 2, err="tail follows")
     expect(cli("status", "a", url="ftp://127.0.0.1:1"), 2, err="http://")
     expect(cli("status", "a", "--url", "http://127.0.0.1:99999"), 2, err="port")
+    expect(cli("status", "a", "--url", "", url="http://127.0.0.1:9"), 2, err="--url")
+    for t in ("0", "-1", "86401"):
+        expect(cli("status", "a", "--timeout", t, url="http://127.0.0.1:9"), 2,
+               err="--timeout must be more than 0 and at most 86400")
 
 
 def test_no_server():
