@@ -10,6 +10,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -66,6 +67,42 @@ std::string error_line(const http_answer& a) {
   auto text = a.body.substr(0, 200);
   return one_line("HTTP_" + std::to_string(a.status) + ": "
                   + (text.empty() ? "the server answered " + std::to_string(a.status) : text));
+}
+
+// -- numeric options -------------------------------------------------------------
+
+// A count, seq or index option: decimal digits only. Program_options' own
+// unsigned parsing takes "-1" as the largest value, which turned
+// `--limit=-1` into "no limit" and `--after=-1` into a confusing server error.
+struct whole {
+  std::uint64_t n = 0;
+};
+
+void validate(boost::any& out, const std::vector<std::string>& values, whole*, int) {
+  po::validators::check_first_occurrence(out);
+  const auto& s = po::validators::get_single_string(values);
+  whole w;
+  bool ok = !s.empty() && s.size() <= 20
+            && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (ok) {
+    errno = 0;
+    char* end = nullptr;
+    auto v = std::strtoull(s.c_str(), &end, 10);
+    ok = errno == 0 && end == s.c_str() + s.size();
+    w.n = v;
+  }
+  if (!ok) {
+    po::error_with_option_name e{
+      "the argument ('%value%') for option '%canonical_option%' must be a whole number "
+      "(0 or more)"};
+    e.set_substitute("value", s);
+    throw e;
+  }
+  out = w;
+}
+
+std::uint64_t whole_value(const po::variables_map& vm, const char* name) {
+  return vm[name].as<whole>().n;
 }
 
 // -- output helpers ------------------------------------------------------------
@@ -316,7 +353,7 @@ void print_status(const json::object& s) {
 // -- agents ls | create | rm ----------------------------------------------------
 
 void agents_ls_options(po::options_description& d) {
-  d.add_options()("limit", po::value<std::size_t>(), "show at most N agents (default: all)")(
+  d.add_options()("limit", po::value<whole>(), "show at most N agents (default: all)")(
     "after", po::value<std::string>(), "start after this agent id");
 }
 
@@ -350,7 +387,7 @@ int agents_ls(invocation& in) {
   int rc = exit_ok;
   std::optional<std::size_t> limit;
   if (in.vm.count("limit"))
-    limit = in.vm["limit"].as<std::size_t>();
+    limit = whole_value(in.vm, "limit");
   auto list =
     list_agents(in, limit, in.vm.count("after") ? in.vm["after"].as<std::string>() : "", rc);
   if (!list)
@@ -607,11 +644,11 @@ int ls(invocation& in) {
 // -- tail ------------------------------------------------------------------------
 
 void tail_options(po::options_description& d) {
-  d.add_options()("from", po::value<std::uint64_t>(), "outbox: first seq to show (default 0: all)")(
-    "after", po::value<std::uint64_t>(),
+  d.add_options()("from", po::value<whole>(), "outbox: first seq to show (default 0: all)")(
+    "after", po::value<whole>(),
     "outbox: show events after this seq (sent as Last-Event-ID)")(
     "max-seconds", po::value<double>(), "stop after this long, exit 0 (default: follow forever)")(
-    "max-events", po::value<std::uint64_t>(), "stop after this many events, exit 0");
+    "max-events", po::value<whole>(), "stop after this many events, exit 0");
 }
 
 int tail(invocation& in) {
@@ -631,7 +668,7 @@ int tail(invocation& in) {
   }
   std::optional<std::uint64_t> max_events;
   if (in.vm.count("max-events"))
-    max_events = in.vm["max-events"].as<std::uint64_t>();
+    max_events = whole_value(in.vm, "max-events");
   if (max_events && *max_events == 0)
     return exit_ok;
 
@@ -639,7 +676,7 @@ int tail(invocation& in) {
   // on every reconnect, and anything at or below it is never printed again.
   std::optional<std::uint64_t> last;
   if (in.vm.count("after"))
-    last = in.vm["after"].as<std::uint64_t>();
+    last = whole_value(in.vm, "after");
   std::uint64_t shown = 0;
   bool delivered = false;
   auto on_event = [&](const sse_event& ev) {
@@ -687,7 +724,7 @@ int tail(invocation& in) {
     if (last)
       headers.emplace_back("Last-Event-ID", std::to_string(*last));
     else if (in.vm.count("from"))
-      target += "?from_seq=" + std::to_string(in.vm["from"].as<std::uint64_t>());
+      target += "?from_seq=" + std::to_string(whole_value(in.vm, "from"));
     delivered = false;
     auto r = in.client->stream(target, headers, deadline, idle, on_event, say_dropped);
     // The first attempt decides whether the server can be reached at all: a
@@ -736,16 +773,16 @@ int tail(invocation& in) {
 // -- trajectory and verify ---------------------------------------------------------
 
 void trajectory_options(po::options_description& d) {
-  d.add_options()("from", po::value<std::uint64_t>(), "first record index (default 0)")(
-    "limit", po::value<std::size_t>(), "at most N records (default: all)");
+  d.add_options()("from", po::value<whole>(), "first record index (default 0)")(
+    "limit", po::value<whole>(), "at most N records (default: all)");
 }
 
 int trajectory(invocation& in) {
   int rc = exit_ok;
-  std::uint64_t from = in.vm.count("from") ? in.vm["from"].as<std::uint64_t>() : 0;
+  std::uint64_t from = in.vm.count("from") ? whole_value(in.vm, "from") : 0;
   std::optional<std::size_t> limit;
   if (in.vm.count("limit"))
-    limit = in.vm["limit"].as<std::size_t>();
+    limit = whole_value(in.vm, "limit");
   json::array records;
   for (;;) {
     std::size_t page = std::min<std::size_t>(1000, limit ? *limit - records.size() : 1000);

@@ -228,6 +228,16 @@ def test_help_and_usage():
     for t in ("0", "-1", "86401"):
         expect(cli("status", "a", "--timeout", t, url="http://127.0.0.1:9"), 2,
                err="--timeout must be more than 0 and at most 86400")
+    # Counts, seqs and indexes are whole numbers: "-1" is not "no limit".
+    for args, opt in ((["trajectory", "c1", "--limit=-1"], "--limit"),
+                      (["trajectory", "c1", "--from=-1"], "--from"),
+                      (["agents", "ls", "--limit=-1"], "--limit"),
+                      (["tail", "c1/outbox", "--after=-1"], "--after"),
+                      (["tail", "c1/outbox", "--from=-1"], "--from"),
+                      (["tail", "c1/outbox", "--max-events=-1"], "--max-events"),
+                      (["tail", "c1/outbox", "--from=1x"], "--from"),
+                      (["trajectory", "c1", "--limit=99999999999999999999999"], "--limit")):
+        expect(cli(*args, url="http://127.0.0.1:9"), 2, err="'%s'" % opt)
 
 
 def test_no_server():
