@@ -587,6 +587,35 @@ int write(invocation& in) {
   return exit_ok;
 }
 
+// Every entry of a paged listing (the outbox: from_seq, "events", "seq"; the
+// trajectory: from, "records", "index") as one {"<field>":[...]} object. Each
+// page asks from one past the last key seen, so it only moves forward.
+std::optional<json::value> list_pages(invocation& in, const std::string& target,
+                                      std::string_view from_param, std::string_view field,
+                                      std::string_view key, int& rc) {
+  constexpr std::size_t page = 1000;
+  json::array all;
+  std::uint64_t from = 0;
+  for (;;) {
+    auto v = in.call_json("GET",
+                          target + "?" + std::string{from_param} + "=" + std::to_string(from)
+                            + "&limit=" + std::to_string(page),
+                          rc);
+    if (!v)
+      return std::nullopt;
+    auto& got = v->as_object().at(field).as_array();
+    std::uint64_t next = from;
+    for (auto& e : got) {
+      next = static_cast<std::uint64_t>(number(e.as_object(), key)) + 1;
+      all.push_back(e);
+    }
+    if (got.size() < page || next <= from)
+      break;
+    from = next;
+  }
+  return json::object{{field, std::move(all)}};
+}
+
 int ls(invocation& in) {
   int rc = exit_ok;
   if (in.args.empty()) {  // the agents' ids
@@ -604,7 +633,16 @@ int ls(invocation& in) {
   auto p = split_path(in.arg(0));
   if (!p)
     return in.usage("PATH is ID/ or ID/path");
-  auto v = in.call_json("GET", p->target(), rc);
+  // The outbox and the trajectory come a page at a time (1000 by default):
+  // follow the pages so that ls shows every entry.
+  auto what = p->joined();
+  std::optional<json::value> v;
+  if (what == "outbox")
+    v = list_pages(in, p->target(), "from_seq", "events", "seq", rc);
+  else if (what == "logs/trajectory")
+    v = list_pages(in, p->target(), "from", "records", "index", rc);
+  else
+    v = in.call_json("GET", p->target(), rc);
   if (!v)
     return rc;
   if (in.json) {

@@ -162,6 +162,22 @@ class Blackhole:
         return "http://127.0.0.1:%d" % self.port
 
 
+def post_many(agent, n):
+    """Sends n messages to agent over one keep-alive connection (fast)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", SERVER.port, timeout=30)
+    try:
+        for i in range(n):
+            conn.request("POST", "/v1/agents/%s/inbox" % agent, body=b"{}",
+                         headers={"Authorization": "Bearer " + TOKEN,
+                                  "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            check(r.status in (200, 202), "message %d to %s accepted (%d)" % (i, agent, r.status))
+    finally:
+        conn.close()
+
+
 def expect(proc, rc, out=None, err=None):
     """Checks the exit code, and that a failure says why in one line."""
     check(proc.returncode == rc, "exit code %d expected" % rc, proc)
@@ -473,6 +489,28 @@ def test_tail_of_a_removed_agent():
     expect(cli("tail", "t1/outbox", "--max-seconds", "20"), 1, err="AGENT_NOT_FOUND")
 
 
+def test_ls_follows_pages():
+    """The server pages the outbox and the trajectory (1000 by default)."""
+    n = 1005
+    expect(cli("agents", "create", "p1", "counter"), 0)
+    post_many("p1", n)
+    wait_until(lambda: ok_json("cat", "p1/outbox", "-q", "from_seq=%d" % n)["events"], 60,
+               "p1 to emit %d events" % n)
+    p = expect(cli("ls", "p1/outbox"), 0)
+    check(p.stdout.split() == [str(i) for i in range(1, n + 1)],
+          "ls of the outbox lists all %d seqs (got %d)" % (n, len(p.stdout.split())))
+    ev = ok_json("ls", "p1/outbox")["events"]
+    check([e["seq"] for e in ev] == list(range(1, n + 1)), "ls --json of the outbox: all events")
+    p = expect(cli("ls", "p1/logs/trajectory"), 0)
+    idx = p.stdout.split()
+    check(idx == [str(i) for i in range(len(idx))] and len(idx) >= n + 1,
+          "ls of the trajectory lists every record index (got %d)" % len(idx))
+    check(len(ok_json("ls", "p1/logs/trajectory")["records"]) == len(idx),
+          "ls --json of the trajectory: all records")
+    check(len(ok_json("trajectory", "p1")["records"]) == len(idx), "trajectory agrees")
+    expect(cli("agents", "rm", "p1"), 0)
+
+
 def test_verify_detects_corruption():
     """Flips one byte of v2's trajectory record 1 in RocksDB (server stopped)."""
     ldb = shutil.which("ldb")
@@ -559,7 +597,7 @@ def main():
     steps = [test_help_and_usage, test_no_server]
     server_steps = [test_auth, test_agents, test_send_and_tick, test_filesystem,
                     test_trajectory_and_verify, test_tail, test_tail_resumes_across_restart,
-                    test_rm, test_tail_of_a_removed_agent,
+                    test_rm, test_tail_of_a_removed_agent, test_ls_follows_pages,
                     test_verify_detects_corruption, test_export_import]
     try:
         for step in steps:
