@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -220,12 +221,24 @@ std::optional<std::string> read_input(const std::string& name, std::string& why)
     ss << std::cin.rdbuf();
     return ss.str();
   }
+  // A directory opens as a stream but reads as nothing: refuse it rather
+  // than send an empty body.
+  std::error_code ec;
+  if (std::filesystem::is_directory(name, ec)) {
+    why = "cannot read " + name + ": it is a directory";
+    return std::nullopt;
+  }
+  errno = 0;
   std::ifstream in{name, std::ios::binary};
   if (!in) {
-    why = "cannot read " + name;
+    why = "cannot read " + name + (errno ? std::string{": "} + std::strerror(errno) : "");
     return std::nullopt;
   }
   ss << in.rdbuf();
+  if (in.bad()) {
+    why = "cannot read " + name;
+    return std::nullopt;
+  }
   return ss.str();
 }
 
@@ -920,21 +933,30 @@ int export_bundle(invocation& in) {
     return exit_ok;
   }
   // Write beside the target and rename, so FILE is never half a bundle.
+  // Once the .part file exists, every failure removes it again.
   auto part = file + ".part";
+  std::error_code ec;
+  if (std::filesystem::is_directory(part, ec))  // not ours to truncate or remove
+    return in.local("cannot write " + part + ": it is a directory");
   {
+    errno = 0;
     std::ofstream out{part, std::ios::binary | std::ios::trunc};
+    if (!out)
+      return in.local("cannot write " + file
+                      + (errno ? std::string{": "} + std::strerror(errno) : ""));
     out.write(a->body.data(), static_cast<std::streamsize>(a->body.size()));
     out.close();
     if (!out) {
-      std::error_code ignored;
-      std::filesystem::remove(part, ignored);
+      std::filesystem::remove(part, ec);
       return in.local("cannot write " + file);
     }
   }
-  std::error_code ec;
   std::filesystem::rename(part, file, ec);
-  if (ec)
-    return in.local("cannot write " + file + ": " + ec.message());
+  if (ec) {
+    auto why = ec.message();
+    std::filesystem::remove(part, ec);
+    return in.local("cannot write " + file + ": " + why);
+  }
   if (in.json)
     in.print_json(json::object{{"id", in.arg(0)}, {"file", file}, {"bytes", a->body.size()}});
   else
