@@ -221,7 +221,8 @@ http_result http_client::request(std::string_view method, std::string_view targe
 
 stream_result http_client::stream(std::string_view target, const header_list& headers,
                                   clock::time_point deadline, std::chrono::milliseconds idle,
-                                  const std::function<bool(const sse_event&)>& on_event) const {
+                                  const std::function<bool(const sse_event&)>& on_event,
+                                  const std::function<void()>& on_open) const {
   stream_result result;
   auto expiry = [&] { return std::min(deadline, clock::now() + idle); };
   // A deadline that passes while waiting is the caller's end, not a failure.
@@ -254,6 +255,9 @@ stream_result http_client::stream(std::string_view target, const header_list& he
     return result;
   }
   bool ok = parser.get().result_int() == 200;
+  result.opened = ok;
+  if (ok && on_open)
+    on_open();
   std::string error_body;
   sse_parser sse;
   char chunk[16 * 1024];

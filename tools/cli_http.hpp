@@ -61,6 +61,10 @@ enum class stream_end {
 
 struct stream_result {
   stream_end end = stream_end::dropped;
+  /// The server answered 200 and the stream began: a drop after this is a
+  /// drop of a working stream, one before it (connected, but no answer
+  /// before the timeout) means the server could not be reached.
+  bool opened = false;
   std::optional<http_answer> answer;  ///< set for http_error
   std::string why;
 };
@@ -81,10 +85,12 @@ public:
   /// Opens an SSE stream (Accept: text/event-stream) and calls on_event for
   /// each event until the deadline, the connection drops (also when nothing,
   /// not even a keep-alive comment, arrives for `idle`), or on_event returns
-  /// false (reported as stream_end::deadline).
+  /// false (reported as stream_end::deadline). on_open, if set, is called
+  /// once the server has answered 200, before the first event.
   stream_result stream(std::string_view target, const header_list& headers,
                        clock::time_point deadline, std::chrono::milliseconds idle,
-                       const std::function<bool(const sse_event&)>& on_event) const;
+                       const std::function<bool(const sse_event&)>& on_event,
+                       const std::function<void()>& on_open = {}) const;
 
   /// "http://host:port" plus the base path, for messages.
   std::string url() const;

@@ -10,9 +10,11 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -66,6 +68,42 @@ std::string error_line(const http_answer& a) {
   auto text = a.body.substr(0, 200);
   return one_line("HTTP_" + std::to_string(a.status) + ": "
                   + (text.empty() ? "the server answered " + std::to_string(a.status) : text));
+}
+
+// -- numeric options -------------------------------------------------------------
+
+// A count, seq or index option: decimal digits only. Program_options' own
+// unsigned parsing takes "-1" as the largest value, which turned
+// `--limit=-1` into "no limit" and `--after=-1` into a confusing server error.
+struct whole {
+  std::uint64_t n = 0;
+};
+
+void validate(boost::any& out, const std::vector<std::string>& values, whole*, int) {
+  po::validators::check_first_occurrence(out);
+  const auto& s = po::validators::get_single_string(values);
+  whole w;
+  bool ok = !s.empty() && s.size() <= 20
+            && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (ok) {
+    errno = 0;
+    char* end = nullptr;
+    auto v = std::strtoull(s.c_str(), &end, 10);
+    ok = errno == 0 && end == s.c_str() + s.size();
+    w.n = v;
+  }
+  if (!ok) {
+    po::error_with_option_name e{
+      "the argument ('%value%') for option '%canonical_option%' must be a whole number "
+      "(0 or more)"};
+    e.set_substitute("value", s);
+    throw e;
+  }
+  out = w;
+}
+
+std::uint64_t whole_value(const po::variables_map& vm, const char* name) {
+  return vm[name].as<whole>().n;
 }
 
 // -- output helpers ------------------------------------------------------------
@@ -183,12 +221,24 @@ std::optional<std::string> read_input(const std::string& name, std::string& why)
     ss << std::cin.rdbuf();
     return ss.str();
   }
+  // A directory opens as a stream but reads as nothing: refuse it rather
+  // than send an empty body.
+  std::error_code ec;
+  if (std::filesystem::is_directory(name, ec)) {
+    why = "cannot read " + name + ": it is a directory";
+    return std::nullopt;
+  }
+  errno = 0;
   std::ifstream in{name, std::ios::binary};
   if (!in) {
-    why = "cannot read " + name;
+    why = "cannot read " + name + (errno ? std::string{": "} + std::strerror(errno) : "");
     return std::nullopt;
   }
   ss << in.rdbuf();
+  if (in.bad()) {
+    why = "cannot read " + name;
+    return std::nullopt;
+  }
   return ss.str();
 }
 
@@ -316,7 +366,7 @@ void print_status(const json::object& s) {
 // -- agents ls | create | rm ----------------------------------------------------
 
 void agents_ls_options(po::options_description& d) {
-  d.add_options()("limit", po::value<std::size_t>(), "show at most N agents (default: all)")(
+  d.add_options()("limit", po::value<whole>(), "show at most N agents (default: all)")(
     "after", po::value<std::string>(), "start after this agent id");
 }
 
@@ -350,7 +400,7 @@ int agents_ls(invocation& in) {
   int rc = exit_ok;
   std::optional<std::size_t> limit;
   if (in.vm.count("limit"))
-    limit = in.vm["limit"].as<std::size_t>();
+    limit = whole_value(in.vm, "limit");
   auto list =
     list_agents(in, limit, in.vm.count("after") ? in.vm["after"].as<std::string>() : "", rc);
   if (!list)
@@ -550,6 +600,35 @@ int write(invocation& in) {
   return exit_ok;
 }
 
+// Every entry of a paged listing (the outbox: from_seq, "events", "seq"; the
+// trajectory: from, "records", "index") as one {"<field>":[...]} object. Each
+// page asks from one past the last key seen, so it only moves forward.
+std::optional<json::value> list_pages(invocation& in, const std::string& target,
+                                      std::string_view from_param, std::string_view field,
+                                      std::string_view key, int& rc) {
+  constexpr std::size_t page = 1000;
+  json::array all;
+  std::uint64_t from = 0;
+  for (;;) {
+    auto v = in.call_json("GET",
+                          target + "?" + std::string{from_param} + "=" + std::to_string(from)
+                            + "&limit=" + std::to_string(page),
+                          rc);
+    if (!v)
+      return std::nullopt;
+    auto& got = v->as_object().at(field).as_array();
+    std::uint64_t next = from;
+    for (auto& e : got) {
+      next = static_cast<std::uint64_t>(number(e.as_object(), key)) + 1;
+      all.push_back(e);
+    }
+    if (got.size() < page || next <= from)
+      break;
+    from = next;
+  }
+  return json::object{{field, std::move(all)}};
+}
+
 int ls(invocation& in) {
   int rc = exit_ok;
   if (in.args.empty()) {  // the agents' ids
@@ -567,7 +646,16 @@ int ls(invocation& in) {
   auto p = split_path(in.arg(0));
   if (!p)
     return in.usage("PATH is ID/ or ID/path");
-  auto v = in.call_json("GET", p->target(), rc);
+  // The outbox and the trajectory come a page at a time (1000 by default):
+  // follow the pages so that ls shows every entry.
+  auto what = p->joined();
+  std::optional<json::value> v;
+  if (what == "outbox")
+    v = list_pages(in, p->target(), "from_seq", "events", "seq", rc);
+  else if (what == "logs/trajectory")
+    v = list_pages(in, p->target(), "from", "records", "index", rc);
+  else
+    v = in.call_json("GET", p->target(), rc);
   if (!v)
     return rc;
   if (in.json) {
@@ -607,11 +695,11 @@ int ls(invocation& in) {
 // -- tail ------------------------------------------------------------------------
 
 void tail_options(po::options_description& d) {
-  d.add_options()("from", po::value<std::uint64_t>(), "outbox: first seq to show (default 0: all)")(
-    "after", po::value<std::uint64_t>(),
+  d.add_options()("from", po::value<whole>(), "outbox: first seq to show (default 0: all)")(
+    "after", po::value<whole>(),
     "outbox: show events after this seq (sent as Last-Event-ID)")(
     "max-seconds", po::value<double>(), "stop after this long, exit 0 (default: follow forever)")(
-    "max-events", po::value<std::uint64_t>(), "stop after this many events, exit 0");
+    "max-events", po::value<whole>(), "stop after this many events, exit 0");
 }
 
 int tail(invocation& in) {
@@ -631,7 +719,7 @@ int tail(invocation& in) {
   }
   std::optional<std::uint64_t> max_events;
   if (in.vm.count("max-events"))
-    max_events = in.vm["max-events"].as<std::uint64_t>();
+    max_events = whole_value(in.vm, "max-events");
   if (max_events && *max_events == 0)
     return exit_ok;
 
@@ -639,7 +727,7 @@ int tail(invocation& in) {
   // on every reconnect, and anything at or below it is never printed again.
   std::optional<std::uint64_t> last;
   if (in.vm.count("after"))
-    last = in.vm["after"].as<std::uint64_t>();
+    last = whole_value(in.vm, "after");
   std::uint64_t shown = 0;
   bool delivered = false;
   auto on_event = [&](const sse_event& ev) {
@@ -670,35 +758,61 @@ int tail(invocation& in) {
   const std::chrono::milliseconds idle{45'000};  // three of the server's keep-alive periods
   std::chrono::milliseconds backoff{100};
   bool connected_once = false;
+  // "stream dropped; reconnecting" waits for the reconnection's outcome: it
+  // is said when that opens a stream or fails in transport, and not when it
+  // gets an error answer (the agent was deleted), which alone then ends tail
+  // with its one line.
+  std::optional<std::string> dropped_notice;
+  auto say_dropped = [&] {
+    if (dropped_notice)
+      std::fprintf(stderr, "ticktock: stream dropped (%s); reconnecting\n",
+                   dropped_notice->c_str());
+    dropped_notice.reset();
+  };
   for (;;) {
     auto target = base;
     header_list headers;
     if (last)
       headers.emplace_back("Last-Event-ID", std::to_string(*last));
     else if (in.vm.count("from"))
-      target += "?from_seq=" + std::to_string(in.vm["from"].as<std::uint64_t>());
+      target += "?from_seq=" + std::to_string(whole_value(in.vm, "from"));
     delivered = false;
-    auto r = in.client->stream(target, headers, deadline, idle, on_event);
+    auto r = in.client->stream(target, headers, deadline, idle, on_event, say_dropped);
+    // The first attempt decides whether the server can be reached at all: a
+    // refused connection, or one that gets no answer (not even an error)
+    // before the timeout or --max-seconds, exits 3. Later attempts retry.
+    if (!connected_once && !r.opened && r.end != stream_end::http_error) {
+      auto why = r.end == stream_end::deadline && r.why.empty() ? "no answer within --max-seconds"
+                                                                 : r.why;
+      return fail(exit_unreachable, "cannot reach " + in.client->url() + ": " + one_line(why));
+    }
+    bool first = !connected_once;
+    connected_once = connected_once || r.opened;
     switch (r.end) {
       case stream_end::deadline:
+        say_dropped();
         return exit_ok;
       case stream_end::http_error:
+        // An answer, not a transport failure (the agent is gone, the token
+        // is refused, ...): retrying would get the same answer again.
         return fail(exit_server, error_line(*r.answer));
       case stream_end::refused:
-        if (!connected_once)
-          return fail(exit_unreachable, "cannot reach " + in.client->url() + ": " + one_line(r.why));
+        say_dropped();
         break;
       case stream_end::dropped:
-        if (!connected_once || delivered)
-          std::fprintf(stderr, "ticktock: stream dropped (%s); reconnecting\n", one_line(r.why).c_str());
-        connected_once = true;
+        say_dropped();
+        // Said once per working stream that drops, not on every failed retry.
+        if (r.opened && (first || delivered))
+          dropped_notice = one_line(r.why);
         break;
     }
     if (delivered)
       backoff = std::chrono::milliseconds{100};
     auto now = clock::now();
-    if (now >= deadline)
+    if (now >= deadline) {
+      say_dropped();
       return exit_ok;
+    }
     auto wait = deadline == clock::time_point::max()
                   ? backoff
                   : std::min<clock::duration>(backoff, deadline - now);
@@ -710,16 +824,16 @@ int tail(invocation& in) {
 // -- trajectory and verify ---------------------------------------------------------
 
 void trajectory_options(po::options_description& d) {
-  d.add_options()("from", po::value<std::uint64_t>(), "first record index (default 0)")(
-    "limit", po::value<std::size_t>(), "at most N records (default: all)");
+  d.add_options()("from", po::value<whole>(), "first record index (default 0)")(
+    "limit", po::value<whole>(), "at most N records (default: all)");
 }
 
 int trajectory(invocation& in) {
   int rc = exit_ok;
-  std::uint64_t from = in.vm.count("from") ? in.vm["from"].as<std::uint64_t>() : 0;
+  std::uint64_t from = in.vm.count("from") ? whole_value(in.vm, "from") : 0;
   std::optional<std::size_t> limit;
   if (in.vm.count("limit"))
-    limit = in.vm["limit"].as<std::size_t>();
+    limit = whole_value(in.vm, "limit");
   json::array records;
   for (;;) {
     std::size_t page = std::min<std::size_t>(1000, limit ? *limit - records.size() : 1000);
@@ -819,21 +933,30 @@ int export_bundle(invocation& in) {
     return exit_ok;
   }
   // Write beside the target and rename, so FILE is never half a bundle.
+  // Once the .part file exists, every failure removes it again.
   auto part = file + ".part";
+  std::error_code ec;
+  if (std::filesystem::is_directory(part, ec))  // not ours to truncate or remove
+    return in.local("cannot write " + part + ": it is a directory");
   {
+    errno = 0;
     std::ofstream out{part, std::ios::binary | std::ios::trunc};
+    if (!out)
+      return in.local("cannot write " + file
+                      + (errno ? std::string{": "} + std::strerror(errno) : ""));
     out.write(a->body.data(), static_cast<std::streamsize>(a->body.size()));
     out.close();
     if (!out) {
-      std::error_code ignored;
-      std::filesystem::remove(part, ignored);
+      std::filesystem::remove(part, ec);
       return in.local("cannot write " + file);
     }
   }
-  std::error_code ec;
   std::filesystem::rename(part, file, ec);
-  if (ec)
-    return in.local("cannot write " + file + ": " + ec.message());
+  if (ec) {
+    auto why = ec.message();
+    std::filesystem::remove(part, ec);
+    return in.local("cannot write " + file + ": " + why);
+  }
   if (in.json)
     in.print_json(json::object{{"id", in.arg(0)}, {"file", file}, {"bytes", a->body.size()}});
   else
@@ -872,8 +995,9 @@ const std::vector<command>& commands() {
     {"agents ls", "", 0, 0, "list agents (id, type, state, ticks, queue, summary)",
      "Follows the server's pages until every agent is listed.", agents_ls_options, agents_ls},
     {"agents create", "ID TYPE", 2, 2, "create an agent of a registered type",
-     "Types built into ticktockd: counter, echo, heartbeat, player.", agents_create_options,
-     agents_create},
+     "Types built into ticktockd: counter, echo, fetcher, heartbeat, llm-chat, player,\n"
+     "timer.",
+     agents_create_options, agents_create},
     {"agents rm", "ID", 1, 1, "terminate an agent and delete its records", "", no_options,
      agents_rm},
     {"status", "ID", 1, 1, "show an agent's status", "", no_options, status},
@@ -942,6 +1066,23 @@ void print_main_help(std::ostream& os) {
         "server\n";
 }
 
+// `ticktock agents --help`: the agents sub-commands.
+void print_agents_help(std::ostream& os) {
+  os << "usage: ticktock agents ls|create|rm [ARGS] [OPTIONS]\n\n"
+        "commands:\n";
+  std::size_t w = 0;
+  for (auto& c : commands())
+    if (std::string_view{c.name}.starts_with("agents "))
+      w = std::max(w, std::string{c.name}.size() + 1 + std::string{c.args}.size());
+  for (auto& c : commands()) {
+    if (!std::string_view{c.name}.starts_with("agents "))
+      continue;
+    std::string head = std::string{c.name} + (*c.args ? " " : "") + c.args;
+    os << "  " << head << std::string(w - head.size() + 2, ' ') << c.summary << "\n";
+  }
+  os << "\n'ticktock agents COMMAND --help' shows a command's options.\n";
+}
+
 void print_command_help(std::ostream& os, const command& c, const po::options_description& own) {
   os << "usage: ticktock " << c.name << (*c.args ? " " : "") << c.args << " [OPTIONS]\n\n"
      << c.summary << "\n";
@@ -999,8 +1140,15 @@ int run(int argc, char** argv) {
     words.erase(words.begin());
   }
   if (name == "agents") {
-    if (words.size() < 2)
-      return fail(exit_usage, "usage: agents takes ls, create or rm (see ticktock --help)");
+    if (words.size() < 2) {
+      bool help = help_command || std::any_of(tokens.begin(), tokens.end(), [](auto& t) {
+                    return t == "--help" || t == "-h";
+                  });
+      if (!help)
+        return fail(exit_usage, "usage: agents takes ls, create or rm (see ticktock agents --help)");
+      print_agents_help(std::cout);
+      return exit_ok;
+    }
     name += " " + tokens[words[1]];
   }
   auto& table = commands();
@@ -1052,6 +1200,8 @@ int run(int argc, char** argv) {
     auto* v = std::getenv(n);
     return v ? v : "";
   };
+  if (in.vm.count("url") && in.vm["url"].as<std::string>().empty())
+    return in.usage("--url is empty");
   std::string url = in.vm.count("url") ? in.vm["url"].as<std::string>() : env("TICKTOCK_URL");
   if (url.empty())
     url = "http://127.0.0.1:7070";
@@ -1060,7 +1210,7 @@ int run(int argc, char** argv) {
     token.pop_back();
   auto timeout = in.vm["timeout"].as<double>();
   if (!(timeout > 0) || timeout > 86400)
-    return in.usage("--timeout must be between 0 and 86400 seconds");
+    return in.usage("--timeout must be more than 0 and at most 86400 seconds");
   std::string why;
   auto address = parse_url(url, why);
   if (!address)

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 TOKEN = "cli-test-token"
@@ -126,8 +127,55 @@ def env_for(url=None, token=TOKEN):
 
 
 def cli(*args, url=None, token=TOKEN, stdin=None, timeout=30):
-    return subprocess.run([ARGS.cli, *args], capture_output=True, text=True, input=stdin,
-                          timeout=timeout, env=env_for(url, token))
+    try:
+        return subprocess.run([ARGS.cli, *args], capture_output=True, text=True, input=stdin,
+                              timeout=timeout, env=env_for(url, token))
+    except subprocess.TimeoutExpired:
+        raise Failure("ticktock %s did not exit within %s s" % (" ".join(args), timeout))
+
+
+class Blackhole:
+    """A server that accepts connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        try:
+            while True:
+                self.held.append(self.sock.accept()[0])
+        except OSError:
+            pass  # closed
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+
+def post_many(agent, n):
+    """Sends n messages to agent over one keep-alive connection (fast)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", SERVER.port, timeout=30)
+    try:
+        for i in range(n):
+            conn.request("POST", "/v1/agents/%s/inbox" % agent, body=b"{}",
+                         headers={"Authorization": "Bearer " + TOKEN,
+                                  "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            check(r.status in (200, 202), "message %d to %s accepted (%d)" % (i, agent, r.status))
+    finally:
+        conn.close()
 
 
 def expect(proc, rc, out=None, err=None):
@@ -174,6 +222,15 @@ def test_help_and_usage():
         expect(cli(*c.split(), "--help", url="http://127.0.0.1:9"), 0, out="usage: ticktock " + c)
     expect(cli("help", "tail"), 0, out="--max-seconds")
     expect(cli("help", "agents", "create"), 0, out="usage: ticktock agents create ID TYPE")
+    # `agents` alone with --help (or `help agents`) lists its sub-commands.
+    for args in (["agents", "--help"], ["agents", "-h"], ["help", "agents"]):
+        p = expect(cli(*args, url="http://127.0.0.1:9"), 0)
+        for c in ("agents ls", "agents create ID TYPE", "agents rm ID"):
+            check(c in p.stdout, "'%s' lists '%s'" % (" ".join(args), c), p)
+    # Every built-in type of ticktockd.
+    p = expect(cli("agents", "create", "--help"), 0)
+    for t in ("counter", "echo", "fetcher", "heartbeat", "llm-chat", "player", "timer"):
+        check(t in p.stdout, "agents create --help names the type %s" % t, p)
     expect(cli(url="http://127.0.0.1:9"), 2, err="no command")
     expect(cli("frobnicate"), 2, err="unknown command")
     expect(cli("agents"), 2)
@@ -183,6 +240,20 @@ def test_help_and_usage():
     expect(cli("tail", "c1/status"), 2, err="tail follows")
     expect(cli("status", "a", url="ftp://127.0.0.1:1"), 2, err="http://")
     expect(cli("status", "a", "--url", "http://127.0.0.1:99999"), 2, err="port")
+    expect(cli("status", "a", "--url", "", url="http://127.0.0.1:9"), 2, err="--url")
+    for t in ("0", "-1", "86401"):
+        expect(cli("status", "a", "--timeout", t, url="http://127.0.0.1:9"), 2,
+               err="--timeout must be more than 0 and at most 86400")
+    # Counts, seqs and indexes are whole numbers: "-1" is not "no limit".
+    for args, opt in ((["trajectory", "c1", "--limit=-1"], "--limit"),
+                      (["trajectory", "c1", "--from=-1"], "--from"),
+                      (["agents", "ls", "--limit=-1"], "--limit"),
+                      (["tail", "c1/outbox", "--after=-1"], "--after"),
+                      (["tail", "c1/outbox", "--from=-1"], "--from"),
+                      (["tail", "c1/outbox", "--max-events=-1"], "--max-events"),
+                      (["tail", "c1/outbox", "--from=1x"], "--from"),
+                      (["trajectory", "c1", "--limit=99999999999999999999999"], "--limit")):
+        expect(cli(*args, url="http://127.0.0.1:9"), 2, err="'%s'" % opt)
 
 
 def test_no_server():
@@ -190,6 +261,14 @@ def test_no_server():
     expect(cli("agents", "ls", url=url), 3, err="cannot reach")
     expect(cli("status", "x", "--url", url), 3)
     expect(cli("tail", "x/outbox", "--max-seconds", "2", url=url), 3)
+    # A server that accepts but never answers: the first connection fails.
+    bh = Blackhole()
+    try:
+        expect(cli("tail", "c1/outbox", "--timeout", "2", url=bh.url), 3, err="cannot reach")
+        expect(cli("tail", "c1/outbox", "--max-seconds", "2", url=bh.url), 3, err="cannot reach")
+        expect(cli("status", "c1", "--timeout", "2", url=bh.url), 3, err="cannot reach")
+    finally:
+        bh.close()
 
 
 def test_auth():
@@ -380,6 +459,58 @@ def test_rm():
     check(ok_json("agents", "rm", "v1")["state"] == "terminated", "agents rm --json")
 
 
+def test_tail_of_a_removed_agent():
+    """Deleting the agent ends a tail of it: exit 1 with one line, no endless retry."""
+    expect(cli("agents", "create", "t1", "counter"), 0)
+    expect(cli("send", "t1", "{}"), 0)
+    out = os.path.join(ARGS.work, "tail-t1.out")
+    err = os.path.join(ARGS.work, "tail-t1.err")
+    with open(out, "w") as fo, open(err, "w") as fe:
+        tp = subprocess.Popen([ARGS.cli, "tail", "t1/outbox", "--json", "--max-seconds", "90"],
+                              stdout=fo, stderr=fe, env=env_for())
+    try:
+        wait_until(lambda: len(tail_lines(out)) == 1, 15, "tail to show t1's event")
+        expect(cli("agents", "rm", "t1"), 0)
+        # The server ends the stream within its 15 s keep-alive period; the
+        # reconnection's 404 then ends tail, well before --max-seconds.
+        try:
+            rc = tp.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise Failure("tail of a removed agent still runs 60 s later: %r" % open(err).read())
+    finally:
+        if tp.poll() is None:
+            tp.kill()
+            tp.wait()
+    stderr = open(err).read()
+    check(rc == 1 and stderr.startswith("ticktock: AGENT_NOT_FOUND")
+          and len(stderr.splitlines()) == 1,
+          "tail of a removed agent exits 1 with one line (rc %s): %r" % (rc, stderr))
+    # A fresh tail of it answers at once.
+    expect(cli("tail", "t1/outbox", "--max-seconds", "20"), 1, err="AGENT_NOT_FOUND")
+
+
+def test_ls_follows_pages():
+    """The server pages the outbox and the trajectory (1000 by default)."""
+    n = 1005
+    expect(cli("agents", "create", "p1", "counter"), 0)
+    post_many("p1", n)
+    wait_until(lambda: ok_json("cat", "p1/outbox", "-q", "from_seq=%d" % n)["events"], 60,
+               "p1 to emit %d events" % n)
+    p = expect(cli("ls", "p1/outbox"), 0)
+    check(p.stdout.split() == [str(i) for i in range(1, n + 1)],
+          "ls of the outbox lists all %d seqs (got %d)" % (n, len(p.stdout.split())))
+    ev = ok_json("ls", "p1/outbox")["events"]
+    check([e["seq"] for e in ev] == list(range(1, n + 1)), "ls --json of the outbox: all events")
+    p = expect(cli("ls", "p1/logs/trajectory"), 0)
+    idx = p.stdout.split()
+    check(idx == [str(i) for i in range(len(idx))] and len(idx) >= n + 1,
+          "ls of the trajectory lists every record index (got %d)" % len(idx))
+    check(len(ok_json("ls", "p1/logs/trajectory")["records"]) == len(idx),
+          "ls --json of the trajectory: all records")
+    check(len(ok_json("trajectory", "p1")["records"]) == len(idx), "trajectory agrees")
+    expect(cli("agents", "rm", "p1"), 0)
+
+
 def test_verify_detects_corruption():
     """Flips one byte of v2's trajectory record 1 in RocksDB (server stopped)."""
     ldb = shutil.which("ldb")
@@ -423,6 +554,11 @@ def test_export_import():
     expect(cli("import", bundle), 1, err="ALREADY_EXISTS")
     expect(cli("import", "/dev/null"), 1, err="INVALID_ARGUMENT")
     expect(cli("export", "c1", "/nonexistent-dir/c1.bundle"), 2, err="cannot write")
+    target_dir = os.path.join(ARGS.work, "a-directory")
+    os.mkdir(target_dir)
+    expect(cli("export", "c1", target_dir), 2, err="cannot write")
+    check(not os.path.exists(target_dir + ".part"), "a failed export removes FILE.part")
+    expect(cli("import", target_dir), 2, err="cannot read %s: " % target_dir)
     expect(cli("agents", "rm", "c1"), 0)
     expect(cli("import", bundle), 0, out="imported c1 (type counter")
     after = ok_json("status", "c1")
@@ -466,7 +602,8 @@ def main():
     steps = [test_help_and_usage, test_no_server]
     server_steps = [test_auth, test_agents, test_send_and_tick, test_filesystem,
                     test_trajectory_and_verify, test_tail, test_tail_resumes_across_restart,
-                    test_rm, test_verify_detects_corruption, test_export_import]
+                    test_rm, test_tail_of_a_removed_agent, test_ls_follows_pages,
+                    test_verify_detects_corruption, test_export_import]
     try:
         for step in steps:
             step()
