@@ -49,6 +49,49 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// RFC 9112, 6.1 and 6.3: a request body with Transfer-Encoding is delimited
+// by its final coding, which must be chunked (else its length cannot be
+// known: 400, and the connection closes, since where the next request starts
+// is unknown too). Of the codings, only chunked is implemented: another
+// before it (gzip, chunked) is 501. `beast_chunked` is the parser's own view,
+// which must agree, so that the body read is the one checked here.
+std::optional<response> check_framing(const http::fields& fields, bool beast_chunked) {
+  auto [b, e] = fields.equal_range(http::field::transfer_encoding);
+  if (b == e)
+    return std::nullopt;
+  std::vector<std::string> codings;
+  for (auto i = b; i != e; ++i) {
+    std::string_view v = i->value();
+    for (;;) {
+      auto comma = v.find(',');
+      auto item = v.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
+        item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
+        item.remove_suffix(1);
+      if (!item.empty())
+        codings.push_back(lower(item));
+      if (comma == std::string_view::npos)
+        break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  if (codings.empty() || codings.back() != "chunked")
+    return error_response(400, "BAD_REQUEST",
+                          "malformed HTTP request: the final Transfer-Encoding must be chunked");
+  codings.pop_back();
+  for (auto& c : codings) {
+    if (c == "chunked")
+      return error_response(400, "BAD_REQUEST",
+                            "malformed HTTP request: chunked applied more than once");
+    return error_response(501, "UNSUPPORTED_TRANSFER_CODING",
+                          "transfer codings other than chunked are not implemented");
+  }
+  if (!beast_chunked)
+    return error_response(400, "BAD_REQUEST", "malformed HTTP request: bad Transfer-Encoding");
+  return std::nullopt;
+}
+
 }  // namespace
 
 // One WebSocket connection. The reader coroutine and the writes run on the
@@ -349,6 +392,19 @@ struct http_server::impl {
     co_return !ec;
   }
 
+  // A response to a request the router does not see (transport errors):
+  // counted and logged like the router's, with its own X-Request-Id; the
+  // connection then closes.
+  asio::awaitable<void> refuse(beast::tcp_stream& stream, connection_watch& watch, response r,
+                               std::string why, unsigned version) {
+    auto request_id = std::to_string(next_request++);
+    r.headers.emplace_back("X-Request-Id", request_id);
+    metrics.count("transport", r.status, std::chrono::microseconds{0});
+    log("event=http request_id=" + request_id + " status=" + std::to_string(r.status) + " error=\""
+        + why + "\"");
+    co_await write(stream, watch, r, false, version);
+  }
+
   // The router's answer to `req`. Routes that may block (durable writes,
   // store reads) run on the handler pool; the others are dispatched here and
   // answer through a callback (an agent's reply arrives from its tick's
@@ -420,14 +476,24 @@ struct http_server::impl {
     }
     // The read deadline is the watch's rather than the stream's expiry, which
     // would close the socket: a client that started a request and stalls
-    // gets a 408 before the connection closes.
+    // gets a 408 before the connection closes. The head is read first, so
+    // that its framing is checked before any body is.
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
       parser.body_limit(options.max_body_bytes);
       watch.arm(options.read_timeout);
-      auto [ec, n_read] = co_await http::async_read(stream, buffer, parser, use_nothrow);
-      (void)n_read;
+      auto [ec, n_head] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
+      (void)n_head;
+      std::optional<response> refused;
+      if (!ec) {
+        refused = check_framing(parser.get(), parser.chunked());
+        if (!refused && !parser.is_done()) {
+          auto [bec, n_body] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+          (void)n_body;
+          ec = bec;
+        }
+      }
       watch.disarm();
       if (ec && watch.expired)
         ec = beast::error::timeout;
@@ -450,23 +516,20 @@ struct http_server::impl {
           r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
         else
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
-        auto request_id = std::to_string(next_request++);
-        r.headers.emplace_back("X-Request-Id", request_id);
-        metrics.count("transport", r.status, std::chrono::microseconds{0});
-        log("event=http request_id=" + request_id + " status=" + std::to_string(r.status)
-            + " error=\"" + ec.message() + "\"");
-        co_await write(stream, watch, r, false, 11);
+        co_await refuse(stream, watch, std::move(r), ec.message(), 11);
+        break;
+      }
+      if (refused) {
+        co_await refuse(stream, watch, std::move(*refused), "bad Transfer-Encoding",
+                        parser.get().version());
         break;
       }
       auto msg = parser.release();
       if (msg.version() >= 11 && msg.find(http::field::host) == msg.end()) {
         // RFC 9112, 3.2: a server answers 400 to an HTTP/1.1 request without Host.
-        auto r = error_response(400, "MISSING_HOST", "HTTP/1.1 requests need a Host header");
-        auto request_id = std::to_string(next_request++);
-        r.headers.emplace_back("X-Request-Id", request_id);
-        metrics.count("transport", r.status, std::chrono::microseconds{0});
-        log("event=http request_id=" + request_id + " status=400 error=\"no Host header\"");
-        co_await write(stream, watch, r, false, msg.version());
+        co_await refuse(stream, watch,
+                        error_response(400, "MISSING_HOST", "HTTP/1.1 requests need a Host header"),
+                        "no Host header", msg.version());
         break;
       }
       request req;
@@ -503,7 +566,10 @@ struct http_server::impl {
         co_await stream_events(stream, res, msg.version());
         break;
       }
-      bool keep = msg.keep_alive();
+      // RFC 9112, 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+      // framing; the connection closes after it.
+      bool keep = msg.keep_alive()
+                  && !(msg.version() < 11 && msg.find(http::field::transfer_encoding) != msg.end());
       if (!co_await write(stream, watch, res, keep, msg.version()) || !keep)
         break;
     }

@@ -378,3 +378,74 @@ TEST_CASE("agent routes: concurrent requests get their own replies; an unanswere
   http::read(w, wb, none, ec);
   CHECK(ec);
 }
+
+namespace {
+
+// Sends `text` on a new connection and reads the first response, or nullopt
+// if none arrives.
+std::optional<http::response<http::string_body>> raw_exchange(std::uint16_t port,
+                                                              const std::string& text,
+                                                              beast::tcp_stream& s,
+                                                              beast::flat_buffer& b) {
+  s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), port});
+  asio::write(s.socket(), asio::buffer(text));
+  http::response<http::string_body> res;
+  beast::error_code ec;
+  http::read(s, b, res, ec);
+  if (ec)
+    return std::nullopt;
+  return res;
+}
+
+}  // namespace
+
+TEST_CASE("a Transfer-Encoding that does not end in chunked is refused, not read past") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  // The "body" is a second request: were the request accepted with its body
+  // ignored, the smuggled GET would be answered too.
+  const std::string smuggled = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (auto [te, status] :
+       {std::pair{"gzip", 400}, std::pair{"chunked, gzip", 400}, std::pair{"identity", 400},
+        std::pair{"chunked;x=1", 400}, std::pair{"", 400}, std::pair{"chunked, chunked", 400},
+        std::pair{"gzip, chunked", 501}, std::pair{"gzip\r\nContent-Length: 34", 400}}) {
+    INFO("Transfer-Encoding: " << te);
+    asio::io_context io;
+    beast::tcp_stream s{io};
+    beast::flat_buffer b;
+    auto res = raw_exchange(f.server->port(),
+                            std::string{"POST /a/s/say HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                                        "secret\r\nTransfer-Encoding: "}
+                              + te + "\r\n\r\n" + smuggled,
+                            s, b);
+    REQUIRE(res);
+    CHECK(static_cast<int>(res->result_int()) == status);
+    auto body = boost::json::parse(res->body()).as_object();
+    CHECK(body.at("error").as_object().at("code").as_string()
+          == (status == 501 ? "UNSUPPORTED_TRANSFER_CODING" : "BAD_REQUEST"));
+    CHECK(body.at("error").as_object().contains("details"));
+    CHECK_FALSE(res->keep_alive());
+    CHECK_FALSE((*res)["X-Request-Id"].empty());
+    http::response<http::string_body> next;
+    beast::error_code ec;
+    http::read(s, b, next, ec);
+    CHECK(ec);  // closed: the smuggled request got no answer
+  }
+  // chunked (in any case) still works, and the connection stays open.
+  asio::io_context io;
+  beast::tcp_stream s{io};
+  beast::flat_buffer b;
+  auto res = raw_exchange(f.server->port(),
+                          "POST /a/s/say HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n"
+                          "Transfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                            + smuggled,
+                          s, b);
+  REQUIRE(res);
+  CHECK(res->result_int() == 200);
+  CHECK(res->body() == "hello");
+  CHECK(res->keep_alive());
+  http::response<http::string_body> next;
+  http::read(s, b, next);
+  CHECK(next.result_int() == 200);
+  CHECK(next.body() == R"({"status":"ok"})");
+}

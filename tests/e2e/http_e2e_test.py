@@ -213,6 +213,39 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(status, 400)
         self.assertEqual(json.loads(body)["error"]["code"], "BAD_REQUEST")
 
+    def test_a_transfer_encoding_not_ending_in_chunked_is_refused(self):
+        # RFC 9112 6.1/6.3: the body's length is unknown, so the bytes after
+        # the head must not be read as the next request (request smuggling).
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        for te, status, code in ((b"gzip", 400, "BAD_REQUEST"),
+                                 (b"chunked, gzip", 400, "BAD_REQUEST"),
+                                 (b"identity", 400, "BAD_REQUEST"),
+                                 (b"gzip, chunked", 501, "UNSUPPORTED_TRANSFER_CODING")):
+            with self.subTest(te=te):
+                out = raw_exchange(self.server.port,
+                                   b"POST /v1/agents/err-counter/inbox HTTP/1.1\r\nHost: t\r\n"
+                                   b"Authorization: Bearer " + self.server.token.encode()
+                                   + b"\r\nTransfer-Encoding: " + te + b"\r\n\r\n" + smuggled)
+                self.assertEqual(out.count(b"HTTP/1.1 "), 1, out)  # the smuggled GET is not answered
+                got, headers, body = parse_raw_response(out)
+                self.assertEqual(got, status, out)
+                self.assertEqual(json.loads(body)["error"]["code"], code)
+                self.assertEqual(headers.get("connection"), "close")
+                self.assertTrue(headers.get("x-request-id"))
+        # gzip with a Content-Length is refused too (not read by the length).
+        out = raw_exchange(self.server.port,
+                           b"POST /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+        self.assertEqual(out.count(b"HTTP/1.1 "), 1, out)
+        self.assertEqual(parse_raw_response(out)[0], 400)
+        # chunked still works.
+        out = raw_exchange(self.server.port,
+                           b"POST /v1/agents/err-counter/inbox HTTP/1.1\r\nHost: t\r\n"
+                           b"Authorization: Bearer " + self.server.token.encode()
+                           + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
+                           b"\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        self.assertEqual(parse_raw_response(out)[0], 202, out)
+
     def test_404_unknown_agent(self):
         self.assertError(self.server.get("/v1/agents/nobody"), 404, "AGENT_NOT_FOUND")
         self.assertError(self.server.request("DELETE", "/v1/agents/nobody"), 404, "AGENT_NOT_FOUND")
