@@ -374,20 +374,40 @@ struct http_server::impl {
   }
 
   // False if the response could not be written (the connection is then
-  // closed: a late write is cancelled part-way).
+  // closed: a late write is cancelled part-way). The answer to a HEAD has
+  // the head of the GET's (its Content-Length, or chunked for a stream) and
+  // no body (RFC 9110, 9.3.2), errors included.
   asio::awaitable<bool> write(beast::tcp_stream& stream, connection_watch& watch,
-                              const response& r, bool keep_alive, unsigned version) {
+                              const response& r, bool keep_alive, unsigned version,
+                              bool head = false) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "ticktockd");
     res.set(http::field::content_type, r.content_type);
+    if (r.stream != stream_kind::none) {  // a HEAD of a stream: stream_events' head
+      res.set(http::field::content_type, "text/event-stream");
+      res.set(http::field::cache_control, "no-cache");
+    }
     for (auto& [k, v] : r.headers)
       res.set(k, v);
     res.keep_alive(keep_alive);
-    res.body() = r.body;
-    res.prepare_payload();
+    if (r.stream != stream_kind::none) {
+      res.chunked(true);
+    } else {
+      res.body() = r.body;
+      res.prepare_payload();
+    }
     watch.arm(std::chrono::seconds{30});
-    auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
-    (void)n;
+    beast::error_code ec;
+    if (head) {
+      http::response_serializer<http::string_body> sr{res};
+      auto [hec, n] = co_await http::async_write_header(stream, sr, use_nothrow);
+      (void)n;
+      ec = hec;
+    } else {
+      auto [wec, n] = co_await http::async_write(stream, res, use_nothrow);
+      (void)n;
+      ec = wec;
+    }
     watch.disarm();
     co_return !ec;
   }
@@ -396,13 +416,13 @@ struct http_server::impl {
   // counted and logged like the router's, with its own X-Request-Id; the
   // connection then closes.
   asio::awaitable<void> refuse(beast::tcp_stream& stream, connection_watch& watch, response r,
-                               std::string why, unsigned version) {
+                               std::string why, unsigned version, bool head) {
     auto request_id = std::to_string(next_request++);
     r.headers.emplace_back("X-Request-Id", request_id);
     metrics.count("transport", r.status, std::chrono::microseconds{0});
     log("event=http request_id=" + request_id + " status=" + std::to_string(r.status) + " error=\""
         + why + "\"");
-    co_await write(stream, watch, r, false, version);
+    co_await write(stream, watch, r, false, version, head);
   }
 
   // The router's answer to `req`. Routes that may block (durable writes,
@@ -516,12 +536,13 @@ struct http_server::impl {
           r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
         else
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
-        co_await refuse(stream, watch, std::move(r), ec.message(), 11);
+        co_await refuse(stream, watch, std::move(r), ec.message(), 11, false);
         break;
       }
+      bool head = parser.get().method() == http::verb::head;
       if (refused) {
         co_await refuse(stream, watch, std::move(*refused), "bad Transfer-Encoding",
-                        parser.get().version());
+                        parser.get().version(), head);
         break;
       }
       auto msg = parser.release();
@@ -529,7 +550,7 @@ struct http_server::impl {
         // RFC 9112, 3.2: a server answers 400 to an HTTP/1.1 request without Host.
         co_await refuse(stream, watch,
                         error_response(400, "MISSING_HOST", "HTTP/1.1 requests need a Host header"),
-                        "no Host header", msg.version());
+                        "no Host header", msg.version(), head);
         break;
       }
       request req;
@@ -558,7 +579,7 @@ struct http_server::impl {
         co_await ws_session(std::move(stream), std::move(msg), res.stream_agent);
         co_return;
       }
-      if (res.stream != stream_kind::none) {
+      if (res.stream != stream_kind::none && !head) {
         if (websocket::is_upgrade(msg)) {
           co_await stream_ws(std::move(stream), std::move(msg), res);
           co_return;
@@ -570,7 +591,7 @@ struct http_server::impl {
       // framing; the connection closes after it.
       bool keep = msg.keep_alive()
                   && !(msg.version() < 11 && msg.find(http::field::transfer_encoding) != msg.end());
-      if (!co_await write(stream, watch, res, keep, msg.version()) || !keep)
+      if (!co_await write(stream, watch, res, keep, msg.version(), head) || !keep)
         break;
     }
     beast::error_code ignored;

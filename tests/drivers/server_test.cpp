@@ -449,3 +449,45 @@ TEST_CASE("a Transfer-Encoding that does not end in chunked is refused, not read
   CHECK(next.result_int() == 200);
   CHECK(next.body() == R"({"status":"ok"})");
 }
+
+TEST_CASE("a HEAD response has the GET's head and no body, errors included") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE(f.n->wait_idle(10s));
+  // Each HEAD is followed on its connection by a GET: had the HEAD's answer a
+  // body, it would be read as the start of the GET's.
+  struct probe {
+    std::string target;
+    std::string extra;
+    int status;
+  };
+  for (auto& p : {probe{"/healthz", "", 200}, probe{"/metrics", "", 405},
+                  probe{"/a/nobody/", "Authorization: Bearer secret\r\n", 404},
+                  probe{"/a/s/", "", 401}, probe{"/a/s/", "Authorization: Bearer secret\r\n", 200},
+                  probe{"/v1/agents/w/fs/logs/trace?from_seq=0",  // streams are GET only
+                        "Authorization: Bearer secret\r\nAccept: text/event-stream\r\n", 405}}) {
+    INFO("HEAD " << p.target);
+    asio::io_context io;
+    beast::tcp_stream s{io};
+    s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+    asio::write(s.socket(), asio::buffer("HEAD " + p.target + " HTTP/1.1\r\nHost: x\r\n" + p.extra
+                                         + "\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    beast::flat_buffer b;
+    http::response_parser<http::string_body> head;
+    head.skip(true);  // a HEAD's answer: no body follows its head
+    http::read(s, b, head);
+    CHECK(static_cast<int>(head.get().result_int()) == p.status);
+    CHECK_FALSE(head.get()["X-Request-Id"].empty());
+    if (p.status != 200) {
+      CHECK(head.get()[http::field::content_type] == "application/json");
+      CHECK(head.get()[http::field::content_length] != "0");  // the GET's would-be body
+    }
+    http::response<http::string_body> get;
+    beast::error_code ec;
+    http::read(s, b, get, ec);
+    REQUIRE_FALSE(ec);
+    CHECK(get.result_int() == 200);
+    CHECK(get.body() == R"({"status":"ok"})");
+  }
+}

@@ -246,6 +246,22 @@ class ErrorStatusTest(ServerCase):
                            b"\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
         self.assertEqual(parse_raw_response(out)[0], 202, out)
 
+    def test_head_answers_have_no_body(self):
+        # RFC 9110 9.3.2: the GET's head, no body; a HEAD then a GET on one
+        # connection get exactly the GET's body on the wire, errors included.
+        for path, status in (("/healthz", 200), ("/metrics", 405), ("/a/err-counter/", 401)):
+            with self.subTest(path=path):
+                out = raw_exchange(self.server.port,
+                                   b"HEAD " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+                                   b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                head, sep, rest = out.partition(b"\r\n\r\n")
+                self.assertTrue(sep, out)
+                self.assertEqual(int(head.split()[1]), status, out)
+                self.assertNotEqual(re.search(rb"(?i)\r\ncontent-length: (\d+)", head).group(1),
+                                    b"0", out)
+                self.assertTrue(rest.startswith(b"HTTP/1.1 200 "), out)
+                self.assertTrue(rest.endswith(b'\r\n\r\n{"status":"ok"}'), out)
+
     def test_404_unknown_agent(self):
         self.assertError(self.server.get("/v1/agents/nobody"), 404, "AGENT_NOT_FOUND")
         self.assertError(self.server.request("DELETE", "/v1/agents/nobody"), 404, "AGENT_NOT_FOUND")
