@@ -249,8 +249,20 @@ struct http_server::impl {
     n.send_async(agent, ev.encode(), opts, nullptr);
   }
 
+  using header_list = std::vector<std::pair<std::string, std::string>>;
+
+  // The 101 (or the handshake's error) carries the Server header of every
+  // response and the request's headers from the router (X-Request-Id).
+  static websocket::stream_base::decorator decorate(header_list headers) {
+    return websocket::stream_base::decorator([headers](websocket::response_type& res) {
+      res.set(http::field::server, "ticktockd");
+      for (auto& [k, v] : headers)
+        res.set(k, v);
+    });
+  }
+
   asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
-                                   std::string agent) {
+                                   std::string agent, header_list headers) {
     stream.expires_never();
     auto conn = std::make_shared<ws_connection>(std::move(stream));
     // A client quiet for half the read timeout is pinged, and cut if nothing
@@ -264,6 +276,7 @@ struct http_server::impl {
     to.keep_alive_pings = true;
     conn->ws.set_option(to);
     conn->ws.read_message_max(options.max_body_bytes);
+    conn->ws.set_option(decorate(std::move(headers)));
     auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
     if (ec)
       co_return;
@@ -412,9 +425,9 @@ struct http_server::impl {
     co_return !ec;
   }
 
-  // A response to a request the router does not see (transport errors):
-  // counted and logged like the router's, with its own X-Request-Id; the
-  // connection then closes.
+  // A response to a request the router does not see (transport errors, the
+  // connection limit): counted and logged like the router's, with its own
+  // X-Request-Id; the connection then closes.
   asio::awaitable<void> refuse(beast::tcp_stream& stream, connection_watch& watch, response r,
                                std::string why, unsigned version, bool head) {
     auto request_id = std::to_string(next_request++);
@@ -486,10 +499,10 @@ struct http_server::impl {
     watch_started(home);
     beast::flat_buffer buffer;
     if (++connections > options.max_connections) {
-      co_await write(stream, watch,
-                     error_response(503, "TOO_MANY_CONNECTIONS",
-                                    "the server is at its connection limit"),
-                     false, 11);
+      co_await refuse(stream, watch,
+                      error_response(503, "TOO_MANY_CONNECTIONS",
+                                     "the server is at its connection limit"),
+                      "connection limit", 11, false);
       beast::error_code ignored;
       stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
       co_return;
@@ -576,7 +589,8 @@ struct http_server::impl {
             + " status=" + std::to_string(res.status) + " us=" + std::to_string(us));
       }
       if (res.status == 101 && websocket::is_upgrade(msg)) {
-        co_await ws_session(std::move(stream), std::move(msg), res.stream_agent);
+        co_await ws_session(std::move(stream), std::move(msg), res.stream_agent,
+                            std::move(res.headers));
         co_return;
       }
       if (res.stream != stream_kind::none && !head) {
@@ -655,6 +669,8 @@ struct http_server::impl {
     head.set(http::field::server, "ticktockd");
     head.set(http::field::content_type, "text/event-stream");
     head.set(http::field::cache_control, "no-cache");
+    for (auto& [k, v] : r.headers)
+      head.set(k, v);
     head.chunked(true);
     http::response_serializer<http::empty_body> sr{head};
     stream.expires_never();
@@ -698,6 +714,7 @@ struct http_server::impl {
     };
     auto st = std::make_shared<ws_state>(std::move(stream));
     st->ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    st->ws.set_option(decorate(r.headers));
     auto [ec] = co_await st->ws.async_accept(msg, use_nothrow);
     if (ec)
       co_return;

@@ -491,3 +491,54 @@ TEST_CASE("a HEAD response has the GET's head and no body, errors included") {
     CHECK(get.body() == R"({"status":"ok"})");
   }
 }
+
+TEST_CASE("every response carries X-Request-Id: SSE streams, WebSocket upgrades, the connection limit") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE(f.n->wait_idle(10s));
+  asio::io_context io;
+  tcp::endpoint ep{asio::ip::make_address("127.0.0.1"), f.server->port()};
+  {
+    beast::tcp_stream s{io};
+    s.connect(ep);
+    http::request<http::string_body> req{http::verb::get, "/v1/agents/w/fs/logs/trace?from_seq=0", 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::authorization, "Bearer secret");
+    req.set(http::field::accept, "text/event-stream");
+    http::write(s, req);
+    beast::flat_buffer b;
+    http::response_parser<http::string_body> p;
+    http::read_header(s, b, p);
+    CHECK(p.get().result_int() == 200);
+    CHECK(p.get()[http::field::content_type] == "text/event-stream");
+    CHECK_FALSE(p.get()["X-Request-Id"].empty());
+    CHECK(p.get()[http::field::server] == "ticktockd");
+  }
+  for (std::string target : {"/v1/agents/w/ws?token=secret",
+                             "/v1/agents/w/fs/logs/trace?from_seq=0&token=secret"}) {
+    INFO(target);
+    websocket::stream<tcp::socket> ws{io};
+    ws.next_layer().connect(ep);
+    websocket::response_type res;
+    ws.handshake(res, "127.0.0.1", target);
+    CHECK(res.result_int() == 101);
+    CHECK_FALSE(res["X-Request-Id"].empty());
+    CHECK(res[http::field::server] == "ticktockd");
+    ws.close(websocket::close_code::normal);
+  }
+
+  server_fixture one{1};
+  beast::tcp_stream first{io};
+  first.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), one.server->port()});
+  http::request<http::string_body> ok{http::verb::get, "/healthz", 11};
+  ok.set(http::field::host, "127.0.0.1");
+  http::write(first, ok);
+  beast::flat_buffer fb;
+  http::response<http::string_body> fres;
+  http::read(first, fb, fres);
+  REQUIRE(fres.result_int() == 200);  // the connection is open and counted
+  auto second = roundtrip(one.server->port(), ok);
+  CHECK(second.result_int() == 503);
+  CHECK(second.body().find("TOO_MANY_CONNECTIONS") != std::string::npos);
+  CHECK_FALSE(second["X-Request-Id"].empty());
+}
