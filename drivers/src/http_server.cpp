@@ -19,8 +19,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -41,6 +43,9 @@ namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 using steady = std::chrono::steady_clock;
+// How long stop() lets connections finish (answers being written, streams
+// ending, WebSocket close handshakes) before it cuts them.
+constexpr std::chrono::milliseconds shutdown_grace{1000};
 
 std::string lower(std::string_view s) {
   std::string out{s};
@@ -103,6 +108,7 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
   std::deque<ws_message> queue;
   bool writing = false;
   bool closed = false;
+  bool going_away = false;  // the server is stopping: close with 1001
 
   void send(ws_message m) {
     if (closed)
@@ -122,7 +128,8 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
     auto self = shared_from_this();
     if (m.close) {
       closed = true;
-      ws.async_close(websocket::close_code::normal, [self](beast::error_code) {});
+      ws.async_close(going_away ? websocket::close_code::going_away : websocket::close_code::normal,
+                     [self](beast::error_code) {});
       return;
     }
     ws.binary(m.binary);
@@ -135,6 +142,15 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
       }
       self->write_next();
     });
+  }
+
+  // The server is stopping: the frames queued go first, then a close frame
+  // (1001 going away); the reader ends when the client answers it.
+  void go_away() {
+    going_away = true;
+    ws_message m;
+    m.close = true;
+    send(std::move(m));
   }
 };
 
@@ -176,6 +192,7 @@ struct connection_watch {
   steady::time_point deadline = steady::time_point::max();
   std::shared_ptr<router::ticket> ticket;  // while waiting for an agent's reply
   bool expired = false;
+  bool reading = false;  // while reading a request
 
   connection_watch(io_thread& h, beast::tcp_stream& s) : home(h), stream(&s) {
     next = home.first;
@@ -207,6 +224,21 @@ struct connection_watch {
     beast::error_code ignored;
     stream->socket().cancel(ignored);
   }
+  // The server is stopping: a request waiting for its agent gets 503 now;
+  // a connection waiting for a request stops reading (and closes). Writes
+  // and streams are left to finish (streams end on `closing`).
+  void shut_down() {
+    if (ticket) {
+      disarm();
+      auto t = std::move(ticket);
+      t->finish(error_response(503, "SHUTTING_DOWN", "the server is stopping"));  // posted here
+      return;
+    }
+    if (reading) {
+      beast::error_code ignored;
+      stream->socket().cancel(ignored);
+    }
+  }
 };
 
 struct http_server::impl {
@@ -215,6 +247,9 @@ struct http_server::impl {
   request_metrics metrics;
   router api;
   std::atomic<std::size_t> connections{0};
+  // stop() waits on this for the connections to end.
+  std::mutex idle_mtx;
+  std::condition_variable idle_cv;
   std::atomic<std::uint64_t> next_request{1};
   std::uint64_t observer = 0;
 
@@ -285,6 +320,8 @@ struct http_server::impl {
       std::lock_guard<std::mutex> guard{ws_mtx};
       ws_conns.emplace(id, conn);
     }
+    if (closing)
+      conn->go_away();  // stop() may have gone through ws_conns before
     log("event=ws_open agent=" + agent + " connection=" + id);
     ws_trigger(agent, {ws_event::kind::open, id, {}, false});
     beast::flat_buffer buffer;
@@ -426,8 +463,8 @@ struct http_server::impl {
   }
 
   // A response to a request the router does not see (transport errors, the
-  // connection limit): counted and logged like the router's, with its own
-  // X-Request-Id; the connection then closes.
+  // connection limit, a server stopping): counted and logged like the
+  // router's, with its own X-Request-Id; the connection then closes.
   asio::awaitable<void> refuse(beast::tcp_stream& stream, connection_watch& watch, response r,
                                std::string why, unsigned version, bool head) {
     auto request_id = std::to_string(next_request++);
@@ -492,9 +529,14 @@ struct http_server::impl {
 
   asio::awaitable<void> session(io_thread& home, beast::tcp_stream stream) {
     struct counted {
-      std::atomic<std::size_t>& c;
-      ~counted() { --c; }
-    } guard{connections};
+      impl& self;
+      ~counted() {
+        if (--self.connections == 0 && self.closing) {
+          std::lock_guard<std::mutex> lock{self.idle_mtx};  // stop() is waiting or about to
+          self.idle_cv.notify_all();
+        }
+      }
+    } guard{*this};
     connection_watch watch{home, stream};
     watch_started(home);
     beast::flat_buffer buffer;
@@ -512,10 +554,13 @@ struct http_server::impl {
     // gets a 408 before the connection closes. The head is read first, so
     // that its framing is checked before any body is.
     for (;;) {
+      if (closing)
+        break;
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
       parser.body_limit(options.max_body_bytes);
       watch.arm(options.read_timeout);
+      watch.reading = true;
       auto [ec, n_head] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
       (void)n_head;
       std::optional<response> refused;
@@ -527,14 +572,18 @@ struct http_server::impl {
           ec = bec;
         }
       }
+      watch.reading = false;
       watch.disarm();
       if (ec && watch.expired)
         ec = beast::error::timeout;
-      if (ec == beast::error::timeout && !parser.got_some() && buffer.size() == 0)
+      bool nothing = !parser.got_some() && buffer.size() == 0;
+      if (ec == beast::error::timeout && nothing)
         break;  // an idle keep-alive connection: closed without a word
       if (ec == http::error::end_of_stream || ec == asio::error::eof
           || ec == asio::error::connection_reset)
         break;
+      if (ec && closing && nothing)
+        break;  // the server is stopping: an idle connection closes
       if (ec) {
         response r;
         if (ec == http::error::body_limit)
@@ -547,6 +596,8 @@ struct http_server::impl {
                                + " bytes");
         else if (ec == beast::error::timeout)
           r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
+        else if (closing && ec == asio::error::operation_aborted)
+          r = error_response(503, "SHUTTING_DOWN", "the server is stopping");
         else
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
         co_await refuse(stream, watch, std::move(r), ec.message(), 11, false);
@@ -576,8 +627,14 @@ struct http_server::impl {
       req.request_id = std::to_string(next_request++);
       req.received = steady::now();
       // Handlers may block (durability, agent replies): run them off the I/O
-      // threads; only the probes that never block are answered in place.
-      response res = co_await answer(req, watch);
+      // threads; only the probes that never block are answered in place. A
+      // server that is stopping takes no new request. (Not a conditional
+      // expression: g++ 12 miscompiles a co_await in one.)
+      response res;
+      if (closing)
+        res = error_response(503, "SHUTTING_DOWN", "the server is stopping");
+      else
+        res = co_await answer(req, watch);
       res.headers.emplace_back("X-Request-Id", req.request_id);
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now()
                                                                       - *req.received)
@@ -603,7 +660,7 @@ struct http_server::impl {
       }
       // RFC 9112, 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
       // framing; the connection closes after it.
-      bool keep = msg.keep_alive()
+      bool keep = msg.keep_alive() && !closing
                   && !(msg.version() < 11 && msg.find(http::field::transfer_encoding) != msg.end());
       if (!co_await write(stream, watch, res, keep, msg.version(), head) || !keep)
         break;
@@ -651,6 +708,8 @@ struct http_server::impl {
         co_return;  // the job ended: so does its stream
       if (events->size() == page || me->dirty)
         continue;  // more is waiting: no pause
+      if (closing)
+        co_return;  // stop() wakes the followers that wait, not the others
       // Job output arrives without ticks: poll it; other streams wake on ticks.
       if (r.stream == stream_kind::job)
         me->timer.expires_after(std::chrono::milliseconds{50});
@@ -662,7 +721,9 @@ struct http_server::impl {
     }
   }
 
-  // Server-sent events, resumable with Last-Event-ID / from_seq.
+  // Server-sent events, resumable with Last-Event-ID / from_seq. A stream
+  // that ends (its job ended, its agent went away, the server is stopping)
+  // ends its chunked body.
   asio::awaitable<void> stream_events(beast::tcp_stream& stream, const response& r,
                                       unsigned version) {
     http::response<http::empty_body> head{http::status::ok, version};
@@ -679,6 +740,7 @@ struct http_server::impl {
     if (ec)
       co_return;
     auto me = std::make_shared<follower>(co_await asio::this_coro::executor);
+    bool broken = false;
     co_await follow(r, me, [&](const std::vector<stream_event>& events) -> asio::awaitable<bool> {
       std::string chunk;
       for (auto& e : events) {
@@ -692,9 +754,10 @@ struct http_server::impl {
       auto [wec, wn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
                                                   use_nothrow);
       (void)wn;
+      broken = static_cast<bool>(wec);
       co_return !wec;
     });
-    if (r.stream == stream_kind::job) {  // a finite stream: end the chunked body
+    if (!broken) {
       auto [lec, ln] = co_await asio::async_write(stream, http::make_chunk_last(), use_nothrow);
       (void)lec;
       (void)ln;
@@ -752,6 +815,11 @@ struct http_server::impl {
       }
       co_return !st->closed;
     });
+    if (closing && !st->closed) {  // the server is stopping: say so
+      st->closed = true;
+      auto [cec] = co_await st->ws.async_close(websocket::close_code::going_away, use_nothrow);
+      (void)cec;
+    }
   }
 };
 
@@ -801,19 +869,46 @@ std::uint16_t http_server::port() const noexcept {
 void http_server::stop() {
   if (!impl_ || impl_->closing.exchange(true))
     return;
-  impl_->n.remove_tick_observer(impl_->observer);
-  asio::post(*impl_->io_threads.front()->io, [p = impl_.get()] {
+  auto& p = *impl_;
+  p.n.remove_tick_observer(p.observer);
+  asio::post(*p.io_threads.front()->io, [raw = &p] {
     boost::system::error_code ec;
-    p->acceptor->close(ec);
+    raw->acceptor->close(ec);
   });
-  impl_->handlers.join();
+  // Every connection ends, each on its own thread: requests waiting for an
+  // agent get 503 SHUTTING_DOWN, idle connections close, answers being
+  // computed or written are written (Connection: close), SSE streams end
+  // their chunked body and WebSockets get a close frame (1001 going away).
+  for (auto& t : p.io_threads)
+    asio::post(*t->io, [t = t.get()] {
+      for (auto* w = t->first; w; w = w->next)
+        w->shut_down();  // completes nothing inline: the list stays intact
+    });
+  {
+    std::lock_guard<std::mutex> guard{p.followers_mtx};
+    for (auto& [agent, f] : p.followers)
+      asio::post(f->timer.get_executor(), [f = f] { f->timer.cancel(); });
+  }
+  {
+    std::lock_guard<std::mutex> guard{p.ws_mtx};
+    for (auto& [id, c] : p.ws_conns)
+      asio::post(c->ws.get_executor(), [c = c] { c->go_away(); });
+  }
+  p.handlers.join();
+  {
+    // Bounded: a client that reads nothing (or never answers the close
+    // frame) is cut when the I/O threads stop.
+    std::unique_lock<std::mutex> lock{p.idle_mtx};
+    p.idle_cv.wait_for(lock, shutdown_grace, [&] { return p.connections == 0; });
+  }
   for (auto& t : impl_->io_threads)
     t->io->stop();
   for (auto& t : impl_->io_threads)
     if (t->thread.joinable())
       t->thread.join();
-  // No request arrives any more; requests still waiting for an agent are
-  // dropped while the io_context their answers would be posted to exists.
+  // No request arrives any more; requests still waiting for an agent (ones
+  // that reached the router after the 503s went out) are dropped while the
+  // io_context their answers would be posted to exists.
   impl_->api.quiesce();
 }
 

@@ -56,9 +56,10 @@ struct sayer : agent<ws_echo_state> {
     auto req = http_request::from(t);
     if (!req)
       return;
-    if (req->path == "/silent")
+    if (req->path == "/silent") {
+      ++state().frames;  // counts the requests left waiting
       ctx.defer_reply();
-    else
+    } else
       ctx.reply(200, req->body);
   }
 };
@@ -365,18 +366,23 @@ TEST_CASE("agent routes: concurrent requests get their own replies; an unanswere
   CHECK(res2.body() == "still here");
 
   // Stopping (and destroying) the server with a request still waiting for
-  // its agent closes the connection unanswered and leaves nothing behind
-  // (ASan checks the latter).
+  // its agent answers it 503 SHUTTING_DOWN, closes the connection and leaves
+  // nothing behind (ASan checks the latter).
   beast::tcp_stream w{io};
   w.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
   http::write(w, silent);
   std::this_thread::sleep_for(100ms);
   f.server.reset();
-  http::response<http::string_body> none;
+  http::response<http::string_body> last;
   beast::flat_buffer wb;
   beast::error_code ec;
-  http::read(w, wb, none, ec);
-  CHECK(ec);
+  http::read(w, wb, last, ec);
+  REQUIRE_FALSE(ec);
+  CHECK(last.result_int() == 503);
+  CHECK(last.body().find("SHUTTING_DOWN") != std::string::npos);
+  CHECK_FALSE(last.keep_alive());
+  http::read(w, wb, last, ec);
+  CHECK(ec);  // then closed
 }
 
 namespace {
@@ -541,4 +547,93 @@ TEST_CASE("every response carries X-Request-Id: SSE streams, WebSocket upgrades,
   CHECK(second.result_int() == 503);
   CHECK(second.body().find("TOO_MANY_CONNECTIONS") != std::string::npos);
   CHECK_FALSE(second["X-Request-Id"].empty());
+}
+
+TEST_CASE("stopping: waiting requests get 503, SSE streams end cleanly, WebSockets get 1001") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE(f.n->wait_idle(10s));
+  asio::io_context io;
+  tcp::endpoint ep{asio::ip::make_address("127.0.0.1"), f.server->port()};
+
+  // A request the agent leaves waiting.
+  beast::tcp_stream waiting{io};
+  waiting.connect(ep);
+  http::request<http::string_body> silent{http::verb::post, "/a/s/silent", 11};
+  silent.set(http::field::host, "127.0.0.1");
+  silent.set(http::field::authorization, "Bearer secret");
+  silent.prepare_payload();
+  http::write(waiting, silent);
+  for (int i = 0; i < 400 && f.n->state<ws_echo_state>("s")->frames < 1; ++i)
+    std::this_thread::sleep_for(5ms);  // bounded: until the agent has deferred it
+  REQUIRE(f.n->state<ws_echo_state>("s")->frames == 1);
+
+  // An SSE stream, past its first event.
+  beast::tcp_stream sse{io};
+  sse.connect(ep);
+  http::request<http::string_body> follow{http::verb::get, "/v1/agents/w/fs/logs/trace?from_seq=0",
+                                          11};
+  follow.set(http::field::host, "127.0.0.1");
+  follow.set(http::field::authorization, "Bearer secret");
+  follow.set(http::field::accept, "text/event-stream");
+  http::write(sse, follow);
+  beast::flat_buffer sb;
+  http::response_parser<http::string_body> sp;
+  sp.body_limit(boost::none);
+  http::read_header(sse, sb, sp);
+  REQUIRE(sp.get().result_int() == 200);
+  for (int i = 0; i < 100 && sp.get().body().find("\n\n") == std::string::npos; ++i)
+    http::read_some(sse, sb, sp);
+  REQUIRE(sp.get().body().find("id: 0\n") != std::string::npos);
+
+  // A WebSocket to the agent, and a stream over a WebSocket.
+  auto open = [&](const std::string& target) {
+    auto ws = std::make_unique<websocket::stream<beast::tcp_stream>>(io);
+    ws->next_layer().connect(ep);
+    ws->handshake("127.0.0.1", target);
+    return ws;
+  };
+  auto agent_ws = open("/v1/agents/w/ws?token=secret");
+  agent_ws->write(asio::buffer(std::string{"hi"}));
+  beast::flat_buffer ab;
+  agent_ws->read(ab);
+  REQUIRE(beast::buffers_to_string(ab.data()) == "HI");
+  auto stream_ws = open("/v1/agents/w/fs/logs/trace?from_seq=0&token=secret");
+  beast::flat_buffer tb;
+  stream_ws->read(tb);
+
+  // Every client reads on its own thread while the server stops (and is
+  // destroyed, which closes whatever stop() left open).
+  http::response<http::string_body> answer;
+  beast::error_code answer_ec, sse_ec, agent_ec, stream_ec;
+  std::vector<std::thread> readers;
+  readers.emplace_back([&] {
+    beast::flat_buffer b;
+    http::read(waiting, b, answer, answer_ec);
+  });
+  readers.emplace_back([&] { http::read(sse, sb, sp, sse_ec); });
+  readers.emplace_back([&] {
+    for (int i = 0; i < 100 && !agent_ec; ++i)
+      agent_ws->read(ab, agent_ec);
+  });
+  readers.emplace_back([&] {
+    for (int i = 0; i < 100 && !stream_ec; ++i)
+      stream_ws->read(tb, stream_ec);
+  });
+  f.server.reset();
+  for (auto& t : readers)
+    t.join();
+
+  REQUIRE_FALSE(answer_ec);
+  CHECK(answer.result_int() == 503);
+  CHECK(answer.body().find("SHUTTING_DOWN") != std::string::npos);
+  CHECK_FALSE(answer.keep_alive());
+  CHECK_FALSE(answer["X-Request-Id"].empty());
+  CHECK_FALSE(sse_ec);  // the chunked body ended with its last chunk
+  CHECK(sp.is_done());
+  CHECK(agent_ec == websocket::error::closed);
+  CHECK(agent_ws->reason().code == websocket::close_code::going_away);
+  CHECK(stream_ec == websocket::error::closed);
+  CHECK(stream_ws->reason().code == websocket::close_code::going_away);
 }

@@ -464,6 +464,38 @@ class ConnectionLimitTest(ServerCase):
                              "the server to serve again once connections close")
 
 
+class ShutdownTest(unittest.TestCase):
+    def test_sigterm_answers_waiting_requests_503_and_ends_streams(self):
+        with Server() as server:
+            server.create("p1", "counter")
+            r = server.request("PUT", "/v1/agents/p1/fs/limits", {"ticks_per_minute": 1})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(server.post("/a/p1/").status, 200)
+            # The next request waits for the throttled agent's next tick.
+            out = {}
+
+            def second():
+                out["raw"] = raw_exchange(
+                    server.port, b"POST /a/p1/ HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                    b"Authorization: Bearer " + server.token.encode() + b"\r\n\r\n", timeout=60)
+
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            server.wait_for(lambda: server.status("p1").get("throttled"), "the agent to throttle")
+            sse = SseReader(server, "/v1/agents/p1/fs/outbox?from_seq=0")
+            self.assertEqual(sse.next_event()[1], "outbox")
+            self.assertEqual(server.stop(), 0)
+            waiter.join(60)
+            status, headers, body = parse_raw_response(out["raw"])
+            self.assertEqual(status, 503, out["raw"])
+            self.assertEqual(json.loads(body)["error"]["code"], "SHUTTING_DOWN")
+            self.assertTrue(headers.get("x-request-id"))
+            # The stream ended with its last chunk: reading to its end raises
+            # no IncompleteRead.
+            sse.resp.read()
+            sse.close()
+
+
 # -- server-sent events ----------------------------------------------------------
 
 
