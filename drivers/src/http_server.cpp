@@ -19,8 +19,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -41,12 +43,58 @@ namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 using steady = std::chrono::steady_clock;
+// How long stop() lets connections finish (answers being written, streams
+// ending, WebSocket close handshakes) before it cuts them.
+constexpr std::chrono::milliseconds shutdown_grace{1000};
 
 std::string lower(std::string_view s) {
   std::string out{s};
   for (auto& c : out)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+// RFC 9112, 6.1 and 6.3: a request body with Transfer-Encoding is delimited
+// by its final coding, which must be chunked (else its length cannot be
+// known: 400, and the connection closes, since where the next request starts
+// is unknown too). Of the codings, only chunked is implemented: another
+// before it (gzip, chunked) is 501. `beast_chunked` is the parser's own view,
+// which must agree, so that the body read is the one checked here.
+std::optional<response> check_framing(const http::fields& fields, bool beast_chunked) {
+  auto [b, e] = fields.equal_range(http::field::transfer_encoding);
+  if (b == e)
+    return std::nullopt;
+  std::vector<std::string> codings;
+  for (auto i = b; i != e; ++i) {
+    std::string_view v = i->value();
+    for (;;) {
+      auto comma = v.find(',');
+      auto item = v.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
+        item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
+        item.remove_suffix(1);
+      if (!item.empty())
+        codings.push_back(lower(item));
+      if (comma == std::string_view::npos)
+        break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  if (codings.empty() || codings.back() != "chunked")
+    return error_response(400, "BAD_REQUEST",
+                          "malformed HTTP request: the final Transfer-Encoding must be chunked");
+  codings.pop_back();
+  for (auto& c : codings) {
+    if (c == "chunked")
+      return error_response(400, "BAD_REQUEST",
+                            "malformed HTTP request: chunked applied more than once");
+    return error_response(501, "UNSUPPORTED_TRANSFER_CODING",
+                          "transfer codings other than chunked are not implemented");
+  }
+  if (!beast_chunked)
+    return error_response(400, "BAD_REQUEST", "malformed HTTP request: bad Transfer-Encoding");
+  return std::nullopt;
 }
 
 }  // namespace
@@ -60,6 +108,7 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
   std::deque<ws_message> queue;
   bool writing = false;
   bool closed = false;
+  bool going_away = false;  // the server is stopping: close with 1001
 
   void send(ws_message m) {
     if (closed)
@@ -79,7 +128,8 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
     auto self = shared_from_this();
     if (m.close) {
       closed = true;
-      ws.async_close(websocket::close_code::normal, [self](beast::error_code) {});
+      ws.async_close(going_away ? websocket::close_code::going_away : websocket::close_code::normal,
+                     [self](beast::error_code) {});
       return;
     }
     ws.binary(m.binary);
@@ -92,6 +142,15 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
       }
       self->write_next();
     });
+  }
+
+  // The server is stopping: the frames queued go first, then a close frame
+  // (1001 going away); the reader ends when the client answers it.
+  void go_away() {
+    going_away = true;
+    ws_message m;
+    m.close = true;
+    send(std::move(m));
   }
 };
 
@@ -133,6 +192,7 @@ struct connection_watch {
   steady::time_point deadline = steady::time_point::max();
   std::shared_ptr<router::ticket> ticket;  // while waiting for an agent's reply
   bool expired = false;
+  bool reading = false;  // while reading a request
 
   connection_watch(io_thread& h, beast::tcp_stream& s) : home(h), stream(&s) {
     next = home.first;
@@ -164,6 +224,21 @@ struct connection_watch {
     beast::error_code ignored;
     stream->socket().cancel(ignored);
   }
+  // The server is stopping: a request waiting for its agent gets 503 now;
+  // a connection waiting for a request stops reading (and closes). Writes
+  // and streams are left to finish (streams end on `closing`).
+  void shut_down() {
+    if (ticket) {
+      disarm();
+      auto t = std::move(ticket);
+      t->finish(error_response(503, "SHUTTING_DOWN", "the server is stopping"));  // posted here
+      return;
+    }
+    if (reading) {
+      beast::error_code ignored;
+      stream->socket().cancel(ignored);
+    }
+  }
 };
 
 struct http_server::impl {
@@ -172,6 +247,9 @@ struct http_server::impl {
   request_metrics metrics;
   router api;
   std::atomic<std::size_t> connections{0};
+  // stop() waits on this for the connections to end.
+  std::mutex idle_mtx;
+  std::condition_variable idle_cv;
   std::atomic<std::uint64_t> next_request{1};
   std::uint64_t observer = 0;
 
@@ -206,8 +284,20 @@ struct http_server::impl {
     n.send_async(agent, ev.encode(), opts, nullptr);
   }
 
+  using header_list = std::vector<std::pair<std::string, std::string>>;
+
+  // The 101 (or the handshake's error) carries the Server header of every
+  // response and the request's headers from the router (X-Request-Id).
+  static websocket::stream_base::decorator decorate(header_list headers) {
+    return websocket::stream_base::decorator([headers](websocket::response_type& res) {
+      res.set(http::field::server, "ticktockd");
+      for (auto& [k, v] : headers)
+        res.set(k, v);
+    });
+  }
+
   asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
-                                   std::string agent) {
+                                   std::string agent, header_list headers) {
     stream.expires_never();
     auto conn = std::make_shared<ws_connection>(std::move(stream));
     // A client quiet for half the read timeout is pinged, and cut if nothing
@@ -221,6 +311,7 @@ struct http_server::impl {
     to.keep_alive_pings = true;
     conn->ws.set_option(to);
     conn->ws.read_message_max(options.max_body_bytes);
+    conn->ws.set_option(decorate(std::move(headers)));
     auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
     if (ec)
       co_return;
@@ -229,6 +320,8 @@ struct http_server::impl {
       std::lock_guard<std::mutex> guard{ws_mtx};
       ws_conns.emplace(id, conn);
     }
+    if (closing)
+      conn->go_away();  // stop() may have gone through ws_conns before
     log("event=ws_open agent=" + agent + " connection=" + id);
     ws_trigger(agent, {ws_event::kind::open, id, {}, false});
     beast::flat_buffer buffer;
@@ -331,22 +424,55 @@ struct http_server::impl {
   }
 
   // False if the response could not be written (the connection is then
-  // closed: a late write is cancelled part-way).
+  // closed: a late write is cancelled part-way). The answer to a HEAD has
+  // the head of the GET's (its Content-Length, or chunked for a stream) and
+  // no body (RFC 9110, 9.3.2), errors included.
   asio::awaitable<bool> write(beast::tcp_stream& stream, connection_watch& watch,
-                              const response& r, bool keep_alive, unsigned version) {
+                              const response& r, bool keep_alive, unsigned version,
+                              bool head = false) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "ticktockd");
     res.set(http::field::content_type, r.content_type);
+    if (r.stream != stream_kind::none) {  // a HEAD of a stream: stream_events' head
+      res.set(http::field::content_type, "text/event-stream");
+      res.set(http::field::cache_control, "no-cache");
+    }
     for (auto& [k, v] : r.headers)
       res.set(k, v);
     res.keep_alive(keep_alive);
-    res.body() = r.body;
-    res.prepare_payload();
+    if (r.stream != stream_kind::none) {
+      res.chunked(true);
+    } else {
+      res.body() = r.body;
+      res.prepare_payload();
+    }
     watch.arm(std::chrono::seconds{30});
-    auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
-    (void)n;
+    beast::error_code ec;
+    if (head) {
+      http::response_serializer<http::string_body> sr{res};
+      auto [hec, n] = co_await http::async_write_header(stream, sr, use_nothrow);
+      (void)n;
+      ec = hec;
+    } else {
+      auto [wec, n] = co_await http::async_write(stream, res, use_nothrow);
+      (void)n;
+      ec = wec;
+    }
     watch.disarm();
     co_return !ec;
+  }
+
+  // A response to a request the router does not see (transport errors, the
+  // connection limit, a server stopping): counted and logged like the
+  // router's, with its own X-Request-Id; the connection then closes.
+  asio::awaitable<void> refuse(beast::tcp_stream& stream, connection_watch& watch, response r,
+                               std::string why, unsigned version, bool head) {
+    auto request_id = std::to_string(next_request++);
+    r.headers.emplace_back("X-Request-Id", request_id);
+    metrics.count("transport", r.status, std::chrono::microseconds{0});
+    log("event=http request_id=" + request_id + " status=" + std::to_string(r.status) + " error=\""
+        + why + "\"");
+    co_await write(stream, watch, r, false, version, head);
   }
 
   // The router's answer to `req`. Routes that may block (durable writes,
@@ -403,39 +529,61 @@ struct http_server::impl {
 
   asio::awaitable<void> session(io_thread& home, beast::tcp_stream stream) {
     struct counted {
-      std::atomic<std::size_t>& c;
-      ~counted() { --c; }
-    } guard{connections};
+      impl& self;
+      ~counted() {
+        if (--self.connections == 0 && self.closing) {
+          std::lock_guard<std::mutex> lock{self.idle_mtx};  // stop() is waiting or about to
+          self.idle_cv.notify_all();
+        }
+      }
+    } guard{*this};
     connection_watch watch{home, stream};
     watch_started(home);
     beast::flat_buffer buffer;
     if (++connections > options.max_connections) {
-      co_await write(stream, watch,
-                     error_response(503, "TOO_MANY_CONNECTIONS",
-                                    "the server is at its connection limit"),
-                     false, 11);
+      co_await refuse(stream, watch,
+                      error_response(503, "TOO_MANY_CONNECTIONS",
+                                     "the server is at its connection limit"),
+                      "connection limit", 11, false);
       beast::error_code ignored;
       stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
       co_return;
     }
     // The read deadline is the watch's rather than the stream's expiry, which
     // would close the socket: a client that started a request and stalls
-    // gets a 408 before the connection closes.
+    // gets a 408 before the connection closes. The head is read first, so
+    // that its framing is checked before any body is.
     for (;;) {
+      if (closing)
+        break;
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
       parser.body_limit(options.max_body_bytes);
       watch.arm(options.read_timeout);
-      auto [ec, n_read] = co_await http::async_read(stream, buffer, parser, use_nothrow);
-      (void)n_read;
+      watch.reading = true;
+      auto [ec, n_head] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
+      (void)n_head;
+      std::optional<response> refused;
+      if (!ec) {
+        refused = check_framing(parser.get(), parser.chunked());
+        if (!refused && !parser.is_done()) {
+          auto [bec, n_body] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+          (void)n_body;
+          ec = bec;
+        }
+      }
+      watch.reading = false;
       watch.disarm();
       if (ec && watch.expired)
         ec = beast::error::timeout;
-      if (ec == beast::error::timeout && !parser.got_some() && buffer.size() == 0)
+      bool nothing = !parser.got_some() && buffer.size() == 0;
+      if (ec == beast::error::timeout && nothing)
         break;  // an idle keep-alive connection: closed without a word
       if (ec == http::error::end_of_stream || ec == asio::error::eof
           || ec == asio::error::connection_reset)
         break;
+      if (ec && closing && nothing)
+        break;  // the server is stopping: an idle connection closes
       if (ec) {
         response r;
         if (ec == http::error::body_limit)
@@ -448,25 +596,25 @@ struct http_server::impl {
                                + " bytes");
         else if (ec == beast::error::timeout)
           r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
+        else if (closing && ec == asio::error::operation_aborted)
+          r = error_response(503, "SHUTTING_DOWN", "the server is stopping");
         else
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
-        auto request_id = std::to_string(next_request++);
-        r.headers.emplace_back("X-Request-Id", request_id);
-        metrics.count("transport", r.status, std::chrono::microseconds{0});
-        log("event=http request_id=" + request_id + " status=" + std::to_string(r.status)
-            + " error=\"" + ec.message() + "\"");
-        co_await write(stream, watch, r, false, 11);
+        co_await refuse(stream, watch, std::move(r), ec.message(), 11, false);
+        break;
+      }
+      bool head = parser.get().method() == http::verb::head;
+      if (refused) {
+        co_await refuse(stream, watch, std::move(*refused), "bad Transfer-Encoding",
+                        parser.get().version(), head);
         break;
       }
       auto msg = parser.release();
       if (msg.version() >= 11 && msg.find(http::field::host) == msg.end()) {
         // RFC 9112, 3.2: a server answers 400 to an HTTP/1.1 request without Host.
-        auto r = error_response(400, "MISSING_HOST", "HTTP/1.1 requests need a Host header");
-        auto request_id = std::to_string(next_request++);
-        r.headers.emplace_back("X-Request-Id", request_id);
-        metrics.count("transport", r.status, std::chrono::microseconds{0});
-        log("event=http request_id=" + request_id + " status=400 error=\"no Host header\"");
-        co_await write(stream, watch, r, false, msg.version());
+        co_await refuse(stream, watch,
+                        error_response(400, "MISSING_HOST", "HTTP/1.1 requests need a Host header"),
+                        "no Host header", msg.version(), head);
         break;
       }
       request req;
@@ -479,8 +627,14 @@ struct http_server::impl {
       req.request_id = std::to_string(next_request++);
       req.received = steady::now();
       // Handlers may block (durability, agent replies): run them off the I/O
-      // threads; only the probes that never block are answered in place.
-      response res = co_await answer(req, watch);
+      // threads; only the probes that never block are answered in place. A
+      // server that is stopping takes no new request. (Not a conditional
+      // expression: g++ 12 miscompiles a co_await in one.)
+      response res;
+      if (closing)
+        res = error_response(503, "SHUTTING_DOWN", "the server is stopping");
+      else
+        res = co_await answer(req, watch);
       res.headers.emplace_back("X-Request-Id", req.request_id);
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now()
                                                                       - *req.received)
@@ -492,10 +646,11 @@ struct http_server::impl {
             + " status=" + std::to_string(res.status) + " us=" + std::to_string(us));
       }
       if (res.status == 101 && websocket::is_upgrade(msg)) {
-        co_await ws_session(std::move(stream), std::move(msg), res.stream_agent);
+        co_await ws_session(std::move(stream), std::move(msg), res.stream_agent,
+                            std::move(res.headers));
         co_return;
       }
-      if (res.stream != stream_kind::none) {
+      if (res.stream != stream_kind::none && !head) {
         if (websocket::is_upgrade(msg)) {
           co_await stream_ws(std::move(stream), std::move(msg), res);
           co_return;
@@ -503,8 +658,11 @@ struct http_server::impl {
         co_await stream_events(stream, res, msg.version());
         break;
       }
-      bool keep = msg.keep_alive();
-      if (!co_await write(stream, watch, res, keep, msg.version()) || !keep)
+      // RFC 9112, 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+      // framing; the connection closes after it.
+      bool keep = msg.keep_alive() && !closing
+                  && !(msg.version() < 11 && msg.find(http::field::transfer_encoding) != msg.end());
+      if (!co_await write(stream, watch, res, keep, msg.version(), head) || !keep)
         break;
     }
     beast::error_code ignored;
@@ -550,6 +708,8 @@ struct http_server::impl {
         co_return;  // the job ended: so does its stream
       if (events->size() == page || me->dirty)
         continue;  // more is waiting: no pause
+      if (closing)
+        co_return;  // stop() wakes the followers that wait, not the others
       // Job output arrives without ticks: poll it; other streams wake on ticks.
       if (r.stream == stream_kind::job)
         me->timer.expires_after(std::chrono::milliseconds{50});
@@ -561,13 +721,17 @@ struct http_server::impl {
     }
   }
 
-  // Server-sent events, resumable with Last-Event-ID / from_seq.
+  // Server-sent events, resumable with Last-Event-ID / from_seq. A stream
+  // that ends (its job ended, its agent went away, the server is stopping)
+  // ends its chunked body.
   asio::awaitable<void> stream_events(beast::tcp_stream& stream, const response& r,
                                       unsigned version) {
     http::response<http::empty_body> head{http::status::ok, version};
     head.set(http::field::server, "ticktockd");
     head.set(http::field::content_type, "text/event-stream");
     head.set(http::field::cache_control, "no-cache");
+    for (auto& [k, v] : r.headers)
+      head.set(k, v);
     head.chunked(true);
     http::response_serializer<http::empty_body> sr{head};
     stream.expires_never();
@@ -576,6 +740,7 @@ struct http_server::impl {
     if (ec)
       co_return;
     auto me = std::make_shared<follower>(co_await asio::this_coro::executor);
+    bool broken = false;
     co_await follow(r, me, [&](const std::vector<stream_event>& events) -> asio::awaitable<bool> {
       std::string chunk;
       for (auto& e : events) {
@@ -589,9 +754,10 @@ struct http_server::impl {
       auto [wec, wn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
                                                   use_nothrow);
       (void)wn;
+      broken = static_cast<bool>(wec);
       co_return !wec;
     });
-    if (r.stream == stream_kind::job) {  // a finite stream: end the chunked body
+    if (!broken) {
       auto [lec, ln] = co_await asio::async_write(stream, http::make_chunk_last(), use_nothrow);
       (void)lec;
       (void)ln;
@@ -611,6 +777,7 @@ struct http_server::impl {
     };
     auto st = std::make_shared<ws_state>(std::move(stream));
     st->ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    st->ws.set_option(decorate(r.headers));
     auto [ec] = co_await st->ws.async_accept(msg, use_nothrow);
     if (ec)
       co_return;
@@ -648,6 +815,11 @@ struct http_server::impl {
       }
       co_return !st->closed;
     });
+    if (closing && !st->closed) {  // the server is stopping: say so
+      st->closed = true;
+      auto [cec] = co_await st->ws.async_close(websocket::close_code::going_away, use_nothrow);
+      (void)cec;
+    }
   }
 };
 
@@ -697,19 +869,46 @@ std::uint16_t http_server::port() const noexcept {
 void http_server::stop() {
   if (!impl_ || impl_->closing.exchange(true))
     return;
-  impl_->n.remove_tick_observer(impl_->observer);
-  asio::post(*impl_->io_threads.front()->io, [p = impl_.get()] {
+  auto& p = *impl_;
+  p.n.remove_tick_observer(p.observer);
+  asio::post(*p.io_threads.front()->io, [raw = &p] {
     boost::system::error_code ec;
-    p->acceptor->close(ec);
+    raw->acceptor->close(ec);
   });
-  impl_->handlers.join();
+  // Every connection ends, each on its own thread: requests waiting for an
+  // agent get 503 SHUTTING_DOWN, idle connections close, answers being
+  // computed or written are written (Connection: close), SSE streams end
+  // their chunked body and WebSockets get a close frame (1001 going away).
+  for (auto& t : p.io_threads)
+    asio::post(*t->io, [t = t.get()] {
+      for (auto* w = t->first; w; w = w->next)
+        w->shut_down();  // completes nothing inline: the list stays intact
+    });
+  {
+    std::lock_guard<std::mutex> guard{p.followers_mtx};
+    for (auto& [agent, f] : p.followers)
+      asio::post(f->timer.get_executor(), [f = f] { f->timer.cancel(); });
+  }
+  {
+    std::lock_guard<std::mutex> guard{p.ws_mtx};
+    for (auto& [id, c] : p.ws_conns)
+      asio::post(c->ws.get_executor(), [c = c] { c->go_away(); });
+  }
+  p.handlers.join();
+  {
+    // Bounded: a client that reads nothing (or never answers the close
+    // frame) is cut when the I/O threads stop.
+    std::unique_lock<std::mutex> lock{p.idle_mtx};
+    p.idle_cv.wait_for(lock, shutdown_grace, [&] { return p.connections == 0; });
+  }
   for (auto& t : impl_->io_threads)
     t->io->stop();
   for (auto& t : impl_->io_threads)
     if (t->thread.joinable())
       t->thread.join();
-  // No request arrives any more; requests still waiting for an agent are
-  // dropped while the io_context their answers would be posted to exists.
+  // No request arrives any more; requests still waiting for an agent (ones
+  // that reached the router after the 503s went out) are dropped while the
+  // io_context their answers would be posted to exists.
   impl_->api.quiesce();
 }
 

@@ -56,9 +56,10 @@ struct sayer : agent<ws_echo_state> {
     auto req = http_request::from(t);
     if (!req)
       return;
-    if (req->path == "/silent")
+    if (req->path == "/silent") {
+      ++state().frames;  // counts the requests left waiting
       ctx.defer_reply();
-    else
+    } else
       ctx.reply(200, req->body);
   }
 };
@@ -365,16 +366,274 @@ TEST_CASE("agent routes: concurrent requests get their own replies; an unanswere
   CHECK(res2.body() == "still here");
 
   // Stopping (and destroying) the server with a request still waiting for
-  // its agent closes the connection unanswered and leaves nothing behind
-  // (ASan checks the latter).
+  // its agent answers it 503 SHUTTING_DOWN, closes the connection and leaves
+  // nothing behind (ASan checks the latter).
   beast::tcp_stream w{io};
   w.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
   http::write(w, silent);
   std::this_thread::sleep_for(100ms);
   f.server.reset();
-  http::response<http::string_body> none;
+  http::response<http::string_body> last;
   beast::flat_buffer wb;
   beast::error_code ec;
-  http::read(w, wb, none, ec);
-  CHECK(ec);
+  http::read(w, wb, last, ec);
+  REQUIRE_FALSE(ec);
+  CHECK(last.result_int() == 503);
+  CHECK(last.body().find("SHUTTING_DOWN") != std::string::npos);
+  CHECK_FALSE(last.keep_alive());
+  http::read(w, wb, last, ec);
+  CHECK(ec);  // then closed
+}
+
+namespace {
+
+// Sends `text` on a new connection and reads the first response, or nullopt
+// if none arrives.
+std::optional<http::response<http::string_body>> raw_exchange(std::uint16_t port,
+                                                              const std::string& text,
+                                                              beast::tcp_stream& s,
+                                                              beast::flat_buffer& b) {
+  s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), port});
+  asio::write(s.socket(), asio::buffer(text));
+  http::response<http::string_body> res;
+  beast::error_code ec;
+  http::read(s, b, res, ec);
+  if (ec)
+    return std::nullopt;
+  return res;
+}
+
+}  // namespace
+
+TEST_CASE("a Transfer-Encoding that does not end in chunked is refused, not read past") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  // The "body" is a second request: were the request accepted with its body
+  // ignored, the smuggled GET would be answered too.
+  const std::string smuggled = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (auto [te, status] :
+       {std::pair{"gzip", 400}, std::pair{"chunked, gzip", 400}, std::pair{"identity", 400},
+        std::pair{"chunked;x=1", 400}, std::pair{"", 400}, std::pair{"chunked, chunked", 400},
+        std::pair{"gzip, chunked", 501}, std::pair{"gzip\r\nContent-Length: 34", 400}}) {
+    INFO("Transfer-Encoding: " << te);
+    asio::io_context io;
+    beast::tcp_stream s{io};
+    beast::flat_buffer b;
+    auto res = raw_exchange(f.server->port(),
+                            std::string{"POST /a/s/say HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                                        "secret\r\nTransfer-Encoding: "}
+                              + te + "\r\n\r\n" + smuggled,
+                            s, b);
+    REQUIRE(res);
+    CHECK(static_cast<int>(res->result_int()) == status);
+    auto body = boost::json::parse(res->body()).as_object();
+    CHECK(body.at("error").as_object().at("code").as_string()
+          == (status == 501 ? "UNSUPPORTED_TRANSFER_CODING" : "BAD_REQUEST"));
+    CHECK(body.at("error").as_object().contains("details"));
+    CHECK_FALSE(res->keep_alive());
+    CHECK_FALSE((*res)["X-Request-Id"].empty());
+    http::response<http::string_body> next;
+    beast::error_code ec;
+    http::read(s, b, next, ec);
+    CHECK(ec);  // closed: the smuggled request got no answer
+  }
+  // chunked (in any case) still works, and the connection stays open.
+  asio::io_context io;
+  beast::tcp_stream s{io};
+  beast::flat_buffer b;
+  auto res = raw_exchange(f.server->port(),
+                          "POST /a/s/say HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n"
+                          "Transfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                            + smuggled,
+                          s, b);
+  REQUIRE(res);
+  CHECK(res->result_int() == 200);
+  CHECK(res->body() == "hello");
+  CHECK(res->keep_alive());
+  http::response<http::string_body> next;
+  http::read(s, b, next);
+  CHECK(next.result_int() == 200);
+  CHECK(next.body() == R"({"status":"ok"})");
+}
+
+TEST_CASE("a HEAD response has the GET's head and no body, errors included") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE(f.n->wait_idle(10s));
+  // Each HEAD is followed on its connection by a GET: had the HEAD's answer a
+  // body, it would be read as the start of the GET's.
+  struct probe {
+    std::string target;
+    std::string extra;
+    int status;
+  };
+  for (auto& p : {probe{"/healthz", "", 200}, probe{"/metrics", "", 405},
+                  probe{"/a/nobody/", "Authorization: Bearer secret\r\n", 404},
+                  probe{"/a/s/", "", 401}, probe{"/a/s/", "Authorization: Bearer secret\r\n", 200},
+                  probe{"/v1/agents/w/fs/logs/trace?from_seq=0",  // streams are GET only
+                        "Authorization: Bearer secret\r\nAccept: text/event-stream\r\n", 405}}) {
+    INFO("HEAD " << p.target);
+    asio::io_context io;
+    beast::tcp_stream s{io};
+    s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+    asio::write(s.socket(), asio::buffer("HEAD " + p.target + " HTTP/1.1\r\nHost: x\r\n" + p.extra
+                                         + "\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    beast::flat_buffer b;
+    http::response_parser<http::string_body> head;
+    head.skip(true);  // a HEAD's answer: no body follows its head
+    http::read(s, b, head);
+    CHECK(static_cast<int>(head.get().result_int()) == p.status);
+    CHECK_FALSE(head.get()["X-Request-Id"].empty());
+    if (p.status != 200) {
+      CHECK(head.get()[http::field::content_type] == "application/json");
+      CHECK(head.get()[http::field::content_length] != "0");  // the GET's would-be body
+    }
+    http::response<http::string_body> get;
+    beast::error_code ec;
+    http::read(s, b, get, ec);
+    REQUIRE_FALSE(ec);
+    CHECK(get.result_int() == 200);
+    CHECK(get.body() == R"({"status":"ok"})");
+  }
+}
+
+TEST_CASE("every response carries X-Request-Id: SSE streams, WebSocket upgrades, the connection limit") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE(f.n->wait_idle(10s));
+  asio::io_context io;
+  tcp::endpoint ep{asio::ip::make_address("127.0.0.1"), f.server->port()};
+  {
+    beast::tcp_stream s{io};
+    s.connect(ep);
+    http::request<http::string_body> req{http::verb::get, "/v1/agents/w/fs/logs/trace?from_seq=0", 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::authorization, "Bearer secret");
+    req.set(http::field::accept, "text/event-stream");
+    http::write(s, req);
+    beast::flat_buffer b;
+    http::response_parser<http::string_body> p;
+    http::read_header(s, b, p);
+    CHECK(p.get().result_int() == 200);
+    CHECK(p.get()[http::field::content_type] == "text/event-stream");
+    CHECK_FALSE(p.get()["X-Request-Id"].empty());
+    CHECK(p.get()[http::field::server] == "ticktockd");
+  }
+  for (std::string target : {"/v1/agents/w/ws?token=secret",
+                             "/v1/agents/w/fs/logs/trace?from_seq=0&token=secret"}) {
+    INFO(target);
+    websocket::stream<tcp::socket> ws{io};
+    ws.next_layer().connect(ep);
+    websocket::response_type res;
+    ws.handshake(res, "127.0.0.1", target);
+    CHECK(res.result_int() == 101);
+    CHECK_FALSE(res["X-Request-Id"].empty());
+    CHECK(res[http::field::server] == "ticktockd");
+    ws.close(websocket::close_code::normal);
+  }
+
+  server_fixture one{1};
+  beast::tcp_stream first{io};
+  first.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), one.server->port()});
+  http::request<http::string_body> ok{http::verb::get, "/healthz", 11};
+  ok.set(http::field::host, "127.0.0.1");
+  http::write(first, ok);
+  beast::flat_buffer fb;
+  http::response<http::string_body> fres;
+  http::read(first, fb, fres);
+  REQUIRE(fres.result_int() == 200);  // the connection is open and counted
+  auto second = roundtrip(one.server->port(), ok);
+  CHECK(second.result_int() == 503);
+  CHECK(second.body().find("TOO_MANY_CONNECTIONS") != std::string::npos);
+  CHECK_FALSE(second["X-Request-Id"].empty());
+}
+
+TEST_CASE("stopping: waiting requests get 503, SSE streams end cleanly, WebSockets get 1001") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE(f.n->wait_idle(10s));
+  asio::io_context io;
+  tcp::endpoint ep{asio::ip::make_address("127.0.0.1"), f.server->port()};
+
+  // A request the agent leaves waiting.
+  beast::tcp_stream waiting{io};
+  waiting.connect(ep);
+  http::request<http::string_body> silent{http::verb::post, "/a/s/silent", 11};
+  silent.set(http::field::host, "127.0.0.1");
+  silent.set(http::field::authorization, "Bearer secret");
+  silent.prepare_payload();
+  http::write(waiting, silent);
+  for (int i = 0; i < 400 && f.n->state<ws_echo_state>("s")->frames < 1; ++i)
+    std::this_thread::sleep_for(5ms);  // bounded: until the agent has deferred it
+  REQUIRE(f.n->state<ws_echo_state>("s")->frames == 1);
+
+  // An SSE stream, past its first event.
+  beast::tcp_stream sse{io};
+  sse.connect(ep);
+  http::request<http::string_body> follow{http::verb::get, "/v1/agents/w/fs/logs/trace?from_seq=0",
+                                          11};
+  follow.set(http::field::host, "127.0.0.1");
+  follow.set(http::field::authorization, "Bearer secret");
+  follow.set(http::field::accept, "text/event-stream");
+  http::write(sse, follow);
+  beast::flat_buffer sb;
+  http::response_parser<http::string_body> sp;
+  sp.body_limit(boost::none);
+  http::read_header(sse, sb, sp);
+  REQUIRE(sp.get().result_int() == 200);
+  for (int i = 0; i < 100 && sp.get().body().find("\n\n") == std::string::npos; ++i)
+    http::read_some(sse, sb, sp);
+  REQUIRE(sp.get().body().find("id: 0\n") != std::string::npos);
+
+  // A WebSocket to the agent, and a stream over a WebSocket.
+  auto open = [&](const std::string& target) {
+    auto ws = std::make_unique<websocket::stream<beast::tcp_stream>>(io);
+    ws->next_layer().connect(ep);
+    ws->handshake("127.0.0.1", target);
+    return ws;
+  };
+  auto agent_ws = open("/v1/agents/w/ws?token=secret");
+  agent_ws->write(asio::buffer(std::string{"hi"}));
+  beast::flat_buffer ab;
+  agent_ws->read(ab);
+  REQUIRE(beast::buffers_to_string(ab.data()) == "HI");
+  auto stream_ws = open("/v1/agents/w/fs/logs/trace?from_seq=0&token=secret");
+  beast::flat_buffer tb;
+  stream_ws->read(tb);
+
+  // Every client reads on its own thread while the server stops (and is
+  // destroyed, which closes whatever stop() left open).
+  http::response<http::string_body> answer;
+  beast::error_code answer_ec, sse_ec, agent_ec, stream_ec;
+  std::vector<std::thread> readers;
+  readers.emplace_back([&] {
+    beast::flat_buffer b;
+    http::read(waiting, b, answer, answer_ec);
+  });
+  readers.emplace_back([&] { http::read(sse, sb, sp, sse_ec); });
+  readers.emplace_back([&] {
+    for (int i = 0; i < 100 && !agent_ec; ++i)
+      agent_ws->read(ab, agent_ec);
+  });
+  readers.emplace_back([&] {
+    for (int i = 0; i < 100 && !stream_ec; ++i)
+      stream_ws->read(tb, stream_ec);
+  });
+  f.server.reset();
+  for (auto& t : readers)
+    t.join();
+
+  REQUIRE_FALSE(answer_ec);
+  CHECK(answer.result_int() == 503);
+  CHECK(answer.body().find("SHUTTING_DOWN") != std::string::npos);
+  CHECK_FALSE(answer.keep_alive());
+  CHECK_FALSE(answer["X-Request-Id"].empty());
+  CHECK_FALSE(sse_ec);  // the chunked body ended with its last chunk
+  CHECK(sp.is_done());
+  CHECK(agent_ec == websocket::error::closed);
+  CHECK(agent_ws->reason().code == websocket::close_code::going_away);
+  CHECK(stream_ec == websocket::error::closed);
+  CHECK(stream_ws->reason().code == websocket::close_code::going_away);
 }

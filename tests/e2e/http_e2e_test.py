@@ -216,6 +216,55 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(status, 400)
         self.assertEqual(json.loads(body)["error"]["code"], "BAD_REQUEST")
 
+    def test_a_transfer_encoding_not_ending_in_chunked_is_refused(self):
+        # RFC 9112 6.1/6.3: the body's length is unknown, so the bytes after
+        # the head must not be read as the next request (request smuggling).
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        for te, status, code in ((b"gzip", 400, "BAD_REQUEST"),
+                                 (b"chunked, gzip", 400, "BAD_REQUEST"),
+                                 (b"identity", 400, "BAD_REQUEST"),
+                                 (b"gzip, chunked", 501, "UNSUPPORTED_TRANSFER_CODING")):
+            with self.subTest(te=te):
+                out = raw_exchange(self.server.port,
+                                   b"POST /v1/agents/err-counter/inbox HTTP/1.1\r\nHost: t\r\n"
+                                   b"Authorization: Bearer " + self.server.token.encode()
+                                   + b"\r\nTransfer-Encoding: " + te + b"\r\n\r\n" + smuggled)
+                self.assertEqual(out.count(b"HTTP/1.1 "), 1, out)  # the smuggled GET is not answered
+                got, headers, body = parse_raw_response(out)
+                self.assertEqual(got, status, out)
+                self.assertEqual(json.loads(body)["error"]["code"], code)
+                self.assertEqual(headers.get("connection"), "close")
+                self.assertTrue(headers.get("x-request-id"))
+        # gzip with a Content-Length is refused too (not read by the length).
+        out = raw_exchange(self.server.port,
+                           b"POST /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+        self.assertEqual(out.count(b"HTTP/1.1 "), 1, out)
+        self.assertEqual(parse_raw_response(out)[0], 400)
+        # chunked still works.
+        out = raw_exchange(self.server.port,
+                           b"POST /v1/agents/err-counter/inbox HTTP/1.1\r\nHost: t\r\n"
+                           b"Authorization: Bearer " + self.server.token.encode()
+                           + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
+                           b"\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        self.assertEqual(parse_raw_response(out)[0], 202, out)
+
+    def test_head_answers_have_no_body(self):
+        # RFC 9110 9.3.2: the GET's head, no body; a HEAD then a GET on one
+        # connection get exactly the GET's body on the wire, errors included.
+        for path, status in (("/healthz", 200), ("/metrics", 405), ("/a/err-counter/", 401)):
+            with self.subTest(path=path):
+                out = raw_exchange(self.server.port,
+                                   b"HEAD " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+                                   b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                head, sep, rest = out.partition(b"\r\n\r\n")
+                self.assertTrue(sep, out)
+                self.assertEqual(int(head.split()[1]), status, out)
+                self.assertNotEqual(re.search(rb"(?i)\r\ncontent-length: (\d+)", head).group(1),
+                                    b"0", out)
+                self.assertTrue(rest.startswith(b"HTTP/1.1 200 "), out)
+                self.assertTrue(rest.endswith(b'\r\n\r\n{"status":"ok"}'), out)
+
     def test_404_unknown_agent(self):
         self.assertError(self.server.get("/v1/agents/nobody"), 404, "AGENT_NOT_FOUND")
         self.assertError(self.server.request("DELETE", "/v1/agents/nobody"), 404, "AGENT_NOT_FOUND")
@@ -416,6 +465,38 @@ class ConnectionLimitTest(ServerCase):
         self.server.wait_for(lambda: self.server.get("/healthz", auth=False).status == 200
                              and self.server.get("/v1/agents").status == 200,
                              "the server to serve again once connections close")
+
+
+class ShutdownTest(unittest.TestCase):
+    def test_sigterm_answers_waiting_requests_503_and_ends_streams(self):
+        with Server() as server:
+            server.create("p1", "counter")
+            r = server.request("PUT", "/v1/agents/p1/fs/limits", {"ticks_per_minute": 1})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(server.post("/a/p1/").status, 200)
+            # The next request waits for the throttled agent's next tick.
+            out = {}
+
+            def second():
+                out["raw"] = raw_exchange(
+                    server.port, b"POST /a/p1/ HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                    b"Authorization: Bearer " + server.token.encode() + b"\r\n\r\n", timeout=60)
+
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            server.wait_for(lambda: server.status("p1").get("throttled"), "the agent to throttle")
+            sse = SseReader(server, "/v1/agents/p1/fs/outbox?from_seq=0")
+            self.assertEqual(sse.next_event()[1], "outbox")
+            self.assertEqual(server.stop(), 0)
+            waiter.join(60)
+            status, headers, body = parse_raw_response(out["raw"])
+            self.assertEqual(status, 503, out["raw"])
+            self.assertEqual(json.loads(body)["error"]["code"], "SHUTTING_DOWN")
+            self.assertTrue(headers.get("x-request-id"))
+            # The stream ended with its last chunk: reading to its end raises
+            # no IncompleteRead.
+            sse.resp.read()
+            sse.close()
 
 
 # -- server-sent events ----------------------------------------------------------
