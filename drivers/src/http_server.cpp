@@ -359,7 +359,8 @@ struct http_server::impl {
     : n(nd), options(std::move(o)),
       api(nd,
           router_options{options.admin_token, options.node_key, options.reply_timeout,
-                         options.max_body_bytes, options.nostr},
+                         options.max_body_bytes, options.nostr,
+                         [this](const std::string& id) { wake_followers(id); }},
           metrics),
       sweep_every(std::clamp(std::min(options.read_timeout, options.reply_timeout) / 10,
                              std::chrono::milliseconds{5}, std::chrono::milliseconds{250})) {

@@ -916,7 +916,7 @@ response router::agent(const request& req, const std::string& id, std::string_vi
       auto s = live_status(node_, id);
       r = s ? json_response(200, status_json(*s)) : error_response(s.error_value());
     } else if (req.method == "DELETE") {
-      auto err = node_.terminate(id);
+      auto err = terminate(id);
       r = err ? error_response(err)
               : json_response(200, json::object{{"id", id}, {"state", "terminated"}});
     } else {
@@ -1452,7 +1452,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     else if (cmd == "wake")
       err = node_.wake(id);
     else if (cmd == "terminate")
-      err = node_.terminate(id);
+      err = terminate(id);
     else
       return route(error_response(400, "BAD_CTL", "ctl takes tick, hibernate, wake or terminate"));
     return route(err ? error_response(err) : json_response(200, json::object{{"ok", cmd}}));
@@ -1663,6 +1663,13 @@ response router::fs(const request& req, const std::string& id, std::string_view 
 }
 
 // -- streams -------------------------------------------------------------------
+
+error router::terminate(const std::string& id) {
+  auto err = node_.terminate(id);
+  if (!err && options_.on_deleted)
+    options_.on_deleted(id);
+  return err;
+}
 
 response router::stream_of(stream_kind kind, const std::string& agent, std::uint64_t from) const {
   response r;

@@ -164,6 +164,8 @@ struct router_options {
   std::size_t max_body_bytes = std::size_t{1} << 20;
   /// Serves the nostr/ files when set.
   nostr_driver* nostr = nullptr;
+  /// Called after the router terminated an agent (its streams then end).
+  std::function<void(const std::string&)> on_deleted;
 };
 
 class router {
@@ -218,6 +220,8 @@ private:
   response agents(const request& req, const std::map<std::string, std::string>& query);
   response agent(const request& req, const std::string& id, std::string_view rest,
                  const std::map<std::string, std::string>& query);
+  /// node::terminate, then options_.on_deleted.
+  error terminate(const std::string& id);
   /// The answer that opens a stream of `kind` on `agent` from `from`.
   response stream_of(stream_kind kind, const std::string& agent, std::uint64_t from) const;
   response fs(const request& req, const std::string& id, std::string_view path,

@@ -471,8 +471,8 @@ def test_tail_of_a_removed_agent():
     try:
         wait_until(lambda: len(tail_lines(out)) == 1, 15, "tail to show t1's event")
         expect(cli("agents", "rm", "t1"), 0)
-        # The server ends the stream within its 15 s keep-alive period; the
-        # reconnection's 404 then ends tail, well before --max-seconds.
+        # The delete ends the server's stream; the reconnection's 404 then
+        # ends tail, well before --max-seconds.
         try:
             rc = tp.wait(timeout=60)
         except subprocess.TimeoutExpired:

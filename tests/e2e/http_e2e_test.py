@@ -579,6 +579,23 @@ class SseTest(ServerCase):
         self.assertEqual([(e["seq"], json.loads(e["payload"])["count"]) for e in listed], events)
         self.assertServing()
 
+    def test_deleting_an_agent_ends_its_streams(self):
+        s = self.server
+        s.create("sse-del", "counter")
+        self.send("sse-del", 1)
+        s.wait_count("sse-del", 1)
+        # The reader's socket timeout (10 s) is below the keep-alive period
+        # (15 s): only the delete itself can end the stream in time.
+        readers = [SseReader(s, "/v1/agents/sse-del/fs/" + p) for p in ("outbox", "logs/trace?from_seq=0")]
+        for r in readers:
+            r.next_event()
+        self.assertEqual(s.request("DELETE", "/v1/agents/sse-del").status, 200)
+        for r in readers:
+            with self.assertRaisesRegex(AssertionError, "the event stream ended"):
+                while True:
+                    r.next_event()
+            r.close()
+
     def test_a_stream_ends_with_its_agent_not_with_a_new_one_of_its_id(self):
         s = self.server
         s.create("sse-gone", "counter")
