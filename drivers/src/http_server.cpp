@@ -85,13 +85,12 @@ std::optional<response> check_framing(const http::fields& fields, bool beast_chu
     return error_response(400, "BAD_REQUEST",
                           "malformed HTTP request: the final Transfer-Encoding must be chunked");
   codings.pop_back();
-  for (auto& c : codings) {
-    if (c == "chunked")
-      return error_response(400, "BAD_REQUEST",
-                            "malformed HTTP request: chunked applied more than once");
+  if (std::find(codings.begin(), codings.end(), "chunked") != codings.end())
+    return error_response(400, "BAD_REQUEST",
+                          "malformed HTTP request: chunked applied more than once");
+  if (!codings.empty())
     return error_response(501, "UNSUPPORTED_TRANSFER_CODING",
                           "transfer codings other than chunked are not implemented");
-  }
   if (!beast_chunked)
     return error_response(400, "BAD_REQUEST", "malformed HTTP request: bad Transfer-Encoding");
   return std::nullopt;
