@@ -504,7 +504,8 @@ expected<std::size_t> node::requeue(const std::string& id, const std::vector<std
   if (!ok)
     return ok.error_value();
   auto* core = core_.get();
-  auto r = commit_and_wait(*core_, storage::requeue_op{id, ids}, [core](storage::op_result& r) {
+  storage::requeue_op op{id, ids, core_->options.limits.inbox_limit};
+  auto r = commit_and_wait(*core_, std::move(op), [core](storage::op_result& r) {
     if (!r.err)
       core->deliver(r);
   });

@@ -832,7 +832,8 @@ private:
   // -- deadletter -------------------------------------------------------------
 
   void handle(requeue_op& op, op_result& r) {
-    if (!ctr(op.agent)) {
+    auto* c = ctr(op.agent);
+    if (!c) {
       r.err = error{errc::not_found, "no agent '" + op.agent + "'"};
       return;
     }
@@ -847,7 +848,19 @@ private:
         moves.emplace_back(std::string{k}, std::move(d->entry));
       return true;
     });
+    auto full = [&] { return op.depth_limit != 0 && c->depth >= op.depth_limit; };
+    if (!moves.empty() && full()) {
+      r.err = error{errc::inbox_full, "inbox of '" + op.agent + "' holds "
+                                        + std::to_string(c->depth) + " entries (limit "
+                                        + std::to_string(op.depth_limit)
+                                        + "); nothing was requeued"};
+      return;
+    }
+    std::size_t moved = 0;
     for (auto& [k, e] : moves) {
+      if (full())
+        break;
+      ++moved;
       del(cf_deadletter, k);
       e.idempotency_key.clear();
       enqueue_op enq{op.agent, std::move(e), 0};
@@ -856,7 +869,7 @@ private:
       for (auto& d : sub.delivered)
         r.delivered.push_back(std::move(d));
     }
-    r.seq = moves.size();
+    r.seq = moved;
   }
 
   store::impl& s_;

@@ -182,6 +182,39 @@ TEST_CASE("deadlettered triggers can be requeued") {
   CHECK(h.store().inbox_depth("c") == 1);
 }
 
+TEST_CASE("requeueing never takes an inbox past its depth limit") {
+  testing::harness_options o;
+  o.limits.inbox_limit = 3;
+  testing::harness h{registry(), o};
+  h.create("c", "counter");  // init takes one slot
+  CHECK(h.send("c", "1"));
+  CHECK(h.send("c", "2"));
+  CHECK_FALSE(h.send("c", "3"));  // full: to the deadletter
+  CHECK_FALSE(h.send("c", "4"));
+  REQUIRE(h.deadletter("c").size() == 2);
+  auto requeue = [&] {
+    std::vector<storage::write_op> ops;
+    ops.push_back(storage::requeue_op{"c", {}, 3});
+    return std::move(h.store().apply(ops)[0]);
+  };
+  auto r = requeue();  // no room at all: refused, nothing moved
+  CHECK(r.err.code() == errc::inbox_full);
+  CHECK(h.deadletter("c").size() == 2);
+  CHECK(h.store().inbox_depth("c") == 3);
+  h.run();
+  CHECK(h.send("c", "5"));
+  CHECK(h.send("c", "6"));
+  r = requeue();  // room for one: the oldest moves, the other stays
+  CHECK_FALSE(r.err);
+  CHECK(r.seq == 1);
+  CHECK(h.store().inbox_depth("c") == 3);
+  auto dl = h.deadletter("c");
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].entry.payload == "4");
+  h.run();
+  CHECK(h.state<counter_state>("c").count == 5);  // 1, 2, 5, 6 and the requeued 3
+}
+
 TEST_CASE("a repeated idempotency key is accepted once") {
   testing::harness h{registry()};
   h.create("c", "counter");

@@ -155,10 +155,13 @@ struct bundle_identity {
 /// Reads the identity entries of a bundle written by store::export_agent.
 expected<bundle_identity> read_bundle_identity(std::string_view bundle);
 
-/// Moves deadletter entries back into the inbox.
+/// Moves deadletter entries back into the inbox, oldest first, as many as the
+/// inbox has room for under depth_limit (0: no limit); the rest stay in the
+/// deadletter. Fails with inbox_full when entries were wanted and none fit.
 struct requeue_op {
   std::string agent;
   std::vector<std::uint64_t> ids;  ///< deadletter ids; empty means all
+  std::uint64_t depth_limit = 0;
 };
 
 using write_op = std::variant<enqueue_op, tick_op, tick_batch_op, create_op, terminate_op,
