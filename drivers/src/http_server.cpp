@@ -744,9 +744,19 @@ struct http_server::impl {
     co_await follow(r, me, [&](const std::vector<stream_event>& events) -> asio::awaitable<bool> {
       std::string chunk;
       for (auto& e : events) {
+        // SSE ends a line at CR, LF or CRLF: each of them in the data
+        // starts a new data: line (a client joins them with LF), so that a
+        // CR cannot cut the data short or turn its rest into fields.
         chunk += "id: " + std::to_string(e.id) + "\nevent: " + e.event + "\ndata: ";
-        for (char c : e.data)
-          chunk += c == '\n' ? std::string{"\ndata: "} : std::string(1, c);
+        for (std::size_t i = 0; i < e.data.size(); ++i) {
+          char c = e.data[i];
+          if (c == '\r' && i + 1 < e.data.size() && e.data[i + 1] == '\n')
+            continue;  // CRLF: one line break, at its LF
+          if (c == '\r' || c == '\n')
+            chunk += "\ndata: ";
+          else
+            chunk += c;
+        }
         chunk += "\n\n";
       }
       if (chunk.empty())

@@ -624,6 +624,19 @@ class SseTest(ServerCase):
         self.assertEqual(self.read_events(reader, 2), [(third, 3), (third + 1, 4)])
         reader.close()
 
+    def test_a_cr_in_the_data_starts_a_new_data_line(self):
+        # Bug: only LF started a new `data:` line. SSE ends a line at CR, LF
+        # or CRLF, so a client cut the data at a bare CR (JSON may hold one
+        # as whitespace) and read the rest as fields of their own.
+        s = self.server
+        s.create("sse-cr", "echo")
+        self.assertEqual(s.post("/v1/agents/sse-cr/inbox", b'{"a":\r1,\r\n"b":\n2}').status, 202)
+        reader = SseReader(s, "/v1/agents/sse-cr/fs/outbox")
+        seq, event, data = reader.next_event()  # reads LF-ended lines
+        reader.close()
+        self.assertEqual(data, '{"a":\n1,\n"b":\n2}')
+        self.assertEqual(json.loads(data), {"a": 1, "b": 2})
+
     def test_outbox_pages_with_from_seq_and_limit(self):
         self.server.create("pages", "counter")
         self.send("pages", 6)
