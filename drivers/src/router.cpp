@@ -1386,14 +1386,21 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return *bad;
   auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos
                      || req.websocket_upgrade;
+  // Last-Event-ID wins over from_seq: a browser's EventSource reconnects to
+  // the URL it was given (from_seq and all) with the last id it received, so
+  // from_seq is where a stream starts and Last-Event-ID where it resumes.
+  // Both are checked, whichever is used.
   auto from_seq = [&](std::uint64_t dflt) -> std::optional<std::uint64_t> {
+    std::optional<std::uint64_t> from = dflt;
     if (auto i = query.find("from_seq"); i != query.end())
-      return parse_u64(i->second);
+      from = parse_u64(i->second);
     if (auto le = req.header("last-event-id"); !le.empty()) {
       auto v = parse_u64(le);
-      return v ? std::optional<std::uint64_t>{*v + 1} : std::nullopt;
+      if (!v || !from)
+        return std::nullopt;
+      return *v + 1;
     }
-    return dflt;
+    return from;
   };
   auto limit = [&]() -> std::optional<std::size_t> {
     if (auto i = query.find("limit"); i != query.end()) {

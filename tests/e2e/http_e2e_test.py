@@ -624,6 +624,25 @@ class SseTest(ServerCase):
         self.assertEqual(self.read_events(reader, 2), [(third, 3), (third + 1, 4)])
         reader.close()
 
+    def test_last_event_id_wins_over_from_seq(self):
+        # Bug: from_seq won, so a browser's EventSource opened on ?from_seq=N
+        # (it reconnects to the same URL, with Last-Event-ID) replayed every
+        # event from N again on each reconnect.
+        self.server.create("sse-both", "counter")
+        self.send("sse-both", 4)
+        self.server.wait_count("sse-both", 4)
+        seqs = [e["seq"] for e in self.server.get("/v1/agents/sse-both/fs/outbox").json()["events"]]
+        reader = SseReader(self.server, "/v1/agents/sse-both/fs/outbox?from_seq=%d" % seqs[0],
+                           headers={"Last-Event-ID": str(seqs[2])})
+        self.assertEqual(self.read_events(reader, 1), [(seqs[3], 4)])
+        reader.close()
+        # Both are checked, whichever is used.
+        sse = {"Accept": "text/event-stream", "Last-Event-ID": "1"}
+        self.assertError(self.server.get("/v1/agents/sse-both/fs/outbox?from_seq=x", headers=sse),
+                         400, "BAD_QUERY")
+        self.assertError(self.server.get("/v1/agents/sse-both/fs/logs/trace?from_seq=-1", headers=sse),
+                         400, "BAD_QUERY")
+
     def test_a_cr_in_the_data_starts_a_new_data_line(self):
         # Bug: only LF started a new `data:` line. SSE ends a line at CR, LF
         # or CRLF, so a client cut the data at a bare CR (JSON may hold one
