@@ -825,9 +825,13 @@ struct http_server::impl {
       }
       co_return !st->closed;
     });
-    if (closing && !st->closed) {  // the server is stopping: say so
+    // The stream ended while the client still listens (the server is
+    // stopping, the agent was deleted, the job ended): a close frame says so,
+    // as the last chunk ends an SSE stream; 1001 when the server stops.
+    if (!st->closed) {
       st->closed = true;
-      auto [cec] = co_await st->ws.async_close(websocket::close_code::going_away, use_nothrow);
+      auto [cec] = co_await st->ws.async_close(
+        closing ? websocket::close_code::going_away : websocket::close_code::normal, use_nothrow);
       (void)cec;
     }
   }

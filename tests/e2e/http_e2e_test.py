@@ -1183,6 +1183,29 @@ class WebSocketTest(ServerCase):
         self.assertEqual([(f["id"], f["event"], json.loads(f["data"])["count"]) for f in frames],
                          [(2, "outbox", 2), (3, "outbox", 3), (4, "outbox", 4)])
 
+    def close_code(self, ws):
+        """The code of the close frame that ends `ws` (frames before it are skipped)."""
+        for _ in range(20):  # a stream's records, pings: bounded
+            opcode, payload = ws.recv()
+            if opcode == 0x8:
+                ws.sock.close()
+                return struct.unpack("!H", payload[:2])[0]
+        raise AssertionError("no close frame")
+
+    def test_deleting_an_agent_ends_its_websocket_streams(self):
+        # Bug: deleting an agent ended its SSE streams with their last chunk,
+        # but a stream over a WebSocket just stopped: no close frame, and the
+        # socket stayed open until the client closed it.
+        s = self.server
+        s.create("ws-del-stream", "counter")
+        stream = WebSocketClient(s.port, "/v1/agents/ws-del-stream/fs/logs/trace?from_seq=0",
+                                 {"Authorization": "Bearer " + ADMIN_TOKEN}, timeout=5)
+        self.assertEqual(stream.status, 101, stream.head)
+        self.assertEqual(json.loads(stream.recv()[1])["id"], 0)
+        self.assertEqual(s.request("DELETE", "/v1/agents/ws-del-stream").status, 200)
+        self.assertEqual(self.close_code(stream), 1000)  # the stream ended
+        self.assertServing()
+
     def test_an_unknown_agent_is_404_before_the_upgrade(self):
         # Regression: router::agent answered 101 for /v1/agents/{id}/ws without
         # checking that the agent exists, so the socket opened and its frames
