@@ -102,12 +102,17 @@ std::optional<response> check_framing(const http::fields& fields, bool beast_chu
 // connection's I/O thread; writes are queued, one in flight (as in Beast's
 // chat-multi example).
 struct ws_connection : std::enable_shared_from_this<ws_connection> {
-  explicit ws_connection(beast::tcp_stream&& s) : ws(std::move(s)) {}
+  ws_connection(beast::tcp_stream&& s, std::string a) : ws(std::move(s)), agent(std::move(a)) {}
   websocket::stream<beast::tcp_stream> ws;
+  const std::string agent;  // the agent the connection belongs to
   std::deque<ws_message> queue;
   bool writing = false;
   bool closed = false;
-  bool going_away = false;  // the server is stopping: close with 1001
+  // The code of the close frame the server sends: 1000 when the agent
+  // closes, 1001 when the server stops or the agent is deleted, 1009 when a
+  // frame is too large for the agent's inbox.
+  websocket::close_code close_code = websocket::close_code::normal;
+  bool agent_gone = false;  // deleted: no more triggers go to its id
 
   void send(ws_message m) {
     if (closed)
@@ -127,8 +132,7 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
     auto self = shared_from_this();
     if (m.close) {
       closed = true;
-      ws.async_close(going_away ? websocket::close_code::going_away : websocket::close_code::normal,
-                     [self](beast::error_code) {});
+      ws.async_close(close_code, [self](beast::error_code) {});
       return;
     }
     ws.binary(m.binary);
@@ -143,14 +147,22 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
     });
   }
 
-  // The server is stopping: the frames queued go first, then a close frame
-  // (1001 going away); the reader ends when the client answers it.
-  void go_away() {
-    going_away = true;
+  // The frames queued go first, then a close frame with `code` (unless a
+  // close is already on its way); the reader ends when the client answers it.
+  void close_with(websocket::close_code code) {
+    if (closed)
+      return;
+    for (auto& m : queue)
+      if (m.close)
+        return;
+    close_code = code;
     ws_message m;
     m.close = true;
     send(std::move(m));
   }
+
+  // The server is stopping: close with 1001 going away.
+  void go_away() { close_with(websocket::close_code::going_away); }
 };
 
 // One I/O thread: its io_context (run by this thread alone), the deadlines of
@@ -266,21 +278,47 @@ struct http_server::impl {
   std::map<std::string, std::shared_ptr<ws_connection>> ws_conns;
   std::atomic<std::uint64_t> next_ws{1};
 
+  // An agent reaches its own connections only: a connection id of another
+  // agent's is as unknown to it as one that closed.
   void deliver_ws(const tick_event& ev) {
     std::lock_guard<std::mutex> guard{ws_mtx};
     for (auto& m : ev.ws) {
       auto i = ws_conns.find(m.connection);
-      if (i == ws_conns.end())
-        continue;  // closed meanwhile: the frame is dropped
+      if (i == ws_conns.end() || i->second->agent != ev.agent)
+        continue;  // closed meanwhile, or not this agent's: the frame is dropped
       auto c = i->second;
       asio::post(c->ws.get_executor(), [c, m]() mutable { c->send(std::move(m)); });
     }
   }
 
-  void ws_trigger(const std::string& agent, ws_event ev) {
+  // The agent was deleted: its connections close (1001 going away), and no
+  // trigger from them reaches a new agent of the same id.
+  void close_ws_of(const std::string& agent) {
+    std::lock_guard<std::mutex> guard{ws_mtx};
+    for (auto& [id, c] : ws_conns)
+      if (c->agent == agent)
+        asio::post(c->ws.get_executor(), [c = c] {
+          c->agent_gone = true;
+          c->close_with(websocket::close_code::going_away);
+        });
+  }
+
+  // A trigger the node refuses is not dropped in silence: a frame too large
+  // for the agent's inbox (the encoded event is a little larger than the
+  // frame) closes the connection with 1009, as a frame over the read limit does.
+  void ws_trigger(const std::shared_ptr<ws_connection>& conn, ws_event ev) {
+    if (conn->agent_gone)
+      return;
     send_options opts;
     opts.kind = trigger_kind::ws;
-    n.send_async(agent, ev.encode(), opts, nullptr);
+    n.send_async(conn->agent, ev.encode(), opts,
+                 [weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {
+                   if (r.code() != errc::message_too_large)
+                     return;
+                   if (auto c = weak.lock())
+                     asio::post(c->ws.get_executor(),
+                                [c] { c->close_with(websocket::close_code::too_big); });
+                 });
   }
 
   using header_list = std::vector<std::pair<std::string, std::string>>;
@@ -298,7 +336,7 @@ struct http_server::impl {
   asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
                                    std::string agent, header_list headers) {
     stream.expires_never();
-    auto conn = std::make_shared<ws_connection>(std::move(stream));
+    auto conn = std::make_shared<ws_connection>(std::move(stream), agent);
     // A client quiet for half the read timeout is pinged, and cut if nothing
     // (not even the pong) arrives in the other half: so a client that
     // stalls in the middle of a frame (it cannot send a pong until the frame
@@ -322,15 +360,15 @@ struct http_server::impl {
     if (closing)
       conn->go_away();  // stop() may have gone through ws_conns before
     log("event=ws_open agent=" + agent + " connection=" + id);
-    ws_trigger(agent, {ws_event::kind::open, id, {}, false});
+    ws_trigger(conn, {ws_event::kind::open, id, {}, false});
     beast::flat_buffer buffer;
     for (;;) {
       auto [rec, n_read] = co_await conn->ws.async_read(buffer, use_nothrow);
       (void)n_read;
       if (rec)
         break;
-      ws_trigger(agent, {ws_event::kind::frame, id, beast::buffers_to_string(buffer.data()),
-                         !conn->ws.got_text()});
+      ws_trigger(conn, {ws_event::kind::frame, id, beast::buffers_to_string(buffer.data()),
+                        !conn->ws.got_text()});
       buffer.consume(buffer.size());
     }
     conn->closed = true;
@@ -338,7 +376,7 @@ struct http_server::impl {
       std::lock_guard<std::mutex> guard{ws_mtx};
       ws_conns.erase(id);
     }
-    ws_trigger(agent, {ws_event::kind::close, id, {}, false});
+    ws_trigger(conn, {ws_event::kind::close, id, {}, false});
     log("event=ws_close agent=" + agent + " connection=" + id);
   }
 
@@ -359,7 +397,10 @@ struct http_server::impl {
       api(nd,
           router_options{options.admin_token, options.node_key, options.reply_timeout,
                          options.max_body_bytes, options.nostr,
-                         [this](const std::string& id) { wake_followers(id); }},
+                         [this](const std::string& id) {
+                           wake_followers(id);
+                           close_ws_of(id);
+                         }},
           metrics),
       sweep_every(std::clamp(std::min(options.read_timeout, options.reply_timeout) / 10,
                              std::chrono::milliseconds{5}, std::chrono::milliseconds{250})) {

@@ -1206,6 +1206,21 @@ class WebSocketTest(ServerCase):
         self.assertEqual(self.close_code(stream), 1000)  # the stream ended
         self.assertServing()
 
+    def test_deleting_an_agent_closes_its_websockets(self):
+        # Bug: an agent's /ws connections stayed open when it was deleted, and
+        # their frames went on as triggers to its id: to a new agent of that
+        # id, if one was created, which never saw the connection open.
+        s = self.server
+        s.create("ws-del", "echo")
+        conn = WebSocketClient(s.port, "/v1/agents/ws-del/ws",
+                               {"Authorization": "Bearer " + ADMIN_TOKEN}, timeout=5)
+        self.assertEqual(conn.status, 101, conn.head)
+        conn.send_text("hi")
+        self.assertEqual(conn.recv(), (0x1, b"hi"))
+        self.assertEqual(s.request("DELETE", "/v1/agents/ws-del").status, 200)
+        self.assertEqual(self.close_code(conn), 1001)  # the agent went away
+        self.assertServing()
+
     def test_an_unknown_agent_is_404_before_the_upgrade(self):
         # Regression: router::agent answered 101 for /v1/agents/{id}/ws without
         # checking that the agent exists, so the socket opened and its frames
@@ -1214,6 +1229,30 @@ class WebSocketTest(ServerCase):
                              {"Authorization": "Bearer " + ADMIN_TOKEN})
         ws.sock.close()
         self.assertEqual(ws.status, 404, ws.head)
+
+
+class WebSocketLimitTest(ServerCase):
+    server_args = ("--max-body", "1000")
+
+    def test_a_frame_too_large_for_the_inbox_closes_with_1009(self):
+        # Bug: frames are read up to --max-body, but reach the agent encoded
+        # with their connection id, a few bytes more: a frame just under the
+        # limit was refused by the inbox and dropped without a word.
+        self.server.create("ws-big", "echo")
+        auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-big/ws", auth, timeout=5)
+        self.assertEqual(ws.status, 101, ws.head)
+        ws.send_text("y" * 900)
+        self.assertEqual(ws.recv(), (0x1, b"y" * 900))
+        ws.send_text("x" * 1000)
+        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009)))
+        ws.sock.close()
+        # Over the read limit itself: the same close.
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-big/ws", auth, timeout=5)
+        ws.send_text("x" * 1001)
+        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009)))
+        ws.sock.close()
+        self.assertServing()
 
 
 # -- restart -------------------------------------------------------------------------
