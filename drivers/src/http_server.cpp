@@ -961,6 +961,16 @@ void http_server::stop() {
   for (auto& t : impl_->io_threads)
     if (t->thread.joinable())
       t->thread.join();
+  {
+    // A WebSocket whose client did not answer the close frame in the grace
+    // was cut with its session, before its read loop could tell the agent:
+    // the close trigger goes out here, so that the agent does not count the
+    // connection as open after a restart (when its id is given out again).
+    std::lock_guard<std::mutex> guard{p.ws_mtx};
+    for (auto& [id, c] : p.ws_conns)
+      p.ws_trigger(c, {ws_event::kind::close, id, {}, false});
+    p.ws_conns.clear();
+  }
   // No request arrives any more; requests still waiting for an agent (ones
   // that reached the router after the 503s went out) are dropped while the
   // io_context their answers would be posted to exists.

@@ -1259,6 +1259,26 @@ class WebSocketLimitTest(ServerCase):
 
 
 class RestartTest(unittest.TestCase):
+    def test_a_websocket_cut_by_a_stop_still_closes_for_its_agent(self):
+        # Bug: on a stop, a WebSocket whose client did not answer the close
+        # frame within the grace was cut with its session, before it sent the
+        # agent its close trigger: after the restart the agent still counted
+        # the connection as open (and its id, ws-1, is given out again).
+        with Server() as server:
+            server.create("ws-stop", "echo")
+            ws = WebSocketClient(server.port, "/v1/agents/ws-stop/ws",
+                                 {"Authorization": "Bearer " + ADMIN_TOKEN})
+            ws.send_text("x")
+            self.assertEqual(ws.recv(), (0x1, b"x"))  # the open and the frame ticked
+            self.assertEqual(server.stop(), 0)  # the client never answers the close
+            ws.sock.close()
+            server.start()
+            # init, then the connection's open, frame and close.
+            triggers = lambda: [r["trigger"] for r in  # noqa: E731
+                                server.get("/v1/agents/ws-stop/fs/logs/trajectory").json()["records"]]
+            server.wait_for(lambda: len(triggers()) >= 4, "the close trigger", timeout=5)
+            self.assertEqual(triggers(), ["init", "ws", "ws", "ws"])
+
     def test_agents_inbox_and_outbox_survive_a_restart(self):
         with Server() as server:
             server.create("keep-counter", "counter")
