@@ -333,21 +333,26 @@ struct http_server::impl {
     });
   }
 
-  asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
-                                   std::string agent, header_list headers) {
-    stream.expires_never();
-    auto conn = std::make_shared<ws_connection>(std::move(stream), agent);
-    // A client quiet for half the read timeout is pinged, and cut if nothing
-    // (not even the pong) arrives in the other half: so a client that
-    // stalls in the middle of a frame (it cannot send a pong until the frame
-    // is done) is cut like a slow HTTP client, while an idle one that
-    // answers pings stays connected.
+  // The limits of every WebSocket, an agent's or a stream's. A client quiet
+  // for half the read timeout is pinged, and cut if nothing (not even the
+  // pong) arrives in the other half: so a client that stalls in the middle
+  // of a frame (it cannot send a pong until the frame is done) is cut like a
+  // slow HTTP client, while an idle one that answers pings stays connected.
+  // A message over the body limit closes the connection with 1009.
+  void limit(websocket::stream<beast::tcp_stream>& ws) const {
     websocket::stream_base::timeout to;
     to.handshake_timeout = options.read_timeout;
     to.idle_timeout = options.read_timeout;
     to.keep_alive_pings = true;
-    conn->ws.set_option(to);
-    conn->ws.read_message_max(options.max_body_bytes);
+    ws.set_option(to);
+    ws.read_message_max(options.max_body_bytes);
+  }
+
+  asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
+                                   std::string agent, header_list headers) {
+    stream.expires_never();
+    auto conn = std::make_shared<ws_connection>(std::move(stream), agent);
+    limit(conn->ws);
     conn->ws.set_option(decorate(std::move(headers)));
     auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
     if (ec)
@@ -827,7 +832,7 @@ struct http_server::impl {
       bool closed = false;
     };
     auto st = std::make_shared<ws_state>(std::move(stream));
-    st->ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    limit(st->ws);  // the client's frames are read (and dropped) under the same limits
     st->ws.set_option(decorate(r.headers));
     auto [ec] = co_await st->ws.async_accept(msg, use_nothrow);
     if (ec)

@@ -403,6 +403,37 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(ws.recv(), (0x1, b"still here"))
         ws.close()
 
+    def test_a_websocket_stream_has_the_limits_of_an_agents_websocket(self):
+        # Bug: a stream over a WebSocket had Beast's suggested limits instead
+        # of the server's: a client stalled mid-frame was cut only after
+        # 300 s, and its frames (read and dropped) were buffered up to 16 MiB.
+        auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
+        path = "/v1/agents/err-counter/fs/outbox"
+        ws = WebSocketClient(self.server.port, path, auth, timeout=5)
+        self.assertEqual(ws.status, 101, ws.head)
+        ws.send_text("x" * 1025)  # over --max-body
+        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009)))
+        ws.sock.close()
+        # A masked text frame of 100 bytes of which only 10 arrive: cut after
+        # the read timeout (1 s; the socket's own timeout is 5 s).
+        ws = WebSocketClient(self.server.port, path, auth, timeout=5)
+        self.assertEqual(ws.status, 101, ws.head)
+        mask = os.urandom(4)
+        ws.sock.sendall(bytes([0x81, 0x80 | 100]) + mask
+                        + bytes(b ^ mask[i % 4] for i, b in enumerate(b"x" * 10)))
+        closed = False
+        for _ in range(10):  # the server's ping, then the end: bounded
+            try:
+                if not ws.sock.recv(4096):
+                    closed = True
+                    break
+            except ConnectionResetError:
+                closed = True
+                break
+        ws.sock.close()
+        self.assertTrue(closed, "the server kept a WebSocket stream stalled mid-frame")
+        self.assertServing()
+
     def test_408_slow_client_gets_request_timeout(self):
         # Bug: the read deadline was the stream's expiry, which closes the
         # socket, so a slow client was cut without the 408 the API promises.
