@@ -1386,22 +1386,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return *bad;
   auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos
                      || req.websocket_upgrade;
-  // Last-Event-ID wins over from_seq: a browser's EventSource reconnects to
-  // the URL it was given (from_seq and all) with the last id it received, so
-  // from_seq is where a stream starts and Last-Event-ID where it resumes.
-  // Both are checked, whichever is used.
-  auto from_seq = [&](std::uint64_t dflt) -> std::optional<std::uint64_t> {
-    std::optional<std::uint64_t> from = dflt;
-    if (auto i = query.find("from_seq"); i != query.end())
-      from = parse_u64(i->second);
-    if (auto le = req.header("last-event-id"); !le.empty()) {
-      auto v = parse_u64(le);
-      if (!v || !from)
-        return std::nullopt;
-      return *v + 1;
-    }
-    return from;
-  };
+  auto from_seq = [&](std::uint64_t dflt) { return stream_start(req, query, dflt); };
   auto limit = [&]() -> std::optional<std::size_t> {
     if (auto i = query.find("limit"); i != query.end()) {
       auto v = parse_u64(i->second);
@@ -1670,6 +1655,25 @@ response router::fs(const request& req, const std::string& id, std::string_view 
 }
 
 // -- streams -------------------------------------------------------------------
+
+// Last-Event-ID wins over from_seq: a browser's EventSource reconnects to the
+// URL it was given (from_seq and all) with the last id it received, so
+// from_seq is where a stream starts and Last-Event-ID where it resumes. Both
+// are checked, whichever is used. (At most 19 digits: the + 1 cannot wrap.)
+std::optional<std::uint64_t> router::stream_start(const request& req,
+                                                  const std::map<std::string, std::string>& query,
+                                                  std::uint64_t dflt) {
+  std::optional<std::uint64_t> from = dflt;
+  if (auto i = query.find("from_seq"); i != query.end())
+    from = parse_u64(i->second);
+  if (auto le = req.header("last-event-id"); !le.empty()) {
+    auto v = parse_u64(le);
+    if (!v || !from)
+      return std::nullopt;
+    return *v + 1;
+  }
+  return from;
+}
 
 error router::terminate(const std::string& id) {
   auto err = node_.terminate(id);
