@@ -408,7 +408,7 @@ class ErrorStatusTest(ServerCase):
         # of the server's: a client stalled mid-frame was cut only after
         # 300 s, and its frames (read and dropped) were buffered up to 16 MiB.
         auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
-        path = "/v1/agents/err-counter/fs/outbox"
+        path = "/v1/agents/err-counter/fs/outbox?from_seq=1000000"  # no event to read first
         ws = WebSocketClient(self.server.port, path, auth, timeout=5)
         self.assertEqual(ws.status, 101, ws.head)
         ws.send_text("x" * 1025)  # over --max-body
