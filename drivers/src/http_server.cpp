@@ -487,7 +487,8 @@ struct http_server::impl {
       res.set(k, v);
     res.keep_alive(keep_alive);
     if (r.stream != stream_kind::none) {
-      res.chunked(true);
+      if (version >= 11)
+        res.chunked(true);  // HTTP/1.0 has no chunking: its stream ends with the connection
     } else {
       res.body() = r.body;
       res.prepare_payload();
@@ -769,16 +770,22 @@ struct http_server::impl {
 
   // Server-sent events, resumable with Last-Event-ID / from_seq. A stream
   // that ends (its job ended, its agent went away, the server is stopping)
-  // ends its chunked body.
+  // ends its chunked body. HTTP/1.0 has no chunked coding (RFC 9112, 6.1: no
+  // Transfer-Encoding in an answer to it): the events go as they are, and
+  // the end of the connection ends the body.
   asio::awaitable<void> stream_events(beast::tcp_stream& stream, const response& r,
                                       unsigned version) {
+    const bool chunked = version >= 11;
     http::response<http::empty_body> head{http::status::ok, version};
     head.set(http::field::server, "ticktockd");
     head.set(http::field::content_type, "text/event-stream");
     head.set(http::field::cache_control, "no-cache");
     for (auto& [k, v] : r.headers)
       head.set(k, v);
-    head.chunked(true);
+    if (chunked)
+      head.chunked(true);
+    else
+      head.keep_alive(false);
     http::response_serializer<http::empty_body> sr{head};
     stream.expires_never();
     auto [ec, n_head] = co_await http::async_write_header(stream, sr, use_nothrow);
@@ -807,13 +814,21 @@ struct http_server::impl {
       }
       if (chunk.empty())
         chunk = ": keep-alive\n\n";
-      auto [wec, wn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
-                                                  use_nothrow);
-      (void)wn;
+      beast::error_code wec;
+      if (chunked) {
+        auto [cec, cn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
+                                                    use_nothrow);
+        (void)cn;
+        wec = cec;
+      } else {
+        auto [rec, rn] = co_await asio::async_write(stream, asio::buffer(chunk), use_nothrow);
+        (void)rn;
+        wec = rec;
+      }
       broken = static_cast<bool>(wec);
       co_return !wec;
     });
-    if (!broken) {
+    if (chunked && !broken) {
       auto [lec, ln] = co_await asio::async_write(stream, http::make_chunk_last(), use_nothrow);
       (void)lec;
       (void)ln;

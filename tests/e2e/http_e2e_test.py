@@ -687,6 +687,28 @@ class SseTest(ServerCase):
         self.assertEqual(data, '{"a":\n1,\n"b":\n2}')
         self.assertEqual(json.loads(data), {"a": 1, "b": 2})
 
+    def test_an_http_1_0_stream_is_not_chunked(self):
+        # Bug: an HTTP/1.0 client (nginx proxies with HTTP/1.0 by default) got
+        # Transfer-Encoding: chunked, which HTTP/1.0 does not have: the chunk
+        # sizes ended up in its events. Now the events go as they are and
+        # the end of the connection ends the stream.
+        self.server.create("sse-10", "counter")
+        self.send("sse-10", 1)
+        self.server.wait_count("sse-10", 1)
+        request = ("GET /v1/agents/sse-10/fs/outbox HTTP/1.0\r\nAccept: text/event-stream\r\n"
+                   "Authorization: Bearer %s\r\n\r\n" % ADMIN_TOKEN).encode()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as sock:
+            sock.sendall(request)
+            raw = b""
+            while b"\n\n" not in raw.partition(b"\r\n\r\n")[2]:  # the first event
+                b = sock.recv(4096)
+                self.assertTrue(b, raw)
+                raw += b
+        status, headers, body = parse_raw_response(raw)
+        self.assertEqual(status, 200)
+        self.assertNotIn("transfer-encoding", headers)
+        self.assertEqual(body, b'id: 1\nevent: outbox\ndata: {"count":1}\n\n')
+
     def test_outbox_pages_with_from_seq_and_limit(self):
         self.server.create("pages", "counter")
         self.send("pages", 6)
