@@ -74,8 +74,14 @@ json::object status_json(const agent_status& s) {
 std::optional<response> websocket_handshake_error(const request& req) {
   if (!req.websocket_upgrade)
     return std::nullopt;
-  if (req.header("sec-websocket-key").empty())
-    return error_response(400, "BAD_REQUEST", "a WebSocket upgrade needs Sec-WebSocket-Key");
+  // RFC 6455, 4.1: the key is 16 bytes in base64, 24 characters ending in
+  // "==" (Beast checks less, and its own refusal would be plain text).
+  auto key = req.header("sec-websocket-key");
+  auto b64 = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/'; };
+  if (key.size() != 24 || !key.ends_with("==")
+      || !std::all_of(key.begin(), key.end() - 2, b64))
+    return error_response(400, "BAD_REQUEST",
+                          "a WebSocket upgrade needs Sec-WebSocket-Key: 16 bytes in base64");
   if (req.header("sec-websocket-version") != "13") {
     auto r = error_response(426, "UPGRADE_REQUIRED", "only WebSocket version 13 is supported");
     r.headers.emplace_back("Sec-WebSocket-Version", "13");

@@ -1118,9 +1118,9 @@ class IdentityTest(unittest.TestCase):
 class WebSocketClient:
     """A minimal RFC 6455 client over a socket: text frames, masked, unfragmented."""
 
-    def __init__(self, port, path, headers=None, timeout=10):
+    def __init__(self, port, path, headers=None, timeout=10, key=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
+        key = key or base64.b64encode(os.urandom(16)).decode()
         lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
         lines += ["%s: %s" % kv for kv in (headers or {}).items()]
@@ -1220,6 +1220,26 @@ class WebSocketTest(ServerCase):
         self.assertEqual(ws.status, 401, ws.head)
         ws.sock.close()
         self.assertServing()
+
+    def test_a_bad_sec_websocket_key_is_a_json_400(self):
+        # Bug: a key too long for Beast got its plain-text 400 (after the log
+        # said 101), and other keys that are not 16 bytes in base64 (RFC 6455,
+        # 4.1) were taken.
+        for key in ["a" * 200, "abc", "!" * 22 + "==", "dGhlIHNhbXBsZSBub25jZQ"]:
+            for path in ["/v1/agents/ws-echo/ws", "/v1/agents/ws-echo/fs/outbox"]:
+                ws = WebSocketClient(self.server.port, path, {"Authorization": "Bearer " + ADMIN_TOKEN},
+                                     key=key)
+                out = ws.head.encode("latin-1")
+                n = int(re.search(r"(?i)content-length: (\d+)", ws.head).group(1))
+                out += ws._recv_exact(n)
+                ws.sock.close()
+                status, headers, body = parse_raw_response(out)
+                self.assertEqual((status, json.loads(body)["error"]["code"]), (400, "BAD_REQUEST"),
+                                 (key, path, out))
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(ws.status, 101, ws.head)  # a good key (of 16 random bytes) still is
+        ws.close()
 
     def test_the_outbox_streams_over_a_websocket(self):
         self.server.create("ws-counter", "counter")
