@@ -102,12 +102,17 @@ std::optional<response> check_framing(const http::fields& fields, bool beast_chu
 // connection's I/O thread; writes are queued, one in flight (as in Beast's
 // chat-multi example).
 struct ws_connection : std::enable_shared_from_this<ws_connection> {
-  explicit ws_connection(beast::tcp_stream&& s) : ws(std::move(s)) {}
+  ws_connection(beast::tcp_stream&& s, std::string a) : ws(std::move(s)), agent(std::move(a)) {}
   websocket::stream<beast::tcp_stream> ws;
+  const std::string agent;  // the agent the connection belongs to
   std::deque<ws_message> queue;
   bool writing = false;
   bool closed = false;
-  bool going_away = false;  // the server is stopping: close with 1001
+  // The code of the close frame the server sends: 1000 when the agent
+  // closes, 1001 when the server stops or the agent is deleted, 1009 when a
+  // frame is too large for the agent's inbox.
+  websocket::close_code close_code = websocket::close_code::normal;
+  bool agent_gone = false;  // deleted: no more triggers go to its id
 
   void send(ws_message m) {
     if (closed)
@@ -127,8 +132,7 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
     auto self = shared_from_this();
     if (m.close) {
       closed = true;
-      ws.async_close(going_away ? websocket::close_code::going_away : websocket::close_code::normal,
-                     [self](beast::error_code) {});
+      ws.async_close(close_code, [self](beast::error_code) {});
       return;
     }
     ws.binary(m.binary);
@@ -143,14 +147,22 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
     });
   }
 
-  // The server is stopping: the frames queued go first, then a close frame
-  // (1001 going away); the reader ends when the client answers it.
-  void go_away() {
-    going_away = true;
+  // The frames queued go first, then a close frame with `code` (unless a
+  // close is already on its way); the reader ends when the client answers it.
+  void close_with(websocket::close_code code) {
+    if (closed)
+      return;
+    for (auto& m : queue)
+      if (m.close)
+        return;
+    close_code = code;
     ws_message m;
     m.close = true;
     send(std::move(m));
   }
+
+  // The server is stopping: close with 1001 going away.
+  void go_away() { close_with(websocket::close_code::going_away); }
 };
 
 // One I/O thread: its io_context (run by this thread alone), the deadlines of
@@ -266,21 +278,47 @@ struct http_server::impl {
   std::map<std::string, std::shared_ptr<ws_connection>> ws_conns;
   std::atomic<std::uint64_t> next_ws{1};
 
+  // An agent reaches its own connections only: a connection id of another
+  // agent's is as unknown to it as one that closed.
   void deliver_ws(const tick_event& ev) {
     std::lock_guard<std::mutex> guard{ws_mtx};
     for (auto& m : ev.ws) {
       auto i = ws_conns.find(m.connection);
-      if (i == ws_conns.end())
-        continue;  // closed meanwhile: the frame is dropped
+      if (i == ws_conns.end() || i->second->agent != ev.agent)
+        continue;  // closed meanwhile, or not this agent's: the frame is dropped
       auto c = i->second;
       asio::post(c->ws.get_executor(), [c, m]() mutable { c->send(std::move(m)); });
     }
   }
 
-  void ws_trigger(const std::string& agent, ws_event ev) {
+  // The agent was deleted: its connections close (1001 going away), and no
+  // trigger from them reaches a new agent of the same id.
+  void close_ws_of(const std::string& agent) {
+    std::lock_guard<std::mutex> guard{ws_mtx};
+    for (auto& [id, c] : ws_conns)
+      if (c->agent == agent)
+        asio::post(c->ws.get_executor(), [c = c] {
+          c->agent_gone = true;
+          c->close_with(websocket::close_code::going_away);
+        });
+  }
+
+  // A trigger the node refuses is not dropped in silence: a frame too large
+  // for the agent's inbox (the encoded event is a little larger than the
+  // frame) closes the connection with 1009, as a frame over the read limit does.
+  void ws_trigger(const std::shared_ptr<ws_connection>& conn, ws_event ev) {
+    if (conn->agent_gone)
+      return;
     send_options opts;
     opts.kind = trigger_kind::ws;
-    n.send_async(agent, ev.encode(), opts, nullptr);
+    n.send_async(conn->agent, ev.encode(), opts,
+                 [weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {
+                   if (r.code() != errc::message_too_large)
+                     return;
+                   if (auto c = weak.lock())
+                     asio::post(c->ws.get_executor(),
+                                [c] { c->close_with(websocket::close_code::too_big); });
+                 });
   }
 
   using header_list = std::vector<std::pair<std::string, std::string>>;
@@ -295,21 +333,26 @@ struct http_server::impl {
     });
   }
 
-  asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
-                                   std::string agent, header_list headers) {
-    stream.expires_never();
-    auto conn = std::make_shared<ws_connection>(std::move(stream));
-    // A client quiet for half the read timeout is pinged, and cut if nothing
-    // (not even the pong) arrives in the other half: so a client that
-    // stalls in the middle of a frame (it cannot send a pong until the frame
-    // is done) is cut like a slow HTTP client, while an idle one that
-    // answers pings stays connected.
+  // The limits of every WebSocket, an agent's or a stream's. A client quiet
+  // for half the read timeout is pinged, and cut if nothing (not even the
+  // pong) arrives in the other half: so a client that stalls in the middle
+  // of a frame (it cannot send a pong until the frame is done) is cut like a
+  // slow HTTP client, while an idle one that answers pings stays connected.
+  // A message over the body limit closes the connection with 1009.
+  void limit(websocket::stream<beast::tcp_stream>& ws) const {
     websocket::stream_base::timeout to;
     to.handshake_timeout = options.read_timeout;
     to.idle_timeout = options.read_timeout;
     to.keep_alive_pings = true;
-    conn->ws.set_option(to);
-    conn->ws.read_message_max(options.max_body_bytes);
+    ws.set_option(to);
+    ws.read_message_max(options.max_body_bytes);
+  }
+
+  asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
+                                   std::string agent, header_list headers) {
+    stream.expires_never();
+    auto conn = std::make_shared<ws_connection>(std::move(stream), agent);
+    limit(conn->ws);
     conn->ws.set_option(decorate(std::move(headers)));
     auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
     if (ec)
@@ -322,15 +365,15 @@ struct http_server::impl {
     if (closing)
       conn->go_away();  // stop() may have gone through ws_conns before
     log("event=ws_open agent=" + agent + " connection=" + id);
-    ws_trigger(agent, {ws_event::kind::open, id, {}, false});
+    ws_trigger(conn, {ws_event::kind::open, id, {}, false});
     beast::flat_buffer buffer;
     for (;;) {
       auto [rec, n_read] = co_await conn->ws.async_read(buffer, use_nothrow);
       (void)n_read;
       if (rec)
         break;
-      ws_trigger(agent, {ws_event::kind::frame, id, beast::buffers_to_string(buffer.data()),
-                         !conn->ws.got_text()});
+      ws_trigger(conn, {ws_event::kind::frame, id, beast::buffers_to_string(buffer.data()),
+                        !conn->ws.got_text()});
       buffer.consume(buffer.size());
     }
     conn->closed = true;
@@ -338,7 +381,7 @@ struct http_server::impl {
       std::lock_guard<std::mutex> guard{ws_mtx};
       ws_conns.erase(id);
     }
-    ws_trigger(agent, {ws_event::kind::close, id, {}, false});
+    ws_trigger(conn, {ws_event::kind::close, id, {}, false});
     log("event=ws_close agent=" + agent + " connection=" + id);
   }
 
@@ -359,7 +402,10 @@ struct http_server::impl {
       api(nd,
           router_options{options.admin_token, options.node_key, options.reply_timeout,
                          options.max_body_bytes, options.nostr,
-                         [this](const std::string& id) { wake_followers(id); }},
+                         [this](const std::string& id) {
+                           wake_followers(id);
+                           close_ws_of(id);
+                         }},
           metrics),
       sweep_every(std::clamp(std::min(options.read_timeout, options.reply_timeout) / 10,
                              std::chrono::milliseconds{5}, std::chrono::milliseconds{250})) {
@@ -441,7 +487,8 @@ struct http_server::impl {
       res.set(k, v);
     res.keep_alive(keep_alive);
     if (r.stream != stream_kind::none) {
-      res.chunked(true);
+      if (version >= 11)
+        res.chunked(true);  // HTTP/1.0 has no chunking: its stream ends with the connection
     } else {
       res.body() = r.body;
       res.prepare_payload();
@@ -723,16 +770,22 @@ struct http_server::impl {
 
   // Server-sent events, resumable with Last-Event-ID / from_seq. A stream
   // that ends (its job ended, its agent went away, the server is stopping)
-  // ends its chunked body.
+  // ends its chunked body. HTTP/1.0 has no chunked coding (RFC 9112, 6.1: no
+  // Transfer-Encoding in an answer to it): the events go as they are, and
+  // the end of the connection ends the body.
   asio::awaitable<void> stream_events(beast::tcp_stream& stream, const response& r,
                                       unsigned version) {
+    const bool chunked = version >= 11;
     http::response<http::empty_body> head{http::status::ok, version};
     head.set(http::field::server, "ticktockd");
     head.set(http::field::content_type, "text/event-stream");
     head.set(http::field::cache_control, "no-cache");
     for (auto& [k, v] : r.headers)
       head.set(k, v);
-    head.chunked(true);
+    if (chunked)
+      head.chunked(true);
+    else
+      head.keep_alive(false);
     http::response_serializer<http::empty_body> sr{head};
     stream.expires_never();
     auto [ec, n_head] = co_await http::async_write_header(stream, sr, use_nothrow);
@@ -744,20 +797,38 @@ struct http_server::impl {
     co_await follow(r, me, [&](const std::vector<stream_event>& events) -> asio::awaitable<bool> {
       std::string chunk;
       for (auto& e : events) {
+        // SSE ends a line at CR, LF or CRLF: each of them in the data
+        // starts a new data: line (a client joins them with LF), so that a
+        // CR cannot cut the data short or turn its rest into fields.
         chunk += "id: " + std::to_string(e.id) + "\nevent: " + e.event + "\ndata: ";
-        for (char c : e.data)
-          chunk += c == '\n' ? std::string{"\ndata: "} : std::string(1, c);
+        for (std::size_t i = 0; i < e.data.size(); ++i) {
+          char c = e.data[i];
+          if (c == '\r' && i + 1 < e.data.size() && e.data[i + 1] == '\n')
+            continue;  // CRLF: one line break, at its LF
+          if (c == '\r' || c == '\n')
+            chunk += "\ndata: ";
+          else
+            chunk += c;
+        }
         chunk += "\n\n";
       }
       if (chunk.empty())
         chunk = ": keep-alive\n\n";
-      auto [wec, wn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
-                                                  use_nothrow);
-      (void)wn;
+      beast::error_code wec;
+      if (chunked) {
+        auto [cec, cn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
+                                                    use_nothrow);
+        (void)cn;
+        wec = cec;
+      } else {
+        auto [rec, rn] = co_await asio::async_write(stream, asio::buffer(chunk), use_nothrow);
+        (void)rn;
+        wec = rec;
+      }
       broken = static_cast<bool>(wec);
       co_return !wec;
     });
-    if (!broken) {
+    if (chunked && !broken) {
       auto [lec, ln] = co_await asio::async_write(stream, http::make_chunk_last(), use_nothrow);
       (void)lec;
       (void)ln;
@@ -776,7 +847,7 @@ struct http_server::impl {
       bool closed = false;
     };
     auto st = std::make_shared<ws_state>(std::move(stream));
-    st->ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    limit(st->ws);  // the client's frames are read (and dropped) under the same limits
     st->ws.set_option(decorate(r.headers));
     auto [ec] = co_await st->ws.async_accept(msg, use_nothrow);
     if (ec)
@@ -815,9 +886,13 @@ struct http_server::impl {
       }
       co_return !st->closed;
     });
-    if (closing && !st->closed) {  // the server is stopping: say so
+    // The stream ended while the client still listens (the server is
+    // stopping, the agent was deleted, the job ended): a close frame says so,
+    // as the last chunk ends an SSE stream; 1001 when the server stops.
+    if (!st->closed) {
       st->closed = true;
-      auto [cec] = co_await st->ws.async_close(websocket::close_code::going_away, use_nothrow);
+      auto [cec] = co_await st->ws.async_close(
+        closing ? websocket::close_code::going_away : websocket::close_code::normal, use_nothrow);
       (void)cec;
     }
   }
@@ -906,6 +981,16 @@ void http_server::stop() {
   for (auto& t : impl_->io_threads)
     if (t->thread.joinable())
       t->thread.join();
+  {
+    // A WebSocket whose client did not answer the close frame in the grace
+    // was cut with its session, before its read loop could tell the agent:
+    // the close trigger goes out here, so that the agent does not count the
+    // connection as open after a restart (when its id is given out again).
+    std::lock_guard<std::mutex> guard{p.ws_mtx};
+    for (auto& [id, c] : p.ws_conns)
+      p.ws_trigger(c, {ws_event::kind::close, id, {}, false});
+    p.ws_conns.clear();
+  }
   // No request arrives any more; requests still waiting for an agent (ones
   // that reached the router after the 503s went out) are dropped while the
   // io_context their answers would be posted to exists.

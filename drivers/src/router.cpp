@@ -74,8 +74,14 @@ json::object status_json(const agent_status& s) {
 std::optional<response> websocket_handshake_error(const request& req) {
   if (!req.websocket_upgrade)
     return std::nullopt;
-  if (req.header("sec-websocket-key").empty())
-    return error_response(400, "BAD_REQUEST", "a WebSocket upgrade needs Sec-WebSocket-Key");
+  // RFC 6455, 4.1: the key is 16 bytes in base64, 24 characters ending in
+  // "==" (Beast checks less, and its own refusal would be plain text).
+  auto key = req.header("sec-websocket-key");
+  auto b64 = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/'; };
+  if (key.size() != 24 || !key.ends_with("==")
+      || !std::all_of(key.begin(), key.end() - 2, b64))
+    return error_response(400, "BAD_REQUEST",
+                          "a WebSocket upgrade needs Sec-WebSocket-Key: 16 bytes in base64");
   if (req.header("sec-websocket-version") != "13") {
     auto r = error_response(426, "UPGRADE_REQUIRED", "only WebSocket version 13 is supported");
     r.headers.emplace_back("Sec-WebSocket-Version", "13");
@@ -1386,15 +1392,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return *bad;
   auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos
                      || req.websocket_upgrade;
-  auto from_seq = [&](std::uint64_t dflt) -> std::optional<std::uint64_t> {
-    if (auto i = query.find("from_seq"); i != query.end())
-      return parse_u64(i->second);
-    if (auto le = req.header("last-event-id"); !le.empty()) {
-      auto v = parse_u64(le);
-      return v ? std::optional<std::uint64_t>{*v + 1} : std::nullopt;
-    }
-    return dflt;
-  };
+  auto from_seq = [&](std::uint64_t dflt) { return stream_start(req, query, dflt); };
   auto limit = [&]() -> std::optional<std::size_t> {
     if (auto i = query.find("limit"); i != query.end()) {
       auto v = parse_u64(i->second);
@@ -1663,6 +1661,25 @@ response router::fs(const request& req, const std::string& id, std::string_view 
 }
 
 // -- streams -------------------------------------------------------------------
+
+// Last-Event-ID wins over from_seq: a browser's EventSource reconnects to the
+// URL it was given (from_seq and all) with the last id it received, so
+// from_seq is where a stream starts and Last-Event-ID where it resumes. Both
+// are checked, whichever is used. (At most 19 digits: the + 1 cannot wrap.)
+std::optional<std::uint64_t> router::stream_start(const request& req,
+                                                  const std::map<std::string, std::string>& query,
+                                                  std::uint64_t dflt) {
+  std::optional<std::uint64_t> from = dflt;
+  if (auto i = query.find("from_seq"); i != query.end())
+    from = parse_u64(i->second);
+  if (auto le = req.header("last-event-id"); !le.empty()) {
+    auto v = parse_u64(le);
+    if (!v || !from)
+      return std::nullopt;
+    return *v + 1;
+  }
+  return from;
+}
 
 error router::terminate(const std::string& id) {
   auto err = node_.terminate(id);

@@ -201,6 +201,12 @@ public:
 
   /// Percent-decodes a path segment or query value; nullopt on bad escapes.
   static std::optional<std::string> url_decode(std::string_view s);
+  /// Where a stream starts: after Last-Event-ID if the request has one (a
+  /// client resuming), else at from_seq, else at `dflt`; nullopt if either is
+  /// not a number.
+  static std::optional<std::uint64_t> stream_start(const request& req,
+                                                   const std::map<std::string, std::string>& query,
+                                                   std::uint64_t dflt);
 
 private:
   // Answers through `t` (and returns an empty response) or returns the

@@ -456,9 +456,10 @@ response router::services_file(const request& req, const std::string& id,
         response r;
         r.stream = stream_kind::job;
         r.stream_agent = id + '\0' + j.id;
-        r.stream_from = 0;
-        if (auto i = query.find("from_seq"); i != query.end())
-          r.stream_from = std::strtoull(i->second.c_str(), nullptr, 10);
+        auto from = stream_start(req, query, 0);
+        if (!from)
+          return error_response(400, "BAD_QUERY", "from_seq and Last-Event-ID are numbers");
+        r.stream_from = *from;
         return r;
       }
       if (!compute) {

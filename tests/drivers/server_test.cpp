@@ -49,6 +49,23 @@ struct ws_echo : agent<ws_echo_state> {
   }
 };
 
+// Sends each connection its id when it opens; a frame "to:ID:TEXT" sends
+// TEXT to connection ID (its own or any other).
+struct ws_relay : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    auto ev = ws_event::from(t);
+    if (!ev)
+      return;
+    if (ev->event == ws_event::kind::open)
+      ctx.ws_send(ev->connection, ev->connection);
+    if (ev->event == ws_event::kind::frame && ev->data.starts_with("to:")) {
+      auto rest = ev->data.substr(3);
+      auto colon = rest.find(':');
+      ctx.ws_send(rest.substr(0, colon), rest.substr(colon + 1));
+    }
+  }
+};
+
 // Answers /a/{id}/say with the request body; defers (and never answers)
 // /a/{id}/silent.
 struct sayer : agent<ws_echo_state> {
@@ -74,6 +91,7 @@ struct server_fixture {
     agent_registry r;
     r.add<ws_echo>("ws-echo");
     r.add<sayer>("sayer");
+    r.add<ws_relay>("ws-relay");
     node_options o;
     o.data_dir = dir.path();
     o.threads = 2;
@@ -145,6 +163,45 @@ TEST_CASE("a WebSocket connection outlives its agent's hibernation and wakes it"
   auto s = f.n->state<ws_echo_state>("w");
   CHECK(s->frames == 3);
   CHECK(s->events == std::vector<std::string>{"open", "close"});
+}
+
+TEST_CASE("an agent sends to its own WebSocket connections only") {
+  // Bug: a tick's ws_send went to any open connection of the server with
+  // that id, so an agent could write to another agent's clients.
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("a", "ws-relay"));
+  REQUIRE_FALSE(f.n->create("b", "ws-relay"));
+  asio::io_context io;
+  auto open = [&](const std::string& agent, std::string& id) {
+    auto ws = std::make_unique<websocket::stream<tcp::socket>>(io);
+    ws->next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+    ws->handshake("127.0.0.1", "/v1/agents/" + agent + "/ws?token=secret");
+    beast::flat_buffer buf;
+    ws->read(buf);  // the agent says the connection's id
+    id = beast::buffers_to_string(buf.data());
+    return ws;
+  };
+  std::string ida, idb;
+  auto wa = open("a", ida);
+  auto wb = open("b", idb);
+  REQUIRE(ida != idb);
+  auto say = [](websocket::stream<tcp::socket>& ws, const std::string& text) {
+    ws.write(asio::buffer(text));
+  };
+  auto next = [](websocket::stream<tcp::socket>& ws) {
+    beast::flat_buffer buf;
+    ws.read(buf);
+    return beast::buffers_to_string(buf.data());
+  };
+  // b's tick sends to a's connection, then to its own: only the second arrives.
+  say(*wb, "to:" + ida + ":intruder");
+  say(*wb, "to:" + idb + ":mine");
+  CHECK(next(*wb) == "mine");
+  // a's client gets what its own agent sends, and nothing from b before it.
+  say(*wa, "to:" + ida + ":own");
+  CHECK(next(*wa) == "own");
+  wa->close(websocket::close_code::normal);
+  wb->close(websocket::close_code::normal);
 }
 
 TEST_CASE("a WebSocket upgrade needs a token and a known agent") {

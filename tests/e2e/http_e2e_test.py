@@ -403,6 +403,37 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(ws.recv(), (0x1, b"still here"))
         ws.close()
 
+    def test_a_websocket_stream_has_the_limits_of_an_agents_websocket(self):
+        # Bug: a stream over a WebSocket had Beast's suggested limits instead
+        # of the server's: a client stalled mid-frame was cut only after
+        # 300 s, and its frames (read and dropped) were buffered up to 16 MiB.
+        auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
+        path = "/v1/agents/err-counter/fs/outbox?from_seq=1000000"  # no event to read first
+        ws = WebSocketClient(self.server.port, path, auth, timeout=5)
+        self.assertEqual(ws.status, 101, ws.head)
+        ws.send_text("x" * 1025)  # over --max-body
+        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009)))
+        ws.sock.close()
+        # A masked text frame of 100 bytes of which only 10 arrive: cut after
+        # the read timeout (1 s; the socket's own timeout is 5 s).
+        ws = WebSocketClient(self.server.port, path, auth, timeout=5)
+        self.assertEqual(ws.status, 101, ws.head)
+        mask = os.urandom(4)
+        ws.sock.sendall(bytes([0x81, 0x80 | 100]) + mask
+                        + bytes(b ^ mask[i % 4] for i, b in enumerate(b"x" * 10)))
+        closed = False
+        for _ in range(10):  # the server's ping, then the end: bounded
+            try:
+                if not ws.sock.recv(4096):
+                    closed = True
+                    break
+            except ConnectionResetError:
+                closed = True
+                break
+        ws.sock.close()
+        self.assertTrue(closed, "the server kept a WebSocket stream stalled mid-frame")
+        self.assertServing()
+
     def test_408_slow_client_gets_request_timeout(self):
         # Bug: the read deadline was the stream's expiry, which closes the
         # socket, so a slow client was cut without the 408 the API promises.
@@ -623,6 +654,60 @@ class SseTest(ServerCase):
         reader = SseReader(self.server, "/v1/agents/sse-from/fs/outbox?from_seq=%d" % third)
         self.assertEqual(self.read_events(reader, 2), [(third, 3), (third + 1, 4)])
         reader.close()
+
+    def test_last_event_id_wins_over_from_seq(self):
+        # Bug: from_seq won, so a browser's EventSource opened on ?from_seq=N
+        # (it reconnects to the same URL, with Last-Event-ID) replayed every
+        # event from N again on each reconnect.
+        self.server.create("sse-both", "counter")
+        self.send("sse-both", 4)
+        self.server.wait_count("sse-both", 4)
+        seqs = [e["seq"] for e in self.server.get("/v1/agents/sse-both/fs/outbox").json()["events"]]
+        reader = SseReader(self.server, "/v1/agents/sse-both/fs/outbox?from_seq=%d" % seqs[0],
+                           headers={"Last-Event-ID": str(seqs[2])})
+        self.assertEqual(self.read_events(reader, 1), [(seqs[3], 4)])
+        reader.close()
+        # Both are checked, whichever is used.
+        sse = {"Accept": "text/event-stream", "Last-Event-ID": "1"}
+        self.assertError(self.server.get("/v1/agents/sse-both/fs/outbox?from_seq=x", headers=sse),
+                         400, "BAD_QUERY")
+        self.assertError(self.server.get("/v1/agents/sse-both/fs/logs/trace?from_seq=-1", headers=sse),
+                         400, "BAD_QUERY")
+
+    def test_a_cr_in_the_data_starts_a_new_data_line(self):
+        # Bug: only LF started a new `data:` line. SSE ends a line at CR, LF
+        # or CRLF, so a client cut the data at a bare CR (JSON may hold one
+        # as whitespace) and read the rest as fields of their own.
+        s = self.server
+        s.create("sse-cr", "echo")
+        self.assertEqual(s.post("/v1/agents/sse-cr/inbox", b'{"a":\r1,\r\n"b":\n2}').status, 202)
+        reader = SseReader(s, "/v1/agents/sse-cr/fs/outbox")
+        seq, event, data = reader.next_event()  # reads LF-ended lines
+        reader.close()
+        self.assertEqual(data, '{"a":\n1,\n"b":\n2}')
+        self.assertEqual(json.loads(data), {"a": 1, "b": 2})
+
+    def test_an_http_1_0_stream_is_not_chunked(self):
+        # Bug: an HTTP/1.0 client (nginx proxies with HTTP/1.0 by default) got
+        # Transfer-Encoding: chunked, which HTTP/1.0 does not have: the chunk
+        # sizes ended up in its events. Now the events go as they are and
+        # the end of the connection ends the stream.
+        self.server.create("sse-10", "counter")
+        self.send("sse-10", 1)
+        self.server.wait_count("sse-10", 1)
+        request = ("GET /v1/agents/sse-10/fs/outbox HTTP/1.0\r\nAccept: text/event-stream\r\n"
+                   "Authorization: Bearer %s\r\n\r\n" % ADMIN_TOKEN).encode()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as sock:
+            sock.sendall(request)
+            raw = b""
+            while b"\n\n" not in raw.partition(b"\r\n\r\n")[2]:  # the first event
+                b = sock.recv(4096)
+                self.assertTrue(b, raw)
+                raw += b
+        status, headers, body = parse_raw_response(raw)
+        self.assertEqual(status, 200)
+        self.assertNotIn("transfer-encoding", headers)
+        self.assertEqual(body, b'id: 1\nevent: outbox\ndata: {"count":1}\n\n')
 
     def test_outbox_pages_with_from_seq_and_limit(self):
         self.server.create("pages", "counter")
@@ -1033,9 +1118,9 @@ class IdentityTest(unittest.TestCase):
 class WebSocketClient:
     """A minimal RFC 6455 client over a socket: text frames, masked, unfragmented."""
 
-    def __init__(self, port, path, headers=None, timeout=10):
+    def __init__(self, port, path, headers=None, timeout=10, key=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
+        key = key or base64.b64encode(os.urandom(16)).decode()
         lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
         lines += ["%s: %s" % kv for kv in (headers or {}).items()]
@@ -1136,6 +1221,26 @@ class WebSocketTest(ServerCase):
         ws.sock.close()
         self.assertServing()
 
+    def test_a_bad_sec_websocket_key_is_a_json_400(self):
+        # Bug: a key too long for Beast got its plain-text 400 (after the log
+        # said 101), and other keys that are not 16 bytes in base64 (RFC 6455,
+        # 4.1) were taken.
+        for key in ["a" * 200, "abc", "!" * 22 + "==", "dGhlIHNhbXBsZSBub25jZQ"]:
+            for path in ["/v1/agents/ws-echo/ws", "/v1/agents/ws-echo/fs/outbox"]:
+                ws = WebSocketClient(self.server.port, path, {"Authorization": "Bearer " + ADMIN_TOKEN},
+                                     key=key)
+                out = ws.head.encode("latin-1")
+                n = int(re.search(r"(?i)content-length: (\d+)", ws.head).group(1))
+                out += ws._recv_exact(n)
+                ws.sock.close()
+                status, headers, body = parse_raw_response(out)
+                self.assertEqual((status, json.loads(body)["error"]["code"]), (400, "BAD_REQUEST"),
+                                 (key, path, out))
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(ws.status, 101, ws.head)  # a good key (of 16 random bytes) still is
+        ws.close()
+
     def test_the_outbox_streams_over_a_websocket(self):
         self.server.create("ws-counter", "counter")
         for i in range(3):
@@ -1151,6 +1256,44 @@ class WebSocketTest(ServerCase):
         self.assertEqual([(f["id"], f["event"], json.loads(f["data"])["count"]) for f in frames],
                          [(2, "outbox", 2), (3, "outbox", 3), (4, "outbox", 4)])
 
+    def close_code(self, ws):
+        """The code of the close frame that ends `ws` (frames before it are skipped)."""
+        for _ in range(20):  # a stream's records, pings: bounded
+            opcode, payload = ws.recv()
+            if opcode == 0x8:
+                ws.sock.close()
+                return struct.unpack("!H", payload[:2])[0]
+        raise AssertionError("no close frame")
+
+    def test_deleting_an_agent_ends_its_websocket_streams(self):
+        # Bug: deleting an agent ended its SSE streams with their last chunk,
+        # but a stream over a WebSocket just stopped: no close frame, and the
+        # socket stayed open until the client closed it.
+        s = self.server
+        s.create("ws-del-stream", "counter")
+        stream = WebSocketClient(s.port, "/v1/agents/ws-del-stream/fs/logs/trace?from_seq=0",
+                                 {"Authorization": "Bearer " + ADMIN_TOKEN}, timeout=5)
+        self.assertEqual(stream.status, 101, stream.head)
+        self.assertEqual(json.loads(stream.recv()[1])["id"], 0)
+        self.assertEqual(s.request("DELETE", "/v1/agents/ws-del-stream").status, 200)
+        self.assertEqual(self.close_code(stream), 1000)  # the stream ended
+        self.assertServing()
+
+    def test_deleting_an_agent_closes_its_websockets(self):
+        # Bug: an agent's /ws connections stayed open when it was deleted, and
+        # their frames went on as triggers to its id: to a new agent of that
+        # id, if one was created, which never saw the connection open.
+        s = self.server
+        s.create("ws-del", "echo")
+        conn = WebSocketClient(s.port, "/v1/agents/ws-del/ws",
+                               {"Authorization": "Bearer " + ADMIN_TOKEN}, timeout=5)
+        self.assertEqual(conn.status, 101, conn.head)
+        conn.send_text("hi")
+        self.assertEqual(conn.recv(), (0x1, b"hi"))
+        self.assertEqual(s.request("DELETE", "/v1/agents/ws-del").status, 200)
+        self.assertEqual(self.close_code(conn), 1001)  # the agent went away
+        self.assertServing()
+
     def test_an_unknown_agent_is_404_before_the_upgrade(self):
         # Regression: router::agent answered 101 for /v1/agents/{id}/ws without
         # checking that the agent exists, so the socket opened and its frames
@@ -1161,10 +1304,54 @@ class WebSocketTest(ServerCase):
         self.assertEqual(ws.status, 404, ws.head)
 
 
+class WebSocketLimitTest(ServerCase):
+    server_args = ("--max-body", "1000")
+
+    def test_a_frame_too_large_for_the_inbox_closes_with_1009(self):
+        # Bug: frames are read up to --max-body, but reach the agent encoded
+        # with their connection id, a few bytes more: a frame just under the
+        # limit was refused by the inbox and dropped without a word.
+        self.server.create("ws-big", "echo")
+        auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-big/ws", auth, timeout=5)
+        self.assertEqual(ws.status, 101, ws.head)
+        ws.send_text("y" * 900)
+        self.assertEqual(ws.recv(), (0x1, b"y" * 900))
+        ws.send_text("x" * 1000)
+        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009)))
+        ws.sock.close()
+        # Over the read limit itself: the same close.
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-big/ws", auth, timeout=5)
+        ws.send_text("x" * 1001)
+        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009)))
+        ws.sock.close()
+        self.assertServing()
+
+
 # -- restart -------------------------------------------------------------------------
 
 
 class RestartTest(unittest.TestCase):
+    def test_a_websocket_cut_by_a_stop_still_closes_for_its_agent(self):
+        # Bug: on a stop, a WebSocket whose client did not answer the close
+        # frame within the grace was cut with its session, before it sent the
+        # agent its close trigger: after the restart the agent still counted
+        # the connection as open (and its id, ws-1, is given out again).
+        with Server() as server:
+            server.create("ws-stop", "echo")
+            ws = WebSocketClient(server.port, "/v1/agents/ws-stop/ws",
+                                 {"Authorization": "Bearer " + ADMIN_TOKEN})
+            ws.send_text("x")
+            self.assertEqual(ws.recv(), (0x1, b"x"))  # the open and the frame ticked
+            self.assertEqual(server.stop(), 0)  # the client never answers the close
+            ws.sock.close()
+            server.start()
+            # init, then the connection's open, frame and close.
+            triggers = lambda: [r["trigger"] for r in  # noqa: E731
+                                server.get("/v1/agents/ws-stop/fs/logs/trajectory").json()["records"]]
+            server.wait_for(lambda: len(triggers()) >= 4, "the close trigger", timeout=5)
+            self.assertEqual(triggers(), ["init", "ws", "ws", "ws"])
+
     def test_agents_inbox_and_outbox_survive_a_restart(self):
         with Server() as server:
             server.create("keep-counter", "counter")

@@ -654,6 +654,31 @@ class ContainerFilesTest(ServicesCase):
         self.assertError(self.server.get(base + "/%2e%2e/x"), 400, "BAD_PATH")
         self.assertError(self.server.get(base + "/d/nothing"), 404, "NO_SUCH_FILE")
 
+    def test_a_session_output_stream_resumes_after_last_event_id(self):
+        # Bug: a job's stream read from_seq with strtoull (abc was 0, -1 the
+        # largest seq) and ignored Last-Event-ID, so a client that reconnected
+        # (an EventSource does by itself) got the whole output again.
+        self.server.create("resumer", "echo")
+        s = self.ok(self.server.post(fs("resumer", "containers/new"),
+                                     {"command": ["sh", "-c", "echo one; echo two"]}), 202)
+        self.assertEqual(self.wait_job("resumer", s["id"], "containers")["status"], "done")
+        out = fs("resumer", "containers/sessions/%s/output" % s["id"])
+        sse = {"Accept": "text/event-stream"}
+
+        def ids(path, headers):
+            r = self.server.get(path, headers=dict(sse, **headers))
+            self.assertEqual(r.status, 200, r)
+            return [int(line[4:]) for line in r.body.decode().split("\n") if line.startswith("id: ")]
+
+        everything = ids(out, {})
+        self.assertEqual(everything, list(range(len(everything))))  # chunks, then the end
+        self.assertEqual(ids(out, {"Last-Event-ID": "0"}), everything[1:])
+        self.assertEqual(ids(out + "?from_seq=0", {"Last-Event-ID": "0"}), everything[1:])
+        self.assertEqual(ids(out + "?from_seq=1", {}), everything[1:])
+        for bad in ("?from_seq=abc", "?from_seq=-1"):
+            self.assertError(self.server.get(out + bad, headers=sse), 400, "BAD_QUERY")
+        self.assertError(self.server.get(out, headers=dict(sse, **{"Last-Event-ID": "x"})), 400, "BAD_QUERY")
+
     def test_a_deleted_agents_sessions_go_with_it_and_never_reach_its_successor(self):
         # Job ids follow an agent's ticks, so a new agent of the same id runs
         # its first session under the same id as the old one's: it must start
