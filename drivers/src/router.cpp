@@ -526,8 +526,30 @@ std::optional<std::string> router::url_decode(std::string_view s) {
   return out;
 }
 
+namespace {
+
+// A browser names the page that made a request in Origin; a request whose
+// Origin is not this server (or is "null") comes from another site's page,
+// which must not ride on the cookie the browser holds for this one (CSRF,
+// cross-site WebSocket hijacking). Clients without Origin are not browsers.
+bool from_other_origin(const request& req) {
+  if (!req.headers.count("origin"))
+    return false;
+  auto origin = req.header("origin");
+  auto scheme = origin.find("://");
+  if (scheme == std::string_view::npos)
+    return true;
+  auto site = origin.substr(scheme + 3);
+  auto host = req.header("host");
+  return host.empty() || site.size() != host.size()
+         || strncasecmp(site.data(), host.data(), site.size()) != 0;
+}
+
+}  // namespace
+
 router::principal router::authenticate(const request& req,
                                        const std::map<std::string, std::string>& query) const {
+  principal p;
   std::string_view token;
   auto auth = req.header("authorization");
   // The scheme is case-insensitive (RFC 9110, 11.1).
@@ -540,13 +562,13 @@ router::principal router::authenticate(const request& req,
       if (pos == 0 || cookie[pos - 1] == ' ' || cookie[pos - 1] == ';') {
         auto v = cookie.substr(pos + 15);
         token = v.substr(0, v.find(';'));
+        p.cross_site_cookie = !token.empty() && from_other_origin(req);
         break;
       }
   }
   if (token.empty())
     if (auto i = query.find("token"); i != query.end())
       token = i->second;
-  principal p;
   if (token.empty()) {
     p.problem = "a token is required (Authorization: Bearer, the ticktock_token cookie, or ?token=)";
     return p;
@@ -703,6 +725,10 @@ response router::dispatch(const request& req, std::string_view path,
     r.route = std::move(route);
     return r;
   };
+  if (who.cross_site_cookie)
+    return forbidden("the ticktock_token cookie is not accepted from a page of another origin "
+                     "(Origin does not match Host); send the token as Authorization: Bearer",
+                     first == "a" ? "/a/{id}" : "/v1");
   // An agent token reaches its own agent's tree only, within its scopes.
   auto allowed = [&](const std::string& id, const std::string& scope) {
     return who.admin

@@ -219,6 +219,7 @@ private:
     bool admin = false;
     token_claims claims;
     std::string problem;
+    bool cross_site_cookie = false;  ///< the token came in the cookie of another origin's request
   };
   principal authenticate(const request& req, const std::map<std::string, std::string>& query) const;
   response tokens(const request& req);

@@ -140,6 +140,31 @@ class AuthTest(ServerCase):
             self.assertEqual(r.status, 200, (headers, path, r))
             self.assertIn("agents", r.json())
 
+    def test_the_cookie_is_refused_from_a_page_of_another_origin(self):
+        # CSRF and cross-site WebSocket hijacking: a browser attaches the
+        # cookie to requests another site's page makes, and names that page in
+        # Origin. The cookie counts only when Origin is this server.
+        cookie = {"Cookie": "ticktock_token=" + ADMIN_TOKEN}
+        here = "http://127.0.0.1:%d" % self.server.port
+        r = self.server.get("/v1/agents", headers=dict(cookie, Origin=here), auth=False)
+        self.assertEqual(r.status, 200, r)
+        for origin in ("http://evil.example", "null", "http://127.0.0.1:1", "127.0.0.1"):
+            r = self.server.post("/v1/agents", {"id": "csrf", "type": "counter"},
+                                 headers=dict(cookie, Origin=origin), auth=False)
+            self.assertError(r, 403, "FORBIDDEN")
+            self.assertIn("Origin", r.json()["error"]["message"])
+        self.assertError(self.server.get("/v1/agents/csrf"), 404, "AGENT_NOT_FOUND")
+        ws = WebSocketClient(self.server.port, "/v1/agents/csrf/ws",
+                             headers=dict(cookie, Origin="http://evil.example"))
+        self.assertEqual(ws.status, 403, ws.head)
+        ws.sock.close()
+        # A token the page had to know (bearer, query) is not ambient: Origin does not matter.
+        r = self.server.get("/v1/agents", headers={"Origin": "http://evil.example"})
+        self.assertEqual(r.status, 200, r)
+        r = self.server.get("/v1/agents?token=" + ADMIN_TOKEN,
+                            headers={"Origin": "http://evil.example"}, auth=False)
+        self.assertEqual(r.status, 200, r)
+
     def test_healthz_and_metrics_need_no_token(self):
         r = self.server.get("/healthz", auth=False)
         self.assertEqual(r.status, 200)
