@@ -362,6 +362,69 @@ TEST_CASE("bundles carry secrets only on request; import re-seals or re-keys") {
   }
 }
 
+TEST_CASE("a bundle changed on its way is refused before anything of it is stored") {
+  test::temp_dir src_dir, dst_dir;
+  auto src = open_node(src_dir.path());
+  REQUIRE_FALSE(src->create("a", "counter"));
+  for (int i = 0; i < 3; ++i)
+    REQUIRE(src->send("a", "m"));
+  REQUIRE(src->wait_idle(10s));
+  auto dst = open_node(dst_dir.path());
+  // The genuine bundle goes in (and out again, to try the changed ones).
+  auto good = src->export_bundle("a");
+  REQUIRE(good);
+  REQUIRE(dst->import_bundle(*good));
+  REQUIRE_FALSE(dst->terminate("a"));
+  auto refused = [&](const std::string& why) {
+    auto b = src->export_bundle("a");
+    REQUIRE(b);
+    auto r = dst->import_bundle(*b);
+    REQUIRE_FALSE(r);
+    CHECK(r.error_value().code() == errc::invalid_argument);
+    CHECK_THAT(r.error_value().message(), Catch::Contains(why));
+    CHECK(dst->agent_count() == 0);
+    CHECK_FALSE(dst->store().get_agent("a"));  // nothing of it stored
+  };
+  SECTION("a trajectory record signed by another key") {
+    auto raw = src->store().raw_get("trajectory", storage::keys::seq_key("a", 3));
+    auto parts = storage::decode_signed_trajectory(*raw);
+    REQUIRE(parts);
+    auto stranger = identity::agent_keys::generate();
+    auto sig = identity::sign(stranger, identity::trajectory_signing_bytes("a", parts->first));
+    REQUIRE_FALSE(src->store().raw_put(
+      "trajectory", storage::keys::seq_key("a", 3),
+      storage::encode_signed_trajectory(parts->first, {reinterpret_cast<const char*>(sig.data()), 64})));
+    refused("record 3 has a bad signature");
+  }
+  SECTION("a trajectory record's bytes") {
+    auto raw = *src->store().raw_get("trajectory", storage::keys::seq_key("a", 1));
+    raw[raw.size() / 2] ^= 0x01;
+    REQUIRE_FALSE(src->store().raw_put("trajectory", storage::keys::seq_key("a", 1), raw));
+    refused("trajectory does not verify");
+  }
+  SECTION("the state") {
+    auto raw = *src->store().raw_get("state", "a");
+    raw.back() ^= 0x01;
+    REQUIRE_FALSE(src->store().raw_put("state", "a", raw));
+    refused("state is not the state its last trajectory record hashes");
+  }
+}
+
+TEST_CASE("a bundle of a type the node does not have is refused") {
+  test::temp_dir src_dir, dst_dir;
+  auto src = open_node(src_dir.path());
+  REQUIRE_FALSE(src->create("a", "courier"));
+  REQUIRE(src->wait_idle(10s));
+  auto b = src->export_bundle("a");
+  REQUIRE(b);
+  auto dst = node::open(options_for(dst_dir.path()), test::test_registry());  // no courier
+  REQUIRE(dst);
+  auto r = (*dst)->import_bundle(*b);
+  REQUIRE_FALSE(r);
+  CHECK(r.error_value().code() == errc::unknown_type);
+  CHECK((*dst)->agent_count() == 0);
+}
+
 TEST_CASE("rotating the master key re-seals every agent's keys and keeps them") {
   test::temp_dir dir;
   identity::public_keys before;
