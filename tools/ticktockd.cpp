@@ -3,18 +3,21 @@
 // from a JSON config file (--config) or a TICKTOCK_* environment variable;
 // the command line wins over the environment, which wins over the file.
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <sodium.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <typeinfo>
@@ -62,8 +65,26 @@ void create_demo(ticktock::node& n) {
   n.send("demo-counter", "{\"hello\":true}");
 }
 
+// What a JSON value is, for error messages.
+const char* json_kind(const boost::json::value& v) {
+  switch (v.kind()) {
+    case boost::json::kind::null: return "null";
+    case boost::json::kind::bool_: return "a boolean";
+    case boost::json::kind::int64:
+    case boost::json::kind::uint64: return "an integer";
+    case boost::json::kind::double_: return "a fractional number";
+    case boost::json::kind::string: return "a string";
+    case boost::json::kind::array: return "an array";
+    case boost::json::kind::object: return "an object";
+  }
+  return "a value";
+}
+
 // Reads a JSON config file {"data": "...", "listen": "...", ...} into
-// program_options' parsed form, so it merges like the other sources.
+// program_options' parsed form, so it merges like the other sources. Each
+// value must have its option's JSON type: a string for text options (an
+// array of strings for --plugin), an integer for numbers, true/false for
+// switches.
 po::parsed_options parse_config_file(const std::string& path, const po::options_description& desc) {
   std::ifstream in{path};
   if (!in)
@@ -77,23 +98,46 @@ po::parsed_options parse_config_file(const std::string& path, const po::options_
   po::parsed_options parsed{&desc};
   for (auto& [k, val] : v.as_object()) {
     std::string key{k};
-    if (!desc.find_nothrow(key, false))
+    const auto* opt = desc.find_nothrow(key, false);
+    if (!opt || key == "config" || key == "help")
       throw std::runtime_error("config file " + path + ": unknown option '" + key + "'");
+    const auto* typed = dynamic_cast<const po::typed_value_base*>(opt->semantic().get());
+    const auto& type = typed ? typed->value_type() : typeid(std::string);
+    auto wrong = [&](const char* wanted, const boost::json::value& got) {
+      return std::runtime_error("config file " + path + ": option '" + key + "' takes " + wanted
+                                + ", not " + json_kind(got));
+    };
     auto add = [&](std::string value) {
       po::option o;
       o.string_key = key;
       o.value.push_back(std::move(value));
       parsed.options.push_back(std::move(o));
     };
-    if (val.is_array())
-      for (auto& e : val.as_array())
-        add(e.is_string() ? std::string{e.as_string()} : boost::json::serialize(e));
-    else if (val.is_string())
+    if (type == typeid(std::vector<std::string>)) {
+      if (val.is_string()) {
+        add(std::string{val.as_string()});
+      } else if (val.is_array()) {
+        for (auto& e : val.as_array()) {
+          if (!e.is_string())
+            throw wrong("strings", e);
+          add(std::string{e.as_string()});
+        }
+      } else {
+        throw wrong("a string or an array of strings", val);
+      }
+    } else if (type == typeid(std::string)) {
+      if (!val.is_string())
+        throw wrong("a string", val);
       add(std::string{val.as_string()});
-    else if (val.is_bool())
+    } else if (type == typeid(bool)) {
+      if (!val.is_bool())
+        throw wrong("true or false", val);
       add(val.as_bool() ? "true" : "false");
-    else
+    } else {
+      if (!val.is_int64() && !val.is_uint64())
+        throw wrong("an integer", val);
       add(boost::json::serialize(val));
+    }
   }
   return parsed;
 }
@@ -146,6 +190,31 @@ std::string node_key(const std::string& data) {
   if (!out)
     throw std::runtime_error("cannot write " + path);
   return key;
+}
+
+// HOST:PORT: HOST an IPv4 or IPv6 address (IPv6 in brackets, [::1]:7070; a
+// bare one works too, its last colon starting the port), PORT digits only,
+// at most 65535 (0: any free port). Nothing else: no trailing bytes, no sign.
+std::optional<std::pair<std::string, std::uint16_t>> parse_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos)
+    return std::nullopt;
+  auto host = listen.substr(0, colon);
+  auto port_text = std::string_view{listen}.substr(colon + 1);
+  if (port_text.empty() || port_text.size() > 5
+      || !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  unsigned port = 0;
+  std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port > 65535)
+    return std::nullopt;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(host, ec);
+  if (ec)
+    return std::nullopt;
+  return std::pair{host, static_cast<std::uint16_t>(port)};
 }
 
 // gperftools' tcmalloc, when linked (TICKTOCK_TCMALLOC), defines it.
@@ -280,6 +349,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: --missed-alarms must be fire_once, fire_all or skip\n");
     return 2;
   }
+  if (vm["idle-timeout"].as<std::int64_t>() < 0
+      || (vm.count("exit-after-ms") && vm["exit-after-ms"].as<std::int64_t>() < 0)) {
+    std::fprintf(stderr, "ticktockd: --idle-timeout and --exit-after-ms take a number of ms, not "
+                         "a negative one\n");
+    return 2;
+  }
   opts.idle_timeout = std::chrono::milliseconds{vm["idle-timeout"].as<std::int64_t>()};
   opts.max_resident = vm["max-resident"].as<std::size_t>();
   opts.threads = vm["threads"].as<std::size_t>();
@@ -346,30 +421,18 @@ int main(int argc, char** argv) {
     opts.services.http_executor = std::move(*ex);
     opts.services.http_price_per_request = vm["http-fetch-price"].as<std::uint64_t>();
   }
-  if (vm["rotate-master-key"].as<bool>()) {
-    auto n = ticktock::node::rotate_master_key(opts);
-    if (!n) {
-      std::fprintf(stderr, "ticktockd: rotate-master-key: %s\n", n.error_value().to_string().c_str());
-      return 1;
-    }
-    log_line("event=master_key_rotated agents=" + std::to_string(*n));
-    return 0;
-  }
-
   ticktock::drivers::http_options http;
-  auto colon = listen.rfind(':');
-  try {
-    if (colon == std::string::npos)
-      throw std::invalid_argument("no port");
-    http.host = listen.substr(0, colon);
-    auto port = std::stoul(listen.substr(colon + 1));
-    if (port > 65535)
-      throw std::out_of_range("port");
-    http.port = static_cast<std::uint16_t>(port);
-  } catch (const std::exception&) {
-    std::fprintf(stderr, "ticktockd: --listen must be HOST:PORT, got '%s'\n", listen.c_str());
+  if (auto where = parse_listen(listen)) {
+    http.host = where->first;
+    http.port = where->second;
+  } else {
+    std::fprintf(stderr,
+                 "ticktockd: --listen must be HOST:PORT with HOST an IP address (IPv6 in "
+                 "brackets: [::1]:7070) and PORT 0 to 65535, got '%s'\n",
+                 listen.c_str());
     return 2;
   }
+
   http.max_body_bytes = opts.limits.max_message_bytes;
   http.read_timeout = std::chrono::milliseconds{vm["read-timeout"].as<std::int64_t>()};
   http.max_connections = vm["max-connections"].as<std::size_t>();
@@ -378,6 +441,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "ticktockd: --read-timeout, --max-connections and --http-threads must be positive\n");
     return 2;
+  }
+  if (vm["rotate-master-key"].as<bool>()) {
+    auto n = ticktock::node::rotate_master_key(opts);
+    if (!n) {
+      std::fprintf(stderr, "ticktockd: rotate-master-key: %s\n", n.error_value().to_string().c_str());
+      return 1;
+    }
+    log_line("event=master_key_rotated agents=" + std::to_string(*n));
+    return 0;
   }
   bool quiet = vm["quiet"].as<bool>();
   if (!quiet)

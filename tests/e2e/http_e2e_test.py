@@ -1344,6 +1344,49 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(bad.returncode, 2, bad)
             self.assertIn("--http-threads must be positive", bad.stderr)
 
+    def test_bad_values_exit_2_before_the_data_directory_is_touched(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as tmp:
+            data = os.path.join(tmp, "data")
+            config = os.path.join(tmp, "ticktockd.json")
+            cases = [
+                # --listen: only digits after the colon, an IP address before it
+                (["--listen", "127.0.0.1:12abc"], None, "--listen must be HOST:PORT"),
+                (["--listen", "127.0.0.1:+0"], None, "--listen must be HOST:PORT"),
+                (["--listen", "127.0.0.1: 0"], None, "--listen must be HOST:PORT"),
+                (["--listen", "localhost:0"], None, "--listen must be HOST:PORT"),
+                (["--listen", "[::1]:65536"], None, "--listen must be HOST:PORT"),
+                # negative durations
+                (["--idle-timeout", "-5"], None, "not a negative one"),
+                # config file values of the wrong JSON type
+                ([], {"data": None}, "option 'data' takes a string, not null"),
+                ([], {"data": 5}, "option 'data' takes a string, not an integer"),
+                ([], {"listen": {"host": "127.0.0.1"}}, "option 'listen' takes a string, not an object"),
+                ([], {"threads": "2"}, "option 'threads' takes an integer, not a string"),
+                ([], {"quiet": "yes"}, "option 'quiet' takes true or false, not a string"),
+                ([], {"plugin": [1]}, "option 'plugin' takes strings, not an integer"),
+                ([], {"config": config}, "unknown option 'config'"),
+            ]
+            for args, file_values, message in cases:
+                cmd = [ticktockd_path(), "--data", data, "--admin-token", "t"]
+                if file_values is not None:
+                    with open(config, "w") as f:
+                        json.dump(file_values, f)
+                    cmd += ["--config", config]
+                if "--listen" not in args:
+                    cmd += ["--listen", "127.0.0.1:0"]
+                r = subprocess.run(cmd + args + ["--exit-after-ms", "0"], capture_output=True,
+                                   text=True, timeout=60, cwd=tmp)
+                self.assertEqual(r.returncode, 2, (args, file_values, r))
+                self.assertIn(message, r.stderr, (args, file_values))
+                self.assertEqual(sorted(os.listdir(tmp)), ["ticktockd.json"] if os.path.exists(config)
+                                 else [], (args, file_values))
+            # The good spellings start: a bracketed IPv6 address, a plugin list.
+            r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
+                                "[::1]:0", "--exit-after-ms", "0"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertRegex(r.stdout, r"event=start .*listen=::1:\d+")
+
     def test_the_admin_token_from_the_environment(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="from-the-environment")
