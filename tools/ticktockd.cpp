@@ -7,13 +7,18 @@
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <sodium.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -215,6 +220,40 @@ std::optional<std::pair<std::string, std::uint16_t>> parse_listen(const std::str
   if (ec)
     return std::nullopt;
   return std::pair{host, static_cast<std::uint16_t>(port)};
+}
+
+// One ticktockd per data directory: an flock on DATA/ticktockd.lock (holding
+// the pid), kept until the process exits. It is taken before RocksDB opens
+// the directory: RocksDB rotates the info LOG before it tries its own LOCK,
+// so a second server would otherwise rename the running server's log.
+// Returns the open descriptor, or throws with the reason.
+int lock_data_dir(const std::string& data) {
+  std::error_code ec;
+  std::filesystem::create_directories(data, ec);
+  if (ec)
+    throw std::runtime_error("cannot create data directory " + data + ": " + ec.message());
+  auto path = data + "/ticktockd.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char pid[32] = {};
+    auto n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    std::string holder = n > 0 ? std::string{pid, static_cast<std::size_t>(n)} : std::string{};
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' '))
+      holder.pop_back();
+    if (err == EWOULDBLOCK)
+      throw std::runtime_error("data directory " + data + " is in use by another ticktockd"
+                               + (holder.empty() ? std::string{} : " (pid " + holder + ")"));
+    throw std::runtime_error("cannot lock " + path + ": " + std::strerror(err));
+  }
+  auto pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock holds without the pid in it; only the message is poorer.
+  }
+  return fd;
 }
 
 // gperftools' tcmalloc, when linked (TICKTOCK_TCMALLOC), defines it.
@@ -441,6 +480,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "ticktockd: --read-timeout, --max-connections and --http-threads must be positive\n");
     return 2;
+  }
+  // Held until exit (the descriptor is never closed).
+  try {
+    lock_data_dir(data);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ticktockd: %s\n", e.what());
+    return 1;
   }
   if (vm["rotate-master-key"].as<bool>()) {
     auto n = ticktock::node::rotate_master_key(opts);

@@ -1387,6 +1387,31 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r)
             self.assertRegex(r.stdout, r"event=start .*listen=::1:\d+")
 
+    def test_a_second_server_on_a_data_directory_in_use_is_refused_and_touches_nothing(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t")
+            proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
+            with open(os.path.join(data, "master.key"), "rb") as f:
+                master = f.read()
+            for extra in ([], ["--rotate-master-key"]):
+                r = subprocess.run([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data] + extra,
+                                   capture_output=True, text=True, timeout=60, env=env)
+                self.assertEqual(r.returncode, 1, r)
+                self.assertIn("data directory %s is in use by another ticktockd (pid %d)" % (data, proc.pid),
+                              r.stderr)
+                # RocksDB's own LOCK comes after it rotates its info LOG: the
+                # running server's log must not have been renamed.
+                self.assertEqual([n for n in os.listdir(data) if n.startswith("LOG.old")], [], extra)
+            with open(os.path.join(data, "master.key"), "rb") as f:
+                self.assertEqual(f.read(), master)
+            self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(30), 0)
+            # Once it is gone, the directory is free again.
+            r = subprocess.run([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data,
+                                "--exit-after-ms", "0"], capture_output=True, text=True, timeout=60, env=env)
+            self.assertEqual(r.returncode, 0, r)
+
     def test_the_admin_token_from_the_environment(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="from-the-environment")
