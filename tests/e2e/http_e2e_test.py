@@ -1357,6 +1357,8 @@ class ConfigTest(unittest.TestCase):
                 (["--listen", "[::1]:65536"], None, "--listen must be HOST:PORT"),
                 # negative durations
                 (["--idle-timeout", "-5"], None, "not a negative one"),
+                # a body limit of 0 would refuse every request with a body
+                (["--max-body", "0"], None, "--max-body: at least 1 byte"),
                 # config file values of the wrong JSON type
                 ([], {"data": None}, "option 'data' takes a string, not null"),
                 ([], {"data": 5}, "option 'data' takes a string, not an integer"),
