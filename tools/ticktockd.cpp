@@ -299,7 +299,9 @@ int main(int argc, char** argv) {
      "ms a request may take to arrive; slower clients get 408")
     ("max-connections", po::value<std::size_t>()->default_value(1024),
      "open HTTP connections; more get 503")
-    ("plugin", po::value<std::vector<std::string>>()->composing(),
+    // Not composing: the list comes from the first source that gives one
+    // (command line, environment, config file), like every other option.
+    ("plugin", po::value<std::vector<std::string>>(),
      "shared library with agent types (repeatable; see ticktock/runtime/plugin.h)")
     ("quiet", po::bool_switch(),
      "no per-request and per-tick log lines (start, stop and token lines stay)")
