@@ -268,6 +268,17 @@ std::string allocator() { return tc_version ? "tcmalloc" : "libc"; }
 int main(int argc, char** argv) {
   if (sodium_init() < 0)
     return 1;
+  // A log reader that goes away (stdout a pipe whose reader closed) must not
+  // kill the server at its next log line: SIGPIPE gets a handler that does
+  // nothing, so the write fails with EPIPE instead. A handler rather than
+  // SIG_IGN, because a handler is reset to the default in the programs the
+  // container service executes, and SIG_IGN would be inherited.
+  {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, nullptr);
+  }
   po::options_description desc{"ticktockd options (also TICKTOCK_<NAME> and --config FILE)"};
   desc.add_options()
     ("help,h", "show this help")

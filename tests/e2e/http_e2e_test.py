@@ -1414,6 +1414,23 @@ class ConfigTest(unittest.TestCase):
                                 "--exit-after-ms", "0"], capture_output=True, text=True, timeout=60, env=env)
             self.assertEqual(r.returncode, 0, r)
 
+    def test_the_server_outlives_its_log_reader(self):
+        # stdout is a pipe whose reader goes away (a log shipper restarting):
+        # the next log line must not kill the server with SIGPIPE.
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            proc = subprocess.Popen([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data,
+                                     "--admin-token", "t"], stdout=subprocess.PIPE, text=True)
+            self.addCleanup(self.kill, proc)
+            m = re.search(r"event=start .*listen=[0-9.]+:(\d+)", proc.stdout.readline())
+            self.assertTrue(m)
+            port = int(m.group(1))
+            proc.stdout.close()
+            for _ in range(2):  # each request logs a line
+                self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
+            self.assertIsNone(proc.poll())
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(30), 0)
+
     def test_the_admin_token_from_the_environment(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="from-the-environment")
