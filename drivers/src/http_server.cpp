@@ -620,8 +620,27 @@ struct http_server::impl {
       request req;
       req.method = std::string{msg.method_string()};
       req.target = std::string{msg.target()};
-      for (auto& f : msg)
-        req.headers[lower(f.name_string())] = std::string{f.value()};
+      // A header the API reads as one value, given twice, is ambiguous
+      // (which Idempotency-Key deduplicates? which token?): refused rather
+      // than the last one taken silently. Other repeated headers: the last.
+      std::string repeated;
+      for (auto& f : msg) {
+        auto name = lower(f.name_string());
+        auto [it, fresh] = req.headers.try_emplace(name, std::string{f.value()});
+        if (fresh)
+          continue;
+        it->second = std::string{f.value()};
+        for (auto* single : {"Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID"})
+          if (repeated.empty() && name == lower(single))
+            repeated = single;
+      }
+      if (!repeated.empty()) {
+        co_await refuse(stream, watch,
+                        error_response(400, "DUPLICATE_HEADER",
+                                       "the " + repeated + " header is given more than once"),
+                        "a repeated " + repeated + " header", msg.version(), head);
+        break;
+      }
       req.body = std::move(msg.body());
       req.websocket_upgrade = websocket::is_upgrade(msg);
       req.request_id = std::to_string(next_request++);

@@ -216,6 +216,28 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(status, 400)
         self.assertEqual(json.loads(body)["error"]["code"], "BAD_REQUEST")
 
+    def test_400_a_header_read_as_one_value_given_twice(self):
+        # Two Idempotency-Keys: which one deduplicates? Neither is taken; the
+        # message is not queued.
+        before = self.server.status("err-counter")["summary"]["count"]
+        auth = b"Authorization: Bearer " + self.server.token.encode() + b"\r\n"
+        for name, extra in [(b"Idempotency-Key", b"Idempotency-Key: a\r\nIdempotency-Key: b\r\n" + auth),
+                            (b"Authorization", auth + auth),
+                            (b"Content-Type", b"Content-Type: application/json\r\n"
+                                              b"content-type: application/json\r\n" + auth)]:
+            raw = raw_exchange(self.server.port,
+                               b"POST /v1/agents/err-counter/inbox HTTP/1.1\r\nHost: t\r\n" + extra
+                               + b"Content-Length: 2\r\n\r\n{}")
+            status, headers, body = parse_raw_response(raw)
+            self.assertEqual(status, 400, raw)
+            self.assertEqual(json.loads(body)["error"]["code"], "DUPLICATE_HEADER", raw)
+            self.assertIn(name.decode(), json.loads(body)["error"]["message"])
+            self.assertEqual(headers.get("connection"), "close")
+        # One key each: accepted, and nothing of the refused ones was queued.
+        r = self.server.post("/v1/agents/err-counter/inbox", {}, headers={"Idempotency-Key": "a"})
+        self.assertEqual(r.json()["duplicate"], False)
+        self.server.wait_count("err-counter", before + 1)
+
     def test_a_transfer_encoding_not_ending_in_chunked_is_refused(self):
         # RFC 9112 6.1/6.3: the body's length is unknown, so the bytes after
         # the head must not be read as the next request (request smuggling).
