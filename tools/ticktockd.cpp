@@ -156,8 +156,15 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
   auto path = data + "/admin.token";
   std::ifstream in{path};
   std::string token;
-  if (in && std::getline(in, token) && !token.empty())
-    return token;
+  // The first line, without surrounding blanks: a file written by hand may
+  // end its line with CRLF or carry spaces no client sends.
+  if (in && std::getline(in, token)) {
+    auto first = token.find_first_not_of(" \t\r");
+    auto last = token.find_last_not_of(" \t\r");
+    token = first == std::string::npos ? std::string{} : token.substr(first, last - first + 1);
+    if (!token.empty())
+      return token;
+  }
   unsigned char raw[32];
   randombytes_buf(raw, sizeof raw);
   char hex[65];

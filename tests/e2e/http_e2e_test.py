@@ -1453,6 +1453,19 @@ class ConfigTest(unittest.TestCase):
             proc.send_signal(signal.SIGTERM)
             self.assertEqual(proc.wait(30), 0)
 
+    def test_an_admin_token_file_written_by_hand_is_read_without_its_blanks(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            with open(os.path.join(data, "admin.token"), "w", newline="") as f:
+                f.write(" hand-written-token\r\n")  # a Windows editor, a stray space
+            env = dict(os.environ)
+            env.pop("TICKTOCK_ADMIN_TOKEN", None)
+            proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
+            self.assertEqual(self.call(port, "GET", "/v1/agents", "hand-written-token")[0], 200)
+            with open(os.path.join(data, "admin.token"), newline="") as f:
+                self.assertEqual(f.read(), " hand-written-token\r\n")  # left as it was
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(30), 0)
+
     def test_the_admin_token_from_the_environment(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="from-the-environment")
