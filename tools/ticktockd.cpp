@@ -22,6 +22,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <set>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -348,9 +349,16 @@ int main(int argc, char** argv) {
   // Boost converts "-1" into the largest value of an unsigned option: refuse
   // a sign on those, wherever the value comes from.
   auto store = [&](const po::parsed_options& parsed) {
+    // Options a source of higher precedence already set: this source's
+    // values for them are not used, so they are not checked either (as
+    // Boost does not convert them).
+    std::set<std::string> overridden;
+    for (auto& [name, value] : vm)
+      if (!value.defaulted())
+        overridden.insert(name);
     po::store(parsed, vm);
     for (auto& o : parsed.options) {
-      if (!vm.count(o.string_key) || o.value.empty())
+      if (!vm.count(o.string_key) || o.value.empty() || overridden.count(o.string_key))
         continue;
       auto& type = vm[o.string_key].value().type();
       auto v = o.value.front();

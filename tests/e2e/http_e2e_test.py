@@ -1404,7 +1404,13 @@ class ConfigTest(unittest.TestCase):
                 self.assertIn(message, r.stderr, (args, file_values))
                 self.assertEqual(sorted(os.listdir(tmp)), ["ticktockd.json"] if os.path.exists(config)
                                  else [], (args, file_values))
-            # The good spellings start: a bracketed IPv6 address, a plugin list.
+            # A value the command line overrides is not used, so not refused.
+            r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
+                                "127.0.0.1:0", "--threads", "2", "--exit-after-ms", "0"],
+                               capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, TICKTOCK_THREADS="-1"))
+            self.assertEqual(r.returncode, 0, r)
+            # The good spellings start: a bracketed IPv6 address.
             r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
                                 "[::1]:0", "--exit-after-ms", "0"], capture_output=True, text=True,
                                timeout=60)
