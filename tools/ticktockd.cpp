@@ -371,7 +371,15 @@ int main(int argc, char** argv) {
     }
   };
   try {
-    store(po::parse_command_line(argc, argv, desc));
+    auto cli = po::parse_command_line(argc, argv, desc);
+    // ticktockd takes no positional arguments: a stray word ('--quiet true',
+    // a second directory after --data) is a mistake, not something to drop.
+    for (auto& o : cli.options)
+      if (o.string_key.empty() || o.position_key >= 0)
+        throw std::invalid_argument(
+          "unexpected argument '" + (o.original_tokens.empty() ? std::string{} : o.original_tokens.front())
+          + "'");
+    store(cli);
     store(po::parse_environment(desc,
                                     [&](const std::string& env) -> std::string {
                                       if (env.rfind("TICKTOCK_", 0) != 0)

@@ -1379,6 +1379,8 @@ class ConfigTest(unittest.TestCase):
                 (["--listen", "[::1]:65536"], None, "--listen must be HOST:PORT"),
                 # negative durations
                 (["--idle-timeout", "-5"], None, "not a negative one"),
+                # a word that is no option, e.g. a value given to a switch
+                (["--quiet", "true"], None, "unexpected argument 'true'"),
                 # a body limit of 0 would refuse every request with a body
                 (["--max-body", "0"], None, "--max-body: at least 1 byte"),
                 # config file values of the wrong JSON type
