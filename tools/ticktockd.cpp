@@ -302,6 +302,8 @@ int main(int argc, char** argv) {
     ("http-threads", po::value<std::size_t>()->default_value(2), "HTTP/WebSocket I/O threads")
     ("missed-alarms", po::value<std::string>()->default_value("fire_once"), "fire_once | fire_all | skip")
     ("max-body", po::value<std::size_t>()->default_value(std::size_t{1} << 20), "largest HTTP body in bytes")
+    ("max-bundle", po::value<std::size_t>()->default_value(std::size_t{256} << 20),
+     "largest agent bundle the admin imports (POST /v1/agents/import), in bytes")
     ("inbox-limit", po::value<std::uint64_t>()->default_value(10'000),
      "inbox depth per agent; more gets 429 INBOX_FULL (0: unlimited)")
     ("ticks-per-minute", po::value<std::uint32_t>()->default_value(0),
@@ -514,6 +516,7 @@ int main(int argc, char** argv) {
   }
 
   http.max_body_bytes = opts.limits.max_message_bytes;
+  http.max_bundle_bytes = vm["max-bundle"].as<std::size_t>();
   http.read_timeout = std::chrono::milliseconds{vm["read-timeout"].as<std::int64_t>()};
   http.max_connections = vm["max-connections"].as<std::size_t>();
   http.threads = vm["http-threads"].as<std::size_t>();

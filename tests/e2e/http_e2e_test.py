@@ -971,6 +971,36 @@ class BundleTest(unittest.TestCase):
             self.assertEqual(b.get("/healthz", auth=False).status, 200)
 
 
+class LargeBundleTest(unittest.TestCase):
+    def test_a_bundle_larger_than_max_body_imports_up_to_max_bundle(self):
+        # A bundle grows with the agent's history: past --max-body it must still
+        # move, up to --max-bundle, and only for the admin.
+        with Server(args=("--max-body", "4096", "--max-bundle", "65536")) as a:
+            a.create("big", "counter")
+            for i in range(24):
+                self.assertEqual(a.post("/v1/agents/big/inbox", {"i": i}).status, 202)
+            a.wait_count("big", 24)
+            bundle = a.get("/v1/agents/big/fs/memory/export").body
+            self.assertGreater(len(bundle), 4096)
+            self.assertLess(len(bundle), 65536)
+            self.assertEqual(a.request("DELETE", "/v1/agents/big").status, 200)
+            octets = {"Content-Type": "application/octet-stream"}
+            # Not the admin: --max-body holds (the body is refused unread).
+            r = a.post("/v1/agents/import", bundle, auth=False, headers=octets)
+            self.assertEqual((r.status, r.error_code()), (413, "BODY_TOO_LARGE"), r)
+            # Over --max-bundle: 413 naming that limit.
+            r = a.post("/v1/agents/import", b"x" * 70000, headers=octets)
+            self.assertEqual((r.status, r.error_code()), (413, "BODY_TOO_LARGE"), r)
+            self.assertIn("agent bundles are limited to 65536", r.json()["error"]["message"])
+            r = a.post("/v1/agents/import", bundle, headers=octets)
+            self.assertEqual(r.status, 201, r)
+            a.wait_count("big", 24)
+            self.assertTrue(a.get("/v1/agents/big/fs/logs/trajectory?verify").json()["ok"])
+            # Other bodies keep --max-body.
+            r = a.post("/v1/agents/big/inbox", {"pad": "x" * 5000})
+            self.assertEqual((r.status, r.error_code()), (413, "BODY_TOO_LARGE"), r)
+
+
 # -- identity --------------------------------------------------------------------
 
 
