@@ -184,13 +184,20 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
 }
 
 // The node's Ed25519 key, which signs capability tokens: DATA/node.key
-// (mode 0600), created at first start.
+// (mode 0600), created at first start (or when the file is empty: a start
+// that died while creating it). A file of another size is an error, as for
+// master.key: replacing it would void every token issued, silently.
 std::string node_key(const std::string& data) {
   auto path = data + "/node.key";
   std::ifstream in{path, std::ios::binary};
   std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (key.size() == crypto_sign_SECRETKEYBYTES)
     return key;
+  if (!key.empty())
+    throw std::runtime_error(path + " must hold exactly " + std::to_string(crypto_sign_SECRETKEYBYTES)
+                             + " bytes, it holds " + std::to_string(key.size())
+                             + "; move it away to create a new key (capability tokens signed "
+                               "with the old one then stop working)");
   unsigned char pk[crypto_sign_PUBLICKEYBYTES];
   key.resize(crypto_sign_SECRETKEYBYTES);
   crypto_sign_keypair(pk, reinterpret_cast<unsigned char*>(key.data()));

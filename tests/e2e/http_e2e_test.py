@@ -1504,6 +1504,26 @@ class ConfigTest(unittest.TestCase):
             proc.send_signal(signal.SIGTERM)
             self.assertEqual(proc.wait(30), 0)
 
+    def test_a_node_key_of_the_wrong_size_is_an_error_not_replaced(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            path = os.path.join(data, "node.key")
+            with open(path, "wb") as f:
+                f.write(b"\x01" * 10)  # damaged: replacing it would void every token
+            r = subprocess.run([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data,
+                                "--admin-token", "t", "--exit-after-ms", "0"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn("node.key must hold exactly 64 bytes, it holds 10", r.stderr)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), b"\x01" * 10)
+            # An empty one (a first start that died creating it) is created anew.
+            open(path, "wb").close()
+            r = subprocess.run([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data,
+                                "--admin-token", "t", "--exit-after-ms", "0"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(os.path.getsize(path), 64)
+
     def test_the_admin_token_from_the_environment(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="from-the-environment")
