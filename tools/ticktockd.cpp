@@ -3,18 +3,27 @@
 // from a JSON config file (--config) or a TICKTOCK_* environment variable;
 // the command line wins over the environment, which wins over the file.
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <sodium.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <set>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <typeinfo>
@@ -62,8 +71,26 @@ void create_demo(ticktock::node& n) {
   n.send("demo-counter", "{\"hello\":true}");
 }
 
+// What a JSON value is, for error messages.
+const char* json_kind(const boost::json::value& v) {
+  switch (v.kind()) {
+    case boost::json::kind::null: return "null";
+    case boost::json::kind::bool_: return "a boolean";
+    case boost::json::kind::int64:
+    case boost::json::kind::uint64: return "an integer";
+    case boost::json::kind::double_: return "a fractional number";
+    case boost::json::kind::string: return "a string";
+    case boost::json::kind::array: return "an array";
+    case boost::json::kind::object: return "an object";
+  }
+  return "a value";
+}
+
 // Reads a JSON config file {"data": "...", "listen": "...", ...} into
-// program_options' parsed form, so it merges like the other sources.
+// program_options' parsed form, so it merges like the other sources. Each
+// value must have its option's JSON type: a string for text options (an
+// array of strings for --plugin), an integer for numbers, true/false for
+// switches.
 po::parsed_options parse_config_file(const std::string& path, const po::options_description& desc) {
   std::ifstream in{path};
   if (!in)
@@ -77,23 +104,46 @@ po::parsed_options parse_config_file(const std::string& path, const po::options_
   po::parsed_options parsed{&desc};
   for (auto& [k, val] : v.as_object()) {
     std::string key{k};
-    if (!desc.find_nothrow(key, false))
+    const auto* opt = desc.find_nothrow(key, false);
+    if (!opt || key == "config" || key == "help")
       throw std::runtime_error("config file " + path + ": unknown option '" + key + "'");
+    const auto* typed = dynamic_cast<const po::typed_value_base*>(opt->semantic().get());
+    const auto& type = typed ? typed->value_type() : typeid(std::string);
+    auto wrong = [&](const char* wanted, const boost::json::value& got) {
+      return std::runtime_error("config file " + path + ": option '" + key + "' takes " + wanted
+                                + ", not " + json_kind(got));
+    };
     auto add = [&](std::string value) {
       po::option o;
       o.string_key = key;
       o.value.push_back(std::move(value));
       parsed.options.push_back(std::move(o));
     };
-    if (val.is_array())
-      for (auto& e : val.as_array())
-        add(e.is_string() ? std::string{e.as_string()} : boost::json::serialize(e));
-    else if (val.is_string())
+    if (type == typeid(std::vector<std::string>)) {
+      if (val.is_string()) {
+        add(std::string{val.as_string()});
+      } else if (val.is_array()) {
+        for (auto& e : val.as_array()) {
+          if (!e.is_string())
+            throw wrong("strings", e);
+          add(std::string{e.as_string()});
+        }
+      } else {
+        throw wrong("a string or an array of strings", val);
+      }
+    } else if (type == typeid(std::string)) {
+      if (!val.is_string())
+        throw wrong("a string", val);
       add(std::string{val.as_string()});
-    else if (val.is_bool())
+    } else if (type == typeid(bool)) {
+      if (!val.is_bool())
+        throw wrong("true or false", val);
       add(val.as_bool() ? "true" : "false");
-    else
+    } else {
+      if (!val.is_int64() && !val.is_uint64())
+        throw wrong("an integer", val);
       add(boost::json::serialize(val));
+    }
   }
   return parsed;
 }
@@ -107,8 +157,15 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
   auto path = data + "/admin.token";
   std::ifstream in{path};
   std::string token;
-  if (in && std::getline(in, token) && !token.empty())
-    return token;
+  // The first line, without surrounding blanks: a file written by hand may
+  // end its line with CRLF or carry spaces no client sends.
+  if (in && std::getline(in, token)) {
+    auto first = token.find_first_not_of(" \t\r");
+    auto last = token.find_last_not_of(" \t\r");
+    token = first == std::string::npos ? std::string{} : token.substr(first, last - first + 1);
+    if (!token.empty())
+      return token;
+  }
   unsigned char raw[32];
   randombytes_buf(raw, sizeof raw);
   char hex[65];
@@ -127,13 +184,20 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
 }
 
 // The node's Ed25519 key, which signs capability tokens: DATA/node.key
-// (mode 0600), created at first start.
+// (mode 0600), created at first start (or when the file is empty: a start
+// that died while creating it). A file of another size is an error, as for
+// master.key: replacing it would void every token issued, silently.
 std::string node_key(const std::string& data) {
   auto path = data + "/node.key";
   std::ifstream in{path, std::ios::binary};
   std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (key.size() == crypto_sign_SECRETKEYBYTES)
     return key;
+  if (!key.empty())
+    throw std::runtime_error(path + " must hold exactly " + std::to_string(crypto_sign_SECRETKEYBYTES)
+                             + " bytes, it holds " + std::to_string(key.size())
+                             + "; move it away to create a new key (capability tokens signed "
+                               "with the old one then stop working)");
   unsigned char pk[crypto_sign_PUBLICKEYBYTES];
   key.resize(crypto_sign_SECRETKEYBYTES);
   crypto_sign_keypair(pk, reinterpret_cast<unsigned char*>(key.data()));
@@ -148,6 +212,65 @@ std::string node_key(const std::string& data) {
   return key;
 }
 
+// HOST:PORT: HOST an IPv4 or IPv6 address (IPv6 in brackets, [::1]:7070; a
+// bare one works too, its last colon starting the port), PORT digits only,
+// at most 65535 (0: any free port). Nothing else: no trailing bytes, no sign.
+std::optional<std::pair<std::string, std::uint16_t>> parse_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos)
+    return std::nullopt;
+  auto host = listen.substr(0, colon);
+  auto port_text = std::string_view{listen}.substr(colon + 1);
+  if (port_text.empty() || port_text.size() > 5
+      || !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  unsigned port = 0;
+  std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port > 65535)
+    return std::nullopt;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(host, ec);
+  if (ec)
+    return std::nullopt;
+  return std::pair{host, static_cast<std::uint16_t>(port)};
+}
+
+// One ticktockd per data directory: an flock on DATA/ticktockd.lock (holding
+// the pid), kept until the process exits. It is taken before RocksDB opens
+// the directory: RocksDB rotates the info LOG before it tries its own LOCK,
+// so a second server would otherwise rename the running server's log.
+// Returns the open descriptor, or throws with the reason.
+int lock_data_dir(const std::string& data) {
+  std::error_code ec;
+  std::filesystem::create_directories(data, ec);
+  if (ec)
+    throw std::runtime_error("cannot create data directory " + data + ": " + ec.message());
+  auto path = data + "/ticktockd.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char pid[32] = {};
+    auto n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    std::string holder = n > 0 ? std::string{pid, static_cast<std::size_t>(n)} : std::string{};
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' '))
+      holder.pop_back();
+    if (err == EWOULDBLOCK)
+      throw std::runtime_error("data directory " + data + " is in use by another ticktockd"
+                               + (holder.empty() ? std::string{} : " (pid " + holder + ")"));
+    throw std::runtime_error("cannot lock " + path + ": " + std::strerror(err));
+  }
+  auto pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock holds without the pid in it; only the message is poorer.
+  }
+  return fd;
+}
+
 // gperftools' tcmalloc, when linked (TICKTOCK_TCMALLOC), defines it.
 extern "C" const char* tc_version(int* major, int* minor, const char** patch)
   __attribute__((weak));
@@ -160,6 +283,17 @@ std::string allocator() { return tc_version ? "tcmalloc" : "libc"; }
 int main(int argc, char** argv) {
   if (sodium_init() < 0)
     return 1;
+  // A log reader that goes away (stdout a pipe whose reader closed) must not
+  // kill the server at its next log line: SIGPIPE gets a handler that does
+  // nothing, so the write fails with EPIPE instead. A handler rather than
+  // SIG_IGN, because a handler is reset to the default in the programs the
+  // container service executes, and SIG_IGN would be inherited.
+  {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, nullptr);
+  }
   po::options_description desc{"ticktockd options (also TICKTOCK_<NAME> and --config FILE)"};
   desc.add_options()
     ("help,h", "show this help")
@@ -175,6 +309,8 @@ int main(int argc, char** argv) {
     ("http-threads", po::value<std::size_t>()->default_value(2), "HTTP/WebSocket I/O threads")
     ("missed-alarms", po::value<std::string>()->default_value("fire_once"), "fire_once | fire_all | skip")
     ("max-body", po::value<std::size_t>()->default_value(std::size_t{1} << 20), "largest HTTP body in bytes")
+    ("max-bundle", po::value<std::size_t>()->default_value(std::size_t{256} << 20),
+     "largest agent bundle the admin imports (POST /v1/agents/import), in bytes")
     ("inbox-limit", po::value<std::uint64_t>()->default_value(10'000),
      "inbox depth per agent; more gets 429 INBOX_FULL (0: unlimited)")
     ("ticks-per-minute", po::value<std::uint32_t>()->default_value(0),
@@ -191,7 +327,9 @@ int main(int argc, char** argv) {
      "ms a request may take to arrive; slower clients get 408")
     ("max-connections", po::value<std::size_t>()->default_value(1024),
      "open HTTP connections; more get 503")
-    ("plugin", po::value<std::vector<std::string>>()->composing(),
+    // Not composing: the list comes from the first source that gives one
+    // (command line, environment, config file), like every other option.
+    ("plugin", po::value<std::vector<std::string>>(),
      "shared library with agent types (repeatable; see ticktock/runtime/plugin.h)")
     ("quiet", po::bool_switch(),
      "no per-request and per-tick log lines (start, stop and token lines stay)")
@@ -220,9 +358,16 @@ int main(int argc, char** argv) {
   // Boost converts "-1" into the largest value of an unsigned option: refuse
   // a sign on those, wherever the value comes from.
   auto store = [&](const po::parsed_options& parsed) {
+    // Options a source of higher precedence already set: this source's
+    // values for them are not used, so they are not checked either (as
+    // Boost does not convert them).
+    std::set<std::string> overridden;
+    for (auto& [name, value] : vm)
+      if (!value.defaulted())
+        overridden.insert(name);
     po::store(parsed, vm);
     for (auto& o : parsed.options) {
-      if (!vm.count(o.string_key) || o.value.empty())
+      if (!vm.count(o.string_key) || o.value.empty() || overridden.count(o.string_key))
         continue;
       auto& type = vm[o.string_key].value().type();
       auto v = o.value.front();
@@ -235,7 +380,15 @@ int main(int argc, char** argv) {
     }
   };
   try {
-    store(po::parse_command_line(argc, argv, desc));
+    auto cli = po::parse_command_line(argc, argv, desc);
+    // ticktockd takes no positional arguments: a stray word ('--quiet true',
+    // a second directory after --data) is a mistake, not something to drop.
+    for (auto& o : cli.options)
+      if (o.string_key.empty() || o.position_key >= 0)
+        throw std::invalid_argument(
+          "unexpected argument '" + (o.original_tokens.empty() ? std::string{} : o.original_tokens.front())
+          + "'");
+    store(cli);
     store(po::parse_environment(desc,
                                     [&](const std::string& env) -> std::string {
                                       if (env.rfind("TICKTOCK_", 0) != 0)
@@ -280,10 +433,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: --missed-alarms must be fire_once, fire_all or skip\n");
     return 2;
   }
+  if (vm["idle-timeout"].as<std::int64_t>() < 0
+      || (vm.count("exit-after-ms") && vm["exit-after-ms"].as<std::int64_t>() < 0)) {
+    std::fprintf(stderr, "ticktockd: --idle-timeout and --exit-after-ms take a number of ms, not "
+                         "a negative one\n");
+    return 2;
+  }
   opts.idle_timeout = std::chrono::milliseconds{vm["idle-timeout"].as<std::int64_t>()};
   opts.max_resident = vm["max-resident"].as<std::size_t>();
   opts.threads = vm["threads"].as<std::size_t>();
   opts.limits.max_message_bytes = vm["max-body"].as<std::size_t>();
+  if (opts.limits.max_message_bytes == 0) {
+    // Not "no limit", as 0 is for the limits below: every body would be refused.
+    std::fprintf(stderr, "ticktockd: --max-body: at least 1 byte\n");
+    return 2;
+  }
   opts.limits.inbox_limit = vm["inbox-limit"].as<std::uint64_t>();
   // Defaults for every agent; an admin overrides them per agent in fs/limits.
   opts.limits.ticks_per_minute = vm["ticks-per-minute"].as<std::uint32_t>();
@@ -346,6 +510,35 @@ int main(int argc, char** argv) {
     opts.services.http_executor = std::move(*ex);
     opts.services.http_price_per_request = vm["http-fetch-price"].as<std::uint64_t>();
   }
+  ticktock::drivers::http_options http;
+  if (auto where = parse_listen(listen)) {
+    http.host = where->first;
+    http.port = where->second;
+  } else {
+    std::fprintf(stderr,
+                 "ticktockd: --listen must be HOST:PORT with HOST an IP address (IPv6 in "
+                 "brackets: [::1]:7070) and PORT 0 to 65535, got '%s'\n",
+                 listen.c_str());
+    return 2;
+  }
+
+  http.max_body_bytes = opts.limits.max_message_bytes;
+  http.max_bundle_bytes = vm["max-bundle"].as<std::size_t>();
+  http.read_timeout = std::chrono::milliseconds{vm["read-timeout"].as<std::int64_t>()};
+  http.max_connections = vm["max-connections"].as<std::size_t>();
+  http.threads = vm["http-threads"].as<std::size_t>();
+  if (http.read_timeout.count() <= 0 || http.max_connections == 0 || http.threads == 0) {
+    std::fprintf(stderr,
+                 "ticktockd: --read-timeout, --max-connections and --http-threads must be positive\n");
+    return 2;
+  }
+  // Held until exit (the descriptor is never closed).
+  try {
+    lock_data_dir(data);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ticktockd: %s\n", e.what());
+    return 1;
+  }
   if (vm["rotate-master-key"].as<bool>()) {
     auto n = ticktock::node::rotate_master_key(opts);
     if (!n) {
@@ -354,30 +547,6 @@ int main(int argc, char** argv) {
     }
     log_line("event=master_key_rotated agents=" + std::to_string(*n));
     return 0;
-  }
-
-  ticktock::drivers::http_options http;
-  auto colon = listen.rfind(':');
-  try {
-    if (colon == std::string::npos)
-      throw std::invalid_argument("no port");
-    http.host = listen.substr(0, colon);
-    auto port = std::stoul(listen.substr(colon + 1));
-    if (port > 65535)
-      throw std::out_of_range("port");
-    http.port = static_cast<std::uint16_t>(port);
-  } catch (const std::exception&) {
-    std::fprintf(stderr, "ticktockd: --listen must be HOST:PORT, got '%s'\n", listen.c_str());
-    return 2;
-  }
-  http.max_body_bytes = opts.limits.max_message_bytes;
-  http.read_timeout = std::chrono::milliseconds{vm["read-timeout"].as<std::int64_t>()};
-  http.max_connections = vm["max-connections"].as<std::size_t>();
-  http.threads = vm["http-threads"].as<std::size_t>();
-  if (http.read_timeout.count() <= 0 || http.max_connections == 0 || http.threads == 0) {
-    std::fprintf(stderr,
-                 "ticktockd: --read-timeout, --max-connections and --http-threads must be positive\n");
-    return 2;
   }
   bool quiet = vm["quiet"].as<bool>();
   if (!quiet)

@@ -539,6 +539,9 @@ expected<std::string> node::import_bundle(std::string bundle) {
   auto found = storage::read_bundle_identity(bundle);
   if (!found)
     return found.error_value();
+  // An agent this node cannot run is refused, as create refuses it.
+  if (auto err = core_->registry.check(found->type))
+    return err;
   // Keys travel in the clear only on request; otherwise the agent gets new
   // ones here and keeps its old public key to verify its older records.
   auto now = core_->clock->now();

@@ -605,15 +605,36 @@ struct http_server::impl {
         break;
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
-      parser.body_limit(options.max_body_bytes);
+      // No body limit while the head is read (Beast would check
+      // Content-Length against it there): the limit of this request is set,
+      // and Content-Length checked, once its head says what it is.
+      parser.body_limit(boost::none);
       watch.arm(options.read_timeout);
       watch.reading = true;
       auto [ec, n_head] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
       (void)n_head;
       std::optional<response> refused;
+      std::size_t body_limit = options.max_body_bytes;
       if (!ec) {
         refused = check_framing(parser.get(), parser.chunked());
+        if (!refused && !parser.is_done() && options.max_bundle_bytes > body_limit) {
+          // An agent bundle outgrows --max-body with its history: the admin
+          // imports it under its own limit (only the admin: the body is read
+          // before the router checks anything else).
+          request head;
+          head.method = std::string{parser.get().method_string()};
+          head.target = std::string{parser.get().target()};
+          for (auto& f : parser.get())
+            head.headers[lower(f.name_string())] = std::string{f.value()};
+          if (api.admin_import(head))
+            body_limit = options.max_bundle_bytes;
+        }
         if (!refused && !parser.is_done()) {
+          parser.body_limit(body_limit);
+          if (auto length = parser.content_length(); length && *length > body_limit)
+            ec = http::error::body_limit;
+        }
+        if (!ec && !refused && !parser.is_done()) {
           auto [bec, n_body] = co_await http::async_read(stream, buffer, parser, use_nothrow);
           (void)n_body;
           ec = bec;
@@ -635,8 +656,11 @@ struct http_server::impl {
         response r;
         if (ec == http::error::body_limit)
           r = error_response(413, "BODY_TOO_LARGE",
-                             "request bodies are limited to " + std::to_string(options.max_body_bytes)
-                               + " bytes");
+                             std::string{body_limit == options.max_bundle_bytes
+                                             && body_limit != options.max_body_bytes
+                                           ? "agent bundles"
+                                           : "request bodies"}
+                               + " are limited to " + std::to_string(body_limit) + " bytes");
         else if (ec == http::error::header_limit)
           r = error_response(431, "HEADERS_TOO_LARGE",
                              "request heads are limited to " + std::to_string(options.max_header_bytes)
@@ -667,8 +691,27 @@ struct http_server::impl {
       request req;
       req.method = std::string{msg.method_string()};
       req.target = std::string{msg.target()};
-      for (auto& f : msg)
-        req.headers[lower(f.name_string())] = std::string{f.value()};
+      // A header the API reads as one value, given twice, is ambiguous
+      // (which Idempotency-Key deduplicates? which token?): refused rather
+      // than the last one taken silently. Other repeated headers: the last.
+      std::string repeated;
+      for (auto& f : msg) {
+        auto name = lower(f.name_string());
+        auto [it, fresh] = req.headers.try_emplace(name, std::string{f.value()});
+        if (fresh)
+          continue;
+        it->second = std::string{f.value()};
+        for (auto* single : {"Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID"})
+          if (repeated.empty() && name == lower(single))
+            repeated = single;
+      }
+      if (!repeated.empty()) {
+        co_await refuse(stream, watch,
+                        error_response(400, "DUPLICATE_HEADER",
+                                       "the " + repeated + " header is given more than once"),
+                        "a repeated " + repeated + " header", msg.version(), head);
+        break;
+      }
       req.body = std::move(msg.body());
       req.websocket_upgrade = websocket::is_upgrade(msg);
       req.request_id = std::to_string(next_request++);

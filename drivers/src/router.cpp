@@ -671,6 +671,18 @@ std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done
   return nullptr;
 }
 
+bool router::admin_import(const request& req) const {
+  if (req.method != "POST")
+    return false;
+  std::string_view target = req.target;
+  auto qpos = target.find('?');
+  if (target.substr(0, qpos) != "/v1/agents/import")
+    return false;
+  bool ok = true;
+  auto query = parse_query(qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1), ok);
+  return ok && authenticate(req, query).admin;
+}
+
 response router::handle(const request& req) {
   auto p = std::make_shared<std::promise<response>>();
   auto f = p->get_future();

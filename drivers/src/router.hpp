@@ -186,6 +186,10 @@ public:
   /// False for the routes that never block: /healthz, /metrics and the
   /// agent-handled /a/{id} (which waits through a callback).
   static bool may_block(const request& req);
+  /// Whether `req` (its head is enough) is an import of a bundle by the
+  /// admin: POST /v1/agents/import with the admin token. Its body may be
+  /// larger than other bodies.
+  bool admin_import(const request& req) const;
   /// For the server's stop, once no request can arrive: drops the requests
   /// still waiting for agents without answering them (their answers would
   /// go to I/O threads that are gone). Returns once no answer is under way.

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <memory>
 #include <string>
 
 namespace ticktock {
@@ -22,12 +23,23 @@ error load_plugin(const std::filesystem::path& path, agent_registry& registry) {
     dlclose(lib);
     return fail("does not export " TICKTOCK_PLUGIN_ENTRY);
   }
-  auto before = registry.names().size();
-  int rc = entry(reinterpret_cast<ticktock_registry*>(&registry), TICKTOCK_PLUGIN_ABI_VERSION);
+  // The plugin registers into a registry of its own; its types join
+  // `registry` only if none of them is taken, so a duplicate is named (a
+  // plugin that ignored add's error would otherwise lose its type silently
+  // to the one registered first) and nothing of a refused plugin stays.
+  auto own = std::make_shared<agent_registry>();
+  int rc = entry(reinterpret_cast<ticktock_registry*>(own.get()), TICKTOCK_PLUGIN_ABI_VERSION);
   if (rc != 0)
     return fail("refused to register (returned " + std::to_string(rc) + ")");
-  if (registry.names().size() == before)
+  auto names = own->names();
+  if (names.empty())
     return fail("registered no agent type");
+  for (auto& name : names)
+    if (registry.contains(name))
+      return fail("registers agent type '" + name
+                  + "', which is already registered (built in, or by an earlier plugin)");
+  for (auto& name : names)
+    registry.add(name, [own, name] { return own->make(name); });
   return {};
 }
 

@@ -136,9 +136,11 @@ struct DeadLetter {
 
 # Every record of one agent, for moving it to another node (export/import).
 struct Bundle {
-  version @0 :UInt32;          # 1
+  version @0 :UInt32;          # 2 (1: the same without digest, still read)
   agent @1 :Text;
   entries @2 :List(BundleEntry);
+  digest @3 :Data;             # version 2: BLAKE2b-256 of agent and entries, each field
+                               # prefixed by its length (8 bytes, big-endian)
 }
 
 struct BundleEntry {

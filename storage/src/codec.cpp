@@ -740,10 +740,38 @@ expected<approval_record> decode_approval(std::string_view bytes) {
 
 // -- bundles ----------------------------------------------------------------
 
+namespace {
+
+// The digest of a version 2 bundle (records.capnp, Bundle.digest): it covers
+// every byte of every entry, so a bundle changed on its way is refused even
+// where no signature reaches (outbox, goals, memory, ledger, counters).
+std::string bundle_digest(const bundle& b) {
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, crypto_generichash_BYTES);
+  auto field = [&](std::string_view f) {
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i)
+      len[i] = static_cast<unsigned char>(static_cast<std::uint64_t>(f.size()) >> (56 - 8 * i));
+    crypto_generichash_update(&st, len, sizeof len);
+    crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(f.data()), f.size());
+  };
+  field(b.agent);
+  for (auto& e : b.entries) {
+    field(e.column);
+    field(e.key);
+    field(e.value);
+  }
+  std::string out(crypto_generichash_BYTES, '\0');
+  crypto_generichash_final(&st, reinterpret_cast<unsigned char*>(out.data()), out.size());
+  return out;
+}
+
+}  // namespace
+
 std::string encode_bundle(const bundle& b) {
   capnp::MallocMessageBuilder msg;
   auto root = msg.initRoot<s::Bundle>();
-  root.setVersion(1);
+  root.setVersion(2);
   root.setAgent(as_text(b.agent));
   auto list = root.initEntries(static_cast<unsigned>(b.entries.size()));
   for (unsigned i = 0; i < b.entries.size(); ++i) {
@@ -751,22 +779,31 @@ std::string encode_bundle(const bundle& b) {
     list[i].setKey(as_data(b.entries[i].key));
     list[i].setValue(as_data(b.entries[i].value));
   }
+  root.setDigest(as_data(bundle_digest(b)));
   return finish(msg);
 }
 
 expected<bundle> decode_bundle(std::string_view bytes) {
-  auto r = decode_message<s::Bundle>("bundle", bytes, [](s::Bundle::Reader m) {
+  struct decoded {
+    std::uint32_t version;
     bundle b;
-    b.agent = to_string(m.getAgent());
+    std::string digest;
+  };
+  auto r = decode_message<s::Bundle>("bundle", bytes, [](s::Bundle::Reader m) {
+    decoded d{m.getVersion(), {}, to_string(m.getDigest())};
+    d.b.agent = to_string(m.getAgent());
     for (auto e : m.getEntries())
-      b.entries.push_back({to_string(e.getColumn()), to_string(e.getKey()), to_string(e.getValue())});
-    return std::make_pair(m.getVersion(), std::move(b));
+      d.b.entries.push_back({to_string(e.getColumn()), to_string(e.getKey()), to_string(e.getValue())});
+    return d;
   });
   if (!r)
     return r.error_value();
-  if (r->first != 1)
-    return corrupt("bundle", "unsupported version " + std::to_string(r->first));
-  return std::move(r->second);
+  if (r->version != 1 && r->version != 2)
+    return corrupt("bundle", "unsupported version " + std::to_string(r->version));
+  // Version 1 bundles (written before the digest) are read as they are.
+  if (r->version == 2 && r->digest != bundle_digest(r->b))
+    return corrupt("bundle", "its digest does not match its contents");
+  return std::move(r->b);
 }
 
 }  // namespace ticktock::storage

@@ -1106,14 +1106,136 @@ void store::for_each_identity(
   }
 }
 
+namespace {
+
+// Walks an agent's trajectory records in index order and checks them: no
+// gaps, each record hashes to the next one's prev_hash, every signature is by
+// one of `signers`, every record is covered by a signature, and the chain
+// ends at the agent record's head. verify_trajectory runs it over the store,
+// read_bundle_identity over a bundle.
+class chain_walk {
+public:
+  chain_walk(std::string_view id, std::vector<identity::public_key> signers)
+    : id_(id), signers_(std::move(signers)) {}
+
+  /// Takes the next record (its key's index and stored bytes); false once
+  /// the chain is broken.
+  bool next(std::uint64_t index, std::string_view stored) {
+    ++rep.records;
+    if (index != expected_index_) {
+      fail(expected_index_, "record " + std::to_string(expected_index_) + " is missing");
+      return false;
+    }
+    auto signed_rec = decode_signed_trajectory(stored);
+    if (!signed_rec) {
+      fail(index, signed_rec.error_value().message());
+      return false;
+    }
+    const auto& [v, sig] = *signed_rec;
+    if (sig.empty()) {
+      if (uncovered_ == covered)
+        uncovered_ = index;
+    } else {
+      auto signing = identity::trajectory_signing_bytes(id_, v);
+      auto sig_bytes = std::span{reinterpret_cast<const std::uint8_t*>(sig.data()), sig.size()};
+      if (std::none_of(signers_.begin(), signers_.end(),
+                       [&](auto& key) { return identity::verify(key, signing, sig_bytes); })) {
+        fail(index, "record " + std::to_string(index) + " has a bad signature");
+        return false;
+      }
+      uncovered_ = covered;
+    }
+    auto rec = decode_trajectory(v);
+    if (!rec) {
+      fail(index, rec.error_value().message());
+      return false;
+    }
+    if (rec->index != index) {
+      fail(index, "record " + std::to_string(index) + " claims index " + std::to_string(rec->index));
+      return false;
+    }
+    if (index > 0 && rec->prev_hash != prev_) {
+      fail(index - 1, "record " + std::to_string(index - 1)
+                        + " does not hash to the prev_hash of record " + std::to_string(index));
+      return false;
+    }
+    prev_ = blake2b(v);
+    last_state_hash = rec->state_hash;
+    ++expected_index_;
+    return true;
+  }
+
+  /// After the last record: checks the end of the chain against the agent.
+  void finish(const agent_record& meta) {
+    if (!rep.ok)
+      return;
+    if (uncovered_ != covered)
+      fail(uncovered_, "record " + std::to_string(uncovered_)
+                         + " is not signed, and no signed record after it covers it");
+    else if (expected_index_ != meta.trajectory_next)
+      fail(expected_index_, "chain has " + std::to_string(expected_index_)
+                              + " records, agent expects " + std::to_string(meta.trajectory_next));
+    else if (expected_index_ > 0 && prev_ != meta.trajectory_head)
+      fail(expected_index_ - 1, "record " + std::to_string(expected_index_ - 1)
+                                  + " does not hash to the agent's chain head");
+  }
+
+  void fail(std::uint64_t index, std::string reason) {
+    if (rep.ok) {
+      rep.ok = false;
+      rep.first_bad = index;
+      rep.reason = std::move(reason);
+    }
+  }
+
+  chain_report rep;
+  /// The state hash of the last record taken (the agent's state after it).
+  std::optional<hash256> last_state_hash;
+
+private:
+  // Ticks committed together carry one signature, on the last record: the
+  // unsigned ones before it are covered through the hash chain.
+  static constexpr auto covered = std::numeric_limits<std::uint64_t>::max();
+  std::string_view id_;
+  std::vector<identity::public_key> signers_;
+  hash256 prev_{};
+  std::uint64_t expected_index_ = 0;
+  std::uint64_t uncovered_ = covered;  // first unsigned record since the last signed one
+};
+
+std::vector<identity::public_key> signers_of(const identity_record& ident) {
+  std::vector<identity::public_key> signers{ident.ed25519};
+  signers.insert(signers.end(), ident.retired.begin(), ident.retired.end());
+  return signers;
+}
+
+}  // namespace
+
 expected<bundle_identity> read_bundle_identity(std::string_view bytes) {
   auto b = decode_bundle(bytes);
   if (!b)
     return error{errc::invalid_argument, "not an agent bundle: " + b.error_value().message()};
   bundle_identity out;
   out.agent = b->agent;
+  auto prefix = keys::prefix(b->agent);
+  std::optional<agent_record> meta;
+  const std::string* state = nullptr;
+  std::vector<std::pair<std::uint64_t, const std::string*>> trajectory;
   for (auto& e : b->entries) {
-    if (e.key != keys::prefix(b->agent))
+    if (e.column == "agents" && e.key == b->agent) {
+      auto m = decode_agent(e.value);
+      if (!m || m->id != b->agent)
+        return error{errc::invalid_argument, "the bundle has no valid agent record"};
+      meta = std::move(*m);
+    } else if (e.column == "state" && e.key == b->agent) {
+      state = &e.value;
+    } else if (e.column == "trajectory") {
+      if (e.key.size() != prefix.size() + 8 || e.key.compare(0, prefix.size(), prefix) != 0)
+        return error{errc::invalid_argument, "bundle entry in 'trajectory' does not belong to agent '"
+                                               + b->agent + "'"};
+      trajectory.emplace_back(keys::get_be64(std::string_view{e.key}.substr(prefix.size())), &e.value);
+    }
+    if (e.key != prefix)
       continue;
     if (e.column == "identity") {
       auto r = decode_identity(e.value);
@@ -1125,6 +1247,27 @@ expected<bundle_identity> read_bundle_identity(std::string_view bytes) {
       out.secret = e.value;
     }
   }
+  if (!meta)
+    return error{errc::invalid_argument, "the bundle has no valid agent record"};
+  out.type = meta->type;
+  // The trajectory must verify as it would on the exporting node, and the
+  // state must be the one its last record hashes: a bundle changed on its way
+  // is refused before anything of it is stored.
+  if (!trajectory.empty() && !out.identity)
+    return error{errc::invalid_argument,
+                 "the bundle has trajectory records but no identity record to verify them"};
+  std::sort(trajectory.begin(), trajectory.end());
+  chain_walk walk{b->agent, out.identity ? signers_of(*out.identity)
+                                         : std::vector<identity::public_key>{}};
+  for (auto& [index, value] : trajectory)
+    if (!walk.next(index, *value))
+      break;
+  walk.finish(*meta);
+  if (!walk.rep.ok)
+    return error{errc::invalid_argument, "the bundle's trajectory does not verify: " + walk.rep.reason};
+  if (state && walk.last_state_hash && blake2b(*state) != *walk.last_state_hash)
+    return error{errc::invalid_argument,
+                 "the bundle's state is not the state its last trajectory record hashes"};
   return out;
 }
 
@@ -1335,90 +1478,26 @@ std::vector<trajectory_record> store::read_trajectory(std::string_view id, std::
 }
 
 chain_report store::verify_trajectory(std::string_view id) const {
-  chain_report rep;
-  auto fail = [&](std::uint64_t index, std::string reason) {
-    if (rep.ok) {
-      rep.ok = false;
-      rep.first_bad = index;
-      rep.reason = std::move(reason);
-    }
-  };
   auto meta = get_agent(id);
   if (!meta) {
-    fail(0, meta.error_value().to_string());
-    return rep;
+    chain_walk walk{id, {}};
+    walk.fail(0, meta.error_value().to_string());
+    return walk.rep;
   }
   auto ident = get_identity(id);
   if (!ident || !*ident) {
-    fail(0, ident ? "agent '" + std::string{id} + "' has no identity record to verify signatures"
-                  : ident.error_value().to_string());
-    return rep;
+    chain_walk walk{id, {}};
+    walk.fail(0, ident ? "agent '" + std::string{id} + "' has no identity record to verify signatures"
+                       : ident.error_value().to_string());
+    return walk.rep;
   }
-  std::vector<identity::public_key> signers{(*ident)->ed25519};
-  signers.insert(signers.end(), (*ident)->retired.begin(), (*ident)->retired.end());
+  chain_walk walk{id, signers_of(**ident)};
   auto prefix = keys::prefix(id);
-  hash256 prev{};
-  std::uint64_t expected_index = 0;
-  // Ticks committed together carry one signature, on the last record: the
-  // unsigned ones before it are covered through the hash chain.
-  constexpr auto covered = std::numeric_limits<std::uint64_t>::max();
-  std::uint64_t uncovered = covered;  // first unsigned record since the last signed one
   impl_->scan(cf_trajectory, prefix, prefix, [&](auto k, auto stored) {
-    auto index = keys::get_be64(k.substr(prefix.size()));
-    ++rep.records;
-    if (index != expected_index) {
-      fail(expected_index, "record " + std::to_string(expected_index) + " is missing");
-      return false;
-    }
-    auto signed_rec = decode_signed_trajectory(stored);
-    if (!signed_rec) {
-      fail(index, signed_rec.error_value().message());
-      return false;
-    }
-    const auto& [v, sig] = *signed_rec;
-    if (sig.empty()) {
-      if (uncovered == covered)
-        uncovered = index;
-    } else {
-      auto signing = identity::trajectory_signing_bytes(id, v);
-      auto sig_bytes = std::span{reinterpret_cast<const std::uint8_t*>(sig.data()), sig.size()};
-      if (std::none_of(signers.begin(), signers.end(),
-                       [&](auto& key) { return identity::verify(key, signing, sig_bytes); })) {
-        fail(index, "record " + std::to_string(index) + " has a bad signature");
-        return false;
-      }
-      uncovered = covered;
-    }
-    auto rec = decode_trajectory(v);
-    if (!rec) {
-      fail(index, rec.error_value().message());
-      return false;
-    }
-    if (rec->index != index) {
-      fail(index, "record " + std::to_string(index) + " claims index " + std::to_string(rec->index));
-      return false;
-    }
-    if (index > 0 && rec->prev_hash != prev) {
-      fail(index - 1, "record " + std::to_string(index - 1)
-                        + " does not hash to the prev_hash of record " + std::to_string(index));
-      return false;
-    }
-    prev = blake2b(v);
-    ++expected_index;
-    return true;
+    return walk.next(keys::get_be64(k.substr(prefix.size())), stored);
   });
-  if (!rep.ok)
-    return rep;
-  if (uncovered != covered)
-    fail(uncovered, "record " + std::to_string(uncovered)
-                       + " is not signed, and no signed record after it covers it");
-  else if (expected_index != meta->trajectory_next)
-    fail(expected_index, "chain has " + std::to_string(expected_index) + " records, agent expects "
-                           + std::to_string(meta->trajectory_next));
-  else if (expected_index > 0 && prev != meta->trajectory_head)
-    fail(expected_index - 1, "record " + std::to_string(expected_index - 1)
-                               + " does not hash to the agent's chain head");
-  return rep;
+  walk.finish(*meta);
+  return walk.rep;
 }
 
 // -- goals, memory, alarms ----------------------------------------------------

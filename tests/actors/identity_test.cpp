@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "../../storage/src/bundle.hpp"
 #include "../temp_dir.hpp"
 #include "../test_agents.hpp"
 #include "ticktock/actors/test_harness.hpp"
@@ -360,6 +361,118 @@ TEST_CASE("bundles carry secrets only on request; import re-seals or re-keys") {
     auto sig = dst->sign("a", "x");
     CHECK(identity::verify(old_keys.ed25519, "x", std::span{sig->data(), 64}));
   }
+}
+
+TEST_CASE("a bundle changed on its way is refused before anything of it is stored") {
+  test::temp_dir src_dir, dst_dir;
+  auto src = open_node(src_dir.path());
+  REQUIRE_FALSE(src->create("a", "counter"));
+  for (int i = 0; i < 3; ++i)
+    REQUIRE(src->send("a", "m"));
+  REQUIRE(src->wait_idle(10s));
+  auto dst = open_node(dst_dir.path());
+  // The genuine bundle goes in (and out again, to try the changed ones).
+  auto good = src->export_bundle("a");
+  REQUIRE(good);
+  REQUIRE(dst->import_bundle(*good));
+  REQUIRE_FALSE(dst->terminate("a"));
+  auto refused = [&](const std::string& why) {
+    auto b = src->export_bundle("a");
+    REQUIRE(b);
+    auto r = dst->import_bundle(*b);
+    REQUIRE_FALSE(r);
+    CHECK(r.error_value().code() == errc::invalid_argument);
+    CHECK_THAT(r.error_value().message(), Catch::Contains(why));
+    CHECK(dst->agent_count() == 0);
+    CHECK_FALSE(dst->store().get_agent("a"));  // nothing of it stored
+  };
+  SECTION("a trajectory record signed by another key") {
+    auto raw = src->store().raw_get("trajectory", storage::keys::seq_key("a", 3));
+    auto parts = storage::decode_signed_trajectory(*raw);
+    REQUIRE(parts);
+    auto stranger = identity::agent_keys::generate();
+    auto sig = identity::sign(stranger, identity::trajectory_signing_bytes("a", parts->first));
+    REQUIRE_FALSE(src->store().raw_put(
+      "trajectory", storage::keys::seq_key("a", 3),
+      storage::encode_signed_trajectory(parts->first, {reinterpret_cast<const char*>(sig.data()), 64})));
+    refused("record 3 has a bad signature");
+  }
+  SECTION("a trajectory record's bytes") {
+    auto raw = *src->store().raw_get("trajectory", storage::keys::seq_key("a", 1));
+    raw[raw.size() / 2] ^= 0x01;
+    REQUIRE_FALSE(src->store().raw_put("trajectory", storage::keys::seq_key("a", 1), raw));
+    refused("trajectory does not verify");
+  }
+  SECTION("the state") {
+    auto raw = *src->store().raw_get("state", "a");
+    raw.back() ^= 0x01;
+    REQUIRE_FALSE(src->store().raw_put("state", "a", raw));
+    refused("state is not the state its last trajectory record hashes");
+  }
+}
+
+TEST_CASE("a bundle with any bit flipped is refused, or reads as the same records") {
+  // The digest covers what no signature reaches (outbox, goals, counters,
+  // idempotency keys, ...). A flip may only pass where it changes nothing
+  // the bundle says (e.g. a bit Cap'n Proto ignores).
+  test::temp_dir dir;
+  auto n = open_node(dir.path());
+  REQUIRE_FALSE(n->create("a", "counter"));
+  for (int i = 0; i < 2; ++i) {
+    send_options o;
+    o.idempotency_key = "k" + std::to_string(i);
+    REQUIRE(n->send("a", "m", o));
+  }
+  REQUIRE(n->change_goal("a", "g", std::string{"goal"}));
+  REQUIRE(n->wait_idle(10s));
+  auto b = n->export_bundle("a");
+  REQUIRE(b);
+  auto original = storage::decode_bundle(*b);
+  REQUIRE(original);
+  auto same = [&](const storage::bundle& x) {
+    if (x.agent != original->agent || x.entries.size() != original->entries.size())
+      return false;
+    for (std::size_t i = 0; i < x.entries.size(); ++i) {
+      auto& e = x.entries[i];
+      auto& o = original->entries[i];
+      if (e.column != o.column || e.key != o.key || e.value != o.value)
+        return false;
+    }
+    return true;
+  };
+  std::size_t refused = 0, changed_but_read = 0;
+  for (std::size_t i = 0; i < b->size(); ++i) {
+    auto t = *b;
+    t[i] = static_cast<char>(t[i] ^ (1 << (i % 8)));
+    auto r = storage::read_bundle_identity(t);
+    if (!r) {
+      CHECK(r.error_value().code() == errc::invalid_argument);
+      ++refused;
+      continue;
+    }
+    auto d = storage::decode_bundle(t);
+    if (!d || !same(*d)) {
+      ++changed_but_read;
+      UNSCOPED_INFO("a flip at byte " << i << " of " << b->size() << " was read as other records");
+    }
+  }
+  CHECK(changed_but_read == 0);
+  CHECK(refused > b->size() / 2);
+}
+
+TEST_CASE("a bundle of a type the node does not have is refused") {
+  test::temp_dir src_dir, dst_dir;
+  auto src = open_node(src_dir.path());
+  REQUIRE_FALSE(src->create("a", "courier"));
+  REQUIRE(src->wait_idle(10s));
+  auto b = src->export_bundle("a");
+  REQUIRE(b);
+  auto dst = node::open(options_for(dst_dir.path()), test::test_registry());  // no courier
+  REQUIRE(dst);
+  auto r = (*dst)->import_bundle(*b);
+  REQUIRE_FALSE(r);
+  CHECK(r.error_value().code() == errc::unknown_type);
+  CHECK((*dst)->agent_count() == 0);
 }
 
 TEST_CASE("rotating the master key re-seals every agent's keys and keeps them") {

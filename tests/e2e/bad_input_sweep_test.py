@@ -34,12 +34,14 @@ from ticktockd_server import ADMIN_TOKEN, Server  # noqa: E402
 
 # Small limits so that the limits are quick to hit.
 MAX_BODY = 128 * 1024          # --max-body
+MAX_BUNDLE = 256 * 1024        # --max-bundle: the admin's POST /v1/agents/import
 READ_TIMEOUT_MS = 2000         # --read-timeout
 HEAD_LIMIT = 16 * 1024         # fixed in the server (431 beyond)
 # --quiet: the request log holds request targets byte for byte, invalid
 # UTF-8 included, which ticktockd_server.py's log reader (strict UTF-8) cannot
 # take.
-SERVER_ARGS = ("--max-body", str(MAX_BODY), "--read-timeout", str(READ_TIMEOUT_MS), "--quiet")
+SERVER_ARGS = ("--max-body", str(MAX_BODY), "--max-bundle", str(MAX_BUNDLE),
+               "--read-timeout", str(READ_TIMEOUT_MS), "--quiet")
 
 CASE_TIMEOUT = 8.0             # seconds any one case may take, at most
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -654,7 +656,6 @@ def build_cases(fx):
                                ("PUT /v1/policy", "PUT", "/v1/policy"),
                                ("PUT /v1/killswitch", "PUT", "/v1/killswitch"),
                                ("POST decide", "POST", "/v1/approvals/nope/decide"),
-                               ("POST import", "POST", "/v1/agents/import"),
                                ("POST /a/ echo", "POST", "/a/%s/big" % ECHO),
                                ("POST identity/sign", "POST", c + "/fs/identity/sign"),
                                ("POST /healthz", "POST", "/healthz"),
@@ -662,6 +663,14 @@ def build_cases(fx):
         # The declared length is enough: the body need not be sent.
         head = http_request(method, path, None, [("Content-Length", str(over))])
         add("huge body", name + ", declared", head, status=413, code="BODY_TOO_LARGE")
+    # An agent bundle has its own, larger limit (the admin's only).
+    add("huge body", "POST import, declared",
+        http_request("POST", "/v1/agents/import", None, [("Content-Length", str(MAX_BUNDLE + 1))]),
+        status=413, code="BODY_TOO_LARGE")
+    add("huge body", "POST import with a read token, declared",
+        http_request("POST", "/v1/agents/import", None, [("Content-Length", str(over))],
+                     token=fx.read_token),
+        status=413, code="BODY_TOO_LARGE")
     add("huge body", "inbox, sent in full",
         http_request("POST", c + "/inbox", b'{"x":"' + b"y" * over + b'"}'),
         status=413, code="BODY_TOO_LARGE")

@@ -241,6 +241,28 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(status, 400)
         self.assertEqual(json.loads(body)["error"]["code"], "BAD_REQUEST")
 
+    def test_400_a_header_read_as_one_value_given_twice(self):
+        # Two Idempotency-Keys: which one deduplicates? Neither is taken; the
+        # message is not queued.
+        before = self.server.status("err-counter")["summary"]["count"]
+        auth = b"Authorization: Bearer " + self.server.token.encode() + b"\r\n"
+        for name, extra in [(b"Idempotency-Key", b"Idempotency-Key: a\r\nIdempotency-Key: b\r\n" + auth),
+                            (b"Authorization", auth + auth),
+                            (b"Content-Type", b"Content-Type: application/json\r\n"
+                                              b"content-type: application/json\r\n" + auth)]:
+            raw = raw_exchange(self.server.port,
+                               b"POST /v1/agents/err-counter/inbox HTTP/1.1\r\nHost: t\r\n" + extra
+                               + b"Content-Length: 2\r\n\r\n{}")
+            status, headers, body = parse_raw_response(raw)
+            self.assertEqual(status, 400, raw)
+            self.assertEqual(json.loads(body)["error"]["code"], "DUPLICATE_HEADER", raw)
+            self.assertIn(name.decode(), json.loads(body)["error"]["message"])
+            self.assertEqual(headers.get("connection"), "close")
+        # One key each: accepted, and nothing of the refused ones was queued.
+        r = self.server.post("/v1/agents/err-counter/inbox", {}, headers={"Idempotency-Key": "a"})
+        self.assertEqual(r.json()["duplicate"], False)
+        self.server.wait_count("err-counter", before + 1)
+
     def test_a_transfer_encoding_not_ending_in_chunked_is_refused(self):
         # RFC 9112 6.1/6.3: the body's length is unknown, so the bytes after
         # the head must not be read as the next request (request smuggling).
@@ -1059,6 +1081,36 @@ class BundleTest(unittest.TestCase):
             self.assertEqual(b.get("/healthz", auth=False).status, 200)
 
 
+class LargeBundleTest(unittest.TestCase):
+    def test_a_bundle_larger_than_max_body_imports_up_to_max_bundle(self):
+        # A bundle grows with the agent's history: past --max-body it must still
+        # move, up to --max-bundle, and only for the admin.
+        with Server(args=("--max-body", "4096", "--max-bundle", "65536")) as a:
+            a.create("big", "counter")
+            for i in range(24):
+                self.assertEqual(a.post("/v1/agents/big/inbox", {"i": i}).status, 202)
+            a.wait_count("big", 24)
+            bundle = a.get("/v1/agents/big/fs/memory/export").body
+            self.assertGreater(len(bundle), 4096)
+            self.assertLess(len(bundle), 65536)
+            self.assertEqual(a.request("DELETE", "/v1/agents/big").status, 200)
+            octets = {"Content-Type": "application/octet-stream"}
+            # Not the admin: --max-body holds (the body is refused unread).
+            r = a.post("/v1/agents/import", bundle, auth=False, headers=octets)
+            self.assertEqual((r.status, r.error_code()), (413, "BODY_TOO_LARGE"), r)
+            # Over --max-bundle: 413 naming that limit.
+            r = a.post("/v1/agents/import", b"x" * 70000, headers=octets)
+            self.assertEqual((r.status, r.error_code()), (413, "BODY_TOO_LARGE"), r)
+            self.assertIn("agent bundles are limited to 65536", r.json()["error"]["message"])
+            r = a.post("/v1/agents/import", bundle, headers=octets)
+            self.assertEqual(r.status, 201, r)
+            a.wait_count("big", 24)
+            self.assertTrue(a.get("/v1/agents/big/fs/logs/trajectory?verify").json()["ok"])
+            # Other bodies keep --max-body.
+            r = a.post("/v1/agents/big/inbox", {"pad": "x" * 5000})
+            self.assertEqual((r.status, r.error_code()), (413, "BODY_TOO_LARGE"), r)
+
+
 # -- identity --------------------------------------------------------------------
 
 
@@ -1555,6 +1607,134 @@ class ConfigTest(unittest.TestCase):
                                   "--http-threads", "0"], capture_output=True, text=True, timeout=60)
             self.assertEqual(bad.returncode, 2, bad)
             self.assertIn("--http-threads must be positive", bad.stderr)
+
+    def test_bad_values_exit_2_before_the_data_directory_is_touched(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as tmp:
+            data = os.path.join(tmp, "data")
+            config = os.path.join(tmp, "ticktockd.json")
+            cases = [
+                # --listen: only digits after the colon, an IP address before it
+                (["--listen", "127.0.0.1:12abc"], None, "--listen must be HOST:PORT"),
+                (["--listen", "127.0.0.1:+0"], None, "--listen must be HOST:PORT"),
+                (["--listen", "127.0.0.1: 0"], None, "--listen must be HOST:PORT"),
+                (["--listen", "localhost:0"], None, "--listen must be HOST:PORT"),
+                (["--listen", "[::1]:65536"], None, "--listen must be HOST:PORT"),
+                # negative durations
+                (["--idle-timeout", "-5"], None, "not a negative one"),
+                # a word that is no option, e.g. a value given to a switch
+                (["--quiet", "true"], None, "unexpected argument 'true'"),
+                # a body limit of 0 would refuse every request with a body
+                (["--max-body", "0"], None, "--max-body: at least 1 byte"),
+                # config file values of the wrong JSON type
+                ([], {"data": None}, "option 'data' takes a string, not null"),
+                ([], {"data": 5}, "option 'data' takes a string, not an integer"),
+                ([], {"listen": {"host": "127.0.0.1"}}, "option 'listen' takes a string, not an object"),
+                ([], {"threads": "2"}, "option 'threads' takes an integer, not a string"),
+                ([], {"quiet": "yes"}, "option 'quiet' takes true or false, not a string"),
+                ([], {"plugin": [1]}, "option 'plugin' takes strings, not an integer"),
+                ([], {"config": config}, "unknown option 'config'"),
+            ]
+            for args, file_values, message in cases:
+                cmd = [ticktockd_path(), "--data", data, "--admin-token", "t"]
+                if file_values is not None:
+                    with open(config, "w") as f:
+                        json.dump(file_values, f)
+                    cmd += ["--config", config]
+                if "--listen" not in args:
+                    cmd += ["--listen", "127.0.0.1:0"]
+                r = subprocess.run(cmd + args + ["--exit-after-ms", "0"], capture_output=True,
+                                   text=True, timeout=60, cwd=tmp)
+                self.assertEqual(r.returncode, 2, (args, file_values, r))
+                self.assertIn(message, r.stderr, (args, file_values))
+                self.assertEqual(sorted(os.listdir(tmp)), ["ticktockd.json"] if os.path.exists(config)
+                                 else [], (args, file_values))
+            # A value the command line overrides is not used, so not refused.
+            r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
+                                "127.0.0.1:0", "--threads", "2", "--exit-after-ms", "0"],
+                               capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, TICKTOCK_THREADS="-1"))
+            self.assertEqual(r.returncode, 0, r)
+            # The good spellings start: a bracketed IPv6 address.
+            r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
+                                "[::1]:0", "--exit-after-ms", "0"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertRegex(r.stdout, r"event=start .*listen=::1:\d+")
+
+    def test_a_second_server_on_a_data_directory_in_use_is_refused_and_touches_nothing(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t")
+            proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
+            with open(os.path.join(data, "master.key"), "rb") as f:
+                master = f.read()
+            for extra in ([], ["--rotate-master-key"]):
+                r = subprocess.run([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data] + extra,
+                                   capture_output=True, text=True, timeout=60, env=env)
+                self.assertEqual(r.returncode, 1, r)
+                self.assertIn("data directory %s is in use by another ticktockd (pid %d)" % (data, proc.pid),
+                              r.stderr)
+                # RocksDB's own LOCK comes after it rotates its info LOG: the
+                # running server's log must not have been renamed.
+                self.assertEqual([n for n in os.listdir(data) if n.startswith("LOG.old")], [], extra)
+            with open(os.path.join(data, "master.key"), "rb") as f:
+                self.assertEqual(f.read(), master)
+            self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(30), 0)
+            # Once it is gone, the directory is free again.
+            r = subprocess.run([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data,
+                                "--exit-after-ms", "0"], capture_output=True, text=True, timeout=60, env=env)
+            self.assertEqual(r.returncode, 0, r)
+
+    def test_the_server_outlives_its_log_reader(self):
+        # stdout is a pipe whose reader goes away (a log shipper restarting):
+        # the next log line must not kill the server with SIGPIPE.
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            proc = subprocess.Popen([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data,
+                                     "--admin-token", "t"], stdout=subprocess.PIPE, text=True)
+            self.addCleanup(self.kill, proc)
+            m = re.search(r"event=start .*listen=[0-9.]+:(\d+)", proc.stdout.readline())
+            self.assertTrue(m)
+            port = int(m.group(1))
+            proc.stdout.close()
+            for _ in range(2):  # each request logs a line
+                self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
+            self.assertIsNone(proc.poll())
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(30), 0)
+
+    def test_an_admin_token_file_written_by_hand_is_read_without_its_blanks(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            with open(os.path.join(data, "admin.token"), "w", newline="") as f:
+                f.write(" hand-written-token\r\n")  # a Windows editor, a stray space
+            env = dict(os.environ)
+            env.pop("TICKTOCK_ADMIN_TOKEN", None)
+            proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
+            self.assertEqual(self.call(port, "GET", "/v1/agents", "hand-written-token")[0], 200)
+            with open(os.path.join(data, "admin.token"), newline="") as f:
+                self.assertEqual(f.read(), " hand-written-token\r\n")  # left as it was
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(30), 0)
+
+    def test_a_node_key_of_the_wrong_size_is_an_error_not_replaced(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+            path = os.path.join(data, "node.key")
+            with open(path, "wb") as f:
+                f.write(b"\x01" * 10)  # damaged: replacing it would void every token
+            r = subprocess.run([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data,
+                                "--admin-token", "t", "--exit-after-ms", "0"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn("node.key must hold exactly 64 bytes, it holds 10", r.stderr)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), b"\x01" * 10)
+            # An empty one (a first start that died creating it) is created anew.
+            open(path, "wb").close()
+            r = subprocess.run([ticktockd_path(), "--listen", "127.0.0.1:0", "--data", data,
+                                "--admin-token", "t", "--exit-after-ms", "0"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(os.path.getsize(path), 64)
 
     def test_the_admin_token_from_the_environment(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:

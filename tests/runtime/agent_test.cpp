@@ -112,8 +112,17 @@ TEST_CASE("a plugin registers its agent types through the C entry point") {
   CHECK(r.contains("greeter"));
   auto a = r.make("greeter");
   REQUIRE(a);
-  // Loading it again into the same registry is refused (the type exists).
-  CHECK(load_plugin(TICKTOCK_EXAMPLE_PLUGIN, r).code() == errc::invalid_argument);
+  // Loading it again into the same registry is refused, naming the type.
+  auto again = load_plugin(TICKTOCK_EXAMPLE_PLUGIN, r);
+  CHECK(again.code() == errc::invalid_argument);
+  CHECK_THAT(again.message(), Catch::Contains("'greeter', which is already registered"));
+  // A type of that name registered first (a built-in one) stays, and the
+  // plugin is refused with the name, not with the plugin's own return code.
+  agent_registry builtin;
+  REQUIRE_FALSE(builtin.add("greeter", [] { return std::unique_ptr<agent_base>{}; }));
+  auto taken = load_plugin(TICKTOCK_EXAMPLE_PLUGIN, builtin);
+  CHECK_THAT(taken.message(), Catch::Contains("'greeter', which is already registered"));
+  CHECK(builtin.make("greeter") == nullptr);  // still the first one
   auto missing = load_plugin("/nonexistent/libnothing.so", r);
   CHECK(missing.code() == errc::invalid_argument);
   CHECK(missing.message().find("/nonexistent/libnothing.so") != std::string::npos);

@@ -148,8 +148,12 @@ public:
   /// node) and returns its id. With secrets in the bundle the agent keeps its
   /// keys (re-sealed with this node's master key); without, it gets new ones
   /// and its old public key is kept to verify its older trajectory records.
+  /// The bundle is checked before anything is stored: its trajectory must
+  /// verify and its state must be the one the last record hashes.
   /// Errors: invalid_argument (not a bundle, records of another agent, keys
-  /// that do not match), already_exists, storage_failure.
+  /// that do not match, a trajectory that does not verify, a state that does
+  /// not match it), unknown_type (a type this node has not registered),
+  /// already_exists, storage_failure.
   expected<std::string> import_bundle(std::string bundle);
 
   // -- budgets, services, policy (docs/compute.md, docs/policy.md) ----------

@@ -32,6 +32,9 @@ struct http_options {
   std::string node_key;
   /// Largest request body; larger ones get 413 [1 MiB].
   std::size_t max_body_bytes = std::size_t{1} << 20;
+  /// Largest body of an admin's POST /v1/agents/import (an agent bundle,
+  /// which grows with its history); larger ones get 413 [256 MiB].
+  std::size_t max_bundle_bytes = std::size_t{256} << 20;
   /// Largest request head; larger ones get 431 [16 KiB].
   std::size_t max_header_bytes = std::size_t{16} << 10;
   /// A request must arrive completely within this; slow clients are cut [10 s].

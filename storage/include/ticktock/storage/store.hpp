@@ -149,10 +149,15 @@ struct import_op {
 /// What a bundle says about its agent's keys (see node::import_bundle).
 struct bundle_identity {
   std::string agent;
+  std::string type;                         ///< the agent's type
   std::optional<identity_record> identity;  ///< the public keys, sealed secrets stripped
   std::optional<std::string> secret;        ///< plaintext secret keys, if exported with them
 };
-/// Reads the identity entries of a bundle written by store::export_agent.
+/// Reads the identity entries of a bundle written by store::export_agent, and
+/// checks the bundle: its trajectory must verify (hash chain, signatures by
+/// the bundle's keys, the agent record's chain head) and its state must be
+/// the one the last record hashes. Errors: invalid_argument naming the first
+/// problem.
 expected<bundle_identity> read_bundle_identity(std::string_view bundle);
 
 /// Moves deadletter entries back into the inbox, oldest first, as many as the
