@@ -23,6 +23,8 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <random>
+#include <cstdio>
 #include <optional>
 #include <set>
 #include <thread>
@@ -262,6 +264,14 @@ struct http_server::impl {
   std::mutex idle_mtx;
   std::condition_variable idle_cv;
   std::atomic<std::uint64_t> next_request{1};
+  // Request ids are "<start>-<n>": <start> is six random hex digits drawn at
+  // every start, so ids do not repeat across restarts in one log.
+  std::string request_prefix = [] {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%06x-", static_cast<unsigned>(std::random_device{}() & 0xffffff));
+    return std::string{buf};
+  }();
+  std::string new_request_id() { return request_prefix + std::to_string(next_request++); }
   std::uint64_t observer = 0;
 
   // SSE followers, woken on ticks of their agent.
@@ -514,7 +524,7 @@ struct http_server::impl {
   // router's, with its own X-Request-Id; the connection then closes.
   asio::awaitable<void> refuse(beast::tcp_stream& stream, connection_watch& watch, response r,
                                std::string why, unsigned version, bool head) {
-    auto request_id = std::to_string(next_request++);
+    auto request_id = new_request_id();
     r.headers.emplace_back("X-Request-Id", request_id);
     metrics.count("transport", r.status, std::chrono::microseconds{0});
     log("event=http request_id=" + request_id + " status=" + std::to_string(r.status) + " error=\""
@@ -714,7 +724,7 @@ struct http_server::impl {
       }
       req.body = std::move(msg.body());
       req.websocket_upgrade = websocket::is_upgrade(msg);
-      req.request_id = std::to_string(next_request++);
+      req.request_id = new_request_id();
       req.received = steady::now();
       // Handlers may block (durability, agent replies): run them off the I/O
       // threads; only the probes that never block are answered in place. A

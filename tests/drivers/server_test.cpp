@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <regex>
 #include <thread>
 
 #include <boost/asio.hpp>
@@ -604,6 +605,22 @@ TEST_CASE("every response carries X-Request-Id: SSE streams, WebSocket upgrades,
   CHECK(second.result_int() == 503);
   CHECK(second.body().find("TOO_MANY_CONNECTIONS") != std::string::npos);
   CHECK_FALSE(second["X-Request-Id"].empty());
+}
+
+TEST_CASE("request ids do not repeat across server starts") {
+  http::request<http::string_body> req{http::verb::get, "/healthz", 11};
+  req.set(http::field::host, "127.0.0.1");
+  std::vector<std::string> ids;
+  for (int start = 0; start < 2; ++start) {
+    server_fixture f;
+    for (int i = 0; i < 2; ++i)
+      ids.emplace_back(roundtrip(f.server->port(), req)["X-Request-Id"]);
+  }
+  for (auto& id : ids)
+    CHECK(std::regex_match(id, std::regex{"[0-9a-f]{6}-[0-9]+"}));
+  CHECK(ids[0] != ids[1]);
+  CHECK(ids[0] != ids[2]);  // the first request of each start
+  CHECK(ids[1] != ids[3]);
 }
 
 TEST_CASE("stopping: waiting requests get 503, SSE streams end cleanly, WebSockets get 1001") {
