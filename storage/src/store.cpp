@@ -839,13 +839,13 @@ private:
     }
     std::set<std::uint64_t> wanted(op.ids.begin(), op.ids.end());
     auto prefix = keys::prefix(op.agent);
-    std::vector<std::pair<std::string, inbox_entry>> moves;
+    std::vector<std::pair<std::string, deadletter_entry>> moves;
     s_.scan(cf_deadletter, prefix, prefix, [&](std::string_view k, std::string_view v) {
       auto id = keys::get_be64(k.substr(prefix.size()));
       if (!wanted.empty() && !wanted.count(id))
         return true;
       if (auto d = decode_deadletter(v); d && !d->entry.corrupt)
-        moves.emplace_back(std::string{k}, std::move(d->entry));
+        moves.emplace_back(std::string{k}, std::move(*d));
       return true;
     });
     auto full = [&] { return op.depth_limit != 0 && c->depth >= op.depth_limit; };
@@ -856,20 +856,27 @@ private:
                                         + "); nothing was requeued"};
       return;
     }
-    std::size_t moved = 0;
-    for (auto& [k, e] : moves) {
+    std::size_t requeued = 0;
+    for (auto& [k, d] : moves) {
       if (full())
         break;
-      ++moved;
       del(cf_deadletter, k);
-      e.idempotency_key.clear();
-      enqueue_op enq{op.agent, std::move(e), 0};
+      // A trigger that got into the inbox once (it has a seq) had its
+      // idempotency key recorded then: requeued, it is not a retry of itself.
+      // One refused at the door (inbox_full) never had its key recorded: it
+      // keeps it, so a client's retries of it (refused too, or accepted
+      // later) are delivered once, not once per attempt.
+      if (d.seq != 0)
+        d.entry.idempotency_key.clear();
+      enqueue_op enq{op.agent, std::move(d.entry), 0};
       op_result sub;
       handle(enq, sub);
-      for (auto& d : sub.delivered)
-        r.delivered.push_back(std::move(d));
+      if (!sub.duplicate)
+        ++requeued;
+      for (auto& e : sub.delivered)
+        r.delivered.push_back(std::move(e));
     }
-    r.seq = moved;
+    r.seq = requeued;
   }
 
   store::impl& s_;

@@ -215,6 +215,29 @@ TEST_CASE("requeueing never takes an inbox past its depth limit") {
   CHECK(h.state<counter_state>("c").count == 5);  // 1, 2, 5, 6 and the requeued 3
 }
 
+TEST_CASE("a message refused while the inbox was full and retried is delivered once") {
+  testing::harness_options o;
+  o.limits.inbox_limit = 2;
+  testing::harness h{registry(), o};
+  h.create("c", "counter");  // init takes one slot
+  CHECK(h.send("c", "1"));
+  send_options key;
+  key.idempotency_key = "req-7";
+  CHECK_FALSE(h.send("c", "x", key));  // full: to the deadletter
+  CHECK_FALSE(h.send("c", "x", key));  // the client's retry: full again
+  REQUIRE(h.deadletter("c").size() == 2);
+  h.run();
+  std::vector<storage::write_op> ops;
+  ops.push_back(storage::requeue_op{"c", {}, 2});
+  auto r = h.store().apply(ops);
+  CHECK_FALSE(r[0].err);
+  CHECK(r[0].seq == 1);  // the two attempts are one message
+  CHECK(h.deadletter("c").empty());
+  CHECK(h.send("c", "x", key)->duplicate);  // a later retry too
+  h.run();
+  CHECK(h.state<counter_state>("c").count == 2);
+}
+
 TEST_CASE("a repeated idempotency key is accepted once") {
   testing::harness h{registry()};
   h.create("c", "counter");
