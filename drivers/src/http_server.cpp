@@ -100,62 +100,57 @@ std::optional<response> check_framing(const http::fields& fields, bool beast_chu
 
 // One WebSocket connection. The reader coroutine and the writes run on the
 // connection's I/O thread; writes are queued, one in flight (as in Beast's
-// chat-multi example).
+// chat-multi example). The queue is bounded: a client that does not read
+// what its agent sends would otherwise grow it without limit (see send).
 struct ws_connection : std::enable_shared_from_this<ws_connection> {
-  ws_connection(beast::tcp_stream&& s, std::string a) : ws(std::move(s)), agent(std::move(a)) {}
+  ws_connection(beast::tcp_stream&& s, std::string a, std::size_t limit)
+    : ws(std::move(s)), agent(std::move(a)), queue_limit(limit) {}
   websocket::stream<beast::tcp_stream> ws;
   const std::string agent;  // the agent the connection belongs to
+  std::string id;           // ws-N, once open
   std::deque<ws_message> queue;
+  std::size_t queued = 0;  // bytes of the frames in `queue`, the one being written included
+  const std::size_t queue_limit;
   bool writing = false;
   bool closed = false;
-  // The code of the close frame the server sends: 1000 when the agent
-  // closes, 1001 when the server stops or the agent is deleted, 1009 when a
-  // frame is too large for the agent's inbox.
-  websocket::close_code close_code = websocket::close_code::normal;
+  bool close_queued = false;  // frames sent after it would never go out
+  // The close frame the server sends: 1000 when the agent closes, 1001 when
+  // the server stops or the agent is deleted, 1009 when a frame is too large
+  // for the agent's inbox, 1008 when the client does not read (the queue
+  // outgrew its limit).
+  websocket::close_reason close_reason{websocket::close_code::normal};
   bool agent_gone = false;  // deleted: no more triggers go to its id
 
-  void send(ws_message m) {
-    if (closed)
-      return;
+  // False when the frame would take the bytes queued past the limit: the
+  // frames waiting are dropped (the one being written goes on) and a close
+  // frame 1008 follows it. One frame alone is always queued, whatever its size.
+  bool send(ws_message m) {
+    if (closed || (close_queued && !m.close))
+      return true;
+    if (!m.close && !queue.empty() && queued + m.data.size() > queue_limit) {
+      queue.erase(writing ? std::next(queue.begin()) : queue.begin(), queue.end());
+      queued = queue.empty() ? 0 : queue.front().data.size();
+      close_queued = false;  // a close waiting was dropped too
+      close_with({websocket::close_code::policy_error,
+                  "client too slow: over " + std::to_string(queue_limit) + " bytes queued"});
+      return false;
+    }
+    close_queued = close_queued || m.close;
+    queued += m.data.size();
     queue.push_back(std::move(m));
     if (!writing)
       write_next();
+    return true;
   }
 
-  void write_next() {
-    if (queue.empty() || closed) {
-      writing = false;
-      return;
-    }
-    writing = true;
-    auto& m = queue.front();
-    auto self = shared_from_this();
-    if (m.close) {
-      closed = true;
-      ws.async_close(close_code, [self](beast::error_code) {});
-      return;
-    }
-    ws.binary(m.binary);
-    ws.async_write(asio::buffer(m.data), [self](beast::error_code ec, std::size_t) {
-      self->queue.pop_front();
-      if (ec) {
-        self->closed = true;
-        self->writing = false;
-        return;
-      }
-      self->write_next();
-    });
-  }
+  void write_next();
 
-  // The frames queued go first, then a close frame with `code` (unless a
+  // The frames queued go first, then a close frame with `reason` (unless a
   // close is already on its way); the reader ends when the client answers it.
-  void close_with(websocket::close_code code) {
-    if (closed)
+  void close_with(websocket::close_reason reason) {
+    if (closed || close_queued)
       return;
-    for (auto& m : queue)
-      if (m.close)
-        return;
-    close_code = code;
+    close_reason = std::move(reason);
     ws_message m;
     m.close = true;
     send(std::move(m));
@@ -252,6 +247,32 @@ struct connection_watch {
   }
 };
 
+void ws_connection::write_next() {
+  if (queue.empty() || closed) {
+    writing = false;
+    return;
+  }
+  writing = true;
+  auto& m = queue.front();
+  auto self = shared_from_this();
+  if (m.close) {
+    closed = true;
+    ws.async_close(close_reason, [self](beast::error_code) {});
+    return;
+  }
+  ws.binary(m.binary);
+  ws.async_write(asio::buffer(m.data), [self](beast::error_code ec, std::size_t) {
+    self->queued -= self->queue.front().data.size();
+    self->queue.pop_front();
+    if (ec) {
+      self->closed = true;
+      self->writing = false;
+      return;
+    }
+    self->write_next();
+  });
+}
+
 struct http_server::impl {
   node& n;
   http_options options;
@@ -287,7 +308,11 @@ struct http_server::impl {
       if (i == ws_conns.end() || i->second->agent != ev.agent)
         continue;  // closed meanwhile, or not this agent's: the frame is dropped
       auto c = i->second;
-      asio::post(c->ws.get_executor(), [c, m]() mutable { c->send(std::move(m)); });
+      asio::post(c->ws.get_executor(), [this, c, m]() mutable {
+        if (!c->send(std::move(m)))
+          log("event=ws_overflow agent=" + c->agent + " connection=" + c->id + " limit="
+              + std::to_string(c->queue_limit) + " close=1008");
+      });
     }
   }
 
@@ -348,16 +373,25 @@ struct http_server::impl {
     ws.read_message_max(options.max_body_bytes);
   }
 
+  // The bytes queued for one WebSocket client: a few of the largest messages
+  // (--max-body), at least 1 MiB.
+  std::size_t ws_queue_limit() const {
+    constexpr std::size_t floor = std::size_t{1} << 20;
+    auto most = options.max_body_bytes > SIZE_MAX / 4 ? SIZE_MAX : 4 * options.max_body_bytes;
+    return std::max(most, floor);
+  }
+
   asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
                                    std::string agent, header_list headers) {
     stream.expires_never();
-    auto conn = std::make_shared<ws_connection>(std::move(stream), agent);
+    auto conn = std::make_shared<ws_connection>(std::move(stream), agent, ws_queue_limit());
     limit(conn->ws);
     conn->ws.set_option(decorate(std::move(headers)));
     auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
     if (ec)
       co_return;
     auto id = "ws-" + std::to_string(next_ws++);
+    conn->id = id;
     {
       std::lock_guard<std::mutex> guard{ws_mtx};
       ws_conns.emplace(id, conn);

@@ -81,15 +81,53 @@ struct sayer : agent<ws_echo_state> {
   }
 };
 
+// A frame "flood" makes the agent send 40 frames of 256 KiB back at once.
+struct ws_flood : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    auto ev = ws_event::from(t);
+    if (!ev)
+      return;
+    if (ev->event == ws_event::kind::open)
+      state().events.push_back("open");
+    if (ev->event == ws_event::kind::close)
+      state().events.push_back("close");
+    if (ev->event == ws_event::kind::frame && ev->data == "flood")
+      for (int i = 0; i < 40; ++i)
+        ctx.ws_send(ev->connection, std::string(256 << 10, static_cast<char>('a' + i % 26)));
+  }
+};
+
+// The server's log lines, for a test to wait on.
+struct log_lines {
+  std::mutex mtx;
+  std::vector<std::string> lines;
+  void operator()(const std::string& line) {
+    std::lock_guard<std::mutex> guard{mtx};
+    lines.push_back(line);
+  }
+  bool wait_for(const std::string& what, std::chrono::milliseconds most) {
+    for (auto end = std::chrono::steady_clock::now() + most;
+         std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(10ms)) {
+      std::lock_guard<std::mutex> guard{mtx};
+      for (auto& l : lines)
+        if (l.find(what) != std::string::npos)
+          return true;
+    }
+    return false;
+  }
+};
+
 struct server_fixture {
   test::temp_dir dir;
   std::unique_ptr<node> n;
   std::unique_ptr<drivers::http_server> server;
 
   explicit server_fixture(std::size_t max_connections = 1024,
-                          std::chrono::milliseconds reply_timeout = 30s) {
+                          std::chrono::milliseconds reply_timeout = 30s,
+                          std::function<void(drivers::http_options&)> tweak = nullptr) {
     agent_registry r;
     r.add<ws_echo>("ws-echo");
+    r.add<ws_flood>("ws-flood");
     r.add<sayer>("sayer");
     r.add<ws_relay>("ws-relay");
     node_options o;
@@ -103,6 +141,8 @@ struct server_fixture {
     h.read_timeout = 500ms;
     h.max_connections = max_connections;
     h.reply_timeout = reply_timeout;
+    if (tweak)
+      tweak(h);
     server = std::move(*drivers::http_server::start(*n, h));
   }
 };
@@ -202,6 +242,45 @@ TEST_CASE("an agent sends to its own WebSocket connections only") {
   CHECK(next(*wa) == "own");
   wa->close(websocket::close_code::normal);
   wb->close(websocket::close_code::normal);
+}
+
+TEST_CASE("a WebSocket client that does not read is closed with 1008 once its queue is full") {
+  // The queue holds max(4 x --max-body, 1 MiB) = 1 MiB here; the agent sends
+  // 10 MiB at once to a client whose small receive buffer fills at once.
+  auto log = std::make_shared<log_lines>();
+  server_fixture f{1024, 30s, [log](drivers::http_options& h) {
+                     h.log = [log](const std::string& l) { (*log)(l); };
+                     h.read_timeout = 30s;  // no idle ping in the way
+                   }};
+  REQUIRE_FALSE(f.n->create("w", "ws-flood"));
+  asio::io_context io;
+  websocket::stream<tcp::socket> ws{io};
+  ws.next_layer().open(tcp::v4());
+  ws.next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
+  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  ws.handshake("127.0.0.1", "/v1/agents/w/ws?token=secret");
+  ws.write(asio::buffer(std::string{"flood"}));
+  // Not reading until the server gave up on the queue (bounded wait).
+  CHECK(log->wait_for("event=ws_overflow agent=w", 10s));
+  // What was on its way arrives, then the close frame: far less than 40 frames.
+  beast::flat_buffer buf;
+  beast::error_code ec;
+  int frames = 0;
+  for (int i = 0; i < 40 && !ec; ++i) {
+    ws.read(buf, ec);
+    if (!ec)
+      ++frames;
+    buf.consume(buf.size());
+  }
+  CHECK(ec == websocket::error::closed);
+  CHECK(ws.reason().code == websocket::close_code::policy_error);
+  CHECK(frames < 40);
+  // The agent hears the close as any other.
+  for (int i = 0; i < 400 && f.n->state<ws_echo_state>("w")->events.size() < 2; ++i) {
+    f.n->wait_idle(10s);
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(f.n->state<ws_echo_state>("w")->events == std::vector<std::string>{"open", "close"});
 }
 
 TEST_CASE("a WebSocket upgrade needs a token and a known agent") {
