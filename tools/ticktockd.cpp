@@ -325,6 +325,9 @@ int main(int argc, char** argv) {
      "attempts of a trigger before it goes to the deadletter")
     ("read-timeout", po::value<std::int64_t>()->default_value(10'000),
      "ms a request may take to arrive; slower clients get 408")
+    ("write-timeout", po::value<std::int64_t>()->default_value(30'000),
+     "ms a response or WebSocket frame may take to be written (an SSE stream: "
+     "without progress); slower clients are cut")
     ("max-connections", po::value<std::size_t>()->default_value(1024),
      "open HTTP connections; more get 503")
     // Not composing: the list comes from the first source that gives one
@@ -525,11 +528,13 @@ int main(int argc, char** argv) {
   http.max_body_bytes = opts.limits.max_message_bytes;
   http.max_bundle_bytes = vm["max-bundle"].as<std::size_t>();
   http.read_timeout = std::chrono::milliseconds{vm["read-timeout"].as<std::int64_t>()};
+  http.write_timeout = std::chrono::milliseconds{vm["write-timeout"].as<std::int64_t>()};
   http.max_connections = vm["max-connections"].as<std::size_t>();
   http.threads = vm["http-threads"].as<std::size_t>();
-  if (http.read_timeout.count() <= 0 || http.max_connections == 0 || http.threads == 0) {
-    std::fprintf(stderr,
-                 "ticktockd: --read-timeout, --max-connections and --http-threads must be positive\n");
+  if (http.read_timeout.count() <= 0 || http.write_timeout.count() <= 0
+      || http.max_connections == 0 || http.threads == 0) {
+    std::fprintf(stderr, "ticktockd: --read-timeout, --write-timeout, --max-connections and "
+                         "--http-threads must be positive\n");
     return 2;
   }
   // Held until exit (the descriptor is never closed).

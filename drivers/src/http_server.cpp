@@ -100,64 +100,67 @@ std::optional<response> check_framing(const http::fields& fields, bool beast_chu
 
 }  // namespace
 
+struct connection_watch;
+
 // One WebSocket connection. The reader coroutine and the writes run on the
 // connection's I/O thread; writes are queued, one in flight (as in Beast's
-// chat-multi example).
+// chat-multi example). The queue is bounded: a client that does not read
+// what its agent sends would otherwise grow it without limit (see send).
 struct ws_connection : std::enable_shared_from_this<ws_connection> {
-  ws_connection(beast::tcp_stream&& s, std::string a) : ws(std::move(s)), agent(std::move(a)) {}
+  ws_connection(beast::tcp_stream&& s, std::string a, std::size_t limit,
+                std::chrono::milliseconds wt)
+    : ws(std::move(s)), agent(std::move(a)), queue_limit(limit), write_timeout(wt) {}
   websocket::stream<beast::tcp_stream> ws;
   const std::string agent;  // the agent the connection belongs to
+  std::string id;           // ws-N, once open
   std::deque<ws_message> queue;
+  std::size_t queued = 0;  // bytes of the frames in `queue`, the one being written included
+  const std::size_t queue_limit;
+  const std::chrono::milliseconds write_timeout;
+  // The session's watch (null once the session ended): a frame not written
+  // within the write timeout cuts the connection.
+  connection_watch* watch = nullptr;
   bool writing = false;
   bool closed = false;
-  // The code of the close frame the server sends: 1000 when the agent
-  // closes, 1001 when the server stops or the agent is deleted, 1009 when a
-  // frame is too large for the agent's inbox.
-  websocket::close_code close_code = websocket::close_code::normal;
+  bool close_queued = false;  // frames sent after it would never go out
+  // The close frame the server sends: 1000 when the agent closes, 1001 when
+  // the server stops or the agent is deleted, 1009 when a frame is too large
+  // for the agent's inbox, 1008 when the client does not read (the queue
+  // outgrew its limit).
+  websocket::close_reason close_reason{websocket::close_code::normal};
   bool agent_gone = false;  // deleted: no more triggers go to its id
 
-  void send(ws_message m) {
-    if (closed)
-      return;
+  // False when the frame would take the bytes queued past the limit: the
+  // frames waiting are dropped (the one being written goes on) and a close
+  // frame 1008 follows it; the write timeout cuts a client that does not
+  // read even that. One frame alone is always queued, whatever its size.
+  bool send(ws_message m) {
+    if (closed || (close_queued && !m.close))
+      return true;
+    if (!m.close && !queue.empty() && queued + m.data.size() > queue_limit) {
+      queue.erase(writing ? std::next(queue.begin()) : queue.begin(), queue.end());
+      queued = queue.empty() ? 0 : queue.front().data.size();
+      close_queued = false;  // a close waiting was dropped too
+      close_with({websocket::close_code::policy_error,
+                  "client too slow: over " + std::to_string(queue_limit) + " bytes queued"});
+      return false;
+    }
+    close_queued = close_queued || m.close;
+    queued += m.data.size();
     queue.push_back(std::move(m));
     if (!writing)
       write_next();
+    return true;
   }
 
-  void write_next() {
-    if (queue.empty() || closed) {
-      writing = false;
-      return;
-    }
-    writing = true;
-    auto& m = queue.front();
-    auto self = shared_from_this();
-    if (m.close) {
-      closed = true;
-      ws.async_close(close_code, [self](beast::error_code) {});
-      return;
-    }
-    ws.binary(m.binary);
-    ws.async_write(asio::buffer(m.data), [self](beast::error_code ec, std::size_t) {
-      self->queue.pop_front();
-      if (ec) {
-        self->closed = true;
-        self->writing = false;
-        return;
-      }
-      self->write_next();
-    });
-  }
+  void write_next();
 
-  // The frames queued go first, then a close frame with `code` (unless a
+  // The frames queued go first, then a close frame with `reason` (unless a
   // close is already on its way); the reader ends when the client answers it.
-  void close_with(websocket::close_code code) {
-    if (closed)
+  void close_with(websocket::close_reason reason) {
+    if (closed || close_queued)
       return;
-    for (auto& m : queue)
-      if (m.close)
-        return;
-    close_code = code;
+    close_reason = std::move(reason);
     ws_message m;
     m.close = true;
     send(std::move(m));
@@ -169,7 +172,6 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
 
 // One I/O thread: its io_context (run by this thread alone), the deadlines of
 // its connections and the sweep that enforces them.
-struct connection_watch;
 struct io_thread {
   std::optional<asio::io_context> io;
   // Keeps run() going while the thread has no connection (until stop()).
@@ -254,6 +256,36 @@ struct connection_watch {
   }
 };
 
+void ws_connection::write_next() {
+  if (queue.empty() || closed) {
+    writing = false;
+    return;
+  }
+  writing = true;
+  auto& m = queue.front();
+  auto self = shared_from_this();
+  if (m.close) {
+    closed = true;
+    ws.async_close(close_reason, [self](beast::error_code) {});
+    return;
+  }
+  ws.binary(m.binary);
+  if (watch)
+    watch->arm(write_timeout);
+  ws.async_write(asio::buffer(m.data), [self](beast::error_code ec, std::size_t) {
+    if (self->watch)
+      self->watch->disarm();
+    self->queued -= self->queue.front().data.size();
+    self->queue.pop_front();
+    if (ec) {
+      self->closed = true;
+      self->writing = false;
+      return;
+    }
+    self->write_next();
+  });
+}
+
 struct http_server::impl {
   node& n;
   http_options options;
@@ -297,7 +329,11 @@ struct http_server::impl {
       if (i == ws_conns.end() || i->second->agent != ev.agent)
         continue;  // closed meanwhile, or not this agent's: the frame is dropped
       auto c = i->second;
-      asio::post(c->ws.get_executor(), [c, m]() mutable { c->send(std::move(m)); });
+      asio::post(c->ws.get_executor(), [this, c, m]() mutable {
+        if (!c->send(std::move(m)))
+          log("event=ws_overflow agent=" + c->agent + " connection=" + c->id + " limit="
+              + std::to_string(c->queue_limit) + " close=1008");
+      });
     }
   }
 
@@ -358,16 +394,35 @@ struct http_server::impl {
     ws.read_message_max(options.max_body_bytes);
   }
 
-  asio::awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> msg,
-                                   std::string agent, header_list headers) {
+  // The bytes queued for one WebSocket client: a few of the largest messages
+  // (--max-body), at least 1 MiB.
+  std::size_t ws_queue_limit() const {
+    constexpr std::size_t floor = std::size_t{1} << 20;
+    auto most = options.max_body_bytes > SIZE_MAX / 4 ? SIZE_MAX : 4 * options.max_body_bytes;
+    return std::max(most, floor);
+  }
+
+  asio::awaitable<void> ws_session(connection_watch& watch, beast::tcp_stream stream,
+                                   http::request<http::string_body> msg, std::string agent,
+                                   header_list headers) {
     stream.expires_never();
-    auto conn = std::make_shared<ws_connection>(std::move(stream), agent);
+    auto conn = std::make_shared<ws_connection>(std::move(stream), agent, ws_queue_limit(),
+                                                options.write_timeout);
+    // The watch follows the stream into the connection; the connection
+    // forgets it when this session ends (the connection may live on a bit).
+    watch.stream = &conn->ws.next_layer();
+    conn->watch = &watch;
+    struct forget {
+      ws_connection& c;
+      ~forget() { c.watch = nullptr; }
+    } forget_watch{*conn};
     limit(conn->ws);
     conn->ws.set_option(decorate(std::move(headers)));
     auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
     if (ec)
       co_return;
     auto id = "ws-" + std::to_string(next_ws++);
+    conn->id = id;
     {
       std::lock_guard<std::mutex> guard{ws_mtx};
       ws_conns.emplace(id, conn);
@@ -417,7 +472,9 @@ struct http_server::impl {
                            close_ws_of(id);
                          }},
           metrics),
-      sweep_every(std::clamp(std::min(options.read_timeout, options.reply_timeout) / 10,
+      sweep_every(std::clamp(std::min({options.read_timeout, options.reply_timeout,
+                                       options.write_timeout})
+                               / 10,
                              std::chrono::milliseconds{5}, std::chrono::milliseconds{250})) {
     for (std::size_t i = 0; i < std::max<std::size_t>(1, options.threads); ++i)
       io_threads.push_back(std::make_unique<io_thread>());
@@ -503,7 +560,7 @@ struct http_server::impl {
       res.body() = r.body;
       res.prepare_payload();
     }
-    watch.arm(std::chrono::seconds{30});
+    watch.arm(options.write_timeout);
     beast::error_code ec;
     if (head) {
       http::response_serializer<http::string_body> sr{res};
@@ -746,16 +803,16 @@ struct http_server::impl {
             + " status=" + std::to_string(res.status) + " us=" + std::to_string(us));
       }
       if (res.status == 101 && websocket::is_upgrade(msg)) {
-        co_await ws_session(std::move(stream), std::move(msg), res.stream_agent,
+        co_await ws_session(watch, std::move(stream), std::move(msg), res.stream_agent,
                             std::move(res.headers));
         co_return;
       }
       if (res.stream != stream_kind::none && !head) {
         if (websocket::is_upgrade(msg)) {
-          co_await stream_ws(std::move(stream), std::move(msg), res);
+          co_await stream_ws(watch, std::move(stream), std::move(msg), res);
           co_return;
         }
-        co_await stream_events(stream, res, msg.version());
+        co_await stream_events(stream, watch, res, msg.version());
         break;
       }
       // RFC 9112, 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
@@ -826,8 +883,10 @@ struct http_server::impl {
   // ends its chunked body. HTTP/1.0 has no chunked coding (RFC 9112, 6.1: no
   // Transfer-Encoding in an answer to it): the events go as they are, and
   // the end of the connection ends the body.
-  asio::awaitable<void> stream_events(beast::tcp_stream& stream, const response& r,
-                                      unsigned version) {
+  // A client that stops reading is cut when a write makes no progress for
+  // the write timeout (so it does not hold its connection slot forever).
+  asio::awaitable<void> stream_events(beast::tcp_stream& stream, connection_watch& watch,
+                                      const response& r, unsigned version) {
     const bool chunked = version >= 11;
     http::response<http::empty_body> head{http::status::ok, version};
     head.set(http::field::server, "ticktockd");
@@ -841,10 +900,23 @@ struct http_server::impl {
       head.keep_alive(false);
     http::response_serializer<http::empty_body> sr{head};
     stream.expires_never();
+    watch.arm(options.write_timeout);
     auto [ec, n_head] = co_await http::async_write_header(stream, sr, use_nothrow);
     (void)n_head;
+    watch.disarm();
     if (ec)
       co_return;
+    // Each write of the stream's: the deadline moves on as bytes go out.
+    auto progress = [&watch, to = options.write_timeout, done = std::size_t{0}](
+                      const beast::error_code& wec, std::size_t n) mutable -> std::size_t {
+      if (wec)
+        return 0;
+      if (n > done) {
+        done = n;
+        watch.arm(to);
+      }
+      return 65536;
+    };
     auto me = std::make_shared<follower>(co_await asio::this_coro::executor);
     bool broken = false;
     co_await follow(r, me, [&](const std::vector<stream_event>& events) -> asio::awaitable<bool> {
@@ -868,31 +940,40 @@ struct http_server::impl {
       if (chunk.empty())
         chunk = ": keep-alive\n\n";
       beast::error_code wec;
+      watch.arm(options.write_timeout);
       if (chunked) {
-        auto [cec, cn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(chunk)),
-                                                    use_nothrow);
+        auto [cec, cn] = co_await asio::async_write(
+          stream, http::make_chunk(asio::buffer(chunk)), progress, use_nothrow);
         (void)cn;
         wec = cec;
       } else {
-        auto [rec, rn] = co_await asio::async_write(stream, asio::buffer(chunk), use_nothrow);
+        auto [rec, rn] = co_await asio::async_write(stream, asio::buffer(chunk), progress,
+                                                    use_nothrow);
         (void)rn;
         wec = rec;
       }
+      watch.disarm();
+      if (wec && watch.expired)
+        log("event=write_timeout agent=" + r.stream_agent + " stream=sse");
       broken = static_cast<bool>(wec);
       co_return !wec;
     });
     if (chunked && !broken) {
+      watch.arm(options.write_timeout);
       auto [lec, ln] = co_await asio::async_write(stream, http::make_chunk_last(), use_nothrow);
       (void)lec;
       (void)ln;
+      watch.disarm();
     }
   }
 
   // The same streams over a WebSocket: one text frame {"id","event","data"}
   // per event, resumable with ?from_seq=. A reader runs beside the writer so
   // that the client's close (or a drop) ends the stream at once.
-  asio::awaitable<void> stream_ws(beast::tcp_stream stream, http::request<http::string_body> msg,
-                                  const response& r) {
+  // A frame that is not written within the write timeout cuts the
+  // connection, as a response's write does.
+  asio::awaitable<void> stream_ws(connection_watch& watch, beast::tcp_stream stream,
+                                  http::request<http::string_body> msg, const response& r) {
     stream.expires_never();
     struct ws_state {
       explicit ws_state(beast::tcp_stream&& s) : ws(std::move(s)) {}
@@ -900,6 +981,7 @@ struct http_server::impl {
       bool closed = false;
     };
     auto st = std::make_shared<ws_state>(std::move(stream));
+    watch.stream = &st->ws.next_layer();
     limit(st->ws);  // the client's frames are read (and dropped) under the same limits
     st->ws.set_option(decorate(r.headers));
     auto [ec] = co_await st->ws.async_accept(msg, use_nothrow);
@@ -932,8 +1014,10 @@ struct http_server::impl {
       for (auto& e : events) {
         auto frame = boost::json::serialize(
           boost::json::object{{"id", e.id}, {"event", e.event}, {"data", e.data}});
+        watch.arm(options.write_timeout);
         auto [wec, wn] = co_await st->ws.async_write(asio::buffer(frame), use_nothrow);
         (void)wn;
+        watch.disarm();
         if (wec)
           co_return false;
       }

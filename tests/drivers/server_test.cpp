@@ -82,15 +82,66 @@ struct sayer : agent<ws_echo_state> {
   }
 };
 
+// A frame "flood" makes the agent send 40 frames of 256 KiB back at once;
+// "big" one frame of 8 MiB.
+struct ws_flood : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    auto ev = ws_event::from(t);
+    if (!ev)
+      return;
+    if (ev->event == ws_event::kind::open)
+      state().events.push_back("open");
+    if (ev->event == ws_event::kind::close)
+      state().events.push_back("close");
+    if (ev->event == ws_event::kind::frame && ev->data == "flood")
+      for (int i = 0; i < 40; ++i)
+        ctx.ws_send(ev->connection, std::string(256 << 10, static_cast<char>('a' + i % 26)));
+    if (ev->event == ws_event::kind::frame && ev->data == "big")
+      ctx.ws_send(ev->connection, std::string(8 << 20, 'b'));
+  }
+};
+
+// Its first tick puts 96 events of 100 KB in its outbox.
+struct emitter : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::init)
+      for (int i = 0; i < 96; ++i)
+        ctx.emit(std::string(100'000, static_cast<char>('a' + i % 26)));
+  }
+};
+
+// The server's log lines, for a test to wait on.
+struct log_lines {
+  std::mutex mtx;
+  std::vector<std::string> lines;
+  void operator()(const std::string& line) {
+    std::lock_guard<std::mutex> guard{mtx};
+    lines.push_back(line);
+  }
+  bool wait_for(const std::string& what, std::chrono::milliseconds most) {
+    for (auto end = std::chrono::steady_clock::now() + most;
+         std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(10ms)) {
+      std::lock_guard<std::mutex> guard{mtx};
+      for (auto& l : lines)
+        if (l.find(what) != std::string::npos)
+          return true;
+    }
+    return false;
+  }
+};
+
 struct server_fixture {
   test::temp_dir dir;
   std::unique_ptr<node> n;
   std::unique_ptr<drivers::http_server> server;
 
   explicit server_fixture(std::size_t max_connections = 1024,
-                          std::chrono::milliseconds reply_timeout = 30s) {
+                          std::chrono::milliseconds reply_timeout = 30s,
+                          std::function<void(drivers::http_options&)> tweak = nullptr) {
     agent_registry r;
     r.add<ws_echo>("ws-echo");
+    r.add<ws_flood>("ws-flood");
+    r.add<emitter>("emitter");
     r.add<sayer>("sayer");
     r.add<ws_relay>("ws-relay");
     node_options o;
@@ -104,6 +155,8 @@ struct server_fixture {
     h.read_timeout = 500ms;
     h.max_connections = max_connections;
     h.reply_timeout = reply_timeout;
+    if (tweak)
+      tweak(h);
     server = std::move(*drivers::http_server::start(*n, h));
   }
 };
@@ -203,6 +256,103 @@ TEST_CASE("an agent sends to its own WebSocket connections only") {
   CHECK(next(*wa) == "own");
   wa->close(websocket::close_code::normal);
   wb->close(websocket::close_code::normal);
+}
+
+TEST_CASE("a WebSocket client that does not read is closed with 1008 once its queue is full") {
+  // The queue holds max(4 x --max-body, 1 MiB) = 1 MiB here; the agent sends
+  // 10 MiB at once to a client whose small receive buffer fills at once.
+  auto log = std::make_shared<log_lines>();
+  server_fixture f{1024, 30s, [log](drivers::http_options& h) {
+                     h.log = [log](const std::string& l) { (*log)(l); };
+                     h.read_timeout = 30s;  // no idle ping in the way
+                   }};
+  REQUIRE_FALSE(f.n->create("w", "ws-flood"));
+  asio::io_context io;
+  websocket::stream<tcp::socket> ws{io};
+  ws.next_layer().open(tcp::v4());
+  ws.next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
+  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  ws.handshake("127.0.0.1", "/v1/agents/w/ws?token=secret");
+  ws.write(asio::buffer(std::string{"flood"}));
+  // Not reading until the server gave up on the queue (bounded wait).
+  CHECK(log->wait_for("event=ws_overflow agent=w", 10s));
+  // What was on its way arrives, then the close frame: far less than 40 frames.
+  beast::flat_buffer buf;
+  beast::error_code ec;
+  int frames = 0;
+  for (int i = 0; i < 40 && !ec; ++i) {
+    ws.read(buf, ec);
+    if (!ec)
+      ++frames;
+    buf.consume(buf.size());
+  }
+  CHECK(ec == websocket::error::closed);
+  CHECK(ws.reason().code == websocket::close_code::policy_error);
+  CHECK(frames < 40);
+  // The agent hears the close as any other.
+  for (int i = 0; i < 400 && f.n->state<ws_echo_state>("w")->events.size() < 2; ++i) {
+    f.n->wait_idle(10s);
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(f.n->state<ws_echo_state>("w")->events == std::vector<std::string>{"open", "close"});
+}
+
+TEST_CASE("a stream whose client stops reading is cut after the write timeout") {
+  // One connection allowed: the stuck stream holds it until it is cut.
+  // (The read timeout is long: a WebSocket client quiet for it is cut anyway.)
+  server_fixture f{1, 30s, [](drivers::http_options& h) {
+                     h.write_timeout = 300ms;
+                     h.read_timeout = 30s;
+                   }};
+  REQUIRE_FALSE(f.n->create("e", "emitter"));
+  REQUIRE(f.n->wait_idle(10s));
+  asio::io_context io;
+  auto open = [&] {
+    auto s = std::make_unique<tcp::socket>(io);
+    s->open(tcp::v4());
+    s->set_option(asio::socket_base::receive_buffer_size(4096));
+    s->connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+    return s;
+  };
+  // Each kind of stream: SSE (9.6 MB of events) and WebSocket.
+  for (auto* head : {"GET /v1/agents/e/fs/outbox?from_seq=0 HTTP/1.1\r\nHost: x\r\n"
+                     "Authorization: Bearer secret\r\nAccept: text/event-stream\r\n\r\n",
+                     "GET /v1/agents/e/fs/outbox?from_seq=0&token=secret HTTP/1.1\r\nHost: x\r\n"
+                     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"}) {
+    CAPTURE(head);
+    auto stuck = open();
+    asio::write(*stuck, asio::buffer(std::string{head}));
+    char some[4096];
+    stuck->read_some(asio::buffer(some));  // the stream started: it holds the connection
+    // While the stream holds the only connection, others get 503; once the
+    // server cut it, a request goes through (bounded wait).
+    int status = 0;
+    for (int i = 0; i < 200 && status != 200; ++i) {
+      http::request<http::string_body> ok{http::verb::get, "/healthz", 11};
+      status = static_cast<int>(roundtrip(f.server->port(), ok).result_int());
+      if (status != 200)
+        std::this_thread::sleep_for(50ms);
+    }
+    CHECK(status == 200);
+  }
+  // An agent's WebSocket whose client reads nothing of a frame larger than
+  // the socket buffers: its write makes no progress.
+  REQUIRE_FALSE(f.n->create("w", "ws-flood"));
+  websocket::stream<tcp::socket> ws{io};
+  ws.next_layer().open(tcp::v4());
+  ws.next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
+  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  ws.handshake("127.0.0.1", "/v1/agents/w/ws?token=secret");
+  ws.write(asio::buffer(std::string{"big"}));
+  int status = 0;
+  for (int i = 0; i < 200 && status != 200; ++i) {
+    http::request<http::string_body> ok{http::verb::get, "/healthz", 11};
+    status = static_cast<int>(roundtrip(f.server->port(), ok).result_int());
+    if (status != 200)
+      std::this_thread::sleep_for(50ms);
+  }
+  CHECK(status == 200);
 }
 
 TEST_CASE("a WebSocket upgrade needs a token and a known agent") {

@@ -1199,8 +1199,14 @@ class IdentityTest(unittest.TestCase):
 class WebSocketClient:
     """A minimal RFC 6455 client over a socket: text frames, masked, unfragmented."""
 
-    def __init__(self, port, path, headers=None, timeout=10, key=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, path, headers=None, timeout=10, key=None, rcvbuf=None):
+        if rcvbuf:  # set before connecting, so that the window is small from the start
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         key = key or base64.b64encode(os.urandom(16)).decode()
         lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
@@ -1227,8 +1233,8 @@ class WebSocketClient:
             data += b
         return data
 
-    def send(self, opcode, payload):
-        mask = os.urandom(4)
+    def send(self, opcode, payload, mask=None):
+        mask = mask or os.urandom(4)  # a zero mask leaves the payload as it is (fast)
         n = len(payload)
         head = bytes([0x80 | opcode])
         if n < 126:
@@ -1237,7 +1243,10 @@ class WebSocketClient:
             head += bytes([0x80 | 126]) + struct.pack("!H", n)
         else:
             head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        if mask == bytes(4):
+            self.sock.sendall(head + mask + payload)
+        else:
+            self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
     def send_text(self, text):
         self.send(0x1, text.encode())
@@ -1405,6 +1414,40 @@ class WebSocketLimitTest(ServerCase):
         ws = WebSocketClient(self.server.port, "/v1/agents/ws-big/ws", auth, timeout=5)
         ws.send_text("x" * 1001)
         self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009)))
+        ws.sock.close()
+        self.assertServing()
+
+
+class WebSocketBackpressureTest(ServerCase):
+    def test_a_client_that_does_not_read_is_closed_with_1008(self):
+        # Bug: the frames queued for a client that did not read grew without
+        # limit (the server kept every echo of 40 MB here). The queue holds
+        # 4 x --max-body (4 MiB): past it the server closes with 1008.
+        self.server.create("ws-slow", "echo")
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-slow/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN}, rcvbuf=4096)
+        self.assertEqual(ws.status, 101, ws.head)
+        frame = b"x" * 1_000_000
+        for _ in range(40):
+            ws.send(0x2, frame, mask=bytes(4))
+        # Not reading until the agent echoed every frame (so the echoes queued up).
+        self.server.wait_for(lambda: self.server.status("ws-slow")["summary"].get("echoed") == 40,
+                             "the echo to count 40 frames")
+        # The echoes come in fragments (of a few KiB each): count their bytes.
+        echoed = 0
+        while echoed <= 40 * len(frame):  # bounded: the old server sent it all, and no close
+            opcode, payload = ws.recv()
+            if opcode == 0x8:
+                self.assertEqual(struct.unpack("!H", payload[:2])[0], 1008, payload)
+                self.assertIn(b"client too slow", payload)
+                break
+            if opcode == 0x9:
+                continue  # the server's keep-alive ping
+            self.assertIn(opcode, (0x0, 0x2))
+            echoed += len(payload)
+        else:
+            self.fail("no close frame")
+        self.assertLess(echoed, 40 * len(frame))
         ws.sock.close()
         self.assertServing()
 

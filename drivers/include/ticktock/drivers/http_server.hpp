@@ -39,6 +39,10 @@ struct http_options {
   std::size_t max_header_bytes = std::size_t{16} << 10;
   /// A request must arrive completely within this; slow clients are cut [10 s].
   std::chrono::milliseconds read_timeout{10'000};
+  /// A response or WebSocket frame not written within this, or an SSE
+  /// stream's write that makes no progress for this long, cuts the
+  /// connection [30 s].
+  std::chrono::milliseconds write_timeout{30'000};
   /// Connections beyond this are refused with 503 [1024].
   std::size_t max_connections = 1024;
   /// How long /a/{id}/... waits for the agent's committed reply [30 s].
