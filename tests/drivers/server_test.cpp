@@ -28,16 +28,21 @@ struct ws_echo_state {
   std::uint64_t frames = 0;
   std::vector<std::string> events;
 };
+// Records a connection's open and close events in the agent's state.
+void record_open_close(ws_echo_state& s, const ws_event& ev) {
+  if (ev.event == ws_event::kind::open)
+    s.events.push_back("open");
+  if (ev.event == ws_event::kind::close)
+    s.events.push_back("close");
+}
+
 // Echoes frames upper-cased; records open/close.
 struct ws_echo : agent<ws_echo_state> {
   void on_trigger(context& ctx, const trigger& t) override {
     auto ev = ws_event::from(t);
     if (!ev)
       return;
-    if (ev->event == ws_event::kind::open)
-      state().events.push_back("open");
-    if (ev->event == ws_event::kind::close)
-      state().events.push_back("close");
+    record_open_close(state(), *ev);
     if (ev->event == ws_event::kind::frame) {
       ++state().frames;
       auto up = ev->data;
@@ -89,10 +94,7 @@ struct ws_flood : agent<ws_echo_state> {
     auto ev = ws_event::from(t);
     if (!ev)
       return;
-    if (ev->event == ws_event::kind::open)
-      state().events.push_back("open");
-    if (ev->event == ws_event::kind::close)
-      state().events.push_back("close");
+    record_open_close(state(), *ev);
     if (ev->event == ws_event::kind::frame && ev->data == "flood")
       for (int i = 0; i < 40; ++i)
         ctx.ws_send(ev->connection, std::string(256 << 10, static_cast<char>('a' + i % 26)));
