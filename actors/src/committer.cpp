@@ -3,6 +3,11 @@
 
 namespace ticktock::detail {
 
+namespace {
+// How often an idle committer retries a failed store.
+constexpr std::chrono::milliseconds recovery_poll{100};
+}  // namespace
+
 committer::committer(storage::store& store, std::size_t max_group, bool inline_leaders)
   : store_(store), max_group_(max_group == 0 ? 1 : max_group), inline_leaders_(inline_leaders),
     thread_([this] { loop(); }) {}
@@ -20,8 +25,10 @@ bool committer::submit(storage::write_op op, callback done, bool may_lead) {
     leading_ = true;
     lead(lock);
     leading_ = false;
-    if (stopping_)
-      cv_.notify_one();  // stop() waits for the last leader
+    // stop() waits for the last leader; after a failed write the thread
+    // takes over the recovery.
+    if (stopping_ || store_.write_failure())
+      cv_.notify_one();
     return true;
   }
   queued_.store(true, std::memory_order_release);
@@ -84,7 +91,23 @@ void committer::loop() {
       lock.lock();
     }
     // A submitter leading meanwhile drains the queue itself.
-    cv_.wait(lock, [&] { return !leading_ && (stopping_ || !queue_.empty()); });
+    auto ready = [&] { return !leading_ && (stopping_ || !queue_.empty()); };
+    // After a failed write the store is recovered from here too, not only
+    // by the next write: one that no write comes to recovers all the same
+    // (and /healthz says so). recover_now keeps the store's backoff.
+    while (!ready()) {
+      if (!store_.write_failure()) {
+        cv_.wait(lock, [&] { return ready() || store_.write_failure(); });
+        continue;
+      }
+      if (cv_.wait_for(lock, recovery_poll, ready) || leading_)
+        continue;
+      leading_ = true;
+      lock.unlock();
+      store_.recover_now();
+      lock.lock();
+      leading_ = false;
+    }
     if (queue_.empty())
       return;  // stopping, drained, and no submitter leads
     leading_ = true;

@@ -712,6 +712,13 @@ response router::dispatch(const request& req, std::string_view path,
   if (path == "/healthz") {
     if (req.method != "GET" && req.method != "HEAD")
       return method_not_allowed("GET, HEAD");
+    // Not ok while storage refuses writes: nothing would be acknowledged.
+    // The node retries the store on its own meanwhile (no write needed).
+    if (auto failure = node_.store().write_failure()) {
+      auto r = error_response(error{errc::storage_failure, "storage refuses writes: " + *failure});
+      r.route = "/healthz";
+      return r;
+    }
     return json_response(200, json::object{{"status", "ok"}}, "/healthz");
   }
   if (path == "/metrics") {
@@ -849,6 +856,9 @@ response router::metrics_text() {
       << "# HELP ticktock_kill_switch 1 while the kill switch is engaged.\n"
          "# TYPE ticktock_kill_switch gauge\n"
       << "ticktock_kill_switch " << (node_.kill_switch() ? 1 : 0) << "\n"
+      << "# HELP ticktock_storage_failing 1 while storage refuses writes after a failed write.\n"
+         "# TYPE ticktock_storage_failing gauge\n"
+      << "ticktock_storage_failing " << (node_.store().write_failure() ? 1 : 0) << "\n"
       ;
   if (options_.nostr) {
     auto nm = options_.nostr->metrics();

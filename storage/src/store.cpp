@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -188,6 +189,11 @@ struct store::impl {
   error failure;
   std::chrono::steady_clock::time_point next_recovery{};
   std::chrono::milliseconds recovery_backoff{0};
+  // What readers see of `failure` (health checks, metrics): the flag is
+  // read without a lock on every /healthz; the message under its mutex.
+  std::atomic<bool> failing{false};
+  mutable std::mutex failing_mtx;
+  std::string failing_message;
 
   ~impl() {
     for (auto* h : handles)
@@ -206,6 +212,15 @@ struct store::impl {
     failure = err;
     recovery_backoff = std::chrono::milliseconds{0};
     next_recovery = {};
+    std::lock_guard<std::mutex> g{failing_mtx};
+    failing_message = err.message();
+    failing.store(true, std::memory_order_release);
+  }
+  void recovered() {
+    failure = {};
+    std::lock_guard<std::mutex> g{failing_mtx};
+    failing_message.clear();
+    failing.store(false, std::memory_order_release);
   }
   error recover();
   error reopen(const std::vector<std::pair<std::string, std::uint64_t>>& torn);
@@ -958,6 +973,21 @@ std::vector<op_result> store::apply(std::vector<write_op>& ops) {
   return w.run(ops);
 }
 
+bool store::recover_now() {
+  if (!impl_->failure)
+    return true;
+  return !impl_->recover();
+}
+
+std::optional<std::string> store::write_failure() const {
+  if (!impl_->failing.load(std::memory_order_acquire))
+    return std::nullopt;
+  std::lock_guard<std::mutex> g{impl_->failing_mtx};
+  if (!impl_->failing.load(std::memory_order_relaxed))
+    return std::nullopt;
+  return impl_->failing_message;
+}
+
 // -- recovery after a failed write -------------------------------------------
 //
 // A failed WAL append or sync leaves RocksDB in a background-error state in
@@ -982,12 +1012,12 @@ error store::impl::recover() {
     return still("the disk still refuses writes: " + st.ToString());
   auto torn = fs->take_torn_wals();
   if (torn.empty() && db && db->Resume().ok()) {
-    failure = {};
+    recovered();
     return {};
   }
   if (auto err = reopen(torn))
     return still(err.message());
-  failure = {};
+  recovered();
   return {};
 }
 

@@ -1,6 +1,8 @@
 // The real HTTP server (in-process, 127.0.0.1) over a store with injected
 // disk faults: 503 STORAGE_FAILURE with Retry-After while the disk fails,
-// 202 again once it recovers, with no restart and nothing lost.
+// 202 again once it recovers, with no restart and nothing lost; /healthz and
+// the ticktock_storage_failing gauge follow the fault, and the node recovers
+// without a write to trigger it.
 
 #include <catch2/catch.hpp>
 
@@ -52,6 +54,17 @@ std::string error_code(const http::response<http::string_body>& r) {
   return std::string{v.at("error").at("code").as_string()};
 }
 
+// The value of the ticktock_storage_failing gauge in GET /metrics.
+std::string storage_failing(std::uint16_t port) {
+  auto body = call(port, http::verb::get, "/metrics").body();
+  const std::string name = "\nticktock_storage_failing ";
+  auto at = body.find(name);
+  if (at == std::string::npos)
+    return "missing";
+  at += name.size();
+  return body.substr(at, body.find('\n', at) - at);
+}
+
 struct fault_case {
   const char* name;
   fault kind;
@@ -94,6 +107,8 @@ TEST_CASE("the HTTP server answers 503 STORAGE_FAILURE with Retry-After during a
       for (auto p : {R"("m1")", R"("m2")", R"("m3")"})
         REQUIRE(call(port, http::verb::post, "/v1/agents/c1/inbox", p).result_int() == 202);
       REQUIRE(nd.wait_idle(10s));
+      CHECK(call(port, http::verb::get, "/healthz").result_int() == 200);
+      CHECK(storage_failing(port) == "0");
 
       switch (c.kind) {
         case fault::write: faults->fail_writes(); break;
@@ -112,8 +127,26 @@ TEST_CASE("the HTTP server answers 503 STORAGE_FAILURE with Retry-After during a
       CHECK(error_code(created) == "STORAGE_FAILURE");
       // Reads keep working during the fault.
       CHECK(call(port, http::verb::get, "/v1/agents/c1").result_int() == 200);
+      // A health check sees the fault, and so does Prometheus.
+      auto health = call(port, http::verb::get, "/healthz");
+      CHECK(health.result_int() == 503);
+      CHECK(error_code(health) == "STORAGE_FAILURE");
+      CHECK(health[http::field::retry_after] == "1");
+      CHECK(storage_failing(port) == "1");
 
+      // Once the disk takes writes again the node recovers on its own, with
+      // no write to trigger it: /healthz (which writes nothing) turns ok.
       faults->clear();
+      unsigned healthy = 0;
+      auto health_deadline = std::chrono::steady_clock::now() + 30s;
+      for (int i = 0; i < 3000 && std::chrono::steady_clock::now() < health_deadline; ++i) {
+        healthy = call(port, http::verb::get, "/healthz").result_int();
+        if (healthy == 200)
+          break;
+        std::this_thread::sleep_for(10ms);
+      }
+      CHECK(healthy == 200);
+      CHECK(storage_failing(port) == "0");
       unsigned status = 0;
       auto deadline = std::chrono::steady_clock::now() + 30s;
       for (int i = 0; i < 3000 && std::chrono::steady_clock::now() < deadline; ++i) {

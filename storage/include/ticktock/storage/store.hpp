@@ -214,6 +214,16 @@ public:
   /// Reads go on during the fault.
   std::vector<op_result> apply(std::vector<write_op>& ops);
 
+  /// After a failed write: tries to recover now (at most once per backoff
+  /// step, like apply) without writing anything, so that a store with no
+  /// writes coming recovers too. Writer thread only. True when the store
+  /// takes writes (nothing had failed, or the recovery succeeded).
+  bool recover_now();
+
+  /// Why the last write failed, while the store has not recovered from it;
+  /// empty when it takes writes. Any thread.
+  std::optional<std::string> write_failure() const;
+
   // -- agents --------------------------------------------------------------
 
   expected<agent_record> get_agent(std::string_view id) const;
