@@ -158,7 +158,7 @@ TEST_CASE("agent-to-agent messages are signed, verified before the tick, and opt
   CHECK(n->verify("b")->ok);
 }
 
-TEST_CASE("the stored inbox record of an encrypted message is ciphertext; the tick sees plaintext") {
+TEST_CASE("the stored inbox record of an encrypted message is ciphertext, and the tick sees plaintext") {
   testing::harness h{registry()};
   REQUIRE_FALSE(h.create("a", "courier"));
   REQUIRE_FALSE(h.create("b", "courier"));
@@ -294,7 +294,7 @@ TEST_CASE("an encrypted message for another agent cannot be read: undecryptable"
   CHECK(n->metrics().undecryptable == 1);
 }
 
-TEST_CASE("trajectory records are signed; tampering names the first bad record") {
+TEST_CASE("trajectory records are signed, and tampering names the first bad record") {
   test::temp_dir dir;
   auto n = open_node(dir.path());
   REQUIRE_FALSE(n->create("a", "counter"));
@@ -326,7 +326,7 @@ TEST_CASE("trajectory records are signed; tampering names the first bad record")
   CHECK(rep->reason.find("bad signature") != std::string::npos);
 }
 
-TEST_CASE("bundles carry secrets only on request; import re-seals or re-keys") {
+TEST_CASE("bundles carry secrets only on request, and import re-seals or re-keys") {
   test::temp_dir src_dir, dst_dir;
   auto src = open_node(src_dir.path());
   auto dst = open_node(dst_dir.path());

@@ -226,7 +226,7 @@ TEST_CASE("request durations land in their histogram bucket") {
   CHECK(has(R"(ticktock_http_requests_total{route="/a/{id}",status="504"} 1)"));
 }
 
-TEST_CASE("identity files: pubkey, sign, verify, encrypt, decrypt; the secret never comes out") {
+TEST_CASE("identity files: pubkey, sign, verify, encrypt, decrypt, and the secret never comes out") {
   api_fixture f;
   f.call("POST", "/v1/agents", R"({"id":"me","type":"counter"})");
   f.call("POST", "/v1/agents", R"({"id":"you","type":"counter"})");
@@ -297,7 +297,7 @@ TEST_CASE("identity files: pubkey, sign, verify, encrypt, decrypt; the secret ne
   CHECK(storage::read_bundle_identity(with.body)->secret);
 }
 
-TEST_CASE("signed envelopes travel between nodes over HTTP; forgeries and replays are refused") {
+TEST_CASE("signed envelopes travel between nodes over HTTP, and forgeries and replays are refused") {
   api_fixture a, b;
   a.call("POST", "/v1/agents", R"({"id":"sender","type":"counter"})");
   b.call("POST", "/v1/agents", R"({"id":"rcpt","type":"counter"})");

@@ -508,7 +508,7 @@ TEST_CASE("streams are served over WebSocket too, and the HUD is redacted") {
   hud->close(websocket::close_code::normal);
 }
 
-TEST_CASE("agent routes: concurrent requests get their own replies; an unanswered one gets 504") {
+TEST_CASE("agent routes: concurrent requests get their own replies, and an unanswered one gets 504") {
   server_fixture f{1024, 400ms};
   REQUIRE_FALSE(f.n->create("s", "sayer"));
   REQUIRE_FALSE(f.n->create("t", "sayer"));
