@@ -349,21 +349,46 @@ struct http_server::impl {
         });
   }
 
-  // A trigger the node refuses is not dropped in silence: a frame too large
-  // for the agent's inbox (the encoded event is a little larger than the
-  // frame) closes the connection with 1009, as a frame over the read limit does.
+  // A trigger the node refuses is not dropped in silence: the connection
+  // closes with a code that says why. A frame too large for the agent's inbox
+  // (the encoded event is a little larger than the frame) gets 1009, as a
+  // frame over the read limit does; an errored agent 1011; a storage failure
+  // 1013 (try again later); a deleted agent or a stopping node 1001. A frame
+  // over the inbox limit is not refused: it went to the deadletter.
+  static std::optional<websocket::close_reason> ws_refusal(const error& err) {
+    using cc = websocket::close_code;
+    std::string why{to_string(err.code())};
+    switch (err.code()) {
+      case errc::ok:
+      case errc::inbox_full: return std::nullopt;
+      case errc::message_too_large: return websocket::close_reason{cc::too_big, why};
+      case errc::not_found:
+      case errc::shutting_down: return websocket::close_reason{cc::going_away, why};
+      case errc::storage_failure:
+      case errc::timeout: return websocket::close_reason{cc::try_again_later, why};
+      default: return websocket::close_reason{cc::internal_error, why};
+    }
+  }
+
   void ws_trigger(const std::shared_ptr<ws_connection>& conn, ws_event ev) {
     if (conn->agent_gone)
       return;
     send_options opts;
     opts.kind = trigger_kind::ws;
     n.send_async(conn->agent, ev.encode(), opts,
-                 [weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {
-                   if (r.code() != errc::message_too_large)
+                 [this, weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {
+                   if (r)
                      return;
-                   if (auto c = weak.lock())
-                     asio::post(c->ws.get_executor(),
-                                [c] { c->close_with(websocket::close_code::too_big); });
+                   auto reason = ws_refusal(r.error_value());
+                   auto c = weak.lock();
+                   if (!reason || !c)
+                     return;
+                   asio::post(c->ws.get_executor(), [this, c, reason = std::move(*reason)] {
+                     log("event=ws_refused agent=" + c->agent + " connection=" + c->id + " error="
+                         + std::string{reason.reason.c_str()} + " close="
+                         + std::to_string(reason.code));
+                     c->close_with(reason);
+                   });
                  });
   }
 

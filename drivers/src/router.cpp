@@ -992,6 +992,10 @@ response router::agent(const request& req, const std::string& id, std::string_vi
       r = method_not_allowed("GET");
     else if (!status)
       r = error_response(status.error_value());
+    else if (status->state == agent_state::errored)
+      // Its triggers would be refused: say so before upgrading.
+      r = error_response(error{errc::agent_errored, "agent '" + id + "' is errored: "
+                                                      + status->error});
     else if (auto bad = websocket_handshake_error(req))
       r = std::move(*bad);
     else if (req.websocket_upgrade) {

@@ -260,6 +260,49 @@ TEST_CASE("an agent sends to its own WebSocket connections only") {
   wb->close(websocket::close_code::normal);
 }
 
+TEST_CASE("frames to an errored agent close its WebSocket with 1011, and an upgrade to it gets 409") {
+  // Bug: the node refused the frames of an errored agent (agent_errored) and
+  // the server dropped them without a word, the connection left open.
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  asio::io_context io;
+  websocket::stream<tcp::socket> ws{io};
+  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  ws.handshake("127.0.0.1", "/v1/agents/w/ws?token=secret");
+  beast::flat_buffer buf;
+  ws.write(asio::buffer(std::string{"hello"}));
+  ws.read(buf);
+  CHECK(beast::buffers_to_string(buf.data()) == "HELLO");
+  buf.consume(buf.size());
+
+  // Hibernated with a state it cannot load: the next frame wakes it and it
+  // errors; the frames after that are refused.
+  REQUIRE_FALSE(f.n->hibernate("w"));
+  for (int i = 0; i < 400 && f.n->status("w")->state != agent_state::hibernated; ++i)
+    std::this_thread::sleep_for(5ms);  // bounded: hibernation is asynchronous
+  REQUIRE(f.n->status("w")->state == agent_state::hibernated);
+  REQUIRE_FALSE(f.n->store().raw_put("state", storage::keys::agent("w"), "\x05garbage"));
+  ws.write(asio::buffer(std::string{"wake"}));
+  for (int i = 0; i < 400 && f.n->status("w")->state != agent_state::errored; ++i)
+    std::this_thread::sleep_for(5ms);
+  REQUIRE(f.n->status("w")->state == agent_state::errored);
+  ws.write(asio::buffer(std::string{"refused"}));
+  beast::error_code ec;
+  ws.read(buf, ec);
+  CHECK(ec == websocket::error::closed);
+  CHECK(ws.reason().code == websocket::close_code::internal_error);
+  CHECK(std::string{ws.reason().reason.c_str()} == "AGENT_ERRORED");
+
+  // A new connection is refused before the upgrade.
+  websocket::stream<tcp::socket> again{io};
+  again.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  websocket::response_type res;
+  again.handshake(res, "127.0.0.1", "/v1/agents/w/ws?token=secret", ec);
+  CHECK(ec);
+  CHECK(res.result_int() == 409);
+  CHECK(boost::json::parse(res.body()).at("error").at("code").as_string() == "AGENT_ERRORED");
+}
+
 TEST_CASE("a WebSocket client that does not read is closed with 1008 once its queue is full") {
   // The queue holds max(4 x --max-body, 1 MiB) = 1 MiB here; the agent sends
   // 10 MiB at once to a client whose small receive buffer fills at once.
