@@ -347,6 +347,9 @@ int main(int argc, char** argv) {
      "micro-USD an outbound HTTP fetch (ctx.fetch, fs/http/new) reserves and costs")
     ("http-fetch-ca-file", po::value<std::string>()->default_value(""),
      "PEM file of CAs trusted for https fetches besides the system ones")
+    ("http-fetch-private", po::bool_switch(),
+     "let fetches connect to loopback, private, link-local and other non-public addresses "
+     "(refused by default: address_not_allowed)")
     ("container-concurrency", po::value<std::size_t>()->default_value(2),
      "container sessions running at once; more wait in a queue")
     ("container-isolation", po::value<std::string>()->default_value("automatic"),
@@ -505,6 +508,7 @@ int main(int argc, char** argv) {
   {
     ticktock::drivers::http_fetch_options fo;
     fo.ca_file = vm["http-fetch-ca-file"].as<std::string>();
+    fo.allow_private = vm["http-fetch-private"].as<bool>();
     auto ex = ticktock::drivers::make_http_fetch(fo);
     if (!ex) {
       std::fprintf(stderr, "ticktockd: --http-fetch-ca-file: %s\n", ex.error_value().message().c_str());

@@ -167,10 +167,11 @@ void service_runner::run_fetch(work& w) {
       cancelled_because(*w.out, job);
   }
   // A fetch costs its flat price (its reservation) once a request went out,
-  // whatever came back; one that never started costs nothing.
+  // whatever came back; one that never started (refused addresses included)
+  // costs nothing.
   bool attempted = job.status == "done"
                    || (job.status == "failed" && job.error != fc::bad_request
-                       && job.error != fc::unavailable);
+                       && job.error != fc::unavailable && job.error != fc::address_not_allowed);
   auto actual = attempted ? job.reserved : 0;
   finish(std::move(job), actual);
 }

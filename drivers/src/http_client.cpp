@@ -7,6 +7,8 @@
 
 #include "http_client.hpp"
 
+#include "address_filter.hpp"
+
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
@@ -106,8 +108,25 @@ asio::awaitable<http_client::result> http_client::impl::run(
     co_return *s2;
   if (rec)
     co_return failed(fc::network_error, "cannot resolve " + to.host + ": " + rec.message());
+  // Only the endpoints the filter allows are ever connected to: checking
+  // the resolved addresses (not the name) also catches names that resolve,
+  // or are rebound, to private addresses.
+  std::vector<tcp::endpoint> allowed;
+  std::string refused;
+  for (const auto& entry : results) {
+    auto endpoint = entry.endpoint();
+    if (!o.public_only || is_public_address(endpoint.address()))
+      allowed.push_back(endpoint);
+    else if (refused.empty())
+      refused = endpoint.address().to_string();
+  }
+  if (allowed.empty() && !refused.empty())
+    co_return failed(fc::address_not_allowed,
+                     is_ip_literal(to.host)
+                       ? refused + " is not a public address"
+                       : to.host + " resolves to " + refused + ", which is not a public address");
   stream.expires_after(o.timeout);
-  auto [cec, ep] = co_await stream.async_connect(results, use_nothrow);
+  auto [cec, ep] = co_await stream.async_connect(allowed, use_nothrow);
   (void)ep;
   if (auto s2 = stopped(cec))
     co_return *s2;

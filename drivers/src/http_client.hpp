@@ -62,12 +62,19 @@ public:
     std::function<piece_result(std::string_view)> on_piece;
     /// The HEAD method: the answer has no body whatever its headers say.
     bool head_request = false;
+    /// Connect only to public unicast addresses (address_filter.hpp): every
+    /// resolved endpoint is checked and a refused one never connected to;
+    /// when all are refused the exchange fails with address_not_allowed.
+    /// Off for the admin-configured OpenAI provider (often a local server),
+    /// on for agents' fetches unless the node allows private addresses.
+    bool public_only = false;
   };
 
   struct result {
     /// Empty when an answer (head, and the body up to its end, its cut or
     /// on_piece's done) arrived; else timeout | network_error |
-    /// response_too_large | malformed_response | cancelled, with `message`.
+    /// response_too_large | malformed_response | cancelled |
+    /// address_not_allowed (public_only), with `message`.
     std::string code;
     std::string message;
     head h;  ///< status 0 when no head arrived

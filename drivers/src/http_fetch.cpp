@@ -45,7 +45,11 @@ public:
     opts.timeout = r.timeout;
     opts.max_response_bytes = r.max_response_bytes;
     opts.head_request = r.method == "HEAD";
+    opts.public_only = !o_.allow_private;
     auto a = client_->exchange(r.parts, req, opts, cancelled);
+    if (a.code == fc::address_not_allowed)
+      return fetch::failure{a.code, "refused: " + a.message
+                                      + "; ticktockd --http-fetch-private allows private addresses"};
     if (!a.code.empty())
       return fetch::failure{a.code, a.message};
     if (a.truncated)

@@ -1,6 +1,7 @@
 // The http service's executor (drivers::make_http_fetch) against a real
 // HTTP(S) server on 127.0.0.1 (openai_test_server, scripted per request):
-// what goes on the wire, what comes back, and every limit.
+// what goes on the wire, what comes back, and every limit; and the refusal
+// of private addresses when allow_private is off (the default).
 
 #include <catch2/catch.hpp>
 
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "../temp_dir.hpp"
+#include "address_filter.hpp"
 #include "openai_test_server.hpp"
 #include "ticktock/drivers/http_fetch.hpp"
 
@@ -33,7 +35,9 @@ fetch::request req(const std::string& json) {
   return *r;
 }
 
+// The test server is on 127.0.0.1: these executors allow private addresses.
 std::shared_ptr<fetch::executor> executor(drivers::http_fetch_options o = {}) {
+  o.allow_private = true;
   auto e = drivers::make_http_fetch(std::move(o));
   INFO((e ? std::string{} : e.error_value().message()));
   REQUIRE(e.has_value());
@@ -196,4 +200,83 @@ TEST_CASE("https fetches verify the server against the CA file", "[fetch]") {
   auto bad = drivers::make_http_fetch(o);
   REQUIRE_FALSE(bad.has_value());
   CHECK(bad.error_value().message().find("ca_file") != std::string::npos);
+}
+
+TEST_CASE("by default a fetch of a loopback address fails with address_not_allowed and connects nowhere", "[fetch]") {
+  openai_test_server server;
+  server.push(openai_behaviour::respond(200, "admin secrets"));
+  auto strict = drivers::make_http_fetch({});
+  REQUIRE(strict.has_value());
+  for (std::string host : {"127.0.0.1", "localhost"}) {
+    INFO(host);
+    auto f = failed(run(**strict, req(R"({"url":")" + base(server, host) + R"(/v1/agents"})")));
+    CHECK(f.code == "address_not_allowed");
+    CHECK(f.message.find(host) != std::string::npos);
+    CHECK(f.message.find("--http-fetch-private") != std::string::npos);
+    CHECK(f.message.find('\n') == std::string::npos);
+  }
+  CHECK(server.accepted_connections() == 0);
+  CHECK(server.request_count() == 0);
+  // localhost names the address it resolved to.
+  auto named = failed(run(**strict, req(R"({"url":")" + base(server, "localhost") + R"(/"})")));
+  CHECK((named.message.find("127.0.0.1") != std::string::npos
+         || named.message.find("::1") != std::string::npos));
+  // The same server, allowed: the opt-in reaches it.
+  CHECK(ok(run(*executor(), req(R"({"url":")" + base(server) + R"(/"})"))).body == "admin secrets");
+  CHECK(server.accepted_connections() == 1);
+}
+
+TEST_CASE("by default metadata, private, IPv6 loopback and v4-mapped loopback literals are refused at once", "[fetch]") {
+  auto strict = drivers::make_http_fetch({});
+  REQUIRE(strict.has_value());
+  for (std::string url : {"http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/",
+                          "http://192.168.1.1:8080/", "http://172.16.0.1/", "http://100.64.0.1/",
+                          "http://0.0.0.0/", "http://255.255.255.255/", "http://[::1]:7070/",
+                          "http://[::ffff:127.0.0.1]:7070/", "http://[::ffff:169.254.169.254]/",
+                          "http://[fe80::1]/", "http://[fd00::1]/", "https://127.0.0.2/"}) {
+    INFO(url);
+    auto start = std::chrono::steady_clock::now();
+    auto f = failed(run(**strict, req(R"({"url":")" + url + R"(","timeout_ms":60000})")));
+    CHECK(f.code == "address_not_allowed");
+    CHECK(f.message.find("not a public address") != std::string::npos);
+    // Refused before any connection attempt: no waiting on the network.
+    CHECK(std::chrono::steady_clock::now() - start < 2s);
+  }
+}
+
+TEST_CASE("a public address literal passes the filter", "[fetch]") {
+  auto strict = drivers::make_http_fetch({});
+  REQUIRE(strict.has_value());
+  // No internet needed: whatever happens within 1 ms (timeout, network
+  // error, even an answer), it is not a refusal by the filter.
+  auto out = run(**strict, req(R"({"url":"http://93.184.216.34/","timeout_ms":1})"));
+  if (auto* f = std::get_if<fetch::failure>(&out))
+    CHECK(f->code != "address_not_allowed");
+}
+
+TEST_CASE("is_public_address refuses every non-public range and keeps public ones", "[fetch]") {
+  auto pub = [](const char* s) {
+    return drivers::detail::is_public_address(boost::asio::ip::make_address(s));
+  };
+  for (auto* s : {"0.0.0.0", "0.255.255.255", "10.0.0.1", "10.255.255.255", "100.64.0.0",
+                  "100.127.255.255", "127.0.0.1", "127.255.255.254", "169.254.169.254",
+                  "172.16.0.1", "172.31.255.255", "192.0.0.8", "192.168.0.1", "198.18.0.1",
+                  "198.19.255.255", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+                  "255.255.255.255", "::", "::1", "fc00::1", "fd12:3456::1", "fe80::1",
+                  "febf:ffff::1", "fec0::1", "ff02::1", "ff0e::1", "::ffff:127.0.0.1",
+                  "::ffff:10.1.2.3", "::ffff:169.254.169.254", "::127.0.0.1", "::10.0.0.1",
+                  "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe"}) {
+    INFO(s);
+    CHECK_FALSE(pub(s));
+  }
+  for (auto* s : {"93.184.216.34", "1.1.1.1", "8.8.8.8", "9.255.255.255", "11.0.0.0",
+                  "100.63.255.255", "100.128.0.0", "126.255.255.255", "128.0.0.0",
+                  "169.253.255.255", "169.255.0.0", "172.15.255.255", "172.32.0.0",
+                  "192.0.1.0", "192.167.255.255", "192.169.0.0", "198.17.255.255",
+                  "198.20.0.0", "223.255.255.255", "2606:2800:220:1:248:1893:25c8:1946",
+                  "2001:4860:4860::8888", "::ffff:93.184.216.34", "64:ff9b::808:808",
+                  "fbff::1", "fe00::1"}) {
+    INFO(s);
+    CHECK(pub(s));
+  }
 }

@@ -1678,6 +1678,8 @@ class ConfigTest(unittest.TestCase):
                 ([], {"listen": {"host": "127.0.0.1"}}, "option 'listen' takes a string, not an object"),
                 ([], {"threads": "2"}, "option 'threads' takes an integer, not a string"),
                 ([], {"quiet": "yes"}, "option 'quiet' takes true or false, not a string"),
+                ([], {"http-fetch-private": 1},
+                 "option 'http-fetch-private' takes true or false, not an integer"),
                 ([], {"plugin": [1]}, "option 'plugin' takes strings, not an integer"),
                 ([], {"config": config}, "unknown option 'config'"),
             ]

@@ -5,7 +5,9 @@ http.server, also on 127.0.0.1) as the destination, and the built-in
 `fetcher` agent, which stages each message as ctx.fetch and emits every
 http_result it gets. Covers the result trigger, http/new and http/jobs, the
 policy gate by destination host, approvals decided over HTTP, the kill switch,
-the budget, timeouts, size limits, bad requests and a crash with a fetch open.
+the budget, timeouts, size limits, bad requests, a crash with a fetch open,
+and the refusal of private addresses without --http-fetch-private (the
+target is on 127.0.0.1, so the other tests start ticktockd with it).
 
 Run: TICKTOCKD=build/tools/ticktockd python3 tests/e2e/http_fetch_e2e_test.py -v
 """
@@ -14,6 +16,7 @@ import http.server
 import json
 import os
 import sys
+import tempfile
 import threading
 import unittest
 
@@ -172,7 +175,8 @@ class Helpers:
 class FetchCase(Helpers, unittest.TestCase):
     """One ticktockd and one target per class."""
 
-    server_args = ("--http-fetch-price", str(PRICE))
+    # The target is on 127.0.0.1: allow private addresses.
+    server_args = ("--http-fetch-price", str(PRICE), "--http-fetch-private")
 
     @classmethod
     def setUpClass(cls):
@@ -438,13 +442,67 @@ class PolicyTest(FetchCase):
         self.assertEqual((b["spent"]["total"], b["reserved"]), (PRICE, 0))
 
 
+# -- private addresses ---------------------------------------------------------------
+
+
+class PrivateAddressTest(FetchCase):
+    """ticktockd without --http-fetch-private: fetches reach public addresses only."""
+
+    server_args = ("--http-fetch-price", str(PRICE))
+
+    def test_a_fetch_of_the_nodes_own_loopback_port_fails_with_address_not_allowed(self):
+        self.fetcher("p1")
+        own = "http://127.0.0.1:%d/v1/agents" % self.server.port
+        for url in (own, self.target.url("/hello"), "http://169.254.169.254/latest/meta-data/"):
+            job, _ = self.ask("p1", {"url": url, "headers": {"Authorization": "Bearer t"}})
+            res = self.result("p1", job)
+            self.assertEqual((res["status"], res["reason"]), ("failed", "address_not_allowed"), res)
+            self.assertEqual(res["result"]["code"], "address_not_allowed", res)
+            self.assertIn("not a public address", res["message"])
+            self.assertIn("--http-fetch-private", res["message"])
+            self.assertNotIn("\n", res["message"])
+            j = self.job("p1", job)
+            self.assertEqual((j["status"], j["reason"]), ("failed", "address_not_allowed"), j)
+        self.assertEqual(self.target.paths(), [])  # no request reached the target
+        # Nothing went out: a refused fetch costs nothing.
+        b = self.balance("p1")
+        self.assertEqual((b["spent"]["total"], b["reserved"]), (0, 0))
+
+    def test_the_config_file_and_the_environment_allow_private_addresses(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-private-") as tmp:
+            config = os.path.join(tmp, "ticktockd.json")
+            with open(config, "w") as f:
+                json.dump({"http-fetch-private": True}, f)
+            for args, env in ((("--config", config), None), ((), "true")):
+                server = self.server = Server(args=args)
+                saved = os.environ.get("TICKTOCK_HTTP_FETCH_PRIVATE")
+                try:
+                    if env is not None:
+                        os.environ["TICKTOCK_HTTP_FETCH_PRIVATE"] = env
+                    server.start()
+                    self.fetcher("p2")
+                    job, _ = self.ask("p2", {"url": self.target.url("/hello")})
+                    res = self.result("p2", job)
+                    self.assertEqual((res["status"], res["result"]["status"]), ("done", 200),
+                                     (args, env, res))
+                    self.assertEqual(server.stop(), 0, server.output())
+                finally:
+                    if saved is None:
+                        os.environ.pop("TICKTOCK_HTTP_FETCH_PRIVATE", None)
+                    else:
+                        os.environ["TICKTOCK_HTTP_FETCH_PRIVATE"] = saved
+                    server.close()
+                    del self.server  # back to the class's server
+                    self._seen = {}
+
+
 # -- crash and restart ---------------------------------------------------------------
 
 
 class CrashRestartTest(Helpers, unittest.TestCase):
     def test_a_fetch_open_when_the_server_dies_is_ended_as_interrupted_at_restart(self):
         target = Target()
-        server = self.server = Server(args=("--http-fetch-price", str(PRICE)))
+        server = self.server = Server(args=("--http-fetch-price", str(PRICE), "--http-fetch-private"))
         try:
             server.start()
             self.fetcher("c1")

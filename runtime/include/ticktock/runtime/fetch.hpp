@@ -119,6 +119,9 @@ inline constexpr std::string_view malformed_response = "malformed_response";
 inline constexpr std::string_view bad_request = "bad_request";
 inline constexpr std::string_view cancelled = "cancelled";
 inline constexpr std::string_view unavailable = "unavailable";
+/// Every address the host resolves to is private, loopback, link-local or
+/// otherwise not public, and the node does not allow such fetches.
+inline constexpr std::string_view address_not_allowed = "address_not_allowed";
 }  // namespace failure_code
 
 /// A fetch that got no (complete, acceptable) answer.
