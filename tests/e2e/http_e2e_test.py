@@ -1408,7 +1408,7 @@ class WebSocketLimitTest(ServerCase):
         ws.send_text("y" * 900)
         self.assertEqual(ws.recv(), (0x1, b"y" * 900))
         ws.send_text("x" * 1000)
-        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009)))
+        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1009) + b"MESSAGE_TOO_LARGE"))
         ws.sock.close()
         # Over the read limit itself: the same close.
         ws = WebSocketClient(self.server.port, "/v1/agents/ws-big/ws", auth, timeout=5)
