@@ -314,6 +314,7 @@ error node::create(const std::string& id, const std::string& type, std::string c
     return error{errc::message_too_large, "config of " + std::to_string(config.size())
                                             + " bytes exceeds the limit of "
                                             + std::to_string(core_->options.limits.max_message_bytes)};
+  std::lock_guard<std::mutex> lifecycle{core_->lifecycle(id)};
   if (core_->dir->known(id))
     return error{errc::already_exists, "agent '" + id + "' already exists"};
   storage::create_op op;
@@ -340,6 +341,7 @@ error node::create(const std::string& id, const std::string& type, std::string c
 }
 
 error node::terminate(const std::string& id) {
+  std::lock_guard<std::mutex> lifecycle{core_->lifecycle(id)};
   auto ok = checked(id);
   if (!ok)
     return ok.error_value();
@@ -564,6 +566,7 @@ expected<std::string> node::import_bundle(std::string bundle) {
     }
     rec = core_->keys->seal(identity::agent_keys::generate(), now, std::move(retired));
   }
+  std::lock_guard<std::mutex> lifecycle{core_->lifecycle(found->agent)};
   storage::import_op op{std::move(bundle), std::move(rec)};
   auto r = commit_and_wait(*core_, std::move(op));
   if (r.err)

@@ -6,6 +6,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <memory>
@@ -51,6 +52,14 @@ struct node_core {
   // Ids terminated in this process, so status can say "terminated".
   std::mutex terminated_mtx;
   std::set<std::string> terminated;
+
+  // Create, terminate and import of one id run one at a time: what each does
+  // around its commit (the directory, the terminated set, keys, policies,
+  // container files) never interleaves with another's on the same id.
+  std::array<std::mutex, 64> lifecycle_mtx;
+  std::mutex& lifecycle(const std::string& id) {
+    return lifecycle_mtx[std::hash<std::string>{}(id) % lifecycle_mtx.size()];
+  }
 
   // The idle sweeper: hibernates agents idle for options.idle_timeout.
   std::thread sweeper;

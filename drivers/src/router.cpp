@@ -941,10 +941,9 @@ response router::agents(const request& req, const std::map<std::string, std::str
   std::string sid{id->as_string()}, stype{type->as_string()};
   if (auto err = node_.create(sid, stype, std::move(config)))
     return error_response(err);
+  // Created: a delete that came right after it does not make this a 404.
   auto s = node_.status(sid);
-  if (!s)
-    return error_response(s.error_value());
-  auto r = json_response(201, status_json(*s));
+  auto r = json_response(201, status_json(s ? *s : agent_status{sid, stype, agent_state::terminated}));
   r.headers.emplace_back("Location", "/v1/agents/" + sid);
   return r;
 }

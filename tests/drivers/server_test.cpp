@@ -802,6 +802,31 @@ TEST_CASE("every response carries X-Request-Id: SSE streams, WebSocket upgrades,
   CHECK_FALSE(second["X-Request-Id"].empty());
 }
 
+TEST_CASE("a create racing a delete of the same id answers 201 or 409, and the node stays consistent") {
+  // Bugs: a create whose agent a delete removed right after answered 404;
+  // and a delete could finish its bookkeeping after a create of the same id
+  // had committed, marking the new agent terminated.
+  server_fixture f;
+  auto call = [&](http::verb v, std::string target, std::string body = {}) {
+    http::request<http::string_body> req{v, target, 11};
+    req.set(http::field::authorization, "Bearer secret");
+    req.set(http::field::content_type, "application/json");
+    req.body() = std::move(body);
+    return roundtrip(f.server->port(), std::move(req)).result_int();
+  };
+  for (int round = 0; round < 400; ++round) {
+    unsigned deleted = 0;
+    std::thread t{[&] { deleted = call(http::verb::delete_, "/v1/agents/r"); }};
+    auto created = call(http::verb::post, "/v1/agents", R"({"id":"r","type":"sayer"})");
+    t.join();
+    CHECK((created == 201 || created == 409));
+    CHECK((deleted == 200 || deleted == 404));
+    // Whichever won: the API shows the agent exactly when the store has it.
+    auto stored = f.n->store().agent_exists("r");
+    CHECK(call(http::verb::get, "/v1/agents/r") == (stored ? 200u : 404u));
+  }
+}
+
 TEST_CASE("request ids do not repeat across server starts") {
   http::request<http::string_body> req{http::verb::get, "/healthz", 11};
   req.set(http::field::host, "127.0.0.1");
