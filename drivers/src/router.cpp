@@ -228,12 +228,6 @@ std::string_view next_segment(std::string_view& path) {
   return seg;
 }
 
-response method_not_allowed(std::string_view allowed) {
-  auto r = error_response(405, "METHOD_NOT_ALLOWED",
-                          "method not allowed here; allowed: " + std::string{allowed});
-  r.headers.emplace_back("Allow", std::string{allowed});
-  return r;
-}
 
 }  // namespace
 
@@ -409,6 +403,16 @@ response error_response(const error& err) {
   return r;
 }
 
+// HEAD is allowed wherever GET is (RFC 9110, 9.3.2; see router::handle).
+response method_not_allowed(std::string_view allowed) {
+  std::string allow{allowed};
+  if (auto get = allow.find("GET"); get != std::string::npos && allow.find("HEAD") == std::string::npos)
+    allow.insert(get + 3, ", HEAD");
+  auto r = error_response(405, "METHOD_NOT_ALLOWED", "method not allowed here; allowed: " + allow);
+  r.headers.emplace_back("Allow", std::move(allow));
+  return r;
+}
+
 // -- metrics -----------------------------------------------------------------
 
 void request_metrics::count(const std::string& route, unsigned status,
@@ -463,7 +467,7 @@ router::router(node& n, router_options options, request_metrics& metrics)
     replies_(n) {}
 
 std::vector<std::string> router::routes() {
-  return {
+  std::vector<std::string> list{
     "GET /healthz",
     "HEAD /healthz",
     "GET /metrics",
@@ -497,6 +501,13 @@ std::vector<std::string> router::routes() {
     "HEAD /a/{id}/{path}",
     "OPTIONS /a/{id}/{path}",
   };
+  // HEAD wherever GET (router::handle answers it as a GET without the body).
+  std::vector<std::string> heads;
+  for (auto& r : list)
+    if (r.starts_with("GET ") && !r.starts_with("GET /a/") && r != "GET /healthz")
+      heads.push_back("HEAD " + r.substr(4));
+  list.insert(list.end(), heads.begin(), heads.end());
+  return list;
 }
 
 std::optional<std::string> router::url_decode(std::string_view s) {
@@ -663,7 +674,15 @@ std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done
   else if (path.find("/../") != std::string_view::npos || path.ends_with("/..")
            || path.find("/./") != std::string_view::npos)
     r = error_response(400, "BAD_PATH", "dot segments are not allowed in paths");
-  else
+  else if (req.method == "HEAD" && (path.starts_with("/v1/") || path == "/metrics")) {
+    // RFC 9110, 9.3.2: HEAD is GET without the content; the server writes
+    // the head only (a stream's too: it does not start). /v1 routes answer
+    // at once, so the copy outlives its use. (/a/ routes get HEAD as it is:
+    // the agent answers it.)
+    auto get = req;
+    get.method = "GET";
+    r = dispatch(get, path, query, t);
+  } else
     r = dispatch(req, path, query, t);
   if (r.status == 0)
     return t;  // answered through the ticket

@@ -89,6 +89,9 @@ response error_response(unsigned status, std::string_view code, std::string_view
                         std::string details_json = "{}");
 /// Maps a ticktock error to its HTTP status and body.
 response error_response(const error& err);
+/// 405 METHOD_NOT_ALLOWED with an Allow header; HEAD is added wherever GET
+/// is allowed (router::handle answers it as a GET without the body).
+response method_not_allowed(std::string_view allowed);
 /// 400 DUPLICATE_FIELD (details: the field's path) if an object in the JSON
 /// text `body` names a field twice, which boost::json::parse would hide by
 /// keeping the last; nullopt otherwise (also for text that is not JSON,

@@ -33,13 +33,6 @@ response json_ok(unsigned status, const json::value& v) {
   return r;
 }
 
-response not_allowed(std::string_view allowed) {
-  auto r = error_response(405, "METHOD_NOT_ALLOWED",
-                          "method not allowed here; allowed: " + std::string{allowed});
-  r.headers.emplace_back("Allow", std::string{allowed});
-  return r;
-}
-
 json::value parsed_or_text(const std::string& text) {
   if (text.empty())
     return nullptr;
@@ -250,7 +243,7 @@ response router::services_file(const request& req, const std::string& id,
       return json_ok(200, o);
     }
     if (m != "PUT")
-      return not_allowed("GET, PUT");
+      return method_not_allowed("GET, PUT");
     auto err = node_.set_setting("limits/" + id, req.body);
     if (err)
       return err.code() == errc::invalid_argument ? error_response(400, "BAD_LIMITS", err.message())
@@ -261,14 +254,14 @@ response router::services_file(const request& req, const std::string& id,
   if (name == "wallet") {
     if (parts.size() == 1) {
       if (m != "GET")
-        return not_allowed("GET");
+        return method_not_allowed("GET");
       return json_ok(200, json::object{{"entries", json::array{"balance", "history", "limits"}}});
     }
     if (parts.size() != 2)
       return error_response(404, "NO_SUCH_FILE", "wallet/balance, wallet/history, wallet/limits");
     if (parts[1] == "balance" || (parts[1] == "limits" && m == "GET")) {
       if (m != "GET")
-        return not_allowed("GET");
+        return method_not_allowed("GET");
       auto l = node_.wallet(id);
       if (!l)
         return error_response(l.error_value());
@@ -277,7 +270,7 @@ response router::services_file(const request& req, const std::string& id,
     }
     if (parts[1] == "limits") {
       if (m != "PUT")
-        return not_allowed("GET, PUT");
+        return method_not_allowed("GET, PUT");
       auto l = node_.wallet(id);
       if (!l)
         return error_response(l.error_value());
@@ -293,7 +286,7 @@ response router::services_file(const request& req, const std::string& id,
     }
     if (parts[1] == "history") {
       if (m != "GET")
-        return not_allowed("GET");
+        return method_not_allowed("GET");
       std::uint64_t from = 0;
       if (auto i = query.find("from"); i != query.end()) {
         char* end = nullptr;
@@ -326,7 +319,7 @@ response router::services_file(const request& req, const std::string& id,
   const std::string jobs_dir = compute || fetch ? "jobs" : "sessions";
   if (parts.size() == 1) {
     if (m != "GET")
-      return not_allowed("GET");
+      return method_not_allowed("GET");
     if (fetch)
       return json_ok(200, json::object{{"entries", json::array{"new", "jobs", "policy", "usage"}}});
     return json_ok(200, json::object{{"entries", json::array{"providers", "new", jobs_dir.c_str(),
@@ -335,7 +328,7 @@ response router::services_file(const request& req, const std::string& id,
   const auto& file = parts[1];
   if (file == "providers" && parts.size() == 2 && !fetch) {
     if (m != "GET")
-      return not_allowed("GET");
+      return method_not_allowed("GET");
     json::array arr;
     if (compute)
       for (auto& p : node_.compute_providers())
@@ -355,7 +348,7 @@ response router::services_file(const request& req, const std::string& id,
       return r;
     }
     if (m != "PUT")
-      return not_allowed("GET, PUT");
+      return method_not_allowed("GET, PUT");
     auto err = node_.set_setting(key, req.body);
     if (err)
       return err.code() == errc::invalid_argument ? error_response(400, "BAD_POLICY", err.message())
@@ -364,7 +357,7 @@ response router::services_file(const request& req, const std::string& id,
   }
   if (file == "usage" && parts.size() == 2) {
     if (m != "GET")
-      return not_allowed("GET");
+      return method_not_allowed("GET");
     auto l = node_.wallet(id);
     if (!l)
       return error_response(l.error_value());
@@ -384,7 +377,7 @@ response router::services_file(const request& req, const std::string& id,
   }
   if (file == "new" && parts.size() == 2) {
     if (m != "POST" && m != "PUT")
-      return not_allowed("POST, PUT");
+      return method_not_allowed("POST, PUT");
     if (req.body.size() > options_.max_body_bytes)
       return error_response(413, "BODY_TOO_LARGE", "the request is too large");
     auto j = node_.submit_job(id, service, req.body);
@@ -402,7 +395,7 @@ response router::services_file(const request& req, const std::string& id,
   if (file == jobs_dir) {
     if (parts.size() == 2) {
       if (m != "GET")
-        return not_allowed("GET");
+        return method_not_allowed("GET");
       auto jobs = node_.jobs(id, service);
       if (!jobs)
         return error_response(jobs.error_value());
@@ -423,7 +416,7 @@ response router::services_file(const request& req, const std::string& id,
       return error_response(404, "NO_SUCH_FILE", "no such file");
     if (leaf.empty()) {
       if (m != "GET")
-        return not_allowed("GET");
+        return method_not_allowed("GET");
       json::array entries{"status", "result"};
       if (!fetch)
         entries.emplace_back(compute ? "stream" : "output");
@@ -434,7 +427,7 @@ response router::services_file(const request& req, const std::string& id,
     }
     if (leaf == "cancel") {
       if (m != "POST")
-        return not_allowed("POST");
+        return method_not_allowed("POST");
       auto ok = node_.cancel_job(id, j.id);
       if (!ok)
         return error_response(ok.error_value());
@@ -443,7 +436,7 @@ response router::services_file(const request& req, const std::string& id,
       return json_ok(202, json::object{{"cancelling", j.id}});
     }
     if (m != "GET")
-      return not_allowed("GET");
+      return method_not_allowed("GET");
     if (leaf == "status")
       return json_ok(200, job_json(j, false));
     if (leaf == "result") {
@@ -558,7 +551,7 @@ response router::control(const request& req, std::string_view second, std::strin
     if (m == "GET")
       return route(json_ok(200, json::object{{"engaged", node_.kill_switch()}}), "/v1/killswitch");
     if (m != "PUT")
-      return route(not_allowed("GET, PUT"), "/v1/killswitch");
+      return route(method_not_allowed("GET, PUT"), "/v1/killswitch");
     if (auto dup = duplicate_field(req.body))
       return route(std::move(*dup), "/v1/killswitch");
     boost::system::error_code ec;
@@ -584,7 +577,7 @@ response router::control(const request& req, std::string_view second, std::strin
       return route(r, label);
     }
     if (m != "PUT")
-      return route(not_allowed("GET, PUT"), label);
+      return route(method_not_allowed("GET, PUT"), label);
     if (auto err = node_.set_setting(key, req.body))
       return route(err.code() == errc::invalid_argument
                      ? error_response(400, key == "policy" ? "BAD_POLICY" : "BAD_PRICES", err.message())
@@ -600,7 +593,7 @@ response router::control(const request& req, std::string_view second, std::strin
     return route(error_response(404, "ROUTE_NOT_FOUND", "no such route"), "/v1/approvals/{approval}");
   if (approval_id.empty()) {
     if (m != "GET")
-      return route(not_allowed("GET"), "/v1/approvals");
+      return route(method_not_allowed("GET"), "/v1/approvals");
     std::string status;
     if (auto q = query.find("status"); q != query.end())
       status = q->second;
@@ -614,7 +607,7 @@ response router::control(const request& req, std::string_view second, std::strin
   }
   if (tail.empty()) {
     if (m != "GET")
-      return route(not_allowed("GET"), "/v1/approvals/{approval}");
+      return route(method_not_allowed("GET"), "/v1/approvals/{approval}");
     auto a = node_.approval(approval_id);
     if (!a)
       return route(a.error_value().code() == errc::not_found
@@ -626,7 +619,7 @@ response router::control(const request& req, std::string_view second, std::strin
   if (tail != "/decide")
     return route(error_response(404, "ROUTE_NOT_FOUND", "no such route"), "/v1/approvals/{approval}");
   if (m != "POST")
-    return route(not_allowed("POST"), "/v1/approvals/{approval}/decide");
+    return route(method_not_allowed("POST"), "/v1/approvals/{approval}/decide");
   if (auto dup = duplicate_field(req.body))
     return route(std::move(*dup), "/v1/approvals/{approval}/decide");
   boost::system::error_code ec;

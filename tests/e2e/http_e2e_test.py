@@ -303,7 +303,7 @@ class ErrorStatusTest(ServerCase):
     def test_head_answers_have_no_body(self):
         # RFC 9110 9.3.2: the GET's head, no body; a HEAD then a GET on one
         # connection get exactly the GET's body on the wire, errors included.
-        for path, status in (("/healthz", 200), ("/metrics", 405), ("/a/err-counter/", 401)):
+        for path, status in (("/healthz", 200), ("/metrics", 200), ("/a/err-counter/", 401)):
             with self.subTest(path=path):
                 out = raw_exchange(self.server.port,
                                    b"HEAD " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -313,6 +313,29 @@ class ErrorStatusTest(ServerCase):
                 self.assertEqual(int(head.split()[1]), status, out)
                 self.assertNotEqual(re.search(rb"(?i)\r\ncontent-length: (\d+)", head).group(1),
                                     b"0", out)
+                self.assertTrue(rest.startswith(b"HTTP/1.1 200 "), out)
+                self.assertTrue(rest.endswith(b'\r\n\r\n{"status":"ok"}'), out)
+
+    def test_head_is_allowed_wherever_get_is(self):
+        # RFC 9110 9.1: a server supports HEAD wherever it supports GET. The
+        # /v1 routes and /metrics answered HEAD with 405. A stream's HEAD is
+        # its head only: the stream does not start.
+        auth = b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n"
+        sse = b"Accept: text/event-stream\r\n"
+        for path, extra, status, ctype in (
+                ("/v1/agents", b"", 200, b"application/json"),
+                ("/v1/agents/err-counter/fs/status", b"", 200, b"application/json"),
+                ("/v1/agents/err-counter/fs/outbox", sse, 200, b"text/event-stream"),
+                ("/v1/agents/nobody", b"", 404, b"application/json")):
+            with self.subTest(path=path):
+                out = raw_exchange(self.server.port,
+                                   b"HEAD " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n" + auth
+                                   + extra + b"\r\n"
+                                   b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                head, sep, rest = out.partition(b"\r\n\r\n")
+                self.assertTrue(sep, out)
+                self.assertEqual(int(head.split()[1]), status, out)
+                self.assertIn(b"\r\ncontent-type: " + ctype, head.lower(), out)
                 self.assertTrue(rest.startswith(b"HTTP/1.1 200 "), out)
                 self.assertTrue(rest.endswith(b'\r\n\r\n{"status":"ok"}'), out)
 
@@ -333,17 +356,17 @@ class ErrorStatusTest(ServerCase):
         self.assertError(self.server.get("/v1/agents/err-counter/fs/metrics"), 404, "NOT_YET_AVAILABLE")
 
     def test_405_wrong_method_names_the_allowed_ones(self):
-        for method, path, allow in [("PUT", "/v1/agents", "GET, POST"),
-                                    ("PUT", "/v1/agents/err-counter", "GET, DELETE"),
+        for method, path, allow in [("PUT", "/v1/agents", "GET, HEAD, POST"),
+                                    ("PUT", "/v1/agents/err-counter", "GET, HEAD, DELETE"),
                                     ("GET", "/v1/agents/err-counter/inbox", "POST"),
-                                    ("POST", "/v1/agents/err-counter/fs/", "GET"),
+                                    ("POST", "/v1/agents/err-counter/fs/", "GET, HEAD"),
                                     ("GET", "/v1/agents/err-counter/fs/ctl", "PUT, POST"),
-                                    ("DELETE", "/v1/agents/err-counter/fs/status", "GET"),
-                                    ("POST", "/v1/agents/err-counter/fs/outbox", "GET"),
-                                    ("PATCH", "/v1/agents/err-counter/fs/inbox", "GET, POST, PUT"),
-                                    ("DELETE", "/v1/agents/err-counter/fs/deadletter", "GET, POST"),
+                                    ("DELETE", "/v1/agents/err-counter/fs/status", "GET, HEAD"),
+                                    ("POST", "/v1/agents/err-counter/fs/outbox", "GET, HEAD"),
+                                    ("PATCH", "/v1/agents/err-counter/fs/inbox", "GET, HEAD, POST, PUT"),
+                                    ("DELETE", "/v1/agents/err-counter/fs/deadletter", "GET, HEAD, POST"),
                                     ("POST", "/healthz", "GET, HEAD"),
-                                    ("POST", "/metrics", "GET")]:
+                                    ("POST", "/metrics", "GET, HEAD")]:
             r = self.server.request(method, path, body="" if method != "GET" else None,
                                     auth=not path.startswith(("/healthz", "/metrics")))
             self.assertError(r, 405, "METHOD_NOT_ALLOWED")
@@ -355,7 +378,7 @@ class ErrorStatusTest(ServerCase):
         # Regression: router.cpp sent "Allow: GET (memory changes only in
         # ticks)"; Allow must be a list of methods (RFC 9110 10.2.1).
         r = self.server.request("PUT", "/v1/agents/err-counter/fs/memory/kv/k", body="v")
-        self.assertEqual(r.headers.get("allow"), "GET")
+        self.assertEqual(r.headers.get("allow"), "GET, HEAD")
 
     def test_406_trace_without_event_stream(self):
         self.assertError(self.server.get("/v1/agents/err-counter/fs/logs/trace"), 406, "STREAM_ONLY")
@@ -1305,7 +1328,7 @@ class WebSocketTest(ServerCase):
         self.assertError(self.server.get("/v1/agents/ws-echo/ws"), 426, "UPGRADE_REQUIRED")
         r = self.server.post("/v1/agents/ws-echo/ws", "")
         self.assertError(r, 405, "METHOD_NOT_ALLOWED")
-        self.assertEqual(r.headers.get("allow"), "GET")
+        self.assertEqual(r.headers.get("allow"), "GET, HEAD")
         ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws")
         self.assertEqual(ws.status, 401, ws.head)
         ws.sock.close()
