@@ -315,6 +315,13 @@ struct http_server::impl {
   };
   std::multimap<std::string, std::shared_ptr<follower>> followers;
 
+  // The event=http line of a request but its outcome (event, request id,
+  // method, path), and when the request was read.
+  struct request_log {
+    std::string line;
+    steady::time_point received;
+  };
+
   // Open WebSocket connections by id.
   std::mutex ws_mtx;
   std::map<std::string, std::shared_ptr<ws_connection>> ws_conns;
@@ -429,7 +436,7 @@ struct http_server::impl {
 
   asio::awaitable<void> ws_session(connection_watch& watch, beast::tcp_stream stream,
                                    http::request<http::string_body> msg, std::string agent,
-                                   header_list headers) {
+                                   header_list headers, request_log line) {
     stream.expires_never();
     auto conn = std::make_shared<ws_connection>(std::move(stream), agent, ws_queue_limit(),
                                                 options.write_timeout);
@@ -444,6 +451,7 @@ struct http_server::impl {
     limit(conn->ws);
     conn->ws.set_option(decorate(std::move(headers)));
     auto [ec] = co_await conn->ws.async_accept(msg, use_nothrow);
+    log_request(line, 101, ec);
     if (ec)
       co_return;
     auto id = "ws-" + std::to_string(next_ws++);
@@ -509,6 +517,16 @@ struct http_server::impl {
   void log(const std::string& line) {
     if (options.log)
       options.log(line);
+  }
+
+  // Written when the answer is out: an upgrade's once its handshake is done
+  // (with why, if it failed).
+  void log_request(const request_log& r, unsigned status, beast::error_code failed = {}) {
+    if (!options.log)
+      return;
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - r.received);
+    log(r.line + " status=" + std::to_string(status) + " us=" + std::to_string(us.count())
+        + (failed ? " error=\"websocket handshake: " + failed.message() + "\"" : std::string{}));
   }
 
   void wake_followers(const std::string& agent) {
@@ -818,23 +836,22 @@ struct http_server::impl {
       else
         res = co_await answer(req, watch);
       res.headers.emplace_back("X-Request-Id", req.request_id);
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now()
-                                                                      - *req.received)
-                  .count();
-      if (options.log) {
-        // The admin token may be in the query: never log the query.
-        auto path = req.target.substr(0, req.target.find('?'));
-        log("event=http request_id=" + req.request_id + " method=" + req.method + " path=" + path
-            + " status=" + std::to_string(res.status) + " us=" + std::to_string(us));
-      }
-      if (res.status == 101 && websocket::is_upgrade(msg)) {
+      // The admin token may be in the query: never log the query.
+      request_log line{"event=http request_id=" + req.request_id + " method=" + req.method
+                         + " path=" + req.target.substr(0, req.target.find('?')),
+                       *req.received};
+      bool upgrade = websocket::is_upgrade(msg)
+                     && (res.status == 101 || (res.stream != stream_kind::none && !head));
+      if (!upgrade)  // an upgrade is logged once its handshake is done
+        log_request(line, res.status);
+      if (res.status == 101 && upgrade) {
         co_await ws_session(watch, std::move(stream), std::move(msg), res.stream_agent,
-                            std::move(res.headers));
+                            std::move(res.headers), std::move(line));
         co_return;
       }
       if (res.stream != stream_kind::none && !head) {
-        if (websocket::is_upgrade(msg)) {
-          co_await stream_ws(watch, std::move(stream), std::move(msg), res);
+        if (upgrade) {
+          co_await stream_ws(watch, std::move(stream), std::move(msg), res, std::move(line));
           co_return;
         }
         co_await stream_events(stream, watch, res, msg.version());
@@ -998,7 +1015,8 @@ struct http_server::impl {
   // A frame that is not written within the write timeout cuts the
   // connection, as a response's write does.
   asio::awaitable<void> stream_ws(connection_watch& watch, beast::tcp_stream stream,
-                                  http::request<http::string_body> msg, const response& r) {
+                                  http::request<http::string_body> msg, const response& r,
+                                  request_log line) {
     stream.expires_never();
     struct ws_state {
       explicit ws_state(beast::tcp_stream&& s) : ws(std::move(s)) {}
@@ -1010,6 +1028,7 @@ struct http_server::impl {
     limit(st->ws);  // the client's frames are read (and dropped) under the same limits
     st->ws.set_option(decorate(r.headers));
     auto [ec] = co_await st->ws.async_accept(msg, use_nothrow);
+    log_request(line, 101, ec);
     if (ec)
       co_return;
     // The reader wakes the follower when the connection ends. No co_await in

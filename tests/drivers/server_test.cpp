@@ -263,7 +263,10 @@ TEST_CASE("an agent sends to its own WebSocket connections only") {
 TEST_CASE("frames to an errored agent close its WebSocket with 1011, and an upgrade to it gets 409") {
   // Bug: the node refused the frames of an errored agent (agent_errored) and
   // the server dropped them without a word, the connection left open.
-  server_fixture f;
+  auto log = std::make_shared<log_lines>();
+  server_fixture f{1024, 30s, [log](drivers::http_options& h) {
+                     h.log = [log](const std::string& l) { (*log)(l); };
+                   }};
   REQUIRE_FALSE(f.n->create("w", "ws-echo"));
   asio::io_context io;
   websocket::stream<tcp::socket> ws{io};
@@ -292,6 +295,10 @@ TEST_CASE("frames to an errored agent close its WebSocket with 1011, and an upgr
   CHECK(ec == websocket::error::closed);
   CHECK(ws.reason().code == websocket::close_code::internal_error);
   CHECK(std::string{ws.reason().reason.c_str()} == "AGENT_ERRORED");
+  CHECK(log->wait_for("event=ws_refused agent=w connection=ws-", 10s));
+  CHECK(log->wait_for("error=AGENT_ERRORED close=1011", 10s));
+  // The upgrade was logged once its handshake was done.
+  CHECK(log->wait_for("method=GET path=/v1/agents/w/ws status=101 us=", 10s));
 
   // A new connection is refused before the upgrade.
   websocket::stream<tcp::socket> again{io};
