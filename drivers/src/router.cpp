@@ -228,7 +228,6 @@ std::string_view next_segment(std::string_view& path) {
   return seg;
 }
 
-
 }  // namespace
 
 // -- reply hub -----------------------------------------------------------------
