@@ -836,10 +836,10 @@ struct http_server::impl {
       else
         res = co_await answer(req, watch);
       res.headers.emplace_back("X-Request-Id", req.request_id);
-      // The admin token may be in the query: never log the query.
-      request_log line{"event=http request_id=" + req.request_id + " method=" + req.method
-                         + " path=" + req.target.substr(0, req.target.find('?')),
-                       *req.received};
+      request_log line{{}, *req.received};
+      if (options.log)  // the admin token may be in the query: never log the query
+        line.line = "event=http request_id=" + req.request_id + " method=" + req.method
+                    + " path=" + req.target.substr(0, req.target.find('?'));
       bool upgrade = websocket::is_upgrade(msg)
                      && (res.status == 101 || (res.stream != stream_kind::none && !head));
       if (!upgrade)  // an upgrade is logged once its handshake is done
