@@ -113,6 +113,16 @@ struct emitter : agent<ws_echo_state> {
 };
 
 // The server's log lines, for a test to wait on.
+// Waits (bounded: state changes are asynchronous) until `id` is in `state`.
+bool reaches(node& n, const std::string& id, agent_state state) {
+  for (int i = 0; i < 400; ++i) {
+    if (auto s = n.status(id); s && s->state == state)
+      return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
 struct log_lines {
   std::mutex mtx;
   std::vector<std::string> lines;
@@ -195,9 +205,7 @@ TEST_CASE("a WebSocket connection outlives its agent's hibernation and wakes it"
   buf.consume(buf.size());
 
   REQUIRE_FALSE(f.n->hibernate("w"));
-  for (int i = 0; i < 400 && f.n->status("w")->state != agent_state::hibernated; ++i)
-    std::this_thread::sleep_for(5ms);  // bounded: hibernation is asynchronous
-  REQUIRE(f.n->status("w")->state == agent_state::hibernated);
+  REQUIRE(reaches(*f.n, "w", agent_state::hibernated));
 
   ws.write(asio::buffer(std::string{"again"}));
   ws.read(buf);
@@ -281,14 +289,10 @@ TEST_CASE("frames to an errored agent close its WebSocket with 1011, and an upgr
   // Hibernated with a state it cannot load: the next frame wakes it and it
   // errors; the frames after that are refused.
   REQUIRE_FALSE(f.n->hibernate("w"));
-  for (int i = 0; i < 400 && f.n->status("w")->state != agent_state::hibernated; ++i)
-    std::this_thread::sleep_for(5ms);  // bounded: hibernation is asynchronous
-  REQUIRE(f.n->status("w")->state == agent_state::hibernated);
+  REQUIRE(reaches(*f.n, "w", agent_state::hibernated));
   REQUIRE_FALSE(f.n->store().raw_put("state", storage::keys::agent("w"), "\x05garbage"));
   ws.write(asio::buffer(std::string{"wake"}));
-  for (int i = 0; i < 400 && f.n->status("w")->state != agent_state::errored; ++i)
-    std::this_thread::sleep_for(5ms);
-  REQUIRE(f.n->status("w")->state == agent_state::errored);
+  REQUIRE(reaches(*f.n, "w", agent_state::errored));
   ws.write(asio::buffer(std::string{"refused"}));
   beast::error_code ec;
   ws.read(buf, ec);
