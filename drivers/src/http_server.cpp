@@ -20,12 +20,12 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <mutex>
-#include <random>
-#include <cstdio>
 #include <optional>
+#include <random>
 #include <set>
 #include <thread>
 
