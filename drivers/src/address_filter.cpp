@@ -15,7 +15,7 @@ bool is_public_v4(const boost::asio::ip::address_v4& a) {
     std::uint32_t net;
     int bits;
   };
-  static constexpr std::array<block, 11> refused{{
+  static constexpr std::array<block, 14> refused{{
     {0x00000000, 8},   // 0.0.0.0/8 "this network"
     {0x0A000000, 8},   // 10.0.0.0/8 private
     {0x64400000, 10},  // 100.64.0.0/10 CGNAT
@@ -23,8 +23,11 @@ bool is_public_v4(const boost::asio::ip::address_v4& a) {
     {0xA9FE0000, 16},  // 169.254.0.0/16 link-local (cloud metadata)
     {0xAC100000, 12},  // 172.16.0.0/12 private
     {0xC0000000, 24},  // 192.0.0.0/24 IETF protocol assignments
+    {0xC0000200, 24},  // 192.0.2.0/24 documentation (TEST-NET-1)
     {0xC0A80000, 16},  // 192.168.0.0/16 private
     {0xC6120000, 15},  // 198.18.0.0/15 benchmarking
+    {0xC6336400, 24},  // 198.51.100.0/24 documentation (TEST-NET-2)
+    {0xCB007100, 24},  // 203.0.113.0/24 documentation (TEST-NET-3)
     {0xE0000000, 4},   // 224.0.0.0/4 multicast
     {0xF0000000, 4},   // 240.0.0.0/4 reserved, 255.255.255.255 broadcast
   }};
@@ -59,6 +62,28 @@ bool is_public_v6(const boost::asio::ip::address_v6& a) {
   // 64:ff9b::a.b.c.d, the NAT64 well-known prefix (RFC 6052)
   if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B && zero(4, 12))
     return is_public_v4(embedded());
+  // 64:ff9b:1::/48, NAT64 for local use (RFC 8215)
+  if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B && b[4] == 0x00 && b[5] == 0x01)
+    return false;
+  // 100::/64, discard only (RFC 6666)
+  if (b[0] == 0x01 && b[1] == 0x00 && zero(2, 8))
+    return false;
+  // 2001:db8::/32 and 3fff::/20, documentation (RFC 3849, RFC 9637)
+  if ((b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0D && b[3] == 0xB8)
+      || (b[0] == 0x3F && b[1] == 0xFF && (b[2] & 0xF0) == 0x00))
+    return false;
+  // 2002:a.b.c.d::/48, 6to4 (RFC 3056): relayed to the IPv4 address it carries
+  if (b[0] == 0x20 && b[1] == 0x02)
+    return is_public_v4(boost::asio::ip::address_v4{
+      boost::asio::ip::address_v4::bytes_type{b[2], b[3], b[4], b[5]}});
+  // 2001:0::/32, Teredo (RFC 4380): the server's IPv4 address in bits 32-63,
+  // the client's (inverted) in the last 32 bits; either may be the one reached
+  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00)
+    return is_public_v4(boost::asio::ip::address_v4{
+             boost::asio::ip::address_v4::bytes_type{b[4], b[5], b[6], b[7]}})
+           && is_public_v4(boost::asio::ip::address_v4{boost::asio::ip::address_v4::bytes_type{
+             static_cast<unsigned char>(~b[12]), static_cast<unsigned char>(~b[13]),
+             static_cast<unsigned char>(~b[14]), static_cast<unsigned char>(~b[15])}});
   return true;
 }
 
