@@ -1150,7 +1150,6 @@ void http_server::stop() {
     for (auto& [id, c] : p.ws_conns)
       asio::post(c->ws.get_executor(), [c = c] { c->go_away(); });
   }
-  p.handlers.join();
   {
     // Bounded: a client that reads nothing (or never answers the close
     // frame) is cut when the I/O threads stop.
@@ -1162,6 +1161,13 @@ void http_server::stop() {
   for (auto& t : impl_->io_threads)
     if (t->thread.joinable())
       t->thread.join();
+  // The handler pool is joined only now: a request that a session read just
+  // before `closing` was set may hand its work to the pool after that, and
+  // the work must still run (it is answered within the grace above, or, if
+  // it outlasts it, finishes before the router is quiesced). Joined earlier,
+  // the pool would take that work and never run it: the request would go
+  // unanswered.
+  p.handlers.join();
   {
     // A WebSocket whose client did not answer the close frame in the grace
     // was cut with its session, before its read loop could tell the agent:
