@@ -602,6 +602,8 @@ int main(int argc, char** argv) {
                          + " trigger=" + std::string{ticktock::to_string(ev.kind)}
                          + " seq=" + std::to_string(ev.trigger_seq)
                          + " outcome=" + std::string{ticktock::storage::to_string(ev.outcome)};
+      if (!ev.request_id.empty())
+        line += " request_id=" + ev.request_id;
       if (!ev.error.empty())
         line += " error=\"" + ev.error + "\"";
       log_line(line);

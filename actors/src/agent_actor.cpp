@@ -233,6 +233,7 @@ bool release(self_ptr self, tick_attempt& attempt, bool first) {
   ev.attempt = attempt.attempt;
   ev.kind = attempt.kind;
   ev.trigger_seq = attempt.trigger_seq;
+  ev.request_id = std::move(attempt.request_id);
   ev.outcome = attempt.outcome;
   ev.error = std::move(attempt.error);
   ev.outbox_next = attempt.outbox_next;

@@ -325,6 +325,7 @@ std::string agent_host::stamp_messages(std::vector<outgoing_message>& messages,
 tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   tick_attempt a;
   a.trigger_seq = entry.seq;
+  a.request_id = entry.request_id;
   a.kind = entry.kind;
   a.attempt = meta_.retry_seq == entry.seq ? meta_.retry_attempts + 1 : 1;
   auto start_wall = clock_.now();

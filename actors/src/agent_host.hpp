@@ -27,6 +27,7 @@ struct tick_attempt {
   std::string error;
   std::uint32_t attempt = 1;
   std::uint64_t trigger_seq = 0;
+  std::string request_id;
   trigger_kind kind = trigger_kind::message;
   /// Earliest due time among alarms the tick set, for the scheduler.
   std::optional<time_point> earliest_alarm;

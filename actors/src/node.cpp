@@ -413,6 +413,7 @@ expected<storage::inbox_entry> node::make_entry(const std::string& id, std::stri
   e.from = opts.from;
   e.payload = std::move(payload);
   e.idempotency_key = opts.idempotency_key;
+  e.request_id = opts.request_id;
   e.nostr = opts.nostr;
   if (!opts.from.empty())
     if (auto err = detail::sign_as(*core_->keys, opts.from, id, opts.encrypted, e))
@@ -486,18 +487,21 @@ expected<send_receipt> node::send(const std::string& id, std::string payload,
   return f.get();
 }
 
-expected<send_receipt> node::tick(const std::string& id) {
+expected<send_receipt> node::tick(const std::string& id, std::string request_id) {
   send_options opts;
   opts.kind = trigger_kind::ctl;
+  opts.request_id = std::move(request_id);
   return send(id, "tick", opts);
 }
 
 expected<send_receipt> node::change_goal(const std::string& id, const std::string& key,
-                                         std::optional<std::string> value) {
+                                         std::optional<std::string> value,
+                                         std::string request_id) {
   if (key.empty() || key.size() > 256)
     return error{errc::invalid_argument, "goal keys are 1 to 256 bytes"};
   send_options opts;
   opts.kind = trigger_kind::goal_changed;
+  opts.request_id = std::move(request_id);
   return send(id, goal_change{key, std::move(value)}.encode(), opts);
 }
 

@@ -113,6 +113,7 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
   websocket::stream<beast::tcp_stream> ws;
   const std::string agent;  // the agent the connection belongs to
   std::string id;           // ws-N, once open
+  std::string request_id;   // of the upgrade: its triggers carry it
   std::deque<ws_message> queue;
   std::size_t queued = 0;  // bytes of the frames in `queue`, the one being written included
   const std::size_t queue_limit;
@@ -382,6 +383,7 @@ struct http_server::impl {
       return;
     send_options opts;
     opts.kind = trigger_kind::ws;
+    opts.request_id = conn->request_id;
     n.send_async(conn->agent, ev.encode(), opts,
                  [this, weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {
                    if (r)
@@ -436,10 +438,12 @@ struct http_server::impl {
 
   asio::awaitable<void> ws_session(connection_watch& watch, beast::tcp_stream stream,
                                    http::request<http::string_body> msg, std::string agent,
-                                   header_list headers, request_log line) {
+                                   std::string request_id, header_list headers,
+                                   request_log line) {
     stream.expires_never();
     auto conn = std::make_shared<ws_connection>(std::move(stream), agent, ws_queue_limit(),
                                                 options.write_timeout);
+    conn->request_id = std::move(request_id);
     // The watch follows the stream into the connection; the connection
     // forgets it when this session ends (the connection may live on a bit).
     watch.stream = &conn->ws.next_layer();
@@ -846,7 +850,7 @@ struct http_server::impl {
         log_request(line, res.status);
       if (res.status == 101 && upgrade) {
         co_await ws_session(watch, std::move(stream), std::move(msg), res.stream_agent,
-                            std::move(res.headers), std::move(line));
+                            req.request_id, std::move(res.headers), std::move(line));
         co_return;
       }
       if (res.stream != stream_kind::none && !head) {

@@ -1421,6 +1421,7 @@ response router::enqueue(const request& req, const std::string& id) {
   }
   send_options opts;
   opts.idempotency_key = std::string{req.header("idempotency-key")};
+  opts.request_id = req.request_id;
   auto r = node_.send(id, req.body, opts);
   if (!r)
     return error_response(r.error_value());
@@ -1510,7 +1511,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       return route(method_not_allowed("PUT, POST"));
     auto cmd = ctl_command(req.body);
     if (cmd == "tick") {
-      auto r = node_.tick(id);
+      auto r = node_.tick(id, req.request_id);
       return route(r ? json_response(202, json::object{{"seq", r->seq}}) : error_response(r.error_value()));
     }
     error err;
@@ -1583,7 +1584,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       value = req.body;
     else if (m != "DELETE")
       return route(method_not_allowed("GET, PUT, POST, DELETE"));
-    auto r = node_.change_goal(id, parts[1], std::move(value));
+    auto r = node_.change_goal(id, parts[1], std::move(value), req.request_id);
     return route(r ? json_response(202, json::object{{"seq", r->seq}}) : error_response(r.error_value()));
   }
   if (name == "memory" && parts.size() == 2 && parts[1] == "export") {
@@ -1636,6 +1637,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
                                    {"time_us", micros(d.time)},
                                    {"attempts", d.attempts},
                                    {"trigger", std::string{to_string(d.entry.kind)}},
+                                   {"request_id", d.entry.request_id},
                                    {"payload", payload_json(d.entry.payload)}});
       return route(json_response(200, json::object{{"entries", std::move(arr)}}));
     }
@@ -1849,6 +1851,7 @@ void router::agent_route(const request& req, const std::string& id, std::string_
   hr.body = req.body;
   send_options opts;
   opts.kind = trigger_kind::http;
+  opts.request_id = req.request_id;
   node_.run_trigger(id, hr.encode(), opts, [this, t, id, life = life_](expected<tick_event> ev) {
     std::lock_guard<std::recursive_mutex> guard{life->mtx};
     if (!life->open)

@@ -252,6 +252,8 @@ std::string encode(const inbox_entry& e) {
     b.setSenderKey(as_data(e.sender_key));
   if (e.nostr)
     b.setNostr(true);
+  if (!e.request_id.empty())
+    b.setRequestId(as_text(e.request_id));
   return finish(msg);
 }
 
@@ -269,6 +271,7 @@ expected<inbox_entry> decode_inbox(std::string_view bytes) {
     e.encrypted = m.getEncrypted();
     e.sender_key = to_string(m.getSenderKey());
     e.nostr = m.getNostr();
+    e.request_id = to_string(m.getRequestId());
     return e;
   });
   if (r && static_cast<std::uint8_t>(r->kind) > static_cast<std::uint8_t>(trigger_kind::http_result))

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <regex>
+#include <set>
 #include <thread>
 
 #include <boost/asio.hpp>
@@ -103,6 +104,14 @@ struct ws_flood : agent<ws_echo_state> {
   }
 };
 
+// Every message tick fails (so the message ends in the deadletter).
+struct failer : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::message)
+      ctx.fail("asked to fail");
+  }
+};
+
 // Its first tick puts 96 events of 100 KB in its outbox.
 struct emitter : agent<ws_echo_state> {
   void on_trigger(context& ctx, const trigger& t) override {
@@ -112,7 +121,6 @@ struct emitter : agent<ws_echo_state> {
   }
 };
 
-// The server's log lines, for a test to wait on.
 // Waits (bounded: state changes are asynchronous) until `id` is in `state`.
 bool reaches(node& n, const std::string& id, agent_state state) {
   for (int i = 0; i < 400; ++i) {
@@ -123,6 +131,7 @@ bool reaches(node& n, const std::string& id, agent_state state) {
   return false;
 }
 
+// The server's log lines, for a test to wait on.
 struct log_lines {
   std::mutex mtx;
   std::vector<std::string> lines;
@@ -156,6 +165,7 @@ struct server_fixture {
     r.add<emitter>("emitter");
     r.add<sayer>("sayer");
     r.add<ws_relay>("ws-relay");
+    r.add<failer>("failer");
     node_options o;
     o.data_dir = dir.path();
     o.threads = 2;
@@ -942,4 +952,80 @@ TEST_CASE("stopping: waiting requests get 503, SSE streams end cleanly, WebSocke
   CHECK(agent_ws->reason().code == websocket::close_code::going_away);
   CHECK(stream_ec == websocket::error::closed);
   CHECK(stream_ws->reason().code == websocket::close_code::going_away);
+}
+
+TEST_CASE("a tick names the HTTP request that delivered its trigger") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  REQUIRE_FALSE(f.n->create("w", "ws-echo"));
+  REQUIRE_FALSE(f.n->create("x", "failer"));
+  REQUIRE(f.n->wait_idle(10s));
+  std::mutex mtx;
+  std::vector<tick_event> seen;
+  auto observer = f.n->add_tick_observer([&](const tick_event& ev) {
+    std::lock_guard<std::mutex> guard{mtx};
+    seen.push_back(ev);
+  });
+  auto call = [&](http::verb verb, const std::string& target, std::string body) {
+    http::request<http::string_body> req{verb, target, 11};
+    req.set(http::field::authorization, "Bearer secret");
+    req.body() = std::move(body);
+    auto res = roundtrip(f.server->port(), std::move(req));
+    INFO(target << " " << res.body());
+    CHECK(res.result_int() < 300);
+    return std::string{res["X-Request-Id"]};
+  };
+  auto routed = call(http::verb::post, "/a/s/say", "hi");
+  auto inbox = call(http::verb::post, "/v1/agents/s/inbox", R"({"m":1})");
+  auto ctl = call(http::verb::put, "/v1/agents/s/fs/ctl", "tick");
+  auto goal = call(http::verb::put, "/v1/agents/s/fs/goals/g", "ship it");
+  auto failed = call(http::verb::post, "/v1/agents/x/inbox", R"({"m":2})");
+  REQUIRE_FALSE(f.n->create("late", "sayer"));
+
+  asio::io_context io;
+  websocket::stream<tcp::socket> ws{io};
+  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  websocket::response_type upgrade;
+  ws.handshake(upgrade, "127.0.0.1", "/v1/agents/w/ws?token=secret");
+  std::string upgraded{upgrade["X-Request-Id"]};
+  ws.write(asio::buffer(std::string{"hi"}));
+  beast::flat_buffer b;
+  ws.read(b);
+  CHECK(beast::buffers_to_string(b.data()) == "HI");
+  ws.close(websocket::close_code::normal);
+  REQUIRE(f.n->wait_idle(10s));
+  f.n->remove_tick_observer(observer);
+
+  std::set<std::string> ids{routed, inbox, ctl, goal, failed, upgraded};
+  REQUIRE(ids.size() == 6);  // each request has its own id
+  REQUIRE_FALSE(ids.contains(""));
+  auto kinds_of = [&](const std::string& id) {
+    std::lock_guard<std::mutex> guard{mtx};
+    std::multiset<std::string> kinds;
+    for (auto& ev : seen)
+      if (ev.request_id == id)
+        kinds.insert(ev.agent + ":" + std::string{to_string(ev.kind)});
+    return kinds;
+  };
+  CHECK(kinds_of(routed) == std::multiset<std::string>{"s:http"});
+  CHECK(kinds_of(inbox) == std::multiset<std::string>{"s:message"});
+  CHECK(kinds_of(ctl) == std::multiset<std::string>{"s:ctl"});
+  CHECK(kinds_of(goal) == std::multiset<std::string>{"s:goal_changed"});
+  // Every attempt of the failing tick, and the open, frame and close of the WebSocket.
+  CHECK(kinds_of(failed) == std::multiset<std::string>{"x:message", "x:message", "x:message"});
+  CHECK(kinds_of(upgraded) == std::multiset<std::string>{"w:ws", "w:ws", "w:ws"});
+
+  // The message that failed is in the deadletter with its request's id.
+  http::request<http::string_body> dl{http::verb::get, "/v1/agents/x/fs/deadletter", 11};
+  dl.set(http::field::authorization, "Bearer secret");
+  auto entries = boost::json::parse(roundtrip(f.server->port(), std::move(dl)).body())
+                   .at("entries")
+                   .as_array();
+  REQUIRE(entries.size() == 1);
+  CHECK(entries[0].at("request_id").as_string() == failed);
+  // A trigger from no request (an agent's init) carries none.
+  std::lock_guard<std::mutex> guard{mtx};
+  CHECK(std::count_if(seen.begin(), seen.end(), [](const tick_event& ev) {
+          return ev.agent == "late" && ev.kind == trigger_kind::init && ev.request_id.empty();
+        }) == 1);
 }

@@ -97,13 +97,15 @@ public:
   void run_trigger(const std::string& id, std::string payload, const send_options& opts,
                    std::function<void(expected<tick_event>)> done);
 
-  /// Enqueues a `ctl` trigger: a manual tick.
-  expected<send_receipt> tick(const std::string& id);
+  /// Enqueues a `ctl` trigger: a manual tick. `request_id`: as
+  /// send_options::request_id.
+  expected<send_receipt> tick(const std::string& id, std::string request_id = {});
 
   /// Sets (value) or erases (nullopt) a goal from outside: enqueues a
   /// `goal_changed` trigger; the tick that handles it applies the edit.
   expected<send_receipt> change_goal(const std::string& id, const std::string& key,
-                                     std::optional<std::string> value);
+                                     std::optional<std::string> value,
+                                     std::string request_id = {});
 
   /// Moves deadletter entries (all when `ids` is empty) back to the inbox.
   /// Returns how many were requeued.

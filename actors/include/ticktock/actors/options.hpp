@@ -149,6 +149,9 @@ struct send_options {
   bool nostr = false;
   /// A repeated key is accepted once: the second write returns the first seq.
   std::string idempotency_key;
+  /// The HTTP request that delivers the trigger (its X-Request-Id), if any:
+  /// stored with it and reported in the tick_event of its tick.
+  std::string request_id;
 };
 
 /// Acknowledgement of a durable inbox write.
@@ -164,6 +167,8 @@ struct tick_event {
   std::uint32_t attempt = 1;
   trigger_kind kind = trigger_kind::message;
   std::uint64_t trigger_seq = 0;
+  /// send_options::request_id of the trigger, else empty.
+  std::string request_id;
   storage::outcome outcome = storage::outcome::ok;
   std::string error;
   /// Outbox events the tick emitted have seqs [outbox_next - outbox_count, outbox_next).

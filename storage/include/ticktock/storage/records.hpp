@@ -75,6 +75,9 @@ struct inbox_entry {
   std::string sender_key;
   /// The payload is a Nostr event from a relay (docs/nostr.md).
   bool nostr = false;
+  /// X-Request-Id of the HTTP request that delivered the trigger, else empty:
+  /// it ties the tick's log line to the request's. Not in trigger_digest.
+  std::string request_id;
   /// Set by reads when the stored bytes failed to decode; `raw` holds them.
   bool corrupt = false;
   std::string raw;
