@@ -305,7 +305,8 @@ expected<std::string> node::checked(const std::string& id) const {
 
 // -- lifecycle ---------------------------------------------------------------
 
-error node::create(const std::string& id, const std::string& type, std::string config) {
+error node::create(const std::string& id, const std::string& type, std::string config,
+                   std::string request_id) {
   if (auto err = check_agent_id(id))
     return err;
   if (auto err = core_->registry.check(type))
@@ -325,6 +326,7 @@ error node::create(const std::string& id, const std::string& type, std::string c
   op.init.kind = trigger_kind::init;
   op.init.time = op.meta.created;
   op.init.payload = std::move(config);
+  op.init.request_id = std::move(request_id);
   op.identity = core_->keys->seal(identity::agent_keys::generate(), op.meta.created);
   auto* core = core_.get();
   auto r = commit_and_wait(*core, std::move(op), [core, id, type](storage::op_result& r) {

@@ -957,7 +957,7 @@ response router::agents(const request& req, const std::map<std::string, std::str
   if (auto* c = o.if_contains("config"); c && !c->is_null())
     config = c->is_string() ? std::string{c->as_string()} : to_json(*c);
   std::string sid{id->as_string()}, stype{type->as_string()};
-  if (auto err = node_.create(sid, stype, std::move(config)))
+  if (auto err = node_.create(sid, stype, std::move(config), req.request_id))
     return error_response(err);
   // Created: a delete that came right after it does not make this a 404.
   auto s = node_.status(sid);

@@ -962,10 +962,14 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
   REQUIRE(f.n->wait_idle(10s));
   std::mutex mtx;
   std::vector<tick_event> seen;
-  auto observer = f.n->add_tick_observer([&](const tick_event& ev) {
-    std::lock_guard<std::mutex> guard{mtx};
-    seen.push_back(ev);
-  });
+  struct observing {
+    node& n;
+    std::uint64_t id;
+    ~observing() { n.remove_tick_observer(id); }  // before `seen` goes
+  } observer{*f.n, f.n->add_tick_observer([&](const tick_event& ev) {
+               std::lock_guard<std::mutex> guard{mtx};
+               seen.push_back(ev);
+             })};
   auto call = [&](http::verb verb, const std::string& target, std::string body) {
     http::request<http::string_body> req{verb, target, 11};
     req.set(http::field::authorization, "Bearer secret");
@@ -994,7 +998,6 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
   CHECK(beast::buffers_to_string(b.data()) == "HI");
   ws.close(websocket::close_code::normal);
   REQUIRE(f.n->wait_idle(10s));
-  f.n->remove_tick_observer(observer);
 
   std::set<std::string> ids{routed, inbox, ctl, goal, failed, upgraded};
   REQUIRE(ids.size() == 6);  // each request has its own id
@@ -1023,9 +1026,22 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
                    .as_array();
   REQUIRE(entries.size() == 1);
   CHECK(entries[0].at("request_id").as_string() == failed);
-  // A trigger from no request (an agent's init) carries none.
+  // An agent created over HTTP gets its init trigger with the create's id;
+  // one created in process, with none.
+  http::request<http::string_body> create{http::verb::post, "/v1/agents", 11};
+  create.set(http::field::authorization, "Bearer secret");
+  create.body() = R"({"id":"made","type":"sayer"})";
+  auto made = roundtrip(f.server->port(), std::move(create));
+  CHECK(made.result_int() == 201);
+  REQUIRE(f.n->wait_idle(10s));
   std::lock_guard<std::mutex> guard{mtx};
-  CHECK(std::count_if(seen.begin(), seen.end(), [](const tick_event& ev) {
-          return ev.agent == "late" && ev.kind == trigger_kind::init && ev.request_id.empty();
-        }) == 1);
+  auto init_of = [&](const std::string& agent) {
+    auto i = std::find_if(seen.begin(), seen.end(), [&](const tick_event& ev) {
+      return ev.agent == agent && ev.kind == trigger_kind::init;
+    });
+    REQUIRE(i != seen.end());
+    return i->request_id;
+  };
+  CHECK(init_of("made") == std::string{made["X-Request-Id"]});
+  CHECK(init_of("late").empty());
 }

@@ -57,9 +57,11 @@ public:
   // -- lifecycle -------------------------------------------------------------
 
   /// Creates agent `id` of registered `type`; its first tick gets an `init`
-  /// trigger whose payload is `config`. Errors: invalid_id, unknown_type,
+  /// trigger whose payload is `config` (and `request_id`, as
+  /// send_options::request_id). Errors: invalid_id, unknown_type,
   /// already_exists, message_too_large, storage_failure.
-  error create(const std::string& id, const std::string& type, std::string config = {});
+  error create(const std::string& id, const std::string& type, std::string config = {},
+               std::string request_id = {});
 
   /// Deletes every record of the agent and stops its actor. Later calls on
   /// the id answer not_found (status answers `terminated` in this process).
