@@ -646,9 +646,9 @@ int main(int argc, char** argv) {
   log_line("event=stop signal=" + std::to_string(sig));
   (*server)->stop();
   nostr->reset();  // no relay delivers into the node from here on
-  // Drain: let accepted triggers tick before stopping (bounded; what is left
-  // stays in the durable inboxes for the next start).
-  bool drained = n.wait_idle(std::chrono::seconds{5});
+  // Drain: the ticks running commit, and no new one starts (bounded; the
+  // triggers not yet ticked stay in the durable inboxes for the next start).
+  bool drained = n.drain(std::chrono::seconds{5});
   log_line(std::string{"event=drain complete="} + (drained ? "true" : "false"));
   n.shutdown();
   log_line("event=stopped");

@@ -12,6 +12,7 @@
 #include <caf/all.hpp>
 
 #include <deque>
+#include <utility>
 #include <vector>
 
 #include "agent_host.hpp"
@@ -27,6 +28,28 @@ namespace {
 constexpr std::size_t max_cached_entries = 256;
 // Ticks committed together at most.
 constexpr std::size_t max_batch = 64;
+
+// A batch of ticks counted as running (node_core::begin_batch) until it is
+// released or the actor goes: node::drain waits for it.
+class running_batch {
+public:
+  running_batch() = default;
+  explicit running_batch(node_core* core) : core_{core} {}
+  running_batch(running_batch&& o) noexcept : core_{std::exchange(o.core_, nullptr)} {}
+  running_batch& operator=(running_batch&& o) noexcept {
+    end();
+    core_ = std::exchange(o.core_, nullptr);
+    return *this;
+  }
+  ~running_batch() { end(); }
+  void end() {
+    if (auto* c = std::exchange(core_, nullptr))
+      c->end_batch();
+  }
+
+private:
+  node_core* core_ = nullptr;
+};
 
 // FIFO of cached inbox entries or direct triggers. Unlike std::deque, an
 // empty one owns no memory, which matters with 100,000 resident agents.
@@ -74,6 +97,8 @@ struct agent_actor_state {
   std::uint64_t token = 0;
   // The batch whose write is with the committer (empty owns no memory).
   std::vector<tick_attempt> in_flight;
+  // Counts from the batch's start to its release (node::drain).
+  running_batch running;
   std::chrono::steady_clock::time_point last_active;
   // Start times of the ticks of the last minute (ticks_per_minute).
   std::deque<std::chrono::steady_clock::time_point> recent;
@@ -141,6 +166,10 @@ void maybe_tick(self_ptr self) {
       try_hibernate(self);
     return;
   }
+  // Draining (the node is stopping): the triggers wait in the inbox.
+  if (!st.core->begin_batch())
+    return;
+  running_batch running{st.core};
   auto tpm = st.host->limits().ticks_per_minute;
   if (tpm != 0) {
     auto now = std::chrono::steady_clock::now();
@@ -163,6 +192,7 @@ void maybe_tick(self_ptr self) {
     }
     st.recent.push_back(now);
   }
+  st.running = std::move(running);
   touch(self);
   // A throttled agent runs one tick per batch, so each is counted above.
   auto most = tpm != 0 ? std::size_t{1} : max_batch;
@@ -212,6 +242,7 @@ void maybe_tick(self_ptr self) {
     // Shutting down: the entries stay in the inbox.
     st.in_flight = {};
     st.host->rolled_back();
+    st.running.end();
   }
 }
 
@@ -280,6 +311,7 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
     // The write failed: nothing of the batch was committed. Retry it.
     st.host->rolled_back();
     st.retry_wait = true;
+    st.running.end();
     self->delayed_send(self, backoff(st.core->options, batch.front().attempt), ctl_atom::value,
                       ctl_op::retry);
     return;
@@ -288,6 +320,7 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   for (std::size_t i = 0; i < batch.size(); ++i)
     if (!release(self, batch[i], i == 0))
       break;  // only the last attempt of a batch can have failed
+  st.running.end();
   maybe_tick(self);
 }
 

@@ -81,6 +81,21 @@ void node_core::consumed(std::int64_t n) {
     idle_cv.notify_all();
 }
 
+bool node_core::begin_batch() {
+  running.fetch_add(1);
+  if (!draining.load())
+    return true;
+  end_batch();
+  return false;
+}
+
+void node_core::end_batch() {
+  if (running.fetch_sub(1) == 1 && draining.load()) {
+    std::lock_guard<std::mutex> guard{idle_mtx};  // drain() is waiting or about to check
+    idle_cv.notify_all();
+  }
+}
+
 void node_core::mark_errored(const std::string& id, const std::string& reason) {
   dir->set_errored(id, reason);
   commits->submit(storage::mark_errored_op{id, reason}, nullptr);
@@ -860,6 +875,12 @@ std::size_t node::resident_count() const { return core_->dir->resident(); }
 bool node::wait_idle(std::chrono::milliseconds timeout) const {
   std::unique_lock<std::mutex> lock{core_->idle_mtx};
   return core_->idle_cv.wait_for(lock, timeout, [&] { return core_->outstanding <= 0; });
+}
+
+bool node::drain(std::chrono::milliseconds timeout) {
+  core_->draining = true;
+  std::unique_lock<std::mutex> lock{core_->idle_mtx};
+  return core_->idle_cv.wait_for(lock, timeout, [&] { return core_->running.load() <= 0; });
 }
 
 void node::set_tick_observer(std::function<void(const tick_event&)> f) {

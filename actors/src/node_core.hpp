@@ -49,6 +49,18 @@ struct node_core {
   std::condition_variable idle_cv;
   std::int64_t outstanding = 0;
 
+  // node::drain: once `draining`, no batch of ticks starts; `running` counts
+  // the batches started and not yet released. Atomics (both sequentially
+  // consistent), so that a batch either is counted before drain looks or
+  // sees `draining`; drain waits on idle_cv.
+  std::atomic<bool> draining{false};
+  std::atomic<std::int64_t> running{0};
+  /// A batch of ticks is about to start: false (and nothing counted) when
+  /// the node is draining.
+  bool begin_batch();
+  /// The batch begin_batch counted was released (or dropped).
+  void end_batch();
+
   // Ids terminated in this process, so status can say "terminated".
   std::mutex terminated_mtx;
   std::set<std::string> terminated;

@@ -595,3 +595,67 @@ TEST_CASE("triggers waiting for an agent run as one batch of ticks, committed in
   REQUIRE(s2);
   CHECK(s2->seen == expected);
 }
+
+TEST_CASE("drain lets running ticks commit, starts none, and waits for no throttled agent") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  auto types = [] {
+    auto r = registry();
+    r.add<tallier>("tallier");
+    return r;
+  };
+  {
+    std::lock_guard<std::mutex> g{batch_gate.mtx};
+    batch_gate.entered = batch_gate.open = false;
+  }
+  {
+    auto n = node::open(opts, types());
+    REQUIRE(n);
+    auto& nd = **n;
+    REQUIRE_FALSE(nd.create("h", "tallier"));
+    REQUIRE_FALSE(nd.create("t", "counter"));
+    REQUIRE(nd.wait_idle(10s));
+    // "t" may tick once a minute: "a" ticks, "b" waits for the minute.
+    REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1})"));
+    REQUIRE(nd.send("t", "a"));
+    REQUIRE(nd.send("t", "b"));
+    tick_waiter w{nd};
+    REQUIRE(w.poll([&] { return nd.state<counter_state>("t")->count == 1; }));
+    REQUIRE(w.poll([&] { return nd.status("t")->limits_hit["ticks_per_minute"] == 1; }));
+    // "h" is in the middle of a tick.
+    REQUIRE(nd.send("h", "hold"));
+    {
+      std::unique_lock<std::mutex> lock{batch_gate.mtx};
+      REQUIRE(batch_gate.cv.wait_for(lock, 10s, [] { return batch_gate.entered; }));
+    }
+    std::atomic<bool> returned{false};
+    bool drained = false;
+    std::thread drainer{[&] {
+      drained = nd.drain(20s);
+      returned = true;
+    }};
+    CHECK_FALSE(w.poll([&] { return returned.load(); }, 100ms));  // it waits for the tick
+    {
+      std::lock_guard<std::mutex> guard{batch_gate.mtx};
+      batch_gate.open = true;
+      batch_gate.cv.notify_all();
+    }
+    drainer.join();
+    // The running tick committed before drain returned; "t"'s throttled
+    // trigger (a minute away) did not hold it up (wait_idle would have
+    // waited the whole 20 s for it, and failed).
+    CHECK(drained);
+    CHECK(nd.state<counter_state>("h")->count == 1);
+    CHECK(nd.state<counter_state>("t")->count == 1);
+    // No tick starts after it: a message is accepted (durable) and waits.
+    REQUIRE(nd.send("h", "later"));
+    CHECK_FALSE(nd.wait_idle(100ms));
+    CHECK(nd.state<counter_state>("h")->count == 1);
+  }
+  // What waited is ticked at the next start.
+  auto n = node::open(opts, types());
+  REQUIRE(n);
+  REQUIRE((*n)->wait_idle(10s));
+  CHECK((*n)->state<counter_state>("h")->count == 2);
+  CHECK((*n)->state<counter_state>("t")->count == 2);
+}

@@ -593,6 +593,9 @@ class ShutdownTest(unittest.TestCase):
             sse = SseReader(server, "/v1/agents/p1/fs/outbox?from_seq=0")
             self.assertEqual(sse.next_event()[1], "outbox")
             self.assertEqual(server.stop(), 0)
+            # The throttled agent's trigger did not hold the drain up: it
+            # waits for the next start (it would have taken the whole 5 s).
+            self.assertIn("event=drain complete=true", server.output())
             waiter.join(60)
             status, headers, body = parse_raw_response(out["raw"])
             self.assertEqual(status, 503, out["raw"])

@@ -263,6 +263,14 @@ public:
   /// Returns false on timeout.
   bool wait_idle(std::chrono::milliseconds timeout) const;
 
+  /// The first step of a clean stop: no agent starts a tick from here on,
+  /// and this blocks until the ticks already running have committed (or
+  /// failed to) and been released, or `timeout` passes. Triggers not yet
+  /// ticked stay in their durable inboxes for the next start; a throttled
+  /// agent or one waiting to retry holds nothing up. There is no undoing
+  /// it: shutdown() follows. Returns false on timeout.
+  bool drain(std::chrono::milliseconds timeout);
+
   /// Called after every committed tick attempt, on a CAF worker thread; must
   /// not block. Replaces the observer set by an earlier call (observers added
   /// with add_tick_observer stay). Once this returns, the replaced observer is
