@@ -116,6 +116,7 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
   std::string request_id;   // of the upgrade: its triggers carry it
   std::deque<ws_message> queue;
   std::size_t queued = 0;  // bytes of the frames in `queue`, the one being written included
+  std::size_t written = 0;  // bytes of the front frame written so far
   const std::size_t queue_limit;
   const std::chrono::milliseconds write_timeout;
   // The session's watch (null once the session ended): a frame not written
@@ -270,21 +271,33 @@ void ws_connection::write_next() {
     ws.async_close(close_reason, [self](beast::error_code) {});
     return;
   }
-  ws.binary(m.binary);
+  // A frame goes out in pieces of at most 64 KiB (one WebSocket message in
+  // fragments), each with the write timeout: a client that keeps reading a
+  // large frame slowly is not cut, one that stops is.
+  constexpr std::size_t piece = 65536;
+  if (written == 0)
+    ws.binary(m.binary);
+  auto n = std::min(piece, m.data.size() - written);
+  bool fin = written + n == m.data.size();
   if (watch)
     watch->arm(write_timeout);
-  ws.async_write(asio::buffer(m.data), [self](beast::error_code ec, std::size_t) {
-    if (self->watch)
-      self->watch->disarm();
-    self->queued -= self->queue.front().data.size();
-    self->queue.pop_front();
-    if (ec) {
-      self->closed = true;
-      self->writing = false;
-      return;
-    }
-    self->write_next();
-  });
+  ws.async_write_some(fin, asio::buffer(m.data.data() + written, n),
+                      [self, fin](beast::error_code ec, std::size_t sent) {
+                        if (self->watch)
+                          self->watch->disarm();
+                        self->written += sent;
+                        if (fin || ec) {
+                          self->written = 0;
+                          self->queued -= self->queue.front().data.size();
+                          self->queue.pop_front();
+                        }
+                        if (ec) {
+                          self->closed = true;
+                          self->writing = false;
+                          return;
+                        }
+                        self->write_next();
+                      });
 }
 
 struct http_server::impl {

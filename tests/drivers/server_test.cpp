@@ -421,6 +421,37 @@ TEST_CASE("a stream whose client stops reading is cut after the write timeout") 
   CHECK(status == 200);
 }
 
+TEST_CASE("a WebSocket client that keeps reading a large frame slowly is not cut") {
+  // The write timeout bounds a write that makes no progress, not the time a
+  // whole frame takes: 8 MiB at most 6.4 MiB/s outlasts 300 ms (the socket
+  // buffers take a few MiB at once).
+  server_fixture f{1024, 30s, [](drivers::http_options& h) {
+                     h.write_timeout = 300ms;
+                     h.read_timeout = 30s;
+                   }};
+  REQUIRE_FALSE(f.n->create("w", "ws-flood"));
+  asio::io_context io;
+  websocket::stream<tcp::socket> ws{io};
+  ws.next_layer().open(tcp::v4());
+  ws.next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
+  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  ws.handshake("127.0.0.1", "/v1/agents/w/ws?token=secret");
+  ws.write(asio::buffer(std::string{"big"}));
+  std::size_t got = 0;
+  beast::error_code ec;
+  auto started = std::chrono::steady_clock::now();
+  do {
+    beast::flat_buffer b;
+    auto before = got;
+    got += ws.read_some(b, 16384, ec);
+    if (got / 65536 != before / 65536)
+      std::this_thread::sleep_for(10ms);
+  } while (!ec && !ws.is_message_done() && std::chrono::steady_clock::now() - started < 60s);
+  CHECK_FALSE(ec);
+  CHECK(got == std::size_t{8} << 20);
+  CHECK(std::chrono::steady_clock::now() - started > 300ms);  // it did take longer
+}
+
 TEST_CASE("a WebSocket upgrade needs a token and a known agent") {
   server_fixture f;
   f.n->create("w", "ws-echo");
