@@ -98,6 +98,12 @@ std::optional<response> check_framing(const http::fields& fields, bool beast_chu
   return std::nullopt;
 }
 
+// RFC 9110, 10.1.1: an HTTP/1.1 request whose Expect is 100-continue (case
+// insensitive); HTTP/1.0 clients do not wait for a 100.
+bool expects_continue(const http::request<http::string_body>& req) {
+  return req.version() >= 11 && lower(req[http::field::expect]) == "100-continue";
+}
+
 }  // namespace
 
 struct connection_watch;
@@ -760,6 +766,17 @@ struct http_server::impl {
           parser.body_limit(body_limit);
           if (auto length = parser.content_length(); length && *length > body_limit)
             ec = http::error::body_limit;
+        }
+        if (!ec && !refused && !parser.is_done() && expects_continue(parser.get())) {
+          // RFC 9110, 10.1.1: the client waits for this before it sends the
+          // body (curl for a second, then sends it anyway). A body over the
+          // limit was answered 413 above, without it.
+          http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
+          watch.arm(options.write_timeout);
+          auto [cec, n_cont] = co_await http::async_write(stream, go_on, use_nothrow);
+          (void)n_cont;
+          ec = cec;
+          watch.arm(options.read_timeout);
         }
         if (!ec && !refused && !parser.is_done()) {
           auto [bec, n_body] = co_await http::async_read(stream, buffer, parser, use_nothrow);

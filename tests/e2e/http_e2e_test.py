@@ -405,6 +405,29 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(status, 413)
         self.assertEqual(json.loads(body)["error"]["code"], "BODY_TOO_LARGE")
 
+    def test_expect_100_continue_is_answered_before_the_body(self):
+        # RFC 9110, 10.1.1. curl waits a second for the 100 before it sends
+        # a body anyway; other clients wait longer.
+        head = ("POST /v1/agents/err-counter/inbox HTTP/1.1\r\nHost: t\r\n"
+                "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                "Expect: 100-Continue\r\nContent-Length: 7\r\n\r\n" % self.server.token).encode()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as s:
+            s.sendall(head)
+            interim = b""
+            while b"\r\n\r\n" not in interim:
+                chunk = s.recv(4096)  # a socket.timeout here: no 100 came
+                self.assertTrue(chunk, interim)
+                interim += chunk
+            self.assertTrue(interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim)
+            s.sendall(b'{"n":1}')
+            status, _, body = parse_raw_response(interim.partition(b"\r\n\r\n")[2] + s.recv(4096))
+            self.assertEqual(status, 202, body)
+        # A body over the limit is refused from its head alone: no 100.
+        raw = raw_exchange(self.server.port, head.replace(b"Content-Length: 7", b"Content-Length: 5000"))
+        status, _, body = parse_raw_response(raw)
+        self.assertEqual(status, 413, raw)
+        self.assertEqual(json.loads(body)["error"]["code"], "BODY_TOO_LARGE")
+
     def test_431_huge_header(self):
         r = self.server.get("/v1/agents", headers={"X-Big": "b" * (20 << 10)})
         self.assertError(r, 431, "HEADERS_TOO_LARGE")
