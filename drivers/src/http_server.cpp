@@ -98,6 +98,13 @@ std::optional<response> check_framing(const http::fields& fields, bool beast_chu
   return std::nullopt;
 }
 
+// A head over the limit whose request line had not ended within it.
+bool request_line_too_long(const beast::flat_buffer& buffer) {
+  auto data = buffer.data();
+  std::string_view seen{static_cast<const char*>(data.data()), data.size()};
+  return seen.find('\n') == std::string_view::npos;
+}
+
 // RFC 9110, 10.1.1: an HTTP/1.1 request whose Expect is 100-continue (case
 // insensitive); HTTP/1.0 clients do not wait for a 100.
 bool expects_continue(const http::request<http::string_body>& req) {
@@ -805,6 +812,11 @@ struct http_server::impl {
                                            ? "agent bundles"
                                            : "request bodies"}
                                + " are limited to " + std::to_string(body_limit) + " bytes");
+        else if (ec == http::error::header_limit && request_line_too_long(buffer))
+          // RFC 9112, 3: a request-target longer than the server parses is 414.
+          r = error_response(414, "URI_TOO_LONG",
+                             "the request line alone is over the " + std::to_string(options.max_header_bytes)
+                               + " bytes a request head may take");
         else if (ec == http::error::header_limit)
           r = error_response(431, "HEADERS_TOO_LARGE",
                              "request heads are limited to " + std::to_string(options.max_header_bytes)

@@ -692,21 +692,27 @@ def build_cases(fx):
                                                     ("Expect", "100-continue")]),
         status=413, code="BODY_TOO_LARGE")
 
-    # -- huge heads (431) ---------------------------------------------------------------------------
+    # -- huge heads (431; 414 when the request line alone is over the limit) --------------------------
     big = "h" * (HEAD_LIMIT + 1024)
     for name, data in [
         ("one 17 KiB header", http_request("GET", "/healthz", None, [("X-Big", big)], token=None)),
         ("200 headers", http_request("GET", "/healthz", None,
                                      [("X-H%d" % i, "v" * 100) for i in range(200)], token=None)),
-        ("a 17 KiB target", http_request("GET", "/v1/agents/" + big, token=None)),
         ("a 17 KiB header name", http_request("GET", "/healthz", None, [("X" * len(big), "v")],
                                               token=None)),
         ("a 17 KiB cookie", http_request("GET", "/v1/agents", None,
                                          [("Cookie", "ticktock_token=" + big)], token=None)),
         ("a 17 KiB bearer token", http_request("GET", "/v1/agents", token="tt1." + big)),
-        ("a 17 KiB query", http_request("GET", "/v1/agents?after=" + big)),
+        ("a 15 KiB target and 2 KiB of headers",
+         http_request("GET", "/v1/agents?after=" + "h" * (HEAD_LIMIT - 1024), None,
+                      [("X-Pad", "p" * 2048)], token=None)),
     ]:
         add("huge head", name, data, status=431, code="HEADERS_TOO_LARGE")
+    for name, data in [
+        ("a 17 KiB target", http_request("GET", "/v1/agents/" + big, token=None)),
+        ("a 17 KiB query", http_request("GET", "/v1/agents?after=" + big)),
+    ]:
+        add("huge head", name, data, status=414, code="URI_TOO_LONG")
 
     # -- unknown routes (404) --------------------------------------------------------------------------
     for name, path, token in [("root", "/", None), ("favicon", "/favicon.ico", None),

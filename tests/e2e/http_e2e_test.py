@@ -431,6 +431,10 @@ class ErrorStatusTest(ServerCase):
     def test_431_huge_header(self):
         r = self.server.get("/v1/agents", headers={"X-Big": "b" * (20 << 10)})
         self.assertError(r, 431, "HEADERS_TOO_LARGE")
+
+    def test_414_a_request_line_over_the_head_limit(self):
+        r = self.server.get("/v1/agents?after=" + "a" * (20 << 10))
+        self.assertError(r, 414, "URI_TOO_LONG")
         many = {"X-H%d" % i: "v" * 100 for i in range(200)}
         self.assertError(self.server.get("/healthz", auth=False, headers=many), 431, "HEADERS_TOO_LARGE")
 
