@@ -21,6 +21,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -96,6 +97,26 @@ std::optional<response> check_framing(const http::fields& fields, bool beast_chu
   if (!beast_chunked)
     return error_response(400, "BAD_REQUEST", "malformed HTTP request: bad Transfer-Encoding");
   return std::nullopt;
+}
+
+// RFC 9110, 6.6.1: the Date of a response ("Sun, 06 Nov 1994 08:49:37 GMT"),
+// formatted once a second per thread.
+std::string_view http_date() {
+  thread_local std::time_t last = -1;
+  thread_local char text[40] = {};
+  auto now = std::time(nullptr);
+  if (now != last) {
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    std::snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
+                  tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec);
+    last = now;
+  }
+  return text;
 }
 
 // A head over the limit whose request line had not ended within it.
@@ -434,6 +455,7 @@ struct http_server::impl {
   static websocket::stream_base::decorator decorate(header_list headers) {
     return websocket::stream_base::decorator([headers](websocket::response_type& res) {
       res.set(http::field::server, "ticktockd");
+      res.set(http::field::date, http_date());
       for (auto& [k, v] : headers)
         res.set(k, v);
     });
@@ -618,6 +640,7 @@ struct http_server::impl {
                               bool head = false) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "ticktockd");
+    res.set(http::field::date, http_date());
     res.set(http::field::content_type, r.content_type);
     if (r.stream != stream_kind::none) {  // a HEAD of a stream: stream_events' head
       res.set(http::field::content_type, "text/event-stream");
@@ -978,6 +1001,7 @@ struct http_server::impl {
     const bool chunked = version >= 11;
     http::response<http::empty_body> head{http::status::ok, version};
     head.set(http::field::server, "ticktockd");
+    head.set(http::field::date, http_date());
     head.set(http::field::content_type, "text/event-stream");
     head.set(http::field::cache_control, "no-cache");
     for (auto& [k, v] : r.headers)

@@ -6,6 +6,7 @@ Run: TICKTOCKD=build/tools/ticktockd python3 tests/e2e/http_e2e_test.py -v
 """
 
 import base64
+import email.utils
 import hashlib
 import http.client
 import json
@@ -431,6 +432,20 @@ class ErrorStatusTest(ServerCase):
     def test_431_huge_header(self):
         r = self.server.get("/v1/agents", headers={"X-Big": "b" * (20 << 10)})
         self.assertError(r, 431, "HEADERS_TOO_LARGE")
+
+    def test_every_response_has_a_date(self):
+        # RFC 9110, 6.6.1: an origin server with a clock sends Date on its
+        # 2xx, 3xx and 4xx answers; here on the transport's answers too.
+        def date_of(headers):
+            d = email.utils.parsedate_to_datetime(headers["date"])
+            self.assertTrue(headers["date"].endswith(" GMT"), headers["date"])
+            self.assertLess(abs(d.timestamp() - time.time()), 60, headers["date"])
+        date_of(self.server.get("/healthz", auth=False).headers)
+        date_of(self.server.get("/v1/agents", auth=False).headers)  # 401
+        date_of(self.server.post("/a/err-counter/", "").headers)  # the agent's answer
+        raw = raw_exchange(self.server.port, b"POST /v1/agents HTTP/1.1\r\nHost: t\r\n"
+                                             b"Content-Length: 100000000\r\n\r\n")  # 413
+        date_of(parse_raw_response(raw)[1])
 
     def test_414_a_request_line_over_the_head_limit(self):
         r = self.server.get("/v1/agents?after=" + "a" * (20 << 10))
