@@ -119,6 +119,23 @@ std::string_view http_date() {
   return text;
 }
 
+// RFC 9112, 3.2.2: a server accepts a request target in absolute form
+// ("http://host:port/path?query"), as if it were its origin form
+// ("/path?query"); the authority in it is not used, as Host is not.
+std::string origin_form(std::string_view target) {
+  auto colon = target.find("://");
+  if (target.starts_with('/') || colon == std::string_view::npos)
+    return std::string{target};
+  auto scheme = lower(target.substr(0, colon));
+  if (scheme != "http" && scheme != "https")
+    return std::string{target};  // not one of ours: the router refuses it
+  auto rest = target.substr(colon + 3);
+  auto path = rest.find_first_of("/?#");
+  if (path == std::string_view::npos || rest[path] == '#')
+    return "/";
+  return (rest[path] == '?' ? "/" : "") + std::string{rest.substr(path)};
+}
+
 // A head over the limit whose request line had not ended within it.
 bool request_line_too_long(const beast::flat_buffer& buffer) {
   auto data = buffer.data();
@@ -869,10 +886,11 @@ struct http_server::impl {
       }
       request req;
       req.method = std::string{msg.method_string()};
-      req.target = std::string{msg.target()};
+      req.target = origin_form(msg.target());
       // A header the API reads as one value, given twice, is ambiguous
       // (which Idempotency-Key deduplicates? which token?): refused rather
-      // than the last one taken silently. Other repeated headers: the last.
+      // than the last one taken silently; two Hosts are, too (RFC 9112, 3.2).
+      // Other repeated headers: the last.
       std::string repeated;
       for (auto& f : msg) {
         auto name = lower(f.name_string());
@@ -880,7 +898,8 @@ struct http_server::impl {
         if (fresh)
           continue;
         it->second = std::string{f.value()};
-        for (auto* single : {"Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID"})
+        for (auto* single :
+             {"Host", "Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID"})
           if (repeated.empty() && name == lower(single))
             repeated = single;
       }

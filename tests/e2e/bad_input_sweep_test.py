@@ -956,7 +956,7 @@ def build_cases(fx):
                                                   [("Transfer-Encoding", "chunked")]) + b"2\r\n{}XX0\r\n\r\n"),
     ]:
         add("malformed http", name, data, status=400, code="BAD_REQUEST")
-    for name, target in [("absolute-form target", "http://evil.example/v1/agents"),
+    for name, target in [("absolute-form target of another scheme", "ftp://evil.example/v1/agents"),
                          ("asterisk target", "*"),
                          ("authority-form target", "evil.example:443")]:
         req("malformed http", name, "CONNECT" if ":" in target and "/" not in target else "GET",

@@ -253,6 +253,7 @@ class ErrorStatusTest(ServerCase):
         auth = b"Authorization: Bearer " + self.server.token.encode() + b"\r\n"
         for name, extra in [(b"Idempotency-Key", b"Idempotency-Key: a\r\nIdempotency-Key: b\r\n" + auth),
                             (b"Authorization", auth + auth),
+                            (b"Host", b"Host: u\r\n" + auth),
                             (b"Content-Type", b"Content-Type: application/json\r\n"
                                               b"content-type: application/json\r\n" + auth)]:
             raw = raw_exchange(self.server.port,
@@ -432,6 +433,21 @@ class ErrorStatusTest(ServerCase):
     def test_431_huge_header(self):
         r = self.server.get("/v1/agents", headers={"X-Big": "b" * (20 << 10)})
         self.assertError(r, 431, "HEADERS_TOO_LARGE")
+
+    def test_an_absolute_form_target_is_served_as_its_path(self):
+        # RFC 9112, 3.2.2: a server accepts it (clients send it to proxies;
+        # the host in it is not used, as Host is not).
+        auth = b"Authorization: Bearer " + self.server.token.encode() + b"\r\n"
+        for target in (b"http://127.0.0.1:%d/v1/agents/err-counter" % self.server.port,
+                       b"HTTPS://elsewhere.example/v1/agents/err-counter?x=1"):
+            raw = raw_exchange(self.server.port, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n" + auth
+                               + b"Connection: close\r\n\r\n")
+            status, _, body = parse_raw_response(raw)
+            self.assertEqual(status, 200, raw)
+            self.assertEqual(json.loads(body)["id"], "err-counter")
+        raw = raw_exchange(self.server.port, b"GET http://t HTTP/1.1\r\nHost: t\r\n"
+                                             b"Connection: close\r\n\r\n")
+        self.assertEqual(parse_raw_response(raw)[0], 404, raw)  # "/": no such route
 
     def test_every_response_has_a_date(self):
         # RFC 9110, 6.6.1: an origin server with a clock sends Date on its
