@@ -183,6 +183,19 @@ struct server_fixture {
   }
 };
 
+// A WebSocket to `agent` whose client has a 4 KiB receive buffer: what the
+// server sends beyond the socket buffers waits for the client's reads.
+std::unique_ptr<websocket::stream<tcp::socket>> slow_reader_ws(asio::io_context& io,
+                                                               std::uint16_t port,
+                                                               const std::string& agent) {
+  auto ws = std::make_unique<websocket::stream<tcp::socket>>(io);
+  ws->next_layer().open(tcp::v4());
+  ws->next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
+  ws->next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), port});
+  ws->handshake("127.0.0.1", "/v1/agents/" + agent + "/ws?token=secret");
+  return ws;
+}
+
 http::response<http::string_body> roundtrip(std::uint16_t port, http::request<http::string_body> req) {
   asio::io_context io;
   beast::tcp_stream s{io};
@@ -334,11 +347,8 @@ TEST_CASE("a WebSocket client that does not read is closed with 1008 once its qu
                    }};
   REQUIRE_FALSE(f.n->create("w", "ws-flood"));
   asio::io_context io;
-  websocket::stream<tcp::socket> ws{io};
-  ws.next_layer().open(tcp::v4());
-  ws.next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
-  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
-  ws.handshake("127.0.0.1", "/v1/agents/w/ws?token=secret");
+  auto client = slow_reader_ws(io, f.server->port(), "w");
+  auto& ws = *client;
   ws.write(asio::buffer(std::string{"flood"}));
   // Not reading until the server gave up on the queue (bounded wait).
   CHECK(log->wait_for("event=ws_overflow agent=w", 10s));
@@ -405,11 +415,8 @@ TEST_CASE("a stream whose client stops reading is cut after the write timeout") 
   // An agent's WebSocket whose client reads nothing of a frame larger than
   // the socket buffers: its write makes no progress.
   REQUIRE_FALSE(f.n->create("w", "ws-flood"));
-  websocket::stream<tcp::socket> ws{io};
-  ws.next_layer().open(tcp::v4());
-  ws.next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
-  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
-  ws.handshake("127.0.0.1", "/v1/agents/w/ws?token=secret");
+  auto client = slow_reader_ws(io, f.server->port(), "w");
+  auto& ws = *client;
   ws.write(asio::buffer(std::string{"big"}));
   int status = 0;
   for (int i = 0; i < 200 && status != 200; ++i) {
@@ -431,11 +438,8 @@ TEST_CASE("a WebSocket client that keeps reading a large frame slowly is not cut
                    }};
   REQUIRE_FALSE(f.n->create("w", "ws-flood"));
   asio::io_context io;
-  websocket::stream<tcp::socket> ws{io};
-  ws.next_layer().open(tcp::v4());
-  ws.next_layer().set_option(asio::socket_base::receive_buffer_size(4096));
-  ws.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
-  ws.handshake("127.0.0.1", "/v1/agents/w/ws?token=secret");
+  auto client = slow_reader_ws(io, f.server->port(), "w");
+  auto& ws = *client;
   ws.write(asio::buffer(std::string{"big"}));
   std::size_t got = 0;
   beast::error_code ec;
