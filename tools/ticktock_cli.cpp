@@ -860,7 +860,8 @@ int trajectory(invocation& in) {
     return exit_ok;
   }
   std::vector<std::vector<std::string>> rows{
-    {"INDEX", "TICK", "ATTEMPT", "TRIGGER", "SEQ", "OUTCOME", "DURATION", "STATE_HASH", "LOGS"}};
+    {"INDEX", "TICK", "ATTEMPT", "TRIGGER", "SEQ", "REQUEST", "OUTCOME", "DURATION", "STATE_HASH",
+     "LOGS"}};
   for (auto& r : records) {
     auto& o = r.as_object();
     auto outcome = text(o, "outcome");
@@ -876,8 +877,9 @@ int trajectory(invocation& in) {
     auto hash = text(o, "state_hash");
     char dur[32];
     std::snprintf(dur, sizeof dur, "%.1fus", static_cast<double>(number(o, "duration_ns")) / 1000.0);
+    auto request = o.contains("request_id") ? text(o, "request_id") : std::string{"-"};
     rows.push_back({text(o, "index"), text(o, "tick"), text(o, "attempt"), text(o, "trigger"),
-                    text(o, "trigger_seq"), outcome, dur, hash.substr(0, 16), logs});
+                    text(o, "trigger_seq"), request, outcome, dur, hash.substr(0, 16), logs});
   }
   print_table(rows);
   return exit_ok;

@@ -109,6 +109,8 @@ json::object trajectory_json(const storage::trajectory_record& r) {
   o["attempt"] = r.attempt;
   o["trigger"] = std::string{to_string(r.kind)};
   o["trigger_seq"] = r.trigger_seq;
+  if (!r.request_id.empty())
+    o["request_id"] = r.request_id;
   o["trigger_digest"] = storage::to_hex(r.trigger_digest);
   o["start_us"] = micros(r.start);
   o["duration_ns"] = r.duration_ns;

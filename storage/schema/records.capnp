@@ -88,6 +88,8 @@ struct TrajectoryRecord {
   decisions @14 :List(Decision);  # policy-gate decisions the tick made (docs/policy.md)
   limits @15 :List(Text);         # limits the tick hit: ticks_per_minute, tick_wall_time,
                                   # state_size, outbox_retention
+  requestId @16 :Text;            # X-Request-Id of the HTTP request that delivered the trigger
+                                  # (InboxEntry.requestId), else empty
 }
 
 # One decision of the policy gate about an effect that leaves the runtime.

@@ -354,6 +354,8 @@ std::string encode(const trajectory_record& r) {
     for (unsigned i = 0; i < r.limits.size(); ++i)
       list.set(i, as_text(r.limits[i]));
   }
+  if (!r.request_id.empty())
+    b.setRequestId(as_text(r.request_id));
   return finish(msg);
 }
 
@@ -381,6 +383,7 @@ expected<trajectory_record> decode_trajectory(std::string_view bytes) {
                              to_string(d.getDestination())});
     for (auto l : m.getLimits())
       r.limits.push_back(to_string(l));
+    r.request_id = to_string(m.getRequestId());
     bool ok = to_hash(m.getTriggerDigest(), r.trigger_digest)
               && to_hash(m.getStateHash(), r.state_hash) && to_hash(m.getPrevHash(), r.prev_hash)
               && static_cast<std::uint16_t>(m.getOutcome()) <= 2;

@@ -365,12 +365,19 @@ def test_trajectory_and_verify():
     check([r["index"] for r in recs] == list(range(len(recs))) and len(recs) >= 6,
           "trajectory --json has every record in order: %r" % [r["index"] for r in recs])
     check(recs[0]["trigger"] == "init", "the first record is init")
+    # Every trigger of c1 came over HTTP (its create, sends, ctl and goal
+    # writes): each record names its request, and each request is another.
+    ids = [r.get("request_id", "") for r in recs]
+    check(all(re.fullmatch(r"[0-9a-f]{6}-[0-9]+", i) for i in ids) and len(set(ids)) == len(ids),
+          "every record names the request that delivered its trigger: %r" % ids)
     check([r["index"] for r in ok_json("trajectory", "c1", "--from", "2", "--limit", "2")["records"]]
           == [2, 3], "trajectory --from 2 --limit 2")
     p = expect(cli("trajectory", "c1"), 0)
     lines = p.stdout.splitlines()
-    check(lines[0].split()[:4] == ["INDEX", "TICK", "ATTEMPT", "TRIGGER"], "a table header", p)
+    check(lines[0].split()[:6] == ["INDEX", "TICK", "ATTEMPT", "TRIGGER", "SEQ", "REQUEST"],
+          "a table header", p)
     check(len(lines) == len(recs) + 1 and "init" in lines[1], "one row per record", p)
+    check([line.split()[5] for line in lines[1:]] == ids, "the REQUEST column", p)
     expect(cli("trajectory", "nope"), 1, err="AGENT_NOT_FOUND")
     expect(cli("verify", "c1"), 0, out="trajectory records verified")
     v = ok_json("verify", "c1")

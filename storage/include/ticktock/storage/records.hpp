@@ -145,6 +145,8 @@ struct trajectory_record {
   /// Limits this attempt hit (ticks_per_minute, tick_wall_time, state_size,
   /// outbox_retention).
   std::vector<std::string> limits;
+  /// The HTTP request that delivered the trigger (inbox_entry::request_id).
+  std::string request_id;
   /// The agent's Ed25519 signature of the record (64 bytes; empty if unsigned).
   std::string signature;
   /// Set by reads when the stored bytes failed to decode.
