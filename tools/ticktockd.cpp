@@ -99,7 +99,9 @@ po::parsed_options parse_config_file(const std::string& path, const po::options_
   ss << in.rdbuf();
   boost::system::error_code ec;
   auto v = boost::json::parse(ss.str(), ec);
-  if (ec || !v.is_object())
+  if (ec)
+    throw std::runtime_error("config file " + path + " is not valid JSON: " + ec.message());
+  if (!v.is_object())
     throw std::runtime_error("config file " + path + " is not a JSON object");
   po::parsed_options parsed{&desc};
   for (auto& [k, val] : v.as_object()) {

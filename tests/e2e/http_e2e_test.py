@@ -1766,12 +1766,18 @@ class ConfigTest(unittest.TestCase):
                  "option 'http-fetch-private' takes true or false, not an integer"),
                 ([], {"plugin": [1]}, "option 'plugin' takes strings, not an integer"),
                 ([], {"config": config}, "unknown option 'config'"),
+                # a config file that is not JSON, or not an object (text as is)
+                ([], '{"listen": "127.0.0.1:0",', "is not valid JSON: "),
+                ([], '["127.0.0.1:0"]', "is not a JSON object"),
             ]
             for args, file_values, message in cases:
                 cmd = [ticktockd_path(), "--data", data, "--admin-token", "t"]
                 if file_values is not None:
                     with open(config, "w") as f:
-                        json.dump(file_values, f)
+                        if isinstance(file_values, str):
+                            f.write(file_values)
+                        else:
+                            json.dump(file_values, f)
                     cmd += ["--config", config]
                 if "--listen" not in args:
                     cmd += ["--listen", "127.0.0.1:0"]
