@@ -264,21 +264,22 @@ expected<std::unique_ptr<nostr_driver>> nostr_driver::start(node& n, nostr_drive
   auto* raw = p.get();
   raw->worker = std::thread([raw] { raw->run_queue(); });
   raw->observer = n.add_tick_observer([raw](const tick_event& ev) {
+    // Called on every tick: nothing is copied before it is known to be needed.
     if (ev.outcome != storage::outcome::ok)
       return;
-    auto id = ev.agent;
     if (ev.kind == trigger_kind::init) {
       // Watch it (from its config) and send what its first tick published.
-      raw->post([raw, id] { raw->watch_from_config(id, true); });
+      raw->post([raw, id = ev.agent] { raw->watch_from_config(id, true); });
       return;
     }
     if (ev.outbox_count == 0)
       return;
     {
       std::lock_guard<std::mutex> guard{raw->mtx};
-      if (raw->unwatched.count(id))
+      if (raw->unwatched.count(ev.agent))
         return;
     }
+    auto id = ev.agent;
     // Queued after the watch of a new agent, so it finds the agent watched.
     auto from = ev.outbox_next - ev.outbox_count;
     auto count = ev.outbox_count;
