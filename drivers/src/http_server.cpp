@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <ctime>
 #include <deque>
+#include <latch>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -559,7 +560,8 @@ struct http_server::impl {
 
   // Declared last so they are destroyed first: destroying an io_context
   // destroys suspended session coroutines, which still use the members above.
-  asio::thread_pool handlers{8};
+  static constexpr int handler_threads = 8;
+  asio::thread_pool handlers{handler_threads};
   std::vector<std::unique_ptr<io_thread>> io_threads;
   std::optional<tcp::acceptor> acceptor;  // on the first I/O thread
   std::size_t next_thread = 0;            // used by the accept loop only
@@ -1198,6 +1200,17 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
     if (!ev.ws.empty())
       raw->deliver_ws(ev);
   });
+  {
+    // Names the handler pool's threads: each task waits until all of them
+    // run, so each runs on a thread of its own.
+    std::latch named{impl::handler_threads};
+    for (int i = 0; i < impl::handler_threads; ++i)
+      asio::post(p->handlers, [&named] {
+        detail::name_this_thread("tt-handler");
+        named.arrive_and_wait();
+      });
+    named.wait();
+  }
   asio::co_spawn(*p->io_threads.front()->io, p->accept_loop(), asio::detached);
   for (auto& t : p->io_threads)
     t->thread = std::thread{[t = t.get()] {

@@ -1715,12 +1715,15 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(proc.wait(30), 0)
 
     def test_http_threads(self):
-        def io_threads(pid):
+        def threads(pid, name):
             names = []
             for t in os.listdir("/proc/%d/task" % pid):
                 with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
                     names.append(f.read().strip())
-            return names.count("tt-http")
+            return names.count(name)
+
+        def io_threads(pid):
+            return threads(pid, "tt-http")
 
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t", TICKTOCK_HTTP_THREADS="3")
@@ -1730,6 +1733,7 @@ class ConfigTest(unittest.TestCase):
             while time.monotonic() < deadline and io_threads(proc.pid) < 3:
                 time.sleep(0.01)
             self.assertEqual(io_threads(proc.pid), 3)
+            self.assertEqual(threads(proc.pid, "tt-handler"), 8)  # named before the server starts
             for _ in range(6):  # connections spread over the threads; all answer
                 self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
             proc.send_signal(signal.SIGTERM)
