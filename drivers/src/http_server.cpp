@@ -23,7 +23,6 @@
 #include <cstdio>
 #include <ctime>
 #include <deque>
-#include <latch>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -1202,14 +1201,28 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
   });
   {
     // Names the handler pool's threads: each task waits until all of them
-    // run, so each runs on a thread of its own.
-    std::latch named{impl::handler_threads};
+    // run, so each runs on a thread of its own. (Not std::latch: libstdc++
+    // 12's atomic wait loses wake-ups; a waiter stayed asleep at 0.)
+    // Shared: a task may still be waking up when start() goes on.
+    struct rendezvous {
+      std::mutex mtx;
+      std::condition_variable cv;
+      int named = 0;
+      void wait(std::unique_lock<std::mutex>& lock) {
+        cv.wait(lock, [&] { return named == impl::handler_threads; });
+      }
+    };
+    auto r = std::make_shared<rendezvous>();
     for (int i = 0; i < impl::handler_threads; ++i)
-      asio::post(p->handlers, [&named] {
+      asio::post(p->handlers, [r] {
         detail::name_this_thread("tt-handler");
-        named.arrive_and_wait();
+        std::unique_lock<std::mutex> lock{r->mtx};
+        if (++r->named == impl::handler_threads)
+          r->cv.notify_all();
+        r->wait(lock);
       });
-    named.wait();
+    std::unique_lock<std::mutex> lock{r->mtx};
+    r->wait(lock);
   }
   asio::co_spawn(*p->io_threads.front()->io, p->accept_loop(), asio::detached);
   for (auto& t : p->io_threads)
