@@ -559,8 +559,29 @@ struct http_server::impl {
 
   // Declared last so they are destroyed first: destroying an io_context
   // destroys suspended session coroutines, which still use the members above.
-  static constexpr int handler_threads = 8;
-  asio::thread_pool handlers{handler_threads};
+  struct handler_pool {
+    // Threads named tt-handler running one io_context, like the I/O threads
+    // (asio::thread_pool's threads cannot be named).
+    asio::io_context io;
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work{
+      io.get_executor()};
+    std::vector<std::thread> threads;
+    explicit handler_pool(int n) {
+      for (int i = 0; i < n; ++i)
+        threads.emplace_back([this] {
+          detail::name_this_thread("tt-handler");
+          io.run();
+        });
+    }
+    // Runs the work queued so far, then ends the threads.
+    void join() {
+      work.reset();
+      for (auto& t : threads)
+        if (t.joinable())
+          t.join();
+    }
+    ~handler_pool() { join(); }
+  } handlers{8};
   std::vector<std::unique_ptr<io_thread>> io_threads;
   std::optional<tcp::acceptor> acceptor;  // on the first I/O thread
   std::size_t next_thread = 0;            // used by the accept loop only
@@ -711,7 +732,7 @@ struct http_server::impl {
   asio::awaitable<response> answer(const request& req, connection_watch& watch) {
     if (router::may_block(req))
       co_return co_await asio::co_spawn(
-        handlers, [this, &req]() -> asio::awaitable<response> { co_return api.handle(req); },
+        handlers.io, [this, &req]() -> asio::awaitable<response> { co_return api.handle(req); },
         asio::use_awaitable);
     struct box {
       std::optional<response> r;
@@ -1199,31 +1220,6 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
     if (!ev.ws.empty())
       raw->deliver_ws(ev);
   });
-  {
-    // Names the handler pool's threads: each task waits until all of them
-    // run, so each runs on a thread of its own. (Not std::latch: libstdc++
-    // 12's atomic wait loses wake-ups; a waiter stayed asleep at 0.)
-    // Shared: a task may still be waking up when start() goes on.
-    struct rendezvous {
-      std::mutex mtx;
-      std::condition_variable cv;
-      int named = 0;
-      void wait(std::unique_lock<std::mutex>& lock) {
-        cv.wait(lock, [&] { return named == impl::handler_threads; });
-      }
-    };
-    auto r = std::make_shared<rendezvous>();
-    for (int i = 0; i < impl::handler_threads; ++i)
-      asio::post(p->handlers, [r] {
-        detail::name_this_thread("tt-handler");
-        std::unique_lock<std::mutex> lock{r->mtx};
-        if (++r->named == impl::handler_threads)
-          r->cv.notify_all();
-        r->wait(lock);
-      });
-    std::unique_lock<std::mutex> lock{r->mtx};
-    r->wait(lock);
-  }
   asio::co_spawn(*p->io_threads.front()->io, p->accept_loop(), asio::detached);
   for (auto& t : p->io_threads)
     t->thread = std::thread{[t = t.get()] {

@@ -1730,12 +1730,13 @@ class ConfigTest(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
             env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t", TICKTOCK_HTTP_THREADS="3")
             proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
-            # Each I/O thread names itself once it runs.
+            # Each I/O and handler thread names itself once it runs.
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and io_threads(proc.pid) < 3:
+            while time.monotonic() < deadline and (io_threads(proc.pid) < 3
+                                                   or threads(proc.pid, "tt-handler") < 8):
                 time.sleep(0.01)
             self.assertEqual(io_threads(proc.pid), 3)
-            self.assertEqual(threads(proc.pid, "tt-handler"), 8)  # named before the server starts
+            self.assertEqual(threads(proc.pid, "tt-handler"), 8)
             for _ in range(6):  # connections spread over the threads; all answer
                 self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
             proc.send_signal(signal.SIGTERM)
