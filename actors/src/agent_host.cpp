@@ -291,7 +291,8 @@ std::string agent_host::validate(const effects& fx, time_point now) const {
 }
 
 std::string agent_host::stamp_messages(std::vector<outgoing_message>& messages,
-                                       std::uint64_t index, storage::tick_op& op) const {
+                                       std::uint64_t index, const std::string& request_id,
+                                       storage::tick_op& op) const {
   auto sent_at = clock_.now();
   for (std::size_t i = 0; i < messages.size(); ++i) {
     auto& m = messages[i];
@@ -300,6 +301,9 @@ std::string agent_host::stamp_messages(std::vector<outgoing_message>& messages,
     e.time = sent_at;
     e.from = meta_.id;
     e.payload = std::move(m.payload);
+    // The request that set this chain of messages off: the recipient's tick
+    // logs and records it too, as Orleans' RequestContext flows across calls.
+    e.request_id = request_id;
     std::optional<identity::public_key> recipient;
     if (m.encrypted) {
       auto pub = keyring_.public_keys_of(m.to);
@@ -415,7 +419,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
         failure = "invalid effect: " + invalid;
     }
     if (!failure) {
-      auto err = stamp_messages(fx.messages, rec.index, a.op);
+      auto err = stamp_messages(fx.messages, rec.index, rec.request_id, a.op);
       if (!err.empty())
         failure = err;
     }

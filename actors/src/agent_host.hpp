@@ -116,9 +116,10 @@ public:
 
 private:
   std::string validate(const effects& fx, time_point now) const;
-  /// Signs (and encrypts where asked) the tick's messages into `op`.
+  /// Signs (and encrypts where asked) the tick's messages into `op`. They
+  /// carry `request_id`, the request id of the tick's trigger.
   std::string stamp_messages(std::vector<outgoing_message>& messages, std::uint64_t index,
-                             storage::tick_op& op) const;
+                             const std::string& request_id, storage::tick_op& op) const;
   /// The policy gate and the budget for the tick's jobs, Nostr notes and an
   /// approval decision; stages jobs, ledger changes, approvals and result
   /// triggers into `a.op`. Returns a failure, or empty.

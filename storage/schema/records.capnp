@@ -42,8 +42,9 @@ struct InboxEntry {
   senderKey @9 :Data;          # sender's Ed25519 public key (senders of other nodes)
   nostr @10 :Bool;             # payload is a Nostr event (NIP-01 JSON) from a relay: checked,
                                # and a gift-wrapped DM unwrapped, before the tick
-  requestId @11 :Text;         # X-Request-Id of the HTTP request that delivered it, else empty;
-                               # not part of the trigger digest
+  requestId @11 :Text;         # X-Request-Id of the HTTP request that delivered it (for a
+                               # message from an agent, that of the sending tick's trigger),
+                               # else empty; not part of the trigger digest
 }
 
 struct OutboxEvent {

@@ -202,6 +202,53 @@ TEST_CASE("two agents play ping-pong by messages") {
   CHECK(ping->volleys + pong->volleys == 50 + 49);
 }
 
+TEST_CASE("messages sent from a tick carry its trigger's request id along the chain") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  REQUIRE_FALSE(nd.create("ping", "pinger", "4"));
+  REQUIRE_FALSE(nd.create("pong", "pinger", "4"));
+  REQUIRE(nd.wait_idle(10s));
+  std::mutex mtx;
+  std::vector<tick_event> seen;
+  struct observing {
+    node& n;
+    std::uint64_t id;
+    ~observing() { n.remove_tick_observer(id); }  // before `seen` goes
+  } observer{nd, nd.add_tick_observer([&](const tick_event& ev) {
+               std::lock_guard<std::mutex> guard{mtx};
+               seen.push_back(ev);
+             })};
+  send_options traced;
+  traced.request_id = "req-7";
+  REQUIRE(nd.send("ping", "serve", traced));
+  REQUIRE(nd.wait_idle(10s));
+  {
+    // serve -> ping, then ball back and forth until ping has 4 volleys: 7 ticks.
+    std::lock_guard<std::mutex> guard{mtx};
+    REQUIRE(seen.size() == 7);
+    for (auto& ev : seen)
+      CHECK(ev.request_id == "req-7");
+    seen.clear();
+  }
+  for (auto* id : {"ping", "pong"}) {
+    auto traj = nd.trajectory(id, 1, 100);  // after the init tick
+    REQUIRE(traj);
+    REQUIRE_FALSE(traj->empty());
+    for (auto& rec : *traj)
+      CHECK(rec.request_id == "req-7");
+  }
+  // A chain that no request started carries none (solo -> pong).
+  REQUIRE_FALSE(nd.create("solo", "pinger", "2"));
+  REQUIRE(nd.send("solo", "serve"));
+  REQUIRE(nd.wait_idle(10s));
+  std::lock_guard<std::mutex> guard{mtx};
+  REQUIRE_FALSE(seen.empty());
+  for (auto& ev : seen)
+    CHECK(ev.request_id.empty());
+}
+
 TEST_CASE("replacing the tick observer waits for a call in progress") {
   // Regression (found by TSan): the tests' tick_waiter was destroyed while the
   // node, which outlives it, still called its observer from a CAF worker (a

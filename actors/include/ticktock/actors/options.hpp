@@ -167,7 +167,8 @@ struct tick_event {
   std::uint32_t attempt = 1;
   trigger_kind kind = trigger_kind::message;
   std::uint64_t trigger_seq = 0;
-  /// send_options::request_id of the trigger, else empty.
+  /// The trigger's request id: send_options::request_id, or for a message
+  /// from another agent that of the sending tick's trigger; else empty.
   std::string request_id;
   storage::outcome outcome = storage::outcome::ok;
   std::string error;

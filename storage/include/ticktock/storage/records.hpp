@@ -75,8 +75,10 @@ struct inbox_entry {
   std::string sender_key;
   /// The payload is a Nostr event from a relay (docs/nostr.md).
   bool nostr = false;
-  /// X-Request-Id of the HTTP request that delivered the trigger, else empty:
-  /// it ties the tick's log line to the request's. Not in trigger_digest.
+  /// X-Request-Id of the HTTP request that delivered the trigger; for a
+  /// message from another agent, the request id of the sending tick's
+  /// trigger; else empty. It ties the tick's log line to the request's. Not
+  /// in trigger_digest.
   std::string request_id;
   /// Set by reads when the stored bytes failed to decode; `raw` holds them.
   bool corrupt = false;
