@@ -11,6 +11,7 @@
 
 #include "../temp_dir.hpp"
 #include "../test_agents.hpp"
+#include "../tick_log.hpp"
 
 using namespace ticktock;
 using namespace std::chrono_literals;
@@ -210,28 +211,17 @@ TEST_CASE("messages sent from a tick carry its trigger's request id along the ch
   REQUIRE_FALSE(nd.create("ping", "pinger", "4"));
   REQUIRE_FALSE(nd.create("pong", "pinger", "4"));
   REQUIRE(nd.wait_idle(10s));
-  std::mutex mtx;
-  std::vector<tick_event> seen;
-  struct observing {
-    node& n;
-    std::uint64_t id;
-    ~observing() { n.remove_tick_observer(id); }  // before `seen` goes
-  } observer{nd, nd.add_tick_observer([&](const tick_event& ev) {
-               std::lock_guard<std::mutex> guard{mtx};
-               seen.push_back(ev);
-             })};
+  test::tick_log log{nd};
   send_options traced;
   traced.request_id = "req-7";
   REQUIRE(nd.send("ping", "serve", traced));
   REQUIRE(nd.wait_idle(10s));
-  {
-    // serve -> ping, then ball back and forth until ping has 4 volleys: 7 ticks.
-    std::lock_guard<std::mutex> guard{mtx};
-    REQUIRE(seen.size() == 7);
-    for (auto& ev : seen)
-      CHECK(ev.request_id == "req-7");
-    seen.clear();
-  }
+  // serve -> ping, then ball back and forth until ping has 4 volleys: 7 ticks.
+  auto traced_ticks = log.events();
+  REQUIRE(traced_ticks.size() == 7);
+  for (auto& ev : traced_ticks)
+    CHECK(ev.request_id == "req-7");
+  log.clear();
   for (auto* id : {"ping", "pong"}) {
     auto traj = nd.trajectory(id, 1, 100);  // after the init tick
     REQUIRE(traj);
@@ -243,9 +233,9 @@ TEST_CASE("messages sent from a tick carry its trigger's request id along the ch
   REQUIRE_FALSE(nd.create("solo", "pinger", "2"));
   REQUIRE(nd.send("solo", "serve"));
   REQUIRE(nd.wait_idle(10s));
-  std::lock_guard<std::mutex> guard{mtx};
-  REQUIRE_FALSE(seen.empty());
-  for (auto& ev : seen)
+  auto untraced = log.events();
+  REQUIRE_FALSE(untraced.empty());
+  for (auto& ev : untraced)
     CHECK(ev.request_id.empty());
 }
 

@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 
 #include "../temp_dir.hpp"
+#include "../tick_log.hpp"
 #include "ticktock/drivers/http_server.hpp"
 #include "ticktock/ticktock.hpp"
 
@@ -995,16 +996,7 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
   REQUIRE_FALSE(f.n->create("w", "ws-echo"));
   REQUIRE_FALSE(f.n->create("x", "failer"));
   REQUIRE(f.n->wait_idle(10s));
-  std::mutex mtx;
-  std::vector<tick_event> seen;
-  struct observing {
-    node& n;
-    std::uint64_t id;
-    ~observing() { n.remove_tick_observer(id); }  // before `seen` goes
-  } observer{*f.n, f.n->add_tick_observer([&](const tick_event& ev) {
-               std::lock_guard<std::mutex> guard{mtx};
-               seen.push_back(ev);
-             })};
+  test::tick_log log{*f.n};
   auto call = [&](http::verb verb, const std::string& target, std::string body) {
     http::request<http::string_body> req{verb, target, 11};
     req.set(http::field::authorization, "Bearer secret");
@@ -1021,9 +1013,8 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
   auto failed = call(http::verb::post, "/v1/agents/x/inbox", R"({"m":2})");
   REQUIRE_FALSE(f.n->create("late", "sayer"));
   auto kinds_of = [&](const std::string& id) {
-    std::lock_guard<std::mutex> guard{mtx};
     std::multiset<std::string> kinds;
-    for (auto& ev : seen)
+    for (auto& ev : log.events())
       if (ev.request_id == id)
         kinds.insert(ev.agent + ":" + std::string{to_string(ev.kind)});
     return kinds;
@@ -1073,7 +1064,7 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
   auto made = roundtrip(f.server->port(), std::move(create));
   CHECK(made.result_int() == 201);
   REQUIRE(f.n->wait_idle(10s));
-  std::lock_guard<std::mutex> guard{mtx};
+  auto seen = log.events();
   auto init_of = [&](const std::string& agent) {
     auto i = std::find_if(seen.begin(), seen.end(), [&](const tick_event& ev) {
       return ev.agent == agent && ev.kind == trigger_kind::init;
