@@ -500,7 +500,9 @@ TEST_CASE("compacted values read back right from four threads at once") {
   auto s = open_store(dir, o);
   constexpr int n = 4000;
   auto key = [](int i) { return "k" + std::to_string(i); };
-  auto value = [](int i) { return std::string(150, static_cast<char>('a' + i % 26)) + std::to_string(i); };
+  auto value = [](int i) {
+    return std::string(150, static_cast<char>('a' + i % 26)) + std::to_string(i);
+  };
   // The second round overlaps the first, so its compaction rewrites the
   // files (the first one only moves its file down, still LZ4).
   for (int round = 0; round < 2; ++round) {
