@@ -62,6 +62,7 @@ storage::enqueue_op result_trigger(const storage::job_record& j, time_point now)
   e.time = now;
   e.payload = result_payload(j);
   e.idempotency_key = "job:" + j.id + ":" + j.status;
+  e.request_id = j.request_id;
   return {j.agent, std::move(e), 0};
 }
 
@@ -201,6 +202,7 @@ std::string agent_host::stage_services(effects& fx, std::vector<std::string>& no
     j.request = std::move(as.request);
     j.destination = std::move(as.destination);
     j.created = now;
+    j.request_id = rec.request_id;
     if (auto err = decide(j, as.cost, as.verdict, as.action); !err.empty())
       return err;
     a.jobs.push_back(j);
@@ -221,6 +223,7 @@ std::string agent_host::stage_services(effects& fx, std::vector<std::string>& no
         j.request = std::move(signed_notes[i]);
         j.destination = "relays";
         j.created = now;
+        j.request_id = rec.request_id;
         if (auto err = decide(j, 0, verdict, "nostr_publish"); !err.empty())
           return err;
         a.jobs.push_back(j);

@@ -81,6 +81,8 @@ json::object job_json(const storage::job_record& j, bool with_result) {
     o["approval"] = j.approval;
   if (j.finished.time_since_epoch().count() != 0)
     o["finished_us"] = j.finished.time_since_epoch().count();
+  if (!j.request_id.empty())
+    o["request_id"] = j.request_id;
   o["request"] = served_request(j);
   if (with_result && !j.result.empty())
     o["result"] = parsed_or_text(j.result);

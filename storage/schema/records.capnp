@@ -200,6 +200,8 @@ struct Job {
   finishedUs @11 :Int64;
   approval @12 :Text;          # the approval id, if one was asked for
   destination @13 :Text;       # provider/model, program, relays
+  requestId @14 :Text;         # the request id of the trigger whose tick started it; its
+                               # result trigger carries it on (InboxEntry.requestId)
 }
 
 # An action parked by the policy gate (column family `approvals`, key: id).

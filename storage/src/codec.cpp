@@ -678,6 +678,8 @@ std::string encode(const job_record& j) {
     b.setApproval(as_text(j.approval));
   if (!j.destination.empty())
     b.setDestination(as_text(j.destination));
+  if (!j.request_id.empty())
+    b.setRequestId(as_text(j.request_id));
   return finish(msg);
 }
 
@@ -698,6 +700,7 @@ expected<job_record> decode_job(std::string_view bytes) {
     j.finished = from_us(m.getFinishedUs());
     j.approval = to_string(m.getApproval());
     j.destination = to_string(m.getDestination());
+    j.request_id = to_string(m.getRequestId());
     return j;
   });
   if (r && (r->id.empty() || r->agent.empty()))

@@ -12,6 +12,7 @@
 
 #include "../temp_dir.hpp"
 #include "../test_agents.hpp"
+#include "../tick_log.hpp"
 
 using namespace ticktock;
 using namespace std::chrono_literals;
@@ -79,8 +80,18 @@ TEST_CASE("a tick's fetch runs after the commit and its response comes back as h
   REQUIRE(n);
   auto& nd = **n;
   REQUIRE_FALSE(nd.create("a", "fetch"));
-  REQUIRE(nd.send("a", R"({"method":"POST","url":"https://Api.Example.com/v1/x?q=1","body":"hi"})"));
   REQUIRE(nd.wait_idle(10s));
+  test::tick_log log{nd};
+  send_options traced;
+  traced.request_id = "req-f";
+  REQUIRE(nd.send("a", R"({"method":"POST","url":"https://Api.Example.com/v1/x?q=1","body":"hi"})",
+                  traced));
+  REQUIRE(nd.wait_idle(10s));
+  // The result's tick carries the request id of the tick that started the fetch.
+  std::vector<std::string> ticks;
+  for (auto& ev : log.events())
+    ticks.push_back(std::string{to_string(ev.kind)} + ":" + ev.request_id);
+  CHECK(ticks == std::vector<std::string>{"message:req-f", "http_result:req-f"});
 
   auto st = nd.state<fetch_state>("a");
   REQUIRE(st);
@@ -100,6 +111,7 @@ TEST_CASE("a tick's fetch runs after the commit and its response comes back as h
   REQUIRE(jobs->size() == 1);
   CHECK((*jobs)[0].destination == "api.example.com");
   CHECK((*jobs)[0].status == "done");
+  CHECK((*jobs)[0].request_id == "req-f");
   auto w = nd.wallet("a");
   REQUIRE(w);
   CHECK(w->spent_total == 7);

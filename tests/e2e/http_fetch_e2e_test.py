@@ -222,6 +222,13 @@ class FetchTest(FetchCase):
         full = self.get_json(fs("f1", "http/jobs/%s/result" % job))
         self.assertEqual(full["result"]["body"], "hello from the target")
         self.assertEqual([x["id"] for x in self.get_json(fs("f1", "http/jobs"))["jobs"]], [job])
+        # The job, and its result's tick, carry the id of the request that asked for it.
+        recs = self.trajectory("f1")
+        asked = [r.get("request_id") for r in recs if r["trigger"] == "message"]
+        self.assertTrue(asked and asked[-1], recs)
+        self.assertEqual(j.get("request_id"), asked[-1], j)
+        self.assertEqual([r.get("request_id") for r in recs if r["trigger"] == "http_result"],
+                         [asked[-1]])
 
         # Billed to the wallet as an http fetch.
         b = self.balance("f1")

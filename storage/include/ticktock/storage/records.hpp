@@ -216,6 +216,9 @@ struct job_record {
   time_point finished{};
   std::string approval;
   std::string destination;
+  /// The request id of the trigger whose tick started the job; its result
+  /// trigger carries it on (inbox_entry::request_id).
+  std::string request_id;
 
   bool open() const noexcept { return status == "queued" || status == "awaiting_approval"; }
 };
