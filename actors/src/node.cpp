@@ -947,7 +947,7 @@ error node::set_budget(const std::string& id, std::uint64_t total, std::uint64_t
 }
 
 expected<storage::job_record> node::submit_job(const std::string& id, const std::string& service,
-                                               std::string request,
+                                               std::string request, std::string request_id,
                                                std::chrono::milliseconds timeout) {
   auto ok = checked(id);
   if (!ok)
@@ -989,6 +989,7 @@ expected<storage::job_record> node::submit_job(const std::string& id, const std:
   payload += "\"}}";
   send_options opts;
   opts.kind = trigger_kind::ctl;
+  opts.request_id = std::move(request_id);
   auto sent = send(id, std::move(payload), opts);
   if (!sent) {
     remove_tick_observer(obs);

@@ -382,7 +382,7 @@ response router::services_file(const request& req, const std::string& id,
       return method_not_allowed("POST, PUT");
     if (req.body.size() > options_.max_body_bytes)
       return error_response(413, "BODY_TOO_LARGE", "the request is too large");
-    auto j = node_.submit_job(id, service, req.body);
+    auto j = node_.submit_job(id, service, req.body, req.request_id);
     if (!j) {
       if (j.error_value().code() == errc::invalid_argument)
         return error_response(400, "BAD_REQUEST_BODY", j.error_value().message());

@@ -304,12 +304,18 @@ class FetchTest(FetchCase):
 
     def test_http_new_from_outside_runs_and_the_agent_gets_the_result(self):
         self.fetcher("f6")
-        j = self.ok(self.server.post(fs("f6", "http/new"), {"url": self.target.url("/hello")}), 202)
+        r = self.server.post(fs("f6", "http/new"), {"url": self.target.url("/hello")})
+        j = self.ok(r, 202)
         self.assertEqual((j["service"], j["status"], j["destination"]), ("http", "queued", "127.0.0.1"))
         res = self.result("f6", j["id"])
         self.assertEqual(res["result"]["status"], 200)
         done = self.job("f6", j["id"])
         self.assertEqual((done["status"], done["cost_micro_usd"]), ("done", PRICE))
+        # The job and its result's tick carry the id of the POST that submitted it.
+        self.assertEqual((j.get("request_id"), done.get("request_id")),
+                         (r.headers["x-request-id"],) * 2)
+        self.assertIn(r.headers["x-request-id"], [rec.get("request_id") for rec in self.trajectory("f6")
+                                                   if rec["trigger"] == "http_result"])
 
 
     def test_an_agent_token_needs_the_fetch_scope_and_cannot_write_the_policy(self):

@@ -174,9 +174,10 @@ public:
   /// Submits a job for the agent from outside (compute/new, containers/new):
   /// a tick of the agent stages it through the policy gate and the budget;
   /// returns the job as that tick left it (queued, awaiting_approval or
-  /// denied). `service` is compute, containers or http.
+  /// denied). `service` is compute, containers or http. `request_id`: as
+  /// send_options::request_id; the job and its result trigger carry it.
   expected<storage::job_record> submit_job(const std::string& id, const std::string& service,
-                                           std::string request,
+                                           std::string request, std::string request_id = {},
                                            std::chrono::milliseconds timeout = std::chrono::seconds{30});
   expected<std::optional<storage::job_record>> job(const std::string& id,
                                                    const std::string& job_id) const;
