@@ -6,7 +6,8 @@
 // is compiled here instead of in each of them: a third off the compile time
 // of each file that uses Beast. This object goes into ticktock_drivers and into
 // the ticktock CLI. An installed ticktock exports neither macro: code built
-// against it compiles Asio header-only as usual.
+// against it compiles Asio header-only as usual. Asio's SSL part is in
+// asio_ssl_impl.cpp, in ticktock_drivers only: the CLI speaks plain HTTP and
+// does not link OpenSSL.
 #include <boost/asio/impl/src.hpp>
-#include <boost/asio/ssl/impl/src.hpp>
 #include <boost/beast/src.hpp>
