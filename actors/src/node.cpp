@@ -699,7 +699,7 @@ expected<envelope> node::make_envelope(const std::string& from, const std::strin
   return env;
 }
 
-expected<send_receipt> node::deliver(const envelope& env) {
+expected<send_receipt> node::deliver(const envelope& env, std::string request_id) {
   auto ok = checked(env.to);
   if (!ok)
     return ok.error_value();
@@ -722,6 +722,7 @@ expected<send_receipt> node::deliver(const envelope& env) {
   op.entry.from = env.from;
   op.entry.payload = env.payload;
   op.entry.envelope_id = env.id;
+  op.entry.request_id = std::move(request_id);
   op.entry.encrypted = env.encrypted;
   op.entry.signature.assign(reinterpret_cast<const char*>(env.signature.data()),
                             env.signature.size());

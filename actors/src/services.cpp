@@ -144,6 +144,7 @@ void service_runner::run_fetch(work& w) {
   fetch::outcome result = fetch::failure{std::string{fc::bad_request},
                                          req ? std::string{} : req.error_value().message()};
   if (req) {
+    req->request_id = job.request_id;
     if (w.out->cancelled || core_.gate->killed())
       result = fetch::failure{std::string{fc::cancelled}, core_.gate->killed()
                                                             ? "cancelled by the kill switch"

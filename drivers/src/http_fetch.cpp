@@ -40,6 +40,10 @@ public:
     req.headers = r.headers;
     if (!has_header(r, "user-agent") && !o_.user_agent.empty())
       req.headers.emplace_back("User-Agent", o_.user_agent);
+    // The tick's request id goes along, so a ticktockd (or any service that
+    // keeps X-Request-Id) at the other end logs the same id.
+    if (!r.request_id.empty() && !has_header(r, "x-request-id"))
+      req.headers.emplace_back("X-Request-Id", r.request_id);
     req.body = r.body;
     detail::http_client::options opts;
     opts.timeout = r.timeout;

@@ -369,6 +369,15 @@ struct http_server::impl {
     return std::string{buf};
   }();
   std::string new_request_id() { return request_prefix + std::to_string(next_request++); }
+  // What an incoming X-Request-Id may be to be kept: 1 to 128 of letters,
+  // digits and - _ . : / + = @, nothing a log line or a header would need
+  // quoted.
+  static bool valid_request_id(std::string_view id) {
+    return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+             || std::string_view{"-_.:/+=@"}.find(c) != std::string_view::npos;
+    });
+  }
   std::uint64_t observer = 0;
 
   // SSE followers, woken on ticks of their agent.
@@ -921,7 +930,8 @@ struct http_server::impl {
           continue;
         it->second = std::string{f.value()};
         for (auto* single :
-             {"Host", "Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID"})
+             {"Host", "Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID",
+              "X-Request-Id"})
           if (repeated.empty() && name == lower(single))
             repeated = single;
       }
@@ -934,7 +944,13 @@ struct http_server::impl {
       }
       req.body = std::move(msg.body());
       req.websocket_upgrade = websocket::is_upgrade(msg);
-      req.request_id = new_request_id();
+      // A caller's own request id (a proxy's, another node's fetch) is kept,
+      // so one id follows the request across services; else a new one.
+      if (auto given = req.headers.find("x-request-id");
+          given != req.headers.end() && valid_request_id(given->second))
+        req.request_id = given->second;
+      else
+        req.request_id = new_request_id();
       req.received = steady::now();
       // Handlers may block (durability, agent replies): run them off the I/O
       // threads; only the probes that never block are answered in place. A

@@ -1403,10 +1403,6 @@ response router::identity_file(const request& req, const std::string& id,
   return json_response(200, envelope_json(*env));
 }
 
-namespace {
-
-}  // namespace
-
 response router::enqueue(const request& req, const std::string& id) {
   boost::system::error_code ec;
   auto body = json::parse(req.body, ec);
@@ -1416,7 +1412,7 @@ response router::enqueue(const request& req, const std::string& id) {
     auto env = envelope_from_json(body, id);
     if (!env)
       return error_response(400, "BAD_ENVELOPE", env.error_value().message());
-    auto r = node_.deliver(*env);
+    auto r = node_.deliver(*env, req.request_id);
     if (!r)
       return error_response(r.error_value());
     return json_response(202, json::object{{"seq", r->seq}, {"duplicate", false}});

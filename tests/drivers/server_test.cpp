@@ -1075,3 +1075,57 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
   CHECK(init_of("made") == std::string{made["X-Request-Id"]});
   CHECK(init_of("late").empty());
 }
+
+TEST_CASE("a request that brings its own X-Request-Id keeps it, into the ticks it sets off") {
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  REQUIRE_FALSE(f.n->create("t", "sayer"));
+  REQUIRE(f.n->wait_idle(10s));
+  test::tick_log log{*f.n};
+  auto call = [&](const std::string& target, std::string body,
+                  std::vector<std::string> ids, std::string type = {}) {
+    http::request<http::string_body> req{http::verb::post, target, 11};
+    req.set(http::field::authorization, "Bearer secret");
+    for (auto& id : ids)
+      req.insert("X-Request-Id", id);
+    if (!type.empty())
+      req.set(http::field::content_type, type);
+    req.body() = std::move(body);
+    return roundtrip(f.server->port(), std::move(req));
+  };
+  auto ticks_of = [&](const std::string& id) {
+    std::multiset<std::string> kinds;
+    for (auto& ev : log.events())
+      if (ev.request_id == id)
+        kinds.insert(ev.agent + ":" + std::string{to_string(ev.kind)});
+    return kinds;
+  };
+  const std::string mine = "trace-7f3a.b:c/d+e=f@g_h";
+  auto routed = call("/a/s/say", "hi", {mine});
+  CHECK(routed.result_int() == 200);
+  CHECK(routed["X-Request-Id"] == mine);
+  // A signed envelope delivered to another agent's inbox keeps the id too.
+  auto env = call("/v1/agents/s/fs/identity/envelope", R"({"to":"t","payload":"{\"m\":1}"})", {});
+  REQUIRE(env.result_int() == 200);
+  auto delivered = call("/v1/agents/t/inbox", env.body(), {"env-1"},
+                        "application/ticktock-envelope+json");
+  CHECK(delivered.result_int() == 202);
+  CHECK(delivered["X-Request-Id"] == "env-1");
+  // Ids a log line would have to quote, or too long, are not taken.
+  for (auto bad : {std::string{"has space"}, std::string{"quote\"d"}, std::string(129, 'a')}) {
+    auto res = call("/a/s/say", "hi", {bad});
+    CHECK(res.result_int() == 200);
+    CHECK_FALSE(res["X-Request-Id"].empty());
+    CHECK(res["X-Request-Id"] != bad);
+  }
+  CHECK(call("/a/s/say", "hi", {std::string(128, 'a')})["X-Request-Id"] == std::string(128, 'a'));
+  // Two are ambiguous: refused, and nothing ticks.
+  auto two = call("/a/s/say", "hi", {"one", "two"});
+  CHECK(two.result_int() == 400);
+  CHECK(two.body().find("DUPLICATE_HEADER") != std::string::npos);
+  REQUIRE(f.n->wait_idle(10s));
+  CHECK(ticks_of(mine) == std::multiset<std::string>{"s:http"});
+  CHECK(ticks_of("env-1") == std::multiset<std::string>{"t:message"});
+  CHECK(ticks_of("one").empty());
+  CHECK(ticks_of("two").empty());
+}

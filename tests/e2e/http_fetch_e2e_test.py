@@ -67,6 +67,7 @@ class Target:
                 with target.lock:
                     target.requests.append({"method": self.command, "path": self.path,
                                             "headers": {k.lower(): v for k, v in self.headers.items()},
+                                            "request_ids": self.headers.get_all("X-Request-Id") or [],
                                             "body": body})
                 if self.path == "/hello":
                     self.answer(200, b"hello from the target", [("Content-Type", "text/plain"),
@@ -227,6 +228,8 @@ class FetchTest(FetchCase):
         asked = [r.get("request_id") for r in recs if r["trigger"] == "message"]
         self.assertTrue(asked and asked[-1], recs)
         self.assertEqual(j.get("request_id"), asked[-1], j)
+        # The fetch itself sends it on.
+        self.assertEqual(got[0]["request_ids"], [asked[-1]])
         self.assertEqual([r.get("request_id") for r in recs if r["trigger"] == "http_result"],
                          [asked[-1]])
 
@@ -244,13 +247,15 @@ class FetchTest(FetchCase):
     def test_post_bodies_and_headers_arrive_and_redirects_come_back_unfollowed(self):
         self.fetcher("f2")
         job, _ = self.ask("f2", {"method": "POST", "url": self.target.url("/echo"),
-                                 "headers": {"Content-Type": "text/plain"}, "body": "ping \u00e9"})
+                                 "headers": {"Content-Type": "text/plain", "X-Request-Id": "mine-1"},
+                                 "body": "ping \u00e9"})
         res = self.result("f2", job)
         self.assertEqual(res["result"]["status"], 200)
         self.assertEqual(res["result"]["body"], "ping \u00e9")
         sent = [r for r in self.target.requests if r["path"] == "/echo"][-1]
         self.assertEqual(sent["body"], "ping \u00e9".encode())
         self.assertEqual(sent["headers"]["content-type"], "text/plain")
+        self.assertEqual(sent["request_ids"], ["mine-1"])  # the agent's own, not the tick's too
 
         before = self.target.paths().count("/hello")
         job, _ = self.ask("f2", {"url": self.target.url("/redirect")})
@@ -543,6 +548,37 @@ class CrashRestartTest(Helpers, unittest.TestCase):
         finally:
             server.close()
             target.close()
+
+
+class TwoNodesTest(Helpers, unittest.TestCase):
+    def test_an_agent_calling_another_nodes_agent_gives_both_ticks_one_request_id(self):
+        # Node A's fetcher POSTs to node B's /a/e1/ (an echo): B keeps the
+        # X-Request-Id the fetch sends, so one id finds the ticks on both.
+        self.server = Server(args=("--http-fetch-price", str(PRICE), "--http-fetch-private"))
+        other = Server(token="other-node-token")
+        try:
+            self.server.start()
+            other.start()
+            other.create("e1", "echo")
+            self.fetcher("f1")
+            job, _ = self.ask("f1", {"method": "POST", "body": "hello B",
+                                     "url": "http://127.0.0.1:%d/a/e1/" % other.port,
+                                     "headers": {"Authorization": "Bearer " + other.token}})
+            res = self.result("f1", job)
+            self.assertEqual((res["status"], res["result"]["status"], res["result"]["body"]),
+                             ("done", 200, "hello B"), res)
+            asked = [r.get("request_id") for r in self.trajectory("f1") if r["trigger"] == "message"]
+            self.assertTrue(asked and asked[-1])
+            self.assertEqual(res["result"]["headers"].get("x-request-id"), asked[-1])
+            on_b = other.get("/v1/agents/e1/fs/logs/trajectory").json()["records"]
+            self.assertEqual([r.get("request_id") for r in on_b if r["trigger"] == "http"],
+                             [asked[-1]], on_b)
+            self.assertIn("request_id=%s " % asked[-1], other.output())
+            self.assertEqual(other.stop(), 0, other.output())
+            self.assertEqual(self.server.stop(), 0, self.server.output())
+        finally:
+            other.close()
+            self.server.close()
 
 
 if __name__ == "__main__":

@@ -121,8 +121,9 @@ public:
   /// signature is checked before the recipient's tick: a bad one sends the
   /// message to the deadletter as `bad_signature`. Errors: as send, plus
   /// replayed when an envelope with this id was delivered before, and
-  /// invalid_argument for a malformed envelope.
-  expected<send_receipt> deliver(const envelope& env);
+  /// invalid_argument for a malformed envelope. `request_id` (that of the
+  /// HTTP request delivering it, say) goes with the message into its tick.
+  expected<send_receipt> deliver(const envelope& env, std::string request_id = {});
 
   // -- identity (secret keys never leave the node) ---------------------------
 

@@ -75,6 +75,9 @@ struct request {
   std::string body;
   std::chrono::milliseconds timeout{10'000};
   std::size_t max_response_bytes = std::size_t{1} << 20;
+  /// The request id of the tick that asked for the fetch (not part of the
+  /// JSON): the executor sends it as X-Request-Id unless a header sets one.
+  std::string request_id;
 };
 
 /// Parses and validates a fetch request: a JSON object with "url"
