@@ -3,6 +3,8 @@
 // Records a node's tick events, from construction to destruction.
 
 #include <mutex>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "ticktock/ticktock.hpp"
@@ -21,6 +23,14 @@ public:
   std::vector<tick_event> events() const {
     std::lock_guard<std::mutex> guard{mtx_};
     return events_;
+  }
+  /// "agent:kind" of every tick whose trigger carries `request_id`.
+  std::multiset<std::string> kinds_of(const std::string& request_id) const {
+    std::multiset<std::string> kinds;
+    for (auto& ev : events())
+      if (ev.request_id == request_id)
+        kinds.insert(ev.agent + ":" + std::string{to_string(ev.kind)});
+    return kinds;
   }
   void clear() {
     std::lock_guard<std::mutex> guard{mtx_};

@@ -1012,13 +1012,6 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
   auto goal = call(http::verb::put, "/v1/agents/s/fs/goals/g", "ship it");
   auto failed = call(http::verb::post, "/v1/agents/x/inbox", R"({"m":2})");
   REQUIRE_FALSE(f.n->create("late", "sayer"));
-  auto kinds_of = [&](const std::string& id) {
-    std::multiset<std::string> kinds;
-    for (auto& ev : log.events())
-      if (ev.request_id == id)
-        kinds.insert(ev.agent + ":" + std::string{to_string(ev.kind)});
-    return kinds;
-  };
 
   asio::io_context io;
   websocket::stream<tcp::socket> ws{io};
@@ -1033,20 +1026,20 @@ TEST_CASE("a tick names the HTTP request that delivered its trigger") {
   ws.close(websocket::close_code::normal);
   // The server sends the close trigger once its read of the close frame
   // ends, which may be after the client's close returned (bounded wait).
-  for (int i = 0; i < 400 && kinds_of(upgraded).size() < 3; ++i)
+  for (int i = 0; i < 400 && log.kinds_of(upgraded).size() < 3; ++i)
     std::this_thread::sleep_for(5ms);
   REQUIRE(f.n->wait_idle(10s));
 
   std::set<std::string> ids{routed, inbox, ctl, goal, failed, upgraded};
   REQUIRE(ids.size() == 6);  // each request has its own id
   REQUIRE_FALSE(ids.contains(""));
-  CHECK(kinds_of(routed) == std::multiset<std::string>{"s:http"});
-  CHECK(kinds_of(inbox) == std::multiset<std::string>{"s:message"});
-  CHECK(kinds_of(ctl) == std::multiset<std::string>{"s:ctl"});
-  CHECK(kinds_of(goal) == std::multiset<std::string>{"s:goal_changed"});
+  CHECK(log.kinds_of(routed) == std::multiset<std::string>{"s:http"});
+  CHECK(log.kinds_of(inbox) == std::multiset<std::string>{"s:message"});
+  CHECK(log.kinds_of(ctl) == std::multiset<std::string>{"s:ctl"});
+  CHECK(log.kinds_of(goal) == std::multiset<std::string>{"s:goal_changed"});
   // Every attempt of the failing tick, and the open, frame and close of the WebSocket.
-  CHECK(kinds_of(failed) == std::multiset<std::string>{"x:message", "x:message", "x:message"});
-  CHECK(kinds_of(upgraded) == std::multiset<std::string>{"w:ws", "w:ws", "w:ws"});
+  CHECK(log.kinds_of(failed) == std::multiset<std::string>{"x:message", "x:message", "x:message"});
+  CHECK(log.kinds_of(upgraded) == std::multiset<std::string>{"w:ws", "w:ws", "w:ws"});
 
   // The message that failed is in the deadletter with its request's id.
   http::request<http::string_body> dl{http::verb::get, "/v1/agents/x/fs/deadletter", 11};
@@ -1093,13 +1086,6 @@ TEST_CASE("a request that brings its own X-Request-Id keeps it, into the ticks i
     req.body() = std::move(body);
     return roundtrip(f.server->port(), std::move(req));
   };
-  auto ticks_of = [&](const std::string& id) {
-    std::multiset<std::string> kinds;
-    for (auto& ev : log.events())
-      if (ev.request_id == id)
-        kinds.insert(ev.agent + ":" + std::string{to_string(ev.kind)});
-    return kinds;
-  };
   const std::string mine = "trace-7f3a.b:c/d+e=f@g_h";
   auto routed = call("/a/s/say", "hi", {mine});
   CHECK(routed.result_int() == 200);
@@ -1124,8 +1110,8 @@ TEST_CASE("a request that brings its own X-Request-Id keeps it, into the ticks i
   CHECK(two.result_int() == 400);
   CHECK(two.body().find("DUPLICATE_HEADER") != std::string::npos);
   REQUIRE(f.n->wait_idle(10s));
-  CHECK(ticks_of(mine) == std::multiset<std::string>{"s:http"});
-  CHECK(ticks_of("env-1") == std::multiset<std::string>{"t:message"});
-  CHECK(ticks_of("one").empty());
-  CHECK(ticks_of("two").empty());
+  CHECK(log.kinds_of(mine) == std::multiset<std::string>{"s:http"});
+  CHECK(log.kinds_of("env-1") == std::multiset<std::string>{"t:message"});
+  CHECK(log.kinds_of("one").empty());
+  CHECK(log.kinds_of("two").empty());
 }
