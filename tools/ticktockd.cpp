@@ -336,6 +336,9 @@ int main(int argc, char** argv) {
     // (command line, environment, config file), like every other option.
     ("plugin", po::value<std::vector<std::string>>(),
      "shared library with agent types (repeatable; see ticktock/runtime/plugin.h)")
+    ("cors-origin", po::value<std::vector<std::string>>(),
+     "origin whose web pages may call the API (CORS), e.g. https://ui.example:8443, or * "
+     "for any (repeatable; /a/{id}/... answers its own preflights)")
     ("quiet", po::bool_switch(),
      "no per-request and per-tick log lines (start, stop and token lines stay)")
     ("master-key-file", po::value<std::string>()->default_value(""),
@@ -541,6 +544,12 @@ int main(int argc, char** argv) {
       || http.max_connections == 0 || http.threads == 0) {
     std::fprintf(stderr, "ticktockd: --read-timeout, --write-timeout, --max-connections and "
                          "--http-threads must be positive\n");
+    return 2;
+  }
+  if (vm.count("cors-origin"))
+    http.cors_origins = vm["cors-origin"].as<std::vector<std::string>>();
+  if (auto err = ticktock::drivers::check_cors_origins(http.cors_origins)) {
+    std::fprintf(stderr, "ticktockd: --cors-origin: %s\n", err.message().c_str());
     return 2;
   }
   // Held until exit (the descriptor is never closed).

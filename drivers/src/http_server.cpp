@@ -689,7 +689,8 @@ struct http_server::impl {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "ticktockd");
     res.set(http::field::date, http_date());
-    res.set(http::field::content_type, r.content_type);
+    if (!r.content_type.empty())
+      res.set(http::field::content_type, r.content_type);
     if (r.stream != stream_kind::none) {  // a HEAD of a stream: stream_events' head
       res.set(http::field::content_type, "text/event-stream");
       res.set(http::field::cache_control, "no-cache");
@@ -718,6 +719,39 @@ struct http_server::impl {
     }
     watch.disarm();
     co_return !ec;
+  }
+
+  // CORS: the value of Access-Control-Allow-Origin for this request, if its
+  // Origin may call this route (not /a/{id}/..., which the agent answers).
+  std::optional<std::string> cors_origin(const request& req) const {
+    auto origin = req.header("origin");
+    if (options.cors_origins.empty() || origin.empty() || req.target.starts_with("/a/"))
+      return std::nullopt;
+    for (auto& o : options.cors_origins)
+      if (o == "*" || o == origin)
+        return std::string{o == "*" ? "*" : origin};
+    return std::nullopt;
+  }
+
+  // The answer to a CORS preflight of an allowed origin: what the API takes.
+  response preflight() {
+    response r;
+    r.status = 204;
+    r.content_type.clear();
+    r.route = "preflight";
+    r.headers = {{"Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE"},
+                 {"Access-Control-Allow-Headers",
+                  "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Request-Id"},
+                 {"Access-Control-Max-Age", "600"}};
+    metrics.count(r.route, r.status, std::chrono::microseconds{0});
+    return r;
+  }
+
+  static void allow_origin(response& r, const std::string& origin) {
+    r.headers.emplace_back("Access-Control-Allow-Origin", origin);
+    r.headers.emplace_back("Access-Control-Expose-Headers", "X-Request-Id, Retry-After, Allow");
+    if (origin != "*")
+      r.headers.emplace_back("Vary", "Origin");
   }
 
   // A response to a request the router does not see (transport errors, the
@@ -957,10 +991,15 @@ struct http_server::impl {
       // server that is stopping takes no new request. (Not a conditional
       // expression: g++ 12 miscompiles a co_await in one.)
       response res;
+      auto cors = cors_origin(req);
       if (closing)
         res = error_response(503, "SHUTTING_DOWN", "the server is stopping");
+      else if (cors && req.method == "OPTIONS" && !req.header("access-control-request-method").empty())
+        res = preflight();
       else
         res = co_await answer(req, watch);
+      if (cors)
+        allow_origin(res, *cors);
       res.headers.emplace_back("X-Request-Id", req.request_id);
       request_log line{{}, *req.received};
       if (options.log)  // the admin token may be in the query: never log the query
@@ -1210,9 +1249,31 @@ http_server::http_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
 http_server::~http_server() { stop(); }
 
+error check_cors_origins(const std::vector<std::string>& origins) {
+  for (auto& o : origins) {
+    if (o == "*")
+      continue;
+    std::string_view rest{o};
+    bool scheme = rest.starts_with("http://") || rest.starts_with("https://");
+    rest.remove_prefix(scheme ? rest.find("//") + 2 : 0);
+    bool ok = scheme && !rest.empty() && rest.size() <= 253 + 6
+              && std::all_of(rest.begin(), rest.end(), [](char c) {
+                   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+                          || c == '-' || c == '.' || c == ':' || c == '[' || c == ']';
+                 });
+    if (!ok)
+      return error{errc::invalid_argument,
+                   "CORS origin '" + o + "' is not \"*\" nor scheme://host[:port] "
+                   "(http or https, no path), as a browser sends it in Origin"};
+  }
+  return {};
+}
+
 expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options options) {
   if (options.admin_token.empty())
     return error{errc::invalid_argument, "the HTTP server needs an admin token"};
+  if (auto err = check_cors_origins(options.cors_origins))
+    return err;
   auto p = std::make_unique<impl>(n, std::move(options));
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(p->options.host, ec);

@@ -1115,3 +1115,76 @@ TEST_CASE("a request that brings its own X-Request-Id keeps it, into the ticks i
   CHECK(log.kinds_of("one").empty());
   CHECK(log.kinds_of("two").empty());
 }
+
+TEST_CASE("CORS: allowed origins get preflights and Access-Control-Allow-Origin, others and /a/ do not") {
+  auto ask = [](server_fixture& f, http::verb verb, const std::string& target,
+                const std::string& origin, bool preflight = false, bool token = true) {
+    http::request<http::string_body> req{verb, target, 11};
+    if (token)
+      req.set(http::field::authorization, "Bearer secret");
+    if (!origin.empty())
+      req.set(http::field::origin, origin);
+    if (preflight) {
+      req.set(http::field::access_control_request_method, "POST");
+      req.set(http::field::access_control_request_headers, "authorization, content-type");
+    }
+    return roundtrip(f.server->port(), std::move(req));
+  };
+  const std::string ui = "https://ui.example:8443";
+
+  SECTION("an origin in the list") {
+    server_fixture f{1024, 30s, [&](drivers::http_options& h) { h.cors_origins = {ui}; }};
+    REQUIRE_FALSE(f.n->create("s", "sayer"));
+    auto pre = ask(f, http::verb::options, "/v1/agents/s/inbox", ui, true, false);
+    CHECK(pre.result_int() == 204);
+    CHECK(pre[http::field::access_control_allow_origin] == ui);
+    CHECK(pre[http::field::access_control_allow_methods].find("POST") != std::string::npos);
+    CHECK(pre[http::field::access_control_allow_headers].find("Authorization") != std::string::npos);
+    CHECK(pre[http::field::vary] == "Origin");
+    CHECK(pre[http::field::content_type].empty());
+    CHECK(pre.body().empty());
+    CHECK_FALSE(pre[http::field::access_control_allow_credentials] == "true");
+    // Answers, errors included, can be read by the page.
+    auto list = ask(f, http::verb::get, "/v1/agents", ui);
+    CHECK(list.result_int() == 200);
+    CHECK(list[http::field::access_control_allow_origin] == ui);
+    CHECK(list[http::field::access_control_expose_headers].find("X-Request-Id") != std::string::npos);
+    auto no_token = ask(f, http::verb::get, "/v1/agents", ui, false, false);
+    CHECK(no_token.result_int() == 401);
+    CHECK(no_token[http::field::access_control_allow_origin] == ui);
+    CHECK(ask(f, http::verb::get, "/healthz", ui)[http::field::access_control_allow_origin] == ui);
+    // Another origin: no CORS headers, and OPTIONS stays 405.
+    auto other = ask(f, http::verb::options, "/v1/agents", "https://evil.example", true);
+    CHECK(other.result_int() == 405);
+    CHECK(other[http::field::access_control_allow_origin].empty());
+    CHECK(ask(f, http::verb::get, "/v1/agents", "https://evil.example")
+            [http::field::access_control_allow_origin].empty());
+    // OPTIONS without Access-Control-Request-Method is not a preflight.
+    CHECK(ask(f, http::verb::options, "/v1/agents", ui).result_int() == 405);
+    // /a/{id}/...: the agent answers, preflights included (the sayer echoes).
+    auto agent = ask(f, http::verb::options, "/a/s/x", ui, true);
+    CHECK(agent.result_int() == 200);
+    CHECK(agent[http::field::access_control_allow_origin].empty());
+    // Preflights are counted.
+    auto metrics = ask(f, http::verb::get, "/metrics", "").body();
+    CHECK(metrics.find("route=\"preflight\",status=\"204\"") != std::string::npos);
+  }
+  SECTION("any origin") {
+    server_fixture f{1024, 30s, [&](drivers::http_options& h) { h.cors_origins = {"*"}; }};
+    auto pre = ask(f, http::verb::options, "/v1/agents", "http://127.0.0.1:5173", true, false);
+    CHECK(pre.result_int() == 204);
+    CHECK(pre[http::field::access_control_allow_origin] == "*");
+    CHECK(pre[http::field::vary].empty());
+  }
+  SECTION("no origins: no CORS") {
+    server_fixture f;
+    auto pre = ask(f, http::verb::options, "/v1/agents", ui, true);
+    CHECK(pre.result_int() == 405);
+    CHECK(pre[http::field::access_control_allow_origin].empty());
+  }
+  SECTION("bad origins are refused at start") {
+    for (auto bad : {"ui.example", "https://ui.example/", "ftp://x", "https://", "https://a b"})
+      CHECK(drivers::check_cors_origins({bad}));
+    CHECK_FALSE(drivers::check_cors_origins({"*", ui, "http://127.0.0.1:5173", "http://[::1]:80"}));
+  }
+}

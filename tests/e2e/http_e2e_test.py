@@ -1772,6 +1772,11 @@ class ConfigTest(unittest.TestCase):
                 ([], {"http-fetch-private": 1},
                  "option 'http-fetch-private' takes true or false, not an integer"),
                 ([], {"plugin": [1]}, "option 'plugin' takes strings, not an integer"),
+                # CORS origins are origins as browsers send them
+                (["--cors-origin", "ui.example"], None,
+                 "--cors-origin: CORS origin 'ui.example' is not"),
+                ([], {"cors-origin": ["https://ok.example", "https://ui.example/app"]},
+                 "CORS origin 'https://ui.example/app' is not"),
                 ([], {"config": config}, "unknown option 'config'"),
                 # a config file that is not JSON, or not an object (text as is)
                 ([], '{"listen": "127.0.0.1:0",', "is not valid JSON: "),
@@ -1806,6 +1811,29 @@ class ConfigTest(unittest.TestCase):
                                timeout=60)
             self.assertEqual(r.returncode, 0, r)
             self.assertRegex(r.stdout, r"event=start .*listen=::1:\d+")
+
+    def test_cors_origin_from_the_environment_answers_preflights_of_that_origin_only(self):
+        os.environ["TICKTOCK_CORS_ORIGIN"] = "https://ui.example:8443"
+        try:
+            server = Server().start()
+        finally:
+            del os.environ["TICKTOCK_CORS_ORIGIN"]
+        try:
+            pre = {"Access-Control-Request-Method": "POST"}
+            r = server.request("OPTIONS", "/v1/agents", auth=False,
+                               headers=dict(pre, Origin="https://ui.example:8443"))
+            self.assertEqual(r.status, 204, r)
+            self.assertEqual(r.headers.get("access-control-allow-origin"), "https://ui.example:8443")
+            r = server.request("OPTIONS", "/v1/agents", auth=False,
+                               headers=dict(pre, Origin="https://other.example"))
+            self.assertEqual(r.status, 401, r)
+            self.assertNotIn("access-control-allow-origin", r.headers)
+            r = server.get("/v1/agents", headers={"Origin": "https://ui.example:8443"})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.headers.get("access-control-allow-origin"), "https://ui.example:8443")
+            self.assertEqual(server.stop(), 0)
+        finally:
+            server.close()
 
     def test_a_second_server_on_a_data_directory_in_use_is_refused_and_touches_nothing(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:

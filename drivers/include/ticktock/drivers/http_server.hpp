@@ -49,11 +49,21 @@ struct http_options {
   std::chrono::milliseconds reply_timeout{30'000};
   /// I/O threads [2].
   std::size_t threads = 2;
+  /// Origins ("https://ui.example:8443", or "*" for any) whose pages may call
+  /// the API and the probes from a browser (CORS): their preflights get 204
+  /// and their answers Access-Control-Allow-Origin. Never credentials: a page
+  /// sends the token as Authorization: Bearer. /a/{id}/... is the agent's own
+  /// to answer, preflights included. Empty: none [].
+  std::vector<std::string> cors_origins;
   /// Serves each agent's nostr/ files when set (it must outlive the server).
   nostr_driver* nostr = nullptr;
   /// One line per request (with a request id); nullptr: no logging.
   std::function<void(const std::string&)> log;
 };
+
+/// Checks http_options::cors_origins: each is "*" or an origin as browsers
+/// send it, http:// or https:// then a host and an optional port, no path.
+error check_cors_origins(const std::vector<std::string>& origins);
 
 /// A running HTTP server. Thread-safe; stop() (or the destructor) closes the
 /// listener and every connection and waits for the I/O threads.
