@@ -440,6 +440,20 @@ expected<storage::inbox_entry> node::make_entry(const std::string& id, std::stri
 
 void node::send_async(const std::string& id, std::string payload, const send_options& opts,
                       std::function<void(expected<send_receipt>)> done) {
+  // What a retry under the same key must repeat: taken before make_entry
+  // encrypts (a fresh nonce each time). Not for relay events: their key is
+  // the event id, which already commits to the content, while relays may
+  // serialize the same event differently.
+  std::optional<storage::hash256> digest;
+  if (!opts.idempotency_key.empty() && !opts.nostr) {
+    std::string asked{to_string(opts.kind)};
+    asked += '\0';
+    asked += opts.from;
+    asked += '\0';
+    asked += opts.encrypted ? '1' : '0';
+    asked += payload;
+    digest = storage::blake2b(asked);
+  }
   auto entry = make_entry(id, std::move(payload), opts);
   if (!entry) {
     if (done)
@@ -450,6 +464,7 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   op.agent = id;
   op.entry = std::move(*entry);
   op.depth_limit = core_->options.limits.inbox_limit;
+  op.request_digest = digest;
   auto* core = core_.get();
   // Count the write as outstanding from now on, so wait_idle does not
   // return between this call and the commit.

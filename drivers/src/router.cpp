@@ -389,6 +389,9 @@ response error_response(const error& err) {
     case errc::replayed:
     case errc::agent_errored: status = 409; break;
     case errc::message_too_large: status = 413; break;
+    // draft-ietf-httpapi-idempotency-key-header, 2.7: a key reused with
+    // another payload is 422.
+    case errc::idempotency_key_reused: status = 422; break;
     case errc::inbox_full: status = 429; break;
     case errc::storage_failure:
     case errc::shutting_down: status = 503; break;

@@ -19,6 +19,7 @@ std::string_view to_string(errc code) noexcept {
     case errc::shutting_down: return "SHUTTING_DOWN";
     case errc::timeout: return "TIMEOUT";
     case errc::replayed: return "REPLAYED_ENVELOPE";
+    case errc::idempotency_key_reused: return "IDEMPOTENCY_KEY_REUSED";
   }
   return "UNKNOWN";
 }

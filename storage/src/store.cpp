@@ -1,5 +1,7 @@
 #include "ticktock/storage/store.hpp"
 
+#include <cstring>
+
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
@@ -418,13 +420,22 @@ private:
     std::string idem_key;
     if (!e.idempotency_key.empty()) {
       idem_key = keys::idempotency(op.agent, e.idempotency_key);
-      std::optional<std::uint64_t> seen;
+      // The value: the seq the key was accepted with, then the digest of
+      // that request when its sender gave one.
+      std::optional<std::string> seen;
       if (auto i = pending_idem_.find(idem_key); i != pending_idem_.end())
         seen = i->second;
-      else if (auto v = s_.get(cf_meta, idem_key))
-        seen = keys::get_be64(*v);
+      else
+        seen = s_.get(cf_meta, idem_key);
       if (seen) {
-        r.seq = *seen;
+        r.seq = keys::get_be64(*seen);
+        if (op.request_digest && seen->size() == 8 + op.request_digest->size()
+            && std::memcmp(seen->data() + 8, op.request_digest->data(), op.request_digest->size()) != 0) {
+          r.err = error{errc::idempotency_key_reused,
+                        "Idempotency-Key '" + e.idempotency_key + "' was accepted for another "
+                        "message (seq " + std::to_string(r.seq) + "); a retry sends the same one"};
+          return;
+        }
         r.duplicate = true;
         return;
       }
@@ -443,8 +454,10 @@ private:
     if (!idem_key.empty()) {
       std::string v;
       keys::put_be64(v, e.seq);
+      if (op.request_digest)
+        v.append(reinterpret_cast<const char*>(op.request_digest->data()), op.request_digest->size());
       put(cf_meta, idem_key, v);
-      pending_idem_[idem_key] = e.seq;
+      pending_idem_[idem_key] = std::move(v);
     }
     r.seq = e.seq;
     r.delivered.push_back({op.agent, e});
@@ -902,7 +915,7 @@ private:
   std::optional<std::string> last_alarm_fired_;
   std::optional<std::string> lowest_alarm_put_;
   std::set<std::string> dirty_;
-  std::unordered_map<std::string, std::uint64_t> pending_idem_;
+  std::unordered_map<std::string, std::string> pending_idem_;  // key -> its value
   std::unordered_map<std::string, std::optional<std::string>> alarm_overlay_;
   std::unordered_map<std::string, ledger_record> ledgers_;
 };

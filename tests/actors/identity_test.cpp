@@ -411,6 +411,40 @@ TEST_CASE("a bundle changed on its way is refused before anything of it is store
   }
 }
 
+TEST_CASE("a send retried under its idempotency key is a duplicate (encrypted too) and another message under it is refused") {
+  test::temp_dir dir;
+  auto n = open_node(dir.path());
+  REQUIRE_FALSE(n->create("a", "counter"));
+  REQUIRE_FALSE(n->create("b", "counter"));
+  send_options o;
+  o.idempotency_key = "k";
+  auto first = n->send("b", "m", o);
+  REQUIRE(first);
+  auto again = n->send("b", "m", o);
+  REQUIRE(again);
+  CHECK(again->duplicate);
+  CHECK(again->seq == first->seq);
+  auto other = n->send("b", "n", o);
+  REQUIRE_FALSE(other);
+  CHECK(other.code() == errc::idempotency_key_reused);
+  // Encryption draws a fresh nonce each time: what is compared is what was
+  // asked (kind, sender, encrypted or not, plaintext), not the stored bytes.
+  send_options sealed;
+  sealed.idempotency_key = "s";
+  sealed.from = "a";
+  sealed.encrypted = true;
+  REQUIRE(n->send("b", "secret", sealed));
+  auto resent = n->send("b", "secret", sealed);
+  REQUIRE(resent);
+  CHECK(resent->duplicate);
+  auto plain = sealed;
+  plain.encrypted = false;
+  CHECK(n->send("b", "secret", plain).code() == errc::idempotency_key_reused);
+  REQUIRE(n->wait_idle(10s));
+  CHECK(n->store().inbox_depth("b") == 0);
+  CHECK(n->status("b")->last_tick == 3);  // init, "m" and "secret"
+}
+
 TEST_CASE("a bundle with any bit flipped is refused, or reads as the same records") {
   // The digest covers what no signature reaches (outbox, goals, counters,
   // idempotency keys, ...). A flip may only pass where it changes nothing

@@ -269,6 +269,24 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(r.json()["duplicate"], False)
         self.server.wait_count("err-counter", before + 1)
 
+    def test_an_idempotency_key_reused_for_another_message_is_422_and_queues_nothing(self):
+        self.server.create("idem-counter", "counter")
+        self.server.wait_count("idem-counter", 0)
+        key = {"Idempotency-Key": "order-17"}
+        first = self.server.post("/v1/agents/idem-counter/inbox", {"n": 1}, headers=key)
+        self.assertEqual(first.status, 202, first)
+        retry = self.server.post("/v1/agents/idem-counter/inbox", {"n": 1}, headers=key)
+        self.assertEqual((retry.status, retry.json()), (202, {"seq": first.json()["seq"], "duplicate": True}))
+        other = self.server.post("/v1/agents/idem-counter/inbox", {"n": 2}, headers=key)
+        self.assertEqual(other.status, 422, other)
+        self.assertEqual(other.error_code(), "IDEMPOTENCY_KEY_REUSED")
+        self.assertIn("seq %d" % first.json()["seq"], other.json()["error"]["message"])
+        # The same through the agent's filesystem.
+        fs = self.server.post("/v1/agents/idem-counter/fs/inbox", {"n": 3}, headers=key)
+        self.assertEqual(fs.status, 422, fs)
+        self.server.wait_count("idem-counter", 1)
+        self.assertEqual(self.server.status("idem-counter")["queue_depth"], 0)
+
     def test_a_transfer_encoding_not_ending_in_chunked_is_refused(self):
         # RFC 9112 6.1/6.3: the body's length is unknown, so the bytes after
         # the head must not be read as the next request (request smuggling).

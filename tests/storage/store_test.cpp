@@ -103,6 +103,47 @@ TEST_CASE("an idempotency key repeated inside one group is accepted once") {
   CHECK(s->inbox_depth("a") == 2);  // init + one
 }
 
+TEST_CASE("an idempotency key that comes back with another request is refused and writes nothing") {
+  test::temp_dir dir;
+  auto asked = [](std::string payload, std::string key, std::uint8_t digest) {
+    auto op = message("a", std::move(payload), std::move(key));
+    op.request_digest = hash256{};
+    (*op.request_digest)[0] = digest;
+    return op;
+  };
+  {
+    auto s = open_store(dir);
+    apply1(*s, make_agent("a"));
+    auto first = apply1(*s, asked("x", "k", 1))[0];
+    REQUIRE_FALSE(first.err);
+    auto retry = apply1(*s, asked("x", "k", 1))[0];
+    CHECK(retry.duplicate);
+    CHECK(retry.seq == first.seq);
+    auto other = apply1(*s, asked("y", "k", 2))[0];
+    CHECK(other.err.code() == errc::idempotency_key_reused);
+    CHECK(other.err.message().find("seq " + std::to_string(first.seq)) != std::string::npos);
+    CHECK(s->inbox_depth("a") == 2);  // init + x
+    // Inside one group too.
+    std::vector<write_op> ops;
+    ops.push_back(asked("p", "g", 3));
+    ops.push_back(asked("q", "g", 4));
+    auto r = s->apply(ops);
+    CHECK_FALSE(r[0].err);
+    CHECK(r[1].err.code() == errc::idempotency_key_reused);
+    CHECK(s->inbox_depth("a") == 3);
+    // A key recorded without a digest (the node's own senders, or a record
+    // from before digests) stays a plain retry.
+    apply1(*s, message("a", "old", "plain"));
+    CHECK(apply1(*s, asked("new", "plain", 5))[0].duplicate);
+  }
+  // Across a restart.
+  auto s = open_store(dir);
+  CHECK(apply1(*s, asked("x", "k", 1))[0].duplicate);
+  CHECK(apply1(*s, asked("z", "k", 9))[0].err.code() == errc::idempotency_key_reused);
+  CHECK(s->inbox_depth("a") == 4);
+  CHECK(s->read_inbox("a", 0, 10).back().payload == "old");
+}
+
 TEST_CASE("keys are ordered numerically and per agent") {
   test::temp_dir dir;
   auto s = open_store(dir);

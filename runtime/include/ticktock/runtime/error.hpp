@@ -26,6 +26,7 @@ enum class errc : std::uint8_t {
   shutting_down,      ///< The node is stopping and accepts no new work.
   timeout,            ///< A wait ran out of time.
   replayed,           ///< An envelope with this id was delivered before.
+  idempotency_key_reused,  ///< An idempotency key came back with another message.
 };
 
 /// Returns the stable upper-case name of a code, e.g. "AGENT_NOT_FOUND".

@@ -44,6 +44,10 @@ struct enqueue_op {
   std::string agent;
   inbox_entry entry;               ///< entry.idempotency_key dedups if non-empty
   std::uint64_t depth_limit = 0;   ///< 0: unlimited; else overflow goes to deadletter
+  /// With an idempotency key: a digest of what was asked (before any
+  /// encryption). Stored with the key; the key coming back with another
+  /// digest fails with idempotency_key_reused instead of counting as a retry.
+  std::optional<hash256> request_digest;
 };
 
 /// A change to an agent's budget ledger, applied in the write batch in
