@@ -833,10 +833,9 @@ struct http_server::impl {
     watch_started(home);
     beast::flat_buffer buffer;
     if (++connections > options.max_connections) {
-      co_await refuse(stream, watch,
-                      error_response(503, "TOO_MANY_CONNECTIONS",
-                                     "the server is at its connection limit"),
-                      "connection limit", 11, false);
+      auto full = error_response(503, "TOO_MANY_CONNECTIONS", "the server is at its connection limit");
+      full.headers.emplace_back("Retry-After", "1");  // connections come and go
+      co_await refuse(stream, watch, std::move(full), "connection limit", 11, false);
       beast::error_code ignored;
       stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
       co_return;

@@ -640,6 +640,7 @@ class ConnectionLimitTest(ServerCase):
                 raw_exchange(self.server.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"))
             self.assertEqual(status, 503)
             self.assertEqual(json.loads(body)["error"]["code"], "TOO_MANY_CONNECTIONS")
+            self.assertEqual(headers.get("retry-after"), "1")
         finally:
             for conn in held:
                 conn.close()
