@@ -1255,7 +1255,7 @@ error check_cors_origins(const std::vector<std::string>& origins) {
     std::string_view rest{o};
     bool scheme = rest.starts_with("http://") || rest.starts_with("https://");
     rest.remove_prefix(scheme ? rest.find("//") + 2 : 0);
-    bool ok = scheme && !rest.empty() && rest.size() <= 253 + 6
+    bool ok = scheme && !rest.empty() && rest.size() <= 253 + 6  // a host name, ":65535"
               && std::all_of(rest.begin(), rest.end(), [](char c) {
                    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
                           || c == '-' || c == '.' || c == ':' || c == '[' || c == ']';

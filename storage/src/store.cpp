@@ -432,7 +432,7 @@ private:
         if (op.request_digest && seen->size() == 8 + op.request_digest->size()
             && std::memcmp(seen->data() + 8, op.request_digest->data(), op.request_digest->size()) != 0) {
           r.err = error{errc::idempotency_key_reused,
-                        "Idempotency-Key '" + e.idempotency_key + "' was accepted for another "
+                        "idempotency key '" + e.idempotency_key + "' was accepted for another "
                         "message (seq " + std::to_string(r.seq) + "); a retry sends the same one"};
           return;
         }
