@@ -29,6 +29,7 @@
 #include <thread>
 
 #include <ticktock/drivers/http_server.hpp>
+#include <ticktock/runtime/identity.hpp>
 
 #include "scenarios.hpp"
 
@@ -688,6 +689,24 @@ struct series {
   }
 };
 
+// CPU microseconds of one trajectory signature (identity::sign over the
+// signing bytes of a 256-byte record), on this thread, now: what every tick
+// over many agents pays, each being the only tick of its write.
+double trajectory_sign_us() {
+  auto keys = identity::agent_keys::generate();
+  std::string record(256, 'r');
+  constexpr int n = 2000;
+  timespec a{}, b{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+  for (int i = 0; i < n; ++i) {
+    record[0] = static_cast<char>(i);
+    auto sig = identity::sign(keys, identity::trajectory_signing_bytes("a0000000", record));
+    record[1] = static_cast<char>(sig[0]);
+  }
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+  return ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / 1e3 / n;
+}
+
 }  // namespace
 
 bool ticktockd_available(const config& cfg) { return !find_ticktockd(cfg).empty(); }
@@ -744,6 +763,7 @@ std::vector<row> run_http(const config& cfg) {
 
   const std::string many = "http-" + std::to_string(agents) + "-agents";
   series one_ours, one_base, many_ours, many_base, half_ours, half_base, hz_ours, hz_base;
+  std::vector<double> sign_us;
   for (std::size_t run = 0; run < cfg.runs; ++run) {
     auto tag = " run " + std::to_string(run + 1);
     one_ours.add(measure(closed_loop(daemon.port(), counter_posts(1)), daemon_cpu,
@@ -754,6 +774,7 @@ std::vector<row> run_http(const config& cfg) {
                           many + tag, cfg));
     many_base.add(measure(closed_loop(bare.port(), counter_posts(agents)), bare_cpu,
                           "bare-beast" + tag, cfg));
+    sign_us.push_back(trajectory_sign_us());
     hz_ours.add(measure(closed_loop(daemon.port(), healthz), daemon_cpu, "http-healthz" + tag, cfg));
     hz_base.add(measure(closed_loop(bare.port(), healthz), bare_cpu, "bare-beast" + tag, cfg));
   }
@@ -836,6 +857,12 @@ std::vector<row> run_http(const config& cfg) {
   rows.push_back(make_row(many, many_ours, many_base));
   rows.back().extra["agents"] = summarize({static_cast<double>(agents)});
   rows.back().notes["workload"] = workload(agents);
+  rows.back().extra["trajectory_sign_us"] = summarize(sign_us);
+  rows.back().notes["trajectory_sign"] =
+    "trajectory_sign_us: CPU time of one Ed25519 signature of a trajectory record (identity::sign "
+    "over a 256-byte record, 2,000 in a row on one thread of the bench, after each run of this "
+    "row): every request here is its agent's only tick in its write, so each pays one, inside "
+    "server_cpu_us_per_req";
   auto half = make_row("http-half-rate", half_ours, half_base);
   half.ratio = half.baseline_p99_us->median / half.p99_us->median;
   half.ratio_kind = "baseline_p99/ours_p99 at the same offered rate (higher is better; 1 would "

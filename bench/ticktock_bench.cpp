@@ -218,6 +218,8 @@ void print_table(const tb::row& r) {
       print_line("", "srv CPU us/req", c, "", extra(r, "baseline_server_cpu_us_per_req"), "");
     if (auto c = extra(r, "server_switches_per_req"))
       print_line("", "srv cswch/req", c, "", extra(r, "baseline_server_switches_per_req"), "");
+    if (auto c = extra(r, "trajectory_sign_us"))
+      print_line("", "sign us", c, "", std::nullopt, "");
     if (auto c = extra(r, "server_p99_le_us"))
       print_line("", "srv p99 <= us", c, "", std::nullopt, "");
     if (auto c = extra(r, "server_within_2ms_pct"))
