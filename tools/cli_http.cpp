@@ -79,6 +79,7 @@ struct connection {
 };
 
 http::request<http::string_body> make_request(const server_address& a, const std::string& token,
+                                              const std::string& request_id,
                                               std::string_view method, std::string_view target,
                                               std::string body, const header_list& headers) {
   http::request<http::string_body> req;
@@ -89,6 +90,8 @@ http::request<http::string_body> make_request(const server_address& a, const std
   req.set(http::field::user_agent, user_agent);
   if (!token.empty())
     req.set(http::field::authorization, "Bearer " + token);
+  if (!request_id.empty())
+    req.set("X-Request-Id", request_id);
   for (auto& [k, v] : headers)
     req.set(k, v);
   if (!body.empty() || method == "POST" || method == "PUT") {
@@ -191,7 +194,7 @@ http_result http_client::request(std::string_view method, std::string_view targe
     result.why = *why;
     return result;
   }
-  auto req = make_request(address_, token_, method, target, std::move(body), headers);
+  auto req = make_request(address_, token_, request_id_, method, target, std::move(body), headers);
   req.keep_alive(false);
   if (auto why = c.send(req, deadline)) {
     result.why = *why;
@@ -235,7 +238,7 @@ stream_result http_client::stream(std::string_view target, const header_list& he
     result.why = *why;
     return result;
   }
-  auto req = make_request(address_, token_, "GET", target, {}, headers);
+  auto req = make_request(address_, token_, request_id_, "GET", target, {}, headers);
   req.set(http::field::accept, "text/event-stream");
   req.set(http::field::cache_control, "no-cache");
   if (auto why = c.send(req, std::min(deadline, clock::now() + timeout_))) {

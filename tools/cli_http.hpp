@@ -95,9 +95,13 @@ public:
   /// "http://host:port" plus the base path, for messages.
   std::string url() const;
 
+  /// `X-Request-Id` of every request from now on (empty: the server's own).
+  void set_request_id(std::string id) { request_id_ = std::move(id); }
+
 private:
   server_address address_;
   std::string token_;
+  std::string request_id_;
   std::chrono::milliseconds timeout_;
 };
 

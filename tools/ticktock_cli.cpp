@@ -1043,13 +1043,16 @@ po::options_description global_options() {
   d.add_options()("help,h", "show help")(
     "url", po::value<std::string>(), "server URL (env TICKTOCK_URL, default http://127.0.0.1:7070)")(
     "token", po::value<std::string>(), "admin token (env TICKTOCK_TOKEN)")(
+    "request-id", po::value<std::string>(),
+    "X-Request-Id of every request, so the server's log lines and the ticks they set off "
+    "carry it (env TICKTOCK_REQUEST_ID; 1 to 128 letters, digits and -_.:/+=@)")(
     "json", po::bool_switch(), "machine output: the server's JSON, one document per line")(
     "timeout", po::value<double>()->default_value(30), "seconds to wait for each answer");
   return d;
 }
 
 bool takes_value(std::string_view opt) {
-  return opt == "--url" || opt == "--token" || opt == "--timeout";
+  return opt == "--url" || opt == "--token" || opt == "--request-id" || opt == "--timeout";
 }
 
 void print_main_help(std::ostream& os) {
@@ -1217,8 +1220,20 @@ int run(int argc, char** argv) {
   auto address = parse_url(url, why);
   if (!address)
     return in.usage(why);
+  auto request_id = in.vm.count("request-id") ? in.vm["request-id"].as<std::string>()
+                                              : env("TICKTOCK_REQUEST_ID");
+  auto id_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+           || std::string_view{"-_.:/+=@"}.find(c) != std::string_view::npos;
+  };
+  if ((in.vm.count("request-id") || !request_id.empty())
+      && (request_id.empty() || request_id.size() > 128
+          || !std::all_of(request_id.begin(), request_id.end(), id_char)))
+    return in.usage("--request-id is 1 to 128 letters, digits and -_.:/+=@ (the server would "
+                    "ignore another)");
   in.client.emplace(*address, token,
                     std::chrono::milliseconds{static_cast<std::int64_t>(timeout * 1000)});
+  in.client->set_request_id(request_id);
   return cmd.run(in);
 }
 

@@ -126,10 +126,13 @@ def env_for(url=None, token=TOKEN):
     return env
 
 
-def cli(*args, url=None, token=TOKEN, stdin=None, timeout=30):
+def cli(*args, url=None, token=TOKEN, stdin=None, timeout=30, request_id=None):
+    env = env_for(url, token)
+    if request_id is not None:
+        env["TICKTOCK_REQUEST_ID"] = request_id
     try:
         return subprocess.run([ARGS.cli, *args], capture_output=True, text=True, input=stdin,
-                              timeout=timeout, env=env_for(url, token))
+                              timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise Failure("ticktock %s did not exit within %s s" % (" ".join(args), timeout))
 
@@ -299,20 +302,26 @@ def test_agents():
 
 
 def test_send_and_tick():
-    expect(cli("send", "c1", '{"n":1}'), 0, out="accepted seq")
+    # --request-id (or TICKTOCK_REQUEST_ID) names the requests: the ticks carry it.
+    expect(cli("--request-id", "cli-trace-8", "send", "c1", '{"n":1}'), 0, out="accepted seq")
     a = ok_json("send", "c1", '{"n":2}', "--idempotency-key", "k-2")
     b = ok_json("send", "c1", '{"n":2}', "--idempotency-key", "k-2")
     check(not a["duplicate"] and b["duplicate"] and a["seq"] == b["seq"],
           "a repeated idempotency key gets the first seq: %r %r" % (a, b))
     expect(cli("send", "c1", '{"n":2}', "--idempotency-key", "k-2"), 0, out="duplicate of seq")
-    expect(cli("send", "c1", "-", stdin='{"n":3}'), 0, out="accepted seq")
+    expect(cli("send", "c1", "-", stdin='{"n":3}', request_id="cli-trace.7"), 0, out="accepted seq")
     expect(cli("send", "c1", "{not json"), 1, err="BAD_JSON")
     expect(cli("send", "nope", "{}"), 1, err="AGENT_NOT_FOUND")
     t = ok_json("tick", "c1")
     check(isinstance(t.get("seq"), int), "tick --json gives the seq: %r" % t)
     expect(cli("tick", "c1"), 0, out="tick queued (seq")
     expect(cli("tick", "nope"), 1, err="AGENT_NOT_FOUND")
+    expect(cli("--request-id", "has space", "send", "c1", "{}"), 2, err="--request-id is 1 to 128")
+    expect(cli("send", "c1", "{}", request_id="bad id"), 2, err="--request-id is 1 to 128")
     wait_until(lambda: len(outbox("c1")) == 3, 10, "three outbox events of c1")
+    recs = json.loads(cli("--json", "trajectory", "c1").stdout.splitlines()[0])["records"]
+    check([r.get("request_id") for r in recs if r.get("request_id", "").startswith("cli-trace")]
+          == ["cli-trace-8", "cli-trace.7"], "the ticks carry the CLI's request ids: %r" % recs)
     ev = outbox("c1")
     check([e["seq"] for e in ev] == [1, 2, 3], "outbox seqs 1..3: %r" % ev)
     check(json.loads(ev[-1]["payload"]) == {"count": 3}, "the counter counted 3: %r" % ev)
@@ -366,9 +375,11 @@ def test_trajectory_and_verify():
           "trajectory --json has every record in order: %r" % [r["index"] for r in recs])
     check(recs[0]["trigger"] == "init", "the first record is init")
     # Every trigger of c1 came over HTTP (its create, sends, ctl and goal
-    # writes): each record names its request, and each request is another.
+    # writes): each record names its request (the server's id, or the one
+    # given with --request-id), and each request is another.
     ids = [r.get("request_id", "") for r in recs]
-    check(all(re.fullmatch(r"[0-9a-f]{6}-[0-9]+", i) for i in ids) and len(set(ids)) == len(ids),
+    check(all(re.fullmatch(r"[0-9a-f]{6}-[0-9]+|cli-trace[-.][0-9]", i) for i in ids)
+          and len(set(ids)) == len(ids),
           "every record names the request that delivered its trigger: %r" % ids)
     check([r["index"] for r in ok_json("trajectory", "c1", "--from", "2", "--limit", "2")["records"]]
           == [2, 3], "trajectory --from 2 --limit 2")
