@@ -747,6 +747,14 @@ struct http_server::impl {
     return r;
   }
 
+  // Whether the answer to this request depends on its Origin: CORS with a
+  // list of origins (not "*"), on a route the server answers for.
+  bool varies_by_origin(const request& req) const {
+    return !options.cors_origins.empty() && !req.target.starts_with("/a/")
+           && std::find(options.cors_origins.begin(), options.cors_origins.end(), "*")
+                == options.cors_origins.end();
+  }
+
   static void allow_origin(response& r, const std::string& origin) {
     r.headers.emplace_back("Access-Control-Allow-Origin", origin);
     r.headers.emplace_back("Access-Control-Expose-Headers", "X-Request-Id, Retry-After, Allow");
@@ -999,6 +1007,8 @@ struct http_server::impl {
         res = co_await answer(req, watch);
       if (cors)
         allow_origin(res, *cors);
+      else if (varies_by_origin(req))
+        res.headers.emplace_back("Vary", "Origin");  // a cache must not give it to an allowed one
       res.headers.emplace_back("X-Request-Id", req.request_id);
       request_log line{{}, *req.received};
       if (options.log)  // the admin token may be in the query: never log the query

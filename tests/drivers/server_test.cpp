@@ -1157,8 +1157,9 @@ TEST_CASE("CORS: allowed origins get preflights and Access-Control-Allow-Origin,
     auto other = ask(f, http::verb::options, "/v1/agents", "https://evil.example", true);
     CHECK(other.result_int() == 405);
     CHECK(other[http::field::access_control_allow_origin].empty());
-    CHECK(ask(f, http::verb::get, "/v1/agents", "https://evil.example")
-            [http::field::access_control_allow_origin].empty());
+    auto evil = ask(f, http::verb::get, "/v1/agents", "https://evil.example");
+    CHECK(evil[http::field::access_control_allow_origin].empty());
+    CHECK(evil[http::field::vary] == "Origin");  // a cache must not serve it to the allowed one
     // OPTIONS without Access-Control-Request-Method is not a preflight.
     CHECK(ask(f, http::verb::options, "/v1/agents", ui).result_int() == 405);
     // /a/{id}/...: the agent answers, preflights included (the sayer echoes).
@@ -1181,6 +1182,7 @@ TEST_CASE("CORS: allowed origins get preflights and Access-Control-Allow-Origin,
     auto pre = ask(f, http::verb::options, "/v1/agents", ui, true);
     CHECK(pre.result_int() == 405);
     CHECK(pre[http::field::access_control_allow_origin].empty());
+    CHECK(ask(f, http::verb::get, "/v1/agents", ui)[http::field::vary].empty());
   }
   SECTION("bad origins are refused at start") {
     for (auto bad : {"ui.example", "https://ui.example/", "ftp://x", "https://", "https://a b"})
