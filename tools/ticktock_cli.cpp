@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "cli_http.hpp"
+#include "ticktock/runtime/request_id.hpp"
 
 namespace po = boost::program_options;
 namespace json = boost::json;
@@ -1222,13 +1223,7 @@ int run(int argc, char** argv) {
     return in.usage(why);
   auto request_id = in.vm.count("request-id") ? in.vm["request-id"].as<std::string>()
                                               : env("TICKTOCK_REQUEST_ID");
-  auto id_char = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-           || std::string_view{"-_.:/+=@"}.find(c) != std::string_view::npos;
-  };
-  if ((in.vm.count("request-id") || !request_id.empty())
-      && (request_id.empty() || request_id.size() > 128
-          || !std::all_of(request_id.begin(), request_id.end(), id_char)))
+  if ((in.vm.count("request-id") || !request_id.empty()) && !ticktock::valid_request_id(request_id))
     return in.usage("--request-id is 1 to 128 letters, digits and -_.:/+=@ (the server would "
                     "ignore another)");
   in.client.emplace(*address, token,

@@ -11,6 +11,7 @@
 // per timeout: a request arms no timer of its own.
 
 #include "ticktock/drivers/http_server.hpp"
+#include "ticktock/runtime/request_id.hpp"
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
@@ -369,15 +370,6 @@ struct http_server::impl {
     return std::string{buf};
   }();
   std::string new_request_id() { return request_prefix + std::to_string(next_request++); }
-  // What an incoming X-Request-Id may be to be kept: 1 to 128 of letters,
-  // digits and - _ . : / + = @, nothing a log line or a header would need
-  // quoted.
-  static bool valid_request_id(std::string_view id) {
-    return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
-      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-             || std::string_view{"-_.:/+=@"}.find(c) != std::string_view::npos;
-    });
-  }
   std::uint64_t observer = 0;
 
   // SSE followers, woken on ticks of their agent.
@@ -987,9 +979,8 @@ struct http_server::impl {
       req.websocket_upgrade = websocket::is_upgrade(msg);
       // A caller's own request id (a proxy's, another node's fetch) is kept,
       // so one id follows the request across services; else a new one.
-      if (auto given = req.headers.find("x-request-id");
-          given != req.headers.end() && valid_request_id(given->second))
-        req.request_id = given->second;
+      if (auto given = req.header("x-request-id"); valid_request_id(given))
+        req.request_id = given;
       else
         req.request_id = new_request_id();
       req.received = steady::now();
