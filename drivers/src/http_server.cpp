@@ -832,6 +832,7 @@ struct http_server::impl {
     connection_watch watch{home, stream};
     watch_started(home);
     beast::flat_buffer buffer;
+    const auto unbounded = buffer.max_size();
     if (++connections > options.max_connections) {
       auto full = error_response(503, "TOO_MANY_CONNECTIONS", "the server is at its connection limit");
       full.headers.emplace_back("Retry-After", "1");  // connections come and go
@@ -890,9 +891,15 @@ struct http_server::impl {
           watch.arm(options.read_timeout);
         }
         if (!ec && !refused && !parser.is_done()) {
+          // Beast holds a chunked body's trailer section whole before it
+          // parses it, and limits neither: the buffer is capped so that a
+          // trailer cannot grow without bound (431 below). The body itself
+          // is consumed as it arrives and needs no room.
+          buffer.max_size(buffer.size() + options.max_header_bytes);
           auto [bec, n_body] = co_await http::async_read(stream, buffer, parser, use_nothrow);
           (void)n_body;
           ec = bec;
+          buffer.max_size(unbounded);
         }
       }
       watch.reading = false;
@@ -925,6 +932,10 @@ struct http_server::impl {
           r = error_response(431, "HEADERS_TOO_LARGE",
                              "request heads are limited to " + std::to_string(options.max_header_bytes)
                                + " bytes");
+        else if (ec == http::error::buffer_overflow)
+          r = error_response(431, "HEADERS_TOO_LARGE",
+                             "a chunked body's trailer section is limited to "
+                               + std::to_string(options.max_header_bytes) + " bytes, as a head is");
         else if (ec == beast::error::timeout)
           r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
         else if (closing && ec == asio::error::operation_aborted)

@@ -171,7 +171,7 @@ std::string query_without_token(std::string_view q) {
     auto amp = q.find('&');
     auto part = q.substr(0, amp);
     q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
-    auto key = router::url_decode(part.substr(0, part.find('=')));
+    auto key = router::query_decode(part.substr(0, part.find('=')));
     if (part.empty() || (key && *key == "token"))
       continue;
     if (!out.empty())
@@ -191,8 +191,8 @@ std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
     if (part.empty())
       continue;
     auto eq = part.find('=');
-    auto k = router::url_decode(part.substr(0, eq));
-    auto v = router::url_decode(eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1));
+    auto k = router::query_decode(part.substr(0, eq));
+    auto v = router::query_decode(eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1));
     if (!k || !v) {
       ok = false;
       return out;
@@ -200,18 +200,6 @@ std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
     out.emplace(std::move(*k), std::move(*v));
   }
   return out;
-}
-
-std::optional<std::uint64_t> parse_u64(std::string_view s) {
-  if (s.empty() || s.size() > 19)
-    return std::nullopt;
-  std::uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9')
-      return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  return v;
 }
 
 bool token_equal(std::string_view a, std::string_view b) {
@@ -231,6 +219,18 @@ std::string_view next_segment(std::string_view& path) {
 }
 
 }  // namespace
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  if (s.empty() || s.size() > 19)
+    return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return v;
+}
 
 // -- reply hub -----------------------------------------------------------------
 
@@ -514,7 +514,9 @@ std::vector<std::string> router::routes() {
   return list;
 }
 
-std::optional<std::string> router::url_decode(std::string_view s) {
+namespace {
+
+std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -532,7 +534,7 @@ std::optional<std::string> router::url_decode(std::string_view s) {
         return std::nullopt;
       out.push_back(static_cast<char>(hi * 16 + lo));
       i += 2;
-    } else if (s[i] == '+') {
+    } else if (s[i] == '+' && plus_is_space) {
       out.push_back(' ');
     } else {
       out.push_back(s[i]);
@@ -540,6 +542,12 @@ std::optional<std::string> router::url_decode(std::string_view s) {
   }
   return out;
 }
+
+}  // namespace
+
+std::optional<std::string> router::url_decode(std::string_view s) { return percent_decode(s, false); }
+
+std::optional<std::string> router::query_decode(std::string_view s) { return percent_decode(s, true); }
 
 namespace {
 
@@ -626,13 +634,20 @@ std::string required_scope(std::string_view method, std::string_view rest, std::
     return "ws";
   if (rest.substr(0, 4) != "/fs/" && rest != "/fs")
     return "admin";
-  auto path = rest.substr(std::min<std::size_t>(rest.size(), 4));
-  if (path.substr(0, 13) == "memory/export")
+  // The rules read the path as the filesystem will serve it, decoded: on the
+  // raw path, "memory/%65xport" would pass for a file a read token may read.
+  auto parts = split_fs_path(rest.substr(3));
+  if (!parts)
+    return "read";  // answered 400 BAD_PATH, to anyone who may see the agent
+  std::string path;
+  for (auto& p : *parts)
+    path += (path.empty() ? "" : "/") + p;
+  if (path.starts_with("memory/export"))
     return "admin";  // a bundle holds every record of the agent
   if (read)
     return "read";
   // Policies are admin-written, agent-readable.
-  if (path.find("policy") != std::string_view::npos)
+  if (path.find("policy") != std::string::npos)
     return "admin";
   // Jobs are external effects; the gate and the budget still apply.
   if (path == "compute/new" || (path.starts_with("compute/jobs/") && path.ends_with("/cancel")))
@@ -647,7 +662,7 @@ std::string required_scope(std::string_view method, std::string_view rest, std::
     return ctl_command(body) == "terminate" ? "admin" : "write:ctl";
   if (path == "inbox")
     return "write:inbox";
-  if (path.substr(0, 6) == "goals/")
+  if (path.starts_with("goals/"))
     return "write:goals";
   if (path == "deadletter")
     return "write:deadletter";
@@ -676,7 +691,7 @@ std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done
   if (!ok || path.empty() || path.front() != '/')
     r = error_response(400, "BAD_REQUEST", "malformed request target");
   else if (path.find("/../") != std::string_view::npos || path.ends_with("/..")
-           || path.find("/./") != std::string_view::npos)
+           || path.find("/./") != std::string_view::npos || path.ends_with("/."))
     r = error_response(400, "BAD_PATH", "dot segments are not allowed in paths");
   else if (req.method == "HEAD" && (path.starts_with("/v1/") || path == "/metrics")) {
     // RFC 9110, 9.3.2: HEAD is GET without the content; the server writes
@@ -1100,6 +1115,16 @@ namespace {
 // Content type of POST .../inbox bodies that are signed envelopes.
 constexpr std::string_view envelope_content_type = "application/ticktock-envelope+json";
 
+// Whether a Content-Type names the envelope type: its media type, before any
+// parameters, compared without regard to case (RFC 9110, 8.3.1).
+bool is_envelope(std::string_view content_type) {
+  auto type = content_type.substr(0, content_type.find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t'))
+    type.remove_suffix(1);
+  return type.size() == envelope_content_type.size()
+         && strncasecmp(type.data(), envelope_content_type.data(), type.size()) == 0;
+}
+
 std::string hex_of(std::string_view bytes) {
   return identity::to_hex(
     std::span{reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
@@ -1411,7 +1436,7 @@ response router::enqueue(const request& req, const std::string& id) {
   auto body = json::parse(req.body, ec);
   if (ec)
     return error_response(400, "BAD_JSON", "the message must be JSON: " + ec.message());
-  if (req.header("content-type").starts_with(envelope_content_type)) {
+  if (is_envelope(req.header("content-type"))) {
     auto env = envelope_from_json(body, id);
     if (!env)
       return error_response(400, "BAD_ENVELOPE", env.error_value().message());

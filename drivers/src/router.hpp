@@ -89,6 +89,9 @@ response error_response(unsigned status, std::string_view code, std::string_view
                         std::string details_json = "{}");
 /// Maps a ticktock error to its HTTP status and body.
 response error_response(const error& err);
+/// A query's number: 1 to 19 decimal digits and nothing else (no sign, no
+/// space); nullopt otherwise.
+std::optional<std::uint64_t> parse_u64(std::string_view s);
 /// 405 METHOD_NOT_ALLOWED with an Allow header; HEAD is added wherever GET
 /// is allowed (router::handle answers it as a GET without the body).
 response method_not_allowed(std::string_view allowed);
@@ -206,8 +209,11 @@ public:
   /// Every route as "METHOD /path/{param}", for the OpenAPI check.
   static std::vector<std::string> routes();
 
-  /// Percent-decodes a path segment or query value; nullopt on bad escapes.
+  /// Percent-decodes a path segment (`+` is itself); nullopt on bad escapes.
   static std::optional<std::string> url_decode(std::string_view s);
+  /// Decodes a query name or value: as url_decode, and `+` is a space
+  /// (application/x-www-form-urlencoded, as browsers and curl -G send it).
+  static std::optional<std::string> query_decode(std::string_view s);
   /// Where a stream starts: after Last-Event-ID if the request has one (a
   /// client resuming), else at from_seq, else at `dflt`; nullopt if either is
   /// not a number.

@@ -291,10 +291,10 @@ response router::services_file(const request& req, const std::string& id,
         return method_not_allowed("GET");
       std::uint64_t from = 0;
       if (auto i = query.find("from"); i != query.end()) {
-        char* end = nullptr;
-        from = std::strtoull(i->second.c_str(), &end, 10);
-        if (i->second.empty() || *end != '\0' || i->second[0] == '-')
+        auto v = parse_u64(i->second);
+        if (!v)
           return error_response(400, "BAD_QUERY", "from is a number");
+        from = *v;
       }
       auto h = node_.wallet_history(id, from, 1000);
       if (!h)

@@ -130,6 +130,18 @@ TEST_CASE("an agent-scoped token reaches only its agent and only its scopes") {
   CHECK(f.call("GET", "/v1/agents", {}, tok).status == 403);
   CHECK(f.call("POST", "/v1/tokens", R"({"agent":"mine","scopes":["read"]})", tok).status == 403);
   CHECK(f.call("GET", "/v1/agents/mine/fs/memory/export", {}, tok).status == 403);
+  // Scopes are decided on the path as it is served, decoded: an escaped
+  // letter does not make the export (or a policy) another file.
+  for (auto* path : {"memory/%65xport", "%6demory/export", "%6D%65%6D%6F%72%79/%65%78%70%6F%72%74"}) {
+    INFO(path);
+    CHECK(f.call("GET", std::string{"/v1/agents/mine/fs/"} + path, {}, tok).status == 403);
+    CHECK(f.call("GET", std::string{"/v1/agents/mine/fs/"} + path + "?secrets=true", {}, tok).status
+          == 403);
+  }
+  CHECK(f.call("PUT", "/v1/agents/mine/fs/compute/%70olicy", "{}", tok).status == 403);
+  CHECK(f.call("GET", "/v1/agents/mine/fs/%73tatus", {}, tok).status == 200);
+  // A malformed path is the same 400 for a token as for the admin.
+  CHECK(f.call("PUT", "/v1/agents/mine/fs/goals/%zz", "x", tok).status == 400);
   // Policies are readable, never writable, with an agent token.
   CHECK(f.call("PUT", "/v1/agents/mine/fs/compute/policy", "{}", tok).status == 403);
   // A forged or tampered token is refused.
@@ -146,6 +158,14 @@ TEST_CASE("goals written from outside are applied by a tick") {
   REQUIRE(f.n->wait_idle(10s));
   auto g = parse(f.call("GET", "/v1/agents/g/fs/goals/ship"));
   CHECK(g.at("value").as_string() == "v1.0");
+  // `+` in a path is itself (a space only in a query, as forms send it).
+  CHECK(f.call("PUT", "/v1/agents/g/fs/goals/c++", "plus").status == 202);
+  CHECK(f.call("PUT", "/v1/agents/g/fs/goals/a%20b", "space").status == 202);
+  REQUIRE(f.n->wait_idle(10s));
+  CHECK(parse(f.call("GET", "/v1/agents/g/fs/goals/c%2B%2B")).at("value").as_string() == "plus");
+  CHECK(parse(f.call("GET", "/v1/agents/g/fs/goals/c++")).at("value").as_string() == "plus");
+  CHECK(parse(f.call("GET", "/v1/agents/g/fs/goals/a%20b")).at("value").as_string() == "space");
+  CHECK(f.call("GET", "/v1/agents/g/fs/goals/a+b").status == 404);
   CHECK(f.call("DELETE", "/v1/agents/g/fs/goals/ship").status == 202);
   REQUIRE(f.n->wait_idle(10s));
   CHECK(f.call("GET", "/v1/agents/g/fs/goals/ship").status == 404);
@@ -304,16 +324,21 @@ TEST_CASE("signed envelopes travel between nodes over HTTP, and forgeries and re
   auto env = a.call("POST", "/v1/agents/sender/fs/identity/envelope",
                     R"({"to":"rcpt","payload":"{\"hello\":1}"})");
   REQUIRE(env.status == 200);
-  auto deliver = [&](const std::string& body) {
+  auto deliver = [&](const std::string& body,
+                     std::string type = "application/ticktock-envelope+json") {
     request r;
     r.method = "POST";
     r.target = "/v1/agents/rcpt/inbox";
     r.body = body;
     r.headers["authorization"] = "Bearer admin-secret";
-    r.headers["content-type"] = "application/ticktock-envelope+json";
+    r.headers["content-type"] = std::move(type);
     return b.api->handle(r);
   };
-  auto ok = deliver(env.body);
+  // The media type is matched whole, in any case, with parameters after it
+  // (RFC 9110, 8.3.1): a longer name is a plain message, not an envelope.
+  CHECK(code_of(deliver("{}", "Application/Ticktock-Envelope+JSON")) == "BAD_ENVELOPE");
+  CHECK(code_of(deliver("{}", "application/ticktock-envelope+json ; charset=utf-8")) == "BAD_ENVELOPE");
+  auto ok = deliver(env.body, "application/TICKTOCK-envelope+json; charset=utf-8");
   CHECK(ok.status == 202);
   auto replay = deliver(env.body);
   CHECK(replay.status == 409);
@@ -345,6 +370,12 @@ TEST_CASE("signed envelopes travel between nodes over HTTP, and forgeries and re
   bad["extra"] = 1;
   CHECK(code_of(deliver(boost::json::serialize(bad))) == "BAD_ENVELOPE");
   CHECK(code_of(deliver("[]")) == "BAD_ENVELOPE");
+  // A longer type name is not the envelope type: a plain message.
+  CHECK(deliver("{\"plain\":1}", "application/ticktock-envelope+jsonx").status == 202);
+  REQUIRE(b.n->wait_idle(10s));
+  st = b.n->state<test::counter_state>("rcpt");
+  REQUIRE(st);
+  CHECK(st->seen.back() == "{\"plain\":1}");
 }
 
 TEST_CASE("nostr files: relays and publish answer clearly without a driver or without relays") {

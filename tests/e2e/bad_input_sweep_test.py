@@ -412,7 +412,7 @@ def build_cases(fx):
         ("upper case", "Upper"), ("all upper case", "C1"), ("129 characters", "a" * 129),
         ("10000 characters", "b" * 10000), ("encoded space", "sp%20ace"),
         ("plus as space", "c+1"), ("leading dash", "-dash"), ("leading underscore", "_x"),
-        ("leading dot", ".hidden"), ("one dot", "."), ("encoded dots", "%2e%2e"),
+        ("leading dot", ".hidden"), ("encoded dots", "%2e%2e"),
         ("encoded slash", "c1%2fx"), ("encoded NUL", "c1%00"), ("semicolon", "semi;colon"),
         ("colon", "a:b"), ("at sign", "a@b"), ("encoded newline", "a%0ab"),
         ("encoded e-acute", "%c3%a9t%c3%a9"), ("raw e-acute", "\u00e9t\u00e9"),
@@ -429,7 +429,8 @@ def build_cases(fx):
             status=400, code="INVALID_ID")
     for n, path, code in [("empty id in fs", "/v1/agents//fs/status", "INVALID_ID"),
                           ("upper-case id in inbox", "/v1/agents/C1/inbox", "INVALID_ID"),
-                          ("dot id in fs", "/v1/agents/./fs/status", "BAD_PATH")]:
+                          ("dot id in fs", "/v1/agents/./fs/status", "BAD_PATH"),
+                          ("dot id", "/v1/agents/.", "BAD_PATH")]:
         req("bad agent id", n, "POST" if path.endswith("inbox") else "GET", path,
             "{}" if path.endswith("inbox") else None, 400, code)
     # Valid ids that are not c1, though they look like it: never normalized to it.
@@ -578,6 +579,7 @@ def build_cases(fx):
         ("other half-encoded dot-dot", c + "/fs/goals/%2e."),
         ("encoded dot", c + "/fs/goals/%2e"),
         ("trailing dot", c + "/fs/status/."),
+        ("trailing dot after the agent", c + "/."),
         ("encoded slash", c + "/fs/goals/a%2fb"),
         ("encoded dot-dot-slash", c + "/fs/goals/..%2f..%2fetc%2fpasswd"),
         ("upper-case encoded slash", c + "/fs/memory/kv%2F..%2Fx"),
@@ -687,6 +689,15 @@ def build_cases(fx):
         http_request("POST", c + "/inbox", None, [("Transfer-Encoding", "chunked")])
         + (b"8000\r\n" + b"y" * 0x8000 + b"\r\n") * 5 + b"0\r\n\r\n",
         status=413, code="BODY_TOO_LARGE")
+    # Beast holds a trailer section whole before it parses it: it counts
+    # against the head's limit (431), or a client could grow it unbounded.
+    chunked_inbox = http_request("POST", c + "/inbox", None, [("Transfer-Encoding", "chunked")])
+    add("huge head", "a 17 KiB chunked trailer",
+        chunked_inbox + b'7\r\n{"n":1}\r\n0\r\nX-T: ' + b"t" * (HEAD_LIMIT + 1024) + b"\r\n\r\n",
+        status=431, code="HEADERS_TOO_LARGE")
+    add("huge head", "2,000 trailer fields",
+        chunked_inbox + b'7\r\n{"n":1}\r\n0\r\n' + b"X-T: tttttttt\r\n" * 2000 + b"\r\n",
+        status=431, code="HEADERS_TOO_LARGE")
     add("huge body", "Expect: 100-continue",
         http_request("PUT", c + "/fs/inbox", None, [("Content-Length", str(over)),
                                                     ("Expect", "100-continue")]),
@@ -860,6 +871,9 @@ def build_cases(fx):
         ("read token requeues", rd, "POST", c + "/fs/deadletter", ""),
         ("read token deletes the agent", rd, "DELETE", c, None),
         ("read token exports the agent", rd, "GET", c + "/fs/memory/export", None),
+        ("read token exports through an escape", rd, "GET", c + "/fs/memory/%65xport?secrets=true", None),
+        ("read token exports through an escaped namespace", rd, "GET", c + "/fs/%6demory/export", None),
+        ("read token sets the policy through an escape", rd, "PUT", c + "/fs/compute/%70olicy", "{}"),
         ("read token calls /a/", rd, "POST", "/a/%s/" % COUNTER, ""),
         ("read token signs", rd, "POST", c + "/fs/identity/sign", "x"),
         ("read token sets the agent policy", rd, "PUT", c + "/fs/compute/policy", "{}"),
@@ -902,6 +916,9 @@ def build_cases(fx):
         ("outbox limit=-5", c + "/fs/outbox?limit=-5", "BAD_QUERY"),
         ("trajectory from=-1", c + "/fs/logs/trajectory?from=-1", "BAD_QUERY"),
         ("trajectory from=x", c + "/fs/logs/trajectory?from=x", "BAD_QUERY"),
+        ("wallet history from=+5", c + "/fs/wallet/history?from=%2B5", "BAD_QUERY"),
+        ("wallet history from= 5", c + "/fs/wallet/history?from=%205", "BAD_QUERY"),
+        ("wallet history from of 20 digits", c + "/fs/wallet/history?from=99999999999999999999", "BAD_QUERY"),
         ("trajectory limit=abc", c + "/fs/logs/trajectory?limit=abc", "BAD_QUERY"),
         ("deadletter limit=abc", "/v1/agents/%s/fs/deadletter?limit=abc" % BROKEN, "BAD_QUERY"),
         ("deadletter limit=0", "/v1/agents/%s/fs/deadletter?limit=0" % BROKEN, "BAD_QUERY"),
