@@ -265,8 +265,18 @@ struct invocation {
   std::vector<std::string> args;
   bool json = false;
   std::optional<http_client> client;
+  bool has_token = false;
 
   const std::string& arg(std::size_t i) const { return args.at(i); }
+
+  // The server's one-line reason; a 401 to a request without a token says
+  // how the CLI takes one rather than how HTTP carries it.
+  std::string reason(const http_answer& a) const {
+    if (a.status == 401 && !has_token)
+      return "UNAUTHORIZED: no token given: pass --token TOKEN or set TICKTOCK_TOKEN (ticktockd "
+             "writes its admin token to DATA/admin.token)";
+    return error_line(a);
+  }
 
   int usage(const std::string& why) const {
     return fail(exit_usage, "usage: " + why + " (see ticktock " + cmd.name + " --help)");
@@ -285,7 +295,7 @@ struct invocation {
       return std::nullopt;
     }
     if (r.answer->status < 200 || r.answer->status >= 300) {
-      rc = fail(exit_server, error_line(*r.answer));
+      rc = fail(exit_server, reason(*r.answer));
       return std::nullopt;
     }
     return std::move(r.answer);
@@ -796,7 +806,7 @@ int tail(invocation& in) {
       case stream_end::http_error:
         // An answer, not a transport failure (the agent is gone, the token
         // is refused, ...): retrying would get the same answer again.
-        return fail(exit_server, error_line(*r.answer));
+        return fail(exit_server, in.reason(*r.answer));
       case stream_end::refused:
         say_dropped();
         break;
@@ -916,12 +926,21 @@ int verify(invocation& in) {
 void export_options(po::options_description& d) {
   d.add_options()("secrets", po::bool_switch(),
                   "include the agent's secret keys, in the clear, so the importing node keeps "
-                  "its keys (guard the file)");
+                  "its keys (guard the file)")(
+    "allow-broken", po::bool_switch(),
+    "write the bundle even if its trajectory does not verify (import refuses such a bundle; "
+    "for inspecting a damaged agent)");
 }
 
 int export_bundle(invocation& in) {
   int rc = exit_ok;
-  auto query = in.vm["secrets"].as<bool>() ? "?secrets=true" : "";
+  std::string query;
+  if (in.vm["secrets"].as<bool>())
+    query += "&secrets=true";
+  if (in.vm["allow-broken"].as<bool>())
+    query += "&allow_broken=true";
+  if (!query.empty())
+    query[0] = '?';
   auto a = in.call("GET", agent_target(in.arg(0)) + "/fs/memory/export" + query, rc, {},
                    {{"Accept", "application/octet-stream"}});
   if (!a)
@@ -1029,7 +1048,9 @@ const std::vector<command>& commands() {
      no_options, verify},
     {"export", "ID FILE", 2, 2, "save an agent bundle to FILE ('-' for stdout)",
      "Without --secrets the bundle holds the agent's public keys only: the importing\n"
-     "node gives it new keys and keeps the old public key to verify old records.",
+     "node gives it new keys and keeps the old public key to verify old records.\n"
+     "Fails (exit 1, nothing written) if the bundle would not import: a trajectory\n"
+     "that does not verify; --allow-broken writes it anyway.",
      export_options, export_bundle},
     {"import", "FILE", 1, 1, "create an agent from a bundle file ('-' for stdin)", "", no_options,
      import_bundle},
@@ -1043,7 +1064,8 @@ po::options_description global_options() {
   po::options_description d{"global options"};
   d.add_options()("help,h", "show help")(
     "url", po::value<std::string>(), "server URL (env TICKTOCK_URL, default http://127.0.0.1:7070)")(
-    "token", po::value<std::string>(), "admin token (env TICKTOCK_TOKEN)")(
+    "token", po::value<std::string>(),
+    "the admin token, or an agent's capability token (env TICKTOCK_TOKEN)")(
     "request-id", po::value<std::string>(),
     "X-Request-Id of every request, so the server's log lines and the ticks they set off "
     "carry it (env TICKTOCK_REQUEST_ID; 1 to 128 letters, digits and -_.:/+=@)")(
@@ -1226,6 +1248,7 @@ int run(int argc, char** argv) {
   if ((in.vm.count("request-id") || !request_id.empty()) && !ticktock::valid_request_id(request_id))
     return in.usage("--request-id is 1 to 128 letters, digits and -_.:/+=@ (the server would "
                     "ignore another)");
+  in.has_token = !token.empty();
   in.client.emplace(*address, token,
                     std::chrono::milliseconds{static_cast<std::int64_t>(timeout * 1000)});
   in.client->set_request_id(request_id);

@@ -554,7 +554,8 @@ expected<std::size_t> node::requeue(const std::string& id, const std::vector<std
 
 // -- moving agents -------------------------------------------------------------
 
-expected<std::string> node::export_bundle(const std::string& id, bool include_secrets) const {
+expected<std::string> node::export_bundle(const std::string& id, bool include_secrets,
+                                          bool allow_broken) const {
   auto ok = checked(id);
   if (!ok)
     return ok.error_value();
@@ -568,6 +569,13 @@ expected<std::string> node::export_bundle(const std::string& id, bool include_se
   auto out = core_->store->export_agent(id, secret);
   if (secret)
     sodium_memzero(secret->data(), secret->size());
+  if (out && !allow_broken)
+    // A bundle that import refuses is no copy of the agent: said now, before
+    // anyone deletes the agent trusting it.
+    if (auto check = storage::read_bundle_identity(*out); !check)
+      return error{errc::corrupt_record, "agent '" + id + "' would not import from its bundle ("
+                                           + check.error_value().message()
+                                           + "); export it anyway with allow_broken to inspect it"};
   return out;
 }
 

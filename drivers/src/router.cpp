@@ -358,12 +358,18 @@ void router::ticket::cancel() {
 
 response error_response(unsigned status, std::string_view code, std::string_view message,
                         std::string details_json) {
+  // A message may repeat what the client sent (an id, a name): kept to a
+  // length one reads, whatever was sent.
+  constexpr std::size_t max_message_bytes = 1024;
+  auto text = to_valid_utf8(message);
+  if (text.size() > max_message_bytes)
+    text = std::string{utf8_prefix(text, max_message_bytes)} + "...";
   response r;
   r.status = status;
   boost::system::error_code ec;
   auto details = json::parse(details_json, ec);
   r.body = to_json(json::object{
-    {"error", json::object{{"code", code}, {"message", to_valid_utf8(message)},
+    {"error", json::object{{"code", code}, {"message", text},
                            {"details", ec ? json::value(json::object{}) : details}}}});
   return r;
 }
@@ -594,6 +600,9 @@ router::principal router::authenticate(const request& req,
       token = i->second;
   if (token.empty()) {
     p.problem = "a token is required (Authorization: Bearer, the ticktock_token cookie, or ?token=)";
+    if (!auth.empty() && (auth.size() <= 7 || strncasecmp(auth.data(), "Bearer ", 7) != 0))
+      // (The header is not repeated: it may be the token itself.)
+      p.problem = "the Authorization header must be 'Bearer <token>'; no other scheme is accepted";
     return p;
   }
   if (token_equal(token, options_.admin_token)) {
@@ -963,7 +972,10 @@ response router::agents(const request& req, const std::map<std::string, std::str
     return *dup;
   boost::system::error_code ec;
   auto body = json::parse(req.body, ec);
-  if (ec || !body.is_object())
+  if (ec)
+    return error_response(400, "BAD_JSON", "the body must be a JSON object {\"id\",\"type\",\"config\"}: "
+                                             + ec.message());
+  if (!body.is_object())
     return error_response(400, "BAD_JSON", "the body must be a JSON object {\"id\",\"type\",\"config\"}");
   auto& o = body.as_object();
   for (auto& [k, v] : o)
@@ -971,8 +983,11 @@ response router::agents(const request& req, const std::map<std::string, std::str
       return error_response(400, "UNKNOWN_FIELD", "unknown field '" + std::string{k} + "'");
   auto* id = o.if_contains("id");
   auto* type = o.if_contains("type");
-  if (!id || !id->is_string() || !type || !type->is_string())
-    return error_response(400, "BAD_FIELD", "\"id\" and \"type\" must be strings");
+  for (auto [name, field] : {std::pair{"id", id}, std::pair{"type", type}})
+    if (!field || !field->is_string())
+      return error_response(400, "BAD_FIELD", "\"" + std::string{name} + "\" "
+                                                + (field ? "must be a string" : "is missing"),
+                            to_json(json::object{{"field", name}}));
   std::string config;
   if (auto* c = o.if_contains("config"); c && !c->is_null())
     config = c->is_string() ? std::string{c->as_string()} : to_json(*c);
@@ -1572,9 +1587,11 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     if (m != "GET")
       return route(method_not_allowed("GET"));
     auto from = from_seq(0);
+    if (!from)
+      return route(error_response(400, "BAD_QUERY", "from_seq and Last-Event-ID are numbers"));
     auto lim = limit();
-    if (!from || !lim)
-      return route(error_response(400, "BAD_QUERY", "from_seq, Last-Event-ID and limit are numbers"));
+    if (!lim)
+      return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));
     if (want_stream)
       return route(stream_of(stream_kind::outbox, id, *from));
     auto events = node_.outbox(id, *from, *lim);
@@ -1616,8 +1633,11 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   if (name == "memory" && parts.size() == 2 && parts[1] == "export") {
     if (m != "GET")
       return route(method_not_allowed("GET"));
-    bool secrets = query.count("secrets") && query.at("secrets") != "false" && query.at("secrets") != "0";
-    auto bundle = node_.export_bundle(id, secrets);
+    auto flag = [&](const char* name) {
+      auto i = query.find(name);
+      return i != query.end() && i->second != "false" && i->second != "0";
+    };
+    auto bundle = node_.export_bundle(id, flag("secrets"), flag("allow_broken"));
     if (!bundle)
       return route(error_response(bundle.error_value()));
     response r;

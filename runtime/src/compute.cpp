@@ -1,4 +1,5 @@
 #include "ticktock/runtime/compute.hpp"
+#include "ticktock/runtime/text.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -35,14 +36,16 @@ std::string_view kind_of(const json::value& v) {
 
 std::string_view sv(const json::string& s) { return {s.data(), s.size()}; }
 
-// Parses text that must be one JSON object; `what` names it in errors.
-expected<json::value> parse_object(std::string_view text, std::string_view what) {
+// Parses text that must be one JSON object; `what`, if any, names it in
+// errors (a caller that names it itself passes none).
+expected<json::value> parse_object(std::string_view text, std::string_view what = {}) {
+  std::string prefix = what.empty() ? "" : std::string{what} + ": ";
   boost::system::error_code ec;
   json::value v = json::parse(json::string_view{text.data(), text.size()}, ec);
   if (ec)
-    return invalid(std::string{what} + ": not valid JSON (" + ec.message() + ")");
+    return invalid(prefix + "not valid JSON (" + ec.message() + ")");
   if (!v.is_object())
-    return invalid(std::string{what} + ": must be a JSON object, not " + std::string{kind_of(v)});
+    return invalid(prefix + "must be a JSON object, not " + std::string{kind_of(v)});
   return v;
 }
 
@@ -52,16 +55,6 @@ bool valid_provider_name(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
   });
-}
-
-// The longest prefix of s of at most n bytes that does not split a UTF-8
-// sequence.
-std::string_view utf8_prefix(std::string_view s, std::size_t n) {
-  if (s.size() <= n)
-    return s;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
-    --n;
-  return s.substr(0, n);
 }
 
 }  // namespace
@@ -74,10 +67,11 @@ std::string_view to_string(request_kind kind) noexcept {
 
 expected<request> parse_request(std::string_view text) {
   if (text.size() > max_request_bytes)
-    return error{errc::message_too_large, "compute request: " + std::to_string(text.size())
-                                            + " bytes, more than the limit of "
+    return error{errc::message_too_large, std::to_string(text.size()) + " bytes, more than the limit of "
                                             + std::to_string(max_request_bytes)};
-  auto parsed = parse_object(text, "compute request");
+  // Callers name the request (the gate: "compute request: ..."), as for the
+  // errors of its fields.
+  auto parsed = parse_object(text);
   if (!parsed)
     return parsed.error_value();
   auto& obj = parsed->as_object();

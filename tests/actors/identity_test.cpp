@@ -324,6 +324,16 @@ TEST_CASE("trajectory records are signed, and tampering names the first bad reco
   CHECK_FALSE(rep->ok);
   CHECK(rep->first_bad == std::optional<std::uint64_t>{2});
   CHECK(rep->reason.find("bad signature") != std::string::npos);
+  // Its bundle would not import, so export says so instead of handing out a
+  // copy that someone might delete the agent for; allow_broken writes it.
+  auto refused = n->export_bundle("a");
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error_value().code() == errc::corrupt_record);
+  CHECK(refused.error_value().message().find("bad signature") != std::string::npos);
+  auto broken = n->export_bundle("a", false, true);
+  REQUIRE(broken);
+  CHECK(storage::read_bundle_identity(*broken).error_value().message().find("bad signature")
+        != std::string::npos);
 }
 
 TEST_CASE("bundles carry secrets only on request, and import re-seals or re-keys") {
@@ -377,7 +387,8 @@ TEST_CASE("a bundle changed on its way is refused before anything of it is store
   REQUIRE(dst->import_bundle(*good));
   REQUIRE_FALSE(dst->terminate("a"));
   auto refused = [&](const std::string& why) {
-    auto b = src->export_bundle("a");
+    CHECK(src->export_bundle("a").error_value().code() == errc::corrupt_record);
+    auto b = src->export_bundle("a", false, /*allow_broken=*/true);
     REQUIRE(b);
     auto r = dst->import_bundle(*b);
     REQUIRE_FALSE(r);

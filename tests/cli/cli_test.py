@@ -276,7 +276,7 @@ def test_no_server():
 
 def test_auth():
     expect(cli("agents", "ls", token="wrong"), 1, err="UNAUTHORIZED")
-    expect(cli("agents", "ls", token=None), 1, err="UNAUTHORIZED")
+    expect(cli("agents", "ls", token=None), 1, err="UNAUTHORIZED: no token given: pass --token TOKEN or set TICKTOCK_TOKEN")
     # --token wins over TICKTOCK_TOKEN, --url over TICKTOCK_URL
     expect(cli("agents", "ls", "--token", TOKEN, token="wrong"), 0)
     expect(cli("agents", "ls", "--url", SERVER.url, url="http://127.0.0.1:9"), 0)
@@ -555,6 +555,14 @@ def test_verify_detects_corruption():
     v = json.loads(expect(cli("verify", "v2", "--json"), 1).stdout)
     check(v["ok"] is False and "first_bad" in v, "verify --json of a broken chain: %r" % v)
     check(("first bad record %d" % v["first_bad"]) in p.stderr, "stderr names the record", p)
+    # Its bundle would not import: export refuses to write it (the recipe
+    # `export && agents rm && import` stops before the rm), unless asked.
+    bundle = os.path.join(ARGS.work, "v2.bundle")
+    expect(cli("export", "v2", bundle), 1, err="would not import")
+    check(not os.path.exists(bundle) and not os.path.exists(bundle + ".part"),
+          "a refused export writes nothing")
+    expect(cli("export", "v2", bundle, "--allow-broken"), 0, out="exported v2 to")
+    expect(cli("import", bundle), 1, err="does not verify")
     expect(cli("verify", "c1"), 0)
 
 

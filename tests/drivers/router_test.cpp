@@ -91,6 +91,23 @@ TEST_CASE("bad requests get the right status and error code") {
   CHECK(f.call("GET", "/v1/agents/%zz/fs/status").status == 400);
   CHECK(f.call("GET", "/v1/agents/c1/fs/../../etc/passwd").status == 400);
   CHECK(f.call("GET", "/v1/agents/c1/fs/nothing").status == 404);
+  // Messages say what is wrong, and keep what the client sent short.
+  auto message_of = [](const response& r) {
+    return std::string{parse(r).at("error").at("message").as_string()};
+  };
+  auto missing = f.call("POST", "/v1/agents", R"({"id":"x2"})");
+  CHECK(code_of(missing) == "BAD_FIELD");
+  CHECK(message_of(missing) == "\"type\" is missing");
+  CHECK(message_of(f.call("POST", "/v1/agents", R"({"id":1,"type":"counter"})"))
+        == "\"id\" must be a string");
+  std::string deep = R"({"id":"x3","type":"counter","config":)" + std::string(40, '[')
+                     + std::string(40, ']') + "}";
+  CHECK(message_of(f.call("POST", "/v1/agents", deep)).find("too deep") != std::string::npos);
+  CHECK(message_of(f.call("GET", "/v1/agents/c1/fs/outbox?limit=10001")) == "limit is 1 to 10000");
+  auto long_job = f.call("GET", "/v1/agents/c1/fs/compute/jobs/" + std::string(5000, 'j'));
+  CHECK(code_of(long_job) == "NO_SUCH_JOB");
+  CHECK(message_of(long_job).size() <= 1030);
+  CHECK(message_of(long_job).ends_with("..."));
 }
 
 TEST_CASE("the admin token is accepted as bearer, cookie or query and nothing else") {
@@ -112,7 +129,10 @@ TEST_CASE("the admin token is accepted as bearer, cookie or query and nothing el
   r.headers["authorization"] = "Bearer ADMIN-SECRET";
   CHECK(f.api->handle(r).status == 401);
   r.headers["authorization"] = "Basic admin-secret";
-  CHECK(f.api->handle(r).status == 401);
+  auto basic = f.api->handle(r);
+  CHECK(basic.status == 401);
+  CHECK(basic.body.find("must be 'Bearer <token>'") != std::string::npos);
+  CHECK(basic.body.find("admin-secret") == std::string::npos);
   CHECK(f.call("GET", "/healthz", {}, "").status == 200);
 }
 

@@ -148,7 +148,11 @@ public:
   /// Every record of the agent as one bundle (a consistent snapshot). The
   /// secret keys are left out unless `include_secrets` (then they are in the
   /// clear: guard the file) so that another node can re-seal them.
-  expected<std::string> export_bundle(const std::string& id, bool include_secrets = false) const;
+  /// The bundle is checked as import_bundle checks it (its trajectory must
+  /// verify, its state match): one that would not import answers
+  /// corrupt_record, unless `allow_broken` (to inspect a damaged agent).
+  expected<std::string> export_bundle(const std::string& id, bool include_secrets = false,
+                                      bool allow_broken = false) const;
   /// Creates the agent of a bundle from export_bundle (possibly from another
   /// node) and returns its id. With secrets in the bundle the agent keeps its
   /// keys (re-sealed with this node's master key); without, it gets new ones

@@ -16,4 +16,8 @@ bool is_valid_utf8(std::string_view s) noexcept;
 /// JSON text, which must be UTF-8.
 std::string to_valid_utf8(std::string_view s);
 
+/// The longest prefix of `s` of at most `n` bytes that does not split a
+/// UTF-8 sequence.
+std::string_view utf8_prefix(std::string_view s, std::size_t n) noexcept;
+
 }  // namespace ticktock
