@@ -326,6 +326,26 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
 
 // LOAD: meta, state and pending inbox. False if the agent cannot run (it is
 // then marked errored).
+// The ticks_per_minute window outlives the actor: an agent loaded by a
+// restarted node (or woken from hibernation) counts the ticks its trajectory
+// records in the last minute (at most the last 10,000), so that a node that
+// restarts, or crash-loops, does not reset the limit.
+void seed_tick_window(self_ptr self) {
+  auto& st = self->state;
+  auto tpm = st.host->limits().ticks_per_minute;
+  const auto& meta = st.host->meta();
+  auto now = st.core->clock->now();
+  if (tpm == 0 || meta.trajectory_next == 0 || now - meta.last_tick >= std::chrono::minutes{1})
+    return;
+  auto n = std::min<std::uint64_t>({tpm, meta.trajectory_next, 10000});
+  auto steady = std::chrono::steady_clock::now();
+  for (auto& r : st.core->store->read_trajectory(meta.id, meta.trajectory_next - n, n)) {
+    auto age = now - r.start;
+    if (age >= duration::zero() && age < std::chrono::minutes{1})
+      st.recent.push_back(steady - std::chrono::duration_cast<std::chrono::steady_clock::duration>(age));
+  }
+}
+
 bool load(self_ptr self, const std::string& id) {
   auto& st = self->state;
   auto& store = *st.core->store;
@@ -355,6 +375,7 @@ bool load(self_ptr self, const std::string& id) {
     return false;
   }
   st.direct_next = st.host->meta().direct_next;
+  seed_tick_window(self);
   refill(self);
   return true;
 }
