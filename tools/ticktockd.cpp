@@ -32,6 +32,7 @@
 #include <ticktock/drivers/nostr_driver.hpp>
 #include <ticktock/drivers/http_fetch.hpp>
 #include <ticktock/drivers/openai_provider.hpp>
+#include <ticktock/runtime/detail/json_check.hpp>
 #include <ticktock/runtime/plugin.hpp>
 #include <ticktock/ticktock.hpp>
 
@@ -103,6 +104,9 @@ po::parsed_options parse_config_file(const std::string& path, const po::options_
     throw std::runtime_error("config file " + path + " is not valid JSON: " + ec.message());
   if (!v.is_object())
     throw std::runtime_error("config file " + path + " is not a JSON object");
+  // Boost.JSON keeps the last of two equal keys: one would be dropped unseen.
+  if (auto scan = ticktock::detail::scan_json(ss.str()); !scan.duplicate.empty())
+    throw std::runtime_error("config file " + path + " names '" + scan.duplicate + "' twice");
   po::parsed_options parsed{&desc};
   for (auto& [k, val] : v.as_object()) {
     std::string key{k};
@@ -407,8 +411,7 @@ int main(int argc, char** argv) {
                                       auto name = env.substr(9);
                                       for (auto& c : name)
                                         c = c == '_' ? '-' : static_cast<char>(std::tolower(c));
-                                      return desc.find_nothrow(name, false) && name != "config"
-                                                 && name != "help"
+                                      return desc.find_nothrow(name, false) && name != "help"
                                                ? name
                                                : std::string{};
                                     }));
@@ -552,6 +555,27 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: --cors-origin: %s\n", err.message().c_str());
     return 2;
   }
+  // Plugins are options too: one that does not load stops ticktockd
+  // before the data directory is touched.
+  auto registry = ticktock::builtin::registry();
+  std::vector<std::string> plugin_lines;
+  if (vm.count("plugin"))
+    for (auto& path : vm["plugin"].as<std::vector<std::string>>()) {
+      if (path.empty()) {  // dlopen("") would open ticktockd itself
+        std::fprintf(stderr, "ticktockd: --plugin: the path is empty\n");
+        return 2;
+      }
+      auto before = registry.names();
+      if (auto err = ticktock::load_plugin(path, registry)) {
+        std::fprintf(stderr, "ticktockd: %s\n", err.to_string().c_str());
+        return 2;
+      }
+      std::string added;
+      for (auto& name : registry.names())
+        if (std::find(before.begin(), before.end(), name) == before.end())
+          added += (added.empty() ? "" : ",") + name;
+      plugin_lines.push_back("event=plugin path=" + path + " types=" + added);
+    }
   // Held until exit (the descriptor is never closed).
   try {
     lock_data_dir(data);
@@ -571,6 +595,8 @@ int main(int argc, char** argv) {
   bool quiet = vm["quiet"].as<bool>();
   if (!quiet)
     http.log = log_line;
+  for (auto& line : plugin_lines)
+    log_line(line);
 
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop_signals;
@@ -579,20 +605,6 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto registry = ticktock::builtin::registry();
-  if (vm.count("plugin"))
-    for (auto& path : vm["plugin"].as<std::vector<std::string>>()) {
-      auto before = registry.names();
-      if (auto err = ticktock::load_plugin(path, registry)) {
-        std::fprintf(stderr, "ticktockd: %s\n", err.to_string().c_str());
-        return 1;
-      }
-      std::string added;
-      for (auto& name : registry.names())
-        if (std::find(before.begin(), before.end(), name) == before.end())
-          added += (added.empty() ? "" : ",") + name;
-      log_line("event=plugin path=" + path + " types=" + added);
-    }
   auto node = ticktock::node::open(opts, std::move(registry));
   if (!node) {
     std::fprintf(stderr, "ticktockd: %s\n", node.error_value().to_string().c_str());

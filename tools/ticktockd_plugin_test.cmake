@@ -1,5 +1,5 @@
 # ticktockd --plugin loads the example plugin's types; a bad plugin path is a
-# clear startup error with exit code 1.
+# clear startup error with exit code 2, before the data directory is made.
 file(REMOVE_RECURSE ${WORK})
 execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --listen 127.0.0.1:0 --plugin ${PLUGIN}
                         --exit-after-ms 300
@@ -27,17 +27,28 @@ execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --listen 127.0.0.1:0 --plugi
                         --plugin ${PLUGIN} --exit-after-ms 0
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
 string(FIND "${err}" "'greeter', which is already registered" pos)
-if(NOT rc EQUAL 1 OR pos EQUAL -1)
-  message(FATAL_ERROR "a plugin loaded twice should exit 1 naming its type, got ${rc}: ${err}")
+if(NOT rc EQUAL 2 OR pos EQUAL -1)
+  message(FATAL_ERROR "a plugin loaded twice should exit 2 naming its type, got ${rc}: ${err}")
 endif()
+file(REMOVE_RECURSE ${WORK})
 execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --listen 127.0.0.1:0 --plugin /nonexistent.so
                         --exit-after-ms 300
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
-if(NOT rc EQUAL 1)
-  message(FATAL_ERROR "a missing plugin should exit 1, got ${rc}")
+if(NOT rc EQUAL 2)
+  message(FATAL_ERROR "a missing plugin should exit 2, got ${rc}")
 endif()
 string(FIND "${err}" "/nonexistent.so" pos)
 if(pos EQUAL -1)
   message(FATAL_ERROR "the error does not name the plugin: ${err}")
+endif()
+if(EXISTS ${WORK})
+  message(FATAL_ERROR "a plugin that does not load left a data directory behind")
+endif()
+execute_process(COMMAND ${TICKTOCKD} --data ${WORK} --listen 127.0.0.1:0 --plugin ""
+                        --exit-after-ms 300
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
+string(FIND "${err}" "the path is empty" pos)
+if(NOT rc EQUAL 2 OR pos EQUAL -1)
+  message(FATAL_ERROR "an empty plugin path should exit 2 saying so, got ${rc}: ${err}")
 endif()
 file(REMOVE_RECURSE ${WORK})

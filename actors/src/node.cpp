@@ -250,11 +250,17 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   core->store->for_each_agent([&](const storage::store::agent_summary& a) {
     std::string reason;
     if (a.errored) {
-      errored.push_back(a.id);
       auto mark = core->store->errored_mark(a.id);
       reason = mark ? *mark : "agent record is corrupt or marked errored";
+    } else if (auto unknown = core->registry.check(a.type)) {
+      // Errored from the start, so that no send is accepted for it, but not
+      // marked in the store: with its type registered again (its plugin
+      // loaded) the agent runs as before.
+      reason = unknown.to_string();
     }
-    core->dir->add(a.id, a.type, a.errored, reason);
+    if (!reason.empty())
+      errored.push_back(a.id);
+    core->dir->add(a.id, a.type, !reason.empty(), reason);
     return true;
   });
   std::uint64_t total = 0;
@@ -463,7 +469,7 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   storage::enqueue_op op;
   op.agent = id;
   op.entry = std::move(*entry);
-  op.depth_limit = core_->options.limits.inbox_limit;
+  op.depth_limit = opts.ignore_depth_limit ? 0 : core_->options.limits.inbox_limit;
   op.request_digest = digest;
   auto* core = core_.get();
   // Count the write as outstanding from now on, so wait_idle does not

@@ -183,6 +183,9 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
   // outgrew its limit).
   websocket::close_reason close_reason{websocket::close_code::normal};
   bool agent_gone = false;  // deleted: no more triggers go to its id
+  // The open trigger was refused (the connection closes): the agent never
+  // saw the connection, so it gets no close trigger either.
+  std::atomic<bool> open_refused{false};
 
   // False when the frame would take the bytes queued past the limit: the
   // frames waiting are dropped (the one being written goes on) and a close
@@ -427,7 +430,9 @@ struct http_server::impl {
   // (the encoded event is a little larger than the frame) gets 1009, as a
   // frame over the read limit does; an errored agent 1011; a storage failure
   // 1013 (try again later); a deleted agent or a stopping node 1001. A frame
-  // over the inbox limit is not refused: it went to the deadletter.
+  // over the inbox limit is not refused: it went to the deadletter. An open
+  // over it is, with 1013 (try again later): the agent is not told of a
+  // connection it could not be told of in order.
   static std::optional<websocket::close_reason> ws_refusal(const error& err) {
     using cc = websocket::close_code;
     std::string why{to_string(err.code())};
@@ -444,17 +449,27 @@ struct http_server::impl {
   }
 
   void ws_trigger(const std::shared_ptr<ws_connection>& conn, ws_event ev) {
-    if (conn->agent_gone)
+    bool open = ev.event == ws_event::kind::open;
+    bool close = ev.event == ws_event::kind::close;
+    if (conn->agent_gone || (close && conn->open_refused))
       return;
     send_options opts;
     opts.kind = trigger_kind::ws;
     opts.request_id = conn->request_id;
+    // The agent hears of the close of every connection whose open it was
+    // given, over the inbox limit too: at most one per open connection.
+    opts.ignore_depth_limit = close;
     n.send_async(conn->agent, ev.encode(), opts,
-                 [this, weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {
+                 [this, open, weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {
                    if (r)
                      return;
                    auto reason = ws_refusal(r.error_value());
+                   if (open && !reason)
+                     reason = websocket::close_reason{websocket::close_code::try_again_later,
+                                                      std::string{to_string(r.error_value().code())}};
                    auto c = weak.lock();
+                   if (c && open)
+                     c->open_refused = true;
                    if (!reason || !c)
                      return;
                    asio::post(c->ws.get_executor(), [this, c, reason = std::move(*reason)] {

@@ -1523,6 +1523,40 @@ class WebSocketLimitTest(ServerCase):
         self.assertServing()
 
 
+class WebSocketInboxLimitTest(ServerCase):
+    # Two ticks a minute (the init tick and the open) and two waiting
+    # triggers: what follows waits, and the inbox stays full for the test.
+    server_args = ("--inbox-limit", "2", "--ticks-per-minute", "2")
+
+    def test_the_agent_hears_every_close_of_a_connection_it_saw_open(self):
+        # Bug: open and close counted against the inbox limit like frames, so
+        # a close over it went to the deadletter and the agent never learned
+        # the connection had ended.
+        s = self.server
+        s.create("ws-full", "counter")
+        auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
+        ws = WebSocketClient(s.port, "/v1/agents/ws-full/ws", auth, timeout=5)
+        self.assertEqual(ws.status, 101, ws.head)
+        s.wait_for(lambda: s.status("ws-full")["last_tick"] == 2, "the open's tick")
+        for i in range(4):
+            ws.send_text("f%d" % i)
+        deadletter = lambda: s.get("/v1/agents/ws-full/fs/deadletter").json()["entries"]
+        s.wait_for(lambda: len(deadletter()) == 2, "two frames over the limit in the deadletter")
+        ws.close()
+        s.wait_for(lambda: s.status("ws-full")["queue_depth"] == 3, "the close queued over the limit")
+        self.assertEqual(len(deadletter()), 2)
+        # An open over the limit is refused (1013, try again later), and the
+        # agent, which never saw that connection, gets no close of it either.
+        ws = WebSocketClient(s.port, "/v1/agents/ws-full/ws", auth, timeout=5)
+        self.assertEqual(ws.status, 101, ws.head)
+        self.assertEqual(ws.recv(), (0x8, struct.pack("!H", 1013) + b"INBOX_FULL"))
+        ws.sock.close()
+        s.wait_for(lambda: len(deadletter()) == 3, "the refused open in the deadletter")
+        time.sleep(0.3)
+        self.assertEqual(s.status("ws-full")["queue_depth"], 3)
+        self.assertServing()
+
+
 class WebSocketBackpressureTest(ServerCase):
     def test_a_client_that_does_not_read_is_closed_with_1008(self):
         # Bug: the frames queued for a client that did not read grew without
@@ -1734,6 +1768,24 @@ class ConfigTest(unittest.TestCase):
             # SIGINT drains and exits 0, like SIGTERM.
             proc.send_signal(signal.SIGINT)
             self.assertEqual(proc.wait(30), 0)
+
+    def test_the_config_file_from_the_environment_and_keys_given_twice(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-config-") as tmp:
+            data, config = os.path.join(tmp, "data"), os.path.join(tmp, "c.json")
+            with open(config, "w") as f:
+                f.write('{"listen": "127.0.0.1:0", "durability": "sync"}')
+            env = dict(os.environ, TICKTOCK_CONFIG=config)
+            run = subprocess.run([ticktockd_path(), "--data", data, "--exit-after-ms", "200"],
+                                 env=env, capture_output=True, text=True, timeout=30)
+            self.assertEqual(run.returncode, 0, run)
+            self.assertIn("durability=sync", run.stdout + run.stderr)
+            # Boost.JSON would keep the second: the file is refused instead.
+            with open(config, "w") as f:
+                f.write('{"listen": "127.0.0.1:0", "max-body": 10, "max-body": 20}')
+            run = subprocess.run([ticktockd_path(), "--data", data, "--config", config],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertEqual(run.returncode, 2, run)
+            self.assertIn("names 'max-body' twice", run.stderr)
 
     def test_http_threads(self):
         def threads(pid, name):

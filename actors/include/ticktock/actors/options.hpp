@@ -152,6 +152,10 @@ struct send_options {
   /// The HTTP request that delivers the trigger (its X-Request-Id), if any:
   /// stored with it and reported in the tick_event of its tick.
   std::string request_id;
+  /// Queued even when the inbox is at its depth limit (which would move it
+  /// to the deadletter): for a trigger the agent must not miss, such as the
+  /// close of a WebSocket connection whose open it was given.
+  bool ignore_depth_limit = false;
 };
 
 /// Acknowledgement of a durable inbox write.
