@@ -186,6 +186,7 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
   // The open trigger was refused (the connection closes): the agent never
   // saw the connection, so it gets no close trigger either.
   std::atomic<bool> open_refused{false};
+  std::atomic<bool> close_sent{false};  // the close trigger went out (once)
 
   // False when the frame would take the bytes queued past the limit: the
   // frames waiting are dropped (the one being written goes on) and a close
@@ -448,6 +449,13 @@ struct http_server::impl {
     }
   }
 
+  // The connection's close trigger, once: when its client's close frame
+  // arrives, or when the connection ends without one.
+  void ws_close_trigger(const std::shared_ptr<ws_connection>& conn) {
+    if (!conn->close_sent.exchange(true))
+      ws_trigger(conn, {ws_event::kind::close, conn->id, {}, false});
+  }
+
   void ws_trigger(const std::shared_ptr<ws_connection>& conn, ws_event ev) {
     bool open = ev.event == ws_event::kind::open;
     bool close = ev.event == ws_event::kind::close;
@@ -549,6 +557,14 @@ struct http_server::impl {
       conn->go_away();  // stop() may have gone through ws_conns before
     log("event=ws_open agent=" + agent + " connection=" + id);
     ws_trigger(conn, {ws_event::kind::open, id, {}, false});
+    // The agent hears of the close as the client's close frame arrives: the
+    // read ends only after the TCP teardown, which a client that keeps its
+    // socket open holds back for the handshake timeout.
+    conn->ws.control_callback([this, weak = std::weak_ptr<ws_connection>(conn)](
+                                websocket::frame_type kind, beast::string_view) {
+      if (auto c = weak.lock(); c && kind == websocket::frame_type::close)
+        ws_close_trigger(c);
+    });
     beast::flat_buffer buffer;
     for (;;) {
       auto [rec, n_read] = co_await conn->ws.async_read(buffer, use_nothrow);
@@ -564,7 +580,7 @@ struct http_server::impl {
       std::lock_guard<std::mutex> guard{ws_mtx};
       ws_conns.erase(id);
     }
-    ws_trigger(conn, {ws_event::kind::close, id, {}, false});
+    ws_close_trigger(conn);
     log("event=ws_close agent=" + agent + " connection=" + id);
   }
 
@@ -1389,7 +1405,7 @@ void http_server::stop() {
     // connection as open after a restart (when its id is given out again).
     std::lock_guard<std::mutex> guard{p.ws_mtx};
     for (auto& [id, c] : p.ws_conns)
-      p.ws_trigger(c, {ws_event::kind::close, id, {}, false});
+      p.ws_close_trigger(c);
     p.ws_conns.clear();
   }
   // No request arrives any more; requests still waiting for an agent (ones

@@ -1557,6 +1557,26 @@ class WebSocketInboxLimitTest(ServerCase):
         self.assertServing()
 
 
+class WebSocketCloseTest(ServerCase):
+    server_args = ("--read-timeout", "30000")
+
+    def test_the_close_trigger_goes_out_with_the_close_frame(self):
+        # Bug: it went out when the read ended, after the TCP teardown, which
+        # a client that keeps its socket open after the close handshake held
+        # back for the handshake timeout (here 30 s).
+        s = self.server
+        s.create("ws-closer", "counter")
+        ws = WebSocketClient(s.port, "/v1/agents/ws-closer/ws", {"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(ws.status, 101, ws.head)
+        s.wait_for(lambda: s.status("ws-closer")["last_tick"] == 2, "the open's tick")
+        ws.send(0x8, struct.pack("!H", 1000))
+        self.assertEqual(ws.recv()[0], 0x8)  # the server's close; the socket stays open
+        s.wait_for(lambda: s.status("ws-closer")["last_tick"] == 3, "the close's tick", timeout=10)
+        ws.sock.close()
+        time.sleep(0.2)
+        self.assertEqual(s.status("ws-closer")["last_tick"], 3)  # one close trigger, not two
+
+
 class WebSocketBackpressureTest(ServerCase):
     def test_a_client_that_does_not_read_is_closed_with_1008(self):
         # Bug: the frames queued for a client that did not read grew without
