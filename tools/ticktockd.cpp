@@ -555,11 +555,22 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: --cors-origin: %s\n", err.message().c_str());
     return 2;
   }
+  bool serving = !vm["rotate-master-key"].as<bool>();
+  // Block the stop signals in every thread (a plugin's too); the main thread
+  // waits for them. (--rotate-master-key is not a server: it loads no
+  // plugin, and Ctrl-C stops it as any command.)
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  if (serving)
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   // Plugins are options too: one that does not load stops ticktockd
   // before the data directory is touched.
   auto registry = ticktock::builtin::registry();
   std::vector<std::string> plugin_lines;
-  if (vm.count("plugin"))
+  if (serving && vm.count("plugin"))
     for (auto& path : vm["plugin"].as<std::vector<std::string>>()) {
       if (path.empty()) {  // dlopen("") would open ticktockd itself
         std::fprintf(stderr, "ticktockd: --plugin: the path is empty\n");
@@ -583,7 +594,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: %s\n", e.what());
     return 1;
   }
-  if (vm["rotate-master-key"].as<bool>()) {
+  if (!serving) {
     auto n = ticktock::node::rotate_master_key(opts);
     if (!n) {
       std::fprintf(stderr, "ticktockd: rotate-master-key: %s\n", n.error_value().to_string().c_str());
@@ -597,13 +608,6 @@ int main(int argc, char** argv) {
     http.log = log_line;
   for (auto& line : plugin_lines)
     log_line(line);
-
-  // Block the stop signals in every thread; the main thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   auto node = ticktock::node::open(opts, std::move(registry));
   if (!node) {

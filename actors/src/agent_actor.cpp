@@ -324,8 +324,6 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   maybe_tick(self);
 }
 
-// LOAD: meta, state and pending inbox. False if the agent cannot run (it is
-// then marked errored).
 // The ticks_per_minute window outlives the actor: an agent loaded by a
 // restarted node (or woken from hibernation) counts the ticks its trajectory
 // records in the last minute (at most the last 10,000), so that a node that
@@ -346,6 +344,8 @@ void seed_tick_window(self_ptr self) {
   }
 }
 
+// LOAD: meta, state and pending inbox. False if the agent cannot run (it is
+// then marked errored).
 bool load(self_ptr self, const std::string& id) {
   auto& st = self->state;
   auto& store = *st.core->store;
