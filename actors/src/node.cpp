@@ -373,9 +373,7 @@ error node::terminate(const std::string& id) {
   if (r.err)
     return r.err;
   core_->keys->forget(id);
-  for (auto& key : {detail::setting::agent_policy(id, "compute"),
-                    detail::setting::agent_policy(id, "containers"),
-                    detail::setting::agent_policy(id, "http"), detail::setting::agent_limits(id)})
+  for (auto& key : storage::agent_setting_names(id))
     core_->gate->install(key, std::nullopt);
   if (auto actor = core_->dir->remove(id))
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
@@ -469,7 +467,8 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   storage::enqueue_op op;
   op.agent = id;
   op.entry = std::move(*entry);
-  op.depth_limit = opts.ignore_depth_limit ? 0 : core_->options.limits.inbox_limit;
+  // The agent's own limit (fs/limits) if it has one, else the node's.
+  op.depth_limit = opts.ignore_depth_limit ? 0 : core_->gate->limits_for(id).inbox_limit;
   op.request_digest = digest;
   auto* core = core_.get();
   // Count the write as outstanding from now on, so wait_idle does not
@@ -548,7 +547,7 @@ expected<std::size_t> node::requeue(const std::string& id, const std::vector<std
   if (!ok)
     return ok.error_value();
   auto* core = core_.get();
-  storage::requeue_op op{id, ids, core_->options.limits.inbox_limit};
+  storage::requeue_op op{id, ids, core_->gate->limits_for(id).inbox_limit};
   auto r = commit_and_wait(*core_, std::move(op), [core](storage::op_result& r) {
     if (!r.err)
       core->deliver(r);
@@ -631,6 +630,12 @@ expected<std::string> node::import_bundle(std::string bundle) {
     std::lock_guard<std::mutex> guard{core_->terminated_mtx};
     core_->terminated.erase(r.agent);
   }
+  // Its policies and limits came in the bundle: in force from now on.
+  for (auto& key : storage::agent_setting_names(r.agent))
+    core_->gate->install(key, core_->store->get_setting(key));
+  // Jobs the bundle holds as queued or running ran on the exporting node:
+  // ended here as interrupted, their reservations released.
+  core_->services->reconcile(r.agent);
   if (auto due = core_->store->next_alarm_due())
     core_->alarms->hint(*due);
   if (r.seq > 0 && !errored) {
@@ -737,7 +742,7 @@ expected<send_receipt> node::deliver(const envelope& env, std::string request_id
   if (env.id.size() < 16 || env.id.size() > 64)
     return error{errc::invalid_argument, "envelope ids are 16 to 64 bytes, got "
                                            + std::to_string(env.id.size())};
-  auto& limits = core_->options.limits;
+  auto limits = core_->gate->limits_for(env.to);  // its own inbox limit, if it has one
   if (env.payload.size() > limits.max_message_bytes)
     return error{errc::message_too_large, "envelope payload of " + std::to_string(env.payload.size())
                                             + " bytes exceeds the limit of "

@@ -330,8 +330,10 @@ void service_runner::finish(storage::job_record job, std::uint64_t actual) {
   }
 }
 
-std::size_t service_runner::reconcile() {
+std::size_t service_runner::reconcile(const std::string& agent) {
   auto open = core_.store->open_jobs();
+  if (!agent.empty())
+    std::erase_if(open, [&](const storage::job_record& j) { return j.agent != agent; });
   if (open.empty())
     return 0;
   auto now = core_.clock->now();
@@ -339,8 +341,11 @@ std::size_t service_runner::reconcile() {
   for (auto& j : open) {
     j.status = "failed";
     j.error = "interrupted";
-    j.error_message = "the server stopped while the job was queued or running; its reservation "
-                      "was released";
+    j.error_message = agent.empty()
+                        ? "the server stopped while the job was queued or running; its reservation "
+                          "was released"
+                        : "the agent was exported while the job was queued or running, and it runs "
+                          "nowhere after the import; its reservation was released";
     j.finished = now;
     j.cost = 0;
     op.ledger.push_back({j.agent, storage::ledger_change::kind::release, j.service, j.id,

@@ -35,8 +35,10 @@ public:
   /// Starts a job a tick admitted (status queued), after its commit.
   void start(const storage::job_record& job);
   /// Releases the reservations of jobs left queued by an earlier process and
-  /// ends them as failed (`interrupted`), telling their agents. Returns how many.
-  std::size_t reconcile();
+  /// ends them as failed (`interrupted`), telling their agents. Returns how
+  /// many. With `agent`, only that agent's: one just imported, whose jobs
+  /// came in its bundle and run nowhere.
+  std::size_t reconcile(const std::string& agent = {});
   /// Cancels every running job (the kill switch), or only those of `agent`
   /// (a terminated agent).
   void cancel_all(const std::string& reason, const std::string& agent = {});

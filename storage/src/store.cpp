@@ -666,11 +666,8 @@ private:
       return true;
     });
     del(cf_meta, keys::errored(id));
-    for (auto* setting : {"policy/%/compute", "policy/%/containers", "policy/%/http", "limits/%"}) {
-      std::string k{setting};
-      k.replace(k.find('%'), 1, id);
-      del(cf_meta, keys::setting(k));
-    }
+    for (auto& name : agent_setting_names(id))
+      del(cf_meta, keys::setting(name));
     s_.scan(cf_approvals, keys::prefix(id), keys::prefix(id), [&](std::string_view k, std::string_view) {
       del(cf_meta, keys::approval_index(k.substr(id.size() + 1)));
       return true;
@@ -850,6 +847,10 @@ private:
           return false;
         if (key.front() == 'c' || key.front() == 'e')
           return key.substr(1) == id;
+        if (key.front() == 's') {
+          auto names = agent_setting_names(id);
+          return std::find(names.begin(), names.end(), key.substr(1)) != names.end();
+        }
         return key.front() == 'k' && prefixed(key.substr(1));
       case cf_default:
       case cf_count: return false;
@@ -1605,6 +1606,12 @@ std::optional<time_point> store::next_alarm_due() const {
 
 // -- bundles ------------------------------------------------------------------
 
+std::vector<std::string> agent_setting_names(std::string_view id) {
+  std::string a{id};
+  return {"policy/" + a + "/compute", "policy/" + a + "/containers", "policy/" + a + "/http",
+          "limits/" + a};
+}
+
 expected<std::string> store::export_agent(std::string_view id,
                                           const std::optional<std::string>& secret) const {
   auto guard = impl_->lock();
@@ -1659,6 +1666,8 @@ expected<std::string> store::export_agent(std::string_view id,
   add_key(cf_meta, keys::counters(id));
   add_key(cf_meta, keys::errored(id));
   add_prefix(cf_meta, keys::idempotency_prefix(id));
+  for (auto& name : agent_setting_names(id))  // its policies and limits move with it
+    add_key(cf_meta, keys::setting(name));
   impl_->db->ReleaseSnapshot(snap);
   return encode_bundle(b);
 }

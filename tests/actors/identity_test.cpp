@@ -336,6 +336,32 @@ TEST_CASE("trajectory records are signed, and tampering names the first bad reco
         != std::string::npos);
 }
 
+TEST_CASE("an agent's policies and limits move with its bundle") {
+  test::temp_dir src_dir, dst_dir;
+  auto src = open_node(src_dir.path());
+  auto dst = open_node(dst_dir.path());
+  REQUIRE_FALSE(src->create("a", "counter"));
+  REQUIRE(src->wait_idle(10s));
+  const std::string deny = R"({"rules":[{"when":{"action":"compute"},"decision":"deny","reason":"nocomp"}]})";
+  REQUIRE_FALSE(src->set_setting("policy/a/compute", deny));
+  REQUIRE_FALSE(src->set_setting("limits/a", R"({"max_attempts":1,"inbox_limit":7})"));
+  auto policy = *src->setting("policy/a/compute");
+  auto b = src->export_bundle("a");
+  REQUIRE(b);
+  // Read before the import, so a stale cache would show.
+  CHECK(dst->limits("a").error_value().code() == errc::not_found);
+  REQUIRE(dst->import_bundle(*b));
+  CHECK(*dst->setting("policy/a/compute") == policy);
+  CHECK(dst->limits("a")->max_attempts == 1);
+  CHECK(dst->limits("a")->inbox_limit == 7);
+  // Terminated, its settings go with it: a new agent of that id starts clean.
+  REQUIRE_FALSE(dst->terminate("a"));
+  REQUIRE_FALSE(dst->create("a", "counter"));
+  CHECK(dst->limits("a")->max_attempts != 1);
+  auto after = dst->setting("policy/a/compute");
+  CHECK((!after || *after != policy));
+}
+
 TEST_CASE("bundles carry secrets only on request, and import re-seals or re-keys") {
   test::temp_dir src_dir, dst_dir;
   auto src = open_node(src_dir.path());

@@ -382,6 +382,23 @@ TEST_CASE("ticks_per_minute counts the last minute's ticks across a restart") {
   CHECK((*n)->status("t")->queue_depth == 2);
 }
 
+TEST_CASE("an agent's own inbox_limit holds for sends from outside") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  REQUIRE_FALSE(nd.create("t", "counter"));
+  REQUIRE(nd.wait_idle(10s));
+  // The init tick used the minute: what is sent waits, two at most.
+  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1,"inbox_limit":2})"));
+  REQUIRE(nd.send("t", "a"));
+  REQUIRE(nd.send("t", "b"));
+  auto third = nd.send("t", "c");
+  REQUIRE_FALSE(third);
+  CHECK(third.error_value().code() == errc::inbox_full);
+  CHECK(nd.status("t")->queue_depth == 2);
+}
+
 TEST_CASE("pending inbox entries are processed after a restart") {
   test::temp_dir dir;
   auto opts = options_for(dir);

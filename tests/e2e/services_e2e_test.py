@@ -520,6 +520,35 @@ class CrashRestartTest(Helpers, unittest.TestCase):
             server.close()
 
 
+class ImportWithOpenJobsTest(Helpers, unittest.TestCase):
+    def test_jobs_open_in_an_imported_bundle_end_as_interrupted(self):
+        # Bug: a job queued when its agent was exported came back queued with
+        # its reservation held, run by no one, until the next restart.
+        server = self.server = Server()
+        try:
+            server.start()
+            self.chat("mover", {"model": "local-wait"})
+            self.send("mover", {"text": "think hard"})
+            job = server.wait_for(lambda: next((j for j in self.jobs("mover")), None), "the job")
+            reserved = job["reserved_micro_usd"]
+            self.assertGreater(reserved, 0)
+            bundle = server.get(fs("mover", "memory/export"))
+            self.assertEqual(bundle.status, 200, bundle.body)
+            self.assertEqual(server.request("DELETE", "/v1/agents/mover").status, 200)
+            imported = server.post("/v1/agents/import", bundle.body,
+                                   headers={"Content-Type": "application/octet-stream"})
+            self.assertEqual(imported.status, 201, imported.body)
+            done = self.wait_job("mover", job["id"])
+            self.assertEqual((done["status"], done["reason"]), ("failed", "interrupted"))
+            b = self.balance("mover")
+            self.assertEqual((b["reserved"], b["spent"]["total"]), (0, 0))
+            ev = self.wait_outbox("mover", lambda e: e["job"] == job["id"], "the agent to be told")
+            self.assertEqual(ev["status"], "failed")
+            self.assertEqual(server.stop(), 0, server.output())
+        finally:
+            server.close()
+
+
 # -- (e) malformed policies and price tables ---------------------------------------
 
 

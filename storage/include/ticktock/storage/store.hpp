@@ -150,6 +150,10 @@ struct import_op {
   std::optional<identity_record> identity;
 };
 
+/// The settings (meta column family) that belong to agent `id`: its
+/// policies and its limits. Deleted with the agent, carried in its bundle.
+std::vector<std::string> agent_setting_names(std::string_view id);
+
 /// What a bundle says about its agent's keys (see node::import_bundle).
 struct bundle_identity {
   std::string agent;
