@@ -1214,6 +1214,11 @@ error node::set_setting(const std::string& key, std::string_view value) {
   if (r.err)
     return r.err;
   core_->gate->install(key, *canonical);
+  // An agent waiting out its ticks_per_minute checks the new limits now, not
+  // when the old wait ends (it waits again if they still hold it).
+  if (auto agent = setting_agent(key); agent && key == detail::setting::agent_limits(*agent))
+    if (auto v = core_->dir->lookup(*agent); v && v->resident)
+      caf::anon_send(core_->dir->actor_of(*agent), detail::ctl_atom::value, detail::ctl_op::throttle_end);
   return {};
 }
 

@@ -399,6 +399,24 @@ TEST_CASE("an agent's own inbox_limit holds for sends from outside") {
   CHECK(nd.status("t")->queue_depth == 2);
 }
 
+TEST_CASE("raising ticks_per_minute lets a throttled agent go on at once") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  tick_waiter w{nd};
+  REQUIRE_FALSE(nd.create("t", "counter"));
+  REQUIRE(nd.wait_idle(10s));
+  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1})"));
+  REQUIRE(nd.send("t", "a"));  // ticks, and uses the minute
+  REQUIRE(nd.send("t", "b"));  // waits
+  REQUIRE(w.poll([&] { return nd.status("t")->limits_hit["ticks_per_minute"] >= 1; }));
+  CHECK(nd.state<counter_state>("t")->count == 1);
+  // The wait would end a minute after "a"; the new limit ends it now.
+  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":0})"));
+  CHECK(w.poll([&] { return nd.state<counter_state>("t")->count == 2; }, 10s));
+}
+
 TEST_CASE("pending inbox entries are processed after a restart") {
   test::temp_dir dir;
   auto opts = options_for(dir);
