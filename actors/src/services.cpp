@@ -331,25 +331,32 @@ void service_runner::finish(storage::job_record job, std::uint64_t actual) {
 }
 
 std::size_t service_runner::reconcile(const std::string& agent) {
-  auto open = core_.store->open_jobs();
+  // An imported agent's jobs awaiting approval end too: their approvals
+  // stayed with the node that exported it.
+  auto open = agent.empty() ? core_.store->open_jobs() : core_.store->list_jobs(agent);
   if (!agent.empty())
-    std::erase_if(open, [&](const storage::job_record& j) { return j.agent != agent; });
+    std::erase_if(open, [](const storage::job_record& j) {
+      return j.status != "queued" && j.status != "awaiting_approval";
+    });
   if (open.empty())
     return 0;
   auto now = core_.clock->now();
   storage::service_op op;
   for (auto& j : open) {
+    bool parked = j.status == "awaiting_approval";  // holds no reservation
     j.status = "failed";
     j.error = "interrupted";
     j.error_message = agent.empty()
                         ? "the server stopped while the job was queued or running; its reservation "
                           "was released"
-                        : "the agent was exported while the job was queued or running, and it runs "
-                          "nowhere after the import; its reservation was released";
+                        : "the agent was exported while the job was queued, running or awaiting "
+                          "approval, and it runs nowhere after the import; its reservation was "
+                          "released";
     j.finished = now;
     j.cost = 0;
-    op.ledger.push_back({j.agent, storage::ledger_change::kind::release, j.service, j.id,
-                         j.reserved, 0, "interrupted", now});
+    if (!parked)
+      op.ledger.push_back({j.agent, storage::ledger_change::kind::release, j.service, j.id,
+                           j.reserved, 0, "interrupted", now});
     op.triggers.push_back(result_trigger(j, now));
     op.jobs.push_back(std::move(j));
   }

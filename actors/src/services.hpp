@@ -36,8 +36,8 @@ public:
   void start(const storage::job_record& job);
   /// Releases the reservations of jobs left queued by an earlier process and
   /// ends them as failed (`interrupted`), telling their agents. Returns how
-  /// many. With `agent`, only that agent's: one just imported, whose jobs
-  /// came in its bundle and run nowhere.
+  /// many. With `agent`, only that agent's, and those awaiting approval too:
+  /// one just imported, whose jobs (and approvals) stayed behind.
   std::size_t reconcile(const std::string& agent = {});
   /// Cancels every running job (the kill switch), or only those of `agent`
   /// (a terminated agent).

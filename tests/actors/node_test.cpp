@@ -389,11 +389,14 @@ TEST_CASE("an agent's own inbox_limit holds for sends from outside") {
   auto& nd = **n;
   REQUIRE_FALSE(nd.create("t", "counter"));
   REQUIRE(nd.wait_idle(10s));
-  // The init tick used the minute: what is sent waits, two at most.
   REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1,"inbox_limit":2})"));
+  // "a" ticks and uses the minute; what is sent after it waits, two at most.
+  tick_waiter w{nd};
   REQUIRE(nd.send("t", "a"));
+  REQUIRE(w.poll([&] { return nd.state<counter_state>("t")->count == 1; }));
   REQUIRE(nd.send("t", "b"));
-  auto third = nd.send("t", "c");
+  REQUIRE(nd.send("t", "c"));
+  auto third = nd.send("t", "d");
   REQUIRE_FALSE(third);
   CHECK(third.error_value().code() == errc::inbox_full);
   CHECK(nd.status("t")->queue_depth == 2);

@@ -544,6 +544,22 @@ class ImportWithOpenJobsTest(Helpers, unittest.TestCase):
             self.assertEqual((b["reserved"], b["spent"]["total"]), (0, 0))
             ev = self.wait_outbox("mover", lambda e: e["job"] == job["id"], "the agent to be told")
             self.assertEqual(ev["status"], "failed")
+            # A job awaiting approval ends too (its approval stayed behind),
+            # while the policy that parked it moves with the agent.
+            self.chat("parked")
+            policy = {"rules": [{"when": {"action": "compute"}, "decision": "require_approval",
+                                 "reason": "parked_for_test"}]}
+            self.ok(self.put(fs("parked", "compute/policy"), policy))
+            self.send("parked", "wait for me")
+            approval = self.pending_approval("parked")
+            bundle = server.get(fs("parked", "memory/export"))
+            self.assertEqual(server.request("DELETE", "/v1/agents/parked").status, 200)
+            self.assertEqual(server.post("/v1/agents/import", bundle.body).status, 201)
+            done = self.wait_job("parked", approval["job"])
+            self.assertEqual((done["status"], done["reason"]), ("failed", "interrupted"))
+            self.assertEqual(self.balance("parked")["reserved"], 0)
+            self.assertEqual(self.get_json(fs("parked", "compute/policy"))["rules"][0]["reason"],
+                             "parked_for_test")
             self.assertEqual(server.stop(), 0, server.output())
         finally:
             server.close()
