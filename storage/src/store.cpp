@@ -1451,6 +1451,8 @@ std::vector<job_record> store::list_jobs(std::string_view agent, std::string_vie
       out.push_back(std::move(*j));
     return out.size() < 100'000;
   });
+  // Ids sort as text (j11 before j3): listed in the order they were made.
+  std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.created < b.created; });
   return out;
 }
 

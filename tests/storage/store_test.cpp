@@ -565,3 +565,25 @@ TEST_CASE("compacted values read back right from four threads at once") {
     r.join();
   CHECK(wrong == 0);
 }
+
+TEST_CASE("an agent's jobs are listed oldest first, not in the text order of their ids") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  service_op op;
+  int at = 0;
+  for (auto* id : {"j2-0", "j3-0", "j11-0", "j100-0"}) {
+    job_record j;
+    j.id = id;
+    j.agent = "a";
+    j.service = "compute";
+    j.status = "done";
+    j.created = time_point{std::chrono::microseconds{1000 + at++}};
+    op.jobs.push_back(j);
+  }
+  apply1(*s, std::move(op));
+  std::vector<std::string> ids;
+  for (auto& j : s->list_jobs("a"))
+    ids.push_back(j.id);
+  CHECK(ids == std::vector<std::string>{"j2-0", "j3-0", "j11-0", "j100-0"});
+}

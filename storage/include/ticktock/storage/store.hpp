@@ -297,7 +297,7 @@ public:
   std::vector<ledger_entry> read_ledger_history(std::string_view id, std::uint64_t from_seq,
                                                 std::size_t limit) const;
   expected<std::optional<job_record>> get_job(std::string_view agent, std::string_view job) const;
-  /// The agent's jobs of `service` (all when empty), in id order.
+  /// The agent's jobs of `service` (all when empty), oldest first.
   std::vector<job_record> list_jobs(std::string_view agent, std::string_view service = {}) const;
   /// Every job of every agent whose status is queued (for restart reconciliation).
   std::vector<job_record> open_jobs() const;
