@@ -190,7 +190,13 @@ void directory::enforce_max_resident() {
 
 void directory::forget_actor(entry& e) {
   e.actor = nullptr;
-  e.directs = 0;  // the next actor counts from zero
+  // The next actor counts from zero. It reads its inbox from the store, so
+  // the seqs its predecessor was notified of (consumed, when it hibernated;
+  // else the agent is errored or gone) are not owed to it: had `notified`
+  // stayed, an agent woken by a direct trigger or a wake, with no new inbox
+  // entry, would never have seen up to it and never hibernated again.
+  e.notified = 0;
+  e.directs = 0;
   e.res.reset();
   --resident_;
   if (e.evicting) {
