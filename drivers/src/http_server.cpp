@@ -481,7 +481,8 @@ struct http_server::impl {
                    if (!reason || !c)
                      return;
                    asio::post(c->ws.get_executor(), [this, c, reason = std::move(*reason)] {
-                     log("event=ws_refused agent=" + c->agent + " connection=" + c->id + " error="
+                     log("event=ws_refused request_id=" + c->request_id + " agent=" + c->agent
+                         + " connection=" + c->id + " error="
                          + std::string{reason.reason.c_str()} + " close="
                          + std::to_string(reason.code));
                      c->close_with(reason);
@@ -555,7 +556,7 @@ struct http_server::impl {
     }
     if (closing)
       conn->go_away();  // stop() may have gone through ws_conns before
-    log("event=ws_open agent=" + agent + " connection=" + id);
+    log("event=ws_open request_id=" + conn->request_id + " agent=" + agent + " connection=" + id);
     ws_trigger(conn, {ws_event::kind::open, id, {}, false});
     // The agent hears of the close as the client's close frame arrives: the
     // read ends only after the TCP teardown, which a client that keeps its
@@ -581,7 +582,7 @@ struct http_server::impl {
       ws_conns.erase(id);
     }
     ws_close_trigger(conn);
-    log("event=ws_close agent=" + agent + " connection=" + id);
+    log("event=ws_close request_id=" + conn->request_id + " agent=" + agent + " connection=" + id);
   }
 
   std::atomic<bool> closing{false};

@@ -323,7 +323,10 @@ TEST_CASE("frames to an errored agent close its WebSocket with 1011, and an upgr
   CHECK(ec == websocket::error::closed);
   CHECK(ws.reason().code == websocket::close_code::internal_error);
   CHECK(std::string{ws.reason().reason.c_str()} == "AGENT_ERRORED");
-  CHECK(log->wait_for("event=ws_refused agent=w connection=ws-", 10s));
+  // With the upgrade's request id, as the connection's open and close.
+  CHECK(log->wait_for("event=ws_refused request_id=", 10s));
+  CHECK(log->wait_for(" agent=w connection=ws-", 10s));
+  CHECK(log->wait_for("event=ws_open request_id=", 10s));
   CHECK(log->wait_for("error=AGENT_ERRORED close=1011", 10s));
   // The upgrade was logged once its handshake was done.
   CHECK(log->wait_for("method=GET path=/v1/agents/w/ws status=101 us=", 10s));
