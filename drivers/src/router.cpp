@@ -202,6 +202,13 @@ std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
   return out;
 }
 
+// A switch in the query: given, and neither "false" nor "0" (`?verify`,
+// `?secrets=true`).
+bool query_flag(const std::map<std::string, std::string>& query, const char* name) {
+  auto i = query.find(name);
+  return i != query.end() && i->second != "false" && i->second != "0";
+}
+
 bool token_equal(std::string_view a, std::string_view b) {
   // Compare digests so the comparison time depends on neither length nor content.
   auto ha = storage::blake2b(a);
@@ -1633,11 +1640,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   if (name == "memory" && parts.size() == 2 && parts[1] == "export") {
     if (m != "GET")
       return route(method_not_allowed("GET"));
-    auto flag = [&](const char* name) {
-      auto i = query.find(name);
-      return i != query.end() && i->second != "false" && i->second != "0";
-    };
-    auto bundle = node_.export_bundle(id, flag("secrets"), flag("allow_broken"));
+    auto bundle = node_.export_bundle(id, query_flag(query, "secrets"), query_flag(query, "allow_broken"));
     if (!bundle)
       return route(error_response(bundle.error_value()));
     response r;
@@ -1723,7 +1726,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     if (m != "GET")
       return route(method_not_allowed("GET"));
     if (parts[1] == "trajectory" && parts.size() == 2) {
-      if (query.count("verify")) {
+      if (query_flag(query, "verify")) {
         auto rep = node_.verify(id);
         if (!rep)
           return route(error_response(rep.error_value()));

@@ -206,6 +206,9 @@ TEST_CASE("an agent moves between nodes as a bundle with every record") {
   REQUIRE(imported.status == 201);
   CHECK(b.n->state<test::counter_state>("mover")->count == 3);
   CHECK(parse(b.call("GET", "/v1/agents/mover/fs/logs/trajectory?verify=1")).at("ok").as_bool());
+  // ?verify=0 (or false) reads the records, as without it.
+  CHECK(parse(b.call("GET", "/v1/agents/mover/fs/logs/trajectory?verify=0")).as_object().contains("records"));
+  CHECK_FALSE(parse(b.call("GET", "/v1/agents/mover/fs/logs/trajectory?verify=0")).as_object().contains("ok"));
   CHECK(b.call("POST", "/v1/agents/import", bundle.body).status == 409);
   // It keeps ticking on the new node, with its sequence numbers.
   CHECK(parse(b.call("POST", "/v1/agents/mover/inbox", "9")).at("seq").as_int64() == 5);
