@@ -283,27 +283,12 @@ TEST_CASE("an idle agent hibernates and a message wakes it transparently") {
   nd.send("c", "b");
   REQUIRE(nd.wait_idle(10s));
   CHECK(nd.state<counter_state>("c")->count == 2);
-}
-
-TEST_CASE("an agent woken without an inbox entry hibernates again when idle") {
-  // Bug: the directory kept the highest inbox seq it had notified the
-  // previous actor of; a new actor woken by a wake or an HTTP request (no
-  // inbox entry) never saw up to it, so it stayed resident for good.
-  test::temp_dir dir;
-  auto opts = options_for(dir);
-  opts.idle_timeout = 20ms;
-  auto n = node::open(opts, registry());
-  REQUIRE(n);
-  auto& nd = **n;
-  tick_waiter w{nd};
-  REQUIRE_FALSE(nd.create("c", "counter"));
-  REQUIRE(nd.wait_idle(10s));
+  // Woken without an inbox entry (a wake, an HTTP request on /a/), it
+  // hibernates again too. (Bug: the directory kept the highest seq it had
+  // notified the previous actor of, which the new one never saw.)
   REQUIRE(w.poll([&] { return nd.status("c")->state == agent_state::hibernated; }));
   REQUIRE_FALSE(nd.wake("c"));
   CHECK(nd.status("c")->state == agent_state::active);
-  CHECK(w.poll([&] { return nd.status("c")->state == agent_state::hibernated; }));
-  REQUIRE(nd.tick("c"));  // a tick without an inbox entry
-  REQUIRE(nd.wait_idle(10s));
   CHECK(w.poll([&] { return nd.status("c")->state == agent_state::hibernated; }));
 }
 

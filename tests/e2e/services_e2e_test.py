@@ -113,6 +113,16 @@ class Helpers:
             return next((a for a in lst if a["agent"] == agent), None)
         return self.server.wait_for(found, "a pending approval of %s" % agent)
 
+    PARKING_POLICY = {"rules": [{"when": {"action": "compute"}, "decision": "require_approval",
+                                 "reason": "parked_for_test"}]}
+
+    def park(self, agent, text):
+        """A chat agent whose compute policy parks its question's job: the approval."""
+        self.chat(agent)
+        self.ok(self.put(fs(agent, "compute/policy"), self.PARKING_POLICY))
+        self.send(agent, text)
+        return self.pending_approval(agent)
+
 
 def decisions(record):
     return record.get("decisions", [])
@@ -469,12 +479,7 @@ class CrashRestartTest(Helpers, unittest.TestCase):
             self.assertGreater(reserved, 0)
             self.assertEqual(self.balance("stuck")["reserved"], reserved)
             # And a parked job, which holds no reservation, on another agent.
-            self.chat("parked")
-            policy = {"rules": [{"when": {"action": "compute"}, "decision": "require_approval",
-                                 "reason": "parked_for_test"}]}
-            self.ok(self.put(fs("parked", "compute/policy"), policy))
-            self.send("parked", "wait for me")
-            approval = self.pending_approval("parked")
+            approval = self.park("parked", "wait for me")
 
             server.kill()  # SIGKILL: no drain, no clean shutdown
             server.start()
@@ -546,12 +551,7 @@ class ImportWithOpenJobsTest(Helpers, unittest.TestCase):
             self.assertEqual(ev["status"], "failed")
             # A job awaiting approval ends too (its approval stayed behind),
             # while the policy that parked it moves with the agent.
-            self.chat("parked")
-            policy = {"rules": [{"when": {"action": "compute"}, "decision": "require_approval",
-                                 "reason": "parked_for_test"}]}
-            self.ok(self.put(fs("parked", "compute/policy"), policy))
-            self.send("parked", "wait for me")
-            approval = self.pending_approval("parked")
+            approval = self.park("parked", "wait for me")
             bundle = server.get(fs("parked", "memory/export"))
             self.assertEqual(server.request("DELETE", "/v1/agents/parked").status, 200)
             self.assertEqual(server.post("/v1/agents/import", bundle.body).status, 201)
