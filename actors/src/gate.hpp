@@ -30,9 +30,9 @@ inline constexpr std::string_view kill_switch = "killswitch";
 inline constexpr std::string_view prices = "prices";
 inline constexpr std::string_view global_policy = "policy";
 inline std::string agent_policy(std::string_view agent, std::string_view service) {
-  return "policy/" + std::string{agent} + "/" + std::string{service};
+  return storage::agent_policy_setting(agent, service);
 }
-inline std::string agent_limits(std::string_view agent) { return "limits/" + std::string{agent}; }
+inline std::string agent_limits(std::string_view agent) { return storage::agent_limits_setting(agent); }
 }  // namespace setting
 
 /// The gate's view of one job an agent asked for.

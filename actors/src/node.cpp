@@ -1197,7 +1197,8 @@ expected<std::string> node::setting(const std::string& key) const {
 }
 
 error node::set_setting(const std::string& key, std::string_view value) {
-  if (auto agent = setting_agent(key)) {
+  auto agent = setting_agent(key);
+  if (agent) {
     if (auto ok = checked(*agent); !ok)
       return ok.error_value();
     if (key.starts_with("policy/") && key != detail::setting::agent_policy(*agent, "compute")
@@ -1216,7 +1217,7 @@ error node::set_setting(const std::string& key, std::string_view value) {
   core_->gate->install(key, *canonical);
   // An agent waiting out its ticks_per_minute checks the new limits now, not
   // when the old wait ends (it waits again if they still hold it).
-  if (auto agent = setting_agent(key); agent && key == detail::setting::agent_limits(*agent))
+  if (agent && key == detail::setting::agent_limits(*agent))
     if (auto v = core_->dir->lookup(*agent); v && v->resident)
       caf::anon_send(core_->dir->actor_of(*agent), detail::ctl_atom::value, detail::ctl_op::throttle_end);
   return {};

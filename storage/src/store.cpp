@@ -1609,9 +1609,8 @@ std::optional<time_point> store::next_alarm_due() const {
 // -- bundles ------------------------------------------------------------------
 
 std::vector<std::string> agent_setting_names(std::string_view id) {
-  std::string a{id};
-  return {"policy/" + a + "/compute", "policy/" + a + "/containers", "policy/" + a + "/http",
-          "limits/" + a};
+  return {agent_policy_setting(id, "compute"), agent_policy_setting(id, "containers"),
+          agent_policy_setting(id, "http"), agent_limits_setting(id)};
 }
 
 expected<std::string> store::export_agent(std::string_view id,

@@ -150,8 +150,17 @@ struct import_op {
   std::optional<identity_record> identity;
 };
 
-/// The settings (meta column family) that belong to agent `id`: its
-/// policies and its limits. Deleted with the agent, carried in its bundle.
+/// Names of an agent's own settings (meta column family, see
+/// docs/storage-format.md): its policy for `service` (compute, containers or
+/// http), and its limits.
+inline std::string agent_policy_setting(std::string_view agent, std::string_view service) {
+  return "policy/" + std::string{agent} + "/" + std::string{service};
+}
+inline std::string agent_limits_setting(std::string_view agent) {
+  return "limits/" + std::string{agent};
+}
+/// All the settings that belong to agent `id`: deleted with the agent,
+/// carried in its bundle.
 std::vector<std::string> agent_setting_names(std::string_view id);
 
 /// What a bundle says about its agent's keys (see node::import_bundle).
