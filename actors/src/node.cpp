@@ -542,12 +542,13 @@ expected<send_receipt> node::change_goal(const std::string& id, const std::strin
   return send(id, goal_change{key, std::move(value)}.encode(), opts);
 }
 
-expected<std::size_t> node::requeue(const std::string& id, const std::vector<std::uint64_t>& ids) {
+expected<std::size_t> node::requeue(const std::string& id,
+                                    std::optional<std::vector<std::uint64_t>> ids) {
   auto ok = checked(id);
   if (!ok)
     return ok.error_value();
   auto* core = core_.get();
-  storage::requeue_op op{id, ids, core_->gate->limits_for(id).inbox_limit};
+  storage::requeue_op op{id, std::move(ids), core_->gate->limits_for(id).inbox_limit};
   auto r = commit_and_wait(*core_, std::move(op), [core](storage::op_result& r) {
     if (!r.err)
       core->deliver(r);

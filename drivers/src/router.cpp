@@ -1692,7 +1692,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     }
     if (m != "POST")
       return route(method_not_allowed("GET, POST"));
-    std::vector<std::uint64_t> ids;
+    std::optional<std::vector<std::uint64_t>> ids;  // an empty body: all of them
     if (!req.body.empty()) {
       if (auto dup = duplicate_field(req.body))
         return route(std::move(*dup));
@@ -1701,10 +1701,11 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       auto* arr = !ec && body.is_object() ? body.as_object().if_contains("ids") : nullptr;
       if (!arr || !arr->is_array())
         return route(error_response(400, "BAD_JSON", "requeue takes {\"ids\":[...]} or an empty body"));
+      ids.emplace();
       for (auto& v : arr->as_array()) {
         if (!v.is_uint64() && !(v.is_int64() && v.as_int64() >= 0))
           return route(error_response(400, "BAD_JSON", "ids are non-negative integers"));
-        ids.push_back(v.to_number<std::uint64_t>());
+        ids->push_back(v.to_number<std::uint64_t>());
       }
     }
     auto n = node_.requeue(id, ids);

@@ -866,17 +866,27 @@ private:
       r.err = error{errc::not_found, "no agent '" + op.agent + "'"};
       return;
     }
-    std::set<std::uint64_t> wanted(op.ids.begin(), op.ids.end());
+    std::set<std::uint64_t> wanted;
+    if (op.ids)
+      wanted.insert(op.ids->begin(), op.ids->end());
     auto prefix = keys::prefix(op.agent);
     std::vector<std::pair<std::string, deadletter_entry>> moves;
     s_.scan(cf_deadletter, prefix, prefix, [&](std::string_view k, std::string_view v) {
       auto id = keys::get_be64(k.substr(prefix.size()));
-      if (!wanted.empty() && !wanted.count(id))
+      if (op.ids && !wanted.erase(id))
         return true;
       if (auto d = decode_deadletter(v); d && !d->entry.corrupt)
         moves.emplace_back(std::string{k}, std::move(*d));
       return true;
     });
+    if (!wanted.empty()) {  // named, but not there: move none of them
+      std::string missing;
+      for (auto id : wanted)
+        missing += (missing.empty() ? "" : ", ") + std::to_string(id);
+      r.err = error{errc::invalid_argument, "agent '" + op.agent + "' has no deadletter entry "
+                                       + missing + "; nothing was requeued"};
+      return;
+    }
     auto full = [&] { return op.depth_limit != 0 && c->depth >= op.depth_limit; };
     if (!moves.empty() && full()) {
       r.err = error{errc::inbox_full, "inbox of '" + op.agent + "' holds "

@@ -183,7 +183,18 @@ TEST_CASE("one failing agent does not disturb the others") {
   auto traj = nd.trajectory("bad");
   CHECK(traj->size() == 1 + 5 * 2);  // init, then two attempts per message
   CHECK(nd.verify("bad")->ok);
+  // Named ids must all exist: one that does not moves none of them.
+  auto first = dl->front().id;
+  auto missing = nd.requeue("bad", std::vector<std::uint64_t>{first, 999999});
+  REQUIRE(!missing);
+  CHECK(missing.error_value().code() == errc::invalid_argument);
+  CHECK(missing.error_value().message().find("999999") != std::string::npos);
+  CHECK(*nd.requeue("bad", std::vector<std::uint64_t>{}) == 0);  // an empty list names none
+  CHECK(nd.deadletter("bad")->size() == 5);
   // Requeued triggers run again (and fail again, to the deadletter).
+  CHECK(*nd.requeue("bad", std::vector<std::uint64_t>{first}) == 1);
+  REQUIRE(nd.wait_idle(10s));
+  CHECK(nd.deadletter("bad")->size() == 5);
   CHECK(*nd.requeue("bad") == 5);
   REQUIRE(nd.wait_idle(10s));
   CHECK(nd.deadletter("bad")->size() == 5);

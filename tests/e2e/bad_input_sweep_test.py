@@ -554,6 +554,9 @@ def build_cases(fx):
                        ("negative id", '{"ids":[-1]}'),
                        ("most negative id", '{"ids":[-9223372036854775808]}')]:
         req("deadletter", name, "POST", "/v1/agents/%s/fs/deadletter" % BROKEN, body, 400, "BAD_JSON")
+    # Named entries must all exist; the entry that does (id 1) stays where it is.
+    for name, body in [("unknown id", '{"ids":[999]}'), ("a known and an unknown id", '{"ids":[1,999]}')]:
+        req("deadletter", name, "POST", "/v1/agents/%s/fs/deadletter" % BROKEN, body, 400, "INVALID_ARGUMENT")
 
     # -- ctl -----------------------------------------------------------------------------------
     for name, body in [("unknown command", "explode"), ("empty", ""), ("upper case", "TICK"),

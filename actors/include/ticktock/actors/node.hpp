@@ -109,9 +109,11 @@ public:
                                      std::optional<std::string> value,
                                      std::string request_id = {});
 
-  /// Moves deadletter entries (all when `ids` is empty) back to the inbox.
+  /// Moves deadletter entries back to the inbox: those named by `ids` (each
+  /// must exist, else `invalid_argument` and none moves), or all for nullopt.
   /// Returns how many were requeued.
-  expected<std::size_t> requeue(const std::string& id, const std::vector<std::uint64_t>& ids = {});
+  expected<std::size_t> requeue(const std::string& id,
+                                std::optional<std::vector<std::uint64_t>> ids = std::nullopt);
 
   /// Signs an envelope from local agent `from` to agent `to` (encrypting the
   /// payload for `to` when asked; `to` must then be local too).

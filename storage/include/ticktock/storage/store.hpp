@@ -182,7 +182,9 @@ expected<bundle_identity> read_bundle_identity(std::string_view bundle);
 /// deadletter. Fails with inbox_full when entries were wanted and none fit.
 struct requeue_op {
   std::string agent;
-  std::vector<std::uint64_t> ids;  ///< deadletter ids; empty means all
+  /// The deadletter ids to move, all of which must exist (else
+  /// invalid_argument, and none moves); nullopt moves all.
+  std::optional<std::vector<std::uint64_t>> ids;
   std::uint64_t depth_limit = 0;
 };
 
