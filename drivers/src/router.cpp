@@ -204,9 +204,20 @@ std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
 
 // A switch in the query: given, and neither "false" nor "0" (`?verify`,
 // `?secrets=true`).
-bool query_flag(const std::map<std::string, std::string>& query, const char* name) {
+/// A switch of the query: absent, `false` or `0` is off; `true`, `1` or no
+/// value (`?verify`) on; any other value is nullopt (400), so `?secrets=no`
+/// never means yes.
+std::optional<bool> query_flag(const std::map<std::string, std::string>& query, const char* name) {
   auto i = query.find(name);
-  return i != query.end() && i->second != "false" && i->second != "0";
+  if (i == query.end() || i->second == "false" || i->second == "0")
+    return false;
+  if (i->second.empty() || i->second == "true" || i->second == "1")
+    return true;
+  return std::nullopt;
+}
+
+response bad_flag(const char* name) {
+  return error_response(400, "BAD_QUERY", std::string{name} + " is true, false, 1, 0 or empty (true)");
 }
 
 bool token_equal(std::string_view a, std::string_view b) {
@@ -1640,7 +1651,11 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   if (name == "memory" && parts.size() == 2 && parts[1] == "export") {
     if (m != "GET")
       return route(method_not_allowed("GET"));
-    auto bundle = node_.export_bundle(id, query_flag(query, "secrets"), query_flag(query, "allow_broken"));
+    auto secrets = query_flag(query, "secrets");
+    auto allow_broken = query_flag(query, "allow_broken");
+    if (!secrets || !allow_broken)
+      return route(bad_flag(secrets ? "allow_broken" : "secrets"));
+    auto bundle = node_.export_bundle(id, *secrets, *allow_broken);
     if (!bundle)
       return route(error_response(bundle.error_value()));
     response r;
@@ -1727,7 +1742,10 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     if (m != "GET")
       return route(method_not_allowed("GET"));
     if (parts[1] == "trajectory" && parts.size() == 2) {
-      if (query_flag(query, "verify")) {
+      auto verify = query_flag(query, "verify");
+      if (!verify)
+        return route(bad_flag("verify"));
+      if (*verify) {
         auto rep = node_.verify(id);
         if (!rep)
           return route(error_response(rep.error_value()));

@@ -934,6 +934,10 @@ def build_cases(fx):
         ("agents after=%zz", "/v1/agents?after=%zz", "BAD_REQUEST"),
         ("a key with a bad escape", "/v1/agents?%zz=1", "BAD_REQUEST"),
         ("verify=%zz", c + "/fs/logs/trajectory?verify=%zz", "BAD_REQUEST"),
+        ("verify=maybe", c + "/fs/logs/trajectory?verify=maybe", "BAD_QUERY"),
+        ("secrets=no exports nothing", c + "/fs/memory/export?secrets=no", "BAD_QUERY"),
+        ("secrets=False", c + "/fs/memory/export?secrets=False", "BAD_QUERY"),
+        ("allow_broken=yes", c + "/fs/memory/export?allow_broken=yes", "BAD_QUERY"),
         ("truncated escape at the end", c + "/fs/outbox?from_seq=%4", "BAD_REQUEST"),
         ("approvals status=bogus", "/v1/approvals?status=bogus", "BAD_QUERY"),
     ]:
