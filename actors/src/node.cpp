@@ -414,8 +414,8 @@ expected<storage::inbox_entry> node::make_entry(const std::string& id, std::stri
   if (!ok)
     return ok.error_value();
   auto& limits = core_->options.limits;
-  if (payload.size() > limits.max_message_bytes)
-    return error{errc::message_too_large, "message of " + std::to_string(payload.size())
+  if (auto size = opts.message_bytes.value_or(payload.size()); size > limits.max_message_bytes)
+    return error{errc::message_too_large, "message of " + std::to_string(size)
                                             + " bytes exceeds the limit of "
                                             + std::to_string(limits.max_message_bytes)};
   if (opts.idempotency_key.size() > 256)
@@ -539,6 +539,7 @@ expected<send_receipt> node::change_goal(const std::string& id, const std::strin
   send_options opts;
   opts.kind = trigger_kind::goal_changed;
   opts.request_id = std::move(request_id);
+  opts.message_bytes = value ? value->size() : 0;
   return send(id, goal_change{key, std::move(value)}.encode(), opts);
 }
 

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
@@ -137,11 +138,48 @@ std::string origin_form(std::string_view target) {
   return (rest[path] == '?' ? "/" : "") + std::string{rest.substr(path)};
 }
 
-// A head over the limit whose request line had not ended within it.
-bool request_line_too_long(const beast::flat_buffer& buffer) {
+// A head over the limit whose request line had not ended within it. Beast
+// sets the target once it has parsed the line, and then consumes the line
+// from the buffer (so a long field after it leaves no newline there); until
+// then the buffer holds the whole head, the line's end included if it came.
+bool request_line_too_long(const http::request_parser<http::string_body>& parser,
+                           const beast::flat_buffer& buffer) {
   auto data = buffer.data();
   std::string_view seen{static_cast<const char*>(data.data()), data.size()};
-  return seen.find('\n') == std::string_view::npos;
+  return parser.get().target().empty() && seen.find('\n') == std::string_view::npos;
+}
+
+// The target the router sees: the origin form, with the percent-encoded
+// unreserved characters of its path decoded (RFC 3986, 6.2.2.2: `%69nbox` is
+// `inbox`, `%2E%2E` is `..`), so routes and dot segments are matched on what
+// the path means. Other escapes (`%2F`, `%25`, ...) stay for the router to
+// decode segment by segment. Nullopt for a target with a fragment, which
+// RFC 9112, 3.2 does not allow (and which is never logged).
+std::optional<std::string> normalize_target(std::string_view raw) {
+  auto target = origin_form(raw);
+  if (target.find('#') != std::string::npos)
+    return std::nullopt;
+  auto path_end = std::min(target.find('?'), target.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    c = static_cast<char>(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  std::string out;
+  out.reserve(target.size());
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    if (i + 2 < path_end && target[i] == '%' && hex(target[i + 1]) >= 0 && hex(target[i + 2]) >= 0) {
+      auto c = static_cast<char>(hex(target[i + 1]) * 16 + hex(target[i + 2]));
+      if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' || c == '~') {
+        out += c;
+        i += 2;
+        continue;
+      }
+    }
+    out += target[i];
+  }
+  return out;
 }
 
 // RFC 9110, 10.1.1: an HTTP/1.1 request whose Expect is 100-continue (case
@@ -427,9 +465,8 @@ struct http_server::impl {
   }
 
   // A trigger the node refuses is not dropped in silence: the connection
-  // closes with a code that says why. A frame too large for the agent's inbox
-  // (the encoded event is a little larger than the frame) gets 1009, as a
-  // frame over the read limit does; an errored agent 1011; a storage failure
+  // closes with a code that says why. A frame over an agent's own
+  // max_message_bytes gets 1009, as a frame over the read limit does; an errored agent 1011; a storage failure
   // 1013 (try again later); a deleted agent or a stopping node 1001. A frame
   // over the inbox limit is not refused: it went to the deadletter. An open
   // over it is, with 1013 (try again later): the agent is not told of a
@@ -467,6 +504,7 @@ struct http_server::impl {
     // The agent hears of the close of every connection whose open it was
     // given, over the inbox limit too: at most one per open connection.
     opts.ignore_depth_limit = close;
+    opts.message_bytes = ev.data.size();
     n.send_async(conn->agent, ev.encode(), opts,
                  [this, open, weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {
                    if (r)
@@ -955,7 +993,7 @@ struct http_server::impl {
                                            ? "agent bundles"
                                            : "request bodies"}
                                + " are limited to " + std::to_string(body_limit) + " bytes");
-        else if (ec == http::error::header_limit && request_line_too_long(buffer))
+        else if (ec == http::error::header_limit && request_line_too_long(parser, buffer))
           // RFC 9112, 3: a request-target longer than the server parses is 414.
           r = error_response(414, "URI_TOO_LONG",
                              "the request line alone is over the " + std::to_string(options.max_header_bytes)
@@ -966,7 +1004,7 @@ struct http_server::impl {
                                + " bytes");
         else if (ec == http::error::buffer_overflow)
           r = error_response(431, "HEADERS_TOO_LARGE",
-                             "a chunked body's trailer section is limited to "
+                             "a chunked body's chunk extensions and trailer section are limited to "
                                + std::to_string(options.max_header_bytes) + " bytes, as a head is");
         else if (ec == beast::error::timeout)
           r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
@@ -991,9 +1029,17 @@ struct http_server::impl {
                         "no Host header", msg.version(), head);
         break;
       }
+      auto target = normalize_target(msg.target());
+      if (!target) {
+        co_await refuse(stream, watch,
+                        error_response(400, "BAD_REQUEST",
+                                       "a request target has no fragment (#...): it stays in the client"),
+                        "a fragment in the request target", msg.version(), head);
+        break;
+      }
       request req;
       req.method = std::string{msg.method_string()};
-      req.target = origin_form(msg.target());
+      req.target = std::move(*target);
       // A header the API reads as one value, given twice, is ambiguous
       // (which Idempotency-Key deduplicates? which token?): refused rather
       // than the last one taken silently; two Hosts are, too (RFC 9112, 3.2).

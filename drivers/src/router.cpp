@@ -818,6 +818,13 @@ response router::dispatch(const request& req, std::string_view path,
     return who.admin
            || (scope != "admin" && who.claims.agent == id && who.claims.scopes.count(scope));
   };
+  // Why an agent token may not: another agent's, or a scope it lacks.
+  auto refusal = [&](const std::string& id, const std::string& scope, std::string_view what) {
+    if (who.claims.agent != id)
+      return "this token is for agent '" + who.claims.agent + "', not '" + id + "'";
+    return "this token may not " + std::string{what} + " agent '" + id + "' (needs "
+           + (scope == "admin" ? "the admin token" : "scope " + scope) + ")";
+  };
   if (first == "a") {
     auto raw_id = next_segment(rest);
     auto id = url_decode(raw_id);
@@ -827,7 +834,7 @@ response router::dispatch(const request& req, std::string_view path,
       return r;
     }
     if (!allowed(*id, "http"))
-      return forbidden("this token may not call agent '" + *id + "' (needs scope http)", "/a/{id}");
+      return forbidden(refusal(*id, "http", "call"), "/a/{id}");
     auto qpos = req.target.find('?');
     agent_route(req, *id, rest.empty() ? "/" : rest,
                 qpos == std::string::npos ? std::string_view{}
@@ -861,10 +868,12 @@ response router::dispatch(const request& req, std::string_view path,
     return r;
   }
   auto raw_id = next_segment(rest);
-  if (raw_id == "import" && rest.empty()) {
+  // A POST there imports; other methods reach an agent that may be called
+  // `import` (an agent takes no POST itself).
+  if (raw_id == "import" && rest.empty() && req.method == "POST") {
     if (!who.admin)
       return forbidden("importing agents needs the admin token", "/v1/agents/import");
-    auto r = req.method == "POST" ? import_bundle(req) : method_not_allowed("POST");
+    auto r = import_bundle(req);
     r.route = "/v1/agents/import";
     return r;
   }
@@ -876,10 +885,7 @@ response router::dispatch(const request& req, std::string_view path,
   }
   auto scope = required_scope(req.method, rest, req.body);
   if (!allowed(*id, scope))
-    return forbidden(who.admin ? "" : "this token may not do that on agent '" + *id + "' (needs "
-                                        + (scope == "admin" ? "the admin token" : "scope " + scope)
-                                        + ")",
-                     "/v1/agents/{id}");
+    return forbidden(refusal(*id, scope, "do that on"), "/v1/agents/{id}");
   return agent(req, *id, rest, query);
 }
 
@@ -1919,6 +1925,7 @@ void router::agent_route(const request& req, const std::string& id, std::string_
   hr.body = req.body;
   send_options opts;
   opts.kind = trigger_kind::http;
+  opts.message_bytes = hr.body.size();  // the head is limited by --max-header
   opts.request_id = req.request_id;
   node_.run_trigger(id, hr.encode(), opts, [this, t, id, life = life_](expected<tick_event> ev) {
     std::lock_guard<std::recursive_mutex> guard{life->mtx};
