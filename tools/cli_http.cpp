@@ -107,6 +107,10 @@ http::request<http::string_body> make_request(const server_address& a, const std
 
 std::optional<server_address> parse_url(std::string_view url, std::string& why) {
   constexpr std::string_view scheme = "http://";
+  if (std::any_of(url.begin(), url.end(), [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+    why = "the URL has a space or a control character in it";
+    return std::nullopt;
+  }
   if (url.substr(0, scheme.size()) != scheme) {
     why = "the URL must start with http:// (got '" + std::string{url} + "')";
     return std::nullopt;

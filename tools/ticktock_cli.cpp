@@ -25,6 +25,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli_http.hpp"
 #include "ticktock/runtime/request_id.hpp"
@@ -758,7 +760,8 @@ int tail(invocation& in) {
     } else {
       std::cout << (ev.id.empty() ? "-" : ev.id) << "  " << ev.data << "\n";
     }
-    std::cout.flush();
+    if (!std::cout.flush())
+      return false;  // main says so
     if (id)
       last = id;
     ++shown;
@@ -932,6 +935,62 @@ void export_options(po::options_description& d) {
     "for inspecting a damaged agent)");
 }
 
+// Writes `bytes` to a fresh file beside `file` (a symlink's target), created
+// exclusively (mkstemp: never through a link an attacker left there), then
+// renames it over, so `file` is never half written. Mode 0600 for `secret`
+// bytes; otherwise the mode the file had, or 0666 less the umask. A path that
+// is there and is not a regular file (a device, a FIFO) is refused: '-' is
+// standard output. Returns why it failed, or "".
+std::string write_file_atomically(const std::string& file, const std::string& bytes, bool secret) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path target = file;
+  if (fs::is_symlink(target, ec)) {
+    target = fs::weakly_canonical(target, ec);
+    if (ec)
+      return "cannot write " + file + ": " + ec.message();
+  }
+  struct stat st {};
+  bool existed = ::stat(target.c_str(), &st) == 0;
+  if (existed && !S_ISREG(st.st_mode))
+    return "cannot write " + file + ": not a regular file (use - for standard output)";
+  mode_t mode;
+  if (secret) {
+    mode = 0600;
+  } else if (existed) {
+    mode = st.st_mode & 07777;
+  } else {
+    mode_t mask = ::umask(0);
+    ::umask(mask);
+    mode = 0666 & ~mask;
+  }
+  auto dir = target.parent_path();
+  std::string temp = (dir.empty() ? fs::path{"."} : dir) / ("." + target.filename().string() + ".XXXXXX");
+  int fd = ::mkstemp(temp.data());
+  if (fd < 0)
+    return "cannot write " + file + ": " + std::strerror(errno);
+  std::string why;
+  for (std::size_t done = 0; why.empty() && done < bytes.size();) {
+    auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno != EINTR)
+      why = std::strerror(errno);
+    else if (n > 0)
+      done += static_cast<std::size_t>(n);
+  }
+  if (why.empty() && ::fchmod(fd, mode) != 0)
+    why = std::strerror(errno);
+  if (why.empty() && ::fsync(fd) != 0)
+    why = std::strerror(errno);
+  if (::close(fd) != 0 && why.empty())
+    why = std::strerror(errno);
+  if (why.empty() && ::rename(temp.c_str(), target.c_str()) != 0)
+    why = std::strerror(errno);
+  if (why.empty())
+    return "";
+  ::unlink(temp.c_str());
+  return "cannot write " + file + ": " + why;
+}
+
 int export_bundle(invocation& in) {
   int rc = exit_ok;
   std::string query;
@@ -954,31 +1013,8 @@ int export_bundle(invocation& in) {
     std::cout.flush();
     return exit_ok;
   }
-  // Write beside the target and rename, so FILE is never half a bundle.
-  // Once the .part file exists, every failure removes it again.
-  auto part = file + ".part";
-  std::error_code ec;
-  if (std::filesystem::is_directory(part, ec))  // not ours to truncate or remove
-    return in.local("cannot write " + part + ": it is a directory");
-  {
-    errno = 0;
-    std::ofstream out{part, std::ios::binary | std::ios::trunc};
-    if (!out)
-      return in.local("cannot write " + file
-                      + (errno ? std::string{": "} + std::strerror(errno) : ""));
-    out.write(a->body.data(), static_cast<std::streamsize>(a->body.size()));
-    out.close();
-    if (!out) {
-      std::filesystem::remove(part, ec);
-      return in.local("cannot write " + file);
-    }
-  }
-  std::filesystem::rename(part, file, ec);
-  if (ec) {
-    auto why = ec.message();
-    std::filesystem::remove(part, ec);
-    return in.local("cannot write " + file + ": " + why);
-  }
+  if (auto why = write_file_atomically(file, a->body, in.vm["secrets"].as<bool>()); !why.empty())
+    return in.local(why);
   if (in.json)
     in.print_json(json::object{{"id", in.arg(0)}, {"file", file}, {"bytes", a->body.size()}});
   else
@@ -1222,6 +1258,8 @@ int run(int argc, char** argv) {
   if (in.args.size() < cmd.min_args || in.args.size() > cmd.max_args)
     return in.usage(std::string{in.args.size() < cmd.min_args ? "missing" : "too many"}
                     + " arguments: ticktock " + cmd.name + (*cmd.args ? " " : "") + cmd.args);
+  if (std::string_view{cmd.args}.starts_with("ID") && in.args[0].empty())
+    return in.usage("the agent ID is empty");
   in.json = in.vm["json"].as<bool>();
 
   auto env = [](const char* n) -> std::string {
@@ -1236,6 +1274,14 @@ int run(int argc, char** argv) {
   std::string token = in.vm.count("token") ? in.vm["token"].as<std::string>() : env("TICKTOCK_TOKEN");
   while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
     token.pop_back();
+  // Sent as a header: a CR or LF in it would smuggle in other headers.
+  auto header_safe = [](std::string_view v) {
+    return std::all_of(v.begin(), v.end(), [](char c) { return c >= 0x20 && c != 0x7f; });
+  };
+  if (!header_safe(token))
+    return in.usage("the token has a control character (such as a line break) in it");
+  if (in.vm.count("idempotency-key") && !header_safe(in.vm["idempotency-key"].as<std::string>()))
+    return in.usage("--idempotency-key has a control character (such as a line break) in it");
   auto timeout = in.vm["timeout"].as<double>();
   if (!(timeout > 0) || timeout > 86400)
     return in.usage("--timeout must be more than 0 and at most 86400 seconds");
@@ -1259,7 +1305,11 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   try {
-    return run(argc, argv);
+    auto rc = run(argc, argv);
+    // Output that did not get out (a full disk, a closed pipe) is a failure.
+    if (!std::cout.flush())
+      return fail(exit_usage, "cannot write to standard output");
+    return rc;
   } catch (const std::exception& e) {
     // An answer of an unexpected shape (json::value::at, as_object, ...).
     return fail(exit_server, one_line(std::string{"BAD_ANSWER: unexpected answer from the server: "}

@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -244,6 +245,14 @@ def test_help_and_usage():
     expect(cli("status", "a", url="ftp://127.0.0.1:1"), 2, err="http://")
     expect(cli("status", "a", "--url", "http://127.0.0.1:99999"), 2, err="port")
     expect(cli("status", "a", "--url", "", url="http://127.0.0.1:9"), 2, err="--url")
+    # What goes into the request head is checked: a line break would add headers.
+    expect(cli("status", "a", url="http://127.0.0.1:9/a b"), 2, err="space or a control character")
+    expect(cli("status", "a", token="secret\r\nX-Request-Id: injected", url="http://127.0.0.1:9"),
+           2, err="control character")
+    expect(cli("send", "a", "{}", "--idempotency-key", "k\r\nX-Request-Id: i", url="http://127.0.0.1:9"),
+           2, err="--idempotency-key")
+    for c in (["status", ""], ["agents", "rm", ""], ["send", "", "{}"]):
+        expect(cli(*c, url="http://127.0.0.1:9"), 2, err="the agent ID is empty")
     for t in ("0", "-1", "86401"):
         expect(cli("status", "a", "--timeout", t, url="http://127.0.0.1:9"), 2,
                err="--timeout must be more than 0 and at most 86400")
@@ -583,7 +592,37 @@ def test_export_import():
     target_dir = os.path.join(ARGS.work, "a-directory")
     os.mkdir(target_dir)
     expect(cli("export", "c1", target_dir), 2, err="cannot write")
-    check(not os.path.exists(target_dir + ".part"), "a failed export removes FILE.part")
+    check(os.listdir(ARGS.work).count("a-directory") == 1
+          and not [n for n in os.listdir(ARGS.work) if n.startswith(".a-directory")],
+          "a failed export leaves no temporary file")
+    # Bugs: the bundle went through FILE.part, following a symlink left there
+    # onto its target; it replaced a device or a symlink with a plain file;
+    # and it was world-readable with the secret keys in it.
+    victim = os.path.join(ARGS.work, "victim.txt")
+    with open(victim, "w") as f:
+        f.write("precious")
+    trap = os.path.join(ARGS.work, "trap.bundle")
+    os.symlink(victim, trap + ".part")
+    expect(cli("export", "c1", trap), 0)
+    check(open(victim).read() == "precious", "a link at FILE.part is not followed")
+    fifo = os.path.join(ARGS.work, "a-fifo")  # as /dev/null would be, but ours
+    os.mkfifo(fifo)
+    expect(cli("export", "c1", fifo), 2, err="not a regular file")
+    check(stat.S_ISFIFO(os.stat(fifo).st_mode), "a FIFO FILE is not replaced")
+    link = os.path.join(ARGS.work, "link.bundle")
+    os.symlink("c1.bundle", link)
+    expect(cli("export", "c1", link, "--secrets"), 0)
+    check(os.path.islink(link), "a symlink FILE stays a link; its target is written")
+    check(stat.S_IMODE(os.stat(bundle).st_mode) == 0o600, "a bundle with secrets is 0600")
+    os.chmod(bundle, 0o640)
+    expect(cli("export", "c1", bundle), 0)
+    check(stat.S_IMODE(os.stat(bundle).st_mode) == 0o640, "without secrets, FILE keeps its mode")
+    # Output that cannot be written is an error, not a silent success.
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([ARGS.cli, "export", "c1", "-"], stdout=full, stderr=subprocess.PIPE,
+                           timeout=30, env=env_for())
+    check(p.returncode == 2 and b"cannot write to standard output" in p.stderr,
+          "export - to a full device fails: %r" % p)
     expect(cli("import", target_dir), 2, err="cannot read %s: " % target_dir)
     expect(cli("agents", "rm", "c1"), 0)
     expect(cli("import", bundle), 0, out="imported c1 (type counter")
