@@ -181,7 +181,8 @@ std::string query_without_token(std::string_view q) {
   return out;
 }
 
-std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
+/// The query's parameters; `repeated` gets the first name given twice.
+std::map<std::string, std::string> parse_query(std::string_view q, bool& ok, std::string& repeated) {
   std::map<std::string, std::string> out;
   ok = true;
   while (!q.empty()) {
@@ -197,13 +198,13 @@ std::map<std::string, std::string> parse_query(std::string_view q, bool& ok) {
       ok = false;
       return out;
     }
-    out.emplace(std::move(*k), std::move(*v));
+    auto [it, fresh] = out.emplace(std::move(*k), std::move(*v));
+    if (!fresh && repeated.empty())
+      repeated = it->first;
   }
   return out;
 }
 
-// A switch in the query: given, and neither "false" nor "0" (`?verify`,
-// `?secrets=true`).
 /// A switch of the query: absent, `false` or `0` is off; `true`, `1` or no
 /// value (`?verify`) on; any other value is nullopt (400), so `?secrets=no`
 /// never means yes.
@@ -713,10 +714,15 @@ std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done
   auto path = target.substr(0, qpos);
   auto raw_query = qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1);
   bool ok = true;
-  auto query = parse_query(raw_query, ok);
+  std::string repeated;
+  auto query = parse_query(raw_query, ok, repeated);
   response r;
   if (!ok || path.empty() || path.front() != '/')
     r = error_response(400, "BAD_REQUEST", "malformed request target");
+  else if (!repeated.empty() && (repeated == "token" || !path.starts_with("/a/")))
+    // Which one would count? An agent's own routes take what they like,
+    // but one token.
+    r = error_response(400, "BAD_QUERY", "the query parameter '" + repeated + "' is given twice");
   else if (path.find("/../") != std::string_view::npos || path.ends_with("/..")
            || path.find("/./") != std::string_view::npos || path.ends_with("/."))
     r = error_response(400, "BAD_PATH", "dot segments are not allowed in paths");
@@ -744,8 +750,10 @@ bool router::admin_import(const request& req) const {
   if (target.substr(0, qpos) != "/v1/agents/import")
     return false;
   bool ok = true;
-  auto query = parse_query(qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1), ok);
-  return ok && authenticate(req, query).admin;
+  std::string repeated;
+  auto query = parse_query(qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1),
+                           ok, repeated);
+  return ok && repeated.empty() && authenticate(req, query).admin;
 }
 
 response router::handle(const request& req) {

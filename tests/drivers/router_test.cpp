@@ -531,7 +531,9 @@ TEST_CASE("dispatch serves exactly the methods router::routes() lists on each pa
         code = code_of(r);
       bool refused = r.status == 405 || code == "ROUTE_NOT_FOUND";
       INFO(method << " " << path << " -> " << r.status << " " << code);
-      CHECK(refused == !listed.count(method + " " + path));
+      // Only a POST imports: other methods reach an agent called `import`.
+      auto route = path == "/v1/agents/import" && method != "POST" ? "/v1/agents/{id}" : path;
+      CHECK(refused == !listed.count(method + " " + route));
       make_c1();  // DELETE /v1/agents/{id} removed it
     }
 }

@@ -1020,11 +1020,12 @@ class AgentRouteTest(ServerCase):
         # http trigger (its query), so the agent, its trajectory and its
         # exported bundle held the admin token.
         self.server.create("route-secret", "echo")
-        r = self.server.request("POST", "/a/route-secret/x?a=1&token=" + ADMIN_TOKEN + "&b=2",
+        r = self.server.request("POST", "/a/route-secret/x?a=1&token=" + ADMIN_TOKEN + "&b=2&a=3",
                                 body="hi", auth=False)
         self.assertEqual((r.status, r.body), (200, b"hi"))
         self.assertEqual(r.headers.get("x-echo-path"), "/x")
-        self.assertEqual(r.headers.get("x-echo-query"), "a=1&b=2")
+        # A parameter given twice is the agent's to read (only /v1 refuses it).
+        self.assertEqual(r.headers.get("x-echo-query"), "a=1&b=2&a=3")
         bundle = self.server.get("/v1/agents/route-secret/fs/memory/export")
         self.assertEqual(bundle.status, 200)
         self.assertNotIn(ADMIN_TOKEN.encode(), bundle.body)
