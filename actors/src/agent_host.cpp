@@ -342,6 +342,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   storage::trajectory_record rec;
   rec.index = meta_.trajectory_next;
   rec.tick = meta_.tick_count + 1;
+  a.tick = rec.tick;  // a failed attempt too: the tick it tried to be
   rec.attempt = a.attempt;
   rec.kind = entry.kind;
   rec.trigger_seq = entry.seq;
@@ -576,7 +577,6 @@ void agent_host::seal(std::span<storage::tick_op> ops) const {
 }
 
 void agent_host::advance(tick_attempt& a) {
-  a.tick = a.meta_after.tick_count;
   a.outbox_next = a.meta_after.outbox_next;
   if (!base_)
     base_.emplace(batch_base{std::move(meta_), std::nullopt, committed_hash_});

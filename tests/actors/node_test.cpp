@@ -168,6 +168,15 @@ TEST_CASE("one failing agent does not disturb the others") {
   auto n = node::open(opts, registry());
   REQUIRE(n);
   auto& nd = **n;
+  // Each failed attempt's event names the tick its trajectory record does.
+  std::mutex mtx;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> failed;  // (tick, attempt)
+  auto observer = nd.add_tick_observer([&](const tick_event& ev) {
+    if (ev.agent == "bad" && ev.outcome != storage::outcome::ok) {
+      std::lock_guard<std::mutex> g{mtx};
+      failed.emplace_back(ev.tick, ev.attempt);
+    }
+  });
   nd.create("bad", "counter");
   nd.create("good", "counter");
   for (int i = 0; i < 5; ++i) {
@@ -182,6 +191,16 @@ TEST_CASE("one failing agent does not disturb the others") {
   CHECK(dl->size() == 5);
   auto traj = nd.trajectory("bad");
   CHECK(traj->size() == 1 + 5 * 2);  // init, then two attempts per message
+  nd.remove_tick_observer(observer);
+  {
+    std::lock_guard<std::mutex> g{mtx};
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> recorded;
+    for (auto& r : *traj)
+      if (r.outcome != storage::outcome::ok)
+        recorded.emplace_back(r.tick, r.attempt);
+    CHECK(failed == recorded);
+    CHECK(failed.front().first == 2);  // after the init tick: tick 2 failed, not "tick 1" or 0
+  }
   CHECK(nd.verify("bad")->ok);
   // Named ids must all exist: one that does not moves none of them.
   auto first = dl->front().id;

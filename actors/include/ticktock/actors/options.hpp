@@ -171,7 +171,7 @@ struct send_receipt {
 /// Reported to tick observers after every committed attempt.
 struct tick_event {
   std::string agent;
-  std::uint64_t tick = 0;
+  std::uint64_t tick = 0;  ///< a failed attempt's is the tick it tried to be, as in its record
   std::uint32_t attempt = 1;
   trigger_kind kind = trigger_kind::message;
   std::uint64_t trigger_seq = 0;
