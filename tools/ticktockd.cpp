@@ -7,12 +7,16 @@
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <sodium.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <csignal>
 #include <cstdio>
@@ -243,6 +247,44 @@ std::optional<std::pair<std::string, std::uint16_t>> parse_listen(const std::str
   return std::pair{host, static_cast<std::uint16_t>(port)};
 }
 
+// Binds HOST:PORT once and lets it go, so that a port in use or an address
+// not on this host stops ticktockd before the data directory is touched (the
+// server binds it for good once the store is open). Returns why not, or "".
+std::string probe_listen(const std::string& host, std::uint16_t port) {
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(host, ec);
+  if (ec)
+    return ec.message();
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (address.is_v4()) {
+    auto& in = reinterpret_cast<sockaddr_in&>(ss);
+    in.sin_family = AF_INET;
+    in.sin_port = htons(port);
+    auto bytes = address.to_v4().to_bytes();
+    std::memcpy(&in.sin_addr, bytes.data(), bytes.size());
+    len = sizeof in;
+  } else {
+    auto& in6 = reinterpret_cast<sockaddr_in6&>(ss);
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(port);
+    auto bytes = address.to_v6().to_bytes();
+    std::memcpy(&in6.sin6_addr, bytes.data(), bytes.size());
+    in6.sin6_scope_id = address.to_v6().scope_id();
+    len = sizeof in6;
+  }
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return std::strerror(errno);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as the server does
+  std::string why;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0)
+    why = std::strerror(errno);
+  ::close(fd);
+  return why;
+}
+
 // One ticktockd per data directory: an flock on DATA/ticktockd.lock (holding
 // the pid), kept until the process exits. It is taken before RocksDB opens
 // the directory: RocksDB rotates the info LOG before it tries its own LOCK,
@@ -406,7 +448,10 @@ int main(int argc, char** argv) {
     store(cli);
     store(po::parse_environment(desc,
                                     [&](const std::string& env) -> std::string {
-                                      if (env.rfind("TICKTOCK_", 0) != 0)
+                                      // An empty TICKTOCK_X= is unset, not a
+                                      // switch turned on (TICKTOCK_DEMO=).
+                                      auto* value = std::getenv(env.c_str());
+                                      if (env.rfind("TICKTOCK_", 0) != 0 || !value || !*value)
                                         return {};
                                       auto name = env.substr(9);
                                       for (auto& c : name)
@@ -447,10 +492,26 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ticktockd: --missed-alarms must be fire_once, fire_all or skip\n");
     return 2;
   }
-  if (vm["idle-timeout"].as<std::int64_t>() < 0
-      || (vm.count("exit-after-ms") && vm["exit-after-ms"].as<std::int64_t>() < 0)) {
-    std::fprintf(stderr, "ticktockd: --idle-timeout and --exit-after-ms take a number of ms, not "
-                         "a negative one\n");
+  // Durations are added to clock readings in nanoseconds: beyond about 31
+  // years of ms they would overflow (and 9.2e12 ms wraps to "at once").
+  constexpr std::int64_t max_ms = 1'000'000'000'000;
+  for (auto* name : {"idle-timeout", "exit-after-ms", "read-timeout", "write-timeout"})
+    if (vm.count(name) && (vm[name].as<std::int64_t>() < 0 || vm[name].as<std::int64_t>() > max_ms)) {
+      std::fprintf(stderr, "ticktockd: --%s takes a number of ms from 0 to %lld\n", name,
+                   static_cast<long long>(max_ms));
+      return 2;
+    }
+  for (auto* name : {"threads", "http-threads"})
+    if (vm[name].as<std::size_t>() > 1024) {
+      std::fprintf(stderr, "ticktockd: --%s is at most 1024\n", name);
+      return 2;
+    }
+  // The token goes in a header, a cookie or a query: visible ASCII, no
+  // blanks (a client's trailing space is dropped: nobody could log in).
+  if (auto& t = vm["admin-token"].as<std::string>();
+      !std::all_of(t.begin(), t.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+    std::fprintf(stderr, "ticktockd: --admin-token is visible ASCII characters without blanks "
+                         "(or empty: DATA/admin.token)\n");
     return 2;
   }
   opts.idle_timeout = std::chrono::milliseconds{vm["idle-timeout"].as<std::int64_t>()};
@@ -563,6 +624,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);  // a closed terminal: drain, as for the others
   if (serving)
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
@@ -587,6 +649,27 @@ int main(int argc, char** argv) {
           added += (added.empty() ? "" : ",") + name;
       plugin_lines.push_back("event=plugin path=" + path + " types=" + added);
     }
+  if (serving && http.port != 0)
+    if (auto why = probe_listen(http.host, http.port); !why.empty()) {
+      std::fprintf(stderr, "ticktockd: cannot listen on %s: %s\n", listen.c_str(), why.c_str());
+      return 1;
+    }
+  // A master key file given is 32 bytes, or is created where a directory is.
+  if (auto& key = opts.master_key_file; !key.empty()) {
+    std::error_code ec;
+    auto size = std::filesystem::file_size(key, ec);
+    auto parent = std::filesystem::path{key}.parent_path();
+    if (!ec && size != 32) {
+      std::fprintf(stderr, "ticktockd: --master-key-file %s holds %llu bytes, not 32\n", key.c_str(),
+                   static_cast<unsigned long long>(size));
+      return 2;
+    }
+    if (ec && !parent.empty() && !std::filesystem::is_directory(parent)) {
+      std::fprintf(stderr, "ticktockd: --master-key-file %s: no directory %s to create it in\n",
+                   key.c_str(), parent.c_str());
+      return 2;
+    }
+  }
   // Held until exit (the descriptor is never closed).
   try {
     lock_data_dir(data);

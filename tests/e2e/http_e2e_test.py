@@ -1818,6 +1818,16 @@ class ConfigTest(unittest.TestCase):
             # SIGINT drains and exits 0, like SIGTERM.
             proc.send_signal(signal.SIGINT)
             self.assertEqual(proc.wait(30), 0)
+            # So does SIGHUP (a closed terminal): it used to kill the server.
+            proc, port, log = self.start(["--listen", "127.0.0.1:0", "--data", data,
+                                          "--admin-token", token], os.environ)
+            proc.send_signal(signal.SIGHUP)
+            self.assertEqual(proc.wait(30), 0)
+            deadline = time.monotonic() + 10  # the reader thread has the last lines
+            while "event=stopped" not in "".join(log) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertIn("event=stop signal=%d" % signal.SIGHUP, "".join(log))
+            self.assertIn("event=drain complete=true", "".join(log))
 
     def test_the_config_file_from_the_environment_and_keys_given_twice(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as tmp:
@@ -1867,6 +1877,29 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(bad.returncode, 2, bad)
             self.assertIn("--http-threads must be positive", bad.stderr)
 
+    def check_refused(self, tmp, data, config, cases):
+        """Each case (args, config file values, message[, exit code 2]) stops
+        ticktockd with that code and message and leaves nothing in `tmp`."""
+        for args, file_values, message, *code in cases:
+            cmd = [ticktockd_path(), "--data", data]
+            if "--admin-token" not in args:
+                cmd += ["--admin-token", "t"]
+            if file_values is not None:
+                with open(config, "w") as f:
+                    if isinstance(file_values, str):
+                        f.write(file_values)
+                    else:
+                        json.dump(file_values, f)
+                cmd += ["--config", config]
+            if "--listen" not in args:
+                cmd += ["--listen", "127.0.0.1:0"]
+            r = subprocess.run(cmd + args + ["--exit-after-ms", "0"], capture_output=True,
+                               text=True, timeout=60, cwd=tmp)
+            self.assertEqual(r.returncode, code[0] if code else 2, (args, file_values, r))
+            self.assertIn(message, r.stderr, (args, file_values))
+            self.assertEqual(sorted(os.listdir(tmp)), ["ticktockd.json"] if os.path.exists(config)
+                             else [], (args, file_values))
+
     def test_bad_values_exit_2_before_the_data_directory_is_touched(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as tmp:
             data = os.path.join(tmp, "data")
@@ -1878,8 +1911,18 @@ class ConfigTest(unittest.TestCase):
                 (["--listen", "127.0.0.1: 0"], None, "--listen must be HOST:PORT"),
                 (["--listen", "localhost:0"], None, "--listen must be HOST:PORT"),
                 (["--listen", "[::1]:65536"], None, "--listen must be HOST:PORT"),
-                # negative durations
-                (["--idle-timeout", "-5"], None, "not a negative one"),
+                # negative durations, and ones that would overflow the clock
+                (["--idle-timeout", "-5"], None, "--idle-timeout takes a number of ms from 0 to"),
+                (["--idle-timeout", "10000000000000"], None, "--idle-timeout takes a number of ms"),
+                (["--read-timeout", "9223372036854775807"], None, "--read-timeout takes a number"),
+                # thread counts no machine has
+                (["--threads", "2000"], None, "--threads is at most 1024"),
+                (["--http-threads", "1000000"], None, "--http-threads is at most 1024"),
+                # an admin token no client could send
+                (["--admin-token", " "], None, "--admin-token is visible ASCII"),
+                (["--admin-token", "tok en"], None, "--admin-token is visible ASCII"),
+                # a master key file of the wrong size, or nowhere to create it
+                (["--master-key-file", "/nonexistent-dir/master.key"], None, "no directory"),
                 # a word that is no option, e.g. a value given to a switch
                 (["--quiet", "true"], None, "unexpected argument 'true'"),
                 # a body limit of 0 would refuse every request with a body
@@ -1903,23 +1946,19 @@ class ConfigTest(unittest.TestCase):
                 ([], '{"listen": "127.0.0.1:0",', "is not valid JSON: "),
                 ([], '["127.0.0.1:0"]', "is not a JSON object"),
             ]
-            for args, file_values, message in cases:
-                cmd = [ticktockd_path(), "--data", data, "--admin-token", "t"]
-                if file_values is not None:
-                    with open(config, "w") as f:
-                        if isinstance(file_values, str):
-                            f.write(file_values)
-                        else:
-                            json.dump(file_values, f)
-                    cmd += ["--config", config]
-                if "--listen" not in args:
-                    cmd += ["--listen", "127.0.0.1:0"]
-                r = subprocess.run(cmd + args + ["--exit-after-ms", "0"], capture_output=True,
-                                   text=True, timeout=60, cwd=tmp)
-                self.assertEqual(r.returncode, 2, (args, file_values, r))
-                self.assertIn(message, r.stderr, (args, file_values))
-                self.assertEqual(sorted(os.listdir(tmp)), ["ticktockd.json"] if os.path.exists(config)
-                                 else [], (args, file_values))
+            with tempfile.TemporaryDirectory(prefix="ticktock-key-") as keys:
+                short_key = os.path.join(keys, "master.key")
+                with open(short_key, "wb") as f:
+                    f.write(b"x" * 6)
+                cases.append((["--master-key-file", short_key], None, "holds 6 bytes, not 32"))
+                # A port in use (the server's own reuse_address does not help).
+                busy = socket.socket()
+                busy.bind(("127.0.0.1", 0))
+                busy.listen(1)
+                self.addCleanup(busy.close)
+                cases.append((["--listen", "127.0.0.1:%d" % busy.getsockname()[1]], None,
+                              "cannot listen on 127.0.0.1:%d" % busy.getsockname()[1], 1))
+                self.check_refused(tmp, data, config, cases)
             # A value the command line overrides is not used, so not refused.
             r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
                                 "127.0.0.1:0", "--threads", "2", "--exit-after-ms", "0"],
@@ -1932,6 +1971,13 @@ class ConfigTest(unittest.TestCase):
                                timeout=60)
             self.assertEqual(r.returncode, 0, r)
             self.assertRegex(r.stdout, r"event=start .*listen=::1:\d+")
+            # An empty TICKTOCK_X= is unset: not a switch turned on (it would
+            # rotate the master key and exit instead of serving).
+            r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
+                                "127.0.0.1:0", "--exit-after-ms", "0"], capture_output=True, text=True,
+                               timeout=60, env=dict(os.environ, TICKTOCK_ROTATE_MASTER_KEY=""))
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn("event=start", r.stdout)
 
     def test_cors_origin_from_the_environment_answers_preflights_of_that_origin_only(self):
         os.environ["TICKTOCK_CORS_ORIGIN"] = "https://ui.example:8443"
