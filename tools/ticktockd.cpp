@@ -518,9 +518,9 @@ int main(int argc, char** argv) {
   opts.max_resident = vm["max-resident"].as<std::size_t>();
   opts.threads = vm["threads"].as<std::size_t>();
   opts.limits.max_message_bytes = vm["max-body"].as<std::size_t>();
-  if (opts.limits.max_message_bytes == 0) {
+  if (opts.limits.max_message_bytes == 0 || vm["max-bundle"].as<std::size_t>() == 0) {
     // Not "no limit", as 0 is for the limits below: every body would be refused.
-    std::fprintf(stderr, "ticktockd: --max-body: at least 1 byte\n");
+    std::fprintf(stderr, "ticktockd: --max-body and --max-bundle: at least 1 byte\n");
     return 2;
   }
   opts.limits.inbox_limit = vm["inbox-limit"].as<std::uint64_t>();

@@ -1926,7 +1926,8 @@ class ConfigTest(unittest.TestCase):
                 # a word that is no option, e.g. a value given to a switch
                 (["--quiet", "true"], None, "unexpected argument 'true'"),
                 # a body limit of 0 would refuse every request with a body
-                (["--max-body", "0"], None, "--max-body: at least 1 byte"),
+                (["--max-body", "0"], None, "--max-body and --max-bundle: at least 1 byte"),
+                (["--max-bundle", "0"], None, "--max-body and --max-bundle: at least 1 byte"),
                 # config file values of the wrong JSON type
                 ([], {"data": None}, "option 'data' takes a string, not null"),
                 ([], {"data": 5}, "option 'data' takes a string, not an integer"),
