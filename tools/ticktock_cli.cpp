@@ -761,7 +761,7 @@ int tail(invocation& in) {
       std::cout << (ev.id.empty() ? "-" : ev.id) << "  " << ev.data << "\n";
     }
     if (!std::cout.flush())
-      return false;  // main says so
+      return false;  // main reports the failed write
     if (id)
       last = id;
     ++shown;
@@ -1276,7 +1276,7 @@ int run(int argc, char** argv) {
     token.pop_back();
   // Sent as a header: a CR or LF in it would smuggle in other headers.
   auto header_safe = [](std::string_view v) {
-    return std::all_of(v.begin(), v.end(), [](char c) { return c >= 0x20 && c != 0x7f; });
+    return std::all_of(v.begin(), v.end(), [](unsigned char c) { return c >= 0x20 && c != 0x7f; });
   };
   if (!header_safe(token))
     return in.usage("the token has a control character (such as a line break) in it");

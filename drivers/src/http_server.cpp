@@ -466,8 +466,9 @@ struct http_server::impl {
 
   // A trigger the node refuses is not dropped in silence: the connection
   // closes with a code that says why. A frame over an agent's own
-  // max_message_bytes gets 1009, as a frame over the read limit does; an errored agent 1011; a storage failure
-  // 1013 (try again later); a deleted agent or a stopping node 1001. A frame
+  // max_message_bytes gets 1009, as a frame over the read limit does; an
+  // errored agent 1011; a storage failure 1013 (try again later); a deleted
+  // agent or a stopping node 1001. A frame
   // over the inbox limit is not refused: it went to the deadletter. An open
   // over it is, with 1013 (try again later): the agent is not told of a
   // connection it could not be told of in order.
