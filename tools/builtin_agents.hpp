@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <stdexcept>
 
@@ -72,11 +73,22 @@ struct heartbeat_state {
   std::uint64_t beats = 0;
 };
 
-/// `heartbeat`: a periodic alarm every N seconds (config, default 10).
+/// A config that is a whole number from 1 to `max` (digits only), else
+/// invalid_argument naming `what`: the init tick fails, to the deadletter.
+inline std::int64_t positive_config(const std::string& config, std::int64_t max, const char* what) {
+  std::int64_t n = 0;
+  auto [end, ec] = std::from_chars(config.data(), config.data() + config.size(), n);
+  if (config.empty() || ec != std::errc{} || end != config.data() + config.size() || n < 1 || n > max)
+    throw std::invalid_argument(std::string{what} + ": 1 to " + std::to_string(max) + ", got '"
+                                + config + "'");
+  return n;
+}
+
+/// `heartbeat`: a periodic alarm every N seconds (config 1 to a year, default 10).
 struct heartbeat_agent : agent<heartbeat_state> {
   void on_trigger(context& ctx, const trigger& t) override {
     if (t.kind == trigger_kind::init) {
-      auto secs = ctx.config().empty() ? 10 : std::stoi(ctx.config());
+      auto secs = ctx.config().empty() ? 10 : positive_config(ctx.config(), 31'536'000, "heartbeat config (seconds)");
       ctx.set_periodic_alarm("beat", ctx.now() + std::chrono::seconds{secs},
                              std::chrono::seconds{secs});
     } else if (t.kind == trigger_kind::alarm) {
@@ -92,8 +104,8 @@ struct timer_state {
 };
 
 /// `timer`: a message {"alarm":"NAME","in_ms":N} sets a one-shot alarm NAME
-/// due N ms after the message arrived (0 <= N <= 86400000); config N (ms,
-/// optional) adds a periodic alarm "every" firing every N ms from the init
+/// due N ms after the message arrived (0 <= N <= 86400000); config N (ms, 1
+/// to a year, optional) adds a periodic alarm "every" firing every N ms from the init
 /// tick. Each firing is emitted to the outbox as {"alarm":"NAME","due_us":T}
 /// (T: the occurrence's due time, microseconds since the epoch) and logged in
 /// the trajectory. scripts/crash_campaign.py checks these across crashes.
@@ -102,9 +114,7 @@ struct timer_agent : agent<timer_state> {
     if (t.kind == trigger_kind::init) {
       if (ctx.config().empty())
         return;
-      auto ms = std::stoll(ctx.config());
-      if (ms <= 0)
-        throw std::invalid_argument("timer config: a period in ms > 0");
+      auto ms = positive_config(ctx.config(), 31'536'000'000, "timer config (ms)");
       ctx.set_periodic_alarm("every", ctx.now() + std::chrono::milliseconds{ms},
                              std::chrono::milliseconds{ms});
     } else if (t.kind == trigger_kind::message) {

@@ -280,8 +280,10 @@ std::string agent_host::validate(const effects& fx, time_point now) const {
   for (auto& a : fx.alarms) {
     if (a.name.empty() || a.name.size() > max_name_bytes)
       return "alarm names are 1 to 256 bytes";
-    if (!a.cancel && a.period.count() < 0)
-      return "alarm '" + a.name + "' has a negative period";
+    if (!a.cancel && (a.period.count() < 0 || (a.periodic && a.period.count() == 0)))
+      return "alarm '" + a.name + "' has a period of "
+             + std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(a.period).count())
+             + " us: a periodic alarm's is positive";
     if (!a.cancel && a.due < now - std::chrono::hours{24 * 365 * 100})
       return "alarm '" + a.name + "' is due before the epoch range";
   }

@@ -53,6 +53,8 @@ struct alarm_agent : agent<alarm_state> {
       ctx.cancel_alarm(arg);
     else if (cmd == "bad")
       ctx.set_periodic_alarm("neg", ctx.now(), -std::chrono::seconds{1});
+    else if (cmd == "zero")  // a periodic alarm of no period: not a one-shot one
+      ctx.set_periodic_alarm("zero", ctx.now(), duration{0});
     else if (cmd == "ancient")  // first due some 146,000 years before 1970
       ctx.set_periodic_alarm("old", time_point{duration::min() / 2}, std::chrono::seconds{1});
     else if (cmd == "huge")
@@ -334,16 +336,18 @@ TEST_CASE("a periodic alarm re-arms and can be cancelled") {
   CHECK(h.alarms("t").empty());
 }
 
-TEST_CASE("a tick setting an alarm with a negative period fails and commits nothing") {
+TEST_CASE("a tick setting a periodic alarm with a negative or zero period fails and commits nothing") {
   testing::harness_options o;
   o.limits.max_attempts = 1;
   testing::harness h{registry(), o};
   h.create("t", "alarm");
   h.send("t", "bad x");
+  h.send("t", "zero x");  // was taken as a one-shot alarm
   h.run();
   CHECK(h.alarms("t").empty());
-  REQUIRE(h.deadletter("t").size() == 1);
-  CHECK(h.deadletter("t")[0].error.find("negative period") != std::string::npos);
+  REQUIRE(h.deadletter("t").size() == 2);
+  CHECK(h.deadletter("t")[0].error.find("'neg' has a period of -1000000 us") != std::string::npos);
+  CHECK(h.deadletter("t")[1].error.find("'zero' has a period of 0 us") != std::string::npos);
 }
 
 TEST_CASE("a periodic alarm first due before the epoch range fails and commits nothing") {

@@ -368,6 +368,21 @@ class ErrorStatusTest(ServerCase):
         self.assertError(self.server.get("/a/nobody/"), 404, "AGENT_NOT_FOUND")
         self.assertError(self.server.get("/v1/agents/import"), 404, "AGENT_NOT_FOUND")
 
+    def test_a_builtin_period_out_of_range_fails_the_init_tick(self):
+        # Bugs: a heartbeat of config "0" beat once and never again (a
+        # periodic alarm of no period was taken as a one-shot one); "10abc"
+        # was read as 10.
+        for agent, kind, config, message in [
+                ("hb-zero", "heartbeat", "0", "heartbeat config (seconds): 1 to 31536000, got '0'"),
+                ("hb-junk", "heartbeat", "10abc", "got '10abc'"),
+                ("tm-zero", "timer", "0", "timer config (ms): 1 to 31536000000, got '0'")]:
+            self.server.create(agent, kind, config)
+            dl = self.server.wait_for(
+                lambda: self.server.get("/v1/agents/%s/fs/deadletter" % agent).json()["entries"],
+                "%s's init tick in the deadletter" % agent)
+            self.assertEqual(dl[0]["trigger"], "init")
+            self.assertIn(message, dl[0]["error"])
+
     def test_an_agent_called_import_is_an_agent_but_for_post(self):
         # Bug: GET and DELETE of /v1/agents/import answered 405 (allowed: POST).
         self.server.create("import", "counter")

@@ -58,6 +58,7 @@ struct alarm_change {
   bool cancel = false;
   time_point due{};
   duration period{0};
+  bool periodic = false;  ///< set by set_periodic_alarm: its period must be positive
 };
 
 /// A key-value edit of goals or memory; `value` empty means erase.
@@ -167,7 +168,7 @@ public:
   /// Sets (or replaces) a periodic alarm first due at `first`, then every
   /// `period`. A non-positive period is rejected when the tick commits.
   void set_periodic_alarm(std::string name, time_point first, duration period) {
-    effects_.alarms.push_back({std::move(name), false, first, period});
+    effects_.alarms.push_back({std::move(name), false, first, period, true});
   }
 
   /// Cancels the alarm called `name`; a no-op if there is none.
