@@ -1558,7 +1558,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     return stream_of(kind, id, *from);
   };
   static const std::vector<std::string> top = {
-    "ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "nostr", "wallet",
+    "ctl", "status", "inbox", "outbox", "goals", "alarms", "memory", "identity", "nostr", "wallet",
     "compute", "containers", "http", "limits", "hud", "metrics", "deadletter", "logs", "mounts"};
 
   if (parts.empty()) {
@@ -1795,6 +1795,22 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     if (m != "GET")
       return route(method_not_allowed("GET"));
     return route(follow(stream_kind::hud));
+  }
+  if (name == "alarms" && parts.size() == 1) {  // set and cancelled by ticks only
+    if (m != "GET")
+      return route(method_not_allowed("GET"));
+    auto alarms = node_.alarms(id);
+    if (!alarms)
+      return route(error_response(alarms.error_value()));
+    std::sort(alarms->begin(), alarms->end(), [](auto& a, auto& b) { return a.due < b.due; });
+    json::array arr;
+    for (auto& a : *alarms) {
+      json::object o{{"name", a.name}, {"due_us", micros(a.due)}};
+      if (a.period.count() > 0)
+        o["period_us"] = a.period.count();
+      arr.push_back(std::move(o));
+    }
+    return route(json_response(200, json::object{{"alarms", std::move(arr)}}));
   }
   if (name == "mounts" && parts.size() == 1) {
     if (m != "GET")

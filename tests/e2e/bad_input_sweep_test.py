@@ -51,7 +51,7 @@ WS_MASK = b"\x37\xfa\x21\x3d"  # fixed, so that every case's bytes are reproduci
 COUNTER, ECHO, SLEEPER, BROKEN = "c1", "e1", "h1", "dl1"
 SCRATCH = "scratch"  # takes the few writes that are accepted; not checked for integrity
 # The top of the agent tree: the only names a per-file route label may carry.
-FS_TOP = ["ctl", "status", "inbox", "outbox", "goals", "memory", "identity", "nostr", "wallet",
+FS_TOP = ["ctl", "status", "inbox", "outbox", "goals", "alarms", "memory", "identity", "nostr", "wallet",
           "compute", "containers", "http", "limits", "hud", "metrics", "deadletter", "logs", "mounts"]
 COUNTER_MESSAGES, ECHO_MESSAGES, SLEEPER_MESSAGES = 5, 3, 2
 POLICY = {"rules": [{"when": {"action": "payment"}, "decision": "require_approval",

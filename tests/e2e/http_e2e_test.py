@@ -917,6 +917,22 @@ class SseTest(ServerCase):
 
 
 class FsTest(ServerCase):
+    def test_alarms_lists_the_pending_alarms_soonest_first(self):
+        s = self.server
+        s.create("alarmed", "timer", "3600000")  # "every": each hour
+        fs = "/v1/agents/alarmed/fs/"
+        self.assertEqual(s.post(fs + "inbox", {"alarm": "later", "in_ms": 86400000}).status, 202)
+        self.assertEqual(s.post(fs + "inbox", {"alarm": "now", "in_ms": 0}).status, 202)
+        before = int(time.time() * 1e6)
+        alarms = s.wait_for(lambda: [a for a in s.get(fs + "alarms").json()["alarms"]
+                                     if s.status("alarmed")["summary"].get("fired") == 1] or None,
+                            "the timer's alarms to be set and 'now' to fire")
+        self.assertEqual([a["name"] for a in alarms], ["every", "later"])
+        self.assertEqual(alarms[0]["period_us"], 3600 * 10**6)
+        self.assertNotIn("period_us", alarms[1])  # one-shot
+        self.assertLess(abs(alarms[1]["due_us"] - (before + 86400 * 10**6)), 60 * 10**6)
+        self.assertEqual(s.request("PUT", fs + "alarms", "x").status, 405)
+
     def test_every_file_of_the_tree_answers(self):
         s = self.server
         s.create("tree", "counter")
