@@ -123,9 +123,9 @@ void node_core::limit_hit(const std::string& agent, const std::string& limit,
     if (throttled_until)
       st.throttled_until = *throttled_until;
   }
-  if (limit == "ticks_per_minute") {
+  if (limit == "ticks_per_minute" || limit == "inbox_limit") {
     std::lock_guard<std::mutex> guard{metrics_mtx};
-    ++metrics.throttled;
+    ++(limit == "inbox_limit" ? metrics.inbox_overflows : metrics.throttled);
   }
 }
 
@@ -210,6 +210,8 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   so.dir = opts.data_dir;
   so.durability = opts.durability;
   so.faults = opts.faults;
+  // The core outlives its store (the store is one of its members).
+  so.on_inbox_overflow = [c = core.get()](const std::string& agent) { c->limit_hit(agent, "inbox_limit"); };
   auto st = storage::store::open(so);
   if (!st)
     return st.error_value();

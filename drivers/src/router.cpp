@@ -919,6 +919,7 @@ response router::metrics_text() {
       << "ticktock_envelopes_refused_total{reason=\"replayed\"} " << m.replayed_envelopes << "\n"
       << "# HELP ticktock_limit_hits_total Limits hit by ticks, by limit.\n"
          "# TYPE ticktock_limit_hits_total counter\n"
+      << "ticktock_limit_hits_total{limit=\"inbox_limit\"} " << m.inbox_overflows << "\n"
       << "ticktock_limit_hits_total{limit=\"ticks_per_minute\"} " << m.throttled << "\n"
       << "ticktock_limit_hits_total{limit=\"tick_wall_time\"} " << m.slow_ticks << "\n"
       << "ticktock_limit_hits_total{limit=\"state_size\"} " << m.state_too_large << "\n"

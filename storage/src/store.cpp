@@ -350,6 +350,9 @@ public:
         s_.counters_.erase(id);
       else
         s_.counters_[id] = c;
+    if (s_.options.on_inbox_overflow)
+      for (auto& agent : overflowed_)
+        s_.options.on_inbox_overflow(agent);
     if (last_alarm_fired_) {
       // Every due key up to the last one fired is gone now, but for those
       // this batch put (re-armed or set earlier): the floor rises to there.
@@ -404,6 +407,8 @@ private:
   void deadletter(const std::string& agent, counters& c, deadletter_entry d) {
     auto id = c.dead_next++;
     dirty_.insert(agent);
+    if (d.reason == "inbox_full")
+      overflowed_.push_back(agent);
     d.id = id;
     put(cf_deadletter, keys::seq(agent, id), encode(d));
   }
@@ -920,6 +925,7 @@ private:
 
   store::impl& s_;
   rocksdb::WriteBatch batch_;
+  std::vector<std::string> overflowed_;  // agents whose full inbox refused a trigger
   std::unordered_map<std::string, counters> scratch_;
   // The alarm floor's inputs (store::impl::alarm_floor_): the last due key a
   // fire_alarms op of this group deleted, the earliest due key it put.

@@ -654,6 +654,11 @@ class InboxFullTest(ServerCase):
         # The refused message is in the deadletter with the reason.
         dl = self.server.get("/v1/agents/stuck/fs/deadletter").json()["entries"]
         self.assertIn("inbox_full", [e["reason"] for e in dl])
+        # ... and the limit hit shows in the status and the metrics (it did not).
+        refused = sum(1 for e in dl if e["reason"] == "inbox_full")
+        self.assertEqual(self.server.status("stuck")["limits_hit"].get("inbox_limit"), refused)
+        metrics = self.server.get("/metrics", auth=False).body.decode()
+        self.assertIn('ticktock_limit_hits_total{limit="inbox_limit"} %d\n' % refused, metrics)
         # Once the inbox drains, sends are accepted again.
         self.server.wait_for(lambda: self.server.status("stuck")["queue_depth"] == 0, "the inbox to drain")
         self.assertEqual(self.server.post("/v1/agents/stuck/inbox", {"n": "again"}).status, 202)

@@ -31,6 +31,10 @@ struct store_options {
   /// Fault injection for tests: RocksDB's file writes ask it whether to fail
   /// (see faults.hpp and docs/operations.md) [nullptr: none].
   std::shared_ptr<fault_injector> faults;
+  /// Called after a write that sent triggers to an agent's deadletter because
+  /// its inbox was at its depth limit, once per trigger, on the writer's
+  /// thread [nullptr: none].
+  std::function<void(const std::string& agent)> on_inbox_overflow;
 };
 
 // -- write operations ------------------------------------------------------
