@@ -1708,16 +1708,20 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       if (!dl)
         return route(error_response(dl.error_value()));
       json::array arr;
-      for (auto& d : *dl)
-        arr.push_back(json::object{{"id", d.id},
-                                   {"seq", d.seq},
-                                   {"reason", d.reason},
-                                   {"error", d.error},
-                                   {"time_us", micros(d.time)},
-                                   {"attempts", d.attempts},
-                                   {"trigger", std::string{to_string(d.entry.kind)}},
-                                   {"request_id", d.entry.request_id},
-                                   {"payload", payload_json(d.entry.payload)}});
+      for (auto& d : *dl) {
+        json::object o{{"id", d.id},
+                       {"seq", d.seq},
+                       {"reason", d.reason},
+                       {"error", d.error},
+                       {"time_us", micros(d.time)},
+                       {"attempts", d.attempts},
+                       {"trigger", std::string{to_string(d.entry.kind)}},
+                       {"request_id", d.entry.request_id},
+                       {"payload", payload_json(d.entry.payload)}};
+        if (!d.entry.alarm.empty())
+          o["alarm"] = d.entry.alarm;  // which alarm's trigger it was
+        arr.push_back(std::move(o));
+      }
       return route(json_response(200, json::object{{"entries", std::move(arr)}}));
     }
     if (m != "POST")

@@ -1594,6 +1594,17 @@ class WebSocketInboxLimitTest(ServerCase):
     # triggers: what follows waits, and the inbox stays full for the test.
     server_args = ("--inbox-limit", "2", "--ticks-per-minute", "2")
 
+    def test_an_alarm_refused_by_a_full_inbox_names_its_alarm_in_the_deadletter(self):
+        # Two ticks (init, the first firing), two waiting firings; the next
+        # ones overflow. The entry said trigger "alarm" with no payload:
+        # which alarm was it?
+        self.server.create("ticker", "timer", "20")
+        dl = self.server.wait_for(
+            lambda: [e for e in self.server.get("/v1/agents/ticker/fs/deadletter").json()["entries"]
+                     if e["reason"] == "inbox_full"],
+            "a firing refused by the full inbox")
+        self.assertEqual((dl[0]["trigger"], dl[0]["alarm"]), ("alarm", "every"))
+
     def test_the_agent_hears_every_close_of_a_connection_it_saw_open(self):
         # Bug: open and close counted against the inbox limit like frames, so
         # a close over it went to the deadletter and the agent never learned
