@@ -97,9 +97,14 @@ const char* json_kind(const boost::json::value& v) {
 // array of strings for --plugin), an integer for numbers, true/false for
 // switches.
 po::parsed_options parse_config_file(const std::string& path, const po::options_description& desc) {
+  std::error_code dir_ec;
+  if (std::filesystem::is_directory(path, dir_ec))
+    throw std::runtime_error("cannot read config file " + path + ": it is a directory");
+  errno = 0;
   std::ifstream in{path};
   if (!in)
-    throw std::runtime_error("cannot read config file " + path);
+    throw std::runtime_error("cannot read config file " + path
+                             + (errno ? std::string{": "} + std::strerror(errno) : std::string{}));
   std::stringstream ss;
   ss << in.rdbuf();
   boost::system::error_code ec;
@@ -432,7 +437,7 @@ int main(int argc, char** argv) {
       if ((type == typeid(std::uint64_t) || type == typeid(std::uint32_t)
            || type == typeid(std::size_t))
           && !v.empty() && (v.front() == '-' || v.front() == '+'))
-        throw std::invalid_argument("--" + o.string_key + " takes a number without a sign, not '"
+        throw std::invalid_argument("option '" + o.string_key + "' takes a number without a sign, not '"
                                     + o.value.front() + "'");
     }
   };

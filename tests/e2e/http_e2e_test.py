@@ -1990,6 +1990,9 @@ class ConfigTest(unittest.TestCase):
                 ([], {"cors-origin": ["https://ok.example", "https://ui.example/app"]},
                  "CORS origin 'https://ui.example/app' is not"),
                 ([], {"config": config}, "unknown option 'config'"),
+                ([], {"max-resident": -5}, "option 'max-resident' takes a number without a sign"),
+                (["--config", tmp], None, "cannot read config file %s: it is a directory" % tmp),
+                (["--config", os.path.join(tmp, "nope.json")], None, "No such file or directory"),
                 # a config file that is not JSON, or not an object (text as is)
                 ([], '{"listen": "127.0.0.1:0",', "is not valid JSON: "),
                 ([], '["127.0.0.1:0"]', "is not a JSON object"),
