@@ -111,6 +111,10 @@ std::optional<server_address> parse_url(std::string_view url, std::string& why) 
     why = "the URL has a space or a control character in it";
     return std::nullopt;
   }
+  if (url.find_first_of("?#") != std::string_view::npos) {
+    why = "the URL may not have a query or a fragment (got '" + std::string{url} + "')";
+    return std::nullopt;
+  }
   if (url.substr(0, scheme.size()) != scheme) {
     why = "the URL must start with http:// (got '" + std::string{url} + "')";
     return std::nullopt;
@@ -186,7 +190,8 @@ http_client::http_client(server_address address, std::string token,
   : address_(std::move(address)), token_(std::move(token)), timeout_(timeout) {}
 
 std::string http_client::url() const {
-  return "http://" + address_.host + ":" + address_.port + address_.base_path;
+  auto host = address_.host.find(':') == std::string::npos ? address_.host : "[" + address_.host + "]";
+  return "http://" + host + ":" + address_.port + address_.base_path;
 }
 
 http_result http_client::request(std::string_view method, std::string_view target,

@@ -10,6 +10,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -597,6 +598,8 @@ int write(invocation& in) {
   if (!p || p->segments.empty())
     return in.usage("PATH is ID/file, e.g. demo-counter/ctl");
   auto method = in.vm["method"].as<std::string>();
+  std::transform(method.begin(), method.end(), method.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
   if (method != "PUT" && method != "POST")
     return in.usage("--method is PUT or POST");
   std::string why;

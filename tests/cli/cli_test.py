@@ -247,6 +247,8 @@ def test_help_and_usage():
     expect(cli("status", "a", "--url", "", url="http://127.0.0.1:9"), 2, err="--url")
     # What goes into the request head is checked: a line break would add headers.
     expect(cli("status", "a", url="http://127.0.0.1:9/a b"), 2, err="space or a control character")
+    expect(cli("status", "a", url="http://127.0.0.1:9?x=1"), 2, err="query or a fragment")
+    expect(cli("status", "a", url="http://[::1]:9"), 3, err="cannot reach http://[::1]:9")
     expect(cli("status", "a", token="secret\r\nX-Request-Id: injected", url="http://127.0.0.1:9"),
            2, err="control character")
     expect(cli("send", "a", "{}", "--idempotency-key", "k\r\nX-Request-Id: i", url="http://127.0.0.1:9"),
@@ -362,7 +364,7 @@ def test_filesystem():
     expect(cli("write", "c1/ctl", "dance"), 1, err="BAD_CTL")
     expect(cli("write", "c1/ctl", "tick", "--method", "PATCH"), 2)
     expect(cli("write", "c1", "x"), 2)
-    check(ok_json("write", "c1/deadletter", '{"ids":[]}', "--method", "POST")["requeued"] == 0,
+    check(ok_json("write", "c1/deadletter", '{"ids":[]}', "--method", "post")["requeued"] == 0,
           "write --method POST requeues the deadletter")
 
     p = expect(cli("ls", "c1/"), 0)
