@@ -143,7 +143,7 @@ bool idle(self_ptr self) {
 bool try_hibernate(self_ptr self) {
   auto& st = self->state;
   if (!idle(self)
-      || !st.core->dir->try_hibernate(st.host->id(), st.highest_seen, st.directs_seen))
+      || !st.core->dir->try_hibernate(st.host->id(), st.highest_seen, st.directs_seen, st.res.get()))
     return false;
   self->quit();
   return true;
@@ -219,6 +219,8 @@ void maybe_tick(self_ptr self) {
     batch.ticks.push_back(std::move(a.op));
   } while (chain && st.in_flight.size() < most);
   st.host->seal(batch.ticks);  // one signature for the batch
+  for (auto& t : batch.ticks)   // none lands once its agent is being deleted
+    t.retired = retired_flag(st.res);
   auto token = ++st.token;
   storage::write_op op;
   if (batch.ticks.size() == 1)
@@ -307,6 +309,13 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
     return;
   auto batch = std::move(st.in_flight);
   st.in_flight = {};
+  if (!err.empty() && st.res && st.res->retired.load(std::memory_order_acquire)) {
+    // Its agent is being deleted: no retry; the terminate stops this actor.
+    st.host->rolled_back();
+    st.retry_wait = true;
+    st.running.end();
+    return;
+  }
   if (!err.empty()) {
     // The write failed: nothing of the batch was committed. Retry it.
     st.host->rolled_back();
@@ -371,7 +380,11 @@ bool load(self_ptr self, const std::string& id) {
   }
   if (!problem.empty()) {
     st.host.reset();
-    st.core->mark_errored(id, problem);
+    // An agent deleted meanwhile is not errored, it is gone: a mark would
+    // land on a later agent of the same id.
+    bool retired = st.res && st.res->retired.load(std::memory_order_acquire);
+    if (!retired && (meta || meta.error_value().code() != errc::not_found))
+      st.core->mark_errored(id, problem, retired_flag(st.res));
     return false;
   }
   st.direct_next = st.host->meta().direct_next;
@@ -409,7 +422,7 @@ caf::behavior agent_actor(self_ptr self, node_core* core, std::string id,
   st.res = std::move(res);
   touch(self);
   if (!load(self, id)) {
-    core->dir->actor_down(id);
+    core->dir->actor_down(id, st.res.get());
     self->quit();
     return {};
   }

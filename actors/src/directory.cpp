@@ -38,6 +38,29 @@ caf::actor directory::remove(const std::string& id) {
   return actor;
 }
 
+void directory::retire(const std::string& id) {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  if (auto i = s.map.find(id); i != s.map.end()) {
+    i->second.retiring = true;
+    if (i->second.res)
+      i->second.res->retired.store(true, std::memory_order_release);
+  }
+}
+
+caf::actor directory::unretire(const std::string& id) {
+  auto& s = shard_of(id);
+  std::lock_guard<std::mutex> guard{s.mtx};
+  auto i = s.map.find(id);
+  if (i == s.map.end())
+    return {};
+  i->second.retiring = false;
+  auto actor = i->second.actor;
+  if (actor)
+    forget_actor(i->second);
+  return actor;
+}
+
 bool directory::known(const std::string& id) const {
   auto& s = shard_of(id);
   std::lock_guard<std::mutex> guard{s.mtx};
@@ -51,7 +74,7 @@ std::optional<directory::view> directory::lookup(const std::string& id) const {
   if (i == s.map.end())
     return std::nullopt;
   return view{i->second.type, static_cast<bool>(i->second.actor), i->second.errored,
-              i->second.error};
+              i->second.error, i->second.retiring};
 }
 
 void directory::set_errored(const std::string& id, std::string reason) {
@@ -66,7 +89,7 @@ void directory::set_errored(const std::string& id, std::string reason) {
 bool directory::activate(const std::string& id, entry& e) {
   if (e.actor)
     return true;
-  if (e.errored || closed_)
+  if (e.errored || e.retiring || closed_)
     return false;
   e.res = std::make_shared<residency>();
   e.res->last_active_ns = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -94,18 +117,30 @@ bool directory::with_active(const std::string& id, F&& f) {
   return true;
 }
 
+// The sends happen after the shard lock is released: a message to an actor
+// that has just stopped is destroyed inside the send, and a direct trigger's
+// destructor looks its agent up here.
 bool directory::deliver(const std::string& id, std::uint64_t seq, entry_ptr entry) {
-  return with_active(id, [&](auto& e) {
-    e.notified = std::max(e.notified, seq);
-    caf::anon_send(e.actor, notify_atom::value, seq, std::move(entry));
-  });
+  caf::actor to;
+  if (!with_active(id, [&](auto& e) {
+        e.notified = std::max(e.notified, seq);
+        to = e.actor;
+      }))
+    return false;
+  caf::anon_send(to, notify_atom::value, seq, std::move(entry));
+  return true;
 }
 
 bool directory::deliver_direct(const std::string& id, direct_ptr d) {
-  return with_active(id, [&](auto& e) {
-    ++e.directs;
-    caf::anon_send(e.actor, direct_atom::value, std::move(d));
-  });
+  caf::actor to;
+  if (!with_active(id, [&](auto& e) {
+        ++e.directs;
+        to = e.actor;
+        d->actor_retired = retired_flag(e.res);
+      }))
+    return false;
+  caf::anon_send(to, direct_atom::value, std::move(d));
+  return true;
 }
 
 bool directory::wake(const std::string& id) {
@@ -129,22 +164,22 @@ bool directory::request_hibernate(const std::string& id) {
 }
 
 bool directory::try_hibernate(const std::string& id, std::uint64_t last_seen,
-                              std::uint64_t directs_seen) {
+                              std::uint64_t directs_seen, const residency* who) {
   auto& s = shard_of(id);
   std::lock_guard<std::mutex> guard{s.mtx};
   auto i = s.map.find(id);
-  if (i == s.map.end() || !i->second.actor || i->second.notified > last_seen
-      || i->second.directs > directs_seen)
+  if (i == s.map.end() || !i->second.actor || i->second.res.get() != who
+      || i->second.notified > last_seen || i->second.directs > directs_seen)
     return false;
   forget_actor(i->second);
   return true;
 }
 
-void directory::actor_down(const std::string& id) {
+void directory::actor_down(const std::string& id, const residency* who) {
   auto& s = shard_of(id);
   std::lock_guard<std::mutex> guard{s.mtx};
   auto i = s.map.find(id);
-  if (i != s.map.end() && i->second.actor)
+  if (i != s.map.end() && i->second.actor && i->second.res.get() == who)
     forget_actor(i->second);
 }
 

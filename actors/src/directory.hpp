@@ -24,7 +24,15 @@ namespace ticktock::detail {
 /// Shared between the directory and a resident agent's actor.
 struct residency {
   std::atomic<std::int64_t> last_active_ns{0};
+  /// Its agent is being deleted: the store refuses the actor's writes
+  /// (storage::tick_op::retired).
+  std::atomic<bool> retired{false};
 };
+
+/// `r`'s retired flag, for storage ops: shares ownership of `r`.
+inline std::shared_ptr<const std::atomic<bool>> retired_flag(const std::shared_ptr<residency>& r) {
+  return r ? std::shared_ptr<const std::atomic<bool>>{r, &r->retired} : nullptr;
+}
 
 class directory {
 public:
@@ -37,6 +45,13 @@ public:
   void add(const std::string& id, std::string type, bool errored, std::string error = {});
   /// Forgets an agent (after terminate); returns its actor if it was resident.
   caf::actor remove(const std::string& id);
+  /// Before a terminate commits: the agent is not activated any more, and
+  /// its resident actor's writes are refused from here on (residency::
+  /// retired), so none lands after the terminate, on a later agent of the id.
+  void retire(const std::string& id);
+  /// The terminate failed: the agent goes on. Returns its retired actor, if
+  /// any, which the caller stops (the next trigger starts a fresh one).
+  caf::actor unretire(const std::string& id);
 
   bool known(const std::string& id) const;
   struct view {
@@ -44,6 +59,7 @@ public:
     bool resident = false;
     bool errored = false;
     std::string error;
+    bool retiring = false;  ///< being deleted
   };
   std::optional<view> lookup(const std::string& id) const;
 
@@ -67,9 +83,12 @@ public:
   /// The hibernation handshake: succeeds (and forgets the actor) only if no
   /// entry newer than `last_seen` and no direct trigger beyond the first
   /// `directs_seen` were routed to it.
-  bool try_hibernate(const std::string& id, std::uint64_t last_seen, std::uint64_t directs_seen);
-  /// The actor of `id` stopped on its own (e.g. LOAD failed).
-  void actor_down(const std::string& id);
+  /// `who`: the asking actor's residency; an actor the directory no longer
+  /// holds (retired, or replaced) changes nothing.
+  bool try_hibernate(const std::string& id, std::uint64_t last_seen, std::uint64_t directs_seen,
+                     const residency* who);
+  /// The actor of `id` with residency `who` stopped on its own (e.g. LOAD failed).
+  void actor_down(const std::string& id, const residency* who);
 
   /// The resident actor of `id`, activating it if needed.
   caf::actor actor_of(const std::string& id);
@@ -95,6 +114,7 @@ private:
     std::uint64_t directs = 0;  // direct triggers sent to the current actor
     bool errored = false;
     bool evicting = false;  // asked to hibernate by enforce_max_resident
+    bool retiring = false;  // being deleted (retire): never activated again
     std::string error;
   };
   struct shard {

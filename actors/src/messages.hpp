@@ -5,6 +5,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -54,6 +55,9 @@ public:
   void finish(expected<tick_event> r);
 
   storage::inbox_entry entry;  ///< its seq is assigned by the agent's actor
+  /// The retired flag of the actor it was handed to (directory.hpp): set,
+  /// its agent was deleted, whatever agent of the id there is now.
+  std::shared_ptr<const std::atomic<bool>> actor_retired;
 
 private:
   node_core& core_;

@@ -52,7 +52,10 @@ direct_trigger::~direct_trigger() {
     return;
   }
   auto v = core_.dir->lookup(agent_);
-  if (!v)
+  if ((actor_retired && actor_retired->load(std::memory_order_acquire)) || (v && v->retiring))
+    finish(error{errc::not_found, "agent '" + agent_ + "' was deleted before its tick for this "
+                                  "request committed"});
+  else if (!v)
     finish(error{errc::not_found, "no agent '" + agent_ + "'"});
   else if (v->errored)
     finish(error{errc::agent_errored, "agent '" + agent_ + "' is errored: " + v->error});
@@ -96,9 +99,10 @@ void node_core::end_batch() {
   }
 }
 
-void node_core::mark_errored(const std::string& id, const std::string& reason) {
+void node_core::mark_errored(const std::string& id, const std::string& reason,
+                             std::shared_ptr<const std::atomic<bool>> retired) {
   dir->set_errored(id, reason);
-  commits->submit(storage::mark_errored_op{id, reason}, nullptr);
+  commits->submit(storage::mark_errored_op{id, reason, std::move(retired)}, nullptr);
   consumed(static_cast<std::int64_t>(store->inbox_depth(id)));
 }
 
@@ -371,9 +375,15 @@ error node::terminate(const std::string& id) {
   if (!ok)
     return ok.error_value();
   auto depth = core_->store->inbox_depth(id);
+  // From here on its actor writes nothing: a tick of it committing after the
+  // terminate would land on the next agent of this id (create, import).
+  core_->dir->retire(id);
   auto r = commit_and_wait(*core_, storage::terminate_op{id});
-  if (r.err)
+  if (r.err) {
+    if (auto actor = core_->dir->unretire(id))
+      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     return r.err;
+  }
   core_->keys->forget(id);
   for (auto& key : storage::agent_setting_names(id))
     core_->gate->install(key, std::nullopt);

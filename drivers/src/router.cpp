@@ -1148,10 +1148,9 @@ response router::import_bundle(const request& req) {
   auto id = node_.import_bundle(req.body);
   if (!id)
     return error_response(id.error_value());
+  // Imported: a delete that came right after it does not make this a 404.
   auto s = node_.status(*id);
-  if (!s)
-    return error_response(s.error_value());
-  auto r = json_response(201, status_json(*s));
+  auto r = json_response(201, status_json(s ? *s : agent_status{*id, {}, agent_state::terminated}));
   r.headers.emplace_back("Location", "/v1/agents/" + *id);
   return r;
 }

@@ -472,6 +472,10 @@ private:
 
   void handle(tick_op& op, op_result& r) {
     const auto& id = op.meta.id;
+    if (op.retired && op.retired->load(std::memory_order_acquire)) {
+      r.err = error{errc::not_found, "agent '" + id + "' was deleted"};
+      return;
+    }
     auto* c = ctr(id);
     if (!c) {
       r.err = error{errc::not_found, "no agent '" + id + "'"};
@@ -695,7 +699,10 @@ private:
     r.seq = op.records.size();
   }
 
-  void handle(mark_errored_op& op, op_result&) { put(cf_meta, keys::errored(op.agent), op.reason); }
+  void handle(mark_errored_op& op, op_result&) {
+    if (!op.retired || !op.retired->load(std::memory_order_acquire))
+      put(cf_meta, keys::errored(op.agent), op.reason);
+  }
 
   // -- alarms ---------------------------------------------------------------
 

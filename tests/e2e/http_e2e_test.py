@@ -665,6 +665,49 @@ class InboxFullTest(ServerCase):
         self.assertServing()
 
 
+class LifecycleRaceTest(ServerCase):
+    # Agents come and go quickly: actors of deleted agents are still around.
+    server_args = ("--idle-timeout", "50", "--max-resident", "5")
+
+    def test_create_import_and_delete_of_one_id_at_once_leave_a_sound_agent_or_none(self):
+        # Bugs: the actor of an agent deleted while it loaded or ticked wrote
+        # after the delete: an errored mark, or a tick signed with the old
+        # keys, landed on the agent imported (201) or created right after,
+        # which stayed errored or failed to verify for good. Requests caught
+        # in between got 503 SHUTTING_DOWN or 409 AGENT_ERRORED.
+        s = self.server
+        s.create("rz", "counter")
+        bundle = s.get("/v1/agents/rz/fs/memory/export").body
+        allowed = {"create": {201, 409}, "import": {201, 409}, "delete": {200, 404},
+                   "a": {200, 404}, "send": {202, 404}}
+        deadline, rounds = time.monotonic() + 8, 0
+        while time.monotonic() < deadline and rounds < 150:
+            rounds += 1
+            s.request("DELETE", "/v1/agents/rz")
+            results = []
+            calls = {"create": lambda: s.post("/v1/agents", {"id": "rz", "type": "counter"}),
+                     "import": lambda: s.post("/v1/agents/import", bundle,
+                                              headers={"Content-Type": "application/octet-stream"}),
+                     "delete": lambda: s.request("DELETE", "/v1/agents/rz"),
+                     "a": lambda: s.post("/a/rz/", ""),
+                     "send": lambda: s.post("/v1/agents/rz/inbox", {"n": rounds})}
+            threads = [threading.Thread(target=lambda k=k, f=f: results.append((k, f().status)))
+                       for k, f in calls.items()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            for kind, status in results:
+                self.assertIn(status, allowed[kind], (rounds, kind, results))
+            st = s.get("/v1/agents/rz")
+            if st.status == 200:
+                self.assertNotEqual(st.json()["state"], "errored", (rounds, st.json()))
+                verify = s.get("/v1/agents/rz/fs/logs/trajectory?verify").json()
+                self.assertTrue(verify["ok"], (rounds, verify))
+                self.assertEqual(s.post("/a/rz/", "").status, 200, rounds)
+        self.assertServing()
+
+
 class ConnectionLimitTest(ServerCase):
     server_args = ("--max-connections", "2")
 

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -78,6 +79,10 @@ struct ledger_change {
 /// Everything one tick attempt commits.
 struct tick_op {
   agent_record meta;                         ///< the agent's meta after the tick
+  /// Set (by whoever deletes the agent) once the writer of this op must not
+  /// write any more: the op is then refused as not_found, so that a stale
+  /// writer's tick never lands on a later agent of the same id [none].
+  std::shared_ptr<const std::atomic<bool>> retired;
   std::optional<std::string> state;          ///< new state bytes, if changed
   std::optional<std::uint64_t> consume_seq;  ///< inbox entry the tick consumed
   std::vector<outbox_event> outbox;
@@ -135,6 +140,7 @@ struct terminate_op {
 struct mark_errored_op {
   std::string agent;
   std::string reason;
+  std::shared_ptr<const std::atomic<bool>> retired;  ///< as tick_op::retired: then skipped
 };
 
 /// Moves due alarms into their agents' inboxes and re-arms periodic ones.
