@@ -107,6 +107,21 @@ std::optional<keyring::refusal> keyring::open(storage::inbox_entry& e, std::stri
                                               const identity::agent_keys* self_keys) const {
   if (e.from.empty() && e.signature.empty() && !e.encrypted)
     return std::nullopt;  // from outside, authenticated by the driver that took it
+  if (auto bad = check_signature(e, self))
+    return bad;
+  if (e.encrypted) {
+    if (!self_keys)
+      return refusal{"undecryptable", "the message is encrypted but this agent has no keys"};
+    auto plain = identity::decrypt(*self_keys, e.payload);
+    if (!plain)
+      return refusal{"undecryptable", plain.error_value().message()};
+    e.payload = std::move(*plain);
+  }
+  return std::nullopt;
+}
+
+std::optional<keyring::refusal> keyring::check_signature(const storage::inbox_entry& e,
+                                                         std::string_view self) const {
   if (e.signature.empty())
     return refusal{"bad_signature", "message claims sender '" + e.from + "' but is not signed"};
   identity::public_key key{};
@@ -123,14 +138,6 @@ std::optional<keyring::refusal> keyring::open(storage::inbox_entry& e, std::stri
   if (!identity::verify(key, signing, bytes_of(e.signature)))
     return refusal{"bad_signature", "the signature of the message from '" + e.from
                                       + "' does not verify with the sender's key"};
-  if (e.encrypted) {
-    if (!self_keys)
-      return refusal{"undecryptable", "the message is encrypted but this agent has no keys"};
-    auto plain = identity::decrypt(*self_keys, e.payload);
-    if (!plain)
-      return refusal{"undecryptable", plain.error_value().message()};
-    e.payload = std::move(*plain);
-  }
   return std::nullopt;
 }
 

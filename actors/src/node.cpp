@@ -777,7 +777,11 @@ expected<send_receipt> node::deliver(const envelope& env, std::string request_id
   op.entry.sender_key.assign(reinterpret_cast<const char*>(env.sender_key.data()),
                              env.sender_key.size());
   // The envelope id is the idempotency key: a second delivery is a replay.
-  op.entry.idempotency_key = "envelope:" + id_hex;
+  // Only a genuine envelope claims it: a forged copy (one byte changed)
+  // posted first must not make the real one a "replay". The copy still goes
+  // in, to the deadletter as bad_signature before the recipient's tick.
+  if (!core_->keys->check_signature(op.entry, env.to))
+    op.entry.idempotency_key = "envelope:" + id_hex;
   op.depth_limit = limits.inbox_limit;
   {
     std::lock_guard<std::mutex> guard{core_->idle_mtx};

@@ -1362,6 +1362,17 @@ class IdentityTest(unittest.TestCase):
             self.assertIn('ticktock_envelopes_refused_total{reason="bad_signature"} 1', metrics)
             self.assertIn('ticktock_envelopes_refused_total{reason="replayed"} 1', metrics)
             self.assertTrue(b.get("/v1/agents/bob/fs/logs/trajectory?verify").json()["ok"])
+            # Bug: a forged copy of an envelope in transit, posted first,
+            # claimed its id, and the genuine envelope was then a "replay".
+            env2 = a.post("/v1/agents/alice/fs/identity/envelope",
+                          {"to": "bob", "payload": json.dumps({"hi": 3})}).json()
+            sig = env2["signature"]
+            copy = dict(env2, signature=("0" if sig[0] != "0" else "1") + sig[1:])
+            self.assertEqual(b.post("/v1/agents/bob/inbox", copy, headers=self.ENVELOPE).status, 202)
+            self.assertEqual(b.post("/v1/agents/bob/inbox", env2, headers=self.ENVELOPE).status, 202)
+            b.wait_count("bob", 2)
+            b.wait_for(lambda: len(b.get("/v1/agents/bob/fs/deadletter").json()["entries"]) == 2,
+                       "the forged copy in the deadletter")
 
     def test_master_key_rotation_and_a_key_file_outside_the_data_directory(self):
         keydir = tempfile.TemporaryDirectory(prefix="ticktock-key-")
