@@ -682,6 +682,9 @@ expected<identity::agent_keys> node::unsealed_keys(const std::string& id) const 
 }
 
 expected<identity::signature> node::sign(const std::string& id, std::string_view bytes) const {
+  if (identity::reserved_signing_domain(bytes))
+    return error{errc::invalid_argument, "bytes starting with \"ticktock/\" are ticktock's own to "
+                                         "sign (envelopes, trajectory records)"};
   auto keys = unsealed_keys(id);
   if (!keys)
     return keys.error_value();

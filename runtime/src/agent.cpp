@@ -66,6 +66,8 @@ std::optional<identity::public_keys> context::public_keys_of(std::string_view ag
 }
 
 identity::signature context::sign(std::string_view bytes) const {
+  if (identity::reserved_signing_domain(bytes))
+    throw std::invalid_argument("sign: bytes starting with \"ticktock/\" are ticktock's own to sign");
   return identity::sign(keys_of(reader_), bytes);
 }
 

@@ -307,6 +307,8 @@ expected<std::string> master_key::open(std::string_view sealed) const {
 
 // -- signed bytes -------------------------------------------------------------
 
+bool reserved_signing_domain(std::string_view message) { return message.starts_with("ticktock/"); }
+
 std::string envelope_signing_bytes(std::string_view envelope_id, std::string_view from,
                                    std::string_view to, std::int64_t time_us, bool encrypted,
                                    std::string_view payload) {

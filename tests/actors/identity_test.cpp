@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "../../actors/src/keyring.hpp"
+#include "../../actors/src/node_core.hpp"
 #include "../../storage/src/bundle.hpp"
 #include "../temp_dir.hpp"
 #include "../test_agents.hpp"
@@ -38,6 +40,8 @@ struct courier : agent<inbox_state> {
       auto rest = t.payload.substr(verb.size() + 1);
       auto to = rest.substr(0, rest.find(':'));
       ctx.send(to, rest.substr(to.size() + 1), {.encrypted = verb == "relay"});
+    } else if (t.payload == "forge") {  // ticktock's own signing domain: refused
+      ctx.sign(identity::trajectory_signing_bytes("a", "any record"));
     } else if (t.payload == "sign") {
       auto sig = ctx.sign("probe");
       state().signature = identity::to_hex(std::span{sig.data(), sig.size()});
@@ -123,6 +127,14 @@ TEST_CASE("every agent gets its own keys, sealed at rest with a 0600 master key"
   CHECK(s->self_check);
   CHECK(s->decrypted == "to myself");
   CHECK(s->signature == hex_of(std::string(reinterpret_cast<const char*>(n->sign("a", "probe")->data()), 64)));
+  // Neither the node nor a tick signs bytes of ticktock's own signing domain
+  // (they would forge envelopes and trajectory records).
+  CHECK(n->sign("a", identity::trajectory_signing_bytes("a", "x")).code() == errc::invalid_argument);
+  REQUIRE(n->send("a", "forge"));
+  REQUIRE(n->wait_idle(10s));
+  auto dead = n->deadletter("a");
+  REQUIRE(dead->size() == 1);
+  CHECK(dead->front().error.find("ticktock's own to sign") != std::string::npos);
 
   n->shutdown();
   n.reset();
@@ -280,12 +292,15 @@ TEST_CASE("an encrypted message for another agent cannot be read: undecryptable"
   REQUIRE(env);
   auto sealed = *env;
   sealed.encrypted = true;
-  // The signature covers the encrypted flag: sign again with a's key.
-  auto sig = n->sign("a", identity::envelope_signing_bytes(sealed.id, "a", "b",
-                                                           sealed.time.time_since_epoch().count(),
-                                                           true, sealed.payload));
-  REQUIRE(sig);
-  sealed.signature = *sig;
+  // The signature covers the encrypted flag: sign again with a's key (not
+  // through node::sign, which refuses ticktock's own signing domain).
+  auto signing = identity::envelope_signing_bytes(sealed.id, "a", "b",
+                                                  sealed.time.time_since_epoch().count(), true,
+                                                  sealed.payload);
+  CHECK(n->sign("a", signing).code() == errc::invalid_argument);
+  auto keys = n->core().keys->load("a");
+  REQUIRE(keys);
+  sealed.signature = identity::sign(*keys, signing);
   REQUIRE(n->deliver(sealed));
   REQUIRE(n->wait_idle(10s));
   auto d = n->deadletter("b");

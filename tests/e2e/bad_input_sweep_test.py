@@ -1120,6 +1120,8 @@ def build_cases(fx):
         ("verify: pubkey not hex", "verify", '{"data":"x","signature":"%s","pubkey":"zz"}' % sig128,
          "BAD_FIELD"),
         ("verify: not an object", "verify", "[]", "BAD_JSON"),
+        ("sign: ticktock's own signing domain", "sign", "ticktock/envelope/v1\u0000forged",
+         "INVALID_ARGUMENT"),
         ("encrypt: no recipient", "encrypt", '{"data":"x"}', "BAD_FIELD"),
         ("encrypt: invalid recipient id", "encrypt", '{"data":"x","to":"BAD"}', "INVALID_ID"),
         ("encrypt: data_base64 invalid", "encrypt", '{"data_base64":"!!","to":"%s"}' % ECHO, "BAD_FIELD"),

@@ -250,7 +250,9 @@ public:
   const identity::public_keys& public_keys() const;
   /// Another agent's public keys, if known here.
   std::optional<identity::public_keys> public_keys_of(std::string_view agent) const;
-  /// Signs `bytes` with this agent's Ed25519 key.
+  /// Signs `bytes` with this agent's Ed25519 key. Bytes in ticktock's own
+  /// signing domain (identity::reserved_signing_domain) throw
+  /// std::invalid_argument: the tick fails.
   identity::signature sign(std::string_view bytes) const;
   /// Checks an Ed25519 signature by any key.
   static bool verify(const identity::public_key& key, std::string_view bytes,

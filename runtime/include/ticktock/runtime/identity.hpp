@@ -50,6 +50,10 @@ void init();
 
 /// Ed25519 signature of `message`.
 signature sign(const agent_keys& keys, std::string_view message);
+/// True for bytes in ticktock's own signing domain (they start with
+/// "ticktock/", as envelope_signing_bytes and trajectory_signing_bytes do):
+/// signing them on request would forge envelopes and trajectory records.
+bool reserved_signing_domain(std::string_view message);
 /// True if `sig` is `key`'s signature of `message`.
 bool verify(const public_key& key, std::string_view message, std::span<const std::uint8_t> sig);
 
