@@ -1403,6 +1403,21 @@ response router::identity_file(const request& req, const std::string& id,
     return error_response(400, "BAD_JSON", "the body must be a JSON object");
   auto& o = body.as_object();
   auto bad = [](const error& e) { return error_response(400, "BAD_FIELD", e.message()); };
+  // Each file's fields; a field it does not know, or two that say the same
+  // thing, is refused rather than one of them taken silently.
+  static const std::map<std::string, std::vector<std::string_view>> fields = {
+    {"verify", {"data", "data_base64", "signature", "pubkey"}},
+    {"encrypt", {"data", "data_base64", "to", "pubkey"}},
+    {"decrypt", {"ciphertext"}},
+    {"envelope", {"to", "payload", "payload_base64", "encrypted"}}};
+  auto& known = fields.at(file);
+  for (auto& [k, v] : o)
+    if (std::find(known.begin(), known.end(), std::string_view{k}) == known.end())
+      return error_response(400, "UNKNOWN_FIELD", "identity/" + file + " has no field \"" + std::string{k} + "\"");
+  for (auto [a, b] : {std::pair{"data", "data_base64"}, std::pair{"payload", "payload_base64"},
+                      std::pair{"to", "pubkey"}})
+    if (o.contains(a) && o.contains(b))
+      return error_response(400, "BAD_FIELD", "give \"" + std::string{a} + "\" or \"" + b + "\", not both");
   if (file == "verify") {
     auto data = data_field(o, "data");
     auto sig = hex_field(o, "signature", 64);
