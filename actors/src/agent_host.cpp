@@ -374,13 +374,14 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     }
   }
   std::vector<std::string> signed_notes;
+  bool final_attempt = false;  // no retry: straight to the deadletter on failure
   if (entry.corrupt) {
     failure = "inbox record " + std::to_string(entry.seq) + " is corrupt: " + entry.payload;
-    a.attempt = limits().max_attempts;  // no point retrying bytes that do not decode
+    final_attempt = true;  // no point retrying bytes that do not decode
   } else if (refusal) {
     failure = refusal->error;
     a.refused = refusal->reason;
-    a.attempt = limits().max_attempts;  // a bad envelope does not get better
+    final_attempt = true;  // a bad envelope does not get better
   } else {
     auto trig = (opened ? *opened : entry).to_trigger(a.attempt);
     context ctx{meta_.id, meta_.config, trig, *agent_, this};
@@ -528,7 +529,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     rec.state_hash = committed_hash_;
     rec.error = *failure;
     a.error = *failure;
-    if (a.attempt >= limits().max_attempts) {
+    if (final_attempt || a.attempt >= limits().max_attempts) {
       a.outcome = storage::outcome::deadlettered;
       next.retry_seq = 0;
       next.retry_attempts = 0;
