@@ -801,7 +801,7 @@ expected<send_receipt> node::deliver(const envelope& env, std::string request_id
   if (r.duplicate) {
     std::lock_guard<std::mutex> guard{core->metrics_mtx};
     ++core->metrics.replayed_envelopes;
-    return error{errc::replayed, "envelope " + id_hex + " was delivered before (seq "
+    return error{errc::replayed, "envelope " + id_hex + " was accepted before (seq "
                                    + std::to_string(r.seq) + ")"};
   }
   return send_receipt{r.seq, false};

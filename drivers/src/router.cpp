@@ -1503,6 +1503,8 @@ response router::enqueue(const request& req, const std::string& id) {
     if (!env)
       return error_response(400, "BAD_ENVELOPE", env.error_value().message());
     auto r = node_.deliver(*env, req.request_id);
+    if (!r && r.error_value().code() == errc::invalid_argument)  // its sender or id
+      return error_response(400, "BAD_ENVELOPE", r.error_value().message());
     if (!r)
       return error_response(r.error_value());
     return json_response(202, json::object{{"seq", r->seq}, {"duplicate", false}});
