@@ -230,7 +230,7 @@ TEST_CASE("a bad or missing signature sends the message to the deadletter as bad
   SECTION("a replayed envelope is refused and counted") {
     auto again = n->deliver(*env);
     CHECK(again.code() == errc::replayed);
-    CHECK(again.error_value().message().find("delivered before") != std::string::npos);
+    CHECK(again.error_value().message().find("accepted before") != std::string::npos);
     CHECK(n->metrics().replayed_envelopes == 1);
   }
   SECTION("malformed envelopes are refused before they are stored") {
