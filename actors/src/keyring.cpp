@@ -243,13 +243,15 @@ expected<std::size_t> rotate_master_key(storage::store& store, const std::filesy
 }
 
 error sign_as(const keyring& keys, const std::string& from, const std::string& to, bool encrypted,
-              storage::inbox_entry& e) {
+              storage::inbox_entry& e, const identity::public_key* recipient_key) {
   auto sender = keys.load(from);
   if (!sender)
     return error{errc::invalid_argument,
                  "cannot send as '" + from + "': " + sender.error_value().message()};
   std::optional<identity::public_key> recipient;
-  if (encrypted) {
+  if (encrypted && recipient_key) {
+    recipient = *recipient_key;
+  } else if (encrypted) {
     auto pub = keys.public_keys_of(to);
     if (!pub)
       return error{errc::not_found, "cannot encrypt for '" + to + "': it has no keys here"};

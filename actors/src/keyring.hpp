@@ -74,8 +74,9 @@ expected<identity::master_key> open_master_key(const storage::store& store,
 expected<std::size_t> rotate_master_key(storage::store& store, const std::filesystem::path& path);
 
 /// Signs `e` (a message to `to`) as local agent `from`, and encrypts it for
-/// `to` when asked: what a message `from` sent would carry.
+/// `to` when asked: what a message `from` sent would carry. `recipient_key`:
+/// encrypt for this key (a recipient on another node) instead of `to`'s.
 error sign_as(const keyring& keys, const std::string& from, const std::string& to, bool encrypted,
-              storage::inbox_entry& e);
+              storage::inbox_entry& e, const identity::public_key* recipient_key = nullptr);
 
 }  // namespace ticktock::detail

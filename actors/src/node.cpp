@@ -727,7 +727,8 @@ expected<std::size_t> node::rotate_master_key(const node_options& options) {
 }
 
 expected<envelope> node::make_envelope(const std::string& from, const std::string& to,
-                                       std::string payload, bool encrypted) const {
+                                       std::string payload, bool encrypted,
+                                       std::optional<identity::public_key> recipient_key) const {
   auto ok = checked(from);
   if (!ok)
     return ok.error_value();
@@ -736,7 +737,8 @@ expected<envelope> node::make_envelope(const std::string& from, const std::strin
   storage::inbox_entry e;
   e.time = core_->clock->now();
   e.payload = std::move(payload);
-  if (auto err = detail::sign_as(*core_->keys, from, to, encrypted, e))
+  if (auto err = detail::sign_as(*core_->keys, from, to, encrypted, e,
+                                 recipient_key ? &*recipient_key : nullptr))
     return err;
   envelope env;
   env.id = std::move(e.envelope_id);

@@ -1409,13 +1409,12 @@ response router::identity_file(const request& req, const std::string& id,
     {"verify", {"data", "data_base64", "signature", "pubkey"}},
     {"encrypt", {"data", "data_base64", "to", "pubkey"}},
     {"decrypt", {"ciphertext"}},
-    {"envelope", {"to", "payload", "payload_base64", "encrypted"}}};
+    {"envelope", {"to", "payload", "payload_base64", "encrypted", "pubkey"}}};
   auto& known = fields.at(file);
   for (auto& [k, v] : o)
     if (std::find(known.begin(), known.end(), std::string_view{k}) == known.end())
       return error_response(400, "UNKNOWN_FIELD", "identity/" + file + " has no field \"" + std::string{k} + "\"");
-  for (auto [a, b] : {std::pair{"data", "data_base64"}, std::pair{"payload", "payload_base64"},
-                      std::pair{"to", "pubkey"}})
+  for (auto [a, b] : {std::pair{"data", "data_base64"}, std::pair{"payload", "payload_base64"}})
     if (o.contains(a) && o.contains(b))
       return error_response(400, "BAD_FIELD", "give \"" + std::string{a} + "\" or \"" + b + "\", not both");
   if (file == "verify") {
@@ -1446,6 +1445,8 @@ response router::identity_file(const request& req, const std::string& id,
     if (!data)
       return bad(data.error_value());
     expected<std::string> sealed = error{};
+    if (o.contains("to") && o.contains("pubkey"))
+      return error_response(400, "BAD_FIELD", "give \"to\" or \"pubkey\", not both");
     if (auto* to = o.if_contains("to"); to && to->is_string()) {
       sealed = node_.encrypt_for(std::string{to->as_string()}, *data);
     } else if (o.contains("pubkey")) {
@@ -1487,7 +1488,18 @@ response router::identity_file(const request& req, const std::string& id,
       return error_response(400, "BAD_FIELD", "\"encrypted\" is true or false");
     encrypted = enc->as_bool();
   }
-  auto env = node_.make_envelope(id, std::string{to->as_string()}, std::move(*data), encrypted);
+  // "pubkey": the recipient's Ed25519 key, for one on another node.
+  std::optional<identity::public_key> recipient;
+  if (o.contains("pubkey")) {
+    auto k = hex_field(o, "pubkey", 32);
+    if (!k)
+      return bad(k.error_value());
+    if (!encrypted)
+      return error_response(400, "BAD_FIELD", "\"pubkey\" is for \"encrypted\":true envelopes");
+    recipient.emplace();
+    std::memcpy(recipient->data(), k->data(), 32);
+  }
+  auto env = node_.make_envelope(id, std::string{to->as_string()}, std::move(*data), encrypted, recipient);
   if (!env)
     return error_response(env.error_value());
   return json_response(200, envelope_json(*env));

@@ -1373,6 +1373,19 @@ class IdentityTest(unittest.TestCase):
             b.wait_count("bob", 2)
             b.wait_for(lambda: len(b.get("/v1/agents/bob/fs/deadletter").json()["entries"]) == 2,
                        "the forged copy in the deadletter")
+            # Encrypted for an agent on another node: by its public key (it
+            # could only be done for a local recipient).
+            bob_key = b.get("/v1/agents/bob/fs/identity/pubkey").json()["ed25519"]
+            r = a.post("/v1/agents/alice/fs/identity/envelope", {"to": "bob", "payload": "{}", "encrypted": True})
+            self.assertEqual((r.status, r.error_code()), (404, "AGENT_NOT_FOUND"), r)
+            sealed = a.post("/v1/agents/alice/fs/identity/envelope",
+                            {"to": "bob", "payload": json.dumps({"secret": 1}), "encrypted": True,
+                             "pubkey": bob_key})
+            self.assertEqual(sealed.status, 200, sealed)
+            self.assertIn("payload_base64", sealed.json())  # ciphertext
+            self.assertEqual(b.post("/v1/agents/bob/inbox", sealed.json(), headers=self.ENVELOPE).status, 202)
+            b.wait_count("bob", 3)  # opened for bob's tick
+            self.assertEqual(len(b.get("/v1/agents/bob/fs/deadletter").json()["entries"]), 2)
 
     def test_master_key_rotation_and_a_key_file_outside_the_data_directory(self):
         keydir = tempfile.TemporaryDirectory(prefix="ticktock-key-")

@@ -115,10 +115,12 @@ public:
   expected<std::size_t> requeue(const std::string& id,
                                 std::optional<std::vector<std::uint64_t>> ids = std::nullopt);
 
-  /// Signs an envelope from local agent `from` to agent `to` (encrypting the
-  /// payload for `to` when asked; `to` must then be local too).
+  /// Signs an envelope from local agent `from` to agent `to`, encrypting the
+  /// payload when asked: for `recipient_key` (`to`'s key, `to` being on
+  /// another node), or else for local `to`.
   expected<envelope> make_envelope(const std::string& from, const std::string& to,
-                                   std::string payload, bool encrypted = false) const;
+                                   std::string payload, bool encrypted = false,
+                                   std::optional<identity::public_key> recipient_key = std::nullopt) const;
   /// Enqueues an envelope for its recipient (durable on return). The
   /// signature is checked before the recipient's tick: a bad one sends the
   /// message to the deadletter as `bad_signature`. Errors: as send, plus
