@@ -442,7 +442,12 @@ int main(int argc, char** argv) {
     }
   };
   try {
-    auto cli = po::parse_command_line(argc, argv, desc);
+    // Whole option names only: a prefix (`--rot`) is not taken for an option
+    // (`--rotate-master-key`), as the config file and environment take none.
+    auto cli = po::command_line_parser(argc, argv)
+                 .options(desc)
+                 .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
+                 .run();
     // ticktockd takes no positional arguments: a stray word ('--quiet true',
     // a second directory after --data) is a mistake, not something to drop.
     for (auto& o : cli.options)
@@ -521,6 +526,10 @@ int main(int argc, char** argv) {
   }
   opts.idle_timeout = std::chrono::milliseconds{vm["idle-timeout"].as<std::int64_t>()};
   opts.max_resident = vm["max-resident"].as<std::size_t>();
+  if (opts.max_resident == 0) {
+    std::fprintf(stderr, "ticktockd: --max-resident: at least 1 agent\n");
+    return 2;
+  }
   opts.threads = vm["threads"].as<std::size_t>();
   opts.limits.max_message_bytes = vm["max-body"].as<std::size_t>();
   if (opts.limits.max_message_bytes == 0 || vm["max-bundle"].as<std::size_t>() == 0) {

@@ -2042,6 +2042,9 @@ class ConfigTest(unittest.TestCase):
                 # a body limit of 0 would refuse every request with a body
                 (["--max-body", "0"], None, "--max-body and --max-bundle: at least 1 byte"),
                 (["--max-bundle", "0"], None, "--max-body and --max-bundle: at least 1 byte"),
+                (["--max-resident", "0"], None, "--max-resident: at least 1 agent"),
+                # whole option names only: --rot is no --rotate-master-key
+                (["--rot"], None, "unrecognised option '--rot'"),
                 # config file values of the wrong JSON type
                 ([], {"data": None}, "option 'data' takes a string, not null"),
                 ([], {"data": 5}, "option 'data' takes a string, not an integer"),
