@@ -485,7 +485,10 @@ int status(invocation& in) {
 
 void send_options(po::options_description& d) {
   d.add_options()("idempotency-key", po::value<std::string>(),
-                  "deduplicates retries: a repeat gets the first send's seq");
+                  "deduplicates retries: a repeat gets the first send's seq")(
+    "envelope", po::bool_switch(),
+    "JSON is a signed envelope (from another node's ID/identity/envelope): checked, and "
+    "refused as REPLAYED_ENVELOPE the second time");
 }
 
 int send(invocation& in) {
@@ -494,7 +497,11 @@ int send(invocation& in) {
   auto body = in.arg(1) == "-" ? read_input("-", why) : std::optional<std::string>{in.arg(1)};
   if (!body)
     return in.local(why);
-  header_list headers{{"Content-Type", "application/json"}};
+  bool envelope = in.vm["envelope"].as<bool>();
+  if (envelope && in.vm.count("idempotency-key"))
+    return in.usage("an envelope's id is its idempotency key: --envelope takes no --idempotency-key");
+  header_list headers{
+    {"Content-Type", envelope ? "application/ticktock-envelope+json" : "application/json"}};
   if (in.vm.count("idempotency-key"))
     headers.emplace_back("Idempotency-Key", in.vm["idempotency-key"].as<std::string>());
   auto v = in.call_json("POST", agent_target(in.arg(0)) + "/inbox", rc, std::move(*body), headers);

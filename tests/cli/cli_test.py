@@ -339,6 +339,15 @@ def test_send_and_tick():
     for i in range(2):
         expect(cli("send", "v1", '{"v":%d}' % i), 0)
     wait_until(lambda: len(outbox("v1")) == 2, 10, "two outbox events of v1")
+    # A signed envelope (here v1's own, as another node's agent would make
+    # one) goes in as an envelope: once, then it is a replay.
+    env = cli("--json", "write", "v1/identity/envelope", '{"to":"v1","payload":"{\\"v\\":9}"}',
+              "--method", "POST").stdout.strip()
+    check(json.loads(env)["to"] == "v1", "an envelope: %r" % env)
+    expect(cli("send", "v1", env, "--envelope"), 0, out="accepted seq")
+    expect(cli("send", "v1", env, "--envelope"), 1, err="REPLAYED_ENVELOPE")
+    expect(cli("send", "v1", env, "--envelope", "--idempotency-key", "k"), 2, err="--envelope takes no")
+    wait_until(lambda: len(outbox("v1")) == 3, 10, "the envelope's tick on v1")
 
 
 def test_filesystem():
