@@ -20,7 +20,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
@@ -147,39 +146,6 @@ bool request_line_too_long(const http::request_parser<http::string_body>& parser
   auto data = buffer.data();
   std::string_view seen{static_cast<const char*>(data.data()), data.size()};
   return parser.get().target().empty() && seen.find('\n') == std::string_view::npos;
-}
-
-// The target the router sees: the origin form, with the percent-encoded
-// unreserved characters of its path decoded (RFC 3986, 6.2.2.2: `%69nbox` is
-// `inbox`, `%2E%2E` is `..`), so routes and dot segments are matched on what
-// the path means. Other escapes (`%2F`, `%25`, ...) stay for the router to
-// decode segment by segment. Nullopt for a target with a fragment, which
-// RFC 9112, 3.2 does not allow (and which is never logged).
-std::optional<std::string> normalize_target(std::string_view raw) {
-  auto target = origin_form(raw);
-  if (target.find('#') != std::string::npos)
-    return std::nullopt;
-  auto path_end = std::min(target.find('?'), target.size());
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9')
-      return c - '0';
-    c = static_cast<char>(c | 0x20);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-  };
-  std::string out;
-  out.reserve(target.size());
-  for (std::size_t i = 0; i < target.size(); ++i) {
-    if (i + 2 < path_end && target[i] == '%' && hex(target[i + 1]) >= 0 && hex(target[i + 2]) >= 0) {
-      auto c = static_cast<char>(hex(target[i + 1]) * 16 + hex(target[i + 2]));
-      if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' || c == '~') {
-        out += c;
-        i += 2;
-        continue;
-      }
-    }
-    out += target[i];
-  }
-  return out;
 }
 
 // RFC 9110, 10.1.1: an HTTP/1.1 request whose Expect is 100-continue (case
@@ -1030,7 +996,7 @@ struct http_server::impl {
                         "no Host header", msg.version(), head);
         break;
       }
-      auto target = normalize_target(msg.target());
+      auto target = router::normalize_target(origin_form(msg.target()));
       if (!target) {
         co_await refuse(stream, watch,
                         error_response(400, "BAD_REQUEST",

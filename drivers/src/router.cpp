@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <cstring>
 #include <future>
@@ -541,6 +542,13 @@ std::vector<std::string> router::routes() {
 
 namespace {
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());
@@ -548,13 +556,7 @@ std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space
     if (s[i] == '%') {
       if (i + 2 >= s.size())
         return std::nullopt;
-      auto hex = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-      };
-      int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+      int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
       if (hi < 0 || lo < 0)
         return std::nullopt;
       out.push_back(static_cast<char>(hi * 16 + lo));
@@ -573,6 +575,30 @@ std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space
 std::optional<std::string> router::url_decode(std::string_view s) { return percent_decode(s, false); }
 
 std::optional<std::string> router::query_decode(std::string_view s) { return percent_decode(s, true); }
+
+std::optional<std::string> router::normalize_target(std::string target) {
+  if (target.find('#') != std::string::npos)
+    return std::nullopt;
+  auto path_end = std::min(target.find('?'), target.size());
+  if (target.find('%') >= path_end)
+    return target;  // the common case: nothing escaped in the path
+  std::string out;
+  out.reserve(target.size());
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    if (target[i] == '%' && i + 2 < path_end) {
+      int hi = hex_digit(target[i + 1]), lo = hex_digit(target[i + 2]);
+      auto c = static_cast<char>(hi * 16 + lo);
+      if (hi >= 0 && lo >= 0
+          && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' || c == '~')) {
+        out += c;
+        i += 2;
+        continue;
+      }
+    }
+    out += target[i];
+  }
+  return out;
+}
 
 namespace {
 
@@ -1208,6 +1234,16 @@ expected<std::string> hex_field(const json::object& o, std::string_view name, st
   return raw;
 }
 
+// A 32-byte Ed25519 public key given as hex in field `name`.
+expected<identity::public_key> key_field(const json::object& o, std::string_view name) {
+  auto raw = hex_field(o, name, 32);
+  if (!raw)
+    return raw.error_value();
+  identity::public_key key{};
+  std::memcpy(key.data(), raw->data(), key.size());
+  return key;
+}
+
 json::object envelope_json(const envelope& e) {
   json::object o{{"id", hex_of(e.id)},
                  {"from", e.from},
@@ -1269,10 +1305,10 @@ expected<envelope> envelope_from_json(const json::value& v, const std::string& t
   if (!sig)
     return sig.error_value();
   std::memcpy(e.signature.data(), sig->data(), 64);
-  auto key = hex_field(o, "sender_key", 32);
+  auto key = key_field(o, "sender_key");
   if (!key)
     return key.error_value();
-  std::memcpy(e.sender_key.data(), key->data(), 32);
+  e.sender_key = *key;
   return e;
 }
 
@@ -1426,10 +1462,10 @@ response router::identity_file(const request& req, const std::string& id,
       return bad(sig.error_value());
     identity::public_key key{};
     if (o.contains("pubkey")) {
-      auto k = hex_field(o, "pubkey", 32);
+      auto k = key_field(o, "pubkey");
       if (!k)
         return bad(k.error_value());
-      std::memcpy(key.data(), k->data(), 32);
+      key = *k;
     } else {
       auto keys = node_.public_keys(id);
       if (!keys)
@@ -1450,12 +1486,10 @@ response router::identity_file(const request& req, const std::string& id,
     if (auto* to = o.if_contains("to"); to && to->is_string()) {
       sealed = node_.encrypt_for(std::string{to->as_string()}, *data);
     } else if (o.contains("pubkey")) {
-      auto k = hex_field(o, "pubkey", 32);
+      auto k = key_field(o, "pubkey");
       if (!k)
         return bad(k.error_value());
-      identity::public_key key{};
-      std::memcpy(key.data(), k->data(), 32);
-      sealed = identity::encrypt_to(key, *data);
+      sealed = identity::encrypt_to(*k, *data);
     } else {
       return error_response(400, "BAD_FIELD", "give \"to\" (an agent id) or \"pubkey\" (hex)");
     }
@@ -1491,13 +1525,12 @@ response router::identity_file(const request& req, const std::string& id,
   // "pubkey": the recipient's Ed25519 key, for one on another node.
   std::optional<identity::public_key> recipient;
   if (o.contains("pubkey")) {
-    auto k = hex_field(o, "pubkey", 32);
+    auto k = key_field(o, "pubkey");
     if (!k)
       return bad(k.error_value());
     if (!encrypted)
       return error_response(400, "BAD_FIELD", "\"pubkey\" is for \"encrypted\":true envelopes");
-    recipient.emplace();
-    std::memcpy(recipient->data(), k->data(), 32);
+    recipient = *k;
   }
   auto env = node_.make_envelope(id, std::string{to->as_string()}, std::move(*data), encrypted, recipient);
   if (!env)

@@ -214,6 +214,12 @@ public:
   /// Decodes a query name or value: as url_decode, and `+` is a space
   /// (application/x-www-form-urlencoded, as browsers and curl -G send it).
   static std::optional<std::string> query_decode(std::string_view s);
+  /// A request target (origin form) as routes are matched on it: the
+  /// percent-encoded unreserved characters of its path decoded (RFC 3986,
+  /// 6.2.2.2: `%69nbox` is `inbox`, `%2E%2E` is `..`); other escapes (`%2F`,
+  /// `%25`, ...) stay, for url_decode segment by segment. Nullopt for a
+  /// target with a fragment, which RFC 9112, 3.2 does not allow.
+  static std::optional<std::string> normalize_target(std::string target);
   /// Where a stream starts: after Last-Event-ID if the request has one (a
   /// client resuming), else at from_seq, else at `dflt`; nullopt if either is
   /// not a number.

@@ -52,6 +52,16 @@ std::string code_of(const response& r) {
 
 }  // namespace
 
+TEST_CASE("request targets are matched on what their path means") {
+  CHECK(router::normalize_target("/v1/agents/c1/inbox?a=%41") == "/v1/agents/c1/inbox?a=%41");
+  CHECK(router::normalize_target("/v1/agents/c1/%69nbox") == "/v1/agents/c1/inbox");
+  CHECK(router::normalize_target("/a/e1/%2E%2e/x") == "/a/e1/../x");
+  // Other escapes stay for the segment decoding; so does the query.
+  CHECK(router::normalize_target("/a/e1/x%2Fy%25z%zz?q=%69") == "/a/e1/x%2Fy%25z%zz?q=%69");
+  CHECK(router::normalize_target("/v1/agents/c1%7E") == "/v1/agents/c1~");
+  CHECK_FALSE(router::normalize_target("/v1/agents#token=x"));
+}
+
 TEST_CASE("the router creates, lists, reads and deletes agents") {
   api_fixture f;
   auto created = f.call("POST", "/v1/agents", R"({"id":"c1","type":"counter"})");
