@@ -127,10 +127,11 @@ void node_core::limit_hit(const std::string& agent, const std::string& limit,
     if (throttled_until)
       st.throttled_until = *throttled_until;
   }
-  if (limit == "ticks_per_minute" || limit == "inbox_limit") {
-    std::lock_guard<std::mutex> guard{metrics_mtx};
-    ++(limit == "inbox_limit" ? metrics.inbox_overflows : metrics.throttled);
-  }
+  std::lock_guard<std::mutex> guard{metrics_mtx};
+  if (limit == "ticks_per_minute")
+    ++metrics.throttled;
+  else if (limit == "inbox_limit")
+    ++metrics.inbox_overflows;
 }
 
 void node_core::notify(const tick_event& ev, bool first_of_write) {
