@@ -38,6 +38,7 @@
 #include <ticktock/drivers/openai_provider.hpp>
 #include <ticktock/runtime/detail/json_check.hpp>
 #include <ticktock/runtime/plugin.hpp>
+#include <ticktock/runtime/text.hpp>
 #include <ticktock/ticktock.hpp>
 
 #include "builtin_agents.hpp"
@@ -58,7 +59,7 @@ void create_demo(ticktock::node& n) {
   auto make = [&](const std::string& id, const std::string& type, std::string config) {
     auto err = n.create(id, type, std::move(config));
     if (err && err.code() != ticktock::errc::already_exists)
-      log_line("event=demo_error agent=" + id + " error=\"" + err.to_string() + "\"");
+      log_line("event=demo_error agent=" + id + " error=" + ticktock::log_value(err.to_string()));
     return !err;
   };
   make("demo-counter", "counter", "");
@@ -661,7 +662,7 @@ int main(int argc, char** argv) {
       for (auto& name : registry.names())
         if (std::find(before.begin(), before.end(), name) == before.end())
           added += (added.empty() ? "" : ",") + name;
-      plugin_lines.push_back("event=plugin path=" + path + " types=" + added);
+      plugin_lines.push_back("event=plugin path=" + ticktock::log_value(path) + " types=" + added);
     }
   if (serving && http.port != 0)
     if (auto why = probe_listen(http.host, http.port); !why.empty()) {
@@ -729,7 +730,7 @@ int main(int argc, char** argv) {
       if (!ev.request_id.empty())
         line += " request_id=" + ev.request_id;
       if (!ev.error.empty())
-        line += " error=\"" + ev.error + "\"";
+        line += " error=" + ticktock::log_value(ev.error);
       log_line(line);
     });
   auto nostr = ticktock::drivers::nostr_driver::start(n);
@@ -744,13 +745,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (openai_set)
-    log_line("event=provider name=openai base_url=" + openai.base_url
+    log_line("event=provider name=openai base_url=" + ticktock::log_value(openai.base_url)
              + (openai.api_key.empty() ? " key=none" : " key=set"));
-  log_line("event=start data=" + data + " agents=" + std::to_string(n.agent_count())
+  log_line("event=start data=" + ticktock::log_value(data) + " agents=" + std::to_string(n.agent_count())
            + " durability=" + durability + " listen=" + http.host + ":"
            + std::to_string((*server)->port()) + " allocator=" + allocator());
   if (generated || vm["admin-token"].as<std::string>().empty())
-    log_line("event=admin_token path=" + data + "/admin.token"
+    log_line("event=admin_token path=" + ticktock::log_value(data + "/admin.token")
              + (generated ? " generated=true" : ""));
   if (vm["demo"].as<bool>())
     create_demo(n);

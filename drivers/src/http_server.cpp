@@ -12,6 +12,7 @@
 
 #include "ticktock/drivers/http_server.hpp"
 #include "ticktock/runtime/request_id.hpp"
+#include "ticktock/runtime/text.hpp"
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
@@ -655,7 +656,7 @@ struct http_server::impl {
       return;
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - r.received);
     log(r.line + " status=" + std::to_string(status) + " us=" + std::to_string(us.count())
-        + (failed ? " error=\"websocket handshake: " + failed.message() + "\"" : std::string{}));
+        + (failed ? " error=" + log_value("websocket handshake: " + failed.message()) : std::string{}));
   }
 
   void wake_followers(const std::string& agent) {
@@ -799,8 +800,8 @@ struct http_server::impl {
     auto request_id = new_request_id();
     r.headers.emplace_back("X-Request-Id", request_id);
     metrics.count("transport", r.status, std::chrono::microseconds{0});
-    log("event=http request_id=" + request_id + " status=" + std::to_string(r.status) + " error=\""
-        + why + "\"");
+    log("event=http request_id=" + request_id + " status=" + std::to_string(r.status)
+        + " error=" + log_value(why));
     co_await write(stream, watch, r, false, version, head);
   }
 
@@ -1060,7 +1061,7 @@ struct http_server::impl {
       request_log line{{}, *req.received};
       if (options.log)  // the admin token may be in the query: never log the query
         line.line = "event=http request_id=" + req.request_id + " method=" + req.method
-                    + " path=" + req.target.substr(0, req.target.find('?'));
+                    + " path=" + log_value(req.target.substr(0, req.target.find('?')));
       bool upgrade = websocket::is_upgrade(msg)
                      && (res.status == 101 || (res.stream != stream_kind::none && !head));
       if (!upgrade)  // an upgrade is logged once its handshake is done

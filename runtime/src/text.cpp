@@ -2,6 +2,7 @@
 
 #include "ticktock/runtime/text.hpp"
 
+#include <algorithm>
 #include <cstdint>
 
 namespace ticktock {
@@ -74,6 +75,35 @@ std::string_view utf8_prefix(std::string_view s, std::size_t n) noexcept {
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
     --n;
   return s.substr(0, n);
+}
+
+std::string log_value(std::string_view s) {
+  auto plain = [](unsigned char c) { return c > 0x20 && c < 0x7f && c != '"' && c != '=' && c != '\\'; };
+  if (!s.empty() && std::all_of(s.begin(), s.end(), plain))
+    return std::string{s};
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  for (unsigned char c : s) {
+    switch (c) {
+    case '"': out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '\n': out += "\\n"; break;
+    case '\r': out += "\\r"; break;
+    case '\t': out += "\\t"; break;
+    default:
+      if (c < 0x20 || c == 0x7f) {
+        static constexpr char hex[] = "0123456789abcdef";
+        out += "\\x";
+        out += hex[c >> 4];
+        out += hex[c & 15];
+      } else {
+        out += static_cast<char>(c);
+      }
+    }
+  }
+  out += '"';
+  return out;
 }
 
 }  // namespace ticktock

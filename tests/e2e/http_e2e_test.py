@@ -180,6 +180,22 @@ class AuthTest(ServerCase):
         time.sleep(0.1)
         self.assertNotIn(ADMIN_TOKEN, "\n".join(self.server.lines))
 
+    def test_a_value_in_a_log_line_cannot_forge_another_line(self):
+        # Bug: a tick's error was logged as error="..." with the user's text
+        # as it was, so a config holding a newline wrote a line of its own.
+        self.server.create("hb-forge", "heartbeat", "1\"\nevent=forged agent=x")
+        self.server.wait_for(
+            lambda: self.server.get("/v1/agents/hb-forge/fs/deadletter").json()["entries"],
+            "hb-forge's init tick in the deadletter")
+        self.server.get('/v1/agents/a"b')
+        time.sleep(0.1)
+        lines = list(self.server.lines)
+        self.assertFalse([l for l in lines if l.startswith("event=forged")], "\n".join(lines))
+        failed = [l for l in lines if "agent=hb-forge" in l and "outcome=deadlettered" in l]
+        self.assertEqual(len(failed), 1, "\n".join(lines))
+        self.assertIn(r"""got '1\"\nevent=forged agent=x'""", failed[0])
+        self.assertTrue([l for l in lines if r'path="/v1/agents/a\"b"' in l], "\n".join(lines))
+
 
 # -- every error status --------------------------------------------------------
 

@@ -20,4 +20,11 @@ std::string to_valid_utf8(std::string_view s);
 /// UTF-8 sequence.
 std::string_view utf8_prefix(std::string_view s, std::size_t n) noexcept;
 
+/// `s` as the value of a `key=value` log field: as it is when it is not empty
+/// and holds only printable ASCII other than space, `"`, `=` and `\`; else in
+/// double quotes, with `"` and `\` escaped by a backslash and control bytes
+/// (newlines included) as `\n`, `\r`, `\t` or `\xHH`, so that a value
+/// cannot end its line or forge another field.
+std::string log_value(std::string_view s);
+
 }  // namespace ticktock
