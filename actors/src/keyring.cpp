@@ -185,10 +185,15 @@ expected<identity::master_key> open_master_key(const storage::store& store,
       std::filesystem::remove(pending, ec);
     }
   }
+  auto used = sealing_keys(store);
+  // A missing file is created only for a store that has sealed nothing yet:
+  // on a store of sealed keys it would be a new key that opens none of them.
+  if (!used.empty() && !std::filesystem::exists(path, ec))
+    return error{errc::invalid_argument, "agents' keys are sealed with master key " + *used.begin()
+                                           + " but there is no master key file " + path.string()};
   auto key = identity::master_key::load(path, true);
   if (!key)
     return key.error_value();
-  auto used = sealing_keys(store);
   used.erase(key->id());
   if (!used.empty())
     return error{errc::invalid_argument, "agents' keys are sealed with master key " + *used.begin()

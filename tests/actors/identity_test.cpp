@@ -603,6 +603,24 @@ TEST_CASE("a wrong master key is named, and no agent starts with it") {
   CHECK(n.error_value().message().find("sealed with master key") != std::string::npos);
 }
 
+TEST_CASE("a missing master key file is not created for a store of sealed keys") {
+  test::temp_dir dir;
+  {
+    auto n = open_node(dir.path());
+    REQUIRE_FALSE(n->create("a", "counter"));
+  }
+  std::filesystem::rename(dir.path() / "master.key", dir.path() / "kept.key");
+  auto n = node::open(options_for(dir.path()), registry());
+  REQUIRE_FALSE(n);
+  CHECK(n.code() == errc::invalid_argument);
+  CHECK(n.error_value().message().find("there is no master key file") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "master.key"));
+  // With the file back, the agent is as it was.
+  std::filesystem::rename(dir.path() / "kept.key", dir.path() / "master.key");
+  auto again = open_node(dir.path());
+  CHECK(again->verify("a")->ok);
+}
+
 TEST_CASE("a rotation interrupted after its commit is finished at the next open") {
   test::temp_dir dir;
   {
