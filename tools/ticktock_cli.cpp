@@ -902,7 +902,10 @@ int trajectory(invocation& in) {
     char dur[32];
     std::snprintf(dur, sizeof dur, "%.1fus", static_cast<double>(number(o, "duration_ns")) / 1000.0);
     auto request = o.contains("request_id") ? text(o, "request_id") : std::string{"-"};
-    rows.push_back({text(o, "index"), text(o, "tick"), text(o, "attempt"), text(o, "trigger"),
+    auto trigger = text(o, "trigger");
+    if (o.contains("alarm"))  // alarm:NAME
+      trigger += ":" + one_line(text(o, "alarm"));
+    rows.push_back({text(o, "index"), text(o, "tick"), text(o, "attempt"), trigger,
                     text(o, "trigger_seq"), request, outcome, dur, hash.substr(0, 16), logs});
   }
   print_table(rows);

@@ -349,6 +349,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   rec.kind = entry.kind;
   rec.trigger_seq = entry.seq;
   rec.request_id = entry.request_id;
+  rec.alarm = entry.alarm;
   rec.trigger_digest = entry.corrupt ? storage::blake2b(entry.raw) : storage::trigger_digest(entry);
   rec.start = start_wall;
   rec.prev_hash = meta_.trajectory_head;

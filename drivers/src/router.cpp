@@ -112,6 +112,8 @@ json::object trajectory_json(const storage::trajectory_record& r) {
   o["trigger_seq"] = r.trigger_seq;
   if (!r.request_id.empty())
     o["request_id"] = r.request_id;
+  if (!r.alarm.empty())
+    o["alarm"] = r.alarm;
   o["trigger_digest"] = storage::to_hex(r.trigger_digest);
   o["start_us"] = micros(r.start);
   o["duration_ns"] = r.duration_ns;

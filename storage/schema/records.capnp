@@ -91,6 +91,7 @@ struct TrajectoryRecord {
                                   # state_size, outbox_retention
   requestId @16 :Text;            # X-Request-Id of the HTTP request that delivered the trigger
                                   # (InboxEntry.requestId), else empty
+  alarm @17 :Text;                # the alarm's name, for an alarm trigger (InboxEntry.alarm)
 }
 
 # One decision of the policy gate about an effect that leaves the runtime.

@@ -356,6 +356,8 @@ std::string encode(const trajectory_record& r) {
   }
   if (!r.request_id.empty())
     b.setRequestId(as_text(r.request_id));
+  if (!r.alarm.empty())
+    b.setAlarm(as_text(r.alarm));
   return finish(msg);
 }
 
@@ -384,6 +386,7 @@ expected<trajectory_record> decode_trajectory(std::string_view bytes) {
     for (auto l : m.getLimits())
       r.limits.push_back(to_string(l));
     r.request_id = to_string(m.getRequestId());
+    r.alarm = to_string(m.getAlarm());
     bool ok = to_hash(m.getTriggerDigest(), r.trigger_digest)
               && to_hash(m.getStateHash(), r.state_hash) && to_hash(m.getPrevHash(), r.prev_hash)
               && static_cast<std::uint16_t>(m.getOutcome()) <= 2;

@@ -996,6 +996,10 @@ class FsTest(ServerCase):
         self.assertNotIn("period_us", alarms[1])  # one-shot
         self.assertLess(abs(alarms[1]["due_us"] - (before + 86400 * 10**6)), 60 * 10**6)
         self.assertEqual(s.request("PUT", fs + "alarms", "x").status, 405)
+        # The trajectory record of the alarm's tick names it.
+        fired = [r for r in s.get(fs + "logs/trajectory").json()["records"] if r["trigger"] == "alarm"]
+        self.assertEqual([r.get("alarm") for r in fired], ["now"])
+        self.assertTrue(s.get(fs + "logs/trajectory?verify=1").json()["ok"])
 
     def test_every_file_of_the_tree_answers(self):
         s = self.server

@@ -149,6 +149,8 @@ struct trajectory_record {
   std::vector<std::string> limits;
   /// The HTTP request that delivered the trigger (inbox_entry::request_id).
   std::string request_id;
+  /// The alarm's name, for an alarm trigger (inbox_entry::alarm); else empty.
+  std::string alarm;
   /// The agent's Ed25519 signature of the record (64 bytes; empty if unsigned).
   std::string signature;
   /// Set by reads when the stored bytes failed to decode.
