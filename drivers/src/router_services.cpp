@@ -382,6 +382,8 @@ response router::services_file(const request& req, const std::string& id,
       return method_not_allowed("POST, PUT");
     if (req.body.size() > options_.max_body_bytes)
       return error_response(413, "BODY_TOO_LARGE", "the request is too large");
+    if (auto dup = duplicate_field(req.body))
+      return *dup;
     auto j = node_.submit_job(id, service, req.body, req.request_id);
     if (!j) {
       if (j.error_value().code() == errc::invalid_argument)

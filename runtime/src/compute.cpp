@@ -1,4 +1,5 @@
 #include "ticktock/runtime/compute.hpp"
+#include "ticktock/runtime/detail/json_check.hpp"
 #include "ticktock/runtime/text.hpp"
 
 #include <algorithm>
@@ -46,6 +47,10 @@ expected<json::value> parse_object(std::string_view text, std::string_view what 
     return invalid(prefix + "not valid JSON (" + ec.message() + ")");
   if (!v.is_object())
     return invalid(prefix + "must be a JSON object, not " + std::string{kind_of(v)});
+  // Boost.JSON keeps the last of two equal keys: a reader of the text that
+  // keeps the first would see another request than the one run.
+  if (auto scan = detail::scan_json(text); !scan.duplicate.empty())
+    return invalid(prefix + "names '" + scan.duplicate + "' twice");
   return v;
 }
 

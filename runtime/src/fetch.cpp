@@ -11,6 +11,7 @@
 #include <boost/url/src.hpp>
 
 #include "ticktock/runtime/identity.hpp"  // to_base64, from_base64
+#include "ticktock/runtime/detail/json_check.hpp"
 #include "ticktock/runtime/text.hpp"
 
 namespace ticktock::fetch {
@@ -146,6 +147,8 @@ expected<request> parse_request(std::string_view text, const limits& lim) {
     auto v = json::parse(json::string_view{text.data(), text.size()}, ec);
     if (ec)
       return invalid("the fetch request is not valid JSON (" + ec.message() + ")");
+    if (auto scan = detail::scan_json(text); !scan.duplicate.empty())
+      return invalid("the fetch request names '" + scan.duplicate + "' twice");
     if (!v.is_object())
       return invalid("the fetch request is a JSON object {\"url\",\"method\"?,\"headers\"?,\"body\"?,"
                      "\"timeout_ms\"?,\"max_response_bytes\"?}");

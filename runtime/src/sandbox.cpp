@@ -1,4 +1,5 @@
 #include "ticktock/runtime/sandbox.hpp"
+#include "ticktock/runtime/detail/json_check.hpp"
 #include "ticktock/runtime/detail/unique_fd.hpp"
 
 #include <fcntl.h>
@@ -355,6 +356,8 @@ expected<spec> parse_request(std::string_view body, const limits& maxima, const 
   json::value v = json::parse(body, ec);
   if (ec)
     return bad("the session request is not valid JSON: " + ec.message());
+  if (auto scan = detail::scan_json(body); !scan.duplicate.empty())
+    return bad("the session request names '" + scan.duplicate + "' twice");
   if (!v.is_object())
     return bad("the session request must be a JSON object");
   const auto& obj = v.get_object();

@@ -1171,6 +1171,14 @@ def build_cases(fx):
          '{"data":"x","data":"y","signature":"%s"}' % sig128, "DUPLICATE_FIELD", None),
         ("PUT /v1/policy: default twice", "PUT", "/v1/policy",
          '{"default":"deny","default":"allow"}', "BAD_POLICY", policy_unchanged),
+        # A checker keeping the first key would pass another request than the one run.
+        ("POST fs/http/new: url twice", "POST", c + "/fs/http/new",
+         '{"url":"http://a.example/","url":"http://127.0.0.1:9/"}', "DUPLICATE_FIELD", None),
+        ("POST fs/containers/new: command twice", "POST", c + "/fs/containers/new",
+         '{"command":["echo"],"command":["ls"]}', "DUPLICATE_FIELD", None),
+        ("POST fs/compute/new: model twice", "POST", c + "/fs/compute/new",
+         '{"model":"local-chat","model":"x","messages":[{"role":"user","content":"hi"}]}',
+         "DUPLICATE_FIELD", None),
     ]:
         req("duplicate field", name, method, path, body, 400, code, after=after)
 

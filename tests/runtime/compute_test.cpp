@@ -127,6 +127,8 @@ TEST_CASE("malformed compute requests are rejected naming the field", "[compute]
   rejects(R"({"kind":"embeddings","model":"m","input":"x","stream":true})", "stream: only allowed in chat");
   rejects(R"({"model":"m","input":"x","messages":[{"role":"user","content":"x"}]})", "input: only allowed in embeddings");
   rejects(R"({"provider":"Open AI","model":"m","messages":[{"role":"user","content":"x"}]})", "provider: must be 1 to 64");
+  // Boost.JSON would keep the second model: another reader the first.
+  rejects(R"({"model":"a","model":"b","messages":[{"role":"user","content":"x"}]})", "names 'model' twice");
 }
 
 TEST_CASE("a compute request with too many messages or too much text is rejected", "[compute]") {

@@ -101,6 +101,8 @@ TEST_CASE("bad fetch requests are refused naming what is wrong", "[fetch]") {
   CHECK(refusal(R"({"url":"http://h/","timeout_ms":"5"})").find("timeout_ms") != std::string::npos);
   CHECK(refusal(R"({"url":"http://h/","max_response_bytes":-1})").find("max_response_bytes") != std::string::npos);
   CHECK(refusal(R"({"url":"http://h/","follow_redirects":true})").find("unknown field") != std::string::npos);
+  CHECK(refusal(R"({"url":"http://a/","url":"http://b/"})").find("names 'url' twice") != std::string::npos);
+  CHECK(refusal(R"({"url":"http://h/","headers":{"X":"1","X":"2"}})").find("twice") != std::string::npos);
 
   fetch::limits small;
   small.max_body_bytes = 4;

@@ -225,6 +225,8 @@ TEST_CASE("a malformed session request is refused with a message naming the fiel
       {R"({"command":["ls"],"limits":{"memory_bytes":"1G"}})", "positive integer"},
       {R"({"command":["ls"],"limits":{"network":1}})", "unknown limit \"network\""},
       {R"({"command":["ls"],"limits":[]})", "\"limits\" must be an object"},
+      {R"({"command":["echo"],"command":["ls"]})", "names 'command' twice"},
+      {R"({"command":["ls"],"env":{"A":"1","A":"2"}})", "twice"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.body);
