@@ -4,6 +4,7 @@
 
 #include "ticktock/runtime/detail/json_check.hpp"
 
+#include <algorithm>
 #include <mutex>
 
 namespace ticktock::detail {
@@ -25,6 +26,34 @@ policy::verdict kill_switch_verdict() {
 
 bool is_policy_key(std::string_view key) {
   return key == setting::global_policy || key.starts_with("policy/");
+}
+
+// An agent's policy file ("policy/<agent>/<service>") judges only its agent's
+// actions of its service: a rule that can match nothing else would look in
+// force and never be. Refused when written, naming the rule.
+error check_agent_policy(std::string_view key, const policy::rules& r) {
+  auto rest = key.substr(7);
+  auto slash = rest.rfind('/');
+  auto agent = rest.substr(0, slash);
+  auto service = rest.substr(slash + 1);
+  auto action = service == "containers" ? std::string_view{"container"} : service;
+  for (std::size_t i = 0; i < r.list().size(); ++i) {
+    auto& rule = r.list()[i];
+    auto where = "rules[" + std::to_string(i) + "].when.";
+    if (!rule.actions.empty()
+        && std::find(rule.actions.begin(), rule.actions.end(), action) == rule.actions.end())
+      return error{errc::invalid_argument,
+                   where + "action: this is the agent's " + std::string{service}
+                     + "/policy, which judges only " + std::string{action}
+                     + " actions (write rules for others in their own file or in /v1/policy)"};
+    if (!rule.agents.empty() && std::none_of(rule.agents.begin(), rule.agents.end(), [&](auto& g) {
+          return policy::glob_match(g, agent, false);
+        }))
+      return error{errc::invalid_argument,
+                   where + "agent: never matches: this policy judges agent '" + std::string{agent}
+                     + "' alone (write rules for others in /v1/policy)"};
+  }
+  return {};
 }
 
 }  // namespace
@@ -177,6 +206,9 @@ expected<std::string> gate::validate(const std::string& key, std::string_view va
     auto r = policy::rules::parse(value);
     if (!r)
       return r.error_value();
+    if (key != setting::global_policy)
+      if (auto err = check_agent_policy(key, *r))
+        return err;
     return r->to_json();
   }
   if (key.starts_with("limits/")) {

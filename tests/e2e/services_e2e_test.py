@@ -618,6 +618,28 @@ class BadSettingsTest(ServicesCase):
         err = self.assertError(self.compute("guarded", "any", 403), 403, "POLICY_DENIED")
         self.assertEqual(err["details"]["job"]["reason"], "too_dear")
 
+    def test_a_rule_an_agent_policy_can_never_apply_is_refused(self):
+        # Bug: a container rule written to compute/policy was taken (200) and
+        # never applied: the sessions it seemed to deny ran.
+        self.server.create("scoped", "echo")
+        for file, when, field in [
+                ("compute/policy", {"action": "container"}, "rules[0].when.action"),
+                ("containers/policy", {"action": ["compute", "http"]}, "rules[0].when.action"),
+                ("http/policy", {"action": "compute"}, "rules[0].when.action"),
+                ("compute/policy", {"agent": "someone-else*"}, "rules[0].when.agent")]:
+            body = {"rules": [{"when": when, "decision": "deny"}]}
+            err = self.assertError(self.put(fs("scoped", file), body), 400, "BAD_POLICY")
+            self.assertTrue(err["message"].startswith(field), err)
+            self.assertEqual(self.get_json(fs("scoped", file)), {"rules": [], "default": "allow"})
+        # What can apply is taken: the file's own action, alone or among others,
+        # and an agent glob that matches this agent.
+        self.ok(self.put(fs("scoped", "containers/policy"),
+                         {"rules": [{"when": {"action": ["container", "http"], "agent": "sc*"},
+                                     "decision": "deny", "reason": "no_sessions"}]}))
+        r = self.server.post(fs("scoped", "containers/new"), {"command": ["true"]})
+        self.assertEqual(self.assertError(r, 403, "POLICY_DENIED")["details"]["job"]["reason"],
+                         "no_sessions")
+
     def test_a_malformed_price_table_is_refused_and_the_old_one_still_prices(self):
         self.server.create("payer", "echo")
         table = {"models": {"dear": {"input_per_mtok": 1000000000, "output_per_mtok": 2000000000}},
