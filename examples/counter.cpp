@@ -2,7 +2,7 @@
 //
 // Teaches: an agent class with typed state, registering it by name, creating
 // an agent on a node, sending it messages, and reading its committed state
-// and trajectory. Run: ./counter [data-dir]
+// and trajectory. Run: ./build/examples/example_counter [data-dir]
 
 #include <cstdio>
 #include <filesystem>

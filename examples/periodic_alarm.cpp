@@ -2,7 +2,8 @@
 //
 // Teaches: ctx.set_periodic_alarm. Alarms live in RocksDB: they survive
 // restarts, and between firings the agent hibernates (its actor is stopped)
-// and the alarm wakes it. Run: ./periodic_alarm [data-dir]
+// and the alarm wakes it.
+// Run: ./build/examples/example_periodic_alarm [data-dir]
 
 #include <condition_variable>
 #include <cstdio>

@@ -3,7 +3,7 @@
 // Teaches: ctx.send to another agent. A message staged in a tick is written
 // into the recipient's inbox in the same RocksDB batch as the sender's state,
 // so it is delivered exactly once, and only if the sender's tick commits.
-// Run: ./ping_pong [data-dir]
+// Run: ./build/examples/example_ping_pong [data-dir]
 
 #include <cstdio>
 #include <filesystem>

@@ -6,6 +6,7 @@
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/replies_to.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/typed_actor.hpp>
 
 #include <cstdint>
