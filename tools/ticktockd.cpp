@@ -387,7 +387,7 @@ int main(int argc, char** argv) {
     // Not composing: the list comes from the first source that gives one
     // (command line, environment, config file), like every other option.
     ("plugin", po::value<std::vector<std::string>>(),
-     "shared library with agent types (repeatable; see ticktock/runtime/plugin.h)")
+     "shared library with agent types (repeatable; see ticktock/runtime/plugin.hpp)")
     ("cors-origin", po::value<std::vector<std::string>>(),
      "origin whose web pages may call the API (CORS), e.g. https://ui.example:8443, or * "
      "for any (repeatable; /a/{id}/... answers its own preflights)")

@@ -7,7 +7,8 @@
  * ticktockd (--plugin lib.so) and ticktock::load_plugin call it once after
  * dlopen. It registers agent types and returns 0, or returns non-zero to
  * refuse (e.g. when abi_version != TICKTOCK_PLUGIN_ABI_VERSION). From C++,
- * ticktock::registry_of(registry) gives the ticktock::agent_registry; agent
+ * ticktock::registry_of(registry), declared in <ticktock/runtime/plugin.hpp>
+ * (which includes this file), gives the ticktock::agent_registry; agent
  * classes are C++, so a plugin must be built with the same compiler and
  * ticktock headers as the server. The name is C so that it is stable. */
 #ifndef TICKTOCK_RUNTIME_PLUGIN_H
