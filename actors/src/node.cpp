@@ -9,6 +9,7 @@
 #include <future>
 #include <thread>
 
+#include "agent_host.hpp"
 #include "messages.hpp"
 #include "node_core.hpp"
 #include "ticktock/runtime/detail/thread_name.hpp"
@@ -1089,11 +1090,56 @@ expected<std::vector<storage::job_record>> node::jobs(const std::string& id,
   return core_->store->list_jobs(id, service);
 }
 
+namespace {
+// One approval decision at a time (an admin's or a cancel's): no double decisions.
+std::mutex approval_mtx;
+}  // namespace
+
 expected<bool> node::cancel_job(const std::string& id, const std::string& job_id) {
   auto ok = checked(id);
   if (!ok)
     return ok.error_value();
-  return core_->services->cancel(id, job_id);
+  if (core_->services->cancel(id, job_id))
+    return true;
+  // Not running: a job parked for approval is withdrawn with its approval,
+  // which no one can decide any more; the agent gets its result, cancelled.
+  std::lock_guard<std::mutex> guard{approval_mtx};
+  auto j = core_->store->get_job(id, job_id);
+  if (!j)
+    return j.error_value();
+  if (!*j || (*j)->status != "awaiting_approval")
+    return false;
+  auto a = core_->store->get_approval((*j)->approval);
+  if (!a)
+    return a.error_value();
+  if (!*a || (*a)->status != "pending")
+    return false;  // decided: the agent's next tick starts or ends the job
+  auto now = core_->clock->now();
+  auto job = std::move(**j);
+  job.status = "cancelled";
+  job.error = "cancelled";
+  job.error_message = "cancelled while awaiting approval";
+  job.finished = now;
+  job.cost = 0;  // a parked job holds no reservation
+  auto approval = std::move(**a);
+  approval.status = "cancelled";
+  approval.decided = now;
+  storage::service_op op;
+  op.triggers.push_back(detail::result_trigger(job, now));
+  op.jobs.push_back(std::move(job));
+  op.approvals.push_back(std::move(approval));
+  {
+    std::lock_guard<std::mutex> idle{core_->idle_mtx};
+    ++core_->outstanding;
+  }
+  auto r = commit_and_wait(*core_, std::move(op), [this](storage::op_result& r) {
+    if (!r.err)
+      core_->deliver(r);
+  });
+  core_->consumed(1);
+  if (r.err)
+    return r.err;
+  return true;
 }
 
 expected<std::vector<std::string>> node::job_output(const std::string& id, const std::string& job_id,
@@ -1131,8 +1177,7 @@ expected<storage::approval_record> node::approval(const std::string& approval_id
 
 expected<storage::approval_record> node::decide(const std::string& approval_id, bool approve,
                                                 std::string note) {
-  static std::mutex decide_mtx;  // one decision at a time: no double decisions
-  std::lock_guard<std::mutex> guard{decide_mtx};
+  std::lock_guard<std::mutex> guard{approval_mtx};
   auto a = approval(approval_id);
   if (!a)
     return a;

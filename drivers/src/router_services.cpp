@@ -601,8 +601,9 @@ response router::control(const request& req, std::string_view second, std::strin
     std::string status;
     if (auto q = query.find("status"); q != query.end())
       status = q->second;
-    if (!status.empty() && status != "pending" && status != "approved" && status != "denied")
-      return route(error_response(400, "BAD_QUERY", "status is pending, approved or denied"),
+    if (!status.empty() && status != "pending" && status != "approved" && status != "denied"
+        && status != "cancelled")
+      return route(error_response(400, "BAD_QUERY", "status is pending, approved, denied or cancelled"),
                    "/v1/approvals");
     json::array arr;
     for (auto& a : node_.approvals(status))

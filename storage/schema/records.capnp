@@ -214,7 +214,7 @@ struct Approval {
   destination @4 :Text;
   cost @5 :UInt64;
   reason @6 :Text;
-  status @7 :Text;             # pending | approved | denied
+  status @7 :Text;             # pending | approved | denied | cancelled (its job was cancelled while waiting)
   createdUs @8 :Int64;
   decidedUs @9 :Int64;
   note @10 :Text;

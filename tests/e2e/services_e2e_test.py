@@ -398,6 +398,29 @@ class ApprovalFlowTest(ServicesCase):
         self.ok(self.server.post("/v1/approvals/%s/decide" % aid, {"decision": "approve"}))
         self.assertEqual(self.wait_job("plain", j["id"])["status"], "done")
 
+    def test_a_job_awaiting_approval_is_cancelled_with_its_approval(self):
+        # Bug: cancel answered 409 NOT_RUNNING for a parked job, which only an
+        # admin's deny could then end.
+        self.server.create("waiter", "echo")
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        j = self.ok(self.server.post(fs("waiter", "compute/new"), body), 202)
+        self.assertEqual(j["status"], "awaiting_approval")
+        cancel = fs("waiter", "compute/jobs/%s/cancel" % j["id"])
+        self.assertEqual(self.ok(self.server.post(cancel), 202), {"cancelling": j["id"]})
+        ended = self.wait_job("waiter", j["id"])
+        self.assertEqual((ended["status"], ended["reason"]), ("cancelled", "cancelled"))
+        a = self.get_json("/v1/approvals/" + j["approval"])
+        self.assertEqual(a["status"], "cancelled")
+        self.assertIn(a, self.get_json("/v1/approvals?status=cancelled")["approvals"])
+        self.assertError(self.server.post("/v1/approvals/%s/decide" % j["approval"],
+                                          {"decision": "approve"}), 409, "ALREADY_DECIDED")
+        self.assertError(self.server.post(cancel), 409, "NOT_RUNNING")
+        self.assertEqual(self.balance("waiter")["reserved"], 0)
+        # The agent was told: a tick of the job's result.
+        self.server.wait_for(
+            lambda: [r for r in self.trajectory("waiter") if r["trigger"] == "compute_result"],
+            "the cancelled job's result tick")
+
 
 # -- (c) the kill switch ----------------------------------------------------------
 

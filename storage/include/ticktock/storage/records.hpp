@@ -234,7 +234,7 @@ struct approval_record {
   std::string destination;
   std::uint64_t cost = 0;
   std::string reason;
-  std::string status;      ///< pending | approved | denied
+  std::string status;      ///< pending | approved | denied | cancelled
   time_point created{};
   time_point decided{};
   std::string note;
