@@ -23,6 +23,7 @@
 
 #include "bundle.hpp"
 #include "guarded_fs.hpp"
+#include "info_log.hpp"
 #include "keys.hpp"
 #include "ticktock/runtime/identity.hpp"
 
@@ -966,8 +967,9 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
   db_opts.create_missing_column_families = true;
   db_opts.db_write_buffer_size = options.write_buffer_bytes;
   db_opts.max_background_jobs = 2;
-  db_opts.keep_log_file_num = 4;
   db_opts.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  db_opts.info_log = std::make_shared<detail::info_log>(options.dir / "LOG", 8 << 20,
+                                                        db_opts.info_log_level);
   p->fs = std::make_shared<detail::guarded_fs>(rocksdb::FileSystem::Default(), options.faults,
                                                options.durability == durability::sync);
   p->env = rocksdb::NewCompositeEnv(p->fs);
