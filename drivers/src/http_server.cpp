@@ -900,10 +900,10 @@ struct http_server::impl {
       std::size_t body_limit = options.max_body_bytes;
       if (!ec) {
         refused = check_framing(parser.get(), parser.chunked());
-        if (!refused && !parser.is_done() && options.max_bundle_bytes > body_limit) {
+        if (!refused && !parser.is_done() && options.max_bundle_bytes != body_limit) {
           // An agent bundle outgrows --max-body with its history: the admin
-          // imports it under its own limit (only the admin: the body is read
-          // before the router checks anything else).
+          // imports it under its own limit, larger or smaller (only the
+          // admin: the body is read before the router checks anything else).
           request head;
           head.method = std::string{parser.get().method_string()};
           head.target = std::string{parser.get().target()};

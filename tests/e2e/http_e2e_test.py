@@ -1405,6 +1405,15 @@ class LargeBundleTest(unittest.TestCase):
             r = a.post("/v1/agents/big/inbox", {"pad": "x" * 5000})
             self.assertEqual((r.status, r.error_code()), (413, "BODY_TOO_LARGE"), r)
 
+    def test_a_max_bundle_below_max_body_limits_imports(self):
+        # Bug: --max-bundle applied only when larger than --max-body.
+        with Server(args=("--max-bundle", "1000")) as a:
+            r = a.post("/v1/agents/import", b"x" * 1001,
+                       headers={"Content-Type": "application/octet-stream"})
+            self.assertEqual((r.status, r.error_code()), (413, "BODY_TOO_LARGE"), r)
+            self.assertIn("agent bundles are limited to 1000", r.json()["error"]["message"])
+            self.assertEqual(a.post("/v1/agents/c/inbox", {"pad": "x" * 2000}).status, 404)
+
 
 # -- identity --------------------------------------------------------------------
 
