@@ -865,6 +865,7 @@ private:
           return std::find(names.begin(), names.end(), key.substr(1)) != names.end();
         }
         return key.front() == 'k' && prefixed(key.substr(1));
+      case cf_approvals:  // not carried: they stay with the node that exported
       case cf_default:
       case cf_count: return false;
       default: return prefixed(key);
@@ -1341,9 +1342,12 @@ expected<bundle_identity> read_bundle_identity(std::string_view bytes) {
   walk.finish(*meta);
   if (!walk.rep.ok)
     return error{errc::invalid_argument, "the bundle's trajectory does not verify: " + walk.rep.reason};
-  if (state && walk.last_state_hash && blake2b(*state) != *walk.last_state_hash)
+  // No state entry is empty state (what an agent loads without one): a
+  // bundle that lost its entry is refused like one whose entry changed.
+  if (walk.last_state_hash && blake2b(state ? *state : std::string{}) != *walk.last_state_hash)
     return error{errc::invalid_argument,
-                 "the bundle's state is not the state its last trajectory record hashes"};
+                 state ? "the bundle's state is not the state its last trajectory record hashes"
+                       : "the bundle has no state, and its last trajectory record hashes one"};
   return out;
 }
 

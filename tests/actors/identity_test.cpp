@@ -461,6 +461,30 @@ TEST_CASE("a bundle changed on its way is refused before anything of it is store
     REQUIRE_FALSE(src->store().raw_put("state", "a", raw));
     refused("state is not the state its last trajectory record hashes");
   }
+  SECTION("the state left out") {
+    // Bug: a bundle without its state entry was imported, and the agent
+    // went on from empty state under a chain that said otherwise.
+    auto d = storage::decode_bundle(*good);
+    REQUIRE(d);
+    auto n = d->entries.size();
+    std::erase_if(d->entries, [](auto& e) { return e.column == "state"; });
+    REQUIRE(d->entries.size() == n - 1);
+    auto r = dst->import_bundle(storage::encode_bundle(*d));
+    REQUIRE_FALSE(r);
+    CHECK(r.error_value().code() == errc::invalid_argument);
+    CHECK_THAT(r.error_value().message(), Catch::Contains("has no state"));
+    CHECK_FALSE(dst->store().get_agent("a"));
+  }
+  SECTION("an approval put in") {
+    // Approvals are not carried: one in a bundle was made up on the way.
+    auto d = storage::decode_bundle(*good);
+    REQUIRE(d);
+    d->entries.push_back({"approvals", std::string{"a"} + '\0' + "x", "made up"});
+    auto r = dst->import_bundle(storage::encode_bundle(*d));
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.error_value().message(), Catch::Contains("bundle entry in 'approvals'"));
+    CHECK_FALSE(dst->store().get_agent("a"));
+  }
 }
 
 TEST_CASE("a send retried under its idempotency key is a duplicate (encrypted too) and another message under it is refused") {
