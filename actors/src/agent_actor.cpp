@@ -103,6 +103,8 @@ struct agent_actor_state {
   // Start times of the ticks of the last minute (ticks_per_minute).
   std::deque<std::chrono::steady_clock::time_point> recent;
   bool throttle_wait = false;
+  // The last throttle was reported (node_core::limit_hit) and not ended yet.
+  bool throttled = false;
 
   static inline const char* name = "ticktock.agent";
 };
@@ -181,6 +183,7 @@ void maybe_tick(self_ptr self) {
       // Over the limit: the trigger waits (it stays in the durable inbox).
       auto wait = st.recent.front() + std::chrono::minutes{1} - now;
       st.throttle_wait = true;
+      st.throttled = true;
       st.host->mark_throttled();
       st.core->limit_hit(st.host->id(), "ticks_per_minute",
                          st.core->clock->now()
@@ -191,6 +194,10 @@ void maybe_tick(self_ptr self) {
       return;
     }
     st.recent.push_back(now);
+  }
+  if (st.throttled) {  // ticking again, maybe before the end it reported
+    st.throttled = false;
+    st.core->throttle_over(st.host->id());
   }
   st.running = std::move(running);
   touch(self);

@@ -135,6 +135,12 @@ void node_core::limit_hit(const std::string& agent, const std::string& limit,
     ++metrics.inbox_overflows;
 }
 
+void node_core::throttle_over(const std::string& agent) {
+  std::lock_guard<std::mutex> guard{limits_mtx};
+  if (auto i = limit_states.find(agent); i != limit_states.end())
+    i->second.throttled_until = time_point{};
+}
+
 void node_core::notify(const tick_event& ev, bool first_of_write) {
   {
     std::lock_guard<std::mutex> guard{metrics_mtx};

@@ -93,6 +93,9 @@ struct node_core {
   std::unordered_map<std::string, limit_state> limit_states;
   void limit_hit(const std::string& agent, const std::string& limit,
                  std::optional<time_point> throttled_until = std::nullopt);
+  /// The agent ticks again before its throttle's end (its limits changed):
+  /// its status no longer says throttled.
+  void throttle_over(const std::string& agent);
 
   // Metrics, updated after every committed attempt.
   std::mutex metrics_mtx;

@@ -452,9 +452,12 @@ TEST_CASE("raising ticks_per_minute lets a throttled agent go on at once") {
   REQUIRE(nd.send("t", "b"));  // waits
   REQUIRE(w.poll([&] { return nd.status("t")->limits_hit["ticks_per_minute"] >= 1; }));
   CHECK(nd.state<counter_state>("t")->count == 1);
+  CHECK(nd.status("t")->throttled_until > ticktock::system_clock{}.now());
   // The wait would end a minute after "a"; the new limit ends it now.
   REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":0})"));
   CHECK(w.poll([&] { return nd.state<counter_state>("t")->count == 2; }, 10s));
+  // Bug: the status went on saying throttled until the old wait's end.
+  CHECK(nd.status("t")->throttled_until <= ticktock::system_clock{}.now());
 }
 
 TEST_CASE("pending inbox entries are processed after a restart") {
