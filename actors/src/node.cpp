@@ -489,6 +489,7 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   op.entry = std::move(*entry);
   // The agent's own limit (fs/limits) if it has one, else the node's.
   op.depth_limit = opts.ignore_depth_limit ? 0 : core_->gate->limits_for(id).inbox_limit;
+  op.refuse_overflow = opts.refuse_when_full;
   op.request_digest = digest;
   auto* core = core_.get();
   // Count the write as outstanding from now on, so wait_idle does not

@@ -437,8 +437,8 @@ struct http_server::impl {
   // errored agent 1011; a storage failure 1013 (try again later); a deleted
   // agent or a stopping node 1001. A frame
   // over the inbox limit is not refused: it went to the deadletter. An open
-  // over it is, with 1013 (try again later): the agent is not told of a
-  // connection it could not be told of in order.
+  // over it is, with 1013 (try again later), and is not kept: the agent is
+  // not told of a connection it could not be told of in order.
   static std::optional<websocket::close_reason> ws_refusal(const error& err) {
     using cc = websocket::close_code;
     std::string why{to_string(err.code())};
@@ -472,6 +472,9 @@ struct http_server::impl {
     // The agent hears of the close of every connection whose open it was
     // given, over the inbox limit too: at most one per open connection.
     opts.ignore_depth_limit = close;
+    // A refused open is not kept: requeued, it would open a connection the
+    // client was told was refused, and whose close never comes.
+    opts.refuse_when_full = open;
     opts.message_bytes = ev.data.size();
     n.send_async(conn->agent, ev.encode(), opts,
                  [this, open, weak = std::weak_ptr<ws_connection>(conn)](expected<send_receipt> r) {

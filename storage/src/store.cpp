@@ -450,7 +450,10 @@ private:
       r.err = error{errc::inbox_full, "inbox of '" + op.agent + "' holds "
                                         + std::to_string(c->depth) + " entries (limit "
                                         + std::to_string(op.depth_limit) + ")"};
-      deadletter(op.agent, *c, {0, 0, "inbox_full", r.err.message(), e.time, 0, e});
+      if (op.refuse_overflow)
+        overflowed_.push_back(op.agent);
+      else
+        deadletter(op.agent, *c, {0, 0, "inbox_full", r.err.message(), e.time, 0, e});
       return;
     }
     e.seq = c->inbox_next++;

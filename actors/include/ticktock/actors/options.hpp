@@ -156,6 +156,10 @@ struct send_options {
   /// to the deadletter): for a trigger the agent must not miss, such as the
   /// close of a WebSocket connection whose open it was given.
   bool ignore_depth_limit = false;
+  /// At the depth limit the trigger is refused (inbox_full) and not kept in
+  /// the deadletter, from which a requeue could deliver it later: for the
+  /// open of a WebSocket connection, which the client is told was refused.
+  bool refuse_when_full = false;
   /// The bytes that count against `max_message_bytes` when the payload
   /// wraps the message (an HTTP request's body, a goal's value, a WebSocket
   /// frame); by default, the whole payload.

@@ -49,6 +49,9 @@ struct enqueue_op {
   std::string agent;
   inbox_entry entry;               ///< entry.idempotency_key dedups if non-empty
   std::uint64_t depth_limit = 0;   ///< 0: unlimited; else overflow goes to deadletter
+  /// Overflow is refused (inbox_full) without a deadletter entry: for a
+  /// trigger that means nothing once refused (a WebSocket connection's open).
+  bool refuse_overflow = false;
   /// With an idempotency key: a digest of what was asked (before any
   /// encryption). Stored with the key; the key coming back with another
   /// digest fails with idempotency_key_reused instead of counting as a retry.
