@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <future>
+#include <limits>
 #include <thread>
 #include <sstream>
 
@@ -243,14 +245,12 @@ std::string_view next_segment(std::string_view& path) {
 }  // namespace
 
 std::optional<std::uint64_t> parse_u64(std::string_view s) {
-  if (s.empty() || s.size() > 19)
-    return std::nullopt;
+  // from_chars takes no sign, space or prefix for an unsigned type.
   std::uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9')
-      return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(c - '0');
-  }
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc{} || end != s.data() + s.size()
+      || v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    return std::nullopt;
   return v;
 }
 
@@ -1618,7 +1618,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
     auto meta = node_.store().get_agent(id);
     auto from = from_seq(meta ? meta->trajectory_next : 0);
     if (!from)
-      return error_response(400, "BAD_QUERY", "from_seq and Last-Event-ID are numbers");
+      return error_response(400, "BAD_QUERY", bad_stream_start);
     return stream_of(kind, id, *from);
   };
   static const std::vector<std::string> top = {
@@ -1684,7 +1684,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       return route(method_not_allowed("GET"));
     auto from = from_seq(0);
     if (!from)
-      return route(error_response(400, "BAD_QUERY", "from_seq and Last-Event-ID are numbers"));
+      return route(error_response(400, "BAD_QUERY", bad_stream_start));
     auto lim = limit();
     if (!lim)
       return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));

@@ -89,9 +89,12 @@ response error_response(unsigned status, std::string_view code, std::string_view
                         std::string details_json = "{}");
 /// Maps a ticktock error to its HTTP status and body.
 response error_response(const error& err);
-/// A query's number: 1 to 19 decimal digits and nothing else (no sign, no
-/// space); nullopt otherwise.
+/// A query's number: decimal digits and nothing else (no sign, no space), at
+/// most 2^63 - 1 (the API's numbers are int64); nullopt otherwise.
 std::optional<std::uint64_t> parse_u64(std::string_view s);
+/// The 400 message of a from_seq or Last-Event-ID that is not such a number.
+inline constexpr std::string_view bad_stream_start =
+  "from_seq and Last-Event-ID are whole numbers from 0 to 9223372036854775807";
 /// 405 METHOD_NOT_ALLOWED with an Allow header; HEAD is added wherever GET
 /// is allowed (router::handle answers it as a GET without the body).
 response method_not_allowed(std::string_view allowed);

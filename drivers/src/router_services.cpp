@@ -455,7 +455,7 @@ response router::services_file(const request& req, const std::string& id,
         r.stream_agent = id + '\0' + j.id;
         auto from = stream_start(req, query, 0);
         if (!from)
-          return error_response(400, "BAD_QUERY", "from_seq and Last-Event-ID are numbers");
+          return error_response(400, "BAD_QUERY", bad_stream_start);
         r.stream_from = *from;
         return r;
       }

@@ -1241,6 +1241,7 @@ public:
     }
     prev_ = blake2b(v);
     last_state_hash = rec->state_hash;
+    state_written = state_written || rec->effects.state_changed;
     ++expected_index_;
     return true;
   }
@@ -1271,6 +1272,8 @@ public:
   chain_report rep;
   /// The state hash of the last record taken (the agent's state after it).
   std::optional<hash256> last_state_hash;
+  /// Whether a record taken changed the state (so that it is stored).
+  bool state_written = false;
 
 private:
   // Ticks committed together carry one signature, on the last record: the
@@ -1345,12 +1348,14 @@ expected<bundle_identity> read_bundle_identity(std::string_view bytes) {
   walk.finish(*meta);
   if (!walk.rep.ok)
     return error{errc::invalid_argument, "the bundle's trajectory does not verify: " + walk.rep.reason};
-  // No state entry is empty state (what an agent loads without one): a
-  // bundle that lost its entry is refused like one whose entry changed.
-  if (walk.last_state_hash && blake2b(state ? *state : std::string{}) != *walk.last_state_hash)
+  // An agent whose ticks never changed its state has no state entry (it
+  // loads its type's default); one whose ticks did must have it.
+  if (state && walk.last_state_hash && blake2b(*state) != *walk.last_state_hash)
     return error{errc::invalid_argument,
-                 state ? "the bundle's state is not the state its last trajectory record hashes"
-                       : "the bundle has no state, and its last trajectory record hashes one"};
+                 "the bundle's state is not the state its last trajectory record hashes"};
+  if (!state && walk.state_written)
+    return error{errc::invalid_argument,
+                 "the bundle has no state, though its trajectory records changed it"};
   return out;
 }
 

@@ -52,6 +52,16 @@ std::string code_of(const response& r) {
 
 }  // namespace
 
+TEST_CASE("a query number is digits up to int64's maximum") {
+  CHECK(parse_u64("0") == 0u);
+  CHECK(parse_u64("0042") == 42u);
+  CHECK(parse_u64("9223372036854775807") == 9223372036854775807u);
+  // Bug: up to 19 digits were taken, 2^63 to 10^19 - 1 beyond int64.
+  for (auto bad : {"9223372036854775808", "9999999999999999999", "18446744073709551616", "", "-1",
+                   "+1", " 1", "1 ", "0x1", "1.5", "1e3"})
+    CHECK_FALSE(parse_u64(bad));
+}
+
 TEST_CASE("request targets are matched on what their path means") {
   CHECK(router::normalize_target("/v1/agents/c1/inbox?a=%41") == "/v1/agents/c1/inbox?a=%41");
   CHECK(router::normalize_target("/v1/agents/c1/%69nbox") == "/v1/agents/c1/inbox");
