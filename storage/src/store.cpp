@@ -1624,14 +1624,24 @@ std::vector<std::pair<std::string, std::string>> store::list_memory(std::string_
 
 std::vector<alarm_record> store::list_alarms(std::string_view id) const {
   std::vector<alarm_record> out;
+  auto guard = impl_->lock();
+  if (!impl_->db)
+    return out;
+  // One snapshot for the index and the records it points to: a firing or a
+  // tick committing in between moves both.
+  rocksdb::ManagedSnapshot snap{impl_->db.get()};
+  rocksdb::ReadOptions ro = impl_->read_options;
+  ro.snapshot = snap.snapshot();
   auto prefix = keys::alarm_index_prefix(id);
-  impl_->scan(cf_alarms, prefix, prefix, [&](auto k, auto v) {
-    auto name = k.substr(prefix.size());
-    if (auto rec = impl_->get(cf_alarms, keys::alarm_due(keys::unbias(keys::get_be64(v)), id, name)))
-      if (auto a = decode_alarm(*rec))
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(cf_alarms)));
+  for (it->Seek(prefix); it->Valid() && starts_with(it->key(), prefix); it->Next()) {
+    auto name = view(it->key()).substr(prefix.size());
+    std::string rec;
+    auto due = keys::alarm_due(keys::unbias(keys::get_be64(view(it->value()))), id, name);
+    if (impl_->db->Get(ro, impl_->cf(cf_alarms), due, &rec).ok())
+      if (auto a = decode_alarm(rec))
         out.push_back(std::move(*a));
-    return true;
-  });
+  }
   return out;
 }
 
