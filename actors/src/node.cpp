@@ -1024,6 +1024,19 @@ expected<storage::job_record> node::submit_job(const std::string& id, const std:
   auto as = core_->gate->assess(id, probe);
   if (!as.error.empty())
     return error{errc::invalid_argument, as.error};
+  // A provider this node lacks is refused before anything is reserved for it
+  // (a tick's job fails with unknown_provider instead, which the agent reads).
+  if (service == "compute") {
+    auto provider = as.destination.substr(0, as.destination.find('/'));
+    auto have = core_->services->providers();
+    if (std::find(have.begin(), have.end(), provider) == have.end()) {
+      std::string names;
+      for (auto& p : have)
+        names += (names.empty() ? "" : ", ") + p;
+      return error{errc::invalid_argument, "compute request: provider: no provider '" + provider
+                                             + "' on this node (" + names + ")"};
+    }
+  }
   struct waiter {
     std::mutex mtx;
     std::condition_variable cv;

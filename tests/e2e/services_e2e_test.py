@@ -300,6 +300,17 @@ class LlmChatTest(ServicesCase):
         self.assertEqual(r.status, 413, r)
         self.assertEqual(self.jobs("strict"), [])
 
+    def test_a_job_for_a_provider_the_node_lacks_is_refused_before_it_reserves(self):
+        # Bug: 202 with a reservation, then the job failed unknown_provider.
+        self.server.create("nowhere", "echo")
+        body = {"provider": "nope", "model": "local-chat",
+                "messages": [{"role": "user", "content": "hi"}]}
+        err = self.assertError(self.server.post(fs("nowhere", "compute/new"), body), 400,
+                               "BAD_REQUEST_BODY")
+        self.assertIn("no provider 'nope' on this node (local", err["message"])
+        self.assertEqual(self.jobs("nowhere"), [])
+        self.assertEqual(self.balance("nowhere")["reserved"], 0)
+
 
 # -- (b) approvals over HTTP ------------------------------------------------------
 
