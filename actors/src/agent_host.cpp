@@ -150,7 +150,7 @@ std::string agent_host::stage_services(effects& fx, std::vector<std::string>& no
     }
     if (auto err = get_ledger(); !err.empty())
       return err;
-    auto over = ledger->check(pending + cost, now);
+    auto over = ledger->check(cost > UINT64_MAX - pending ? UINT64_MAX : pending + cost, now);
     if (!over.empty()) {
       d.decision = "deny";
       d.reason = "budget_exceeded";

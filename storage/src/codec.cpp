@@ -554,6 +554,12 @@ void ledger_record::roll(time_point now) {
 std::string ledger_record::check(std::uint64_t amount, time_point now) const {
   auto copy = *this;
   copy.roll(now);
+  // Without limits too, what is spent and reserved must fit the counters
+  // (budget::limit::capacity): past it, `reserved` saturated and under-reported.
+  std::uint64_t held = copy.spent_total + copy.reserved;
+  if (held < copy.spent_total || amount > UINT64_MAX - held)
+    return "capacity of the 64-bit counters: " + std::to_string(copy.spent_total) + " spent, "
+           + std::to_string(copy.reserved) + " reserved, " + std::to_string(amount) + " asked";
   auto over = [&](const char* name, std::uint64_t limit, std::uint64_t spent) -> std::string {
     if (limit == 0)
       return {};

@@ -587,3 +587,24 @@ TEST_CASE("an agent's jobs are listed oldest first, not in the text order of the
     ids.push_back(j.id);
   CHECK(ids == std::vector<std::string>{"j2-0", "j3-0", "j11-0", "j100-0"});
 }
+
+TEST_CASE("a ledger refuses what passes a limit, or without limits the counters' capacity") {
+  ledger_record l;
+  auto now = time_point{std::chrono::hours{24 * 365 * 50}};
+  CHECK(l.check(UINT64_MAX, now).empty());
+  l.limit_total = 100;
+  l.spent_total = l.spent_day = l.spent_month = 60;
+  l.reserved = 30;
+  l.roll(now);
+  CHECK(l.check(10, now).empty());
+  CHECK_THAT(l.check(11, now), Catch::Contains("total limit of 100"));
+  // Bug: with no limit, reservations past 2^64 - 1 were taken, and the
+  // reserved counter saturated and under-reported.
+  ledger_record open;
+  open.spent_total = 5;
+  open.reserved = UINT64_MAX - 10;
+  CHECK(open.check(5, now).empty());
+  CHECK_THAT(open.check(6, now), Catch::Contains("capacity of the 64-bit counters"));
+  open.reserved = UINT64_MAX;  // a sum that would wrap
+  CHECK_FALSE(open.check(0, now).empty());
+}
