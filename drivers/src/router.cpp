@@ -672,9 +672,13 @@ router::principal router::authenticate(const request& req,
 namespace {
 
 // The ctl command in a ctl write's body.
+// A ctl write's command, without the blanks around it (`echo tick`, a CRLF).
 std::string_view ctl_command(std::string_view body) {
-  while (!body.empty() && (body.back() == '\n' || body.back() == ' '))
+  auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  while (!body.empty() && blank(body.back()))
     body.remove_suffix(1);
+  while (!body.empty() && blank(body.front()))
+    body.remove_prefix(1);
   return body;
 }
 

@@ -93,6 +93,17 @@ TEST_CASE("the router creates, lists, reads and deletes agents") {
   CHECK(f.call("POST", "/v1/agents/c1/inbox", "{}").status == 404);
 }
 
+TEST_CASE("a ctl command may have blanks around it, as echo and CRLF lines do") {
+  api_fixture f;
+  REQUIRE(f.call("POST", "/v1/agents", R"({"id":"c1","type":"counter"})").status == 201);
+  // Bug: "tick\n" was taken, " tick" and "tick\r\n" were 400 BAD_CTL.
+  for (auto body : {"tick", "tick\n", "tick\r\n", " tick", "\ttick \n"})
+    CHECK(f.call("PUT", "/v1/agents/c1/fs/ctl", body).status == 202);
+  CHECK(f.call("PUT", "/v1/agents/c1/fs/ctl", " wake\r\n").status == 200);
+  for (auto body : {"", " ", "t ick", "TICK", "hibernate wake"})
+    CHECK(code_of(f.call("PUT", "/v1/agents/c1/fs/ctl", body)) == "BAD_CTL");
+}
+
 TEST_CASE("bad requests get the right status and error code") {
   api_fixture f;
   f.call("POST", "/v1/agents", R"({"id":"c1","type":"counter"})");

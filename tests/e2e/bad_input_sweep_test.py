@@ -561,7 +561,7 @@ def build_cases(fx):
 
     # -- ctl -----------------------------------------------------------------------------------
     for name, body in [("unknown command", "explode"), ("empty", ""), ("upper case", "TICK"),
-                       ("trailing CRLF", "tick\r\n"), ("leading space", " tick"),
+                       ("blanks only", " \r\n"), ("a space inside", "ti ck"),
                        ("NUL after the command", "tick\x00"), ("two commands", "hibernate wake"),
                        ("JSON", '{"cmd":"terminate"}'), ("invalid UTF-8", b"\xff\xfe")]:
         req("ctl", name, "PUT", "/v1/agents/%s/fs/ctl" % COUNTER, body, 400, "BAD_CTL")
