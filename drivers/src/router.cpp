@@ -244,6 +244,41 @@ std::string_view next_segment(std::string_view& path) {
 
 }  // namespace
 
+bool accepts_event_stream(std::string_view accept) {
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+      s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+      s.remove_suffix(1);
+    return s;
+  };
+  auto same = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+  };
+  while (!accept.empty()) {
+    auto comma = accept.find(',');
+    auto range = accept.substr(0, comma);
+    accept = comma == std::string_view::npos ? std::string_view{} : accept.substr(comma + 1);
+    auto semi = range.find(';');
+    if (!same(trim(range.substr(0, semi)), "text/event-stream"))
+      continue;
+    bool refused = false;  // q=0, 0.0, 0.00, 0.000: "not acceptable"
+    for (auto params = semi == std::string_view::npos ? std::string_view{} : range.substr(semi + 1);
+         !params.empty();) {
+      auto next = params.find(';');
+      auto p = trim(params.substr(0, next));
+      params = next == std::string_view::npos ? std::string_view{} : params.substr(next + 1);
+      if (p.size() >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+        auto q = p.substr(2);
+        refused = !q.empty() && q.find_first_not_of("0.") == std::string_view::npos;
+      }
+    }
+    if (!refused)
+      return true;
+  }
+  return false;
+}
+
 std::optional<std::uint64_t> parse_u64(std::string_view s) {
   // from_chars takes no sign, space or prefix for an unsigned type.
   std::uint64_t v = 0;
@@ -1601,7 +1636,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
   const auto& m = req.method;
   if (auto bad = websocket_handshake_error(req))
     return *bad;
-  auto want_stream = req.header("accept").find("text/event-stream") != std::string_view::npos
+  auto want_stream = accepts_event_stream(req.header("accept"))
                      || req.websocket_upgrade;
   auto from_seq = [&](std::uint64_t dflt) { return stream_start(req, query, dflt); };
   auto limit = [&]() -> std::optional<std::size_t> {

@@ -95,6 +95,10 @@ std::optional<std::uint64_t> parse_u64(std::string_view s);
 /// The 400 message of a from_seq or Last-Event-ID that is not such a number.
 inline constexpr std::string_view bad_stream_start =
   "from_seq and Last-Event-ID are whole numbers from 0 to 9223372036854775807";
+/// Whether an Accept header asks for text/event-stream: a media range of
+/// that type (case-insensitive, RFC 9110 8.3.1) whose q is not 0. A
+/// wildcard does not: a stream is answered only to a client that asks for one.
+bool accepts_event_stream(std::string_view accept);
 /// 405 METHOD_NOT_ALLOWED with an Allow header; HEAD is added wherever GET
 /// is allowed (router::handle answers it as a GET without the body).
 response method_not_allowed(std::string_view allowed);

@@ -227,7 +227,7 @@ response router::services_file(const request& req, const std::string& id,
                                const std::map<std::string, std::string>& query) {
   const auto& m = req.method;
   const auto& name = parts[0];
-  auto stream_wanted = req.header("accept").find("text/event-stream") != std::string_view::npos;
+  auto stream_wanted = accepts_event_stream(req.header("accept"));
 
   if (name == "limits") {
     if (parts.size() != 1)

@@ -52,6 +52,17 @@ std::string code_of(const response& r) {
 
 }  // namespace
 
+TEST_CASE("a stream is what an Accept header of text/event-stream with q above 0 asks for") {
+  for (auto yes : {"text/event-stream", "Text/Event-Stream", "application/json, text/event-stream",
+                   " text/event-stream ;charset=utf-8", "text/event-stream;q=0.5", "text/event-stream; Q=1"})
+    CHECK(accepts_event_stream(yes));
+  // Bugs: the media type was matched case-sensitively, and q=0 (not
+  // acceptable, RFC 9110 12.4.2) still got a stream.
+  for (auto no : {"", "*/*", "text/*", "application/json", "text/event-stream;q=0",
+                  "text/event-stream; q=0.000", "text/event-streams", "xtext/event-stream"})
+    CHECK_FALSE(accepts_event_stream(no));
+}
+
 TEST_CASE("a query number is digits up to int64's maximum") {
   CHECK(parse_u64("0") == 0u);
   CHECK(parse_u64("0042") == 42u);
