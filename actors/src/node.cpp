@@ -14,6 +14,7 @@
 #include "node_core.hpp"
 #include "ticktock/runtime/detail/thread_name.hpp"
 #include "ticktock/runtime/agent_id.hpp"
+#include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/nostr_agent.hpp"
 #include "ticktock/storage/store.hpp"
 
@@ -304,7 +305,17 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   for (auto& id : with_inbox)
     core->dir->wake(id);
   core->sweeper = std::thread([raw] { raw->sweep_loop(); });
-  return std::unique_ptr<node>(new node(std::move(core)));
+  auto n = std::unique_ptr<node>(new node(std::move(core)));
+  // No WebSocket connection outlives the process that held it: one whose
+  // open an agent was given and whose close was not queued (the process was
+  // killed) gets its close now, so that the agent can keep count.
+  for (auto& [agent, connection] : n->core_->store->open_ws_connections()) {
+    send_options o;
+    o.kind = trigger_kind::ws;
+    o.ignore_depth_limit = true;
+    n->send_async(agent, ws_event{ws_event::kind::close, connection, {}, false}.encode(), o, {});
+  }
+  return n;
 }
 
 void node::shutdown() {
@@ -491,6 +502,15 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   op.depth_limit = opts.ignore_depth_limit ? 0 : core_->gate->limits_for(id).inbox_limit;
   op.refuse_overflow = opts.refuse_when_full;
   op.request_digest = digest;
+  // Open connections are tracked (store::open_ws_connections) so that a
+  // restart can close the ones a killed process left open.
+  if (opts.kind == trigger_kind::ws)
+    if (auto ev = ws_event::from(op.entry.to_trigger(1))) {
+      if (ev->event == ws_event::kind::open)
+        op.ws_opens = ev->connection;
+      else if (ev->event == ws_event::kind::close)
+        op.ws_closes = ev->connection;
+    }
   auto* core = core_.get();
   // Count the write as outstanding from now on, so wait_idle does not
   // return between this call and the commit.

@@ -121,5 +121,12 @@ inline std::string idempotency(std::string_view id, std::string_view key) {
 }
 inline std::string idempotency_prefix(std::string_view id) { return "k" + prefix(id); }
 inline std::string idempotency_prefix_end(std::string_view id) { return "k" + prefix_end(id); }
+/// A WebSocket connection whose open trigger an agent was given and whose
+/// close it was not yet (value: empty).
+inline std::string ws_open(std::string_view id, std::string_view connection) {
+  return "w" + prefix(id) + std::string{connection};
+}
+inline std::string ws_open_prefix(std::string_view id) { return "w" + prefix(id); }
+inline std::string ws_open_prefix_end(std::string_view id) { return "w" + prefix_end(id); }
 
 }  // namespace ticktock::storage::keys

@@ -468,6 +468,10 @@ private:
       put(cf_meta, idem_key, v);
       pending_idem_[idem_key] = std::move(v);
     }
+    if (!op.ws_opens.empty())
+      put(cf_meta, keys::ws_open(op.agent, op.ws_opens), {});
+    if (!op.ws_closes.empty())
+      del(cf_meta, keys::ws_open(op.agent, op.ws_closes));
     r.seq = e.seq;
     r.delivered.push_back({op.agent, e});
   }
@@ -688,6 +692,7 @@ private:
     del_prefix(cf_approvals, id);
     batch_.DeleteRange(s_.cf(cf_meta), keys::idempotency_prefix(id),
                        keys::idempotency_prefix_end(id));
+    batch_.DeleteRange(s_.cf(cf_meta), keys::ws_open_prefix(id), keys::ws_open_prefix_end(id));
     scratch_[id].erased = true;
   }
 
@@ -1401,6 +1406,18 @@ std::vector<std::string> store::agents_with_inbox(std::uint64_t* total) const {
   if (total)
     *total = n;
   return ids;
+}
+
+std::vector<std::pair<std::string, std::string>> store::open_ws_connections() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  impl_->scan(cf_meta, "w", "w", [&](std::string_view k, std::string_view) {
+    auto rest = k.substr(1);
+    auto nul = rest.find('\0');
+    if (nul != std::string_view::npos)
+      out.emplace_back(std::string{rest.substr(0, nul)}, std::string{rest.substr(nul + 1)});
+    return true;
+  });
+  return out;
 }
 
 std::vector<outbox_event> store::read_outbox(std::string_view id, std::uint64_t from_seq,

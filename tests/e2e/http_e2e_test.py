@@ -1870,6 +1870,32 @@ class RestartTest(unittest.TestCase):
             server.wait_for(lambda: len(triggers()) >= 4, "the close trigger", timeout=5)
             self.assertEqual(triggers(), ["init", "ws", "ws", "ws"])
 
+    def test_a_websocket_open_when_the_server_was_killed_closes_at_the_restart(self):
+        # Bug: after a kill -9 the agent never got the close of a connection
+        # it saw open, and counted it open for good.
+        with Server() as server:
+            server.create("ws-kill", "echo")
+            auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
+            kept = WebSocketClient(server.port, "/v1/agents/ws-kill/ws", auth)
+            done = WebSocketClient(server.port, "/v1/agents/ws-kill/ws", auth)
+            for ws in (kept, done):
+                ws.send_text("x")
+                self.assertEqual(ws.recv(), (0x1, b"x"))
+            done.close()
+            records = lambda: server.get("/v1/agents/ws-kill/fs/logs/trajectory").json()["records"]  # noqa: E731
+            # init; two opens, two frames; one close
+            server.wait_for(lambda: len(records()) == 6, "the ticks before the kill")
+            server.kill()
+            kept.sock.close()
+            server.start()
+            server.wait_for(lambda: len(records()) == 7, "the close of the connection left open")
+            self.assertEqual(records()[-1]["trigger"], "ws")
+            # Once: the next restart closes nothing more.
+            self.assertEqual(server.stop(), 0)
+            server.start()
+            time.sleep(0.5)
+            self.assertEqual(len(records()), 7)
+
     def test_agents_inbox_and_outbox_survive_a_restart(self):
         with Server() as server:
             server.create("keep-counter", "counter")

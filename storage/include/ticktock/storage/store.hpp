@@ -52,6 +52,9 @@ struct enqueue_op {
   /// Overflow is refused (inbox_full) without a deadletter entry: for a
   /// trigger that means nothing once refused (a WebSocket connection's open).
   bool refuse_overflow = false;
+  /// The WebSocket connection this trigger opens (marked open once queued,
+  /// see store::open_ws_connections) or closes (the mark goes); else empty.
+  std::string ws_opens, ws_closes;
   /// With an idempotency key: a digest of what was asked (before any
   /// encryption). Stored with the key; the key coming back with another
   /// digest fails with idempotency_key_reused instead of counting as a retry.
@@ -288,6 +291,9 @@ public:
   std::uint64_t inbox_depth(std::string_view id) const;
   /// Ids of agents with a non-empty inbox, and the total number of entries.
   std::vector<std::string> agents_with_inbox(std::uint64_t* total = nullptr) const;
+  /// (agent, connection) of every WebSocket connection whose open trigger
+  /// was queued and whose close was not (enqueue_op::ws_opens, ws_closes).
+  std::vector<std::pair<std::string, std::string>> open_ws_connections() const;
 
   std::vector<outbox_event> read_outbox(std::string_view id, std::uint64_t from_seq,
                                         std::size_t limit) const;
