@@ -520,7 +520,10 @@ response router::services_file(const request& req, const std::string& id,
       return r;
     }
   }
-  return error_response(404, "NO_SUCH_FILE", "no file '" + file + "' in " + name + "/");
+  std::string path;  // all of it: "jobs/j1/x", not "jobs"
+  for (std::size_t i = 1; i < parts.size(); ++i)
+    path += (i > 1 ? "/" : "") + parts[i];
+  return error_response(404, "NO_SUCH_FILE", "no file '" + path + "' in " + name + "/");
 }
 
 expected<std::vector<stream_event>> router::read_job_stream(const std::string& key,

@@ -426,6 +426,9 @@ class ApprovalFlowTest(ServicesCase):
         self.assertError(self.server.post("/v1/approvals/%s/decide" % j["approval"],
                                           {"decision": "approve"}), 409, "ALREADY_DECIDED")
         self.assertError(self.server.post(cancel), 409, "NOT_RUNNING")
+        err = self.assertError(self.server.get(fs("waiter", "compute/jobs/%s/nope" % j["id"])), 404,
+                               "NO_SUCH_FILE")
+        self.assertIn("'jobs/%s/nope' in compute/" % j["id"], err["message"])
         self.assertEqual(self.balance("waiter")["reserved"], 0)
         # The agent was told: a tick of the job's result.
         self.server.wait_for(
