@@ -204,6 +204,22 @@ storage::op_result commit_and_wait(detail::node_core& core, storage::write_op op
   return f.get();
 }
 
+// Commits a service op that queues triggers (an approval's decision, a
+// cancelled job's result) and delivers them; they count as outstanding work
+// (wait_idle) from before the commit.
+error commit_delivering(detail::node_core& core, storage::service_op op) {
+  {
+    std::lock_guard<std::mutex> idle{core.idle_mtx};
+    ++core.outstanding;
+  }
+  auto r = commit_and_wait(core, std::move(op), [&core](storage::op_result& r) {
+    if (!r.err)
+      core.deliver(r);
+  });
+  core.consumed(1);
+  return r.err;
+}
+
 }  // namespace
 
 node::node(std::unique_ptr<detail::node_core> core) : core_(std::move(core)) {}
@@ -1168,17 +1184,8 @@ expected<bool> node::cancel_job(const std::string& id, const std::string& job_id
   op.triggers.push_back(detail::result_trigger(job, now));
   op.jobs.push_back(std::move(job));
   op.approvals.push_back(std::move(approval));
-  {
-    std::lock_guard<std::mutex> idle{core_->idle_mtx};
-    ++core_->outstanding;
-  }
-  auto r = commit_and_wait(*core_, std::move(op), [this](storage::op_result& r) {
-    if (!r.err)
-      core_->deliver(r);
-  });
-  core_->consumed(1);
-  if (r.err)
-    return r.err;
+  if (auto err = commit_delivering(*core_, std::move(op)))
+    return err;
   return true;
 }
 
@@ -1243,17 +1250,8 @@ expected<storage::approval_record> node::decide(const std::string& approval_id, 
               + a->action + "\",\"decision\":\"" + a->status + "\",\"note\":\"" + esc + "\"}";
   e.idempotency_key = "approval:" + a->id;
   op.triggers.push_back({a->agent, std::move(e), 0});
-  {
-    std::lock_guard<std::mutex> idle{core_->idle_mtx};
-    ++core_->outstanding;
-  }
-  auto r = commit_and_wait(*core_, std::move(op), [this](storage::op_result& r) {
-    if (!r.err)
-      core_->deliver(r);
-  });
-  core_->consumed(1);
-  if (r.err)
-    return r.err;
+  if (auto err = commit_delivering(*core_, std::move(op)))
+    return err;
   return *a;
 }
 
