@@ -165,26 +165,37 @@ asio::awaitable<http_client::result> http_client::impl::run(
 
   // -- answer --
   beast::flat_buffer buffer;
-  http::response_parser<http::buffer_body> parser;
-  parser.header_limit(max_head_bytes);
-  parser.body_limit(o.max_response_bytes);
-  if (o.head_request)
-    parser.skip(true);
-  auto [hrec, hn] = co_await http::async_read_header(s, buffer, parser, use_nothrow);
-  (void)hn;
-  if (auto s2 = stopped(hrec))
-    co_return *s2;
-  if (hrec == http::error::header_limit || hrec == http::error::buffer_overflow)
-    co_return failed(fc::response_too_large, "the answer headers from " + peer + " exceed 64 KiB");
-  if (hrec == http::error::body_limit)
-    co_return failed(fc::response_too_large, peer + " announces an answer of more than "
-                                               + std::to_string(o.max_response_bytes) + " bytes");
-  if (hrec == http::error::end_of_stream || hrec == asio::error::eof
-      || hrec == asio::error::connection_reset || hrec == ssl::error::stream_truncated)
-    co_return failed(fc::network_error, peer + " closed the connection before answering");
-  if (hrec)
-    co_return failed(fc::malformed_response, "unreadable answer headers from " + peer + ": "
-                                               + hrec.message());
+  std::optional<http::response_parser<http::buffer_body>> answer;
+  // Interim answers (100 Continue, 103 Early Hints) come before the final
+  // one and are skipped (RFC 9110, 15.2); a few at most.
+  for (int interim = 0;; ++interim) {
+    answer.emplace();
+    answer->header_limit(max_head_bytes);
+    answer->body_limit(o.max_response_bytes);
+    if (o.head_request)
+      answer->skip(true);
+    auto [hrec, hn] = co_await http::async_read_header(s, buffer, *answer, use_nothrow);
+    (void)hn;
+    if (auto s2 = stopped(hrec))
+      co_return *s2;
+    if (hrec == http::error::header_limit || hrec == http::error::buffer_overflow)
+      co_return failed(fc::response_too_large, "the answer headers from " + peer + " exceed 64 KiB");
+    if (hrec == http::error::body_limit)
+      co_return failed(fc::response_too_large, peer + " announces an answer of more than "
+                                                 + std::to_string(o.max_response_bytes) + " bytes");
+    if (hrec == http::error::end_of_stream || hrec == asio::error::eof
+        || hrec == asio::error::connection_reset || hrec == ssl::error::stream_truncated)
+      co_return failed(fc::network_error, peer + " closed the connection before answering");
+    if (hrec)
+      co_return failed(fc::malformed_response, "unreadable answer headers from " + peer + ": "
+                                                 + hrec.message());
+    auto code = answer->get().result_int();
+    if (code < 100 || code > 199 || code == 101)
+      break;
+    if (interim == 8)
+      co_return failed(fc::malformed_response, peer + " sent interim answers and no final one");
+  }
+  auto& parser = *answer;
 
   result out;
   out.h.status = static_cast<int>(parser.get().result_int());

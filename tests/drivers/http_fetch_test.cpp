@@ -287,3 +287,41 @@ TEST_CASE("is_public_address refuses every non-public range and keeps public one
     CHECK(pub(s));
   }
 }
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+TEST_CASE("interim 1xx answers are skipped for the final one", "[fetch]") {
+  // Bug: a 100 Continue was returned as the answer, and the real one lost.
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(lfd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(lfd, 1) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  std::thread server([lfd] {
+    int c = ::accept(lfd, nullptr, nullptr);
+    if (c < 0)
+      return;
+    char buf[4096];
+    (void)::read(c, buf, sizeof buf);  // the request (small: one read)
+    std::string answer = "HTTP/1.1 100 Continue\r\n\r\n"
+                         "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: yes\r\n\r\nok";
+    (void)::write(c, answer.data(), answer.size());
+    ::close(c);
+  });
+  auto e = executor();
+  auto r = ok(run(*e, req(R"({"url":"http://127.0.0.1:)" + std::to_string(ntohs(addr.sin_port))
+                          + R"(/"})")));
+  server.join();
+  ::close(lfd);
+  CHECK(r.status == 200);
+  CHECK(r.body == "ok");
+  CHECK(header(r, "x-final") == "yes");
+}
