@@ -1,6 +1,10 @@
 #include "ticktock/runtime/fetch.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <charconv>
 #include <array>
 #include <exception>
 
@@ -107,13 +111,33 @@ expected<url> parse_url(std::string_view text) {
       if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'
             || c == '.' || c == '_'))
         return invalid("url: the host '" + excerpt(host) + "' is not a host name");
-  } else if (type != boost::urls::host_type::ipv4 && type != boost::urls::host_type::ipv6) {
+    // The resolver reads 2130706433, 0x7f.1, 0177.0.0.1 or 127.1 as an IPv4
+    // address (inet_aton), which a policy's destination globs would not
+    // recognize: such a host is refused, an address is written a.b.c.d.
+    in_addr as_ipv4{};
+    if (::inet_aton(host.c_str(), &as_ipv4) != 0)
+      return invalid("url: the host '" + excerpt(host) + "' is an IPv4 address not written as a.b.c.d");
+  } else if (type == boost::urls::host_type::ipv6) {
+    // One spelling per address, as policies match it: ::1, not 0:0:0:0:0:0:0:1;
+    // an IPv4-mapped address as its IPv4 address.
+    auto v6 = u.host_ipv6_address();
+    if (v6.is_v4_mapped()) {
+      auto b = v6.to_bytes();
+      host = std::to_string(b[12]) + "." + std::to_string(b[13]) + "." + std::to_string(b[14]) + "."
+             + std::to_string(b[15]);
+    } else {
+      host = v6.to_string();
+    }
+  } else if (type != boost::urls::host_type::ipv4) {
     return invalid("url: the host '" + excerpt(host) + "' is not a host name or an IP address");
   }
   out.host = lowered(host);
   if (u.has_port()) {
     out.port = std::string{u.port()};
-    if (out.port.empty() || u.port_number() == 0)
+    unsigned port = 0;
+    auto [end, ec] = std::from_chars(out.port.data(), out.port.data() + out.port.size(), port);
+    if (out.port.empty() || ec != std::errc{} || end != out.port.data() + out.port.size() || port == 0
+        || port > 65535)
       return invalid("url: the port must be 1 to 65535");
   } else {
     out.port = out.tls ? "443" : "80";

@@ -41,6 +41,11 @@ TEST_CASE("a fetch request reads every field and defaults the rest", "[fetch]") 
   CHECK_FALSE(r.parts.tls);
   CHECK(r.timeout == 10s);
   CHECK(r.max_response_bytes == 1u << 20);
+  // An IPv6 literal in one spelling, an IPv4-mapped one as its IPv4 address.
+  CHECK(parsed(R"({"url":"http://[0:0:0:0:0:0:0:1]:8080/"})").parts.host == "::1");
+  CHECK(parsed(R"({"url":"http://[::FFFF:127.0.0.1]/"})").parts.host == "127.0.0.1");
+  CHECK(parsed(R"({"url":"http://[::ffff:7f00:1]/"})").parts.host == "127.0.0.1");
+  CHECK(parsed(R"({"url":"http://10.1.2.3:65535/"})").parts.host == "10.1.2.3");
 
   auto p = parsed(R"({"method":"POST","url":"https://api.example.com","headers":{"X-Key":"v 1",)"
                   R"("Content-Type":"application/json"},"body":"{\"a\":1}","timeout_ms":250,)"
@@ -101,6 +106,13 @@ TEST_CASE("bad fetch requests are refused naming what is wrong", "[fetch]") {
   CHECK(refusal(R"({"url":"http://h/","timeout_ms":"5"})").find("timeout_ms") != std::string::npos);
   CHECK(refusal(R"({"url":"http://h/","max_response_bytes":-1})").find("max_response_bytes") != std::string::npos);
   CHECK(refusal(R"({"url":"http://h/","follow_redirects":true})").find("unknown field") != std::string::npos);
+  // Bugs: a port over 65535 wrapped (84046 reached 18510); an IPv4 address
+  // in another spelling slipped past a policy's destination globs.
+  for (auto port : {"65536", "84046", "99999999999"})
+    CHECK(refusal(std::string{R"({"url":"http://h:)"} + port + R"(/"})").find("1 to 65535") != std::string::npos);
+  for (auto host : {"2130706433", "0x7f.1", "0177.0.0.1", "127.1", "0"})
+    CHECK(refusal(std::string{R"({"url":"http://)"} + host + R"(:8080/"})").find("not written as a.b.c.d")
+          != std::string::npos);
   CHECK(refusal(R"({"url":"http://a/","url":"http://b/"})").find("names 'url' twice") != std::string::npos);
   CHECK(refusal(R"({"url":"http://h/","headers":{"X":"1","X":"2"}})").find("twice") != std::string::npos);
 
