@@ -728,7 +728,7 @@ int main(int argc, char** argv) {
                          + " seq=" + std::to_string(ev.trigger_seq)
                          + " outcome=" + std::string{ticktock::storage::to_string(ev.outcome)};
       if (!ev.request_id.empty())
-        line += " request_id=" + ev.request_id;
+        line += " request_id=" + ticktock::log_value(ev.request_id);
       if (!ev.error.empty())
         line += " error=" + ticktock::log_value(ev.error);
       log_line(line);

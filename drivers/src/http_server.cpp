@@ -490,7 +490,7 @@ struct http_server::impl {
                    if (!reason || !c)
                      return;
                    asio::post(c->ws.get_executor(), [this, c, reason = std::move(*reason)] {
-                     log("event=ws_refused request_id=" + c->request_id + " agent=" + c->agent
+                     log("event=ws_refused request_id=" + log_value(c->request_id) + " agent=" + c->agent
                          + " connection=" + c->id + " error="
                          + std::string{reason.reason.c_str()} + " close="
                          + std::to_string(reason.code));
@@ -565,7 +565,7 @@ struct http_server::impl {
     }
     if (closing)
       conn->go_away();  // stop() may have gone through ws_conns before
-    log("event=ws_open request_id=" + conn->request_id + " agent=" + agent + " connection=" + id);
+    log("event=ws_open request_id=" + log_value(conn->request_id) + " agent=" + agent + " connection=" + id);
     ws_trigger(conn, {ws_event::kind::open, id, {}, false});
     // The agent hears of the close as the client's close frame arrives: the
     // read ends only after the TCP teardown, which a client that keeps its
@@ -591,7 +591,7 @@ struct http_server::impl {
       ws_conns.erase(id);
     }
     ws_close_trigger(conn);
-    log("event=ws_close request_id=" + conn->request_id + " agent=" + agent + " connection=" + id);
+    log("event=ws_close request_id=" + log_value(conn->request_id) + " agent=" + agent + " connection=" + id);
   }
 
   std::atomic<bool> closing{false};
@@ -1063,7 +1063,7 @@ struct http_server::impl {
       res.headers.emplace_back("X-Request-Id", req.request_id);
       request_log line{{}, *req.received};
       if (options.log)  // the admin token may be in the query: never log the query
-        line.line = "event=http request_id=" + req.request_id + " method=" + req.method
+        line.line = "event=http request_id=" + log_value(req.request_id) + " method=" + req.method
                     + " path=" + log_value(req.target.substr(0, req.target.find('?')));
       bool upgrade = websocket::is_upgrade(msg)
                      && (res.status == 101 || (res.stream != stream_kind::none && !head));

@@ -188,6 +188,8 @@ class AuthTest(ServerCase):
             lambda: self.server.get("/v1/agents/hb-forge/fs/deadletter").json()["entries"],
             "hb-forge's init tick in the deadletter")
         self.server.get('/v1/agents/a"b')
+        # A request id may hold '=' (bug: logged bare, "request_id=status=500").
+        self.server.get("/v1/agents", headers={"X-Request-Id": "status=500"})
         time.sleep(0.1)
         lines = list(self.server.lines)
         self.assertFalse([l for l in lines if l.startswith("event=forged")], "\n".join(lines))
@@ -195,6 +197,8 @@ class AuthTest(ServerCase):
         self.assertEqual(len(failed), 1, "\n".join(lines))
         self.assertIn(r"""got '1\"\nevent=forged agent=x'""", failed[0])
         self.assertTrue([l for l in lines if r'path="/v1/agents/a\"b"' in l], "\n".join(lines))
+        self.assertTrue([l for l in lines if 'request_id="status=500"' in l], "\n".join(lines))
+        self.assertFalse([l for l in lines if "request_id=status=500" in l], "\n".join(lines))
 
 
 # -- every error status --------------------------------------------------------
