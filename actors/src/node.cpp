@@ -422,6 +422,11 @@ error node::terminate(const std::string& id) {
   core_->keys->forget(id);
   for (auto& key : storage::agent_setting_names(id))
     core_->gate->install(key, std::nullopt);
+  {
+    // Its limit hits and throttle are its own: a next agent of the id starts clean.
+    std::lock_guard<std::mutex> guard{core_->limits_mtx};
+    core_->limit_states.erase(id);
+  }
   if (auto actor = core_->dir->remove(id))
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   // Its running jobs have no one to report to, and its container sessions'

@@ -458,6 +458,10 @@ TEST_CASE("raising ticks_per_minute lets a throttled agent go on at once") {
   CHECK(w.poll([&] { return nd.state<counter_state>("t")->count == 2; }, 10s));
   // Bug: the status went on saying throttled until the old wait's end.
   CHECK(nd.status("t")->throttled_until <= ticktock::system_clock{}.now());
+  // Bug: a next agent of the id inherited the deleted one's limit hits.
+  REQUIRE_FALSE(nd.terminate("t"));
+  REQUIRE_FALSE(nd.create("t", "counter"));
+  CHECK(nd.status("t")->limits_hit.empty());
 }
 
 TEST_CASE("pending inbox entries are processed after a restart") {
