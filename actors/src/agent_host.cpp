@@ -480,7 +480,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
       a.state_after = std::move(bytes);
     }
     next.tick_count = meta_.tick_count + 1;
-    next.last_tick = entry.time;
+    next.last_tick = start_wall;  // when it ran (its trigger may be older)
     next.retry_seq = 0;
     next.retry_attempts = 0;
     next.summary = agent_->summary();

@@ -18,7 +18,7 @@ struct AgentRecord {
   status @4 :AgentStatus;
   error @5 :Text;
   tickCount @6 :UInt64;        # committed ticks
-  lastTickUs @7 :Int64;        # trigger time of the last committed tick
+  lastTickUs @7 :Int64;        # when the last committed tick started (wall clock; before 2026-12-05: its trigger's time)
   trajectoryNext @8 :UInt64;   # index of the next trajectory record
   trajectoryHead @9 :Data;     # BLAKE2b-256 of the last trajectory record's bytes
   outboxNext @10 :UInt64;      # seq of the next outbox event

@@ -464,6 +464,38 @@ TEST_CASE("raising ticks_per_minute lets a throttled agent go on at once") {
   CHECK(nd.status("t")->limits_hit.empty());
 }
 
+TEST_CASE("a restart does not reset ticks_per_minute for ticks whose triggers are older") {
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  auto clock = std::make_shared<manual_clock>();
+  opts.clock = clock;
+  {
+    auto n = node::open(opts, registry());
+    REQUIRE(n);
+    auto& nd = **n;
+    tick_waiter w{nd};
+    REQUIRE_FALSE(nd.create("t", "counter"));
+    REQUIRE(nd.wait_idle(10s));
+    REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1})"));
+    REQUIRE(nd.send("t", "a"));  // ticks, and uses the minute
+    REQUIRE(nd.send("t", "b"));  // queued now, waits
+    REQUIRE(w.poll([&] { return nd.status("t")->limits_hit["ticks_per_minute"] >= 1; }));
+    // "b" ticks a minute after it was queued (the limit lifted for it).
+    clock->advance(std::chrono::seconds{61});
+    REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":0})"));
+    REQUIRE(w.poll([&] { return nd.state<counter_state>("t")->count == 2; }));
+    REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1})"));
+    REQUIRE(nd.send("t", "c"));
+  }
+  // Bug: the restart took the last tick's time from its trigger (a minute
+  // old), skipped the ticks of the last minute, and "c" ticked at once.
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  CHECK_FALSE((*n)->wait_idle(300ms));
+  CHECK((*n)->state<counter_state>("t")->count == 2);
+  CHECK((*n)->status("t")->last_tick_time == clock->now());  // when "b" ticked
+}
+
 TEST_CASE("pending inbox entries are processed after a restart") {
   test::temp_dir dir;
   auto opts = options_for(dir);
