@@ -20,6 +20,9 @@ namespace ticktock::drivers {
 
 namespace json = boost::json;
 
+// The relays of an agent's config: each valid ws:// or wss:// URL once (in
+// its normalized form). Entries that are not relay URLs are skipped, so that
+// one bad or repeated entry does not leave the agent watching none.
 std::vector<std::string> relays_in_config(const std::string& config) {
   std::vector<std::string> out;
   boost::system::error_code ec;
@@ -30,9 +33,16 @@ std::vector<std::string> relays_in_config(const std::string& config) {
   auto* r = n && n->is_object() ? n->as_object().if_contains("relays") : nullptr;
   if (!r || !r->is_array())
     return out;
-  for (auto& u : r->as_array())
-    if (u.is_string())
-      out.emplace_back(u.as_string());
+  for (auto& u : r->as_array()) {
+    if (!u.is_string())
+      continue;
+    auto url = parse_relay_url(std::string_view{u.as_string()});
+    if (!url)
+      continue;
+    auto key = url->to_string();
+    if (std::find(out.begin(), out.end(), key) == out.end())
+      out.push_back(std::move(key));
+  }
   return out;
 }
 

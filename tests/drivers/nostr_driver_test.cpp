@@ -303,7 +303,7 @@ TEST_CASE("nostr driver: publish() (nostr/publish) reaches the relay and status_
   REQUIRE(rs.size() == 1);
   CHECK(rs[0].at("url").as_string() == f.relay.url());
   CHECK(rs[0].at("state").as_string() == "connected");
-  CHECK(f.driver->relays("bob") == std::vector<std::string>{f.url()});
+  CHECK(f.driver->relays("bob") == std::vector<std::string>{f.relay.url()});
 
   nostr_note note{1, "published through nostr/publish", {{"t", "api"}}};
   auto sent = f.driver->publish("bob", note);
@@ -324,6 +324,18 @@ TEST_CASE("nostr driver: publish() (nostr/publish) reaches the relay and status_
   REQUIRE_FALSE(f.n->create("quiet", "nostr_echo", "{}"));
   CHECK(f.driver->publish("quiet", note).error_value().code() == errc::not_found);
   CHECK(f.driver->status_json("quiet").error_value().code() == errc::not_found);
+}
+
+TEST_CASE("nostr driver: bad and repeated relays in a config are skipped, not fatal to the rest") {
+  // Bug: one bad or repeated entry made the whole watch fail: no relay at all.
+  fixture f;
+  f.start_driver();
+  auto url = f.url();
+  REQUIRE_FALSE(f.n->create("carol", "nostr_echo",
+                            config_for({url, url, url + "/", "http://127.0.0.1:1/", "not a url"})));
+  REQUIRE(eventually([&] { return f.driver->relays("carol").size() == 1; }));
+  CHECK(f.driver->relays("carol") == std::vector<std::string>{f.relay.url()});
+  REQUIRE(eventually([&] { return f.all_connected("carol", 1); }));
 }
 
 // -- 3. mentions, once per event id -------------------------------------------------------
@@ -592,7 +604,7 @@ TEST_CASE("nostr driver: at start it watches existing agents and republishes the
   CHECK(f.relay.event_count(second->id) == 0);
 
   f.start_driver();
-  CHECK(f.driver->relays("gina") == std::vector<std::string>{f.url()});
+  CHECK(f.driver->relays("gina") == std::vector<std::string>{f.relay.url()});
   REQUIRE(eventually([&] { return f.relay.event_count(second->id) == 1; }));
   REQUIRE(eventually([&] { return f.relay.event_count(first->id) == 2; }));  // re-sent; relay keeps one
   REQUIRE(eventually([&] { return f.nostr_seen_with("gina", "while no driver ran").size() == 1; }));
