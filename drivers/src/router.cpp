@@ -499,6 +499,14 @@ void request_metrics::count(const std::string& route, unsigned status,
   ++st.count;
 }
 
+// Microseconds as seconds with all six decimals: a stream's default six
+// significant digits made a long-running sum coarse (whole seconds past 10^6 s).
+static std::string seconds_text(std::uint64_t us) {
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%06llu", static_cast<unsigned long long>(us % 1'000'000));
+  return std::to_string(us / 1'000'000) + frac;
+}
+
 std::string request_metrics::prometheus() const {
   std::ostringstream out;
   std::lock_guard<std::mutex> guard{mtx_};
@@ -520,8 +528,7 @@ std::string request_metrics::prometheus() const {
           << static_cast<double>(bounds_us[i]) / 1e6 << "\"} " << cumulative << "\n";
     }
     out << series << "_bucket{route=\"" << route << "\",le=\"+Inf\"} " << st.count << "\n"
-        << series << "_sum{route=\"" << route << "\"} " << static_cast<double>(st.sum_us) / 1e6
-        << "\n"
+        << series << "_sum{route=\"" << route << "\"} " << seconds_text(st.sum_us) << "\n"
         << series << "_count{route=\"" << route << "\"} " << st.count << "\n";
   }
   return out.str();
@@ -1027,7 +1034,7 @@ response router::metrics_text() {
     out << "ticktock_tick_latency_seconds_bucket{le=\"" << static_cast<double>(m.bounds_us[i]) / 1e6
         << "\"} " << m.latency_buckets[i] << "\n";
   out << "ticktock_tick_latency_seconds_bucket{le=\"+Inf\"} " << m.latency_count << "\n"
-      << "ticktock_tick_latency_seconds_sum " << static_cast<double>(m.latency_sum_us) / 1e6 << "\n"
+      << "ticktock_tick_latency_seconds_sum " << seconds_text(m.latency_sum_us) << "\n"
       << "ticktock_tick_latency_seconds_count " << m.latency_count << "\n"
       << "# HELP ticktock_agents Agents by residency.\n# TYPE ticktock_agents gauge\n"
       << "ticktock_agents{state=\"resident\"} " << m.resident << "\n"
