@@ -249,6 +249,16 @@ std::size_t directory::size() const {
   return n;
 }
 
+std::size_t directory::errored() const {
+  std::size_t n = 0;
+  for (auto& s : shards_) {
+    std::lock_guard<std::mutex> guard{s.mtx};
+    for (auto& [id, e] : s.map)
+      n += e.errored ? 1 : 0;
+  }
+  return n;
+}
+
 std::vector<std::string> directory::ids() const {
   std::vector<std::string> out;
   for (auto& s : shards_) {

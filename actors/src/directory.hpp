@@ -95,6 +95,8 @@ public:
 
   std::size_t resident() const noexcept { return resident_.load(); }
   std::size_t size() const;
+  /// How many agents are errored (they are not activated).
+  std::size_t errored() const;
   std::vector<std::string> ids() const;
   std::vector<caf::actor> resident_actors() const;
 

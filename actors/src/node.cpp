@@ -1350,6 +1350,7 @@ node_metrics node::metrics() const {
   }
   m.agents = core_->dir->size();
   m.resident = core_->dir->resident();
+  m.errored = core_->dir->errored();
   {
     std::lock_guard<std::mutex> guard{core_->idle_mtx};
     m.inbox_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, core_->outstanding));

@@ -1038,7 +1038,9 @@ response router::metrics_text() {
       << "ticktock_tick_latency_seconds_count " << m.latency_count << "\n"
       << "# HELP ticktock_agents Agents by residency.\n# TYPE ticktock_agents gauge\n"
       << "ticktock_agents{state=\"resident\"} " << m.resident << "\n"
-      << "ticktock_agents{state=\"hibernated\"} " << (m.agents - std::min(m.agents, m.resident))
+      << "ticktock_agents{state=\"errored\"} " << m.errored << "\n"
+      << "ticktock_agents{state=\"hibernated\"} "
+      << (m.agents - std::min(m.agents, m.resident + m.errored))
       << "\n"
       << "# HELP ticktock_inbox_pending Inbox entries accepted and not yet consumed.\n"
          "# TYPE ticktock_inbox_pending gauge\n"

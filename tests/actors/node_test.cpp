@@ -563,6 +563,10 @@ TEST_CASE("a corrupt agent is marked errored and the rest keep running") {
   CHECK(nd.state<counter_state>("good")->count == 1);
   // Its other records are untouched.
   CHECK(nd.store().read_trajectory("bad", 0, 100).size() == 2);
+  // Counted as errored, not as hibernated (bug: it was).
+  auto m = nd.metrics();
+  CHECK(m.agents == 2);
+  CHECK(m.errored == 1);
 }
 
 TEST_CASE("a stored agent whose type is no longer registered is errored, not fatal") {

@@ -234,6 +234,7 @@ struct node_metrics {
   std::uint64_t latency_count = 0;
   std::uint64_t agents = 0;
   std::uint64_t resident = 0;
+  std::uint64_t errored = 0;  ///< of `agents`: errored, neither resident nor hibernated
   std::uint64_t inbox_pending = 0;
 };
 
