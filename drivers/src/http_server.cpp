@@ -799,12 +799,25 @@ struct http_server::impl {
   // connection limit, a server stopping): counted and logged like the
   // router's, with its own X-Request-Id; the connection then closes.
   asio::awaitable<void> refuse(beast::tcp_stream& stream, connection_watch& watch, response r,
-                               std::string why, unsigned version, bool head) {
-    auto request_id = new_request_id();
+                               std::string why, unsigned version, bool head,
+                               const http::request_header<>* fields = nullptr) {
+    // A head that was read keeps its client's X-Request-Id (one, and valid),
+    // and its method and path are logged as for any request.
+    std::string request_id, what;
+    if (fields) {
+      if (fields->count("X-Request-Id") == 1
+          && valid_request_id((*fields)["X-Request-Id"]))
+        request_id = std::string{(*fields)["X-Request-Id"]};
+      auto target = fields->target();
+      what = " method=" + std::string{fields->method_string()}
+             + " path=" + log_value(target.substr(0, target.find_first_of("?#")));
+    }
+    if (request_id.empty())
+      request_id = new_request_id();
     r.headers.emplace_back("X-Request-Id", request_id);
     metrics.count("transport", r.status, std::chrono::microseconds{0});
-    log("event=http request_id=" + request_id + " status=" + std::to_string(r.status)
-        + " error=" + log_value(why));
+    log("event=http request_id=" + log_value(request_id) + what + " status="
+        + std::to_string(r.status) + " error=" + log_value(why));
     co_await write(stream, watch, r, false, version, head);
   }
 
@@ -983,13 +996,14 @@ struct http_server::impl {
           r = error_response(503, "SHUTTING_DOWN", "the server is stopping");
         else
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
-        co_await refuse(stream, watch, std::move(r), ec.message(), 11, false);
+        co_await refuse(stream, watch, std::move(r), ec.message(), 11, false,
+                        parser.is_header_done() ? &parser.get().base() : nullptr);
         break;
       }
       bool head = parser.get().method() == http::verb::head;
       if (refused) {
         co_await refuse(stream, watch, std::move(*refused), "bad Transfer-Encoding",
-                        parser.get().version(), head);
+                        parser.get().version(), head, &parser.get().base());
         break;
       }
       auto msg = parser.release();
@@ -997,7 +1011,7 @@ struct http_server::impl {
         // RFC 9112, 3.2: a server answers 400 to an HTTP/1.1 request without Host.
         co_await refuse(stream, watch,
                         error_response(400, "MISSING_HOST", "HTTP/1.1 requests need a Host header"),
-                        "no Host header", msg.version(), head);
+                        "no Host header", msg.version(), head, &msg.base());
         break;
       }
       auto target = router::normalize_target(origin_form(msg.target()));
@@ -1005,7 +1019,7 @@ struct http_server::impl {
         co_await refuse(stream, watch,
                         error_response(400, "BAD_REQUEST",
                                        "a request target has no fragment (#...): it stays in the client"),
-                        "a fragment in the request target", msg.version(), head);
+                        "a fragment in the request target", msg.version(), head, &msg.base());
         break;
       }
       request req;
@@ -1032,7 +1046,7 @@ struct http_server::impl {
         co_await refuse(stream, watch,
                         error_response(400, "DUPLICATE_HEADER",
                                        "the " + repeated + " header is given more than once"),
-                        "a repeated " + repeated + " header", msg.version(), head);
+                        "a repeated " + repeated + " header", msg.version(), head, &msg.base());
         break;
       }
       req.body = std::move(msg.body());

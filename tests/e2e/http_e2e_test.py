@@ -482,6 +482,22 @@ class ErrorStatusTest(ServerCase):
         self.assertEqual(status, 413)
         self.assertEqual(json.loads(body)["error"]["code"], "BODY_TOO_LARGE")
 
+    def test_a_request_refused_after_its_head_keeps_its_request_id(self):
+        # Bug: a refusal after the head was read gave a new id, and its log
+        # line had no method or path.
+        for head, status in [
+                (b"POST /v1/agents HTTP/1.1\r\nHost: t\r\nX-Request-Id: keep-413\r\n"
+                 b"Content-Length: 100000000\r\n\r\n", 413),
+                (b"GET /v1/agents HTTP/1.1\r\nX-Request-Id: keep-nohost\r\n\r\n", 400),
+                (b"GET /v1/agents HTTP/1.1\r\nHost: t\r\nX-Request-Id: keep-dup\r\n"
+                 b"Idempotency-Key: a\r\nIdempotency-Key: b\r\n\r\n", 400)]:
+            rid = head.split(b"X-Request-Id: ")[1].split(b"\r\n")[0].decode()
+            got, headers, _ = parse_raw_response(raw_exchange(self.server.port, head))
+            self.assertEqual((got, headers.get("x-request-id")), (status, rid))
+            self.server.wait_for(lambda: [l for l in self.server.lines if "request_id=" + rid in l
+                                          and " method=" in l and " path=/v1/agents " in l],
+                                 "the log line of " + rid)
+
     def test_expect_100_continue_is_answered_before_the_body(self):
         # RFC 9110, 10.1.1. curl waits a second for the 100 before it sends
         # a body anyway; other clients wait longer.
