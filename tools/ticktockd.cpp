@@ -334,6 +334,20 @@ std::string allocator() { return tc_version ? "tcmalloc" : "libc"; }
 
 }  // namespace
 
+// /proc/PID/cmdline is readable by every user of the machine (a container
+// session in process mode too): an admin token given on the command line is
+// overwritten in place once read, so that only its first moments show it.
+static void hide_secret_arguments(int argc, char** argv) {
+  auto blank = [](char* s) { std::memset(s, 'x', std::strlen(s)); };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a{argv[i]};
+    if (a == "--admin-token" && i + 1 < argc)
+      blank(argv[++i]);
+    else if (a.starts_with("--admin-token="))
+      blank(argv[i] + std::strlen("--admin-token="));
+  }
+}
+
 int main(int argc, char** argv) {
   if (sodium_init() < 0)
     return 1;
@@ -457,6 +471,7 @@ int main(int argc, char** argv) {
           "unexpected argument '" + (o.original_tokens.empty() ? std::string{} : o.original_tokens.front())
           + "'");
     store(cli);
+    hide_secret_arguments(argc, argv);
     store(po::parse_environment(desc,
                                     [&](const std::string& env) -> std::string {
                                       // An empty TICKTOCK_X= is unset, not a

@@ -180,6 +180,15 @@ class AuthTest(ServerCase):
         time.sleep(0.1)
         self.assertNotIn(ADMIN_TOKEN, "\n".join(self.server.lines))
 
+    def test_the_admin_token_given_on_the_command_line_is_not_in_its_cmdline(self):
+        # Bug: /proc/PID/cmdline, readable by every user (and by a container
+        # session in process mode), showed it.
+        with open("/proc/%d/cmdline" % self.server.proc.pid, "rb") as f:
+            args = f.read().split(b"\0")
+        self.assertIn(b"--admin-token", args)
+        self.assertNotIn(ADMIN_TOKEN.encode(), b"\0".join(args))
+        self.assertEqual(self.server.get("/v1/agents").status, 200)  # still the token
+
     def test_a_value_in_a_log_line_cannot_forge_another_line(self):
         # Bug: a tick's error was logged as error="..." with the user's text
         # as it was, so a config holding a newline wrote a line of its own.
