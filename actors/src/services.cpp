@@ -246,6 +246,9 @@ void service_runner::run_container(const storage::job_record& job, std::shared_p
   auto log_path = dir / (job.id + ".out");
   std::filesystem::remove(log_path, ec);  // a new file, never what a link there points to
   auto log = std::make_shared<std::ofstream>(log_path, std::ios::binary | std::ios::trunc);
+  // The server's alone: the sessions of other agents share the sandbox uid.
+  std::filesystem::permissions(log_path, std::filesystem::perms::owner_read
+                                           | std::filesystem::perms::owner_write, ec);
   auto price = svc.container_price_per_cpu_second;
   sandbox::callbacks cb;
   cb.on_output = [out, log](sandbox::stream, std::string_view chunk) {

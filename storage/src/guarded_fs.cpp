@@ -1,5 +1,7 @@
 #include "guarded_fs.hpp"
 
+#include <sys/stat.h>
+
 #include <string_view>
 
 namespace ticktock::storage::detail {
@@ -120,6 +122,10 @@ rocksdb::IOStatus guarded_fs::wrap(const std::string& name, rocksdb::IOStatus st
                                    std::unique_ptr<rocksdb::FSWritableFile>* out) {
   if (!st.ok())
     return st;
+  // The store's files are its own (agents' messages and state): RocksDB
+  // creates them 0644, readable by every user of the machine, a container
+  // session's uid included.
+  (void)::chmod(name.c_str(), 0600);
   auto size = (*out)->GetFileSize(rocksdb::IOOptions{}, nullptr);
   *out = std::make_unique<guarded_file>(std::move(*out), *this, name, size);
   return st;
@@ -146,8 +152,10 @@ rocksdb::IOStatus guarded_fs::ReuseWritableFile(const std::string& name,
                                                 rocksdb::IODebugContext* dbg) {
   // A recycled file's old bytes are not ours: count from zero.
   auto st = target()->ReuseWritableFile(name, old_name, opts, out, dbg);
-  if (st.ok())
+  if (st.ok()) {
+    (void)::chmod(name.c_str(), 0600);
     *out = std::make_unique<guarded_file>(std::move(*out), *this, name, 0);
+  }
   return st;
 }
 

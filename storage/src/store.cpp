@@ -1006,6 +1006,12 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
   auto st = rocksdb::DB::Open(db_opts, options.dir.string(), cfs, &p->handles, &db);
   if (!st.ok())
     return from_status(st, "cannot open RocksDB at " + options.dir.string());
+  // Files written before the store made its new ones private (guarded_fs)
+  // are made private too: every other user of the machine could read them.
+  for (auto& entry : std::filesystem::directory_iterator(options.dir, ec))
+    if (entry.is_regular_file(ec))
+      std::filesystem::permissions(entry.path(), std::filesystem::perms::owner_read
+                                                   | std::filesystem::perms::owner_write, ec);
   p->db.reset(db);
   p->write_options.sync = options.durability == durability::sync;
   if (auto err = p->check_format())

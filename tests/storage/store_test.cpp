@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -607,4 +609,33 @@ TEST_CASE("a ledger refuses what passes a limit, or without limits the counters'
   CHECK_THAT(open.check(6, now), Catch::Contains("capacity of the 64-bit counters"));
   open.reserved = UINT64_MAX;  // a sum that would wrap
   CHECK_FALSE(open.check(0, now).empty());
+}
+
+TEST_CASE("the store's files are readable by its owner alone") {
+  // Bug: RocksDB wrote them 0644: any user of the machine (a container
+  // session's uid too) could read agents' messages from the WAL.
+  test::temp_dir dir;
+  auto stray = dir.path() / "written-before.txt";  // a file of an older version
+  {
+    std::ofstream{stray} << "old";
+    std::filesystem::permissions(stray, std::filesystem::perms::owner_all
+                                          | std::filesystem::perms::group_read
+                                          | std::filesystem::perms::others_read);
+  }
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  apply1(*s, message("a", "secret"));
+  REQUIRE_FALSE(s->compact());
+  std::size_t files = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir.path())) {
+    if (!e.is_regular_file() || e.path().filename() == "LOCK")
+      continue;
+    ++files;
+    INFO(e.path().filename().string());
+    auto p = e.status().permissions();
+    CHECK((p & (std::filesystem::perms::group_all | std::filesystem::perms::others_all))
+          == std::filesystem::perms::none);
+  }
+  CHECK(files >= 5);  // CURRENT, MANIFEST, OPTIONS, the WAL, an SST...
+  CHECK(std::filesystem::exists(stray));
 }
