@@ -335,8 +335,16 @@ response router::services_file(const request& req, const std::string& id,
     if (compute)
       for (auto& p : node_.compute_providers())
         arr.emplace_back(p);
-    else
-      arr.emplace_back(sandbox::bubblewrap_available() ? "bubblewrap" : "process");
+    else {
+      // The mode --container-isolation sets; automatic: bubblewrap where it
+      // works here (a session whose directory the sandbox uid cannot reach
+      // still falls back to process: its result says which it had).
+      auto iso = node_.options().services.isolation;
+      if (iso == sandbox::isolation::automatic)
+        iso = sandbox::bubblewrap_available() ? sandbox::isolation::bubblewrap
+                                              : sandbox::isolation::process;
+      arr.emplace_back(std::string{sandbox::to_string(iso)});
+    }
     return json_ok(200, json::object{{"providers", std::move(arr)}});
   }
   if (file == "policy" && parts.size() == 2) {
