@@ -1,5 +1,7 @@
 #include "services.hpp"
 
+#include <unistd.h>
+
 #include <boost/json.hpp>
 
 #include <fstream>
@@ -256,8 +258,14 @@ void service_runner::run_container(const storage::job_record& job, std::shared_p
     log->write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
     log->flush();
   };
-  cb.on_exit = [this, job, out, log, price](const sandbox::outcome& o) {
+  cb.on_exit = [this, job, out, log, price, workdir = spec->workdir](const sandbox::outcome& o) {
     log->close();
+    // The session's directory goes back to root: the sandbox uid is shared
+    // by the sessions of every agent (unless --container-uid-base), and a
+    // later one could otherwise enter it and change what files/ serves
+    // (which reads it as root). Its parent is root's, so the path is ours.
+    if (::geteuid() == 0)
+      (void)::lchown(workdir.c_str(), 0, 0);
     auto j = job;
     j.result = sandbox::to_json(o);
     if (o.status == "killed" && out->cancelled) {

@@ -555,17 +555,6 @@ struct session::impl {
         return failed(used, "cannot hand the working directory to uid " +
                                 std::to_string(spec_.uid) + ": " + errno_text(errno));
     }
-    // Once the session is over its directory goes back to root: the sandbox
-    // uid is shared by the sessions of every agent (unless
-    // --container-uid-base), and a later one could otherwise enter it and
-    // change what files/ serves. (files/ reads it as root.)
-    struct hand_back {
-      unique_fd fd;  // its own: wd is closed once the child has it
-      ~hand_back() {
-        if (fd)
-          (void)::fchown(fd.get(), 0, 0);
-      }
-    } give_back{unique_fd{root ? ::fcntl(wd.get(), F_DUPFD_CLOEXEC, 0) : -1}};
 
     auto program = resolve_program(spec_.argv[0], workdir, used);
     if (!program)

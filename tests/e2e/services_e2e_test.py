@@ -742,6 +742,13 @@ class ContainerFilesTest(ServicesCase):
         done = self.wait_job("boxed", s["id"], "containers")
         self.assertEqual(done["status"], "done", done)
         base = fs("boxed", "containers/sessions/%s/files" % s["id"])
+        if os.geteuid() == 0:
+            # Ended: its directory is root's again, and its output the
+            # server's alone (bugs: the shared sandbox uid kept the
+            # directory, and .out was 0644, for later sessions of any agent).
+            sessions = os.path.join(self.server.data_dir, "containers", "boxed")
+            self.assertEqual(os.stat(os.path.join(sessions, s["id"])).st_uid, 0)
+            self.assertEqual(os.stat(os.path.join(sessions, s["id"] + ".out")).st_mode & 0o077, 0)
 
         data = os.path.abspath(self.server.data_dir).lstrip("/")
         outside = ["x/etc/passwd", "x/etc/hostname", "x", "x/" + data + "/node.key",
