@@ -526,7 +526,7 @@ void node::send_async(const std::string& id, std::string payload, const send_opt
   // Open connections are tracked (store::open_ws_connections) so that a
   // restart can close the ones a killed process left open.
   if (opts.kind == trigger_kind::ws)
-    if (auto ev = ws_event::from(op.entry.to_trigger(1))) {
+    if (auto ev = ws_event::head(op.entry.payload)) {
       if (ev->event == ws_event::kind::open)
         op.ws_opens = ev->connection;
       else if (ev->event == ws_event::kind::close)

@@ -61,6 +61,16 @@ std::string ws_event::encode() const {
   return e.take();
 }
 
+std::optional<ws_event> ws_event::head(std::string_view payload) {
+  decoder d{payload};
+  ws_event ev;
+  std::uint8_t k = 0;
+  if (!load_value(d, k) || k > 2 || !load_value(d, ev.connection))
+    return std::nullopt;
+  ev.event = static_cast<kind>(k);
+  return ev;
+}
+
 std::optional<ws_event> ws_event::from(const trigger& t) {
   if (t.kind != trigger_kind::ws)
     return std::nullopt;

@@ -130,3 +130,17 @@ TEST_CASE("a plugin registers its agent types through the C entry point") {
   auto not_plugin = load_plugin("libm.so.6", r);
   CHECK(not_plugin.message().find("ticktock_plugin_register") != std::string::npos);
 }
+
+#include "ticktock/runtime/http.hpp"
+
+TEST_CASE("a ws payload's head is its event and connection, read without its data") {
+  using ticktock::ws_event;
+  auto payload = ws_event{ws_event::kind::close, "ws-7", std::string(1000, 'x'), true}.encode();
+  auto h = ws_event::head(payload);
+  REQUIRE(h);
+  CHECK(h->event == ws_event::kind::close);
+  CHECK(h->connection == "ws-7");
+  CHECK(h->data.empty());
+  CHECK_FALSE(ws_event::head(""));
+  CHECK_FALSE(ws_event::head("\x07"));
+}

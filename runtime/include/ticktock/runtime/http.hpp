@@ -55,6 +55,9 @@ struct ws_event {
   std::string encode() const;
   /// Decodes the payload of a `ws` trigger; nullopt if `t` is not one.
   static std::optional<ws_event> from(const trigger& t);
+  /// The event and connection of a `ws` trigger's payload, without copying
+  /// its data (left empty); nullopt if it is not one.
+  static std::optional<ws_event> head(std::string_view payload);
 };
 
 /// A frame (or a close) a tick sends to a WebSocket connection; sent after
