@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -174,7 +175,8 @@ struct child_failure {
 };
 
 enum child_step : int {
-  step_fds = 1,
+  step_keeper = 1,
+  step_fds,
   step_rlimit,
   step_caps,
   step_groups,
@@ -186,6 +188,7 @@ enum child_step : int {
 
 const char* step_name(int step) {
   switch (step) {
+    case step_keeper: return "starting the session's keeper";
     case step_fds: return "setting up file descriptors";
     case step_rlimit: return "setting resource limits";
     case step_caps: return "dropping capabilities";
@@ -211,8 +214,16 @@ constexpr int child_status_fd = 4;  // bwrap --json-status-fd (bubblewrap mode o
 [[noreturn]] void run_child(const launch_plan& plan, char* const* argv, char* const* envp,
                             int devnull, int out_w, int err_w, int report_w, int status_w,
                             int workdir_fd) {
-  // Own session and process group: the whole group is killed at the end.
-  ::setsid();
+  // Own process group (in the keeper's session): the keeper kills the whole
+  // group at the end. The keeper's blocked SIGCHLD and the server's ignored
+  // SIGPIPE are not the command's.
+  ::setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGPIPE, &dfl, nullptr);
   // Move every descriptor we keep above the fixed numbers first, so that no
   // dup2 below overwrites one still needed.
   int src[] = {devnull, out_w, err_w, report_w, status_w, workdir_fd};
@@ -262,6 +273,153 @@ constexpr int child_status_fd = 4;  // bwrap --json-status-fd (bubblewrap mode o
 
   ::execve(plan.exec_path.c_str(), argv, envp);
   child_fail(report_w, step_exec);
+}
+
+// -- the keeper ----------------------------------------------------------------
+
+// The process the server forks for a session. It starts the command as its
+// child and stays, without exec, until every process of the session is gone:
+//
+// - It is a child subreaper, so a process of the session whose parent ends
+//   (a daemon that forked twice, bwrap's init inside its pid namespace when
+//   bwrap's monitor exits) becomes its child, and it reaps them all. wait4 on
+//   the keeper then reports the CPU time of the whole tree, which the session
+//   is charged.
+// - It holds the read end of the control pipe, whose only write end is the
+//   server's session. When it closes (a kill, a timeout, or the server's own
+//   death, kill -9 included) the keeper kills the session's processes.
+// - When the command ends it kills what is left, reaps it, and ends the way
+//   the command ended (the same exit code or signal).
+//
+// It runs between fork and exec of a multithreaded server: system calls
+// only, no allocation.
+
+// Kills the command's process group and every child of the keeper (the
+// command itself and the orphans it has been given; their own children come
+// to the keeper in turn when they die).
+void kill_session_tree(pid_t command) {
+  ::kill(-command, SIGKILL);
+  int fd = ::open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  char buf[4096];
+  pid_t pid = 0;
+  bool in_number = false;
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    for (ssize_t i = 0; i < n; ++i) {
+      if (buf[i] >= '0' && buf[i] <= '9') {
+        pid = pid * 10 + (buf[i] - '0');
+        in_number = true;
+      } else if (in_number) {
+        ::kill(pid, SIGKILL);
+        pid = 0;
+        in_number = false;
+      }
+    }
+  }
+  if (in_number)
+    ::kill(pid, SIGKILL);
+  ::close(fd);
+}
+
+// Ends the keeper as `status` (a wait status) says the command ended.
+[[noreturn]] void end_like(int status) {
+  if (WIFEXITED(status))
+    ::_exit(WEXITSTATUS(status));
+  int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  // no core file of the keeper
+  struct rlimit no_core {0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(sig, &dfl, nullptr);
+  sigset_t just;
+  sigemptyset(&just);
+  sigaddset(&just, sig);
+  ::sigprocmask(SIG_UNBLOCK, &just, nullptr);
+  ::kill(::getpid(), sig);
+  ::_exit(128 + sig);
+}
+
+[[noreturn]] void run_keeper(const launch_plan& plan, char* const* argv, char* const* envp,
+                             int devnull, int out_w, int err_w, int report_w, int status_w,
+                             int workdir_fd, int control_r) {
+  // Its own session: nothing of the server's terminal or group reaches it.
+  ::setsid();
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 ||
+      ::sigprocmask(SIG_BLOCK, &chld, nullptr) != 0)
+    child_fail(report_w, step_keeper);
+  int sfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0)
+    child_fail(report_w, step_keeper);
+  pid_t command = ::fork();
+  if (command < 0)
+    child_fail(report_w, step_keeper);
+  if (command == 0) {
+    ::close(sfd);
+    ::close(control_r);
+    run_child(plan, argv, envp, devnull, out_w, err_w, report_w, status_w, workdir_fd);
+  }
+  // Keep the control pipe and the signalfd, nothing else of the server's:
+  // the pipes close on the server's side when the command's copies do.
+  int keep[] = {control_r, sfd};
+  for (int& fd : keep)
+    if ((fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 16)) < 0)
+      ::_exit(127);
+  if (::dup2(keep[0], 0) < 0 || ::dup2(keep[1], 1) < 0)
+    ::_exit(127);
+  ::syscall(SYS_close_range, 2, ~0u, 0);
+  constexpr int control = 0, signals = 1;
+
+  bool killing = false, command_done = false;
+  int command_status = 0;
+  for (;;) {
+    // Reap whatever has ended; ECHILD means nothing of the session is left.
+    bool none_left = false;
+    for (;;) {
+      int st = 0;
+      pid_t p = ::waitpid(-1, &st, WNOHANG | __WALL);
+      if (p > 0) {
+        if (p == command) {
+          command_done = true;
+          command_status = st;
+        }
+        continue;
+      }
+      if (p < 0 && errno == EINTR)
+        continue;
+      none_left = p < 0 && errno == ECHILD;
+      break;
+    }
+    if (command_done)
+      killing = true;
+    if (killing) {
+      if (none_left)
+        end_like(command_done ? command_status : W_EXITCODE(0, SIGKILL));
+      kill_session_tree(command);
+    }
+    // While killing, look again every 10 ms: an orphan of a process just
+    // killed comes to the keeper and is killed on the next round.
+    pollfd fds[2] = {{signals, POLLIN, 0}, {control, POLLIN, 0}};
+    int r = ::poll(fds, killing ? 1 : 2, killing ? 10 : -1);
+    if (r < 0 && errno != EINTR)
+      killing = true;
+    if (!killing && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)))
+      killing = true;
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info[8];
+      while (::read(signals, info, sizeof info) > 0) {
+      }
+    }
+  }
 }
 
 std::vector<char*> c_strings(std::vector<std::string>& v) {
@@ -584,7 +742,10 @@ struct session::impl {
         return failed(used, "bubblewrap is not installed (no bwrap in /usr/bin)");
       plan.exec_path = bwrap->string();
       auto& a = plan.args;
-      a = {"bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"};
+      // --disable-userns: the command cannot make user namespaces of its own
+      // (and with them mount or network namespaces) inside the sandbox.
+      a = {"bwrap",         "--unshare-all",     "--unshare-user", "--disable-userns",
+           "--die-with-parent", "--new-session", "--clearenv"};
       for (const auto& [k, v] : env)
         a.insert(a.end(), {"--setenv", k, v});
       a.insert(a.end(), {"--setenv", "PATH", sandbox_path, "--setenv", "HOME", inside_workdir,
@@ -624,9 +785,9 @@ struct session::impl {
     }
 
     unique_fd devnull{::open("/dev/null", O_RDONLY | O_CLOEXEC)};
-    unique_fd out_r, out_w, err_r, err_w, rep_r, rep_w, st_r, st_w;
+    unique_fd out_r, out_w, err_r, err_w, rep_r, rep_w, st_r, st_w, ctl_r, ctl_w;
     if (!devnull || !make_pipe(out_r, out_w) || !make_pipe(err_r, err_w) ||
-        !make_pipe(rep_r, rep_w) ||
+        !make_pipe(rep_r, rep_w) || !make_pipe(ctl_r, ctl_w) ||
         (used == isolation::bubblewrap && !make_pipe(st_r, st_w)))
       return failed(used, "cannot create pipes: " + errno_text(errno));
 
@@ -636,9 +797,10 @@ struct session::impl {
     if (pid < 0)
       return failed(used, "fork: " + errno_text(errno));
     if (pid == 0)
-      run_child(plan, argv.data(), envp.data(), devnull.get(), out_w.get(), err_w.get(),
-                rep_w.get(), st_w ? st_w.get() : -1, wd.get());
+      run_keeper(plan, argv.data(), envp.data(), devnull.get(), out_w.get(), err_w.get(),
+                 rep_w.get(), st_w ? st_w.get() : -1, wd.get(), ctl_r.get());
 
+    ctl_r.reset();
     out_w.reset();
     err_w.reset();
     rep_w.reset();
@@ -646,7 +808,7 @@ struct session::impl {
     devnull.reset();
     wd.reset();
 
-    // The child either execs (the pipe closes) or reports why it could not.
+    // The command either execs (the pipe closes) or reports why it could not.
     child_failure cf{};
     ssize_t n;
     do
@@ -660,22 +822,21 @@ struct session::impl {
       return failed(used, what + ": " + errno_text(cf.err));
     }
     rep_r.reset();
-    return supervise(pid, used, std::move(out_r), std::move(err_r), std::move(st_r), start);
+    return supervise(pid, used, std::move(out_r), std::move(err_r), std::move(st_r),
+                     std::move(ctl_w), start);
   }
 
+  // `pid` is the keeper (run_keeper), which ends when the whole session has:
+  // closing `control` has it kill the session.
   outcome supervise(pid_t pid, isolation used, unique_fd out_r, unique_fd err_r, unique_fd st_r,
-                    clock_type::time_point start) {
+                    unique_fd control, clock_type::time_point start) {
     const auto& lim = spec_.lim;
     outcome out;
     out.used = used;
     unique_fd pidfd{static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))};
 
     enum class reason { none, timeout, killed } kill_reason = reason::none;
-    auto kill_group = [&] {
-      // The child is not reaped yet, so its pid (the group id) cannot have
-      // been reused.
-      ::kill(-pid, SIGKILL);
-    };
+    auto kill_group = [&] { control.reset(); };
 
     // bwrap writes {"exit-code": N} to the status pipe when the command ran
     // and ended; without it (and not killed by us) the sandbox could not be
@@ -772,7 +933,9 @@ struct session::impl {
       }
       if (child_gone) {
         exited = true;
-        // Before the reap: nothing of the group outlives the command.
+        // The keeper ends only when the session's process tree has. A uid of
+        // its own is swept as well, in case something of it slipped past
+        // (the keeper finds orphans through /proc).
         kill_group();
         if (spec_.exclusive_uid && ::geteuid() == 0)
           kill_all_of_uid(spec_.uid);
@@ -787,7 +950,7 @@ struct session::impl {
       }
     }
     if (!exited) {
-      // Only reached if poll failed: do not leave the child behind.
+      // Only reached if poll failed: do not leave the session behind.
       kill_group();
       int status = 0;
       struct rusage ru {};

@@ -13,8 +13,14 @@
 //   hold TOKEN        sleeps forever (TOKEN marks it in /proc/PID/cmdline)
 //   env               prints the environment     cwd   prints the working directory
 //   read PATH         prints the file (exit 5 on failure)   id  prints "uid gid"
+//   burn MS           uses MS ms of CPU time, then exits 0
+//   orphan-burn MS    a grandchild whose parent has exited (an orphan) uses
+//                     MS ms of CPU time; exits 0 when it has
+//   userns            tries to create a user namespace: prints "userns ok"
+//                     or "userns refused: REASON"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -35,6 +42,19 @@ namespace {
 }
 
 unsigned long long number(const char* s) { return std::strtoull(s, nullptr, 10); }
+
+void burn_cpu_ms(unsigned long long ms) {
+  auto cpu_ms = [] {
+    timespec ts{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<unsigned long long>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+  };
+  auto until = cpu_ms() + ms;
+  volatile unsigned long long x = 0;
+  while (cpu_ms() < until)
+    for (int i = 0; i < 100000; ++i)
+      x = x + 1;
+}
 
 int usage() {
   std::fprintf(stderr, "sandbox_probe: unknown or incomplete action\n");
@@ -193,6 +213,42 @@ int main(int argc, char** argv) {
     while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
       std::fwrite(buf, 1, n, stdout);
     std::fclose(f);
+    return 0;
+  }
+  if (action == "burn" && argc > 2) {
+    burn_cpu_ms(number(argv[2]));
+    return 0;
+  }
+  if (action == "orphan-burn" && argc > 2) {
+    // The grandchild holds the pipe's write end: EOF here means it is done.
+    int done[2];
+    if (::pipe(done) != 0)
+      return 1;
+    pid_t child = ::fork();
+    if (child < 0)
+      return 1;
+    if (child == 0) {
+      if (::fork() == 0) {
+        ::close(done[0]);
+        ::setsid();
+        burn_cpu_ms(number(argv[2]));
+        ::_exit(0);
+      }
+      ::_exit(0);
+    }
+    ::close(done[1]);
+    ::waitpid(child, nullptr, 0);
+    char c;
+    while (::read(done[0], &c, 1) > 0) {
+    }
+    std::printf("orphan done\n");
+    return 0;
+  }
+  if (action == "userns") {
+    if (::unshare(CLONE_NEWUSER) == 0)
+      std::printf("userns ok\n");
+    else
+      std::printf("userns refused: %s\n", std::strerror(errno));
     return 0;
   }
   if (action == "id") {

@@ -9,6 +9,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -481,6 +482,69 @@ TEST_CASE("kill() ends a running session as killed, with its process group") {
   CHECK(live_processes_after_settling(token) == 0);
   sess.kill();  // harmless once ended
   CHECK(sess.wait().status == "killed");
+}
+
+TEST_CASE("a session is charged the CPU time of its whole process tree, orphans included") {
+  // In bubblewrap the command runs under bwrap's init in a pid namespace;
+  // orphan-burn's burner loses its parent and is reaped by whoever adopts it.
+  SANDBOX_MODE(iso);
+  sandbox_dirs d;
+  using std::chrono::milliseconds;
+  for (const char* action : {"burn", "orphan-burn"}) {
+    CAPTURE(action);
+    auto r = run(probe_spec(d, iso, {action, "400"}));
+    INFO(describe(r));
+    CHECK(r.out.status == "exited");
+    CHECK(r.out.exit_code == 0);
+    CHECK(r.out.cpu >= milliseconds{380});
+  }
+}
+
+TEST_CASE("a session's processes end when the server is killed") {
+  // The "server" is a child of this test that runs a session and is then
+  // killed with SIGKILL: nothing of the session may outlive it.
+  SANDBOX_MODE(iso);
+  sandbox_dirs d;
+  auto token = unique_token();
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  pid_t server = ::fork();
+  REQUIRE(server >= 0);
+  if (server == 0) {
+    ::close(ready[0]);
+    auto spec = probe_spec(d, iso, {"grandchild", token, "stay"});
+    spec.lim.wall_timeout = std::chrono::milliseconds{120'000};
+    callbacks cb;
+    cb.on_output = [fd = ready[1]](stream, std::string_view data) {
+      if (data.find("spawned") != std::string_view::npos)
+        [[maybe_unused]] auto n = ::write(fd, "s", 1);
+    };
+    session sess{spec, cb};
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char c = 0;
+  auto n = ::read(ready[0], &c, 1);
+  ::close(ready[0]);
+  int before = live_processes_with(token);
+  ::kill(server, SIGKILL);
+  ::waitpid(server, nullptr, 0);
+  REQUIRE(n == 1);
+  CHECK(before >= 2);  // the probe and its grandchild were running
+  CHECK(live_processes_after_settling(token) == 0);
+}
+
+TEST_CASE("in bubblewrap the command cannot create user namespaces") {
+  bool skip = false;
+  mode_or_skip(isolation::bubblewrap, skip);
+  if (skip)
+    return;
+  sandbox_dirs d;
+  auto r = run(probe_spec(d, isolation::bubblewrap, {"userns"}));
+  INFO(describe(r));
+  CHECK(r.out.status == "exited");
+  CHECK(r.out_text.find("userns refused") != std::string::npos);
 }
 
 TEST_CASE("a command cannot read files outside its directory") {
