@@ -734,14 +734,37 @@ struct http_server::impl {
     if (r.stream != stream_kind::none) {
       if (version >= 11)
         res.chunked(true);  // HTTP/1.0 has no chunking: its stream ends with the connection
+    } else if (r.body_file) {
+      // A file is read as it is written, from a descriptor of its own (the
+      // response may be copied, and a HEAD reads nothing).
+      http::response<http::file_body> fres{std::move(res.base())};
+      beast::error_code ec;
+      beast::file f;
+      f.native_handle(::fcntl(r.body_file->get(), F_DUPFD_CLOEXEC, 3));
+      if (!f.is_open())
+        ec = beast::error_code{errno, boost::system::system_category()};
+      else
+        f.seek(0, ec);
+      if (!ec)
+        fres.body().reset(std::move(f), ec);
+      if (ec)
+        co_return false;  // the connection closes: no head promised a body yet
+      fres.prepare_payload();
+      co_return co_await send(stream, watch, fres, head);
     } else {
       res.body() = r.body;
       res.prepare_payload();
     }
+    co_return co_await send(stream, watch, res, head);
+  }
+
+  template <class Body>
+  asio::awaitable<bool> send(beast::tcp_stream& stream, connection_watch& watch,
+                             http::response<Body>& res, bool head) {
     watch.arm(options.write_timeout);
     beast::error_code ec;
     if (head) {
-      http::response_serializer<http::string_body> sr{res};
+      http::response_serializer<Body> sr{res};
       auto [hec, n] = co_await http::async_write_header(stream, sr, use_nothrow);
       (void)n;
       ec = hec;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ticktock/actors/options.hpp"
+#include "ticktock/runtime/detail/unique_fd.hpp"
 #include "ticktock/runtime/error.hpp"
 #include "tokens.hpp"
 
@@ -72,6 +73,9 @@ struct response {
   unsigned status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  /// A file to send as the body instead of `body` (an open descriptor, read
+  /// from its start as the response is written, never whole into memory).
+  std::shared_ptr<const detail::unique_fd> body_file;
   std::string content_type = "application/json";
   /// For SSE: the stream to follow, the agent, and the first seq to send.
   stream_kind stream = stream_kind::none;

@@ -11,8 +11,6 @@
 
 #include <cctype>
 #include <cerrno>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "router.hpp"
@@ -470,12 +468,12 @@ response router::services_file(const request& req, const std::string& id,
       if (!compute) {
         // The whole output so far, as the session wrote it.
         auto root = node_.options().containers_root();
-        std::ifstream in(root / id / (j.id + ".out"), std::ios::binary);
-        std::ostringstream buf;
-        buf << in.rdbuf();
         response r;
-        r.body = buf.str();
         r.content_type = "application/octet-stream";
+        auto out = std::make_shared<const detail::unique_fd>(
+          ::open((root / id / (j.id + ".out")).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (*out)
+          r.body_file = std::move(out);
         return r;
       }
       bool done = false;
@@ -512,18 +510,8 @@ response router::services_file(const request& req, const std::string& id,
         return error_response(404, "NO_SUCH_FILE",
                               "no file '" + rel + "' in the session" + std::string{why});
       }
-      std::string body;
-      char buf[65536];
-      for (;;) {
-        auto n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-          continue;
-        if (n <= 0)
-          break;
-        body.append(buf, static_cast<std::size_t>(n));
-      }
       response r;
-      r.body = std::move(body);
+      r.body_file = std::make_shared<const detail::unique_fd>(std::move(fd));
       r.content_type = "application/octet-stream";
       return r;
     }

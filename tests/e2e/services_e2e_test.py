@@ -765,6 +765,35 @@ class ContainerFilesTest(ServicesCase):
         self.assertError(self.server.get(base + "/%2e%2e/x"), 400, "BAD_PATH")
         self.assertError(self.server.get(base + "/d/nothing"), 404, "NO_SUCH_FILE")
 
+    def test_a_large_file_is_sent_without_being_read_into_memory(self):
+        # Bug: files/ read the whole file into a string before answering, so
+        # parallel reads of a session's large files grew the server by their
+        # sizes. The file is now sent from its descriptor as it is written.
+        self.server.create("bigfile", "echo")
+        size = 48 << 20
+        s = self.ok(self.server.post(fs("bigfile", "containers/new"),
+                                     {"command": ["sh", "-c", "head -c %d /dev/zero > big" % size]}), 202)
+        self.assertEqual(self.wait_job("bigfile", s["id"], "containers")["status"], "done")
+
+        def peak_rss():
+            with open("/proc/%d/status" % self.server.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+            return 0
+
+        path = fs("bigfile", "containers/sessions/%s/files/big" % s["id"])
+        before = peak_rss()
+        r = self.server.get(path)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.headers.get("content-type"), "application/octet-stream")
+        self.assertEqual(len(r.body), size)
+        self.assertEqual(r.body.count(b"\0"), size)
+        self.assertLess(peak_rss() - before, size // 4)
+        head = self.server.request("HEAD", path)
+        self.assertEqual((head.status, head.headers.get("content-length"), head.body),
+                         (200, str(size), b""))
+
     def test_a_session_output_stream_resumes_after_last_event_id(self):
         # Bug: a job's stream read from_seq with strtoull (abc was 0, -1 the
         # largest seq) and ignored Last-Event-ID, so a client that reconnected
