@@ -1037,6 +1037,19 @@ struct http_server::impl {
                         "no Host header", msg.version(), head, &msg.base());
         break;
       }
+      if (websocket::is_upgrade(msg) && buffer.size() > 0) {
+        // Bytes that came with the upgrade request would be lost: the
+        // WebSocket reads the socket, not this buffer. A client waits for
+        // the handshake's answer before it sends a frame (RFC 6455, 4.1).
+        co_await refuse(stream, watch,
+                        error_response(400, "BAD_REQUEST",
+                                       "data arrived after the WebSocket upgrade request, before "
+                                       "its answer: a client sends frames only once the handshake "
+                                       "is answered (RFC 6455, 4.1)"),
+                        "data before the WebSocket handshake's answer", msg.version(), head,
+                        &msg.base());
+        break;
+      }
       auto target = router::normalize_target(origin_form(msg.target()));
       if (!target) {
         co_await refuse(stream, watch,

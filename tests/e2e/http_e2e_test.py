@@ -1552,7 +1552,7 @@ class IdentityTest(unittest.TestCase):
 class WebSocketClient:
     """A minimal RFC 6455 client over a socket: text frames, masked, unfragmented."""
 
-    def __init__(self, port, path, headers=None, timeout=10, key=None, rcvbuf=None):
+    def __init__(self, port, path, headers=None, timeout=10, key=None, rcvbuf=None, early=b""):
         if rcvbuf:  # set before connecting, so that the window is small from the start
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -1564,7 +1564,7 @@ class WebSocketClient:
         lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
         lines += ["%s: %s" % kv for kv in (headers or {}).items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + early)
         head = b""
         while b"\r\n\r\n" not in head:
             b = self.sock.recv(1)
@@ -1682,6 +1682,29 @@ class WebSocketTest(ServerCase):
         ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws",
                              {"Authorization": "Bearer " + ADMIN_TOKEN})
         self.assertEqual(ws.status, 101, ws.head)  # a good key (of 16 random bytes) still is
+        ws.close()
+
+    def test_a_frame_sent_with_the_upgrade_request_is_a_400_not_lost(self):
+        # Bug: a frame in the same write as the handshake (a client that does
+        # not wait for the answer, RFC 6455 4.1) was read into the HTTP
+        # buffer and silently dropped: the agent never heard of it.
+        mask = os.urandom(4)
+        payload = b"early"
+        frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(
+            b ^ mask[i % 4] for i, b in enumerate(payload))
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN}, early=frame)
+        out = ws.head.encode("latin-1")
+        n = int(re.search(r"(?i)content-length: (\d+)", ws.head).group(1))
+        out += ws._recv_exact(n)
+        ws.sock.close()
+        status, headers, body = parse_raw_response(out)
+        error = json.loads(body)["error"]
+        self.assertEqual((status, error["code"]), (400, "BAD_REQUEST"), out)
+        self.assertIn("RFC 6455", error["message"])
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-echo/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(ws.status, 101, ws.head)  # one that waits still gets through
         ws.close()
 
     def test_the_outbox_streams_over_a_websocket(self):
