@@ -1585,7 +1585,16 @@ response router::identity_file(const request& req, const std::string& id,
   auto env = node_.make_envelope(id, std::string{to->as_string()}, std::move(*data), encrypted, recipient);
   if (!env)
     return error_response(env.error_value());
-  return json_response(200, envelope_json(*env));
+  // An envelope is posted to an inbox as a request body: one over the
+  // body limit would be refused there (base64 and the signature add a
+  // third and more to the payload).
+  auto out = json_response(200, envelope_json(*env));
+  if (out.body.size() > options_.max_body_bytes)
+    return error_response(413, "BODY_TOO_LARGE",
+                          "the envelope would be " + std::to_string(out.body.size())
+                            + " bytes, over the " + std::to_string(options_.max_body_bytes)
+                            + " bytes (--max-body) an inbox takes: send a smaller payload");
+  return out;
 }
 
 response router::enqueue(const request& req, const std::string& id) {

@@ -483,6 +483,19 @@ class ErrorStatusTest(ServerCase):
         r = self.server.request("PUT", "/v1/agents/err-echo/fs/goals/k", "g" * 1025)
         self.assertError(r, 413, "BODY_TOO_LARGE")
 
+    def test_an_envelope_no_inbox_would_take_is_a_413(self):
+        # Bug: a payload under --max-body made an envelope over it (base64
+        # and the signature), which every inbox then refused.
+        path = "/v1/agents/err-counter/fs/identity/envelope"
+        r = self.server.post(path, {"to": "err-counter", "payload": "p" * 900})
+        self.assertError(r, 413, "BODY_TOO_LARGE")
+        self.assertIn("--max-body", r.json()["error"]["message"])
+        r = self.server.post(path, {"to": "err-counter", "payload": "p" * 100})
+        self.assertEqual(r.status, 200, r)
+        r = self.server.post("/v1/agents/err-counter/inbox", r.body,
+                             headers={"Content-Type": "application/ticktock-envelope+json"})
+        self.assertEqual(r.status, 202, r)
+
     def test_413_with_a_lying_content_length_before_the_body(self):
         # The limit applies to the declared length: no need to send the body.
         raw = raw_exchange(self.server.port,
