@@ -381,6 +381,9 @@ void kill_session_tree(pid_t command) {
 
   bool killing = false, command_done = false;
   int command_status = 0;
+  // Killing rounds are bounded (5 s): a process the keeper cannot find (no
+  // /proc) must not hold the session open; it goes to init as before.
+  int rounds_left = 500;
   for (;;) {
     // Reap whatever has ended; ECHILD means nothing of the session is left.
     bool none_left = false;
@@ -402,7 +405,7 @@ void kill_session_tree(pid_t command) {
     if (command_done)
       killing = true;
     if (killing) {
-      if (none_left)
+      if (none_left || (command_done && --rounds_left < 0))
         end_like(command_done ? command_status : W_EXITCODE(0, SIGKILL));
       kill_session_tree(command);
     }
