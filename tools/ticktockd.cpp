@@ -404,7 +404,8 @@ int main(int argc, char** argv) {
      "shared library with agent types (repeatable; see ticktock/runtime/plugin.hpp)")
     ("cors-origin", po::value<std::vector<std::string>>(),
      "origin whose web pages may call the API (CORS), e.g. https://ui.example:8443, or * "
-     "for any (repeatable; /a/{id}/... answers its own preflights)")
+     "for any (repeatable; /a/{id}/... is the agent's: its preflights reach it, and need the "
+     "token like any request there, in ?token=)")
     ("quiet", po::bool_switch(),
      "no per-request and per-tick log lines (start, stop and token lines stay)")
     ("master-key-file", po::value<std::string>()->default_value(""),

@@ -538,7 +538,7 @@ struct http_server::impl {
   asio::awaitable<void> ws_session(connection_watch& watch, beast::tcp_stream stream,
                                    http::request<http::string_body> msg, std::string agent,
                                    std::string request_id, header_list headers,
-                                   request_log line) {
+                                   request_log line, std::int64_t token_expires_unix) {
     stream.expires_never();
     auto conn = std::make_shared<ws_connection>(std::move(stream), agent, ws_queue_limit(),
                                                 options.write_timeout);
@@ -575,6 +575,15 @@ struct http_server::impl {
       if (auto c = weak.lock(); c && kind == websocket::frame_type::close)
         ws_close_trigger(c);
     });
+    // Opened with an agent token: the connection closes (1008) as it expires.
+    asio::system_timer expiry{conn->ws.get_executor()};
+    if (token_expires_unix > 0) {
+      expiry.expires_at(std::chrono::system_clock::time_point{std::chrono::seconds{token_expires_unix}});
+      expiry.async_wait([weak = std::weak_ptr<ws_connection>(conn)](const beast::error_code& ec) {
+        if (auto c = weak.lock(); c && !ec)
+          c->close_with({websocket::close_code::policy_error, "token expired"});
+      });
+    }
     beast::flat_buffer buffer;
     for (;;) {
       auto [rec, n_read] = co_await conn->ws.async_read(buffer, use_nothrow);
@@ -1071,10 +1080,17 @@ struct http_server::impl {
         auto [it, fresh] = req.headers.try_emplace(name, std::string{f.value()});
         if (fresh)
           continue;
+        if (name == "cookie") {
+          // Cookie lines are one list (RFC 9113, 8.2.3): the first
+          // ticktock_token counts, as within one line.
+          it->second += "; ";
+          it->second += f.value();
+          continue;
+        }
         it->second = std::string{f.value()};
         for (auto* single :
              {"Host", "Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID",
-              "X-Request-Id"})
+              "X-Request-Id", "Origin"})
           if (repeated.empty() && name == lower(single))
             repeated = single;
       }
@@ -1121,7 +1137,8 @@ struct http_server::impl {
         log_request(line, res.status);
       if (res.status == 101 && upgrade) {
         co_await ws_session(watch, std::move(stream), std::move(msg), res.stream_agent,
-                            req.request_id, std::move(res.headers), std::move(line));
+                            req.request_id, std::move(res.headers), std::move(line),
+                            res.token_expires_unix);
         co_return;
       }
       if (res.stream != stream_kind::none && !head) {
@@ -1169,7 +1186,13 @@ struct http_server::impl {
     } cleanup{*this, me, r.stream_agent};
     constexpr std::size_t page = 256;
     auto next = r.stream_from;
+    // Opened with an agent token: the stream ends as the token expires.
+    auto expires = r.token_expires_unix > 0
+                     ? std::chrono::system_clock::time_point{std::chrono::seconds{r.token_expires_unix}}
+                     : std::chrono::system_clock::time_point::max();
     for (;;) {
+      if (std::chrono::system_clock::now() >= expires)
+        co_return;
       me->dirty = false;
       auto events = api.read_stream(r, next, page);
       if (!events)
@@ -1185,10 +1208,12 @@ struct http_server::impl {
       if (closing)
         co_return;  // stop() wakes the followers that wait, not the others
       // Job output arrives without ticks: poll it; other streams wake on ticks.
+      std::chrono::steady_clock::duration wait = std::chrono::seconds{15};
       if (r.stream == stream_kind::job)
-        me->timer.expires_after(std::chrono::milliseconds{50});
-      else
-        me->timer.expires_after(std::chrono::seconds{15});
+        wait = std::chrono::milliseconds{50};
+      if (auto left = expires - std::chrono::system_clock::now(); left < wait)
+        wait = std::max<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds{1});
+      me->timer.expires_after(wait);
       co_await me->timer.async_wait(use_nothrow);
       if (closing)
         co_return;

@@ -649,10 +649,18 @@ namespace {
 // A browser names the page that made a request in Origin; a request whose
 // Origin is not this server (or is "null") comes from another site's page,
 // which must not ride on the cookie the browser holds for this one (CSRF,
-// cross-site WebSocket hijacking). Clients without Origin are not browsers.
+// cross-site WebSocket hijacking). A browser leaves Origin out of a
+// cross-site navigation (a link to a GET), but says where it came from in
+// Sec-Fetch-Site: only "same-origin" and "none" (typed, a bookmark) are this
+// server's own. Clients without either are not browsers (or older ones).
 bool from_other_origin(const request& req) {
-  if (!req.headers.count("origin"))
-    return false;
+  if (!req.headers.count("origin")) {
+    if (!req.headers.count("sec-fetch-site"))
+      return false;
+    auto site = req.header("sec-fetch-site");
+    return !(strcasecmp(std::string{site}.c_str(), "same-origin") == 0
+             || strcasecmp(std::string{site}.c_str(), "none") == 0);
+  }
   auto origin = req.header("origin");
   auto scheme = origin.find("://");
   if (scheme == std::string_view::npos)
@@ -893,7 +901,8 @@ response router::dispatch(const request& req, std::string_view path,
   };
   if (who.cross_site_cookie)
     return forbidden("the ticktock_token cookie is not accepted from a page of another origin "
-                     "(Origin does not match Host); send the token as Authorization: Bearer",
+                     "(Origin does not match Host, or Sec-Fetch-Site is not same-origin); "
+                     "send the token as Authorization: Bearer",
                      first == "a" ? "/a/{id}" : "/v1");
   // An agent token reaches its own agent's tree only, within its scopes.
   auto allowed = [&](const std::string& id, const std::string& scope) {
@@ -968,7 +977,10 @@ response router::dispatch(const request& req, std::string_view path,
   auto scope = required_scope(req.method, rest, req.body);
   if (!allowed(*id, scope))
     return forbidden(refusal(*id, scope, "do that on"), "/v1/agents/{id}");
-  return agent(req, *id, rest, query);
+  auto r = agent(req, *id, rest, query);
+  if (!who.admin)
+    r.token_expires_unix = who.claims.exp;  // access ends with the token, open streams too
+  return r;
 }
 
 response router::metrics_text() {

@@ -86,6 +86,9 @@ struct response {
   std::int64_t stream_created_us = 0;
   /// A label of the matched route for metrics ("/v1/agents/{id}").
   std::string route;
+  /// A stream or WebSocket opened with an agent token ends when the token
+  /// expires (unix seconds); 0: never (the admin token).
+  std::int64_t token_expires_unix = 0;
 };
 
 /// The API's error body: {"error":{"code","message","details"}}.

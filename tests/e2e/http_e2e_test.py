@@ -166,6 +166,30 @@ class AuthTest(ServerCase):
                             headers={"Origin": "http://evil.example"}, auth=False)
         self.assertEqual(r.status, 200, r)
 
+    def test_the_cookie_is_refused_on_a_cross_site_navigation_and_cookie_lines_are_one_list(self):
+        # A browser leaves Origin out of a cross-site navigation (a link to a
+        # GET) but says so in Sec-Fetch-Site; the cookie must not count then.
+        cookie = {"Cookie": "ticktock_token=" + ADMIN_TOKEN}
+        for site, status in (("cross-site", 403), ("same-site", 403), ("same-origin", 200),
+                             ("none", 200), ("Same-Origin", 200)):
+            r = self.server.get("/v1/agents", headers=dict(cookie, **{"Sec-Fetch-Site": site}),
+                                auth=False)
+            self.assertEqual(r.status, status, (site, r))
+        # Several Cookie lines are one list: the first ticktock_token counts,
+        # as within one line (the last used to win).
+        raw = ("GET /v1/agents HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+               "Cookie: ticktock_token=%s\r\nCookie: ticktock_token=wrong\r\n\r\n" % ADMIN_TOKEN)
+        self.assertEqual(parse_raw_response(raw_exchange(self.server.port, raw.encode()))[0], 200)
+        raw = ("GET /v1/agents HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+               "Cookie: other=1\r\nCookie: ticktock_token=%s\r\n\r\n" % ADMIN_TOKEN)
+        self.assertEqual(parse_raw_response(raw_exchange(self.server.port, raw.encode()))[0], 200)
+        # Which Origin would count? Two are refused.
+        raw = ("GET /v1/agents HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+               "Cookie: ticktock_token=%s\r\nOrigin: http://evil.example\r\nOrigin: http://t\r\n\r\n"
+               % ADMIN_TOKEN)
+        status, _, body = parse_raw_response(raw_exchange(self.server.port, raw.encode()))
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (400, "DUPLICATE_HEADER"))
+
     def test_healthz_and_metrics_need_no_token(self):
         r = self.server.get("/healthz", auth=False)
         self.assertEqual(r.status, 200)
@@ -1367,6 +1391,33 @@ class TokenTest(ServerCase):
         self.assertError(self.call(foreign, "GET", "/v1/agents/tok-a"), 401, "UNAUTHORIZED")
         time.sleep(2.1)
         self.assertError(self.call(token, "GET", "/v1/agents/tok-a"), 401, "UNAUTHORIZED")
+
+
+    def test_streams_and_websockets_opened_with_a_token_end_when_it_expires(self):
+        # Bug: a token was checked when a connection opened only, so an event
+        # stream or a WebSocket outlived the token's expiry, the only way
+        # tokens end, and a WebSocket kept writing to the agent.
+        self.server.create("tok-stream", "echo")
+        token = self.issue("tok-stream", ["read", "ws"], expires_in=2)
+        sse = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        sse.sendall(("GET /v1/agents/tok-stream/fs/outbox HTTP/1.1\r\nHost: t\r\n"
+                     "Accept: text/event-stream\r\nAuthorization: Bearer %s\r\n\r\n" % token).encode())
+        ws = WebSocketClient(self.server.port, "/v1/agents/tok-stream/ws",
+                             {"Authorization": "Bearer " + token})
+        self.assertEqual(ws.status, 101, ws.head)
+        ws.send_text("before")
+        self.assertEqual(ws.recv(), (0x1, b"before"))
+        started = time.monotonic()
+        opcode, payload = ws.recv()  # the close frame, at the expiry
+        self.assertEqual((opcode, struct.unpack("!H", payload[:2])[0], payload[2:]),
+                         (0x8, 1008, b"token expired"))
+        ws.sock.close()
+        body = read_until_close(sse, 10)
+        sse.close()
+        self.assertTrue(body.startswith(b"HTTP/1.1 200"), body[:200])
+        self.assertTrue(body.endswith(b"0\r\n\r\n"), body[-200:])  # the chunked body ended
+        self.assertLess(time.monotonic() - started, 8)
+        self.assertError(self.call(token, "GET", "/v1/agents/tok-stream"), 401, "UNAUTHORIZED")
 
 
 # -- bundles -------------------------------------------------------------------------
