@@ -736,6 +736,10 @@ std::string_view ctl_command(std::string_view body) {
 // `body`; "admin" means only the admin token may.
 std::string required_scope(std::string_view method, std::string_view rest, std::string_view body) {
   bool read = method == "GET" || method == "HEAD";
+  // A method no route takes changes nothing: whoever may read the agent
+  // gets the route's 405 and its Allow, not a 403 for a scope.
+  if (!read && method != "POST" && method != "PUT" && method != "DELETE")
+    return "read";
   if (rest.empty() || rest == "/")
     return read ? "read" : "admin";
   if (rest == "/inbox")

@@ -1352,6 +1352,12 @@ class TokenTest(ServerCase):
             r = self.call(token, method, path, body=body)
             self.assertError(r, 403, "FORBIDDEN")
         self.assertEqual(self.server.status("tok-a")["state"], "active")
+        # A method no route takes is the route's 405, as for the admin token.
+        for method, path in [("OPTIONS", "/v1/agents/tok-a/fs/status"), ("PATCH", "/v1/agents/tok-a")]:
+            r = self.call(token, method, path)
+            self.assertError(r, 405, "METHOD_NOT_ALLOWED")
+            self.assertEqual(r.headers.get("allow"), self.server.request(method, path).headers.get("allow"))
+        self.assertError(self.call(token, "PATCH", "/v1/agents/tok-b"), 403, "FORBIDDEN")
 
     def test_write_scopes_allow_exactly_their_writes(self):
         token = self.issue("tok-a", ["write:inbox", "write:ctl", "write:goals", "write:deadletter", "http"])
