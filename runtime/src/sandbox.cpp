@@ -2,13 +2,14 @@
 #include "ticktock/runtime/detail/json_check.hpp"
 #include "ticktock/runtime/detail/unique_fd.hpp"
 
+#include "keeper_protocol.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -20,9 +21,11 @@
 #include <array>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -155,274 +158,93 @@ bool valid_env_name(std::string_view name) {
 
 // -- the child ---------------------------------------------------------------
 
+namespace k = keeper;
+
 // Everything the child needs, prepared before fork(): after it only
 // async-signal-safe calls are allowed (the server is multithreaded).
 struct launch_plan {
-  std::string exec_path;
+  std::string exec_path;  // the command (or bwrap), run by the keeper
   std::vector<std::string> args;
   std::vector<std::string> envs;
   bool drop_privileges = false;
   uid_t uid = 0;
   gid_t gid = 0;
   bool chdir_to_workdir = false;  // process mode: fchdir(workdir_fd)
-  struct rlimit cpu {}, as {}, fsize {}, nproc {}, core {};
-};
+  struct rlimit cpu {}, as {}, fsize {}, nproc {};
 
-// What the child reports through the exec-error pipe when a step fails.
-struct child_failure {
-  int step;
-  int err;
-};
-
-enum child_step : int {
-  step_keeper = 1,
-  step_fds,
-  step_rlimit,
-  step_caps,
-  step_groups,
-  step_gid,
-  step_uid,
-  step_chdir,
-  step_exec,
-};
-
-const char* step_name(int step) {
-  switch (step) {
-    case step_keeper: return "starting the session's keeper";
-    case step_fds: return "setting up file descriptors";
-    case step_rlimit: return "setting resource limits";
-    case step_caps: return "dropping capabilities";
-    case step_groups: return "dropping supplementary groups";
-    case step_gid: return "switching gid";
-    case step_uid: return "switching uid";
-    case step_chdir: return "entering the working directory";
-    case step_exec: return "exec";
+  // The keeper's command line (keeper_protocol.hpp).
+  std::vector<std::string> keeper_args() const {
+    std::vector<std::string> a{"ticktock-keeper",
+                               k::protocol,
+                               drop_privileges ? "1" : "0",
+                               std::to_string(uid),
+                               std::to_string(gid),
+                               std::to_string(cpu.rlim_cur),
+                               std::to_string(cpu.rlim_max),
+                               std::to_string(as.rlim_cur),
+                               std::to_string(fsize.rlim_cur),
+                               std::to_string(nproc.rlim_cur),
+                               exec_path,
+                               "--"};
+    a.insert(a.end(), args.begin(), args.end());
+    return a;
   }
-  return "starting";
+};
+
+// The keeper (ticktock-keeper): TICKTOCK_KEEPER if set; else beside the
+// program as installed (BIN/../libexec/ticktock), where this library was
+// configured to install it, or where it was built.
+std::optional<fs::path> find_keeper() {
+  if (const char* env = std::getenv("TICKTOCK_KEEPER"); env && *env)
+    return fs::path{env};
+  std::error_code ec;
+  auto exe = fs::read_symlink("/proc/self/exe", ec);
+  std::vector<fs::path> places;
+  if (!ec)
+    places.push_back(exe.parent_path().parent_path() / "libexec/ticktock/ticktock-keeper");
+  places.emplace_back(TICKTOCK_KEEPER_INSTALL_PATH);
+  places.emplace_back(TICKTOCK_KEEPER_BUILD_PATH);
+  for (auto& p : places)
+    if (::access(p.c_str(), X_OK) == 0)
+      return p;
+  return std::nullopt;
 }
 
-// Fixed descriptor numbers in the child.
-constexpr int child_err_fd = 3;     // exec-error pipe, close-on-exec
-constexpr int child_status_fd = 4;  // bwrap --json-status-fd (bubblewrap mode only)
-
 [[noreturn]] void child_fail(int report_fd, int step) {
-  child_failure f{step, errno};
+  k::failure f{step, errno};
   [[maybe_unused]] auto n = ::write(report_fd, &f, sizeof f);
   ::_exit(127);
 }
 
-[[noreturn]] void run_child(const launch_plan& plan, char* const* argv, char* const* envp,
-                            int devnull, int out_w, int err_w, int report_w, int status_w,
-                            int workdir_fd) {
-  // Own process group (in the keeper's session): the keeper kills the whole
-  // group at the end. The keeper's blocked SIGCHLD and the server's ignored
-  // SIGPIPE are not the command's.
-  ::setpgid(0, 0);
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  ::sigaction(SIGPIPE, &dfl, nullptr);
+// The forked child: its own session, the keeper's descriptors and working
+// directory, then the keeper (which starts the command).
+[[noreturn]] void exec_keeper(const launch_plan& plan, const char* keeper_path, char* const* argv,
+                              char* const* envp, int devnull, int out_w, int err_w, int report_w,
+                              int status_w, int control_r, int workdir_fd) {
+  ::setsid();
   // Move every descriptor we keep above the fixed numbers first, so that no
   // dup2 below overwrites one still needed.
-  int src[] = {devnull, out_w, err_w, report_w, status_w, workdir_fd};
+  int src[] = {devnull, out_w, err_w, report_w, status_w, control_r, workdir_fd};
   for (int& fd : src)
     if (fd >= 0 && (fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 16)) < 0)
       ::_exit(127);
   report_w = src[3];
-  if (::dup2(src[3], child_err_fd) < 0)
-    child_fail(report_w, step_fds);
-  report_w = child_err_fd;
-  if (::fcntl(child_err_fd, F_SETFD, FD_CLOEXEC) != 0 || ::dup2(src[0], 0) < 0 ||
-      ::dup2(src[1], 1) < 0 || ::dup2(src[2], 2) < 0)
-    child_fail(report_w, step_fds);
-  if (src[4] >= 0 && ::dup2(src[4], child_status_fd) < 0)
-    child_fail(report_w, step_fds);
-  if (plan.chdir_to_workdir && ::fchdir(src[5]) != 0)
-    child_fail(report_w, step_chdir);
-  if (!plan.chdir_to_workdir && ::chdir("/") != 0)
-    child_fail(report_w, step_chdir);
-  // Nothing else of the server's descriptors reaches the command.
-  int first_closed = src[4] >= 0 ? child_status_fd + 1 : child_err_fd + 1;
-  if (::syscall(SYS_close_range, first_closed, ~0u, 0) != 0)
-    child_fail(report_w, step_fds);
-
-  if (::setrlimit(RLIMIT_CPU, &plan.cpu) != 0 || ::setrlimit(RLIMIT_AS, &plan.as) != 0 ||
-      ::setrlimit(RLIMIT_FSIZE, &plan.fsize) != 0 || ::setrlimit(RLIMIT_NPROC, &plan.nproc) != 0 ||
-      ::setrlimit(RLIMIT_CORE, &plan.core) != 0)
-    child_fail(report_w, step_rlimit);
-
-  if (plan.drop_privileges) {
-    // Empty the bounding set (needs CAP_SETPCAP, which root has): even a
-    // setuid-root program could not regain a capability.
-    for (int cap = 0; cap < 64; ++cap)
-      if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-        child_fail(report_w, step_caps);
-    if (::setgroups(0, nullptr) != 0)
-      child_fail(report_w, step_groups);
-    if (::setresgid(plan.gid, plan.gid, plan.gid) != 0)
-      child_fail(report_w, step_gid);
-    // Leaving uid 0 clears the permitted, effective and ambient sets.
-    if (::setresuid(plan.uid, plan.uid, plan.uid) != 0)
-      child_fail(report_w, step_uid);
-  }
-  // No setuid or file-capability program gains privileges from here on.
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-    child_fail(report_w, step_caps);
-
-  ::execve(plan.exec_path.c_str(), argv, envp);
-  child_fail(report_w, step_exec);
-}
-
-// -- the keeper ----------------------------------------------------------------
-
-// The process the server forks for a session. It starts the command as its
-// child and stays, without exec, until every process of the session is gone:
-//
-// - It is a child subreaper, so a process of the session whose parent ends
-//   (a daemon that forked twice, bwrap's init inside its pid namespace when
-//   bwrap's monitor exits) becomes its child, and it reaps them all. wait4 on
-//   the keeper then reports the CPU time of the whole tree, which the session
-//   is charged.
-// - It holds the read end of the control pipe, whose only write end is the
-//   server's session. When it closes (a kill, a timeout, or the server's own
-//   death, kill -9 included) the keeper kills the session's processes.
-// - When the command ends it kills what is left, reaps it, and ends the way
-//   the command ended (the same exit code or signal).
-//
-// It runs between fork and exec of a multithreaded server: system calls
-// only, no allocation.
-
-// Kills the command's process group and every child of the keeper (the
-// command itself and the orphans it has been given; their own children come
-// to the keeper in turn when they die).
-void kill_session_tree(pid_t command) {
-  ::kill(-command, SIGKILL);
-  int fd = ::open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return;
-  char buf[4096];
-  pid_t pid = 0;
-  bool in_number = false;
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    for (ssize_t i = 0; i < n; ++i) {
-      if (buf[i] >= '0' && buf[i] <= '9') {
-        pid = pid * 10 + (buf[i] - '0');
-        in_number = true;
-      } else if (in_number) {
-        ::kill(pid, SIGKILL);
-        pid = 0;
-        in_number = false;
-      }
-    }
-  }
-  if (in_number)
-    ::kill(pid, SIGKILL);
-  ::close(fd);
-}
-
-// Ends the keeper as `status` (a wait status) says the command ended.
-[[noreturn]] void end_like(int status) {
-  if (WIFEXITED(status))
-    ::_exit(WEXITSTATUS(status));
-  int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  // no core file of the keeper
-  struct rlimit no_core {0, 0};
-  ::setrlimit(RLIMIT_CORE, &no_core);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  ::sigaction(sig, &dfl, nullptr);
-  sigset_t just;
-  sigemptyset(&just);
-  sigaddset(&just, sig);
-  ::sigprocmask(SIG_UNBLOCK, &just, nullptr);
-  ::kill(::getpid(), sig);
-  ::_exit(128 + sig);
-}
-
-[[noreturn]] void run_keeper(const launch_plan& plan, char* const* argv, char* const* envp,
-                             int devnull, int out_w, int err_w, int report_w, int status_w,
-                             int workdir_fd, int control_r) {
-  // Its own session: nothing of the server's terminal or group reaches it.
-  ::setsid();
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 ||
-      ::sigprocmask(SIG_BLOCK, &chld, nullptr) != 0)
-    child_fail(report_w, step_keeper);
-  int sfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (sfd < 0)
-    child_fail(report_w, step_keeper);
-  pid_t command = ::fork();
-  if (command < 0)
-    child_fail(report_w, step_keeper);
-  if (command == 0) {
-    ::close(sfd);
-    ::close(control_r);
-    run_child(plan, argv, envp, devnull, out_w, err_w, report_w, status_w, workdir_fd);
-  }
-  // Keep the control pipe and the signalfd, nothing else of the server's:
-  // the pipes close on the server's side when the command's copies do.
-  int keep[] = {control_r, sfd};
-  for (int& fd : keep)
-    if ((fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 16)) < 0)
-      ::_exit(127);
-  if (::dup2(keep[0], 0) < 0 || ::dup2(keep[1], 1) < 0)
-    ::_exit(127);
-  ::syscall(SYS_close_range, 2, ~0u, 0);
-  constexpr int control = 0, signals = 1;
-
-  bool killing = false, command_done = false;
-  int command_status = 0;
-  // Killing rounds are bounded (5 s): a process the keeper cannot find (no
-  // /proc) must not hold the session open; it goes to init as before.
-  int rounds_left = 500;
-  for (;;) {
-    // Reap whatever has ended; ECHILD means nothing of the session is left.
-    bool none_left = false;
-    for (;;) {
-      int st = 0;
-      pid_t p = ::waitpid(-1, &st, WNOHANG | __WALL);
-      if (p > 0) {
-        if (p == command) {
-          command_done = true;
-          command_status = st;
-        }
-        continue;
-      }
-      if (p < 0 && errno == EINTR)
-        continue;
-      none_left = p < 0 && errno == ECHILD;
-      break;
-    }
-    if (command_done)
-      killing = true;
-    if (killing) {
-      if (none_left || (command_done && --rounds_left < 0))
-        end_like(command_done ? command_status : W_EXITCODE(0, SIGKILL));
-      kill_session_tree(command);
-    }
-    // While killing, look again every 10 ms: an orphan of a process just
-    // killed comes to the keeper and is killed on the next round.
-    pollfd fds[2] = {{signals, POLLIN, 0}, {control, POLLIN, 0}};
-    int r = ::poll(fds, killing ? 1 : 2, killing ? 10 : -1);
-    if (r < 0 && errno != EINTR)
-      killing = true;
-    if (!killing && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)))
-      killing = true;
-    if (fds[0].revents & POLLIN) {
-      signalfd_siginfo info[8];
-      while (::read(signals, info, sizeof info) > 0) {
-      }
-    }
-  }
+  // dup2 leaves the copies without close-on-exec: they reach the keeper.
+  if (::dup2(src[3], k::report_fd) < 0)
+    child_fail(report_w, k::step_fds);
+  report_w = k::report_fd;
+  if (::dup2(src[0], 0) < 0 || ::dup2(src[1], 1) < 0 || ::dup2(src[2], 2) < 0 ||
+      ::dup2(src[5], k::control_fd) < 0)
+    child_fail(report_w, k::step_fds);
+  if (src[4] >= 0 ? ::dup2(src[4], k::status_fd) < 0 : (::close(k::status_fd), false))
+    child_fail(report_w, k::step_fds);
+  if (plan.chdir_to_workdir ? ::fchdir(src[6]) != 0 : ::chdir("/") != 0)
+    child_fail(report_w, k::step_chdir);
+  // Nothing else of the server's descriptors reaches the keeper.
+  if (::syscall(SYS_close_range, k::control_fd + 1, ~0u, 0) != 0)
+    child_fail(report_w, k::step_fds);
+  ::execve(keeper_path, argv, envp);
+  child_fail(report_w, k::step_keeper);
 }
 
 std::vector<char*> c_strings(std::vector<std::string>& v) {
@@ -732,7 +554,6 @@ struct session::impl {
     plan.fsize = {static_cast<rlim_t>(lim.file_bytes), static_cast<rlim_t>(lim.file_bytes)};
     rlim_t nproc = static_cast<rlim_t>(lim.processes) + (used == isolation::bubblewrap ? 2 : 0);
     plan.nproc = {nproc, nproc};
-    plan.core = {0, 0};
 
     std::vector<std::pair<std::string, std::string>> env;
     for (const auto& [k, v] : spec_.env)
@@ -767,7 +588,7 @@ struct session::impl {
       a.insert(a.end(), {"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind",
                          workdir.string(), inside_workdir, "--chdir", inside_workdir, "--uid",
                          std::to_string(plan.uid), "--gid", std::to_string(plan.gid),
-                         "--json-status-fd", std::to_string(child_status_fd), "--"});
+                         "--json-status-fd", std::to_string(k::status_fd), "--"});
       a.insert(a.end(), spec_.argv.begin(), spec_.argv.end());
       plan.chdir_to_workdir = false;
     } else {
@@ -794,14 +615,19 @@ struct session::impl {
         (used == isolation::bubblewrap && !make_pipe(st_r, st_w)))
       return failed(used, "cannot create pipes: " + errno_text(errno));
 
-    auto argv = c_strings(plan.args);
+    auto keeper = find_keeper();
+    if (!keeper)
+      return failed(used, "the session keeper (ticktock-keeper) is not installed: set "
+                          "TICKTOCK_KEEPER to its path");
+    auto keeper_args = plan.keeper_args();
+    auto argv = c_strings(keeper_args);
     auto envp = c_strings(plan.envs);
     pid_t pid = ::fork();
     if (pid < 0)
       return failed(used, "fork: " + errno_text(errno));
     if (pid == 0)
-      run_keeper(plan, argv.data(), envp.data(), devnull.get(), out_w.get(), err_w.get(),
-                 rep_w.get(), st_w ? st_w.get() : -1, wd.get(), ctl_r.get());
+      exec_keeper(plan, keeper->c_str(), argv.data(), envp.data(), devnull.get(), out_w.get(),
+                  err_w.get(), rep_w.get(), st_w ? st_w.get() : -1, ctl_r.get(), wd.get());
 
     ctl_r.reset();
     out_w.reset();
@@ -811,8 +637,9 @@ struct session::impl {
     devnull.reset();
     wd.reset();
 
-    // The command either execs (the pipe closes) or reports why it could not.
-    child_failure cf{};
+    // The command either execs (the pipe closes) or the keeper or the
+    // command reports why it could not.
+    k::failure cf{};
     ssize_t n;
     do
       n = ::read(rep_r.get(), &cf, sizeof cf);
@@ -820,8 +647,8 @@ struct session::impl {
     if (n == static_cast<ssize_t>(sizeof cf)) {
       int status = 0;
       ::waitpid(pid, &status, 0);
-      std::string what = cf.step == step_exec ? "cannot execute " + spec_.argv[0]
-                                              : std::string{step_name(cf.step)} + " failed";
+      std::string what = cf.step == k::step_exec ? "cannot execute " + spec_.argv[0]
+                                                 : std::string{k::step_name(cf.step)} + " failed";
       return failed(used, what + ": " + errno_text(cf.err));
     }
     rep_r.reset();
@@ -829,7 +656,7 @@ struct session::impl {
                      std::move(ctl_w), start);
   }
 
-  // `pid` is the keeper (run_keeper), which ends when the whole session has:
+  // `pid` is the keeper (keeper_main.cpp), which ends when the whole session has:
   // closing `control` has it kill the session.
   outcome supervise(pid_t pid, isolation used, unique_fd out_r, unique_fd err_r, unique_fd st_r,
                     unique_fd control, clock_type::time_point start) {

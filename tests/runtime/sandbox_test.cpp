@@ -156,6 +156,32 @@ int live_processes_with(const std::string& token) {
   return found;
 }
 
+// The executable of the parent of the process whose command line is
+// `./sandbox_probe grandchild TOKEN ...` (empty if none).
+std::string parent_exe_of(const std::string& token) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator{"/proc", ec}) {
+    auto name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream cmd{entry.path() / "cmdline", std::ios::binary};
+    std::string line{std::istreambuf_iterator<char>{cmd}, {}};
+    if (!line.starts_with(std::string{"./sandbox_probe\0grandchild\0", 27} + token))
+      continue;
+    std::ifstream st{entry.path() / "stat"};
+    std::string stat{std::istreambuf_iterator<char>{st}, {}};
+    auto paren = stat.rfind(')');
+    if (paren == std::string::npos)
+      continue;
+    std::istringstream rest{stat.substr(paren + 2)};
+    std::string state;
+    long ppid = 0;
+    rest >> state >> ppid;
+    return fs::read_symlink(fs::path{"/proc"} / std::to_string(ppid) / "exe", ec).filename().string();
+  }
+  return {};
+}
+
 // SIGKILLed processes vanish asynchronously: look again, for at most 10 s.
 int live_processes_after_settling(const std::string& token) {
   int n = live_processes_with(token);
@@ -528,10 +554,15 @@ TEST_CASE("a session's processes end when the server is killed") {
   auto n = ::read(ready[0], &c, 1);
   ::close(ready[0]);
   int before = live_processes_with(token);
+  // The command's parent is the keeper program, not a fork of the server
+  // holding a copy-on-write image of its memory (in bubblewrap, bwrap is).
+  auto parent = parent_exe_of(token);
   ::kill(server, SIGKILL);
   ::waitpid(server, nullptr, 0);
   REQUIRE(n == 1);
   CHECK(before >= 2);  // the probe and its grandchild were running
+  if (iso == isolation::process)
+    CHECK(parent == "ticktock-keeper");
   CHECK(live_processes_after_settling(token) == 0);
 }
 
@@ -613,6 +644,18 @@ TEST_CASE("a missing program fails to start with a clear error") {
   auto r = run(s);
   CHECK(r.out.status == "failed_to_start");
   CHECK_THAT(r.out.error, Catch::Contains("not executable"));
+}
+
+TEST_CASE("without its keeper a session fails to start, naming it") {
+  sandbox_dirs d;
+  ::setenv("TICKTOCK_KEEPER", (d.base.path() / "no-keeper").c_str(), 1);
+  auto r = run(probe_spec(d, isolation::process, {"exit", "0"}));
+  ::unsetenv("TICKTOCK_KEEPER");
+  INFO(describe(r));
+  CHECK(r.out.status == "failed_to_start");
+  CHECK_THAT(r.out.error, Catch::Contains("keeper") && Catch::Contains("No such file"));
+  // And with it (found beside the build), the same session runs.
+  CHECK(run(probe_spec(d, isolation::process, {"exit", "0"})).out.status == "exited");
 }
 
 TEST_CASE("bubblewrap reports its own setup failure as failed_to_start") {
