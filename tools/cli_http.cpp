@@ -9,7 +9,9 @@
 #include <boost/beast.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
+#include <optional>
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -21,6 +23,8 @@ namespace ticktock::cli {
 namespace {
 
 constexpr std::string_view user_agent = "ticktock-cli/0.1";
+// Bodies larger than this are sent after the server's 100 Continue.
+constexpr std::size_t expect_continue_above = 64 * 1024;
 
 // Runs the io_context until the operation started on it completes.
 beast::error_code run(asio::io_context& io, beast::error_code& ec) {
@@ -86,7 +90,9 @@ http::request<http::string_body> make_request(const server_address& a, const std
   req.method_string(method);
   req.target(a.base_path + std::string{target});
   req.version(11);
-  req.set(http::field::host, a.port == "80" ? a.host : a.host + ":" + a.port);
+  // An IPv6 address is written in brackets (RFC 9110, 7.2; RFC 3986, 3.2.2).
+  auto host = a.host.find(':') == std::string::npos ? a.host : "[" + a.host + "]";
+  req.set(http::field::host, a.port == "80" ? host : host + ":" + a.port);
   req.set(http::field::user_agent, user_agent);
   if (!token.empty())
     req.set(http::field::authorization, "Bearer " + token);
@@ -205,21 +211,72 @@ http_result http_client::request(std::string_view method, std::string_view targe
   }
   auto req = make_request(address_, token_, request_id_, method, target, std::move(body), headers);
   req.keep_alive(false);
-  if (auto why = c.send(req, deadline)) {
-    result.why = *why;
-    return result;
-  }
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-  // A HEAD-like answer never has a body; every method used here expects one.
+  // A large body waits for the server's go-ahead (RFC 9110, 10.1.1): a
+  // server that refuses it (413 over --max-body, 401, ...) answers at once
+  // and closes, where sending it all would end in a broken pipe before the
+  // answer could be read.
+  bool expect = req.body().size() > expect_continue_above;
+  if (expect)
+    req.set(http::field::expect, "100-continue");
+  http::request_serializer<http::string_body> sr{req};
   beast::error_code ec;
   c.stream.expires_at(deadline);
-  http::async_read(c.stream, c.buffer, parser, [&](beast::error_code e, std::size_t) { ec = e; });
+  http::async_write_header(c.stream, sr, [&](beast::error_code e, std::size_t) { ec = e; });
   if (run(c.io, ec)) {
-    result.why = "no complete answer: " + describe(ec);
+    result.why = "cannot send the request: " + describe(ec);
     return result;
   }
-  auto res = parser.release();
+  std::optional<http::response_parser<http::string_body>> parser;
+  auto fresh_parser = [&] {
+    parser.emplace();
+    parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+  };
+  fresh_parser();
+  bool answered_early = false;
+  if (expect) {
+    // At most a second for it; a server that says nothing gets the body.
+    bool readable = false;
+    c.stream.socket().async_wait(tcp::socket::wait_read,
+                                 [&](beast::error_code e) { readable = !e; });
+    c.io.restart();
+    c.io.run_for(std::chrono::seconds{1});
+    if (!readable) {
+      c.stream.socket().cancel();
+      c.io.restart();
+      c.io.run();
+    } else {
+      c.stream.expires_at(deadline);
+      http::async_read_header(c.stream, c.buffer, *parser,
+                              [&](beast::error_code e, std::size_t) { ec = e; });
+      if (run(c.io, ec)) {
+        result.why = "no complete answer: " + describe(ec);
+        return result;
+      }
+      answered_early = parser->get().result_int() / 100 != 1;  // the answer, before the body
+      if (!answered_early)
+        fresh_parser();  // that was the 100 Continue
+    }
+  }
+  if (!answered_early) {
+    c.stream.expires_at(deadline);
+    http::async_write(c.stream, sr, [&](beast::error_code e, std::size_t) { ec = e; });
+    if (run(c.io, ec)) {
+      result.why = "cannot send the request: " + describe(ec);
+      return result;
+    }
+  }
+  for (;;) {
+    c.stream.expires_at(deadline);
+    http::async_read(c.stream, c.buffer, *parser, [&](beast::error_code e, std::size_t) { ec = e; });
+    if (run(c.io, ec)) {
+      result.why = "no complete answer: " + describe(ec);
+      return result;
+    }
+    if (parser->get().result_int() / 100 != 1)
+      break;
+    fresh_parser();  // an interim answer (a late 100 Continue): the answer follows
+  }
+  auto res = parser->release();
   http_answer a;
   a.status = res.result_int();
   a.content_type = std::string{res[http::field::content_type]};
@@ -234,7 +291,7 @@ http_result http_client::request(std::string_view method, std::string_view targe
 stream_result http_client::stream(std::string_view target, const header_list& headers,
                                   clock::time_point deadline, std::chrono::milliseconds idle,
                                   const std::function<bool(const sse_event&)>& on_event,
-                                  const std::function<void()>& on_open) const {
+                                  const std::function<bool(std::string_view)>& on_open) const {
   stream_result result;
   auto expiry = [&] { return std::min(deadline, clock::now() + idle); };
   // A deadline that passes while waiting is the caller's end, not a failure.
@@ -268,8 +325,11 @@ stream_result http_client::stream(std::string_view target, const header_list& he
   }
   bool ok = parser.get().result_int() == 200;
   result.opened = ok;
-  if (ok && on_open)
-    on_open();
+  if (ok && on_open && !on_open(parser.get()["X-Agent-Created"])) {
+    result.end = stream_end::stopped;
+    c.close();
+    return result;
+  }
   std::string error_body;
   sse_parser sse;
   char chunk[16 * 1024];

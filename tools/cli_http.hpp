@@ -57,6 +57,7 @@ enum class stream_end {
   dropped,       ///< the connection broke or the server ended the stream
   refused,       ///< no connection could be made
   http_error,    ///< the server answered something other than 200
+  stopped,       ///< on_open declined the stream
 };
 
 struct stream_result {
@@ -86,11 +87,13 @@ public:
   /// each event until the deadline, the connection drops (also when nothing,
   /// not even a keep-alive comment, arrives for `idle`), or on_event returns
   /// false (reported as stream_end::deadline). on_open, if set, is called
-  /// once the server has answered 200, before the first event.
+  /// once the server has answered 200, before the first event, with the
+  /// answer's X-Agent-Created (which agent of the id the stream follows);
+  /// if it returns false the stream is not read (stream_end::stopped).
   stream_result stream(std::string_view target, const header_list& headers,
                        clock::time_point deadline, std::chrono::milliseconds idle,
                        const std::function<bool(const sse_event&)>& on_event,
-                       const std::function<void()>& on_open = {}) const;
+                       const std::function<bool(std::string_view)>& on_open = {}) const;
 
   /// "http://host:port" plus the base path, for messages.
   std::string url() const;

@@ -47,10 +47,11 @@ int fail(int code, const std::string& line) {
   return code;
 }
 
-// One line, whatever the message holds.
+// One line, whatever the message holds: line breaks and other control
+// characters (an escape sequence from a server's message) become spaces.
 std::string one_line(std::string s) {
   for (auto& c : s)
-    if (c == '\n' || c == '\r')
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
       c = ' ';
   return s;
 }
@@ -93,13 +94,14 @@ void validate(boost::any& out, const std::vector<std::string>& values, whole*, i
     errno = 0;
     char* end = nullptr;
     auto v = std::strtoull(s.c_str(), &end, 10);
-    ok = errno == 0 && end == s.c_str() + s.size();
+    // The API's numbers are int64.
+    ok = errno == 0 && end == s.c_str() + s.size() && v <= 9223372036854775807ull;
     w.n = v;
   }
   if (!ok) {
     po::error_with_option_name e{
       "the argument ('%value%') for option '%canonical_option%' must be a whole number "
-      "(0 or more)"};
+      "from 0 to 9223372036854775807"};
     e.set_substitute("value", s);
     throw e;
   }
@@ -718,9 +720,10 @@ int ls(invocation& in) {
 // -- tail ------------------------------------------------------------------------
 
 void tail_options(po::options_description& d) {
-  d.add_options()("from", po::value<whole>(), "outbox: first seq to show (default 0: all)")(
+  d.add_options()("from", po::value<whole>(), "first seq (outbox) or index (logs/trace) to show "
+                                              "(default 0: all)")(
     "after", po::value<whole>(),
-    "outbox: show events after this seq (sent as Last-Event-ID)")(
+    "show the events after this seq or index (sent as Last-Event-ID)")(
     "max-seconds", po::value<double>(), "stop after this long, exit 0 (default: follow forever)")(
     "max-events", po::value<whole>(), "stop after this many events, exit 0");
 }
@@ -737,7 +740,7 @@ int tail(invocation& in) {
   if (in.vm.count("max-seconds")) {
     auto s = in.vm["max-seconds"].as<double>();
     if (!(s > 0) || s > 1e7)
-      return in.usage("--max-seconds must be positive");
+      return in.usage("--max-seconds must be more than 0 and at most 10000000");
     deadline = clock::now() + std::chrono::microseconds{static_cast<std::int64_t>(s * 1e6)};
   }
   std::optional<std::uint64_t> max_events;
@@ -793,6 +796,18 @@ int tail(invocation& in) {
                    dropped_notice->c_str());
     dropped_notice.reset();
   };
+  // Which agent of the id the stream follows (X-Agent-Created): a
+  // reconnection that finds another (deleted and created again meanwhile)
+  // ends tail, rather than going on with the new one's events past `last`.
+  std::optional<std::string> created;
+  auto on_open = [&](std::string_view agent_created) {
+    if (created && !agent_created.empty() && *created != agent_created)
+      return false;
+    if (!agent_created.empty())
+      created = std::string{agent_created};
+    say_dropped();
+    return true;
+  };
   for (;;) {
     auto target = base;
     header_list headers;
@@ -801,7 +816,7 @@ int tail(invocation& in) {
     else if (in.vm.count("from"))
       target += "?from_seq=" + std::to_string(whole_value(in.vm, "from"));
     delivered = false;
-    auto r = in.client->stream(target, headers, deadline, idle, on_event, say_dropped);
+    auto r = in.client->stream(target, headers, deadline, idle, on_event, on_open);
     // The first attempt decides whether the server can be reached at all: a
     // refused connection, or one that gets no answer (not even an error)
     // before the timeout or --max-seconds, exits 3. Later attempts retry.
@@ -820,6 +835,10 @@ int tail(invocation& in) {
         // An answer, not a transport failure (the agent is gone, the token
         // is refused, ...): retrying would get the same answer again.
         return fail(exit_server, in.reason(*r.answer));
+      case stream_end::stopped:
+        return fail(exit_server, "AGENT_REPLACED: agent '" + p->id
+                                   + "' was deleted while the stream was down, and another was "
+                                     "created under its id: its stream ended");
       case stream_end::refused:
         say_dropped();
         break;
@@ -954,19 +973,41 @@ void export_options(po::options_description& d) {
 // bytes; otherwise the mode the file had, or 0666 less the umask. A path that
 // is there and is not a regular file (a device, a FIFO) is refused: '-' is
 // standard output. Returns why it failed, or "".
-std::string write_file_atomically(const std::string& file, const std::string& bytes, bool secret) {
+// The file `file` names: a symlink's target (followed link by link, so that a
+// link to a file not there yet names where it will be), or `file` itself.
+// Sets `why` if it cannot be written there: a directory that is not there or
+// not writable, or something that is not a regular file.
+std::filesystem::path output_path(const std::string& file, std::string& why) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::path target = file;
-  if (fs::is_symlink(target, ec)) {
-    target = fs::weakly_canonical(target, ec);
-    if (ec)
-      return "cannot write " + file + ": " + ec.message();
+  for (int hops = 0; fs::is_symlink(target, ec); ++hops) {
+    auto next = fs::read_symlink(target, ec);
+    if (ec || hops == 40) {
+      why = "cannot write " + file + ": " + (ec ? ec.message() : "too many levels of symbolic links");
+      return target;
+    }
+    target = next.is_absolute() ? next : target.parent_path() / next;
   }
   struct stat st {};
+  if (::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    why = "cannot write " + file + ": not a regular file (use - for standard output)";
+    return target;
+  }
+  auto dir = target.parent_path().empty() ? fs::path{"."} : target.parent_path();
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    why = "cannot write " + file + ": " + std::strerror(errno);
+  return target;
+}
+
+std::string write_file_atomically(const std::string& file, const std::string& bytes, bool secret) {
+  namespace fs = std::filesystem;
+  std::string checked;
+  fs::path target = output_path(file, checked);
+  if (!checked.empty())
+    return checked;
+  struct stat st {};
   bool existed = ::stat(target.c_str(), &st) == 0;
-  if (existed && !S_ISREG(st.st_mode))
-    return "cannot write " + file + ": not a regular file (use - for standard output)";
   mode_t mode;
   if (secret) {
     mode = 0600;
@@ -1013,6 +1054,11 @@ int export_bundle(invocation& in) {
     query += "&allow_broken=true";
   if (!query.empty())
     query[0] = '?';
+  const auto& file = in.arg(1);
+  if (file.empty())
+    return in.usage("FILE is empty ('-' is standard output)");
+  if (std::string why; file != "-" && (output_path(file, why), !why.empty()))
+    return in.local(why);  // before the bundle is fetched
   auto a = in.call("GET", agent_target(in.arg(0)) + "/fs/memory/export" + query, rc, {},
                    {{"Accept", "application/octet-stream"}});
   if (!a)
@@ -1020,7 +1066,6 @@ int export_bundle(invocation& in) {
   if (!a->content_type.starts_with("application/octet-stream"))
     return fail(exit_server, "BAD_ANSWER: expected a bundle (application/octet-stream), got '"
                                + a->content_type + "'; does this server support export?");
-  const auto& file = in.arg(1);
   if (file == "-") {
     std::cout.write(a->body.data(), static_cast<std::streamsize>(a->body.size()));
     std::cout.flush();
@@ -1127,6 +1172,19 @@ bool takes_value(std::string_view opt) {
   return opt == "--url" || opt == "--token" || opt == "--request-id" || opt == "--timeout";
 }
 
+// Whether some command takes the option `--name` (or `-n`).
+bool known_option(std::string_view opt) {
+  // Long names are looked up without their dashes, short ones with theirs.
+  auto name = opt.starts_with("--") ? opt.substr(2) : opt;
+  for (auto& c : commands()) {
+    po::options_description own;
+    c.options(own);
+    if (own.find_nothrow(std::string{name}, false))
+      return true;
+  }
+  return false;
+}
+
 void print_main_help(std::ostream& os) {
   os << "usage: ticktock [--url URL] [--token TOKEN] [--json] COMMAND [ARGS] [OPTIONS]\n\n"
         "commands:\n";
@@ -1197,10 +1255,36 @@ int run(int argc, char** argv) {
     }
     words.push_back(i);
   }
+  // An option before the command that no command takes is named as such,
+  // not taken for a missing or unknown command.
+  auto stray_option = [&](std::size_t before) -> std::optional<std::string> {
+    for (std::size_t i = 0; i < before && i < tokens.size(); ++i) {
+      auto& t = tokens[i];
+      if (t == "--")
+        break;
+      std::string_view name{t};
+      name = name.substr(0, name.find('='));
+      if (t.size() < 2 || t[0] != '-')
+        continue;
+      if (takes_value(name)) {
+        i += t.find('=') == std::string::npos;
+        continue;
+      }
+      if (name != "--json" && name != "--help" && name != "-h" && !known_option(name))
+        return t;
+    }
+    return std::nullopt;
+  };
   if (words.empty()) {
     bool help = std::find_if(tokens.begin(), tokens.end(), [](auto& t) {
                   return t == "--help" || t == "-h";
                 }) != tokens.end();
+    if (std::find(tokens.begin(), tokens.end(), "--version") != tokens.end()) {
+      std::cout << "ticktock " << TICKTOCK_VERSION << "\n";
+      return exit_ok;
+    }
+    if (auto stray = stray_option(tokens.size()); stray && !help)
+      return fail(exit_usage, "usage: unknown option '" + *stray + "' (see ticktock --help)");
     if (!help)
       return fail(exit_usage, "usage: no command given (see ticktock --help)");
     print_main_help(std::cout);
@@ -1230,8 +1314,15 @@ int run(int argc, char** argv) {
   }
   auto& table = commands();
   auto it = std::find_if(table.begin(), table.end(), [&](auto& c) { return c.name == name; });
-  if (it == table.end())
+  if (it == table.end()) {
+    if (auto stray = stray_option(words[0]))
+      return fail(exit_usage, "usage: unknown option '" + *stray + "' (see ticktock --help)");
+    if (words[0] > 0 && tokens[words[0] - 1].starts_with("-"))
+      // `--limit 5 ls`: the value of a command's option, taken for the command.
+      return fail(exit_usage, "usage: unknown command '" + name + "' after '" + tokens[words[0] - 1]
+                                + "' (a command's options go after the command; see ticktock --help)");
     return fail(exit_usage, "usage: unknown command '" + name + "' (see ticktock --help)");
+  }
   const command& cmd = *it;
 
   po::options_description own{"options of '" + std::string{cmd.name} + "'"};
@@ -1295,6 +1386,9 @@ int run(int argc, char** argv) {
     return in.usage("the token has a control character (such as a line break) in it");
   if (in.vm.count("idempotency-key") && !header_safe(in.vm["idempotency-key"].as<std::string>()))
     return in.usage("--idempotency-key has a control character (such as a line break) in it");
+  if (in.vm.count("idempotency-key") && in.vm["idempotency-key"].as<std::string>().empty())
+    // A script's unset $KEY would lose the deduplication without a word.
+    return in.usage("--idempotency-key is empty");
   auto timeout = in.vm["timeout"].as<double>();
   if (!(timeout > 0) || timeout > 86400)
     return in.usage("--timeout must be more than 0 and at most 86400 seconds");

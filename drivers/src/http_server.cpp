@@ -1369,12 +1369,19 @@ struct http_server::impl {
       co_return !st->closed;
     });
     // The stream ended while the client still listens (the server is
-    // stopping, the agent was deleted, the job ended): a close frame says so,
-    // as the last chunk ends an SSE stream; 1001 when the server stops.
+    // stopping, the agent was deleted, the job ended, the token expired): a
+    // close frame says so, as the last chunk ends an SSE stream; 1001 when
+    // the server stops, 1008 when the token expired.
     if (!st->closed) {
       st->closed = true;
-      auto [cec] = co_await st->ws.async_close(
-        closing ? websocket::close_code::going_away : websocket::close_code::normal, use_nothrow);
+      websocket::close_reason why{websocket::close_code::normal};
+      if (closing)
+        why = websocket::close_code::going_away;
+      else if (r.token_expires_unix > 0
+               && std::chrono::system_clock::now()
+                    >= std::chrono::system_clock::time_point{std::chrono::seconds{r.token_expires_unix}})
+        why = {websocket::close_code::policy_error, "token expired"};
+      auto [cec] = co_await st->ws.async_close(why, use_nothrow);
       (void)cec;
     }
   }

@@ -2003,8 +2003,12 @@ response router::stream_of(stream_kind kind, const std::string& agent, std::uint
   r.stream = kind;
   r.stream_agent = agent;
   r.stream_from = from;
-  if (auto meta = node_.store().get_agent(agent))
+  if (auto meta = node_.store().get_agent(agent)) {
     r.stream_created_us = micros(meta->created);
+    // Which agent of the id this is: a client that reconnects can tell
+    // whether it still follows the same one.
+    r.headers.emplace_back("X-Agent-Created", std::to_string(r.stream_created_us));
+  }
   return r;
 }
 

@@ -237,6 +237,19 @@ def test_help_and_usage():
         check(t in p.stdout, "agents create --help names the type %s" % t, p)
     expect(cli(url="http://127.0.0.1:9"), 2, err="no command")
     expect(cli("frobnicate"), 2, err="unknown command")
+    # An option no command takes is named as one, not as a missing command.
+    expect(cli("--bogus", url="http://127.0.0.1:9"), 2, err="unknown option '--bogus'")
+    expect(cli("--limit", "5", "ls", url="http://127.0.0.1:9"), 2,
+           err="a command's options go after the command")
+    expect(cli("--version", url="http://127.0.0.1:9"), 0, out="ticktock ")
+    # An empty key would lose the deduplication without a word.
+    expect(cli("send", "a", "{}", "--idempotency-key", "", url="http://127.0.0.1:9"), 2,
+           err="--idempotency-key is empty")
+    expect(cli("tail", "c1/outbox", "--from", "18446744073709551615", url="http://127.0.0.1:9"), 2,
+           err="'--from' must be a whole number from 0 to 9223372036854775807")
+    expect(cli("tail", "c1/outbox", "--max-seconds", "1e9", url="http://127.0.0.1:9"), 2,
+           err="at most 10000000")
+    expect(cli("export", "c1", "", url="http://127.0.0.1:9"), 2, err="FILE is empty")
     expect(cli("agents"), 2)
     expect(cli("status"), 2, err="missing arguments")
     expect(cli("status", "a", "b"), 2, err="too many arguments")
@@ -497,6 +510,55 @@ def test_rm():
     check(ok_json("agents", "rm", "v1")["state"] == "terminated", "agents rm --json")
 
 
+def test_a_body_over_max_body_is_the_servers_413():
+    """Bug: sending a body past --max-body died in a broken pipe ("cannot reach",
+    exit 3) before the server's 413 could be read, most of the time."""
+    expect(cli("agents", "create", "big", "echo"), 0)
+    for _ in range(3):
+        expect(cli("write", "big/goals/g", "-", stdin="x" * (3 << 20)), 1, err="BODY_TOO_LARGE")
+    expect(cli("send", "big", "-", stdin=json.dumps({"x": "y" * (2 << 20)})), 1, err="BODY_TOO_LARGE")
+    # Under the limit, a large body still goes through (after the 100 Continue).
+    expect(cli("write", "big/goals/g", "-", stdin="z" * 700000), 0)
+    wait_until(lambda: cli("cat", "big/goals/g").stdout.rstrip("\n") == "z" * 700000, 15,
+               "the goal, whole")
+    expect(cli("agents", "rm", "big"), 0)
+
+
+def test_tail_of_a_replaced_agent():
+    """Bug: a tail reconnecting to a new agent of the same id went on with its
+    events past the old one's last seq, as if nothing had happened."""
+    expect(cli("agents", "create", "t2", "counter"), 0)
+    expect(cli("send", "t2", "{}"), 0)
+    out = os.path.join(ARGS.work, "tail-t2.out")
+    err = os.path.join(ARGS.work, "tail-t2.err")
+    with open(out, "w") as fo, open(err, "w") as fe:
+        tp = subprocess.Popen([ARGS.cli, "tail", "t2/outbox", "--json", "--max-seconds", "90"],
+                              stdout=fo, stderr=fe, env=env_for())
+    try:
+        wait_until(lambda: len(tail_lines(out)) == 1, 15, "tail to show t2's event")
+        tp.send_signal(signal.SIGSTOP)  # the stream ends while tail is held
+        try:
+            expect(cli("agents", "rm", "t2"), 0)
+            expect(cli("agents", "create", "t2", "counter"), 0)
+            for _ in range(3):
+                expect(cli("send", "t2", "{}"), 0)
+        finally:
+            tp.send_signal(signal.SIGCONT)
+        try:
+            rc = tp.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise Failure("tail of a replaced agent still runs 60 s later: %r" % open(err).read())
+    finally:
+        if tp.poll() is None:
+            tp.kill()
+            tp.wait()
+    stderr = open(err).read()
+    check(rc == 1 and "AGENT_REPLACED" in stderr, "tail of a replaced agent exits 1 (rc %s): %r"
+          % (rc, stderr))
+    check(len(tail_lines(out)) == 1, "none of the new agent's events is shown as the old one's")
+    expect(cli("agents", "rm", "t2"), 0)
+
+
 def test_tail_of_a_removed_agent():
     """Deleting the agent ends a tail of it: exit 1 with one line, no endless retry."""
     expect(cli("agents", "create", "t1", "counter"), 0)
@@ -620,6 +682,13 @@ def test_export_import():
     os.mkfifo(fifo)
     expect(cli("export", "c1", fifo), 2, err="not a regular file")
     check(stat.S_ISFIFO(os.stat(fifo).st_mode), "a FIFO FILE is not replaced")
+    # A link to a file not there yet: the file is written there, the link stays.
+    dangling = os.path.join(ARGS.work, "dangling.bundle")
+    os.symlink("sub/target.bundle", dangling)
+    os.mkdir(os.path.join(ARGS.work, "sub"))
+    expect(cli("export", "c1", dangling), 0)
+    check(os.path.islink(dangling) and os.path.getsize(os.path.join(ARGS.work, "sub/target.bundle")) > 0,
+          "a dangling symlink FILE stays a link; its target is written")
     link = os.path.join(ARGS.work, "link.bundle")
     os.symlink("c1.bundle", link)
     expect(cli("export", "c1", link, "--secrets"), 0)
@@ -678,7 +747,8 @@ def main():
     steps = [test_help_and_usage, test_no_server]
     server_steps = [test_auth, test_agents, test_send_and_tick, test_filesystem,
                     test_trajectory_and_verify, test_tail, test_tail_resumes_across_restart,
-                    test_rm, test_tail_of_a_removed_agent, test_ls_follows_pages,
+                    test_rm, test_a_body_over_max_body_is_the_servers_413,
+                    test_tail_of_a_replaced_agent, test_tail_of_a_removed_agent, test_ls_follows_pages,
                     test_verify_detects_corruption, test_export_import]
     try:
         for step in steps:

@@ -1408,16 +1408,21 @@ class TokenTest(ServerCase):
         sse = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
         sse.sendall(("GET /v1/agents/tok-stream/fs/outbox HTTP/1.1\r\nHost: t\r\n"
                      "Accept: text/event-stream\r\nAuthorization: Bearer %s\r\n\r\n" % token).encode())
+        outbox = WebSocketClient(self.server.port, "/v1/agents/tok-stream/fs/outbox",
+                                 {"Authorization": "Bearer " + token})
+        self.assertEqual(outbox.status, 101, outbox.head)
         ws = WebSocketClient(self.server.port, "/v1/agents/tok-stream/ws",
                              {"Authorization": "Bearer " + token})
         self.assertEqual(ws.status, 101, ws.head)
         ws.send_text("before")
         self.assertEqual(ws.recv(), (0x1, b"before"))
         started = time.monotonic()
-        opcode, payload = ws.recv()  # the close frame, at the expiry
-        self.assertEqual((opcode, struct.unpack("!H", payload[:2])[0], payload[2:]),
-                         (0x8, 1008, b"token expired"))
-        ws.sock.close()
+        for client in (ws, outbox):
+            opcode, payload = client.recv()
+            while opcode != 0x8:  # the stream's events, then the close frame at the expiry
+                opcode, payload = client.recv()
+            self.assertEqual((struct.unpack("!H", payload[:2])[0], payload[2:]), (1008, b"token expired"))
+            client.sock.close()
         body = read_until_close(sse, 10)
         sse.close()
         self.assertTrue(body.startswith(b"HTTP/1.1 200"), body[:200])
