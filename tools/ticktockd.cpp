@@ -101,6 +101,13 @@ po::parsed_options parse_config_file(const std::string& path, const po::options_
   std::error_code dir_ec;
   if (std::filesystem::is_directory(path, dir_ec))
     throw std::runtime_error("cannot read config file " + path + ": it is a directory");
+  // A regular file, and a small one: /dev/zero would be read forever.
+  constexpr std::uintmax_t max_config_bytes = 1 << 20;
+  if (auto st = std::filesystem::status(path, dir_ec);
+      !dir_ec && st.type() != std::filesystem::file_type::regular)
+    throw std::runtime_error("cannot read config file " + path + ": not a regular file");
+  if (auto size = std::filesystem::file_size(path, dir_ec); !dir_ec && size > max_config_bytes)
+    throw std::runtime_error("config file " + path + " is over 1 MiB");
   errno = 0;
   std::ifstream in{path};
   if (!in)
@@ -121,7 +128,7 @@ po::parsed_options parse_config_file(const std::string& path, const po::options_
   for (auto& [k, val] : v.as_object()) {
     std::string key{k};
     const auto* opt = desc.find_nothrow(key, false);
-    if (!opt || key == "config" || key == "help")
+    if (!opt || key == "config" || key == "help" || key == "version")
       throw std::runtime_error("config file " + path + ": unknown option '" + key + "'");
     const auto* typed = dynamic_cast<const po::typed_value_base*>(opt->semantic().get());
     const auto& type = typed ? typed->value_type() : typeid(std::string);
@@ -164,6 +171,12 @@ po::parsed_options parse_config_file(const std::string& path, const po::options_
   return parsed;
 }
 
+// The token goes in a header, a cookie or a query: visible ASCII, no blanks
+// (a client's trailing space is dropped: nobody could log in).
+bool valid_admin_token(std::string_view t) {
+  return std::all_of(t.begin(), t.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
 // The admin token: given, or read from DIR/admin.token, or generated there
 // (mode 0600) at first start.
 std::string admin_token(const std::string& given, const std::string& data, bool& generated) {
@@ -174,13 +187,20 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
   std::ifstream in{path};
   std::string token;
   // The first line, without surrounding blanks: a file written by hand may
-  // end its line with CRLF or carry spaces no client sends.
-  if (in && std::getline(in, token)) {
+  // end its line with CRLF or carry spaces no client sends. A token is what
+  // --admin-token takes; a file that holds something else is the operator's
+  // to mend, not to be replaced (only an empty one is: a first start that
+  // died while writing it).
+  std::error_code size_ec;
+  if (in && std::filesystem::file_size(path, size_ec) > 0 && !size_ec) {
+    std::getline(in, token);
     auto first = token.find_first_not_of(" \t\r");
     auto last = token.find_last_not_of(" \t\r");
     token = first == std::string::npos ? std::string{} : token.substr(first, last - first + 1);
-    if (!token.empty())
-      return token;
+    if (token.empty() || !valid_admin_token(token))
+      throw std::runtime_error(path + ": its first line is not a token (visible ASCII characters "
+                                      "without blanks): mend or remove the file");
+    return token;
   }
   unsigned char raw[32];
   randombytes_buf(raw, sizeof raw);
@@ -228,9 +248,10 @@ std::string node_key(const std::string& data) {
   return key;
 }
 
-// HOST:PORT: HOST an IPv4 or IPv6 address (IPv6 in brackets, [::1]:7070; a
-// bare one works too, its last colon starting the port), PORT digits only,
-// at most 65535 (0: any free port). Nothing else: no trailing bytes, no sign.
+// HOST:PORT: HOST an IPv4 address, or an IPv6 address in brackets
+// ([::1]:7070; a bare one would leave its last group and the port
+// ambiguous), PORT digits only, at most 65535 (0: any free port). Nothing
+// else: no trailing bytes, no sign.
 std::optional<std::pair<std::string, std::uint16_t>> parse_listen(const std::string& listen) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos)
@@ -244,11 +265,12 @@ std::optional<std::pair<std::string, std::uint16_t>> parse_listen(const std::str
   std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (port > 65535)
     return std::nullopt;
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+  bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (bracketed)
     host = host.substr(1, host.size() - 2);
   boost::system::error_code ec;
-  boost::asio::ip::make_address(host, ec);
-  if (ec)
+  auto address = boost::asio::ip::make_address(host, ec);
+  if (ec || address.is_v6() != bracketed)
     return std::nullopt;
   return std::pair{host, static_cast<std::uint16_t>(port)};
 }
@@ -298,9 +320,12 @@ std::string probe_listen(const std::string& host, std::uint16_t port) {
 // Returns the open descriptor, or throws with the reason.
 int lock_data_dir(const std::string& data) {
   std::error_code ec;
-  std::filesystem::create_directories(data, ec);
+  // Created 0700 whatever the umask: it holds the keys and the admin token.
+  bool created = std::filesystem::create_directories(data, ec);
   if (ec)
     throw std::runtime_error("cannot create data directory " + data + ": " + ec.message());
+  if (created && ::chmod(data.c_str(), 0700) != 0)
+    throw std::runtime_error("cannot make data directory " + data + " 0700: " + std::strerror(errno));
   auto path = data + "/ticktockd.lock";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)
@@ -349,6 +374,15 @@ static void hide_secret_arguments(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  // The stop signals are blocked from the first instruction, so that one
+  // arriving during start-up drains and exits 0 like any other (their
+  // default action would end the process with 128 + N); see below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);  // a closed terminal: drain, as for the others
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   if (sodium_init() < 0)
     return 1;
   // A log reader that goes away (stdout a pipe whose reader closed) must not
@@ -365,6 +399,7 @@ int main(int argc, char** argv) {
   po::options_description desc{"ticktockd options (also TICKTOCK_<NAME> and --config FILE)"};
   desc.add_options()
     ("help,h", "show this help")
+    ("version", "print the version and exit")
     ("config", po::value<std::string>(), "JSON file with any of these options")
     ("data", po::value<std::string>()->default_value("./ticktock-data"), "data directory")
     ("listen", po::value<std::string>()->default_value("127.0.0.1:7070"), "HOST:PORT to serve HTTP on")
@@ -406,11 +441,11 @@ int main(int argc, char** argv) {
      "origin whose web pages may call the API (CORS), e.g. https://ui.example:8443, or * "
      "for any (repeatable; /a/{id}/... is the agent's: its preflights reach it, and need the "
      "token like any request there, in ?token=)")
-    ("quiet", po::bool_switch(),
+    ("quiet", po::value<bool>()->default_value(false)->implicit_value(true),
      "no per-request and per-tick log lines (start, stop and token lines stay)")
     ("master-key-file", po::value<std::string>()->default_value(""),
      "32-byte key sealing agents' secret keys (default DATA/master.key, created 0600)")
-    ("rotate-master-key", po::bool_switch(),
+    ("rotate-master-key", po::value<bool>()->default_value(false)->implicit_value(true),
      "re-seal every agent's keys with a new master key, replace the key file, and exit")
     ("openai-base-url", po::value<std::string>()->default_value(""),
      "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); registers the "
@@ -419,7 +454,7 @@ int main(int argc, char** argv) {
      "micro-USD an outbound HTTP fetch (ctx.fetch, fs/http/new) reserves and costs")
     ("http-fetch-ca-file", po::value<std::string>()->default_value(""),
      "PEM file of CAs trusted for https fetches besides the system ones")
-    ("http-fetch-private", po::bool_switch(),
+    ("http-fetch-private", po::value<bool>()->default_value(false)->implicit_value(true),
      "let fetches connect to loopback, private, link-local and other non-public addresses "
      "(refused by default: address_not_allowed)")
     ("container-concurrency", po::value<std::size_t>()->default_value(2),
@@ -430,7 +465,7 @@ int main(int argc, char** argv) {
      "price of a container session's CPU second, in micro-USD")
     ("container-uid-base", po::value<std::uint32_t>(),
      "as root: the session in slot k runs as uid/gid BASE+k (else all as nobody)")
-    ("demo", po::bool_switch(), "create the demo agents if missing")
+    ("demo", po::value<bool>()->default_value(false)->implicit_value(true), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
   // Boost converts "-1" into the largest value of an unsigned option: refuse
@@ -484,6 +519,7 @@ int main(int argc, char** argv) {
                                       for (auto& c : name)
                                         c = c == '_' ? '-' : static_cast<char>(std::tolower(c));
                                       return desc.find_nothrow(name, false) && name != "help"
+                                                 && name != "version"
                                                ? name
                                                : std::string{};
                                     }));
@@ -498,7 +534,15 @@ int main(int argc, char** argv) {
     std::cout << desc << "\n";
     return 0;
   }
+  if (vm.count("version")) {
+    std::cout << "ticktockd " << TICKTOCK_VERSION << "\n";
+    return 0;
+  }
   auto data = vm["data"].as<std::string>();
+  if (data.empty()) {
+    std::fprintf(stderr, "ticktockd: --data is empty (default ./ticktock-data)\n");
+    return 2;
+  }
   auto durability = vm["durability"].as<std::string>();
   auto missed = vm["missed-alarms"].as<std::string>();
   auto listen = vm["listen"].as<std::string>();
@@ -528,15 +572,17 @@ int main(int argc, char** argv) {
                    static_cast<long long>(max_ms));
       return 2;
     }
+  if (vm["tick-wall-ms"].as<std::uint64_t>() > static_cast<std::uint64_t>(max_ms)) {
+    std::fprintf(stderr, "ticktockd: --tick-wall-ms takes a number of ms from 0 to %lld\n",
+                 static_cast<long long>(max_ms));
+    return 2;
+  }
   for (auto* name : {"threads", "http-threads"})
     if (vm[name].as<std::size_t>() > 1024) {
       std::fprintf(stderr, "ticktockd: --%s is at most 1024\n", name);
       return 2;
     }
-  // The token goes in a header, a cookie or a query: visible ASCII, no
-  // blanks (a client's trailing space is dropped: nobody could log in).
-  if (auto& t = vm["admin-token"].as<std::string>();
-      !std::all_of(t.begin(), t.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+  if (!valid_admin_token(vm["admin-token"].as<std::string>())) {
     std::fprintf(stderr, "ticktockd: --admin-token is visible ASCII characters without blanks "
                          "(or empty: DATA/admin.token)\n");
     return 2;
@@ -651,13 +697,8 @@ int main(int argc, char** argv) {
   // Block the stop signals in every thread (a plugin's too); the main thread
   // waits for them. (--rotate-master-key is not a server: it loads no
   // plugin, and Ctrl-C stops it as any command.)
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGHUP);  // a closed terminal: drain, as for the others
-  if (serving)
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  if (!serving)
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
 
   // Plugins are options too: one that does not load stops ticktockd
   // before the data directory is touched.
@@ -678,7 +719,8 @@ int main(int argc, char** argv) {
       for (auto& name : registry.names())
         if (std::find(before.begin(), before.end(), name) == before.end())
           added += (added.empty() ? "" : ",") + name;
-      plugin_lines.push_back("event=plugin path=" + ticktock::log_value(path) + " types=" + added);
+      plugin_lines.push_back("event=plugin path=" + ticktock::log_value(path)
+                             + " types=" + ticktock::log_value(added));
     }
   if (serving && http.port != 0)
     if (auto why = probe_listen(http.host, http.port); !why.empty()) {
@@ -764,7 +806,8 @@ int main(int argc, char** argv) {
     log_line("event=provider name=openai base_url=" + ticktock::log_value(openai.base_url)
              + (openai.api_key.empty() ? " key=none" : " key=set"));
   log_line("event=start data=" + ticktock::log_value(data) + " agents=" + std::to_string(n.agent_count())
-           + " durability=" + durability + " listen=" + http.host + ":"
+           + " durability=" + durability + " listen="
+           + (http.host.find(':') == std::string::npos ? http.host : "[" + http.host + "]") + ":"
            + std::to_string((*server)->port()) + " allocator=" + allocator());
   if (generated || vm["admin-token"].as<std::string>().empty())
     log_line("event=admin_token path=" + ticktock::log_value(data + "/admin.token")

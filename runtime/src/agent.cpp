@@ -1,10 +1,12 @@
 #include "ticktock/runtime/agent.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "ticktock/runtime/context.hpp"
 #include "ticktock/runtime/registry.hpp"
 #include "ticktock/runtime/serializer.hpp"
+#include "ticktock/runtime/text.hpp"
 #include "ticktock/runtime/trigger.hpp"
 
 namespace ticktock {
@@ -120,8 +122,16 @@ std::optional<trigger_kind> parse_trigger_kind(std::string_view name) noexcept {
 // -- registry ---------------------------------------------------------------
 
 error agent_registry::add(std::string name, factory f) {
-  if (name.empty() || name.size() > 64 || !f)
-    return error{errc::invalid_argument, "agent type names are 1 to 64 bytes with a factory"};
+  // A type name goes into logs, the API's JSON and file names of no one's
+  // choosing: letters, digits and -_.: only.
+  auto plain = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'
+           || c == '_' || c == '.' || c == ':';
+  };
+  if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), plain) || !f)
+    return error{errc::invalid_argument,
+                 "agent type names are 1 to 64 letters, digits and -_.: with a factory (got "
+                   + log_value(name.substr(0, 80)) + ")"};
   if (factories_.count(name) != 0)
     return error{errc::already_exists, "agent type '" + name + "' is already registered"};
   factories_.emplace(std::move(name), std::move(f));

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -11,12 +12,22 @@ error load_plugin(const std::filesystem::path& path, agent_registry& registry) {
   auto fail = [&](const std::string& why) {
     return error{errc::invalid_argument, "plugin " + path.string() + ": " + why};
   };
+  // A file, as any path: dlopen would look a name without a slash up in the
+  // system's library path instead (and could find another file of that name).
+  std::error_code ec;
+  auto file = std::filesystem::absolute(path, ec);
+  if (ec)
+    return fail(ec.message());
   // RTLD_LOCAL: plugins do not see each other's symbols; RTLD_NOW: a missing
   // symbol fails here rather than at the first tick.
-  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  void* lib = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     const char* why = dlerror();
-    return fail(why ? why : "cannot be loaded");
+    std::string text = why ? why : "cannot be loaded";
+    // dlerror begins with the file's name, which the message has already.
+    if (auto prefix = file.string() + ": "; text.starts_with(prefix))
+      text.erase(0, prefix.size());
+    return fail(text);
   }
   auto* entry = reinterpret_cast<ticktock_plugin_register_fn>(dlsym(lib, TICKTOCK_PLUGIN_ENTRY));
   if (!entry) {
@@ -28,7 +39,14 @@ error load_plugin(const std::filesystem::path& path, agent_registry& registry) {
   // plugin that ignored add's error would otherwise lose its type silently
   // to the one registered first) and nothing of a refused plugin stays.
   auto own = std::make_shared<agent_registry>();
-  int rc = entry(reinterpret_cast<ticktock_registry*>(own.get()), TICKTOCK_PLUGIN_ABI_VERSION);
+  int rc = 0;
+  try {
+    rc = entry(reinterpret_cast<ticktock_registry*>(own.get()), TICKTOCK_PLUGIN_ABI_VERSION);
+  } catch (const std::exception& e) {
+    return fail(std::string{"threw while registering: "} + e.what());
+  } catch (...) {
+    return fail("threw while registering");
+  }
   if (rc != 0)
     return fail("refused to register (returned " + std::to_string(rc) + ")");
   auto names = own->names();

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import stat
 import signal
 import struct
 import subprocess
@@ -2258,6 +2259,29 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(tmp)), ["ticktockd.json"] if os.path.exists(config)
                              else [], (args, file_values))
 
+    def test_the_data_directory_is_0700_and_a_bad_token_file_is_never_replaced(self):
+        with tempfile.TemporaryDirectory(prefix="ticktock-data-") as tmp:
+            # Bug: the directory followed the umask (0777 under umask 000),
+            # so another user could replace the 0600 key files in it.
+            data = os.path.join(tmp, "data")
+            r = subprocess.run([ticktockd_path(), "--data", data, "--listen", "127.0.0.1:0",
+                                "--exit-after-ms", "0"], capture_output=True, text=True, timeout=60,
+                               preexec_fn=lambda: os.umask(0))
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(stat.S_IMODE(os.stat(data).st_mode), 0o700)
+            # Bug: a token file whose first line was blank was overwritten with
+            # a new token, and one with blanks in it was taken.
+            for text in (b"\n\ntok", b"a b\n", b"tok\xff\n"):
+                with open(os.path.join(data, "admin.token"), "wb") as f:
+                    f.write(text)
+                r = subprocess.run([ticktockd_path(), "--data", data, "--listen", "127.0.0.1:0",
+                                    "--exit-after-ms", "0"], capture_output=True, text=True,
+                                   timeout=60)
+                self.assertEqual(r.returncode, 1, (text, r))
+                self.assertIn("admin.token: its first line is not a token", r.stderr)
+                with open(os.path.join(data, "admin.token"), "rb") as f:
+                    self.assertEqual(f.read(), text)
+
     def test_bad_values_exit_2_before_the_data_directory_is_touched(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as tmp:
             data = os.path.join(tmp, "data")
@@ -2269,6 +2293,14 @@ class ConfigTest(unittest.TestCase):
                 (["--listen", "127.0.0.1: 0"], None, "--listen must be HOST:PORT"),
                 (["--listen", "localhost:0"], None, "--listen must be HOST:PORT"),
                 (["--listen", "[::1]:65536"], None, "--listen must be HOST:PORT"),
+                # IPv6 in brackets, and only IPv6 (::1:7070 would be ambiguous)
+                (["--listen", "::1:18834"], None, "--listen must be HOST:PORT"),
+                (["--listen", "[127.0.0.1]:0"], None, "--listen must be HOST:PORT"),
+                # the tick wall-time limit is a duration in ms like the others
+                (["--tick-wall-ms", "534955578137577"], None, "--tick-wall-ms takes a number of ms"),
+                (["--tick-wall-ms", "18446744073709551615"], None, "--tick-wall-ms takes a number"),
+                # a config file that is not a regular file (read forever)
+                (["--config", "/dev/zero"], None, "not a regular file"),
                 # negative durations, and ones that would overflow the clock
                 (["--idle-timeout", "-5"], None, "--idle-timeout takes a number of ms from 0 to"),
                 (["--idle-timeout", "10000000000000"], None, "--idle-timeout takes a number of ms"),
@@ -2281,8 +2313,10 @@ class ConfigTest(unittest.TestCase):
                 (["--admin-token", "tok en"], None, "--admin-token is visible ASCII"),
                 # a master key file of the wrong size, or nowhere to create it
                 (["--master-key-file", "/nonexistent-dir/master.key"], None, "no directory"),
-                # a word that is no option, e.g. a value given to a switch
-                (["--quiet", "true"], None, "unexpected argument 'true'"),
+                # a switch takes true or false (--quiet=false turns off what a
+                # config file turned on), and nothing else
+                (["--quiet", "maybe"], None, "for option '--quiet' is invalid"),
+                (["--demo", "/srv/data"], None, "for option '--demo' is invalid"),
                 # a body limit of 0 would refuse every request with a body
                 (["--max-body", "0"], None, "--max-body and --max-bundle: at least 1 byte"),
                 (["--max-bundle", "0"], None, "--max-body and --max-bundle: at least 1 byte"),
@@ -2335,7 +2369,19 @@ class ConfigTest(unittest.TestCase):
                                 "[::1]:0", "--exit-after-ms", "0"], capture_output=True, text=True,
                                timeout=60)
             self.assertEqual(r.returncode, 0, r)
-            self.assertRegex(r.stdout, r"event=start .*listen=::1:\d+")
+            self.assertRegex(r.stdout, r"event=start .*listen=\[::1\]:\d+")
+            # A switch the config file turns on, the command line turns off.
+            with open(config, "w") as f:
+                json.dump({"quiet": True}, f)
+            r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
+                                "127.0.0.1:0", "--config", config, "--quiet=false", "--demo",
+                                "--exit-after-ms", "300"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn("event=tick", r.stdout)  # not quiet: the demo agents' first ticks
+            os.remove(config)
+            r = subprocess.run([ticktockd_path(), "--version"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual((r.returncode, r.stdout.startswith("ticktockd ")), (0, True), r)
             # An empty TICKTOCK_X= is unset: not a switch turned on (it would
             # rotate the master key and exit instead of serving).
             r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",

@@ -104,6 +104,12 @@ TEST_CASE("trigger kinds have stable names") {
   CHECK_FALSE(parse_trigger_kind("bogus"));
 }
 
+#include <dlfcn.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include <filesystem>
+
 #include "ticktock/runtime/plugin.hpp"
 
 TEST_CASE("a plugin registers its agent types through the C entry point") {
@@ -127,8 +133,52 @@ TEST_CASE("a plugin registers its agent types through the C entry point") {
   CHECK(missing.code() == errc::invalid_argument);
   CHECK(missing.message().find("/nonexistent/libnothing.so") != std::string::npos);
   // A library without the entry point is refused with a clear reason.
-  auto not_plugin = load_plugin("libm.so.6", r);
+  Dl_info sodium{};
+  REQUIRE(dladdr(reinterpret_cast<void*>(&sodium_init), &sodium) != 0);
+  auto not_plugin = load_plugin(sodium.dli_fname, r);
   CHECK(not_plugin.message().find("ticktock_plugin_register") != std::string::npos);
+  // An entry point that throws is refused, not the end of the program.
+  auto throws = load_plugin(TICKTOCK_THROWING_PLUGIN, r);
+  CHECK(throws.code() == errc::invalid_argument);
+  CHECK_THAT(throws.message(), Catch::Contains("threw while registering: boom"));
+}
+
+TEST_CASE("a plugin named without a directory is the file in the working directory") {
+  // Bug: dlopen looked a bare name up in the system's library path, so
+  // `--plugin lib.so` (as the guide writes it) was not found, or found
+  // another file of that name.
+  if (std::string{TICKTOCK_EXAMPLE_PLUGIN}.empty())
+    return;
+  auto dir = std::filesystem::temp_directory_path()
+             / ("ticktock-plugin-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(TICKTOCK_EXAMPLE_PLUGIN, dir / "lib.so",
+                             std::filesystem::copy_options::overwrite_existing);
+  auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir);
+  agent_registry r;
+  auto err = load_plugin("lib.so", r);
+  auto missing = load_plugin("libc.so.6", r);  // on the system path, not here
+  std::filesystem::current_path(cwd);
+  std::filesystem::remove_all(dir);
+  CHECK_FALSE(err);
+  CHECK(r.contains("greeter"));
+  CHECK(missing.code() == errc::invalid_argument);
+  // The message names the file once.
+  CHECK(missing.message().find("libc.so.6") == missing.message().rfind("libc.so.6"));
+}
+
+TEST_CASE("agent type names are letters, digits and -_.: only") {
+  agent_registry r;
+  auto none = [] { return std::unique_ptr<agent_base>{}; };
+  for (const char* good : {"counter", "llm-chat", "nostr_echo", "v1.2", "ns:type"})
+    CHECK_FALSE(r.add(good, none));
+  for (const char* bad : {"", "x\nevent=forged", "Bad Name!", "a/b", "quote\"d"}) {
+    auto err = r.add(bad, none);
+    CHECK(err.code() == errc::invalid_argument);
+    CHECK(err.message().find('\n') == std::string::npos);
+  }
+  CHECK(r.add(std::string(65, 'a'), none).code() == errc::invalid_argument);
 }
 
 #include "ticktock/runtime/http.hpp"
