@@ -524,35 +524,46 @@ def test_a_body_over_max_body_is_the_servers_413():
     expect(cli("agents", "rm", "big"), 0)
 
 
+def tail_in_background(agent):
+    """A `tail AGENT/outbox --json` running in the background, once it has
+    shown the agent's first event: (process, stdout file, stderr file)."""
+    out = os.path.join(ARGS.work, "tail-%s.out" % agent)
+    err = os.path.join(ARGS.work, "tail-%s.err" % agent)
+    with open(out, "w") as fo, open(err, "w") as fe:
+        tp = subprocess.Popen([ARGS.cli, "tail", agent + "/outbox", "--json", "--max-seconds", "90"],
+                              stdout=fo, stderr=fe, env=env_for())
+    wait_until(lambda: len(tail_lines(out)) == 1, 15, "tail to show %s's event" % agent)
+    return tp, out, err
+
+
+def ended_tail(tp, err, what):
+    """The exit code and stderr of a background tail that must end by itself."""
+    try:
+        rc = tp.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise Failure("tail of %s still runs 60 s later: %r" % (what, open(err).read()))
+    finally:
+        if tp.poll() is None:
+            tp.kill()
+            tp.wait()
+    return rc, open(err).read()
+
+
 def test_tail_of_a_replaced_agent():
     """Bug: a tail reconnecting to a new agent of the same id went on with its
     events past the old one's last seq, as if nothing had happened."""
     expect(cli("agents", "create", "t2", "counter"), 0)
     expect(cli("send", "t2", "{}"), 0)
-    out = os.path.join(ARGS.work, "tail-t2.out")
-    err = os.path.join(ARGS.work, "tail-t2.err")
-    with open(out, "w") as fo, open(err, "w") as fe:
-        tp = subprocess.Popen([ARGS.cli, "tail", "t2/outbox", "--json", "--max-seconds", "90"],
-                              stdout=fo, stderr=fe, env=env_for())
+    tp, out, err = tail_in_background("t2")
+    tp.send_signal(signal.SIGSTOP)  # the stream ends while tail is held
     try:
-        wait_until(lambda: len(tail_lines(out)) == 1, 15, "tail to show t2's event")
-        tp.send_signal(signal.SIGSTOP)  # the stream ends while tail is held
-        try:
-            expect(cli("agents", "rm", "t2"), 0)
-            expect(cli("agents", "create", "t2", "counter"), 0)
-            for _ in range(3):
-                expect(cli("send", "t2", "{}"), 0)
-        finally:
-            tp.send_signal(signal.SIGCONT)
-        try:
-            rc = tp.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            raise Failure("tail of a replaced agent still runs 60 s later: %r" % open(err).read())
+        expect(cli("agents", "rm", "t2"), 0)
+        expect(cli("agents", "create", "t2", "counter"), 0)
+        for _ in range(3):
+            expect(cli("send", "t2", "{}"), 0)
     finally:
-        if tp.poll() is None:
-            tp.kill()
-            tp.wait()
-    stderr = open(err).read()
+        tp.send_signal(signal.SIGCONT)
+    rc, stderr = ended_tail(tp, err, "a replaced agent")
     check(rc == 1 and "AGENT_REPLACED" in stderr, "tail of a replaced agent exits 1 (rc %s): %r"
           % (rc, stderr))
     check(len(tail_lines(out)) == 1, "none of the new agent's events is shown as the old one's")
@@ -563,25 +574,11 @@ def test_tail_of_a_removed_agent():
     """Deleting the agent ends a tail of it: exit 1 with one line, no endless retry."""
     expect(cli("agents", "create", "t1", "counter"), 0)
     expect(cli("send", "t1", "{}"), 0)
-    out = os.path.join(ARGS.work, "tail-t1.out")
-    err = os.path.join(ARGS.work, "tail-t1.err")
-    with open(out, "w") as fo, open(err, "w") as fe:
-        tp = subprocess.Popen([ARGS.cli, "tail", "t1/outbox", "--json", "--max-seconds", "90"],
-                              stdout=fo, stderr=fe, env=env_for())
-    try:
-        wait_until(lambda: len(tail_lines(out)) == 1, 15, "tail to show t1's event")
-        expect(cli("agents", "rm", "t1"), 0)
-        # The delete ends the server's stream; the reconnection's 404 then
-        # ends tail, well before --max-seconds.
-        try:
-            rc = tp.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            raise Failure("tail of a removed agent still runs 60 s later: %r" % open(err).read())
-    finally:
-        if tp.poll() is None:
-            tp.kill()
-            tp.wait()
-    stderr = open(err).read()
+    tp, out, err = tail_in_background("t1")
+    expect(cli("agents", "rm", "t1"), 0)
+    # The delete ends the server's stream; the reconnection's 404 then
+    # ends tail, well before --max-seconds.
+    rc, stderr = ended_tail(tp, err, "a removed agent")
     check(rc == 1 and stderr.startswith("ticktock: AGENT_NOT_FOUND")
           and len(stderr.splitlines()) == 1,
           "tail of a removed agent exits 1 with one line (rc %s): %r" % (rc, stderr))

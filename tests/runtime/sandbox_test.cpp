@@ -133,9 +133,9 @@ std::string unique_token() {
   return "ttsbx" + std::to_string(rd()) + std::to_string(::getpid());
 }
 
-// Live (not zombie) processes whose command line contains `token`.
-int live_processes_with(const std::string& token) {
-  int found = 0;
+// Calls fn(cmdline, stat) for each process until it returns true.
+template <class Fn>
+void each_process(Fn fn) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator{"/proc", ec}) {
     auto name = entry.path().filename().string();
@@ -143,43 +143,46 @@ int live_processes_with(const std::string& token) {
       continue;
     std::ifstream cmd{entry.path() / "cmdline", std::ios::binary};
     std::string line{std::istreambuf_iterator<char>{cmd}, {}};
-    if (line.find(token) == std::string::npos)
-      continue;
     std::ifstream st{entry.path() / "stat"};
     std::string stat{std::istreambuf_iterator<char>{st}, {}};
-    auto paren = stat.rfind(')');
-    if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z')
-      continue;
-    if (!stat.empty())
-      ++found;
+    if (fn(line, stat))
+      return;
   }
+}
+
+// The fields of /proc/PID/stat after the command's name: state, ppid, ...
+std::istringstream stat_fields(const std::string& stat) {
+  auto paren = stat.rfind(')');
+  return std::istringstream{paren == std::string::npos ? std::string{} : stat.substr(paren + 2)};
+}
+
+// Live (not zombie) processes whose command line contains `token`.
+int live_processes_with(const std::string& token) {
+  int found = 0;
+  each_process([&](const std::string& cmdline, const std::string& stat) {
+    std::string state;
+    stat_fields(stat) >> state;
+    found += cmdline.find(token) != std::string::npos && !state.empty() && state != "Z";
+    return false;
+  });
   return found;
 }
 
 // The executable of the parent of the process whose command line is
 // `./sandbox_probe grandchild TOKEN ...` (empty if none).
 std::string parent_exe_of(const std::string& token) {
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator{"/proc", ec}) {
-    auto name = entry.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    std::ifstream cmd{entry.path() / "cmdline", std::ios::binary};
-    std::string line{std::istreambuf_iterator<char>{cmd}, {}};
-    if (!line.starts_with(std::string{"./sandbox_probe\0grandchild\0", 27} + token))
-      continue;
-    std::ifstream st{entry.path() / "stat"};
-    std::string stat{std::istreambuf_iterator<char>{st}, {}};
-    auto paren = stat.rfind(')');
-    if (paren == std::string::npos)
-      continue;
-    std::istringstream rest{stat.substr(paren + 2)};
+  std::string exe;
+  each_process([&](const std::string& cmdline, const std::string& stat) {
+    if (!cmdline.starts_with(std::string{"./sandbox_probe\0grandchild\0", 27} + token))
+      return false;
     std::string state;
     long ppid = 0;
-    rest >> state >> ppid;
-    return fs::read_symlink(fs::path{"/proc"} / std::to_string(ppid) / "exe", ec).filename().string();
-  }
-  return {};
+    stat_fields(stat) >> state >> ppid;
+    std::error_code ec;
+    exe = fs::read_symlink(fs::path{"/proc"} / std::to_string(ppid) / "exe", ec).filename().string();
+    return true;
+  });
+  return exe;
 }
 
 // SIGKILLed processes vanish asynchronously: look again, for at most 10 s.
