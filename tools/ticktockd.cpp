@@ -320,12 +320,15 @@ std::string probe_listen(const std::string& host, std::uint16_t port) {
 // Returns the open descriptor, or throws with the reason.
 int lock_data_dir(const std::string& data) {
   std::error_code ec;
-  // Created 0700 whatever the umask: it holds the keys and the admin token.
+  // Created 0711 whatever the umask: no other user may list it or write in
+  // it (it holds the keys and the admin token, 0600 themselves), but the
+  // container sandbox's uid may pass through to its sessions' directories
+  // (bubblewrap binds them as that uid).
   bool created = std::filesystem::create_directories(data, ec);
   if (ec)
     throw std::runtime_error("cannot create data directory " + data + ": " + ec.message());
-  if (created && ::chmod(data.c_str(), 0700) != 0)
-    throw std::runtime_error("cannot make data directory " + data + " 0700: " + std::strerror(errno));
+  if (created && ::chmod(data.c_str(), 0711) != 0)
+    throw std::runtime_error("cannot make data directory " + data + " 0711: " + std::strerror(errno));
   auto path = data + "/ticktockd.lock";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)

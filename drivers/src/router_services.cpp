@@ -334,13 +334,19 @@ response router::services_file(const request& req, const std::string& id,
       for (auto& p : node_.compute_providers())
         arr.emplace_back(p);
     else {
-      // The mode --container-isolation sets; automatic: bubblewrap where it
-      // works here (a session whose directory the sandbox uid cannot reach
-      // still falls back to process: its result says which it had).
-      auto iso = node_.options().services.isolation;
-      if (iso == sandbox::isolation::automatic)
-        iso = sandbox::bubblewrap_available() ? sandbox::isolation::bubblewrap
-                                              : sandbox::isolation::process;
+      // The mode --container-isolation sets; automatic: what sessions get,
+      // bubblewrap where it works here and the sandbox uid can reach the
+      // containers directory (the deepest part of it there is yet).
+      const auto& services = node_.options().services;
+      auto iso = services.isolation;
+      if (iso == sandbox::isolation::automatic) {
+        auto dir = node_.options().containers_root();
+        std::error_code ec;
+        while (!std::filesystem::exists(dir, ec) && dir.has_parent_path() && dir != dir.parent_path())
+          dir = dir.parent_path();
+        auto uid = services.container_uid_base.value_or(sandbox::spec{}.uid);
+        iso = sandbox::automatic_isolation(dir / "session", uid, uid);
+      }
       arr.emplace_back(std::string{sandbox::to_string(iso)});
     }
     return json_ok(200, json::object{{"providers", std::move(arr)}});

@@ -28,11 +28,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <string_view>
-
-extern char** environ;
+#include <vector>
 
 namespace {
 
@@ -59,10 +60,11 @@ struct plan {
   gid_t gid = 0;
   rlimit cpu{}, as{}, fsize{}, nproc{};
   const char* program = nullptr;
-  char** args = nullptr;
+  std::vector<char*> args;  // null-terminated
+  std::vector<char*> env;   // null-terminated
 };
 
-bool parse(int argc, char** argv, plan& p) {
+bool parse(int argc, char** argv, plan& p, std::string& env_block) {
   if (argc < 13 || std::string_view{argv[1]} != k::protocol || std::string_view{argv[11]} != "--")
     return false;
   unsigned long long v[8];
@@ -77,7 +79,26 @@ bool parse(int argc, char** argv, plan& p) {
   p.fsize = {static_cast<rlim_t>(v[6]), static_cast<rlim_t>(v[6])};
   p.nproc = {static_cast<rlim_t>(v[7]), static_cast<rlim_t>(v[7])};
   p.program = argv[10];
-  p.args = argv + 12;
+  p.args.assign(argv + 12, argv + argc);
+  p.args.push_back(nullptr);
+  // The environment: read whole from its descriptor, then closed.
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(k::env_fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return false;
+    if (n == 0)
+      break;
+    env_block.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(k::env_fd);
+  if (!env_block.empty() && env_block.back() != '\0')
+    return false;
+  for (std::size_t at = 0; at < env_block.size(); at = env_block.find('\0', at) + 1)
+    p.env.push_back(env_block.data() + at);
+  p.env.push_back(nullptr);
   return true;
 }
 
@@ -113,41 +134,86 @@ bool parse(int argc, char** argv, plan& p) {
   // No setuid or file-capability program gains privileges from here on.
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
     fail(k::step_caps);
-  ::execve(p.program, p.args, environ);
+  ::execve(p.program, p.args.data(), p.env.data());
   fail(k::step_exec);
 }
 
-// Kills the command's process group and every child of the keeper (the
-// command itself and the orphans it has adopted; their own children come to
-// the keeper in turn as they die).
-void kill_session_tree(pid_t command) {
-  ::kill(-command, SIGKILL);
-  int fd = ::open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
+// The children of process `pid` (of its main thread: where a process forks
+// as a rule; a child of another thread is found once it is adopted).
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return;
+    return out;
+  std::string text;
   char buf[4096];
-  pid_t pid = 0;
-  bool in_number = false;
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) != 0;) {
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0)
+    if (n < 0)
       break;
-    for (ssize_t i = 0; i < n; ++i) {
-      if (buf[i] >= '0' && buf[i] <= '9') {
-        pid = pid * 10 + (buf[i] - '0');
-        in_number = true;
-      } else if (in_number) {
-        ::kill(pid, SIGKILL);
-        pid = 0;
-        in_number = false;
-      }
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  pid_t child = 0;
+  bool in_number = false;
+  for (char c : text + " ") {
+    if (c >= '0' && c <= '9') {
+      child = child * 10 + (c - '0');
+      in_number = true;
+    } else if (in_number) {
+      out.push_back(child);
+      child = 0;
+      in_number = false;
     }
   }
-  if (in_number)
-    ::kill(pid, SIGKILL);
+  return out;
+}
+
+bool zombie(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return true;  // gone
+  char buf[512];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
+  if (n <= 0)
+    return true;
+  std::string_view stat{buf, static_cast<std::size_t>(n)};
+  auto paren = stat.rfind(')');
+  return paren == std::string_view::npos || paren + 2 >= stat.size() || stat[paren + 2] == 'Z';
+}
+
+// One round of killing the session. The processes below the keeper's own
+// children go first, so that their parents reap them: a pid namespace's
+// init (bwrap's) that dies with children unreaped has them reaped by the
+// kernel without their CPU time reaching anyone. The keeper's children (the
+// command, bwrap's init, adopted orphans) and the command's process group go
+// once nothing is left below them (zombies too: their parents reap them in
+// a moment), or at once with `force`; their own orphans come to the keeper.
+void kill_round(pid_t command, bool force) {
+  auto top = children_of(::getpid());
+  std::vector<pid_t> below;
+  for (auto frontier = top; !frontier.empty() && below.size() < 65536;) {
+    std::vector<pid_t> next;
+    for (pid_t p : frontier)
+      for (pid_t c : children_of(p))
+        next.push_back(c);
+    below.insert(below.end(), next.begin(), next.end());
+    frontier = std::move(next);
+  }
+  for (pid_t p : below)
+    if (!zombie(p))
+      ::kill(p, SIGKILL);
+  if (!below.empty() && !force)
+    return;
+  ::kill(-command, SIGKILL);
+  for (pid_t p : top)
+    ::kill(p, SIGKILL);
 }
 
 // Ends the keeper as `status` (a wait status) says the command ended.
@@ -173,7 +239,8 @@ void kill_session_tree(pid_t command) {
 
 int main(int argc, char** argv) {
   plan p;
-  if (!parse(argc, argv, p)) {
+  std::string env_block;
+  if (!parse(argc, argv, p, env_block)) {
     errno = EINVAL;
     fail(k::step_keeper);
   }
@@ -203,8 +270,9 @@ int main(int argc, char** argv) {
   bool killing = false, command_done = false;
   int command_status = 0;
   // Killing rounds are bounded (5 s): a process the keeper cannot find (no
-  // /proc) must not hold the session open; it goes to init.
-  int rounds_left = 500;
+  // /proc) must not hold the session open; it goes to init. After 0.5 s the
+  // keeper's children go even with zombies below them.
+  int rounds = 0;
   for (;;) {
     // Reap whatever has ended; ECHILD means nothing of the session is left.
     bool none_left = false;
@@ -226,9 +294,9 @@ int main(int argc, char** argv) {
     if (command_done)
       killing = true;
     if (killing) {
-      if (none_left || (command_done && --rounds_left < 0))
+      if (none_left || (command_done && rounds > 500))
         end_like(command_done ? command_status : W_EXITCODE(0, SIGKILL));
-      kill_session_tree(command);
+      kill_round(command, ++rounds > 50);
     }
     // While killing, look again every 10 ms: an orphan of a process just
     // killed comes to the keeper and is killed on the next round.

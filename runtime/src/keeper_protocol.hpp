@@ -9,9 +9,13 @@
 //   ticktock-keeper v1 DROP UID GID CPU_SOFT CPU_HARD AS FSIZE NPROC PROGRAM -- ARG...
 //
 // (DROP is 1 when the command is to leave root for UID/GID; the limits are
-// rlimit values) and the command's environment. The keeper starts PROGRAM
-// with ARG... as its child, under those limits and that uid, and stays until
-// every process of the session has ended; see keeper_main.cpp.
+// rlimit values) and an empty environment of its own: nothing of the
+// command's (GLIBC_TUNABLES, say) reaches the keeper, which runs as the
+// server's uid. The command's environment comes on env_fd instead, not on
+// the command line, which every user can read in /proc. The keeper starts
+// PROGRAM with ARG... and that environment as its child, under those limits
+// and that uid, and stays until every process of the session has ended; see
+// keeper_main.cpp.
 
 namespace ticktock::sandbox::keeper {
 
@@ -21,6 +25,7 @@ inline constexpr const char* protocol = "v1";
 inline constexpr int report_fd = 3;   // the exec-error pipe: a failure, or EOF at the command's exec
 inline constexpr int status_fd = 4;   // bwrap --json-status-fd (bubblewrap mode only)
 inline constexpr int control_fd = 5;  // read end of the control pipe: EOF means kill the session
+inline constexpr int env_fd = 6;      // the command's environment: NAME=VALUE entries, each ended by a NUL
 
 // What the report pipe carries when a step fails.
 struct failure {

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -189,6 +190,23 @@ struct launch_plan {
     a.insert(a.end(), args.begin(), args.end());
     return a;
   }
+
+  // The command's environment for the keeper's env_fd: a sealed memfd.
+  unique_fd environment() const {
+    unique_fd fd{::memfd_create("ticktock-env", MFD_CLOEXEC)};
+    std::string block;
+    for (auto& e : envs)
+      block.append(e).push_back('\0');
+    for (std::size_t done = 0; fd && done < block.size();) {
+      auto n = ::write(fd.get(), block.data() + done, block.size() - done);
+      if (n < 0 && errno != EINTR)
+        return unique_fd{};
+      done += n > 0 ? static_cast<std::size_t>(n) : 0;
+    }
+    if (fd && ::lseek(fd.get(), 0, SEEK_SET) != 0)
+      return unique_fd{};
+    return fd;
+  }
 };
 
 // The keeper (ticktock-keeper): TICKTOCK_KEEPER if set; else beside the
@@ -220,11 +238,11 @@ std::optional<fs::path> find_keeper() {
 // directory, then the keeper (which starts the command).
 [[noreturn]] void exec_keeper(const launch_plan& plan, const char* keeper_path, char* const* argv,
                               char* const* envp, int devnull, int out_w, int err_w, int report_w,
-                              int status_w, int control_r, int workdir_fd) {
+                              int status_w, int control_r, int env_r, int workdir_fd) {
   ::setsid();
   // Move every descriptor we keep above the fixed numbers first, so that no
   // dup2 below overwrites one still needed.
-  int src[] = {devnull, out_w, err_w, report_w, status_w, control_r, workdir_fd};
+  int src[] = {devnull, out_w, err_w, report_w, status_w, control_r, workdir_fd, env_r};
   for (int& fd : src)
     if (fd >= 0 && (fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 16)) < 0)
       ::_exit(127);
@@ -234,14 +252,14 @@ std::optional<fs::path> find_keeper() {
     child_fail(report_w, k::step_fds);
   report_w = k::report_fd;
   if (::dup2(src[0], 0) < 0 || ::dup2(src[1], 1) < 0 || ::dup2(src[2], 2) < 0 ||
-      ::dup2(src[5], k::control_fd) < 0)
+      ::dup2(src[5], k::control_fd) < 0 || ::dup2(src[7], k::env_fd) < 0)
     child_fail(report_w, k::step_fds);
   if (src[4] >= 0 ? ::dup2(src[4], k::status_fd) < 0 : (::close(k::status_fd), false))
     child_fail(report_w, k::step_fds);
   if (plan.chdir_to_workdir ? ::fchdir(src[6]) != 0 : ::chdir("/") != 0)
     child_fail(report_w, k::step_chdir);
   // Nothing else of the server's descriptors reaches the keeper.
-  if (::syscall(SYS_close_range, k::control_fd + 1, ~0u, 0) != 0)
+  if (::syscall(SYS_close_range, k::env_fd + 1, ~0u, 0) != 0)
     child_fail(report_w, k::step_fds);
   ::execve(keeper_path, argv, envp);
   child_fail(report_w, k::step_keeper);
@@ -303,6 +321,13 @@ bool parents_searchable_by(const fs::path& dir, uid_t uid, gid_t gid) {
 }
 
 }  // namespace
+
+isolation automatic_isolation(const fs::path& workdir, std::uint32_t uid, std::uint32_t gid) {
+  // Run as root, the command gets the sandbox uid, which must reach the
+  // working directory.
+  bool reachable = ::geteuid() != 0 || workdir.empty() || parents_searchable_by(workdir, uid, gid);
+  return bubblewrap_available() && reachable ? isolation::bubblewrap : isolation::process;
+}
 
 // -- names -------------------------------------------------------------------
 
@@ -502,13 +527,8 @@ struct session::impl {
 
   outcome execute(clock_type::time_point start) {
     isolation used = spec_.iso;
-    if (used == isolation::automatic) {
-      // Bubblewrap where it works here: installed, and (run as root, when
-      // the command gets the sandbox uid) able to reach the working directory.
-      bool reachable = ::geteuid() != 0 || spec_.workdir.empty()
-                       || parents_searchable_by(spec_.workdir, spec_.uid, spec_.gid);
-      used = bubblewrap_available() && reachable ? isolation::bubblewrap : isolation::process;
-    }
+    if (used == isolation::automatic)
+      used = automatic_isolation(spec_.workdir, spec_.uid, spec_.gid);
     if (spec_.argv.empty() || spec_.argv[0].empty())
       return failed(used, "empty command");
     if (spec_.workdir.empty())
@@ -567,9 +587,12 @@ struct session::impl {
       plan.exec_path = bwrap->string();
       auto& a = plan.args;
       // --disable-userns: the command cannot make user namespaces of its own
-      // (and with them mount or network namespaces) inside the sandbox.
-      a = {"bwrap",         "--unshare-all",     "--unshare-user", "--disable-userns",
-           "--die-with-parent", "--new-session", "--clearenv"};
+      // (and with them mount or network namespaces) inside the sandbox. No
+      // --die-with-parent: bwrap's monitor exits as soon as the command has,
+      // and its init would die then with children unreaped, whose CPU time
+      // the kernel drops; the keeper ends the sandbox (keeper_main.cpp).
+      a = {"bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--new-session",
+           "--clearenv"};
       for (const auto& [k, v] : env)
         a.insert(a.end(), {"--setenv", k, v});
       a.insert(a.end(), {"--setenv", "PATH", sandbox_path, "--setenv", "HOME", inside_workdir,
@@ -619,15 +642,20 @@ struct session::impl {
     if (!keeper)
       return failed(used, "the session keeper (ticktock-keeper) is not installed: set "
                           "TICKTOCK_KEEPER to its path");
+    auto env_fd = plan.environment();
+    if (!env_fd)
+      return failed(used, "cannot pass the environment: " + errno_text(errno));
     auto keeper_args = plan.keeper_args();
     auto argv = c_strings(keeper_args);
-    auto envp = c_strings(plan.envs);
+    std::vector<std::string> no_env;  // the command's goes on env_fd
+    auto envp = c_strings(no_env);
     pid_t pid = ::fork();
     if (pid < 0)
       return failed(used, "fork: " + errno_text(errno));
     if (pid == 0)
       exec_keeper(plan, keeper->c_str(), argv.data(), envp.data(), devnull.get(), out_w.get(),
-                  err_w.get(), rep_w.get(), st_w ? st_w.get() : -1, ctl_r.get(), wd.get());
+                  err_w.get(), rep_w.get(), st_w ? st_w.get() : -1, ctl_r.get(), env_fd.get(),
+                  wd.get());
 
     ctl_r.reset();
     out_w.reset();

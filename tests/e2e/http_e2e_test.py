@@ -2259,16 +2259,17 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(tmp)), ["ticktockd.json"] if os.path.exists(config)
                              else [], (args, file_values))
 
-    def test_the_data_directory_is_0700_and_a_bad_token_file_is_never_replaced(self):
+    def test_the_data_directory_is_0711_and_a_bad_token_file_is_never_replaced(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-data-") as tmp:
             # Bug: the directory followed the umask (0777 under umask 000),
-            # so another user could replace the 0600 key files in it.
+            # so another user could replace the 0600 key files in it. 0711:
+            # the sandbox uid still passes through it to sessions (bubblewrap).
             data = os.path.join(tmp, "data")
             r = subprocess.run([ticktockd_path(), "--data", data, "--listen", "127.0.0.1:0",
                                 "--exit-after-ms", "0"], capture_output=True, text=True, timeout=60,
                                preexec_fn=lambda: os.umask(0))
             self.assertEqual(r.returncode, 0, r)
-            self.assertEqual(stat.S_IMODE(os.stat(data).st_mode), 0o700)
+            self.assertEqual(stat.S_IMODE(os.stat(data).st_mode), 0o711)
             # Bug: a token file whose first line was blank was overwritten with
             # a new token, and one with blanks in it was taken.
             for text in (b"\n\ntok", b"a b\n", b"tok\xff\n"):

@@ -12,6 +12,7 @@ to ticktockd, build/tests/ticktock-test-openai); without it that test skips.
 
 import json
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -764,6 +765,21 @@ class ContainerFilesTest(ServicesCase):
         self.assertEqual(self.get_json(base), {"files": [{"path": "d/f", "bytes": 7}]})
         self.assertError(self.server.get(base + "/%2e%2e/x"), 400, "BAD_PATH")
         self.assertError(self.server.get(base + "/d/nothing"), 404, "NO_SUCH_FILE")
+
+    def test_providers_names_the_isolation_sessions_get(self):
+        # Bug: containers/providers said bubblewrap while every session ran
+        # as a process, because the sandbox uid could not reach the data
+        # directory (sessions fall back; providers did not look).
+        if os.geteuid() != 0 or not shutil.which("bwrap"):
+            self.skipTest("needs root and bubblewrap")
+        self.server.create("iso", "echo")
+        path = fs("iso", "containers/providers")
+        self.assertEqual(self.get_json(path), {"providers": ["bubblewrap"]})
+        os.chmod(self.server.data_dir, 0o700)
+        try:
+            self.assertEqual(self.get_json(path), {"providers": ["process"]})
+        finally:
+            os.chmod(self.server.data_dir, 0o711)
 
     def test_a_large_file_is_sent_without_being_read_into_memory(self):
         # Bug: files/ read the whole file into a string before answering, so

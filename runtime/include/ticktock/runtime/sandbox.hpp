@@ -65,6 +65,14 @@ std::optional<isolation> isolation_from_string(std::string_view name) noexcept;
 /// process, then cached. Thread-safe.
 bool bubblewrap_available();
 
+/// What `automatic` isolation chooses for a session whose working directory
+/// is `workdir` (or is below it) and whose command runs as `uid`/`gid`:
+/// bubblewrap where it works here and, run as root, where that uid may
+/// search every directory above `workdir` (bwrap binds it as that uid);
+/// process otherwise.
+isolation automatic_isolation(const std::filesystem::path& workdir, std::uint32_t uid,
+                              std::uint32_t gid);
+
 /// What to run.
 struct spec {
   /// The command and its arguments; argv[0] is looked up in the sandbox's
