@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include <ticktock/ticktock.hpp>
+#include <ticktock/runtime/text.hpp>
 
 namespace ticktock::builtin {
 
@@ -356,7 +357,10 @@ private:
       return;
     }
     if (auto why = refuse_question(cfg, req.body); !why.empty()) {
-      ctx.reply(state().pending.size() >= max_pending ? 429 : 413, why + "\n",
+      ctx.reply(state().pending.size() >= max_pending      ? 429
+                : !ticktock::is_valid_utf8(req.body)      ? 400
+                                                           : 413,
+                why + "\n",
                 {{"Content-Type", "text/plain; charset=utf-8"}});
       return;
     }
@@ -368,6 +372,8 @@ private:
   std::string refuse_question(const llm_chat_config& cfg, const std::string& text) const {
     if (state().pending.size() >= max_pending)
       return "too many questions waiting for an answer";
+    if (!ticktock::is_valid_utf8(text))  // it goes into the compute request's JSON
+      return "the question is not UTF-8 text";
     if (cfg.system.size() + text.size() > max_question_bytes)
       return "the question is too long (at most " + std::to_string(max_question_bytes)
              + " bytes with the system prompt)";

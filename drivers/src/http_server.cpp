@@ -121,9 +121,53 @@ std::string_view http_date() {
   return text;
 }
 
+// The authority of a request target in absolute form ("host:port" of
+// "http://host:port/path"), which stands for Host (RFC 9112, 3.2.2); empty
+// for any other form.
+std::string_view absolute_authority(std::string_view target) {
+  auto colon = target.find("://");
+  if (target.starts_with('/') || colon == std::string_view::npos)
+    return {};
+  auto rest = target.substr(colon + 3);
+  return rest.substr(0, rest.find_first_of("/?#"));
+}
+
+// RFC 9112, 3.2: Host is uri-host [":" port]: a name (letters, digits and
+// -._~!$&'()*+,;=% ), an IPv4 address or an IP literal in brackets, and
+// digits after a colon. No blanks, slashes or user info.
+bool valid_host(std::string_view host) {
+  if (host.empty())
+    return true;  // HTTP/1.1 allows an empty Host for a URI without authority
+  std::string_view name = host, port;
+  if (host.front() == '[') {
+    auto close = host.find(']');
+    if (close == std::string_view::npos)
+      return false;
+    name = host.substr(1, close - 1);
+    auto rest = host.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':')
+      return false;
+    port = rest.empty() ? rest : rest.substr(1);
+    if (name.empty() || name.find_first_not_of("0123456789abcdefABCDEF:.") != std::string_view::npos)
+      return false;
+  } else {
+    if (auto c = host.rfind(':'); c != std::string_view::npos) {
+      name = host.substr(0, c);
+      port = host.substr(c + 1);
+      if (port.empty())
+        return false;
+    }
+    constexpr std::string_view allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789-._~!$&'()*+,;=%";
+    if (name.find_first_not_of(allowed) != std::string_view::npos)
+      return false;
+  }
+  return port.size() <= 5 && port.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
 // RFC 9112, 3.2.2: a server accepts a request target in absolute form
 // ("http://host:port/path?query"), as if it were its origin form
-// ("/path?query"); the authority in it is not used, as Host is not.
+// ("/path?query"); its authority stands for Host (absolute_authority).
 std::string origin_form(std::string_view target) {
   auto colon = target.find("://");
   if (target.starts_with('/') || colon == std::string_view::npos)
@@ -300,6 +344,11 @@ struct connection_watch {
       return;
     }
     beast::error_code ignored;
+    // A write that made no progress: the close that follows resets the
+    // connection, so that the kernel does not go on holding (and retrying)
+    // what the client never read. (A read timeout gets its 408 first.)
+    if (!reading)
+      stream->socket().set_option(asio::socket_base::linger(true, 0), ignored);
     stream->socket().cancel(ignored);
   }
   // The server is stopping: a request waiting for its agent gets 503 now;
@@ -1046,6 +1095,14 @@ struct http_server::impl {
                         "no Host header", msg.version(), head, &msg.base());
         break;
       }
+      if (!valid_host(msg[http::field::host]) || !valid_host(absolute_authority(msg.target()))) {
+        co_await refuse(stream, watch,
+                        error_response(400, "BAD_REQUEST",
+                                       "Host (or a request target's authority) is HOST[:PORT], "
+                                       "without blanks, slashes or user info"),
+                        "a bad Host header", msg.version(), head, &msg.base());
+        break;
+      }
       if (websocket::is_upgrade(msg) && buffer.size() > 0) {
         // Bytes that came with the upgrade request would be lost: the
         // WebSocket reads the socket, not this buffer. A client waits for
@@ -1094,6 +1151,11 @@ struct http_server::impl {
           if (repeated.empty() && name == lower(single))
             repeated = single;
       }
+      // An absolute-form target's authority is the request's host: the
+      // same-origin check of the cookie compares Origin with it, not with a
+      // Host header the client sent beside it (RFC 9112, 3.2.2).
+      if (auto authority = absolute_authority(msg.target()); !authority.empty())
+        req.headers["host"] = std::string{authority};
       if (!repeated.empty()) {
         co_await refuse(stream, watch,
                         error_response(400, "DUPLICATE_HEADER",

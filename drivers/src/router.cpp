@@ -1900,6 +1900,18 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       auto verify = query_flag(query, "verify");
       if (!verify)
         return route(bad_flag("verify"));
+      std::uint64_t from = 0;
+      if (auto i = query.find("from"); i != query.end()) {
+        auto v = parse_u64(i->second);
+        if (!v)
+          return route(error_response(400, "BAD_QUERY", "from is a number"));
+        from = *v;
+      }
+      // Checked with verify too (which reads the whole chain): a bad value
+      // is a mistake either way.
+      auto lim = limit();
+      if (!lim)
+        return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));
       if (*verify) {
         auto rep = node_.verify(id);
         if (!rep)
@@ -1911,16 +1923,6 @@ response router::fs(const request& req, const std::string& id, std::string_view 
           o["reason"] = rep->reason;
         return route(json_response(200, o));
       }
-      std::uint64_t from = 0;
-      if (auto i = query.find("from"); i != query.end()) {
-        auto v = parse_u64(i->second);
-        if (!v)
-          return route(error_response(400, "BAD_QUERY", "from is a number"));
-        from = *v;
-      }
-      auto lim = limit();
-      if (!lim)
-        return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));
       auto recs = node_.trajectory(id, from, *lim);
       if (!recs)
         return route(error_response(recs.error_value()));

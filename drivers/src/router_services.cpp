@@ -436,7 +436,7 @@ response router::services_file(const request& req, const std::string& id,
       json::array entries{"status", "result"};
       if (!fetch)
         entries.emplace_back(compute ? "stream" : "output");
-      if (!compute)
+      if (!compute && !fetch)
         entries.emplace_back("files");
       entries.emplace_back("cancel");
       return json_ok(200, json::object{{"entries", std::move(entries)}});
@@ -482,8 +482,16 @@ response router::services_file(const request& req, const std::string& id,
           r.body_file = std::move(out);
         return r;
       }
+      // The chunks from from_seq on (default 0), as the stream would send them.
+      std::uint64_t from = 0;
+      if (auto i = query.find("from_seq"); i != query.end()) {
+        auto v = parse_u64(i->second);
+        if (!v)
+          return error_response(400, "BAD_QUERY", bad_stream_start);
+        from = *v;
+      }
       bool done = false;
-      auto chunks = node_.job_output(id, j.id, 0, done);
+      auto chunks = node_.job_output(id, j.id, static_cast<std::size_t>(from), done);
       if (!chunks)
         return error_response(chunks.error_value());
       json::array arr;

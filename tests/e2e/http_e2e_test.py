@@ -521,6 +521,26 @@ class ErrorStatusTest(ServerCase):
                              headers={"Content-Type": "application/ticktock-envelope+json"})
         self.assertEqual(r.status, 202, r)
 
+    def test_a_bad_host_is_400_and_an_absolute_target_names_the_host(self):
+        # RFC 9112, 3.2: a Host that is not host[:port] is 400 (it was taken).
+        for host in ("a b", "x/y", "x@y", "x:abc", "[::1", "x:"):
+            raw = "GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host
+            status, _, body = parse_raw_response(raw_exchange(self.server.port, raw.encode()))
+            self.assertEqual((status, json.loads(body)["error"]["code"]), (400, "BAD_REQUEST"), host)
+        for host in ("127.0.0.1:1", "[::1]:80", "example.com", "xn--bcher-kva.example"):
+            raw = "GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host
+            self.assertEqual(parse_raw_response(raw_exchange(self.server.port, raw.encode()))[0], 200, host)
+        # RFC 9112, 3.2.2: an absolute-form target's authority is the host, so
+        # the cookie's same-origin check compares Origin with it, not with Host.
+        here = "127.0.0.1:%d" % self.server.port
+        raw = ("GET http://evil.example:1/v1/agents HTTP/1.1\r\nHost: %s\r\nOrigin: http://%s\r\n"
+               "Cookie: ticktock_token=%s\r\nConnection: close\r\n\r\n" % (here, here, ADMIN_TOKEN))
+        status, _, body = parse_raw_response(raw_exchange(self.server.port, raw.encode()))
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (403, "FORBIDDEN"))
+        raw = ("GET http://%s/v1/agents HTTP/1.1\r\nHost: evil.example:1\r\nOrigin: http://%s\r\n"
+               "Cookie: ticktock_token=%s\r\nConnection: close\r\n\r\n" % (here, here, ADMIN_TOKEN))
+        self.assertEqual(parse_raw_response(raw_exchange(self.server.port, raw.encode()))[0], 200)
+
     def test_413_with_a_lying_content_length_before_the_body(self):
         # The limit applies to the declared length: no need to send the body.
         raw = raw_exchange(self.server.port,
@@ -1938,6 +1958,33 @@ class WebSocketCloseTest(ServerCase):
         ws.sock.close()
         time.sleep(0.2)
         self.assertEqual(s.status("ws-closer")["last_tick"], 3)  # one close trigger, not two
+
+
+class WriteTimeoutTest(ServerCase):
+    server_args = ("--write-timeout", "1000")
+
+    def test_a_client_that_stops_reading_is_reset_not_closed(self):
+        # Bug: the cut was a graceful close, so the kernel kept the unread
+        # answers (hundreds of KB) and retried them for minutes after the
+        # server had let the connection go. A reset frees them at once.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", self.server.port))
+        # More answers than the kernel buffers of both ends hold: the write stalls.
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n" * 3000)
+        time.sleep(3)  # past the write timeout, not reading
+        reset = False
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                if not s.recv(65536):
+                    break
+        except ConnectionResetError:
+            reset = True
+        s.close()
+        self.assertTrue(reset, "the connection was closed, not reset")
+        self.assertServing()
 
 
 class WebSocketBackpressureTest(ServerCase):

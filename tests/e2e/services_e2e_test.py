@@ -299,6 +299,11 @@ class LlmChatTest(ServicesCase):
         self.assertEqual((r.status, r.headers.get("allow")), (405, "GET, POST"))
         r = self.ask("strict", "y" * (600 << 10))
         self.assertEqual(r.status, 413, r)
+        # Bug: a question that is not UTF-8 failed the tick (500, three
+        # attempts, the deadletter): it cannot go into the request's JSON.
+        r = self.server.post("/a/strict/", b"q\xff\xfe")
+        self.assertEqual((r.status, r.body), (400, b"the question is not UTF-8 text\n"))
+        self.assertEqual(self.get_json(fs("strict", "deadletter"))["entries"], [])
         self.assertEqual(self.jobs("strict"), [])
 
     def test_a_job_for_a_provider_the_node_lacks_is_refused_before_it_reserves(self):
@@ -409,6 +414,17 @@ class ApprovalFlowTest(ServicesCase):
                          404, "NO_SUCH_APPROVAL")
         self.ok(self.server.post("/v1/approvals/%s/decide" % aid, {"decision": "approve"}))
         self.assertEqual(self.wait_job("plain", j["id"])["status"], "done")
+        # The job's stream as JSON takes from_seq as the event stream does
+        # (it was ignored, and a bad value answered 200).
+        stream = fs("plain", "compute/jobs/%s/stream" % j["id"])
+        chunks = self.get_json(stream)["chunks"]
+        self.assertEqual(self.get_json(stream + "?from_seq=1")["chunks"], chunks[1:])
+        for bad in ("abc", "-5"):
+            self.assertError(self.server.get(stream + "?from_seq=" + bad), 400, "BAD_QUERY")
+        # A job's listing names only its files (compute jobs have no files/).
+        self.assertNotIn("files", self.get_json(fs("plain", "compute/jobs/" + j["id"]))["entries"])
+        self.assertError(self.server.get(fs("plain", "logs/trajectory?verify&limit=abc")), 400,
+                         "BAD_QUERY")
 
     def test_a_job_awaiting_approval_is_cancelled_with_its_approval(self):
         # Bug: cancel answered 409 NOT_RUNNING for a parked job, which only an
