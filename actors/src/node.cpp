@@ -947,11 +947,12 @@ expected<std::vector<storage::outbox_event>> node::outbox(const std::string& id,
 }
 
 expected<std::vector<storage::deadletter_entry>> node::deadletter(const std::string& id,
-                                                                  std::size_t limit) const {
+                                                                  std::size_t limit,
+                                                                  std::uint64_t from_id) const {
   auto ok = checked(id);
   if (!ok)
     return ok.error_value();
-  return core_->store->read_deadletter(id, 0, limit);
+  return core_->store->read_deadletter(id, from_id, limit);
 }
 
 expected<std::vector<storage::alarm_record>> node::alarms(const std::string& id) const {

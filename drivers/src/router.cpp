@@ -1840,7 +1840,15 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       auto lim = limit();
       if (!lim)
         return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));
-      auto dl = node_.deadletter(id, *lim);
+      // Pages: from the entry id `from` on (the last page's last id + 1).
+      std::uint64_t from = 0;
+      if (auto i = query.find("from"); i != query.end()) {
+        auto v = parse_u64(i->second);
+        if (!v)
+          return route(error_response(400, "BAD_QUERY", "from is an entry id"));
+        from = *v;
+      }
+      auto dl = node_.deadletter(id, *lim, from);
       if (!dl)
         return route(error_response(dl.error_value()));
       json::array arr;

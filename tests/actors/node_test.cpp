@@ -210,6 +210,13 @@ TEST_CASE("one failing agent does not disturb the others") {
   CHECK(missing.error_value().message().find("999999") != std::string::npos);
   CHECK(*nd.requeue("bad", std::vector<std::uint64_t>{}) == 0);  // an empty list names none
   CHECK(nd.deadletter("bad")->size() == 5);
+  // Pages: at most `limit`, from an entry id on.
+  auto page = nd.deadletter("bad", 2);
+  REQUIRE(page->size() == 2);
+  auto rest = nd.deadletter("bad", 10, page->back().id + 1);
+  REQUIRE(rest->size() == 3);
+  CHECK(rest->front().id > page->back().id);
+  CHECK(rest->back().id == dl->back().id);
   // Requeued triggers run again (and fail again, to the deadletter).
   CHECK(*nd.requeue("bad", std::vector<std::uint64_t>{first}) == 1);
   REQUIRE(nd.wait_idle(10s));

@@ -425,6 +425,8 @@ class ApprovalFlowTest(ServicesCase):
         self.assertNotIn("files", self.get_json(fs("plain", "compute/jobs/" + j["id"]))["entries"])
         self.assertError(self.server.get(fs("plain", "logs/trajectory?verify&limit=abc")), 400,
                          "BAD_QUERY")
+        self.assertError(self.server.get(fs("plain", "deadletter?from=abc")), 400, "BAD_QUERY")
+        self.assertEqual(self.get_json(fs("plain", "deadletter?from=5&limit=1")), {"entries": []})
 
     def test_a_job_awaiting_approval_is_cancelled_with_its_approval(self):
         # Bug: cancel answered 409 NOT_RUNNING for a parked job, which only an

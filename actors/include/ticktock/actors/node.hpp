@@ -256,8 +256,10 @@ public:
   expected<std::vector<storage::outbox_event>> outbox(const std::string& id,
                                                       std::uint64_t from_seq = 0,
                                                       std::size_t limit = 1000) const;
+  /// The agent's deadletter entries from id `from_id` on, at most `limit`.
   expected<std::vector<storage::deadletter_entry>> deadletter(const std::string& id,
-                                                              std::size_t limit = 1000) const;
+                                                              std::size_t limit = 1000,
+                                                              std::uint64_t from_id = 0) const;
   expected<std::vector<storage::alarm_record>> alarms(const std::string& id) const;
   expected<std::vector<std::pair<std::string, std::string>>> goals(const std::string& id) const;
   expected<std::vector<std::pair<std::string, std::string>>> memory(const std::string& id,
