@@ -994,25 +994,36 @@ struct http_server::impl {
       auto [ec, n_head] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
       (void)n_head;
       std::optional<response> refused;
+      std::string refused_why = "bad Transfer-Encoding";
       std::size_t body_limit = options.max_body_bytes;
+      // The head as the router reads it, for the checks made before the body.
+      auto head_request = [&] {
+        request head;
+        head.method = std::string{parser.get().method_string()};
+        head.target = origin_form(parser.get().target());
+        for (auto& f : parser.get())
+          head.headers[lower(f.name_string())] = std::string{f.value()};
+        return head;
+      };
       if (!ec) {
         refused = check_framing(parser.get(), parser.chunked());
         if (!refused && !parser.is_done() && options.max_bundle_bytes != body_limit) {
           // An agent bundle outgrows --max-body with its history: the admin
           // imports it under its own limit, larger or smaller (only the
           // admin: the body is read before the router checks anything else).
-          request head;
-          head.method = std::string{parser.get().method_string()};
-          head.target = std::string{parser.get().target()};
-          for (auto& f : parser.get())
-            head.headers[lower(f.name_string())] = std::string{f.value()};
-          if (api.admin_import(head))
+          if (api.admin_import(head_request()))
             body_limit = options.max_bundle_bytes;
         }
         if (!refused && !parser.is_done()) {
           parser.body_limit(body_limit);
           if (auto length = parser.content_length(); length && *length > body_limit)
             ec = http::error::body_limit;
+        }
+        if (!ec && !refused && !parser.is_done() && expects_continue(parser.get())) {
+          // A client that waits to send its body hears at once that it has
+          // no valid token (RFC 9110, 10.1.1: a final status instead of 100).
+          if ((refused = api.unauthenticated(head_request())))
+            refused_why = "no valid token (before the body)";
         }
         if (!ec && !refused && !parser.is_done() && expects_continue(parser.get())) {
           // RFC 9110, 10.1.1: the client waits for this before it sends the
@@ -1083,7 +1094,7 @@ struct http_server::impl {
       }
       bool head = parser.get().method() == http::verb::head;
       if (refused) {
-        co_await refuse(stream, watch, std::move(*refused), "bad Transfer-Encoding",
+        co_await refuse(stream, watch, std::move(*refused), refused_why,
                         parser.get().version(), head, &parser.get().base());
         break;
       }

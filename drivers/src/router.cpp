@@ -828,6 +828,27 @@ std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done
   return nullptr;
 }
 
+std::optional<response> router::unauthenticated(const request& req) const {
+  std::string_view target = req.target;
+  auto qpos = target.find('?');
+  auto path = target.substr(0, qpos);
+  if (!path.starts_with("/v1/") && !path.starts_with("/a/"))
+    return std::nullopt;
+  bool ok = true;
+  std::string repeated;
+  auto query = parse_query(qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1),
+                           ok, repeated);
+  if (!ok || !repeated.empty())
+    return std::nullopt;  // answered 400 with the request
+  auto who = authenticate(req, query);
+  if (who.authenticated)
+    return std::nullopt;
+  auto r = error_response(401, "UNAUTHORIZED", who.problem);
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  r.route = path.starts_with("/a/") ? "/a/{id}" : "/v1";
+  return r;
+}
+
 bool router::admin_import(const request& req) const {
   if (req.method != "POST")
     return false;

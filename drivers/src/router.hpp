@@ -210,6 +210,10 @@ public:
   /// admin: POST /v1/agents/import with the admin token. Its body may be
   /// larger than other bodies.
   bool admin_import(const request& req) const;
+  /// The 401 for `req` (its head is enough) if its route needs a token and
+  /// it carries no valid one; nullopt otherwise (the probes, and requests
+  /// the router answers otherwise). For a body not sent yet.
+  std::optional<response> unauthenticated(const request& req) const;
   /// For the server's stop, once no request can arrive: drops the requests
   /// still waiting for agents without answering them (their answers would
   /// go to I/O threads that are gone). Returns once no answer is under way.

@@ -589,6 +589,16 @@ class ErrorStatusTest(ServerCase):
         status, _, body = parse_raw_response(raw)
         self.assertEqual(status, 413, raw)
         self.assertEqual(json.loads(body)["error"]["code"], "BODY_TOO_LARGE")
+        # Nor is a request without a valid token (it got the 100, then its 401
+        # once the body had come): the final status comes instead.
+        token = self.server.token.encode()
+        for bad in (head.replace(b"Authorization: Bearer " + token + b"\r\n", b""),
+                    head.replace(token, b"wrong")):
+            raw = raw_exchange(self.server.port, bad)
+            self.assertTrue(raw.startswith(b"HTTP/1.1 401 "), raw)
+            status, headers, body = parse_raw_response(raw)
+            self.assertEqual((json.loads(body)["error"]["code"], headers.get("www-authenticate")),
+                             ("UNAUTHORIZED", "Bearer"))
 
     def test_431_huge_header(self):
         r = self.server.get("/v1/agents", headers={"X-Big": "b" * (20 << 10)})
