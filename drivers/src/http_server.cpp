@@ -980,6 +980,7 @@ struct http_server::impl {
     // would close the socket: a client that started a request and stalls
     // gets a 408 before the connection closes. The head is read first, so
     // that its framing is checked before any body is.
+    bool skipped_empty_line = false;  // before the current request
     for (;;) {
       if (closing)
         break;
@@ -993,6 +994,18 @@ struct http_server::impl {
       watch.reading = true;
       auto [ec, n_head] = co_await http::async_read_header(stream, buffer, parser, use_nothrow);
       (void)n_head;
+      if (ec == http::error::bad_method && !skipped_empty_line) {
+        // RFC 9112, 2.2: empty lines before a request line (a client that
+        // ended its last body with CRLF) are skipped, once per request.
+        auto data = buffer.data();
+        std::string_view seen{static_cast<const char*>(data.data()), data.size()};
+        auto blank = seen.find_first_not_of("\r\n");
+        if (blank != 0) {
+          buffer.consume(blank == std::string_view::npos ? seen.size() : blank);
+          skipped_empty_line = true;
+          continue;
+        }
+      }
       std::optional<response> refused;
       std::string refused_why = "bad Transfer-Encoding";
       std::size_t body_limit = options.max_body_bytes;
@@ -1175,6 +1188,7 @@ struct http_server::impl {
         break;
       }
       req.body = std::move(msg.body());
+      skipped_empty_line = false;  // a request was read: the next may skip one
       req.websocket_upgrade = websocket::is_upgrade(msg);
       // A caller's own request id (a proxy's, another node's fetch) is kept,
       // so one id follows the request across services; else a new one.

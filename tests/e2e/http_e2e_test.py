@@ -600,6 +600,18 @@ class ErrorStatusTest(ServerCase):
             self.assertEqual((json.loads(body)["error"]["code"], headers.get("www-authenticate")),
                              ("UNAUTHORIZED", "Bearer"))
 
+    def test_an_empty_line_before_a_request_is_skipped(self):
+        # RFC 9112, 2.2: a server SHOULD ignore at least one empty line before
+        # a request line (a client that ended a body with an extra CRLF); it
+        # was 400, and the next pipelined request was lost with the connection.
+        raw = raw_exchange(self.server.port,
+                           b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\r\n"
+                           b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        self.assertEqual(raw.count(b"HTTP/1.1 200 OK\r\n"), 2, raw)
+        raw = raw_exchange(self.server.port,
+                           b"\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw)
+
     def test_431_huge_header(self):
         r = self.server.get("/v1/agents", headers={"X-Big": "b" * (20 << 10)})
         self.assertError(r, 431, "HEADERS_TOO_LARGE")
