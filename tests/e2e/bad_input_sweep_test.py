@@ -979,7 +979,8 @@ def build_cases(fx):
     for name, data in [
         ("not HTTP", b"THIS IS NOT HTTP\r\n\r\n"),
         ("a TLS client hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32),
-        ("only CRLFs", b"\r\n\r\n\r\n"),
+        # Empty lines before a request line are skipped (RFC 9112, 2.2): what follows counts.
+        ("CRLFs, then not HTTP", b"\r\n\r\n\r\nTHIS IS NOT HTTP\r\n\r\n"),
         ("HTTP/0.9 request line", b"GET /healthz\r\n\r\n"),
         ("a space in the target", b"GET /heal thz HTTP/1.1\r\nHost: x\r\n\r\n"),
         ("HTTP/9.9", b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n"),
