@@ -289,6 +289,12 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
   return v;
 }
 
+std::optional<std::uint64_t> query_u64(const std::map<std::string, std::string>& query,
+                                       const std::string& name, std::uint64_t dflt) {
+  auto i = query.find(name);
+  return i == query.end() ? std::optional<std::uint64_t>{dflt} : parse_u64(i->second);
+}
+
 // -- reply hub -----------------------------------------------------------------
 
 reply_hub::reply_hub(node& n) : node_(n) {
@@ -1093,13 +1099,10 @@ response router::metrics_text() {
 
 response router::agents(const request& req, const std::map<std::string, std::string>& query) {
   if (req.method == "GET") {
-    std::size_t limit = 100;
-    if (auto i = query.find("limit"); i != query.end()) {
-      auto v = parse_u64(i->second);
-      if (!v || *v == 0 || *v > 1000)
-        return error_response(400, "BAD_QUERY", "limit must be 1 to 1000");
-      limit = *v;
-    }
+    auto wanted = query_u64(query, "limit", 100);
+    if (!wanted || *wanted == 0 || *wanted > 1000)
+      return error_response(400, "BAD_QUERY", "limit must be 1 to 1000");
+    auto limit = static_cast<std::size_t>(*wanted);
     std::string after;
     if (auto i = query.find("after"); i != query.end())
       after = i->second;
@@ -1695,13 +1698,10 @@ response router::fs(const request& req, const std::string& id, std::string_view 
                      || req.websocket_upgrade;
   auto from_seq = [&](std::uint64_t dflt) { return stream_start(req, query, dflt); };
   auto limit = [&]() -> std::optional<std::size_t> {
-    if (auto i = query.find("limit"); i != query.end()) {
-      auto v = parse_u64(i->second);
-      if (!v || *v == 0 || *v > 10000)
-        return std::nullopt;
-      return static_cast<std::size_t>(*v);
-    }
-    return std::size_t{1000};
+    auto v = query_u64(query, "limit", 1000);
+    if (!v || *v == 0 || *v > 10000)
+      return std::nullopt;
+    return static_cast<std::size_t>(*v);
   };
   // A stream of trajectory records (trace, hud): live from the next record
   // unless from_seq / Last-Event-ID say where to resume.
@@ -1862,14 +1862,10 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       if (!lim)
         return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));
       // Pages: from the entry id `from` on (the last page's last id + 1).
-      std::uint64_t from = 0;
-      if (auto i = query.find("from"); i != query.end()) {
-        auto v = parse_u64(i->second);
-        if (!v)
-          return route(error_response(400, "BAD_QUERY", "from is an entry id"));
-        from = *v;
-      }
-      auto dl = node_.deadletter(id, *lim, from);
+      auto from = query_u64(query, "from", 0);
+      if (!from)
+        return route(error_response(400, "BAD_QUERY", "from is an entry id"));
+      auto dl = node_.deadletter(id, *lim, *from);
       if (!dl)
         return route(error_response(dl.error_value()));
       json::array arr;
@@ -1929,15 +1925,11 @@ response router::fs(const request& req, const std::string& id, std::string_view 
       auto verify = query_flag(query, "verify");
       if (!verify)
         return route(bad_flag("verify"));
-      std::uint64_t from = 0;
-      if (auto i = query.find("from"); i != query.end()) {
-        auto v = parse_u64(i->second);
-        if (!v)
-          return route(error_response(400, "BAD_QUERY", "from is a number"));
-        from = *v;
-      }
       // Checked with verify too (which reads the whole chain): a bad value
       // is a mistake either way.
+      auto from = query_u64(query, "from", 0);
+      if (!from)
+        return route(error_response(400, "BAD_QUERY", "from is a number"));
       auto lim = limit();
       if (!lim)
         return route(error_response(400, "BAD_QUERY", "limit is 1 to 10000"));
@@ -1952,7 +1944,7 @@ response router::fs(const request& req, const std::string& id, std::string_view 
           o["reason"] = rep->reason;
         return route(json_response(200, o));
       }
-      auto recs = node_.trajectory(id, from, *lim);
+      auto recs = node_.trajectory(id, *from, *lim);
       if (!recs)
         return route(error_response(recs.error_value()));
       json::array arr;

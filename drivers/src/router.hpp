@@ -99,6 +99,10 @@ response error_response(const error& err);
 /// A query's number: decimal digits and nothing else (no sign, no space), at
 /// most 2^63 - 1 (the API's numbers are int64); nullopt otherwise.
 std::optional<std::uint64_t> parse_u64(std::string_view s);
+/// The query parameter `name` read by parse_u64: `dflt` when it is absent,
+/// nullopt when it is there but not such a number (a 400).
+std::optional<std::uint64_t> query_u64(const std::map<std::string, std::string>& query,
+                                       const std::string& name, std::uint64_t dflt);
 /// The 400 message of a from_seq or Last-Event-ID that is not such a number.
 inline constexpr std::string_view bad_stream_start =
   "from_seq and Last-Event-ID are whole numbers from 0 to 9223372036854775807";

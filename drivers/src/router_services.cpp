@@ -287,14 +287,10 @@ response router::services_file(const request& req, const std::string& id,
     if (parts[1] == "history") {
       if (m != "GET")
         return method_not_allowed("GET");
-      std::uint64_t from = 0;
-      if (auto i = query.find("from"); i != query.end()) {
-        auto v = parse_u64(i->second);
-        if (!v)
-          return error_response(400, "BAD_QUERY", "from is a number");
-        from = *v;
-      }
-      auto h = node_.wallet_history(id, from, 1000);
+      auto from = query_u64(query, "from", 0);
+      if (!from)
+        return error_response(400, "BAD_QUERY", "from is a number");
+      auto h = node_.wallet_history(id, *from, 1000);
       if (!h)
         return error_response(h.error_value());
       json::array arr;
@@ -483,15 +479,11 @@ response router::services_file(const request& req, const std::string& id,
         return r;
       }
       // The chunks from from_seq on (default 0), as the stream would send them.
-      std::uint64_t from = 0;
-      if (auto i = query.find("from_seq"); i != query.end()) {
-        auto v = parse_u64(i->second);
-        if (!v)
-          return error_response(400, "BAD_QUERY", bad_stream_start);
-        from = *v;
-      }
+      auto from = query_u64(query, "from_seq", 0);
+      if (!from)
+        return error_response(400, "BAD_QUERY", bad_stream_start);
       bool done = false;
-      auto chunks = node_.job_output(id, j.id, static_cast<std::size_t>(from), done);
+      auto chunks = node_.job_output(id, j.id, static_cast<std::size_t>(*from), done);
       if (!chunks)
         return error_response(chunks.error_value());
       json::array arr;
