@@ -1127,7 +1127,7 @@ struct http_server::impl {
                         "a bad Host header", msg.version(), head, &msg.base());
         break;
       }
-      if (websocket::is_upgrade(msg) && buffer.size() > 0) {
+      if (buffer.size() > 0 && websocket::is_upgrade(msg)) {
         // Bytes that came with the upgrade request would be lost: the
         // WebSocket reads the socket, not this buffer. A client waits for
         // the handshake's answer before it sends a frame (RFC 6455, 4.1).

@@ -210,6 +210,27 @@ std::map<std::string, std::string> parse_query(std::string_view q, bool& ok, std
   return out;
 }
 
+/// The query of a request's head, for the checks made before its body: nullopt
+/// when it is malformed or names a parameter twice (the request gets its 400).
+std::optional<std::map<std::string, std::string>> head_query(std::string_view target) {
+  auto qpos = target.find('?');
+  bool ok = true;
+  std::string repeated;
+  auto query = parse_query(qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1),
+                           ok, repeated);
+  if (!ok || !repeated.empty())
+    return std::nullopt;
+  return query;
+}
+
+/// 401 with its challenge, for a request without a valid token.
+response unauthorized(std::string_view problem, std::string route) {
+  auto r = error_response(401, "UNAUTHORIZED", problem);
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  r.route = std::move(route);
+  return r;
+}
+
 /// A switch of the query: absent, `false` or `0` is off; `true`, `1` or no
 /// value (`?verify`) on; any other value is nullopt (400), so `?secrets=no`
 /// never means yes.
@@ -836,37 +857,24 @@ std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done
 
 std::optional<response> router::unauthenticated(const request& req) const {
   std::string_view target = req.target;
-  auto qpos = target.find('?');
-  auto path = target.substr(0, qpos);
+  auto path = target.substr(0, target.find('?'));
   if (!path.starts_with("/v1/") && !path.starts_with("/a/"))
     return std::nullopt;
-  bool ok = true;
-  std::string repeated;
-  auto query = parse_query(qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1),
-                           ok, repeated);
-  if (!ok || !repeated.empty())
+  auto query = head_query(target);
+  if (!query)
     return std::nullopt;  // answered 400 with the request
-  auto who = authenticate(req, query);
+  auto who = authenticate(req, *query);
   if (who.authenticated)
     return std::nullopt;
-  auto r = error_response(401, "UNAUTHORIZED", who.problem);
-  r.headers.emplace_back("WWW-Authenticate", "Bearer");
-  r.route = path.starts_with("/a/") ? "/a/{id}" : "/v1";
-  return r;
+  return unauthorized(who.problem, path.starts_with("/a/") ? "/a/{id}" : "/v1");
 }
 
 bool router::admin_import(const request& req) const {
-  if (req.method != "POST")
-    return false;
   std::string_view target = req.target;
-  auto qpos = target.find('?');
-  if (target.substr(0, qpos) != "/v1/agents/import")
+  if (req.method != "POST" || target.substr(0, target.find('?')) != "/v1/agents/import")
     return false;
-  bool ok = true;
-  std::string repeated;
-  auto query = parse_query(qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1),
-                           ok, repeated);
-  return ok && repeated.empty() && authenticate(req, query).admin;
+  auto query = head_query(target);
+  return query && authenticate(req, *query).admin;
 }
 
 response router::handle(const request& req) {
@@ -919,12 +927,8 @@ response router::dispatch(const request& req, std::string_view path,
   if (first != "v1" && first != "a")
     return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
   auto who = authenticate(req, query);
-  if (!who.authenticated) {
-    auto r = error_response(401, "UNAUTHORIZED", who.problem);
-    r.headers.emplace_back("WWW-Authenticate", "Bearer");
-    r.route = first == "a" ? "/a/{id}" : "/v1";
-    return r;
-  }
+  if (!who.authenticated)
+    return unauthorized(who.problem, first == "a" ? "/a/{id}" : "/v1");
   auto forbidden = [&](std::string_view why, std::string route) {
     auto r = error_response(403, "FORBIDDEN", why);
     r.route = std::move(route);
