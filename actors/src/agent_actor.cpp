@@ -340,24 +340,32 @@ void on_commit(self_ptr self, std::uint64_t token, const std::string& err) {
   maybe_tick(self);
 }
 
-// The ticks_per_minute window outlives the actor: an agent loaded by a
-// restarted node (or woken from hibernation) counts the ticks its trajectory
-// records in the last minute (at most the last 10,000), so that a node that
-// restarts, or crash-loops, does not reset the limit.
+// The ticks_per_minute window counts every tick of the last minute, whenever
+// the limit was set: an agent loaded by a restarted node (or woken from
+// hibernation), or whose limits change, counts the ticks its trajectory
+// records in the last minute (at most the last 10,000), so that neither a
+// restart nor a new limit resets it. Ticks whose write is still in flight are
+// not read back: they count from when they started.
 void seed_tick_window(self_ptr self) {
   auto& st = self->state;
+  st.recent.clear();
   auto tpm = st.host->limits().ticks_per_minute;
-  const auto& meta = st.host->meta();
-  auto now = st.core->clock->now();
-  if (tpm == 0 || meta.trajectory_next == 0 || now - meta.last_tick >= std::chrono::minutes{1})
+  if (tpm == 0)
     return;
-  auto n = std::min<std::uint64_t>({tpm, meta.trajectory_next, 10000});
+  const auto& meta = st.host->meta();
+  auto committed = meta.trajectory_next - st.in_flight.size();
+  auto now = st.core->clock->now();
   auto steady = std::chrono::steady_clock::now();
-  for (auto& r : st.core->store->read_trajectory(meta.id, meta.trajectory_next - n, n)) {
-    auto age = now - r.start;
-    if (age >= duration::zero() && age < std::chrono::minutes{1})
-      st.recent.push_back(steady - std::chrono::duration_cast<std::chrono::steady_clock::duration>(age));
+  if (committed != 0 && now - meta.last_tick < std::chrono::minutes{1}) {
+    auto n = std::min<std::uint64_t>({tpm, committed, 10000});
+    for (auto& r : st.core->store->read_trajectory(meta.id, committed - n, n)) {
+      auto age = now - r.start;
+      if (age >= duration::zero() && age < std::chrono::minutes{1})
+        st.recent.push_back(steady - std::chrono::duration_cast<std::chrono::steady_clock::duration>(age));
+    }
   }
+  for (auto& a : st.in_flight)
+    st.recent.push_back(a.started);
 }
 
 // LOAD: meta, state and pending inbox. False if the agent cannot run (it is
@@ -410,6 +418,10 @@ void on_ctl(self_ptr self, ctl_op op) {
       break;
     case ctl_op::throttle_end:
       st.throttle_wait = false;
+      break;
+    case ctl_op::limits_changed:
+      st.throttle_wait = false;
+      seed_tick_window(self);
       break;
     case ctl_op::idle:
       if (std::chrono::steady_clock::now() - st.last_active >= st.core->options.idle_timeout)

@@ -30,6 +30,7 @@ enum class ctl_op : std::uint8_t {
   idle = 2,       ///< from the idle sweeper: hibernate if idle for idle_timeout
   hibernate = 3,  ///< hibernate as soon as idle (LRU eviction, ctl)
   throttle_end = 4,  ///< the ticks_per_minute wait is over
+  limits_changed = 5,  ///< count the last minute's ticks against the new limits
 };
 
 using entry_ptr = std::shared_ptr<const storage::inbox_entry>;

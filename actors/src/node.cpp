@@ -1328,11 +1328,12 @@ error node::set_setting(const std::string& key, std::string_view value) {
   if (r.err)
     return r.err;
   core_->gate->install(key, *canonical);
-  // An agent waiting out its ticks_per_minute checks the new limits now, not
-  // when the old wait ends (it waits again if they still hold it).
+  // The agent counts its last minute's ticks against the new limits now; one
+  // waiting out its ticks_per_minute does not wait for the old wait's end.
   if (agent && key == detail::setting::agent_limits(*agent))
     if (auto v = core_->dir->lookup(*agent); v && v->resident)
-      caf::anon_send(core_->dir->actor_of(*agent), detail::ctl_atom::value, detail::ctl_op::throttle_end);
+      caf::anon_send(core_->dir->actor_of(*agent), detail::ctl_atom::value,
+                     detail::ctl_op::limits_changed);
   return {};
 }
 

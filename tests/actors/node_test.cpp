@@ -426,6 +426,28 @@ TEST_CASE("ticks_per_minute counts the last minute's ticks across a restart") {
   CHECK((*n)->status("t")->queue_depth == 2);
 }
 
+TEST_CASE("a limit set after ticks counts the ticks of the last minute") {
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  tick_waiter w{nd};
+  REQUIRE_FALSE(nd.create("t", "counter"));
+  REQUIRE(nd.send("t", "a"));
+  REQUIRE(w.poll([&] { return nd.state<counter_state>("t")->count == 1; }));
+  // The init tick and "a" ran within the minute, before there was a limit.
+  // Bug: the window counted from the limit's setting, so "b" ticked at once
+  // (and a restart would have counted them again).
+  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":2})"));
+  REQUIRE(nd.send("t", "b"));
+  REQUIRE(w.poll([&] { return nd.status("t")->limits_hit["ticks_per_minute"] >= 1; }));
+  CHECK(nd.state<counter_state>("t")->count == 1);
+  CHECK(nd.status("t")->throttled_until > ticktock::system_clock{}.now());
+  // A higher limit lets it go on at once.
+  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":3})"));
+  CHECK(w.poll([&] { return nd.state<counter_state>("t")->count == 2; }, 10s));
+}
+
 TEST_CASE("an agent's own inbox_limit holds for sends from outside") {
   test::temp_dir dir;
   auto n = node::open(options_for(dir), registry());
@@ -433,8 +455,8 @@ TEST_CASE("an agent's own inbox_limit holds for sends from outside") {
   auto& nd = **n;
   REQUIRE_FALSE(nd.create("t", "counter"));
   REQUIRE(nd.wait_idle(10s));
-  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1,"inbox_limit":2})"));
-  // "a" ticks and uses the minute; what is sent after it waits, two at most.
+  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":2,"inbox_limit":2})"));
+  // The init tick and "a" use the minute; what is sent after waits, two at most.
   tick_waiter w{nd};
   REQUIRE(nd.send("t", "a"));
   REQUIRE(w.poll([&] { return nd.state<counter_state>("t")->count == 1; }));
@@ -454,8 +476,8 @@ TEST_CASE("raising ticks_per_minute lets a throttled agent go on at once") {
   tick_waiter w{nd};
   REQUIRE_FALSE(nd.create("t", "counter"));
   REQUIRE(nd.wait_idle(10s));
-  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1})"));
-  REQUIRE(nd.send("t", "a"));  // ticks, and uses the minute
+  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":2})"));
+  REQUIRE(nd.send("t", "a"));  // ticks, and uses the minute with the init tick
   REQUIRE(nd.send("t", "b"));  // waits
   REQUIRE(w.poll([&] { return nd.status("t")->limits_hit["ticks_per_minute"] >= 1; }));
   CHECK(nd.state<counter_state>("t")->count == 1);
@@ -483,8 +505,8 @@ TEST_CASE("a restart does not reset ticks_per_minute for ticks whose triggers ar
     tick_waiter w{nd};
     REQUIRE_FALSE(nd.create("t", "counter"));
     REQUIRE(nd.wait_idle(10s));
-    REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1})"));
-    REQUIRE(nd.send("t", "a"));  // ticks, and uses the minute
+    REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":2})"));
+    REQUIRE(nd.send("t", "a"));  // ticks, and uses the minute with the init tick
     REQUIRE(nd.send("t", "b"));  // queued now, waits
     REQUIRE(w.poll([&] { return nd.status("t")->limits_hit["ticks_per_minute"] >= 1; }));
     // "b" ticks a minute after it was queued (the limit lifted for it).
@@ -811,8 +833,8 @@ TEST_CASE("drain lets running ticks commit, starts none, and waits for no thrott
     REQUIRE_FALSE(nd.create("h", "tallier"));
     REQUIRE_FALSE(nd.create("t", "counter"));
     REQUIRE(nd.wait_idle(10s));
-    // "t" may tick once a minute: "a" ticks, "b" waits for the minute.
-    REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":1})"));
+    // "t" may tick twice a minute: the init tick and "a" do, "b" waits.
+    REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":2})"));
     REQUIRE(nd.send("t", "a"));
     REQUIRE(nd.send("t", "b"));
     tick_waiter w{nd};

@@ -923,7 +923,9 @@ class ShutdownTest(unittest.TestCase):
     def test_sigterm_answers_waiting_requests_503_and_ends_streams(self):
         with Server() as server:
             server.create("p1", "counter")
-            r = server.request("PUT", "/v1/agents/p1/fs/limits", {"ticks_per_minute": 1})
+            # The init tick and the first POST use the minute (whether the
+            # init tick ran before the limit was set or after).
+            r = server.request("PUT", "/v1/agents/p1/fs/limits", {"ticks_per_minute": 2})
             self.assertEqual(r.status, 200, r)
             self.assertEqual(server.post("/a/p1/").status, 200)
             # The next request waits for the throttled agent's next tick.

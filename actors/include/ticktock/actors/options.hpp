@@ -32,8 +32,9 @@ struct tick_limits {
   std::uint64_t inbox_limit = 10'000;
   /// Largest message, outbox event or HTTP body in bytes [1 MiB].
   std::size_t max_message_bytes = std::size_t{1} << 20;
-  /// Ticks per minute; further triggers wait (the agent's status says
-  /// throttled) (0: no limit) [0].
+  /// Ticks per minute: at most this many in any minute, counting those that
+  /// ran before the limit was set or the node restarted; further triggers
+  /// wait (the agent's status says throttled) (0: no limit) [0].
   std::uint32_t ticks_per_minute = 0;
   /// A tick running longer is flagged in its trajectory record and the
   /// metrics, like a stall detector (0: never) [1000 ms].
