@@ -1033,10 +1033,12 @@ struct http_server::impl {
             ec = http::error::body_limit;
         }
         if (!ec && !refused && !parser.is_done() && expects_continue(parser.get())) {
-          // A client that waits to send its body hears at once that it has
-          // no valid token (RFC 9110, 10.1.1: a final status instead of 100).
-          if ((refused = api.unauthenticated(head_request())))
-            refused_why = "no valid token (before the body)";
+          // A client that waits to send its body hears at once that its
+          // token is missing, invalid, or may not send it (RFC 9110, 10.1.1:
+          // a final status instead of 100).
+          if ((refused = api.refused_early(head_request())))
+            refused_why = refused->status == 401 ? "no valid token (before the body)"
+                                                 : "forbidden (before the body)";
         }
         if (!ec && !refused && !parser.is_done() && expects_continue(parser.get())) {
           // RFC 9110, 10.1.1: the client waits for this before it sends the

@@ -855,7 +855,7 @@ std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done
   return nullptr;
 }
 
-std::optional<response> router::unauthenticated(const request& req) const {
+std::optional<response> router::refused_early(const request& req) const {
   std::string_view target = req.target;
   auto path = target.substr(0, target.find('?'));
   if (!path.starts_with("/v1/") && !path.starts_with("/a/"))
@@ -864,9 +864,13 @@ std::optional<response> router::unauthenticated(const request& req) const {
   if (!query)
     return std::nullopt;  // answered 400 with the request
   auto who = authenticate(req, *query);
-  if (who.authenticated)
-    return std::nullopt;
-  return unauthorized(who.problem, path.starts_with("/a/") ? "/a/{id}" : "/v1");
+  if (!who.authenticated)
+    return unauthorized(who.problem, path.starts_with("/a/") ? "/a/{id}" : "/v1");
+  auto resolved = resolve(req, path);
+  auto* to = std::get_if<route>(&resolved);
+  if (!to)
+    return std::nullopt;  // answered with the request
+  return refusal(*to, who, req.method, {});
 }
 
 bool router::admin_import(const request& req) const {
@@ -929,93 +933,121 @@ response router::dispatch(const request& req, std::string_view path,
   auto who = authenticate(req, query);
   if (!who.authenticated)
     return unauthorized(who.problem, first == "a" ? "/a/{id}" : "/v1");
-  auto forbidden = [&](std::string_view why, std::string route) {
+  auto resolved = resolve(req, path);
+  if (auto* failed = std::get_if<response>(&resolved))
+    return std::move(*failed);
+  auto target = &std::get<route>(resolved);
+  if (auto refused = refusal(*target, who, req.method, req.body))
+    return std::move(*refused);
+  response r;
+  switch (target->what) {
+    case route::kind::agent_route: {
+      auto qpos = req.target.find('?');
+      agent_route(req, target->id, target->rest.empty() ? "/" : target->rest,
+                  qpos == std::string::npos ? std::string_view{}
+                                            : std::string_view{req.target}.substr(qpos + 1),
+                  t);
+      r.status = 0;  // answered later
+      return r;
+    }
+    case route::kind::tokens:
+      r = req.method == "POST" ? tokens(req) : method_not_allowed("POST");
+      break;
+    case route::kind::control:
+      return control(req, target->second, target->rest, query);
+    case route::kind::agents:
+      r = agents(req, query);
+      break;
+    case route::kind::import:
+      r = import_bundle(req);
+      break;
+    case route::kind::agent:
+      r = agent(req, target->id, target->rest, query);
+      if (!who.admin)
+        r.token_expires_unix = who.claims.exp;  // access ends with the token, open streams too
+      return r;
+  }
+  r.route = target->label;
+  return r;
+}
+
+// The route of a request under /v1/ or /a/ from its method and path alone
+// (the body is not needed); 400 for an invalid agent id, 404 for no route.
+std::variant<router::route, response> router::resolve(const request& req, std::string_view path) {
+  route to;
+  auto rest = path;
+  auto first = next_segment(rest);
+  auto bad_id = [&](std::string_view raw, const std::optional<std::string>& id,
+                    const char* label) -> std::optional<response> {
+    if (id && is_valid_agent_id(*id))
+      return std::nullopt;
+    auto r = error_response(check_agent_id(id.value_or(std::string{raw})));
+    r.route = label;
+    return r;
+  };
+  if (first == "a") {
+    auto raw_id = next_segment(rest);
+    auto id = url_decode(raw_id);
+    if (auto r = bad_id(raw_id, id, "/a/{id}"))
+      return std::move(*r);
+    return route{route::kind::agent_route, std::move(*id), {}, rest, "/a/{id}"};
+  }
+  auto second = next_segment(rest);
+  if (second == "tokens" && rest.empty())
+    return route{route::kind::tokens, {}, second, rest, "/v1/tokens"};
+  if (second == "approvals" || second == "killswitch" || second == "policy"
+      || (second == "compute" && rest == "/prices"))
+    return route{route::kind::control, {}, second, rest, "/v1/" + std::string{second}};
+  if (second != "agents")
+    return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
+  if (rest.empty() || rest == "/")
+    return route{route::kind::agents, {}, second, rest, "/v1/agents"};
+  auto raw_id = next_segment(rest);
+  // A POST there imports; other methods reach an agent that may be called
+  // `import` (an agent takes no POST itself).
+  if (raw_id == "import" && rest.empty() && req.method == "POST")
+    return route{route::kind::import, {}, second, rest, "/v1/agents/import"};
+  auto id = url_decode(raw_id);
+  if (auto r = bad_id(raw_id, id, "/v1/agents/{id}"))
+    return std::move(*r);
+  return route{route::kind::agent, std::move(*id), second, rest, "/v1/agents/{id}"};
+}
+
+// The 403 for `who` on `to`, or nullopt if it may. With the body not read
+// yet (empty), a token is refused only if it would be with any body.
+std::optional<response> router::refusal(const route& to, const principal& who,
+                                        std::string_view method, std::string_view body) const {
+  auto forbidden = [&](std::string_view why) {
     auto r = error_response(403, "FORBIDDEN", why);
-    r.route = std::move(route);
+    r.route = to.label;
     return r;
   };
   if (who.cross_site_cookie)
     return forbidden("the ticktock_token cookie is not accepted from a page of another origin "
                      "(Origin does not match Host, or Sec-Fetch-Site is not same-origin); "
-                     "send the token as Authorization: Bearer",
-                     first == "a" ? "/a/{id}" : "/v1");
+                     "send the token as Authorization: Bearer");
+  if (who.admin)
+    return std::nullopt;
   // An agent token reaches its own agent's tree only, within its scopes.
-  auto allowed = [&](const std::string& id, const std::string& scope) {
-    return who.admin
-           || (scope != "admin" && who.claims.agent == id && who.claims.scopes.count(scope));
+  auto agent_scope = [&](const std::string& scope, std::string_view what) -> std::optional<response> {
+    if (who.claims.agent != to.id)
+      return forbidden("this token is for agent '" + who.claims.agent + "', not '" + to.id + "'");
+    if (scope == "admin" || !who.claims.scopes.count(scope))
+      return forbidden("this token may not " + std::string{what} + " agent '" + to.id + "' (needs "
+                       + (scope == "admin" ? "the admin token" : "scope " + scope) + ")");
+    return std::nullopt;
   };
-  // Why an agent token may not: another agent's, or a scope it lacks.
-  auto refusal = [&](const std::string& id, const std::string& scope, std::string_view what) {
-    if (who.claims.agent != id)
-      return "this token is for agent '" + who.claims.agent + "', not '" + id + "'";
-    return "this token may not " + std::string{what} + " agent '" + id + "' (needs "
-           + (scope == "admin" ? "the admin token" : "scope " + scope) + ")";
-  };
-  if (first == "a") {
-    auto raw_id = next_segment(rest);
-    auto id = url_decode(raw_id);
-    if (!id || !is_valid_agent_id(*id)) {
-      auto r = error_response(check_agent_id(id.value_or(std::string{raw_id})));
-      r.route = "/a/{id}";
-      return r;
-    }
-    if (!allowed(*id, "http"))
-      return forbidden(refusal(*id, "http", "call"), "/a/{id}");
-    auto qpos = req.target.find('?');
-    agent_route(req, *id, rest.empty() ? "/" : rest,
-                qpos == std::string::npos ? std::string_view{}
-                                          : std::string_view{req.target}.substr(qpos + 1),
-                t);
-    response answered_later;
-    answered_later.status = 0;
-    return answered_later;
+  switch (to.what) {
+    case route::kind::agent_route: return agent_scope("http", "call");
+    case route::kind::tokens: return forbidden("only the admin token issues tokens");
+    case route::kind::control: return forbidden("only the admin token may do that");
+    case route::kind::agents:
+      return forbidden("listing and creating agents needs the admin token");
+    case route::kind::import: return forbidden("importing agents needs the admin token");
+    case route::kind::agent:
+      return agent_scope(required_scope(method, to.rest, body), "do that on");
   }
-  auto second = next_segment(rest);
-  if (second == "tokens" && rest.empty()) {
-    if (!who.admin)
-      return forbidden("only the admin token issues tokens", "/v1/tokens");
-    auto r = req.method == "POST" ? tokens(req) : method_not_allowed("POST");
-    r.route = "/v1/tokens";
-    return r;
-  }
-  if (second == "approvals" || second == "killswitch" || second == "policy"
-      || (second == "compute" && rest == "/prices")) {
-    if (!who.admin)
-      return forbidden("only the admin token may do that", "/v1/" + std::string{second});
-    return control(req, second, rest, query);
-  }
-  if (second != "agents")
-    return error_response(404, "ROUTE_NOT_FOUND", "no route for " + std::string{path});
-  if (rest.empty() || rest == "/") {
-    if (!who.admin)
-      return forbidden("listing and creating agents needs the admin token", "/v1/agents");
-    auto r = agents(req, query);
-    r.route = "/v1/agents";
-    return r;
-  }
-  auto raw_id = next_segment(rest);
-  // A POST there imports; other methods reach an agent that may be called
-  // `import` (an agent takes no POST itself).
-  if (raw_id == "import" && rest.empty() && req.method == "POST") {
-    if (!who.admin)
-      return forbidden("importing agents needs the admin token", "/v1/agents/import");
-    auto r = import_bundle(req);
-    r.route = "/v1/agents/import";
-    return r;
-  }
-  auto id = url_decode(raw_id);
-  if (!id || !is_valid_agent_id(*id)) {
-    auto r = error_response(check_agent_id(id.value_or(std::string{raw_id})));
-    r.route = "/v1/agents/{id}";
-    return r;
-  }
-  auto scope = required_scope(req.method, rest, req.body);
-  if (!allowed(*id, scope))
-    return forbidden(refusal(*id, scope, "do that on"), "/v1/agents/{id}");
-  auto r = agent(req, *id, rest, query);
-  if (!who.admin)
-    r.token_expires_unix = who.claims.exp;  // access ends with the token, open streams too
-  return r;
+  return std::nullopt;
 }
 
 response router::metrics_text() {

@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <variant>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -214,10 +215,11 @@ public:
   /// admin: POST /v1/agents/import with the admin token. Its body may be
   /// larger than other bodies.
   bool admin_import(const request& req) const;
-  /// The 401 for `req` (its head is enough) if its route needs a token and
-  /// it carries no valid one; nullopt otherwise (the probes, and requests
-  /// the router answers otherwise). For a body not sent yet.
-  std::optional<response> unauthenticated(const request& req) const;
+  /// The 401 or 403 for `req` (its head is enough) if its route needs a
+  /// token and it carries no valid one, or one that may not send it whatever
+  /// the body; nullopt otherwise (the probes, and requests the router
+  /// answers otherwise). For a body not sent yet.
+  std::optional<response> refused_early(const request& req) const;
   /// For the server's stop, once no request can arrive: drops the requests
   /// still waiting for agents without answering them (their answers would
   /// go to I/O threads that are gone). Returns once no answer is under way.
@@ -263,6 +265,20 @@ private:
     bool cross_site_cookie = false;  ///< the token came in the cookie of another origin's request
   };
   principal authenticate(const request& req, const std::map<std::string, std::string>& query) const;
+  /// Where a request under /v1 or /a goes, from its method and path alone.
+  /// The views point into the request's target.
+  struct route {
+    enum class kind { agent_route, tokens, control, agents, import, agent } what;
+    std::string id;           ///< agent_route, agent
+    std::string_view second;  ///< the segment after /v1
+    std::string_view rest;    ///< after the id (agent, agent_route) or `second`
+    std::string label;        ///< the route's name in metrics
+  };
+  /// The route of `req`, or its 400 (invalid agent id) or 404.
+  static std::variant<route, response> resolve(const request& req, std::string_view path);
+  /// The 403 for `who` on `to`, or nullopt if it may.
+  std::optional<response> refusal(const route& to, const principal& who,
+                                  std::string_view method, std::string_view body) const;
   response tokens(const request& req);
   response import_bundle(const request& req);
   response agents(const request& req, const std::map<std::string, std::string>& query);
