@@ -936,14 +936,14 @@ response router::dispatch(const request& req, std::string_view path,
   auto resolved = resolve(req, path);
   if (auto* failed = std::get_if<response>(&resolved))
     return std::move(*failed);
-  auto target = &std::get<route>(resolved);
-  if (auto refused = refusal(*target, who, req.method, req.body))
+  const auto& target = std::get<route>(resolved);
+  if (auto refused = refusal(target, who, req.method, req.body))
     return std::move(*refused);
   response r;
-  switch (target->what) {
+  switch (target.what) {
     case route::kind::agent_route: {
       auto qpos = req.target.find('?');
-      agent_route(req, target->id, target->rest.empty() ? "/" : target->rest,
+      agent_route(req, target.id, target.rest.empty() ? "/" : target.rest,
                   qpos == std::string::npos ? std::string_view{}
                                             : std::string_view{req.target}.substr(qpos + 1),
                   t);
@@ -954,7 +954,7 @@ response router::dispatch(const request& req, std::string_view path,
       r = req.method == "POST" ? tokens(req) : method_not_allowed("POST");
       break;
     case route::kind::control:
-      return control(req, target->second, target->rest, query);
+      return control(req, target.second, target.rest, query);
     case route::kind::agents:
       r = agents(req, query);
       break;
@@ -962,12 +962,12 @@ response router::dispatch(const request& req, std::string_view path,
       r = import_bundle(req);
       break;
     case route::kind::agent:
-      r = agent(req, target->id, target->rest, query);
+      r = agent(req, target.id, target.rest, query);
       if (!who.admin)
         r.token_expires_unix = who.claims.exp;  // access ends with the token, open streams too
       return r;
   }
-  r.route = target->label;
+  r.route = target.label;
   return r;
 }
 
