@@ -255,7 +255,9 @@ struct store::impl {
     return st.ok() ? error{} : from_status(st, "write format version");
   }
 
-  std::optional<std::string> get(cf_id c, std::string_view key, error* err = nullptr) const {
+  /// The value of `key`, as of `snap` if given.
+  std::optional<std::string> get(cf_id c, std::string_view key, error* err = nullptr,
+                                 const rocksdb::Snapshot* snap = nullptr) const {
     auto guard = lock();
     if (!db) {
       if (err)
@@ -263,7 +265,12 @@ struct store::impl {
       return std::nullopt;
     }
     std::string value;
-    auto st = db->Get(read_options, cf(c), rocksdb::Slice{key.data(), key.size()}, &value);
+    rocksdb::ReadOptions at;
+    if (snap) {
+      at = read_options;
+      at.snapshot = snap;
+    }
+    auto st = db->Get(snap ? at : read_options, cf(c), rocksdb::Slice{key.data(), key.size()}, &value);
     if (st.ok())
       return value;
     if (!st.IsNotFound() && err)
@@ -286,8 +293,10 @@ struct store::impl {
   // Calls f(key, value) for every key with `prefix`, from `from` on, until
   // f returns false. The upper bound keeps RocksDB from stepping over the
   // deleted keys of the next prefixes (consumed inbox entries, for one).
+  // As of `snap` if given.
   template <class F>
-  void scan(cf_id c, std::string_view prefix, std::string_view from, F&& f) const {
+  void scan(cf_id c, std::string_view prefix, std::string_view from, F&& f,
+            const rocksdb::Snapshot* snap = nullptr) const {
     auto guard = lock();
     if (!db)
       return;
@@ -296,6 +305,7 @@ struct store::impl {
       upper.pop_back();
     rocksdb::Slice upper_slice;
     rocksdb::ReadOptions ro = read_options;
+    ro.snapshot = snap;
     if (!upper.empty()) {
       upper.back() = static_cast<char>(static_cast<unsigned char>(upper.back()) + 1);
       upper_slice = rocksdb::Slice{upper};
@@ -1119,14 +1129,37 @@ const store_options& store::options() const noexcept { return impl_->options; }
 
 // -- agents ------------------------------------------------------------------
 
-expected<agent_record> store::get_agent(std::string_view id) const {
+namespace {
+
+expected<agent_record> agent_at(const store::impl& s, std::string_view id,
+                                const rocksdb::Snapshot* snap) {
   error err;
-  auto v = impl_->get(cf_agents, id, &err);
+  auto v = s.get(cf_agents, id, &err, snap);
   if (err)
     return err;
   if (!v)
     return error{errc::not_found, "no agent '" + std::string{id} + "'"};
   return decode_agent(*v);
+}
+
+expected<std::optional<identity_record>> identity_at(const store::impl& s, std::string_view id,
+                                                      const rocksdb::Snapshot* snap) {
+  error err;
+  auto v = s.get(cf_identity, keys::prefix(id), &err, snap);
+  if (err)
+    return err;
+  if (!v)
+    return std::optional<identity_record>{};
+  auto r = decode_identity(*v);
+  if (!r)
+    return r.error_value();
+  return std::optional<identity_record>{std::move(*r)};
+}
+
+}  // namespace
+
+expected<agent_record> store::get_agent(std::string_view id) const {
+  return agent_at(*impl_, id, nullptr);
 }
 
 bool store::agent_exists(std::string_view id) const {
@@ -1174,16 +1207,7 @@ void store::for_each_agent(const std::function<bool(const agent_summary&)>& f,
 // -- identity ----------------------------------------------------------------
 
 expected<std::optional<identity_record>> store::get_identity(std::string_view id) const {
-  error err;
-  auto v = impl_->get(cf_identity, keys::prefix(id), &err);
-  if (err)
-    return err;
-  if (!v)
-    return std::optional<identity_record>{};
-  auto r = decode_identity(*v);
-  if (!r)
-    return r.error_value();
-  return std::optional<identity_record>{std::move(*r)};
+  return identity_at(*impl_, id, nullptr);
 }
 
 void store::for_each_identity(
@@ -1591,13 +1615,22 @@ std::vector<trajectory_record> store::read_trajectory(std::string_view id, std::
 }
 
 chain_report store::verify_trajectory(std::string_view id) const {
-  auto meta = get_agent(id);
+  auto guard = impl_->lock();
+  if (!impl_->db) {
+    chain_walk walk{id, {}};
+    walk.fail(0, impl_->closed().to_string());
+    return walk.rep;
+  }
+  // One snapshot for the agent record, its keys and its chain: a tick that
+  // commits while the records are read moves the record's head with them.
+  rocksdb::ManagedSnapshot snap{impl_->db.get()};
+  auto meta = agent_at(*impl_, id, snap.snapshot());
   if (!meta) {
     chain_walk walk{id, {}};
     walk.fail(0, meta.error_value().to_string());
     return walk.rep;
   }
-  auto ident = get_identity(id);
+  auto ident = identity_at(*impl_, id, snap.snapshot());
   if (!ident || !*ident) {
     chain_walk walk{id, {}};
     walk.fail(0, ident ? "agent '" + std::string{id} + "' has no identity record to verify signatures"
@@ -1606,9 +1639,10 @@ chain_report store::verify_trajectory(std::string_view id) const {
   }
   chain_walk walk{id, signers_of(**ident)};
   auto prefix = keys::prefix(id);
-  impl_->scan(cf_trajectory, prefix, prefix, [&](auto k, auto stored) {
-    return walk.next(keys::get_be64(k.substr(prefix.size())), stored);
-  });
+  impl_->scan(
+    cf_trajectory, prefix, prefix,
+    [&](auto k, auto stored) { return walk.next(keys::get_be64(k.substr(prefix.size())), stored); },
+    snap.snapshot());
   walk.finish(*meta);
   return walk.rep;
 }

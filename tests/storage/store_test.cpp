@@ -311,6 +311,36 @@ TEST_CASE("a missing trajectory record breaks the chain") {
   CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
 }
 
+TEST_CASE("a chain verified while ticks commit is read as of one moment") {
+  // Bug: the agent record was read before the records, so a tick that
+  // committed in between made a sound chain fail ("chain has 2 records,
+  // agent expects 1"). The window is short: ten rounds of 300 ticks.
+  std::size_t verified = 0, failed = 0;
+  std::string first_failure;
+  for (int round = 0; round < 10; ++round) {
+    test::temp_dir dir;
+    auto s = open_store(dir);
+    std::atomic<bool> done{false};
+    std::thread writer{[&] {
+      chain_of(*s, identity::agent_keys::generate(), 300);
+      done = true;
+    }};
+    for (int i = 0; i < 100'000 && !done; ++i) {
+      if (!s->agent_exists("a"))
+        continue;
+      auto rep = s->verify_trajectory("a");
+      ++verified;
+      if (!rep.ok && failed++ == 0)
+        first_failure = rep.reason;
+    }
+    writer.join();
+    CHECK(s->verify_trajectory("a").records == 300);
+  }
+  CHECK(verified > 10);
+  CHECK(failed == 0);
+  CHECK(first_failure == "");
+}
+
 TEST_CASE("trajectory signatures are checked against the agent's current and retired keys") {
   test::temp_dir dir;
   auto s = open_store(dir);
