@@ -251,7 +251,14 @@ std::vector<storage::trajectory_record> harness::trajectory(const std::string& i
 }
 
 storage::chain_report harness::verify(const std::string& id) const {
-  return store_->verify_trajectory(id);
+  auto rep = store_->verify_trajectory(id);
+  if (rep)
+    return *rep;
+  storage::chain_report failed;  // no agent: nothing verifies
+  failed.ok = false;
+  failed.first_bad = 0;
+  failed.reason = rep.error_value().to_string();
+  return failed;
 }
 
 std::vector<storage::deadletter_entry> harness::deadletter(const std::string& id) const {

@@ -1614,27 +1614,29 @@ std::vector<trajectory_record> store::read_trajectory(std::string_view id, std::
   return out;
 }
 
-chain_report store::verify_trajectory(std::string_view id) const {
+expected<chain_report> store::verify_trajectory(std::string_view id) const {
   auto guard = impl_->lock();
-  if (!impl_->db) {
-    chain_walk walk{id, {}};
-    walk.fail(0, impl_->closed().to_string());
-    return walk.rep;
-  }
+  if (!impl_->db)
+    return impl_->closed();
   // One snapshot for the agent record, its keys and its chain: a tick that
   // commits while the records are read moves the record's head with them.
   rocksdb::ManagedSnapshot snap{impl_->db.get()};
+  // An agent that is gone (deleted meanwhile) or a read that failed is an
+  // error; a record that does not decode is a finding.
+  auto unreadable = [](const error& e) {
+    return e.code() == errc::not_found || e.code() == errc::storage_failure;
+  };
   auto meta = agent_at(*impl_, id, snap.snapshot());
-  if (!meta) {
+  if (!meta && unreadable(meta.error_value()))
+    return meta.error_value();
+  auto ident = meta ? identity_at(*impl_, id, snap.snapshot()) : std::optional<identity_record>{};
+  if (!ident && unreadable(ident.error_value()))
+    return ident.error_value();
+  if (!meta || !ident || !*ident) {
     chain_walk walk{id, {}};
-    walk.fail(0, meta.error_value().to_string());
-    return walk.rep;
-  }
-  auto ident = identity_at(*impl_, id, snap.snapshot());
-  if (!ident || !*ident) {
-    chain_walk walk{id, {}};
-    walk.fail(0, ident ? "agent '" + std::string{id} + "' has no identity record to verify signatures"
-                       : ident.error_value().to_string());
+    walk.fail(0, !meta    ? meta.error_value().to_string()
+                 : !ident ? ident.error_value().to_string()
+                          : "agent '" + std::string{id} + "' has no identity record to verify signatures");
     return walk.rep;
   }
   chain_walk walk{id, signers_of(**ident)};

@@ -303,12 +303,17 @@ TEST_CASE("a missing trajectory record breaks the chain") {
   test::temp_dir dir;
   auto s = open_store(dir);
   chain_of(*s, identity::agent_keys::generate(), 3);
-  CHECK(s->verify_trajectory("a").ok);
-  CHECK(s->verify_trajectory("a").records == 3);
+  CHECK(s->verify_trajectory("a")->ok);
+  CHECK(s->verify_trajectory("a")->records == 3);
   REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1), "garbage"));
-  auto rep = s->verify_trajectory("a");
+  auto rep = *s->verify_trajectory("a");
   CHECK_FALSE(rep.ok);
   CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
+  // No agent is an error, not a broken chain (bug: a 200 with ok false
+  // for an agent deleted while its chain was verified).
+  auto gone = s->verify_trajectory("nobody");
+  REQUIRE_FALSE(gone);
+  CHECK(gone.error_value().code() == errc::not_found);
 }
 
 TEST_CASE("a chain verified while ticks commit is read as of one moment") {
@@ -328,13 +333,13 @@ TEST_CASE("a chain verified while ticks commit is read as of one moment") {
     for (int i = 0; i < 100'000 && !done; ++i) {
       if (!s->agent_exists("a"))
         continue;
-      auto rep = s->verify_trajectory("a");
+      auto rep = *s->verify_trajectory("a");
       ++verified;
       if (!rep.ok && failed++ == 0)
         first_failure = rep.reason;
     }
     writer.join();
-    CHECK(s->verify_trajectory("a").records == 300);
+    CHECK(s->verify_trajectory("a")->records == 300);
   }
   CHECK(verified > 10);
   CHECK(failed == 0);
@@ -348,7 +353,7 @@ TEST_CASE("trajectory signatures are checked against the agent's current and ret
   auto other = identity::agent_keys::generate();
   SECTION("records signed by another key are named") {
     chain_of(*s, keys, 3, &other);
-    auto rep = s->verify_trajectory("a");
+    auto rep = *s->verify_trajectory("a");
     CHECK_FALSE(rep.ok);
     CHECK(rep.first_bad == std::optional<std::uint64_t>{0});
     CHECK(rep.reason.find("bad signature") != std::string::npos);
@@ -359,7 +364,7 @@ TEST_CASE("trajectory signatures are checked against the agent's current and ret
     identity_op op;
     op.records.emplace_back("a", id);
     REQUIRE_FALSE(apply1(*s, std::move(op))[0].err);
-    CHECK(s->verify_trajectory("a").ok);
+    CHECK(s->verify_trajectory("a")->ok);
   }
   SECTION("a record whose signature was swapped for another record's fails") {
     chain_of(*s, keys, 3);
@@ -369,7 +374,7 @@ TEST_CASE("trajectory signatures are checked against the agent's current and ret
     auto d1 = decode_signed_trajectory(*r1);
     REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1),
                              encode_signed_trajectory(d1->first, d0->second)));
-    auto rep = s->verify_trajectory("a");
+    auto rep = *s->verify_trajectory("a");
     CHECK_FALSE(rep.ok);
     CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
   }
@@ -377,14 +382,14 @@ TEST_CASE("trajectory signatures are checked against the agent's current and ret
     chain_of(*s, keys, 3);
     auto r1 = decode_signed_trajectory(*s->raw_get("trajectory", keys::seq_key("a", 1)));
     REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1), encode_signed_trajectory(r1->first, "")));
-    CHECK(s->verify_trajectory("a").ok);
+    CHECK(s->verify_trajectory("a")->ok);
     // Its bytes are still pinned by record 2's prev_hash.
     auto rec = decode_trajectory(r1->first);
     REQUIRE(rec);
     rec->error = "rewritten";
     REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1),
                              encode_signed_trajectory(encode(*rec), "")));
-    auto rep = s->verify_trajectory("a");
+    auto rep = *s->verify_trajectory("a");
     CHECK_FALSE(rep.ok);
     CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
   }
@@ -392,7 +397,7 @@ TEST_CASE("trajectory signatures are checked against the agent's current and ret
     chain_of(*s, keys, 2);
     auto r1 = decode_signed_trajectory(*s->raw_get("trajectory", keys::seq_key("a", 1)));
     REQUIRE_FALSE(s->raw_put("trajectory", keys::seq_key("a", 1), encode_signed_trajectory(r1->first, "")));
-    auto rep = s->verify_trajectory("a");
+    auto rep = *s->verify_trajectory("a");
     CHECK(rep.first_bad == std::optional<std::uint64_t>{1});
     CHECK(rep.reason.find("not signed") != std::string::npos);
   }

@@ -305,8 +305,10 @@ public:
   std::vector<trajectory_record> read_trajectory(std::string_view id, std::uint64_t from_index,
                                                  std::size_t limit) const;
   /// Re-hashes the whole chain, compares it with the agent's head, and checks
-  /// every record's signature against the agent's current or retired keys.
-  chain_report verify_trajectory(std::string_view id) const;
+  /// every record's signature against the agent's current or retired keys,
+  /// all as of one moment. not_found if there is no agent `id`;
+  /// storage_failure if the store cannot be read.
+  expected<chain_report> verify_trajectory(std::string_view id) const;
 
   // -- goals, memory, alarms -----------------------------------------------
 
