@@ -450,6 +450,16 @@ struct http_server::impl {
   std::mutex ws_mtx;
   std::map<std::string, std::shared_ptr<ws_connection>> ws_conns;
   std::atomic<std::uint64_t> next_ws{1};
+  // Connection ids are "ws-<start>-<n>", <start> 64 random bits drawn at
+  // every start: a tick that runs after a restart (a frame that waited in the
+  // inbox) and sends to a connection of the last start must not reach a new
+  // client that got the same number.
+  std::string ws_prefix = [] {
+    std::random_device rd;
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "ws-%08x%08x-", static_cast<unsigned>(rd()), static_cast<unsigned>(rd()));
+    return std::string{buf};
+  }();
 
   // An agent reaches its own connections only: a connection id of another
   // agent's is as unknown to it as one that closed.
@@ -606,7 +616,7 @@ struct http_server::impl {
     log_request(line, 101, ec);
     if (ec)
       co_return;
-    auto id = "ws-" + std::to_string(next_ws++);
+    auto id = ws_prefix + std::to_string(next_ws++);
     conn->id = id;
     {
       std::lock_guard<std::mutex> guard{ws_mtx};

@@ -2089,6 +2089,33 @@ class RestartTest(unittest.TestCase):
             server.wait_for(lambda: len(triggers()) >= 4, "the close trigger", timeout=5)
             self.assertEqual(triggers(), ["init", "ws", "ws", "ws"])
 
+    def test_a_frame_ticked_after_a_restart_is_not_answered_to_a_new_client(self):
+        # Bug: connection ids began again at ws-1 at every start, so the echo
+        # of a frame that waited in the inbox across a restart went to the
+        # new client that got the id of the old one.
+        with Server() as server:
+            server.create("ws-leak", "echo")
+            auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
+            # The init tick, the open and one frame use the minute.
+            r = server.request("PUT", "/v1/agents/ws-leak/fs/limits", {"ticks_per_minute": 3})
+            self.assertEqual(r.status, 200, r)
+            alice = WebSocketClient(server.port, "/v1/agents/ws-leak/ws", auth)
+            alice.send_text("alice-1")
+            self.assertEqual(alice.recv(), (0x1, b"alice-1"))
+            alice.send_text("alice-2")  # waits in the inbox
+            server.wait_for(lambda: server.status("ws-leak")["throttled"], "the agent to throttle")
+            self.assertEqual(server.stop(), 0)
+            alice.sock.close()
+            server.start()
+            bob = WebSocketClient(server.port, "/v1/agents/ws-leak/ws", auth)
+            # Lifting the limit runs the backlog: alice-2, alice's close, bob's open.
+            r = server.request("PUT", "/v1/agents/ws-leak/fs/limits", {})
+            self.assertEqual(r.status, 200, r)
+            server.wait_for(lambda: server.status("ws-leak")["queue_depth"] == 0, "the backlog")
+            bob.send_text("bob-1")
+            self.assertEqual(bob.recv(), (0x1, b"bob-1"))
+            bob.close()
+
     def test_a_websocket_open_when_the_server_was_killed_closes_at_the_restart(self):
         # Bug: after a kill -9 the agent never got the close of a connection
         # it saw open, and counted it open for good.
