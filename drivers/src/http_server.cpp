@@ -649,9 +649,16 @@ struct http_server::impl {
       (void)n_read;
       if (rec)
         break;
-      ws_trigger(conn, {ws_event::kind::frame, id, beast::buffers_to_string(buffer.data()),
-                        !conn->ws.got_text()});
+      auto message = beast::buffers_to_string(buffer.data());
       buffer.consume(buffer.size());
+      // RFC 6455, 8.1: a text message is UTF-8 (1007 otherwise). Beast checks
+      // each fragment as it comes, but not the end of a message whose last
+      // fragment is empty (a character cut short, "ok\xe2\x82" then "").
+      if (conn->ws.got_text() && !is_valid_utf8(message)) {
+        conn->close_with({websocket::close_code::bad_payload, "invalid UTF-8"});
+        continue;  // the read ends with the close handshake
+      }
+      ws_trigger(conn, {ws_event::kind::frame, id, std::move(message), !conn->ws.got_text()});
     }
     conn->closed = true;
     {

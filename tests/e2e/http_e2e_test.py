@@ -1726,10 +1726,10 @@ class WebSocketClient:
             data += b
         return data
 
-    def send(self, opcode, payload, mask=None):
+    def send(self, opcode, payload, mask=None, fin=True):
         mask = mask or os.urandom(4)  # a zero mask leaves the payload as it is (fast)
         n = len(payload)
-        head = bytes([0x80 | opcode])
+        head = bytes([(0x80 if fin else 0) | opcode])
         if n < 126:
             head += bytes([0x80 | n])
         elif n < 65536:
@@ -1785,6 +1785,27 @@ class WebSocketTest(ServerCase):
         # open, three frames and close are ws triggers of the agent.
         self.server.wait_for(lambda: self.server.status("ws-echo")["summary"].get("echoed") == 3,
                              "the echo to count 3 frames")
+        self.assertServing()
+
+    def test_a_text_message_that_is_not_utf8_closes_with_1007(self):
+        # RFC 6455, 8.1. Bug: a message whose last fragment was empty was not
+        # checked at its end: "ok" and half a character reached the agent,
+        # and echo sent it back as text.
+        auth = {"Authorization": "Bearer " + ADMIN_TOKEN}
+        self.server.create("ws-utf8", "echo")
+        for fragments in ([b"ok\xe2\x82", b""], [b"\xf0", b""], [b"ok\xff"], [b"o", b"k\xc3"]):
+            ws = WebSocketClient(self.server.port, "/v1/agents/ws-utf8/ws", auth)
+            for i, part in enumerate(fragments):
+                ws.send(0x1 if i == 0 else 0x0, part, fin=i == len(fragments) - 1)
+            opcode, payload = ws.recv()
+            self.assertEqual((opcode, payload[:2]), (0x8, struct.pack("!H", 1007)), fragments)
+            ws.sock.close()
+        # A character split across fragments is whole at the end: it arrives.
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-utf8/ws", auth)
+        ws.send(0x1, b"ok\xe2\x82", fin=False)
+        ws.send(0x0, b"\xac")
+        self.assertEqual(ws.recv(), (0x1, "ok\u20ac".encode()))
+        ws.close()
         self.assertServing()
 
     def test_the_token_can_come_in_the_query(self):
