@@ -1190,7 +1190,7 @@ struct http_server::impl {
         it->second = std::string{f.value()};
         for (auto* single :
              {"Host", "Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID",
-              "X-Request-Id", "Origin"})
+              "X-Request-Id", "Origin", "Sec-WebSocket-Key", "Sec-WebSocket-Version"})
           if (repeated.empty() && name == lower(single))
             repeated = single;
       }

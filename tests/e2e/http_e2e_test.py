@@ -1844,6 +1844,16 @@ class WebSocketTest(ServerCase):
                              {"Authorization": "Bearer " + ADMIN_TOKEN})
         self.assertEqual(ws.status, 101, ws.head)  # a good key (of 16 random bytes) still is
         ws.close()
+        # RFC 6455, 11.3.1 and 11.3.5: once in a request. Bug: two keys got
+        # 101, and two versions Beast's plain-text 426 (logged as 101).
+        good = "dGhlIHNhbXBsZSBub25jZQ=="
+        for extra in ["Sec-WebSocket-Key: " + good, "Sec-WebSocket-Version: 8"]:
+            raw = raw_exchange(self.server.port, (
+                "GET /v1/agents/ws-echo/ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n"
+                "%s\r\nAuthorization: Bearer %s\r\n\r\n" % (good, extra, ADMIN_TOKEN)).encode())
+            status, _, body = parse_raw_response(raw)
+            self.assertEqual((status, json.loads(body)["error"]["code"]), (400, "DUPLICATE_HEADER"), raw)
 
     def test_a_frame_sent_with_the_upgrade_request_is_a_400_not_lost(self):
         # Bug: a frame in the same write as the handshake (a client that does
