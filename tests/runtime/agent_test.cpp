@@ -82,6 +82,19 @@ TEST_CASE("ctx.state<T> with the wrong type throws instead of aliasing memory") 
   CHECK_THROWS_AS(ctx.state<int>(), std::logic_error);
 }
 
+TEST_CASE("ctx.ws_send refuses a text frame that is not UTF-8, and sends it as binary") {
+  // RFC 6455, 8.1. Bug: the bytes went out as a text frame, which a client
+  // must fail the connection for.
+  notes_agent a;
+  trigger t;
+  std::string config;
+  context ctx{"me", config, t, a, nullptr};
+  CHECK_THROWS_AS(ctx.ws_send("ws-1", "bad\xff\xfeutf"), std::invalid_argument);
+  CHECK_THROWS_AS(ctx.ws_send("ws-1", "ok\xe2\x82"), std::invalid_argument);
+  CHECK_NOTHROW(ctx.ws_send("ws-1", "bad\xff\xfeutf", true));
+  CHECK_NOTHROW(ctx.ws_send("ws-1", "ok \xe2\x82\xac"));
+}
+
 TEST_CASE("the registry refuses duplicates and names the known types for unknown ones") {
   agent_registry r;
   CHECK_FALSE(r.add<notes_agent>("notes"));

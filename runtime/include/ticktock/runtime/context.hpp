@@ -12,6 +12,7 @@
 #include "ticktock/runtime/clock.hpp"
 #include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/identity.hpp"
+#include "ticktock/runtime/text.hpp"
 #include "ticktock/runtime/trigger.hpp"
 
 namespace ticktock {
@@ -200,8 +201,12 @@ public:
   }
 
   /// Sends a frame to WebSocket connection `connection` (from a ws trigger)
-  /// after the commit. Frames to a connection that closed are dropped.
+  /// after the commit. Frames to a connection that closed are dropped. A
+  /// text frame must be UTF-8 (RFC 6455, 8.1): other bytes throw
+  /// std::invalid_argument (the tick fails); send them as binary.
   void ws_send(std::string connection, std::string data, bool binary = false) {
+    if (!binary && !is_valid_utf8(data))
+      throw std::invalid_argument("ws_send: a text frame must be UTF-8; send these bytes as binary");
     effects_.ws.push_back({std::move(connection), std::move(data), binary, false});
   }
   /// Closes a WebSocket connection after the commit.
