@@ -236,6 +236,9 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
   // saw the connection, so it gets no close trigger either.
   std::atomic<bool> open_refused{false};
   std::atomic<bool> close_sent{false};  // the close trigger went out (once)
+  // Called as the server's close frame goes out: the agent hears of the
+  // close then, not once the client ends the TCP connection.
+  std::function<void()> on_closing;
 
   // False when the frame would take the bytes queued past the limit: the
   // frames waiting are dropped (the one being written goes on) and a close
@@ -378,6 +381,8 @@ void ws_connection::write_next() {
   auto self = shared_from_this();
   if (m.close) {
     closed = true;
+    if (on_closing)
+      on_closing();
     ws.async_close(close_reason, [self](beast::error_code) {});
     return;
   }
@@ -626,14 +631,19 @@ struct http_server::impl {
       conn->go_away();  // stop() may have gone through ws_conns before
     log("event=ws_open request_id=" + log_value(conn->request_id) + " agent=" + agent + " connection=" + id);
     ws_trigger(conn, {ws_event::kind::open, id, {}, false});
-    // The agent hears of the close as the client's close frame arrives: the
-    // read ends only after the TCP teardown, which a client that keeps its
-    // socket open holds back for the handshake timeout.
+    // The agent hears of the close as the client's close frame arrives, or
+    // as the server's goes out: the read ends only after the TCP teardown,
+    // which a client that keeps its socket open holds back until the read
+    // timeout.
     conn->ws.control_callback([this, weak = std::weak_ptr<ws_connection>(conn)](
                                 websocket::frame_type kind, beast::string_view) {
       if (auto c = weak.lock(); c && kind == websocket::frame_type::close)
         ws_close_trigger(c);
     });
+    conn->on_closing = [this, weak = std::weak_ptr<ws_connection>(conn)] {
+      if (auto c = weak.lock())
+        ws_close_trigger(c);
+    };
     // Opened with an agent token: the connection closes (1008) as it expires.
     asio::system_timer expiry{conn->ws.get_executor()};
     if (token_expires_unix > 0) {
@@ -658,6 +668,8 @@ struct http_server::impl {
         conn->close_with({websocket::close_code::bad_payload, "invalid UTF-8"});
         continue;  // the read ends with the close handshake
       }
+      if (conn->close_sent)
+        continue;  // a frame that crossed the server's close: the agent heard of the close
       ws_trigger(conn, {ws_event::kind::frame, id, std::move(message), !conn->ws.got_text()});
     }
     conn->closed = true;

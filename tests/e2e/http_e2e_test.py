@@ -1496,6 +1496,30 @@ class TokenTest(ServerCase):
         self.assertError(self.call(token, "GET", "/v1/agents/tok-stream"), 401, "UNAUTHORIZED")
 
 
+class WebSocketServerCloseTest(unittest.TestCase):
+    def test_the_agent_hears_of_a_close_the_server_sends_before_the_client_ends_tcp(self):
+        # Bug: after the server's close frame (here at the token's expiry),
+        # the close trigger waited for the client to end the TCP connection,
+        # which one that answers the close but keeps its socket held back
+        # until the read timeout (30 s here).
+        with Server(args=["--read-timeout", "30000"]) as server:
+            server.create("ws-srv-close", "echo")
+            r = server.post("/v1/tokens", {"agent": "ws-srv-close", "scopes": ["ws"], "expires_in": 2})
+            self.assertEqual(r.status, 201, r)
+            ws = WebSocketClient(server.port, "/v1/agents/ws-srv-close/ws",
+                                 {"Authorization": "Bearer " + r.json()["token"]}, timeout=20)
+            ws.send_text("x")
+            self.assertEqual(ws.recv(), (0x1, b"x"))
+            opcode, payload = ws.recv()
+            self.assertEqual((opcode, payload[2:]), (0x8, b"token expired"))
+            ws.send(0x8, payload[:2])  # the client's close; its socket stays open
+            triggers = lambda: [r["trigger"] for r in  # noqa: E731
+                                server.get("/v1/agents/ws-srv-close/fs/logs/trajectory").json()["records"]]
+            server.wait_for(lambda: triggers() == ["init", "ws", "ws", "ws"],
+                            "the close trigger while the client holds its socket", timeout=10)
+            ws.sock.close()
+
+
 # -- bundles -------------------------------------------------------------------------
 
 
