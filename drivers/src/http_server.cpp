@@ -213,7 +213,7 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
     : ws(std::move(s)), agent(std::move(a)), queue_limit(limit), write_timeout(wt) {}
   websocket::stream<beast::tcp_stream> ws;
   const std::string agent;  // the agent the connection belongs to
-  std::string id;           // ws-N, once open
+  std::string id;           // ws-<start>-<n>, once open
   std::string request_id;   // of the upgrade: its triggers carry it
   std::deque<ws_message> queue;
   std::size_t queued = 0;  // bytes of the frames in `queue`, the one being written included

@@ -974,7 +974,6 @@ response router::dispatch(const request& req, std::string_view path,
 // The route of a request under /v1/ or /a/ from its method and path alone
 // (the body is not needed); 400 for an invalid agent id, 404 for no route.
 std::variant<router::route, response> router::resolve(const request& req, std::string_view path) {
-  route to;
   auto rest = path;
   auto first = next_segment(rest);
   auto bad_id = [&](std::string_view raw, const std::optional<std::string>& id,
