@@ -182,6 +182,41 @@ std::string origin_form(std::string_view target) {
   return (rest[path] == '?' ? "/" : "") + std::string{rest.substr(path)};
 }
 
+// The head's fields as the router reads them, into `headers`; returns the
+// name of a header the API reads as one value that is given twice (empty if
+// none). Such a header is ambiguous (which Idempotency-Key deduplicates?
+// which token?): the request is refused rather than the last one taken
+// silently; two Hosts are, too (RFC 9112, 3.2). Other repeated headers: the
+// last, but Cookie lines are one list (RFC 9113, 8.2.3: the first
+// ticktock_token counts, as within one line). An absolute-form target's
+// authority is the request's host: the same-origin check of the cookie
+// compares Origin with it, not with a Host header the client sent beside it
+// (RFC 9112, 3.2.2).
+std::string collect_headers(const http::request_header<>& head,
+                            std::map<std::string, std::string>& headers) {
+  std::string repeated;
+  for (auto& f : head) {
+    auto name = lower(f.name_string());
+    auto [it, fresh] = headers.try_emplace(name, std::string{f.value()});
+    if (fresh)
+      continue;
+    if (name == "cookie") {
+      it->second += "; ";
+      it->second += f.value();
+      continue;
+    }
+    it->second = std::string{f.value()};
+    for (auto* single :
+         {"Host", "Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID",
+          "X-Request-Id", "Origin", "Sec-WebSocket-Key", "Sec-WebSocket-Version"})
+      if (repeated.empty() && name == lower(single))
+        repeated = single;
+  }
+  if (auto authority = absolute_authority(head.target()); !authority.empty())
+    headers["host"] = std::string{authority};
+  return repeated;
+}
+
 // A head over the limit whose request line had not ended within it. Beast
 // sets the target once it has parsed the line, and then consumes the line
 // from the buffer (so a long field after it leaves no newline there); until
@@ -668,8 +703,8 @@ struct http_server::impl {
         conn->close_with({websocket::close_code::bad_payload, "invalid UTF-8"});
         continue;  // the read ends with the close handshake
       }
-      if (conn->close_sent)
-        continue;  // a frame that crossed the server's close: the agent heard of the close
+      if (conn->close_sent || conn->close_queued)
+        continue;  // the server is closing: the agent hears of the close, not of this
       ws_trigger(conn, {ws_event::kind::frame, id, std::move(message), !conn->ws.got_text()});
     }
     conn->closed = true;
@@ -1038,13 +1073,14 @@ struct http_server::impl {
       std::optional<response> refused;
       std::string refused_why = "bad Transfer-Encoding";
       std::size_t body_limit = options.max_body_bytes;
-      // The head as the router reads it, for the checks made before the body.
-      auto head_request = [&] {
+      // The head as the router reads it, for the checks made before the body
+      // (none with a header given twice: the request gets its 400).
+      auto head_request = [&]() -> std::optional<request> {
         request head;
         head.method = std::string{parser.get().method_string()};
         head.target = origin_form(parser.get().target());
-        for (auto& f : parser.get())
-          head.headers[lower(f.name_string())] = std::string{f.value()};
+        if (!collect_headers(parser.get().base(), head.headers).empty())
+          return std::nullopt;
         return head;
       };
       if (!ec) {
@@ -1053,7 +1089,7 @@ struct http_server::impl {
           // An agent bundle outgrows --max-body with its history: the admin
           // imports it under its own limit, larger or smaller (only the
           // admin: the body is read before the router checks anything else).
-          if (api.admin_import(head_request()))
+          if (auto h = head_request(); h && api.admin_import(*h))
             body_limit = options.max_bundle_bytes;
         }
         if (!refused && !parser.is_done()) {
@@ -1065,7 +1101,7 @@ struct http_server::impl {
           // A client that waits to send its body hears at once that its
           // token is missing, invalid, or may not send it (RFC 9110, 10.1.1:
           // a final status instead of 100).
-          if ((refused = api.refused_early(head_request())))
+          if (auto h = head_request(); h && (refused = api.refused_early(*h)))
             refused_why = refused->status == 401 ? "no valid token (before the body)"
                                                  : "forbidden (before the body)";
         }
@@ -1182,35 +1218,7 @@ struct http_server::impl {
       request req;
       req.method = std::string{msg.method_string()};
       req.target = std::move(*target);
-      // A header the API reads as one value, given twice, is ambiguous
-      // (which Idempotency-Key deduplicates? which token?): refused rather
-      // than the last one taken silently; two Hosts are, too (RFC 9112, 3.2).
-      // Other repeated headers: the last.
-      std::string repeated;
-      for (auto& f : msg) {
-        auto name = lower(f.name_string());
-        auto [it, fresh] = req.headers.try_emplace(name, std::string{f.value()});
-        if (fresh)
-          continue;
-        if (name == "cookie") {
-          // Cookie lines are one list (RFC 9113, 8.2.3): the first
-          // ticktock_token counts, as within one line.
-          it->second += "; ";
-          it->second += f.value();
-          continue;
-        }
-        it->second = std::string{f.value()};
-        for (auto* single :
-             {"Host", "Authorization", "Idempotency-Key", "Content-Type", "Last-Event-ID",
-              "X-Request-Id", "Origin", "Sec-WebSocket-Key", "Sec-WebSocket-Version"})
-          if (repeated.empty() && name == lower(single))
-            repeated = single;
-      }
-      // An absolute-form target's authority is the request's host: the
-      // same-origin check of the cookie compares Origin with it, not with a
-      // Host header the client sent beside it (RFC 9112, 3.2.2).
-      if (auto authority = absolute_authority(msg.target()); !authority.empty())
-        req.headers["host"] = std::string{authority};
+      auto repeated = collect_headers(msg.base(), req.headers);
       if (!repeated.empty()) {
         co_await refuse(stream, watch,
                         error_response(400, "DUPLICATE_HEADER",
@@ -1620,7 +1628,7 @@ void http_server::stop() {
     // A WebSocket whose client did not answer the close frame in the grace
     // was cut with its session, before its read loop could tell the agent:
     // the close trigger goes out here, so that the agent does not count the
-    // connection as open after a restart (when its id is given out again).
+    // connection as open for good.
     std::lock_guard<std::mutex> guard{p.ws_mtx};
     for (auto& [id, c] : p.ws_conns)
       p.ws_close_trigger(c);

@@ -817,6 +817,17 @@ std::string required_scope(std::string_view method, std::string_view rest, std::
   return "admin";
 }
 
+// The 403 for a token that came in the cookie of another origin's request,
+// whatever it asks for.
+response cross_site_cookie(std::string_view route) {
+  auto r = error_response(403, "FORBIDDEN",
+                          "the ticktock_token cookie is not accepted from a page of another origin "
+                          "(Origin does not match Host, or Sec-Fetch-Site is not same-origin); "
+                          "send the token as Authorization: Bearer");
+  r.route = route;
+  return r;
+}
+
 }  // namespace
 
 std::shared_ptr<router::ticket> router::handle(const request& req, reply_fn done) {
@@ -866,6 +877,8 @@ std::optional<response> router::refused_early(const request& req) const {
   auto who = authenticate(req, *query);
   if (!who.authenticated)
     return unauthorized(who.problem, path.starts_with("/a/") ? "/a/{id}" : "/v1");
+  if (who.cross_site_cookie)
+    return cross_site_cookie(path.starts_with("/a/") ? "/a/{id}" : "/v1");
   auto resolved = resolve(req, path);
   auto* to = std::get_if<route>(&resolved);
   if (!to)
@@ -933,6 +946,8 @@ response router::dispatch(const request& req, std::string_view path,
   auto who = authenticate(req, query);
   if (!who.authenticated)
     return unauthorized(who.problem, first == "a" ? "/a/{id}" : "/v1");
+  if (who.cross_site_cookie)
+    return cross_site_cookie(first == "a" ? "/a/{id}" : "/v1");
   auto resolved = resolve(req, path);
   if (auto* failed = std::get_if<response>(&resolved))
     return std::move(*failed);
@@ -1021,10 +1036,6 @@ std::optional<response> router::refusal(const route& to, const principal& who,
     r.route = to.label;
     return r;
   };
-  if (who.cross_site_cookie)
-    return forbidden("the ticktock_token cookie is not accepted from a page of another origin "
-                     "(Origin does not match Host, or Sec-Fetch-Site is not same-origin); "
-                     "send the token as Authorization: Bearer");
   if (who.admin)
     return std::nullopt;
   // An agent token reaches its own agent's tree only, within its scopes.

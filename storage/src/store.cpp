@@ -293,10 +293,10 @@ struct store::impl {
   // Calls f(key, value) for every key with `prefix`, from `from` on, until
   // f returns false. The upper bound keeps RocksDB from stepping over the
   // deleted keys of the next prefixes (consumed inbox entries, for one).
-  // As of `snap` if given.
+  // As of `snap` if given; a read that failed sets `err` if given.
   template <class F>
   void scan(cf_id c, std::string_view prefix, std::string_view from, F&& f,
-            const rocksdb::Snapshot* snap = nullptr) const {
+            const rocksdb::Snapshot* snap = nullptr, error* err = nullptr) const {
     auto guard = lock();
     if (!db)
       return;
@@ -315,7 +315,9 @@ struct store::impl {
     it->Seek(rocksdb::Slice{from.data(), from.size()});
     for (; it->Valid() && starts_with(it->key(), prefix); it->Next())
       if (!f(view(it->key()), view(it->value())))
-        break;
+        return;
+    if (err && !it->status().ok())
+      *err = from_status(it->status(), "read");
   }
 
   std::uint64_t count_prefix(cf_id c, std::string_view prefix) const {
@@ -1641,10 +1643,13 @@ expected<chain_report> store::verify_trajectory(std::string_view id) const {
   }
   chain_walk walk{id, signers_of(**ident)};
   auto prefix = keys::prefix(id);
+  error read_failed;
   impl_->scan(
     cf_trajectory, prefix, prefix,
     [&](auto k, auto stored) { return walk.next(keys::get_be64(k.substr(prefix.size())), stored); },
-    snap.snapshot());
+    snap.snapshot(), &read_failed);
+  if (read_failed)
+    return read_failed;
   walk.finish(*meta);
   return walk.rep;
 }

@@ -619,6 +619,15 @@ class ErrorStatusTest(ServerCase):
         with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as s:
             s.sendall(ctl_head.replace(token, scoped("err-counter", ["write:ctl"])))
             self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n"))
+        # The head is read as the request is: Cookie lines are one list, whose
+        # first token counts (bug: the early check took the last line's, and
+        # refused what the request's own token may do).
+        writer = scoped("err-counter", ["write:inbox"])
+        cookies = (b"Sec-Fetch-Site: same-origin\r\nCookie: ticktock_token=" + writer
+                   + b"\r\nCookie: ticktock_token=" + other + b"\r\n")
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as s:
+            s.sendall(head.replace(b"Authorization: Bearer " + token + b"\r\n", cookies))
+            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n"))
 
     def test_an_empty_line_before_a_request_is_skipped(self):
         # RFC 9112, 2.2: a server SHOULD ignore at least one empty line before
