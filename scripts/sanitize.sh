@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-address}
 shift || true
 targets=()
+exclude='consumer-find-package'
 case "$mode" in
   address)
     build=${BUILD_DIR:-build-asan}
@@ -32,7 +33,12 @@ case "$mode" in
     flags=(-DTICKTOCK_SANITIZE=thread -DTICKTOCK_BUILD_EXAMPLES=ON)
     # Only what the selected tests run.
     targets=(--target runtime_tests storage_tests actors_tests crash_tests crash_child)
-    select=(-R '^(runtime_tests|storage_tests|actors_tests|crash_tests):') ;;
+    select=(-R '^(runtime_tests|storage_tests|actors_tests|crash_tests):')
+    # Reads RocksDB's memtable from one thread while another writes it, by
+    # design: RocksDB's own atomics order them, unseen by TSan, and the
+    # writer's stack is often lost from TSan's history, so tests/tsan.supp
+    # cannot match it (a false report). The other builds run it.
+    exclude+='|storage_tests:a chain verified while ticks commit is read as of one moment' ;;
   *)
     echo "usage: $0 [address|thread] [ctest arguments...]" >&2
     exit 2 ;;
@@ -47,4 +53,4 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
 # consumer-find-package installs and builds a separate project: not here.
 ctest --test-dir "$build" --output-on-failure -j "${JOBS:-2}" --timeout 900 \
-  -E '^consumer-find-package$' "${select[@]}" "$@"
+  -E "^($exclude)\$" "${select[@]}" "$@"
