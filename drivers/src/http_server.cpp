@@ -703,8 +703,8 @@ struct http_server::impl {
         conn->close_with({websocket::close_code::bad_payload, "invalid UTF-8"});
         continue;  // the read ends with the close handshake
       }
-      if (conn->close_sent || conn->close_queued)
-        continue;  // the server is closing: the agent hears of the close, not of this
+      if (conn->close_sent)
+        continue;  // a frame that crossed the server's close: the agent heard of the close
       ws_trigger(conn, {ws_event::kind::frame, id, std::move(message), !conn->ws.got_text()});
     }
     conn->closed = true;
