@@ -217,6 +217,15 @@ std::string collect_headers(const http::request_header<>& head,
   return repeated;
 }
 
+// The last UTF-8 sequence of `s`: its last lead byte and the continuation
+// bytes (10xxxxxx, at most three) after it.
+std::string_view last_character(std::string_view s) {
+  auto start = s.size();
+  while (start > 0 && s.size() - start < 3 && (static_cast<unsigned char>(s[start - 1]) & 0xC0) == 0x80)
+    --start;
+  return s.substr(start > 0 ? start - 1 : 0);
+}
+
 // A head over the limit whose request line had not ended within it. Beast
 // sets the target once it has parsed the line, and then consumes the line
 // from the buffer (so a long field after it leaves no newline there); until
@@ -698,8 +707,9 @@ struct http_server::impl {
       buffer.consume(buffer.size());
       // RFC 6455, 8.1: a text message is UTF-8 (1007 otherwise). Beast checks
       // each fragment as it comes, but not the end of a message whose last
-      // fragment is empty (a character cut short, "ok\xe2\x82" then "").
-      if (conn->ws.got_text() && !is_valid_utf8(message)) {
+      // fragment is empty (a character cut short, "ok\xe2\x82" then ""):
+      // only its last character needs a look.
+      if (conn->ws.got_text() && !is_valid_utf8(last_character(message))) {
         conn->close_with({websocket::close_code::bad_payload, "invalid UTF-8"});
         continue;  // the read ends with the close handshake
       }
