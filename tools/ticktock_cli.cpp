@@ -924,6 +924,8 @@ int trajectory(invocation& in) {
     auto trigger = text(o, "trigger");
     if (o.contains("alarm"))  // alarm:NAME
       trigger += ":" + one_line(text(o, "alarm"));
+    else if (o.contains("ws_event"))  // ws:open, ws:frame, ws:close
+      trigger += ":" + one_line(text(o, "ws_event"));
     rows.push_back({text(o, "index"), text(o, "tick"), text(o, "attempt"), trigger,
                     text(o, "trigger_seq"), request, outcome, dur, hash.substr(0, 16), logs});
   }

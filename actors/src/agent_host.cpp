@@ -350,6 +350,12 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   rec.trigger_seq = entry.seq;
   rec.request_id = entry.request_id;
   rec.alarm = entry.alarm;
+  if (entry.kind == trigger_kind::ws)
+    if (auto ev = ws_event::head(entry.payload)) {
+      static constexpr std::string_view names[] = {"open", "frame", "close"};
+      rec.ws_event = names[static_cast<std::size_t>(ev->event)];
+      rec.connection = std::move(ev->connection);
+    }
   rec.trigger_digest = entry.corrupt ? storage::blake2b(entry.raw) : storage::trigger_digest(entry);
   rec.start = start_wall;
   rec.prev_hash = meta_.trajectory_head;
@@ -513,6 +519,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     rec.effects.messages = static_cast<std::uint32_t>(op.messages.size());
     rec.effects.goals = static_cast<std::uint32_t>(fx.goals.size());
     rec.effects.memory = static_cast<std::uint32_t>(fx.memory.size());
+    rec.effects.ws = static_cast<std::uint32_t>(a.ws.size());
     op.alarms = std::move(fx.alarms);
     op.goals = std::move(fx.goals);
     op.memory = std::move(fx.memory);

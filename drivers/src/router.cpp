@@ -116,6 +116,10 @@ json::object trajectory_json(const storage::trajectory_record& r) {
     o["request_id"] = r.request_id;
   if (!r.alarm.empty())
     o["alarm"] = r.alarm;
+  if (!r.ws_event.empty())
+    o["ws_event"] = r.ws_event;
+  if (!r.connection.empty())
+    o["connection"] = r.connection;
   o["trigger_digest"] = storage::to_hex(r.trigger_digest);
   o["start_us"] = micros(r.start);
   o["duration_ns"] = r.duration_ns;
@@ -129,7 +133,8 @@ json::object trajectory_json(const storage::trajectory_record& r) {
                               {"alarms_set", r.effects.alarms_set},
                               {"alarms_cancelled", r.effects.alarms_cancelled},
                               {"goals", r.effects.goals},
-                              {"memory", r.effects.memory}};
+                              {"memory", r.effects.memory},
+                              {"ws", r.effects.ws}};
   o["state_hash"] = storage::to_hex(r.state_hash);
   o["prev_hash"] = storage::to_hex(r.prev_hash);
   json::array logs;

@@ -69,6 +69,7 @@ struct Effects {
   alarmsCancelled @5 :UInt32;
   goals @6 :UInt32;
   memory @7 :UInt32;
+  ws @8 :UInt32;               # WebSocket frames and closes the tick sent (ctx.ws_send, ws_close)
 }
 
 struct TrajectoryRecord {
@@ -92,6 +93,8 @@ struct TrajectoryRecord {
   requestId @16 :Text;            # X-Request-Id of the HTTP request that delivered the trigger
                                   # (InboxEntry.requestId), else empty
   alarm @17 :Text;                # the alarm's name, for an alarm trigger (InboxEntry.alarm)
+  wsEvent @18 :Text;              # open | frame | close, for a ws trigger; else empty
+  connection @19 :Text;           # the WebSocket connection's id, for a ws trigger; else empty
 }
 
 # One decision of the policy gate about an effect that leaves the runtime.

@@ -328,6 +328,7 @@ std::string encode(const trajectory_record& r) {
   fx.setAlarmsCancelled(r.effects.alarms_cancelled);
   fx.setGoals(r.effects.goals);
   fx.setMemory(r.effects.memory);
+  fx.setWs(r.effects.ws);
   b.setStateHash(as_data(r.state_hash));
   if (r.index > 0)
     b.setPrevHash(as_data(r.prev_hash));
@@ -358,6 +359,10 @@ std::string encode(const trajectory_record& r) {
     b.setRequestId(as_text(r.request_id));
   if (!r.alarm.empty())
     b.setAlarm(as_text(r.alarm));
+  if (!r.ws_event.empty())
+    b.setWsEvent(as_text(r.ws_event));
+  if (!r.connection.empty())
+    b.setConnection(as_text(r.connection));
   return finish(msg);
 }
 
@@ -376,7 +381,7 @@ expected<trajectory_record> decode_trajectory(std::string_view bytes) {
     auto fx = m.getEffects();
     r.effects = {fx.getStateBytes(), fx.getStateChanged(),    fx.getOutbox(),
                  fx.getMessages(),   fx.getAlarmsSet(),       fx.getAlarmsCancelled(),
-                 fx.getGoals(),      fx.getMemory()};
+                 fx.getGoals(),      fx.getMemory(),          fx.getWs()};
     for (auto l : m.getLogs())
       r.logs.push_back(to_string(l));
     for (auto d : m.getDecisions())
@@ -387,6 +392,8 @@ expected<trajectory_record> decode_trajectory(std::string_view bytes) {
       r.limits.push_back(to_string(l));
     r.request_id = to_string(m.getRequestId());
     r.alarm = to_string(m.getAlarm());
+    r.ws_event = to_string(m.getWsEvent());
+    r.connection = to_string(m.getConnection());
     bool ok = to_hash(m.getTriggerDigest(), r.trigger_digest)
               && to_hash(m.getStateHash(), r.state_hash) && to_hash(m.getPrevHash(), r.prev_hash)
               && static_cast<std::uint16_t>(m.getOutcome()) <= 2;

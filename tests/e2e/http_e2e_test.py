@@ -1820,6 +1820,32 @@ class WebSocketTest(ServerCase):
                              "the echo to count 3 frames")
         self.assertServing()
 
+    def test_trajectory_records_name_the_ws_event_and_connection(self):
+        # Bug: a ws tick's record said only `ws`: not which event, nor which
+        # connection, and its effects did not count the frames it sent.
+        self.server.create("ws-traj", "echo")
+        ws = WebSocketClient(self.server.port, "/v1/agents/ws-traj/ws",
+                             {"Authorization": "Bearer " + ADMIN_TOKEN})
+        ws.send_text("hi")
+        self.assertEqual(ws.recv(), (0x1, b"hi"))
+        ws.close()
+        fs = "/v1/agents/ws-traj/fs/"
+        records = lambda: [r for r in self.server.get(fs + "logs/trajectory").json()["records"]  # noqa: E731
+                           if r["trigger"] == "ws"]
+        self.server.wait_for(lambda: len(records()) == 3, "three ws ticks")
+        got = records()
+        self.assertEqual([r["ws_event"] for r in got], ["open", "frame", "close"])
+        self.assertEqual(len({r["connection"] for r in got}), 1, got)
+        self.assertTrue(got[0]["connection"].startswith("ws-"), got)
+        self.assertEqual([r["effects"]["ws"] for r in got], [0, 1, 0])
+        self.assertTrue(self.server.get(fs + "logs/trajectory?verify=1").json()["ok"])
+        cli = os.path.join(os.path.dirname(ticktockd_path()), "ticktock")
+        out = subprocess.run([cli, "--url", "http://127.0.0.1:%d" % self.server.port, "--token", ADMIN_TOKEN,
+                              "trajectory", "ws-traj"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        for event in ["ws:open", "ws:frame", "ws:close"]:
+            self.assertIn(event, out.stdout)
+
     def test_a_text_message_that_is_not_utf8_closes_with_1007(self):
         # RFC 6455, 8.1. Bug: a message whose last fragment was empty was not
         # checked at its end: "ok" and half a character reached the agent,

@@ -113,6 +113,8 @@ struct effects_summary {
   std::uint32_t alarms_cancelled = 0;
   std::uint32_t goals = 0;
   std::uint32_t memory = 0;
+  /// WebSocket frames and closes the tick sent.
+  std::uint32_t ws = 0;
 };
 
 /// One decision of the policy gate, as the trajectory records it.
@@ -151,6 +153,10 @@ struct trajectory_record {
   std::string request_id;
   /// The alarm's name, for an alarm trigger (inbox_entry::alarm); else empty.
   std::string alarm;
+  /// For a ws trigger: its event (open, frame or close) and connection id;
+  /// else empty.
+  std::string ws_event;
+  std::string connection;
   /// The agent's Ed25519 signature of the record (64 bytes; empty if unsigned).
   std::string signature;
   /// Set by reads when the stored bytes failed to decode.
