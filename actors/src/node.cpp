@@ -876,19 +876,23 @@ expected<agent_status> node::status(const std::string& id) const {
   s.type = v->type;
   s.state = v->resident ? agent_state::active : agent_state::hibernated;
   s.error = v->error;
-  if (auto meta = core_->store->get_agent(id)) {
-    s.last_tick = meta->tick_count;
-    s.last_tick_time = meta->last_tick;
-    s.summary = std::move(meta->summary);
+  // The record and the inbox depth of one moment: the init tick committing
+  // in between read as "not run, nothing queued".
+  if (auto meta = core_->store->get_agent_and_depth(id)) {
+    s.last_tick = meta->first.tick_count;
+    s.last_tick_time = meta->first.last_tick;
+    s.summary = std::move(meta->first.summary);
+    s.queue_depth = meta->second;
   } else if (meta.error_value().code() == errc::not_found) {
     // terminate() deleted its records and has yet to drop it from the directory.
     return error{errc::not_found, "no agent '" + id + "'"};
-  } else if (s.error.empty()) {
-    s.error = meta.error_value().to_string();
+  } else {
+    if (s.error.empty())
+      s.error = meta.error_value().to_string();
+    s.queue_depth = core_->store->inbox_depth(id);
   }
   if (v->errored || !s.error.empty())
     s.state = agent_state::errored;
-  s.queue_depth = core_->store->inbox_depth(id);
   {
     std::lock_guard<std::mutex> guard{core_->limits_mtx};
     if (auto i = core_->limit_states.find(id); i != core_->limit_states.end()) {

@@ -854,7 +854,10 @@ struct http_server::impl {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "ticktockd");
     res.set(http::field::date, http_date());
-    if (!r.content_type.empty())
+    // A 204 or 304 ends at its head: no body, so no Content-Length either
+    // (RFC 9110, 8.6), and a 204 has no content to give a type.
+    bool no_body = r.status == 204 || r.status == 304;
+    if (!r.content_type.empty() && r.status != 204)
       res.set(http::field::content_type, r.content_type);
     if (r.stream != stream_kind::none) {  // a HEAD of a stream: stream_events' head
       res.set(http::field::content_type, "text/event-stream");
@@ -883,7 +886,7 @@ struct http_server::impl {
         co_return false;  // the connection closes: no head promised a body yet
       fres.prepare_payload();
       co_return co_await send(stream, watch, fres, head);
-    } else {
+    } else if (!no_body) {
       res.body() = r.body;
       res.prepare_payload();
     }

@@ -1022,8 +1022,9 @@ std::variant<router::route, response> router::resolve(const request& req, std::s
   if (rest.empty() || rest == "/")
     return route{route::kind::agents, {}, second, rest, "/v1/agents"};
   auto raw_id = next_segment(rest);
-  // A POST there imports; other methods reach an agent that may be called
-  // `import` (an agent takes no POST itself).
+  // A POST there imports; other methods reach an agent called `import`
+  // (which POST /v1/agents refuses, but a bundle or an in-process create can
+  // still name so; an agent takes no POST itself).
   if (raw_id == "import" && rest.empty() && req.method == "POST")
     return route{route::kind::import, {}, second, rest, "/v1/agents/import"};
   auto id = url_decode(raw_id);
@@ -1192,6 +1193,11 @@ response router::agents(const request& req, const std::map<std::string, std::str
   if (auto* c = o.if_contains("config"); c && !c->is_null())
     config = c->is_string() ? std::string{c->as_string()} : to_json(*c);
   std::string sid{id->as_string()}, stype{type->as_string()};
+  // `POST /v1/agents/import` imports a bundle: an agent of that name could
+  // not be told from the route by a client generated from openapi.yaml.
+  if (sid == "import")
+    return error_response(400, "INVALID_ID", "the agent id 'import' is reserved (POST /v1/agents/import "
+                                             "imports a bundle)");
   if (auto err = node_.create(sid, stype, std::move(config), req.request_id))
     return error_response(err);
   // Created: a delete that came right after it does not make this a 404.

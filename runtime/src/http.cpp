@@ -2,6 +2,9 @@
 
 #include <strings.h>
 
+#include <cctype>
+#include <stdexcept>
+
 #include "ticktock/runtime/serializer.hpp"
 #include "ticktock/runtime/trigger.hpp"
 
@@ -18,7 +21,38 @@ struct wire_request {
   std::string body;
 };
 
+// RFC 9110, 5.6.2.
+bool is_token(std::string_view s) {
+  if (s.empty())
+    return false;
+  for (unsigned char c : s)
+    if (!std::isalnum(c) && std::string_view{"!#$%&'*+-.^_`|~"}.find(static_cast<char>(c))
+                              == std::string_view::npos)
+      return false;
+  return true;
+}
+
 }  // namespace
+
+void check_reply(std::uint16_t status, const http_headers& headers) {
+  if (status < 200 || status > 599)
+    throw std::invalid_argument("reply: status " + std::to_string(status)
+                                + " is not a final HTTP status (200 to 599)");
+  static constexpr std::string_view framing[] = {"content-length", "transfer-encoding", "connection",
+                                                 "keep-alive",     "upgrade",           "te",
+                                                 "trailer",        "proxy-connection"};
+  for (auto& [name, value] : headers) {
+    if (!is_token(name))
+      throw std::invalid_argument("reply: header name '" + name + "' is not an HTTP token");
+    for (auto f : framing)
+      if (name.size() == f.size() && strncasecmp(name.data(), f.data(), f.size()) == 0)
+        throw std::invalid_argument("reply: the server sets " + name + " itself");
+    for (unsigned char c : value)
+      if ((c < 0x20 && c != '\t') || c == 0x7f)
+        throw std::invalid_argument("reply: the value of header " + name
+                                    + " has a control character");
+  }
+}
 
 template <class A, class B>
 struct serializer<std::pair<A, B>> {

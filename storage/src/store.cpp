@@ -320,12 +320,16 @@ struct store::impl {
       *err = from_status(it->status(), "read");
   }
 
-  std::uint64_t count_prefix(cf_id c, std::string_view prefix) const {
+  std::uint64_t count_prefix(cf_id c, std::string_view prefix,
+                             const rocksdb::Snapshot* snap = nullptr) const {
     std::uint64_t n = 0;
-    scan(c, prefix, prefix, [&](auto, auto) {
-      ++n;
-      return true;
-    });
+    scan(
+      c, prefix, prefix,
+      [&](auto, auto) {
+        ++n;
+        return true;
+      },
+      snap);
     return n;
   }
 };
@@ -1162,6 +1166,18 @@ expected<std::optional<identity_record>> identity_at(const store::impl& s, std::
 
 expected<agent_record> store::get_agent(std::string_view id) const {
   return agent_at(*impl_, id, nullptr);
+}
+
+expected<std::pair<agent_record, std::uint64_t>>
+store::get_agent_and_depth(std::string_view id) const {
+  auto guard = impl_->lock();
+  if (!impl_->db)
+    return impl::closed();
+  rocksdb::ManagedSnapshot snap{impl_->db.get()};
+  auto meta = agent_at(*impl_, id, snap.snapshot());
+  if (!meta)
+    return meta.error_value();
+  return std::pair{std::move(*meta), impl_->count_prefix(cf_inbox, keys::prefix(id), snap.snapshot())};
 }
 
 bool store::agent_exists(std::string_view id) const {

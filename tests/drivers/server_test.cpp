@@ -75,13 +75,17 @@ struct ws_relay : agent<ws_echo_state> {
 };
 
 // Answers /a/{id}/say with the request body; defers (and never answers)
-// /a/{id}/silent.
+// /a/{id}/silent; answers /a/{id}/status?N with status N, the body and a
+// Content-Type.
 struct sayer : agent<ws_echo_state> {
   void on_trigger(context& ctx, const trigger& t) override {
     auto req = http_request::from(t);
     if (!req)
       return;
-    if (req->path == "/silent") {
+    if (req->path == "/status")
+      ctx.reply(static_cast<std::uint16_t>(std::stoi(req->query)), req->body,
+                {{"Content-Type", "text/plain"}});
+    else if (req->path == "/silent") {
       ++state().frames;  // counts the requests left waiting
       ctx.defer_reply();
     } else
@@ -619,6 +623,46 @@ TEST_CASE("streams are served over WebSocket too, and the HUD is redacted") {
   CHECK_FALSE(redacted.contains("error"));
   trace->close(websocket::close_code::normal);
   hud->close(websocket::close_code::normal);
+}
+
+TEST_CASE("a 204 or 304 reply ends at its head, and the connection goes on") {
+  // RFC 9110, 8.6 and 15.4.5. Bug: a 204 carried Content-Length: 0 and a
+  // Content-Type, and a 304 with a body sent it: a client, which reads no
+  // body after a 304, took those bytes for the next response.
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "sayer"));
+  asio::io_context io;
+  beast::tcp_stream s{io};
+  s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), f.server->port()});
+  beast::flat_buffer b;
+  auto ask = [&](const std::string& target, const std::string& body) {
+    http::request<http::string_body> req{http::verb::post, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::authorization, "Bearer secret");
+    req.body() = body;
+    req.prepare_payload();
+    http::write(s, req);
+    http::response<http::string_body> res;
+    http::read(s, b, res);
+    return res;
+  };
+  for (auto status : {"204", "304"}) {
+    INFO(status);
+    auto res = ask("/a/s/status?" + std::string{status}, "not sent");
+    CHECK(static_cast<int>(res.result_int()) == std::stoi(status));
+    CHECK(res.find(http::field::content_length) == res.end());
+    CHECK(res.body().empty());
+    CHECK(res.keep_alive());
+    // The next response on the connection is read from its first byte.
+    auto next = ask("/a/s/say", "next");
+    CHECK(next.result_int() == 200);
+    CHECK(next.body() == "next");
+  }
+  auto res = ask("/a/s/status?204", "");
+  CHECK(res.find(http::field::content_type) == res.end());
+  CHECK(ask("/a/s/status?304", "").at(http::field::content_type) == "text/plain");
+  // A reply whose status is not final fails its tick (ctx.reply throws).
+  CHECK(ask("/a/s/status?101", "").result_int() == 500);
 }
 
 TEST_CASE("agent routes: concurrent requests get their own replies, and an unanswered one gets 504") {

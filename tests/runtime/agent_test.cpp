@@ -95,6 +95,32 @@ TEST_CASE("ctx.ws_send refuses a text frame that is not UTF-8, and sends it as b
   CHECK_NOTHROW(ctx.ws_send("ws-1", "ok \xe2\x82\xac"));
 }
 
+TEST_CASE("ctx.reply refuses a status that is not final and headers that would break the response") {
+  // Bug: a reply header's value with CR LF went out as two header lines (and
+  // a whole forged response), a Content-Length or Transfer-Encoding of the
+  // agent's framed the body instead of the server's, and a status of 101
+  // went out as a protocol switch.
+  notes_agent a;
+  trigger t;
+  std::string config;
+  context ctx{"me", config, t, a, nullptr};
+  for (std::uint16_t status : {0, 99, 100, 101, 199, 600, 999})
+    CHECK_THROWS_AS(ctx.reply(status, ""), std::invalid_argument);
+  for (std::uint16_t status : {200, 204, 304, 404, 599})
+    CHECK_NOTHROW(ctx.reply(status, ""));
+  for (http_headers bad : {http_headers{{"X-A", "1\r\nSet-Cookie: s=1"}}, http_headers{{"X-A", "1\n"}},
+                           http_headers{{"X-A", std::string{"a\0b", 3}}}, http_headers{{"X-A", "\x7f"}},
+                           http_headers{{"", "v"}}, http_headers{{"X A", "v"}}, http_headers{{"X:A", "v"}},
+                           http_headers{{"Content-Length", "5"}}, http_headers{{"transfer-encoding", "chunked"}},
+                           http_headers{{"Connection", "close"}}, http_headers{{"Upgrade", "websocket"}}}) {
+    INFO(bad[0].first);
+    CHECK_THROWS_AS(ctx.reply(200, "", bad), std::invalid_argument);
+    CHECK_THROWS_AS(ctx.reply_to(1, 200, "", bad), std::invalid_argument);
+  }
+  CHECK_NOTHROW(ctx.reply(200, "", {{"X-Ok", "a\tb c \xc3\xa9"}, {"Set-Cookie", "s=1; Path=/"},
+                                    {"Content-Type", "text/plain"}}));
+}
+
 TEST_CASE("the registry refuses duplicates and names the known types for unknown ones") {
   agent_registry r;
   CHECK_FALSE(r.add<notes_agent>("notes"));

@@ -195,8 +195,12 @@ public:
   std::optional<std::string> memory(std::string_view space, std::string_view key) const;
 
   /// Answers the HTTP request of an `http` trigger; sent after the commit.
-  /// Without a reply the request gets 204. The last call wins.
+  /// Without a reply the request gets 204. The last call wins. A status
+  /// outside 200..599, or a header check_reply refuses, throws
+  /// std::invalid_argument (the tick fails). A 204 or 304 is sent without
+  /// its body.
   void reply(std::uint16_t status, std::string body, http_headers headers = {}) {
+    check_reply(status, headers);
     effects_.reply = http_reply{status, std::move(headers), std::move(body)};
   }
 
@@ -218,9 +222,11 @@ public:
   /// answers it with reply_to(seq, ...) (seq: current_trigger().seq). The
   /// client waits up to the server's reply timeout.
   void defer_reply() { effects_.reply_deferred = true; }
-  /// Answers a deferred HTTP request, after this tick commits.
+  /// Answers a deferred HTTP request, after this tick commits; checked as
+  /// reply() is.
   void reply_to(std::uint64_t seq, std::uint16_t status, std::string body,
                 http_headers headers = {}) {
+    check_reply(status, headers);
     effects_.late_replies.emplace_back(seq, http_reply{status, std::move(headers), std::move(body)});
   }
 

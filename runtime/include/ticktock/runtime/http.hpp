@@ -42,6 +42,15 @@ struct http_reply {
   std::string body;
 };
 
+/// Throws std::invalid_argument unless `status` is a final status (200 to
+/// 599) and every header is one an agent may send: a token for a name
+/// (RFC 9110, 5.1) that is not one the server sets to frame the response or
+/// the connection (Content-Length, Transfer-Encoding, Connection, Keep-Alive,
+/// Upgrade, TE, Trailer, Proxy-Connection), and a value without control
+/// characters other than HTAB (so no CR or LF: it could not end the head).
+/// ctx.reply and ctx.reply_to check their reply with it.
+void check_reply(std::uint16_t status, const http_headers& headers);
+
 /// A WebSocket event delivered to an agent as a `ws` trigger. Connections
 /// belong to the driver, not to the agent's actor: they stay open while the
 /// agent hibernates, and a frame wakes it.

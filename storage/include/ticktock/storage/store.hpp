@@ -262,6 +262,10 @@ public:
   // -- agents --------------------------------------------------------------
 
   expected<agent_record> get_agent(std::string_view id) const;
+  /// The agent's record and its inbox depth as of one moment: a tick that
+  /// commits meanwhile (consuming an entry, counting a tick) shows in both
+  /// or in neither.
+  expected<std::pair<agent_record, std::uint64_t>> get_agent_and_depth(std::string_view id) const;
   bool agent_exists(std::string_view id) const;
   /// The errored mark set by mark_errored_op, if any.
   std::optional<std::string> errored_mark(std::string_view id) const;
