@@ -8,8 +8,9 @@ packages=(
   libcaf-dev librocksdb-dev rocksdb-tools libsodium-dev capnproto libcapnp-dev catch2
   libsecp256k1-dev libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
   libssl-dev python3 curl bubblewrap
-  # tests/docs/openapi_lint_test.py
-  python3-yaml
+  # tests/docs/openapi_lint_test.py; tests/e2e/openapi_check.py checks the
+  # e2e suites' responses against docs/openapi.yaml
+  python3-yaml python3-jsonschema
   # ticktockd's malloc (TICKTOCK_TCMALLOC)
   libgoogle-perftools-dev
   # scripts/sanitize.sh and scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes

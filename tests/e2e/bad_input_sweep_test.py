@@ -30,6 +30,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openapi_check  # noqa: E402
 from ticktockd_server import ADMIN_TOKEN, Server  # noqa: E402
 
 # Small limits so that the limits are quick to hit.
@@ -1706,6 +1707,13 @@ class BadInputSweepTest(unittest.TestCase):
                     answer = read_http_answer(sock, time.monotonic() + CASE_TIMEOUT)
                 self.assertIsNotNone(answer.status, name)
                 self.assertIn("x-request-id", answer.headers, "%s: %r" % (name, answer.headers))
+
+
+def tearDownModule():
+    # Every response these tests received through Server.request agrees with
+    # docs/openapi.yaml: documented route, method and status, and a body of
+    # the documented schema.
+    openapi_check.assert_conforms()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end tests of ticktockd's HTTP API: the real server on 127.0.0.1 with a
-temp data directory, spoken to over sockets (Python 3 standard library only).
+temp data directory, spoken to over sockets (Python 3 standard library; at the end every response
+is checked against docs/openapi.yaml with PyYAML and jsonschema, openapi_check.py).
 
 Run: TICKTOCKD=build/tools/ticktockd python3 tests/e2e/http_e2e_test.py -v
 """
@@ -24,6 +25,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openapi_check  # noqa: E402
 from ticktockd_server import ADMIN_TOKEN, Server, ticktockd_path  # noqa: E402
 
 
@@ -2712,6 +2714,14 @@ class ConfigTest(unittest.TestCase):
             self.assertNotIn("from-the-environment", "".join(log))  # never logged
             proc.send_signal(signal.SIGTERM)
             self.assertEqual(proc.wait(30), 0)
+
+
+def tearDownModule():
+    # Every response these tests received through Server.request agrees with
+    # docs/openapi.yaml: documented route, method and status, and a body of
+    # the documented schema.
+    openapi_check.assert_conforms()
+
 
 if __name__ == "__main__":
     unittest.main()

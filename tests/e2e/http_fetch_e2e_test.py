@@ -21,6 +21,7 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openapi_check  # noqa: E402
 from ticktockd_server import Server  # noqa: E402
 
 PRICE = 1000  # --http-fetch-price: micro-USD per fetch
@@ -579,6 +580,13 @@ class TwoNodesTest(Helpers, unittest.TestCase):
         finally:
             other.close()
             self.server.close()
+
+
+def tearDownModule():
+    # Every response these tests received through Server.request agrees with
+    # docs/openapi.yaml: documented route, method and status, and a body of
+    # the documented schema.
+    openapi_check.assert_conforms()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openapi_check  # noqa: E402
 from ticktockd_server import Server, ticktockd_path  # noqa: E402
 
 
@@ -1103,6 +1104,14 @@ class LimitsTest(ServicesCase):
         r = self.server.request("GET", fs("lim", "limits"), auth=False,
                                 headers={"Authorization": "Bearer " + token})
         self.assertEqual(r.status, 200)
+
+
+def tearDownModule():
+    # Every response these tests received through Server.request agrees with
+    # docs/openapi.yaml: documented route, method and status, and a body of
+    # the documented schema.
+    openapi_check.assert_conforms()
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -17,6 +17,11 @@ import time
 
 ADMIN_TOKEN = "e2e-admin-token"
 
+# (method, target, status, headers, body) of every response Server.request
+# received, for openapi_check (bounded).
+RESPONSES = []
+MAX_RESPONSES = 50000
+
 
 def ticktockd_path():
     path = os.environ.get("TICKTOCKD")
@@ -157,7 +162,10 @@ class Server:
         try:
             conn.request(method, path, body=body, headers=hdrs)
             r = conn.getresponse()
-            return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+            res = Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+            if len(RESPONSES) < MAX_RESPONSES:
+                RESPONSES.append((method, path, res.status, res.headers, res.body))
+            return res
         finally:
             conn.close()
 
