@@ -177,6 +177,69 @@ bool valid_admin_token(std::string_view t) {
   return std::all_of(t.begin(), t.end(), [](char c) { return c > 0x20 && c < 0x7f; });
 }
 
+// A secret file of the data directory (admin.token, node.key): its bytes,
+// or nullopt if there is none. Never one that a symbolic link there points
+// at: its contents would be trusted as a key, and its mode changed. Made
+// 0600 if it is not (a token written by hand).
+std::optional<std::string> read_private(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return std::nullopt;
+    if (errno == ELOOP)
+      throw std::runtime_error(path + " is a symbolic link: the server reads and writes only a file "
+                                      "of its own there (replace the link by the file)");
+    throw std::runtime_error("cannot read " + path + ": " + std::strerror(errno));
+  }
+  std::string bytes;
+  struct stat st {};
+  bool ok = ::fstat(fd, &st) == 0;
+  if (ok && !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw std::runtime_error(path + " is not a regular file");
+  }
+  if (ok && (st.st_mode & 077) != 0)
+    ok = ::fchmod(fd, 0600) == 0;
+  for (char buf[4096]; ok && bytes.size() <= (1u << 20);) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      ok = n == 0;
+      break;
+    }
+    bytes.append(buf, static_cast<std::size_t>(n));
+  }
+  auto err = errno;
+  ::close(fd);
+  if (!ok)
+    throw std::runtime_error("cannot read " + path + ": " + std::strerror(err));
+  return bytes;
+}
+
+// Writes a secret file of the data directory, mode 0600: created, or an
+// empty one (a first start that died while writing it) rewritten; never
+// through a symbolic link.
+void write_private(const std::string& path, std::string_view bytes, bool exists) {
+  int fd = ::open(path.c_str(),
+                  O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (exists ? O_TRUNC : O_CREAT | O_EXCL), 0600);
+  bool ok = fd >= 0 && ::fchmod(fd, 0600) == 0;
+  while (ok && !bytes.empty()) {
+    auto n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR)
+      continue;
+    ok = n > 0;
+    if (ok)
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  ok = ok && ::fsync(fd) == 0;
+  auto err = errno;
+  if (fd >= 0)
+    ::close(fd);
+  if (!ok)
+    throw std::runtime_error("cannot write " + path + ": " + std::strerror(err));
+}
+
 // The admin token: given, or read from DIR/admin.token, or generated there
 // (mode 0600) at first start.
 std::string admin_token(const std::string& given, const std::string& data, bool& generated) {
@@ -184,16 +247,14 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
   if (!given.empty())
     return given;
   auto path = data + "/admin.token";
-  std::ifstream in{path};
-  std::string token;
+  auto file = read_private(path);
   // The first line, without surrounding blanks: a file written by hand may
   // end its line with CRLF or carry spaces no client sends. A token is what
   // --admin-token takes; a file that holds something else is the operator's
   // to mend, not to be replaced (only an empty one is: a first start that
   // died while writing it).
-  std::error_code size_ec;
-  if (in && std::filesystem::file_size(path, size_ec) > 0 && !size_ec) {
-    std::getline(in, token);
+  if (file && !file->empty()) {
+    auto token = file->substr(0, file->find('\n'));
     auto first = token.find_first_not_of(" \t\r");
     auto last = token.find_last_not_of(" \t\r");
     token = first == std::string::npos ? std::string{} : token.substr(first, last - first + 1);
@@ -206,15 +267,8 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
   randombytes_buf(raw, sizeof raw);
   char hex[65];
   sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
-  token = hex;
-  auto old = umask(077);
-  std::ofstream out{path, std::ios::trunc};
-  out << token << "\n";
-  out.close();
-  umask(old);
-  chmod(path.c_str(), 0600);
-  if (!out)
-    throw std::runtime_error("cannot write " + path);
+  std::string token = hex;
+  write_private(path, token + "\n", file.has_value());
   generated = true;
   return token;
 }
@@ -225,26 +279,18 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
 // master.key: replacing it would void every token issued, silently.
 std::string node_key(const std::string& data) {
   auto path = data + "/node.key";
-  std::ifstream in{path, std::ios::binary};
-  std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (key.size() == crypto_sign_SECRETKEYBYTES)
-    return key;
-  if (!key.empty())
+  auto file = read_private(path);
+  if (file && file->size() == crypto_sign_SECRETKEYBYTES)
+    return *file;
+  if (file && !file->empty())
     throw std::runtime_error(path + " must hold exactly " + std::to_string(crypto_sign_SECRETKEYBYTES)
-                             + " bytes, it holds " + std::to_string(key.size())
+                             + " bytes, it holds " + std::to_string(file->size())
                              + "; move it away to create a new key (capability tokens signed "
                                "with the old one then stop working)");
   unsigned char pk[crypto_sign_PUBLICKEYBYTES];
-  key.resize(crypto_sign_SECRETKEYBYTES);
+  std::string key(crypto_sign_SECRETKEYBYTES, '\0');
   crypto_sign_keypair(pk, reinterpret_cast<unsigned char*>(key.data()));
-  auto old = umask(077);
-  std::ofstream out{path, std::ios::binary | std::ios::trunc};
-  out.write(key.data(), static_cast<std::streamsize>(key.size()));
-  out.close();
-  umask(old);
-  chmod(path.c_str(), 0600);
-  if (!out)
-    throw std::runtime_error("cannot write " + path);
+  write_private(path, key, file.has_value());
   return key;
 }
 
@@ -489,7 +535,7 @@ int main(int argc, char** argv) {
       auto v = o.value.front();
       v.erase(0, v.find_first_not_of(" \t"));
       if ((type == typeid(std::uint64_t) || type == typeid(std::uint32_t)
-           || type == typeid(std::size_t))
+           || type == typeid(std::size_t) || type == typeid(std::int64_t))
           && !v.empty() && (v.front() == '-' || v.front() == '+'))
         throw std::invalid_argument("option '" + o.string_key + "' takes a number without a sign, not '"
                                     + o.value.front() + "'");
@@ -569,9 +615,11 @@ int main(int argc, char** argv) {
   // Durations are added to clock readings in nanoseconds: beyond about 31
   // years of ms they would overflow (and 9.2e12 ms wraps to "at once").
   constexpr std::int64_t max_ms = 1'000'000'000'000;
-  for (auto* name : {"idle-timeout", "exit-after-ms", "read-timeout", "write-timeout"})
-    if (vm.count(name) && (vm[name].as<std::int64_t>() < 0 || vm[name].as<std::int64_t>() > max_ms)) {
-      std::fprintf(stderr, "ticktockd: --%s takes a number of ms from 0 to %lld\n", name,
+  for (auto [name, min_ms] : {std::pair{"idle-timeout", 0}, std::pair{"exit-after-ms", 0},
+                              std::pair{"read-timeout", 1}, std::pair{"write-timeout", 1}})
+    if (vm.count(name)
+        && (vm[name].as<std::int64_t>() < min_ms || vm[name].as<std::int64_t>() > max_ms)) {
+      std::fprintf(stderr, "ticktockd: --%s takes a number of ms from %d to %lld\n", name, min_ms,
                    static_cast<long long>(max_ms));
       return 2;
     }
@@ -684,10 +732,8 @@ int main(int argc, char** argv) {
   http.write_timeout = std::chrono::milliseconds{vm["write-timeout"].as<std::int64_t>()};
   http.max_connections = vm["max-connections"].as<std::size_t>();
   http.threads = vm["http-threads"].as<std::size_t>();
-  if (http.read_timeout.count() <= 0 || http.write_timeout.count() <= 0
-      || http.max_connections == 0 || http.threads == 0) {
-    std::fprintf(stderr, "ticktockd: --read-timeout, --write-timeout, --max-connections and "
-                         "--http-threads must be positive\n");
+  if (http.max_connections == 0 || http.threads == 0) {
+    std::fprintf(stderr, "ticktockd: --max-connections and --http-threads must be positive\n");
     return 2;
   }
   if (vm.count("cors-origin"))
@@ -733,6 +779,11 @@ int main(int argc, char** argv) {
   // A master key file given is 32 bytes, or is created where a directory is.
   if (auto& key = opts.master_key_file; !key.empty()) {
     std::error_code ec;
+    auto kind = std::filesystem::status(key, ec).type();
+    if (!ec && kind != std::filesystem::file_type::regular) {
+      std::fprintf(stderr, "ticktockd: --master-key-file %s is not a regular file\n", key.c_str());
+      return 2;
+    }
     auto size = std::filesystem::file_size(key, ec);
     auto parent = std::filesystem::path{key}.parent_path();
     if (!ec && size != 32) {

@@ -20,6 +20,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -1542,6 +1543,16 @@ error check_cors_origins(const std::vector<std::string>& origins) {
                    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
                           || c == '-' || c == '.' || c == ':' || c == '[' || c == ']';
                  });
+    // A port is 1 to 65535 (after an IPv6 address's bracket, if any).
+    if (auto colon = rest.rfind(':'); ok && colon != std::string_view::npos
+                                      && (rest.find(']') == std::string_view::npos
+                                          || colon > rest.find(']'))) {
+      auto port = rest.substr(colon + 1);
+      unsigned value = 0;
+      auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+      ok = !port.empty() && port.size() <= 5 && ec == std::errc{} && end == port.data() + port.size()
+           && value >= 1 && value <= 65535;
+    }
     if (!ok)
       return error{errc::invalid_argument,
                    "CORS origin '" + o + "' is not \"*\" nor scheme://host[:port] "

@@ -2495,6 +2495,44 @@ class ConfigTest(unittest.TestCase):
                 with open(os.path.join(data, "admin.token"), "rb") as f:
                     self.assertEqual(f.read(), text)
 
+    def test_secret_files_of_the_data_directory_are_never_used_through_a_link(self):
+        # Bug: admin.token and node.key were followed through symbolic links:
+        # the linked file's first line became the admin token, its mode was
+        # changed to 0600 (/etc/passwd's too), and a dangling link had the
+        # key written where it pointed.
+        with tempfile.TemporaryDirectory(prefix="ticktock-links-") as tmp:
+            data = os.path.join(tmp, "data")
+            os.makedirs(data)
+            outside = os.path.join(tmp, "outside")
+            with open(outside, "w") as f:
+                f.write("knownvalue\n")
+            os.chmod(outside, 0o644)
+            os.symlink(outside, os.path.join(data, "admin.token"))
+            run = lambda *args: subprocess.run(  # noqa: E731
+                [ticktockd_path(), "--data", data, "--listen", "127.0.0.1:0", "--exit-after-ms", "0",
+                 *args], capture_output=True, text=True, timeout=60)
+            r = run()
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn("admin.token is a symbolic link", r.stderr)
+            self.assertEqual(stat.S_IMODE(os.stat(outside).st_mode), 0o644)
+            self.assertEqual(open(outside).read(), "knownvalue\n")
+            # A dangling link: nothing is created where it points.
+            os.symlink(os.path.join(tmp, "key-target"), os.path.join(data, "node.key"))
+            r = run("--admin-token", "t")
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn("node.key is a symbolic link", r.stderr)
+            self.assertFalse(os.path.exists(os.path.join(tmp, "key-target")))
+            # The files themselves: a token written by hand is made 0600.
+            for name in ("admin.token", "node.key"):
+                os.remove(os.path.join(data, name))
+            with open(os.path.join(data, "admin.token"), "w") as f:
+                f.write("hand-written\n")
+            os.chmod(os.path.join(data, "admin.token"), 0o644)
+            r = run()
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(stat.S_IMODE(os.stat(os.path.join(data, "admin.token")).st_mode), 0o600)
+            self.assertEqual(stat.S_IMODE(os.stat(os.path.join(data, "node.key")).st_mode), 0o600)
+
     def test_bad_values_exit_2_before_the_data_directory_is_touched(self):
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as tmp:
             data = os.path.join(tmp, "data")
@@ -2515,7 +2553,11 @@ class ConfigTest(unittest.TestCase):
                 # a config file that is not a regular file (read forever)
                 (["--config", "/dev/zero"], None, "not a regular file"),
                 # negative durations, and ones that would overflow the clock
-                (["--idle-timeout", "-5"], None, "--idle-timeout takes a number of ms from 0 to"),
+                (["--idle-timeout", "-5"], None, "option 'idle-timeout' takes a number without a sign"),
+                # Bug: a sign was taken on durations (+5, -0), refused elsewhere
+                (["--idle-timeout=+5"], None, "option 'idle-timeout' takes a number without a sign"),
+                (["--write-timeout=-0"], None, "option 'write-timeout' takes a number without a sign"),
+                (["--read-timeout=0"], None, "--read-timeout takes a number of ms from 1 to"),
                 (["--idle-timeout", "10000000000000"], None, "--idle-timeout takes a number of ms"),
                 (["--read-timeout", "9223372036854775807"], None, "--read-timeout takes a number"),
                 # thread counts no machine has
@@ -2526,6 +2568,10 @@ class ConfigTest(unittest.TestCase):
                 (["--admin-token", "tok en"], None, "--admin-token is visible ASCII"),
                 # a master key file of the wrong size, or nowhere to create it
                 (["--master-key-file", "/nonexistent-dir/master.key"], None, "no directory"),
+                # Bug: a device or a directory was found out only after the
+                # store had been created in the data directory (exit 1)
+                (["--master-key-file", "/dev/null"], None, "is not a regular file"),
+                (["--master-key-file", tmp], None, "is not a regular file"),
                 # a switch takes true or false (--quiet=false turns off what a
                 # config file turned on), and nothing else
                 (["--quiet", "maybe"], None, "for option '--quiet' is invalid"),
@@ -2550,6 +2596,9 @@ class ConfigTest(unittest.TestCase):
                  "--cors-origin: CORS origin 'ui.example' is not"),
                 ([], {"cors-origin": ["https://ok.example", "https://ui.example/app"]},
                  "CORS origin 'https://ui.example/app' is not"),
+                (["--cors-origin", "http://a.example:99999"], None,
+                 "CORS origin 'http://a.example:99999' is not"),
+                (["--cors-origin", "http://a.example:"], None, "CORS origin 'http://a.example:' is not"),
                 ([], {"config": config}, "unknown option 'config'"),
                 ([], {"max-resident": -5}, "option 'max-resident' takes a number without a sign"),
                 (["--config", tmp], None, "cannot read config file %s: it is a directory" % tmp),
