@@ -468,9 +468,18 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   op.trajectory_index = rec.index;
   rec.logs = std::move(fx.logs);
 
-  std::string bytes;
+  std::string bytes, summary;
   if (!failure) {
-    bytes = agent_->save_state();
+    try {
+      bytes = agent_->save_state();
+      summary = agent_->summary();
+    } catch (const std::exception& e) {
+      failure = std::string{"exception in save_state or summary: "} + e.what();
+    } catch (...) {
+      failure = "exception of unknown type in save_state or summary";
+    }
+  }
+  if (!failure) {
     if (lim.max_state_bytes != 0 && bytes.size() > lim.max_state_bytes) {
       failure = "state of " + std::to_string(bytes.size()) + " bytes exceeds the limit of "
                 + std::to_string(lim.max_state_bytes) + " (max_state_bytes)";
@@ -489,7 +498,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     next.last_tick = start_wall;  // when it ran (its trigger may be older)
     next.retry_seq = 0;
     next.retry_attempts = 0;
-    next.summary = agent_->summary();
+    next.summary = std::move(summary);
     a.reply = std::move(fx.reply);
     a.ws = std::move(fx.ws);
     a.reply_deferred = fx.reply_deferred;
@@ -532,8 +541,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     op.approvals.clear();
     a.jobs.clear();
     rec.decisions.clear();
-    if (!agent_->load_state(committed_state_))
-      agent_->reset_state();
+    restore_committed();
     rec.state_hash = committed_hash_;
     rec.error = *failure;
     a.error = *failure;
@@ -615,8 +623,18 @@ void agent_host::rolled_back() {
     }
     base_.reset();
   }
-  if (!agent_->load_state(committed_state_))
-    agent_->reset_state();
+  restore_committed();
+}
+
+void agent_host::restore_committed() {
+  // The agent's own code: a state it cannot load back (or a load that
+  // throws) leaves it at its initial state, as a fresh agent.
+  try {
+    if (agent_->load_state(committed_state_))
+      return;
+  } catch (...) {
+  }
+  agent_->reset_state();
 }
 
 }  // namespace ticktock::detail

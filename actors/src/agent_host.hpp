@@ -115,6 +115,9 @@ public:
   }
 
 private:
+  /// Puts the agent back at its committed state (its initial state if that
+  /// does not load).
+  void restore_committed();
   std::string validate(const effects& fx, time_point now) const;
   /// Signs (and encrypts where asked) the tick's messages into `op`. They
   /// carry `request_id`, the request id of the tick's trigger.

@@ -598,6 +598,63 @@ TEST_CASE("a corrupt agent is marked errored and the rest keep running") {
   CHECK(m.errored == 1);
 }
 
+// Its state does not save: save_state throws once `boom` is set.
+struct bad_saver : agent_base {
+  bool boom = false;
+  void on_trigger(context&, const trigger& t) override { boom = t.kind == trigger_kind::message; }
+  std::string save_state() const override {
+    if (boom)
+      throw std::runtime_error("cannot save");
+    return {};
+  }
+  bool load_state(std::string_view) override {
+    boom = false;
+    return true;
+  }
+  void reset_state() override { boom = false; }
+  void* state_address() noexcept override { return &boom; }
+  const std::type_info& state_typeid() const noexcept override { return typeid(bool); }
+};
+
+TEST_CASE("an agent type whose code throws outside a tick makes its agent errored, with the reason") {
+  // Bug: a constructor that threw stopped the agent's actor: the agent
+  // stayed "active" with its inbox growing, never ticked, and its /a/
+  // requests were answered 503 SHUTTING_DOWN. A factory that made no agent
+  // was errored "OK".
+  test::temp_dir dir;
+  auto r = registry();
+  r.add("throws", []() -> std::unique_ptr<agent_base> { throw std::runtime_error("ctor boom"); });
+  r.add("nothing", [] { return std::unique_ptr<agent_base>{}; });
+  r.add<bad_saver>("bad-saver");
+  auto n = node::open(options_for(dir), std::move(r));
+  REQUIRE(n);
+  auto& nd = **n;
+  for (auto [id, type, why] : {std::tuple{"t", "throws", "loading the agent threw: ctor boom"},
+                               std::tuple{"z", "nothing", "the factory of agent type 'nothing' made no agent"}}) {
+    INFO(id);
+    REQUIRE_FALSE(nd.create(id, type));
+    agent_status st;
+    for (int i = 0; i < 400; ++i) {
+      st = *nd.status(id);
+      if (st.state == agent_state::errored)
+        break;
+      std::this_thread::sleep_for(5ms);
+    }
+    CHECK(st.state == agent_state::errored);
+    CHECK(st.error.find(why) != std::string::npos);
+    CHECK(nd.send(id, "m").error_value().code() == errc::agent_errored);
+  }
+  // save_state throwing fails the tick (retried, then deadlettered); the
+  // agent goes on.
+  REQUIRE_FALSE(nd.create("s", "bad-saver"));
+  REQUIRE(nd.send("s", "m"));
+  REQUIRE(nd.wait_idle(10s));
+  auto dead = nd.store().read_deadletter("s", 0, 10);
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].error.find("exception in save_state or summary: cannot save") != std::string::npos);
+  CHECK(nd.status("s")->state == agent_state::active);
+}
+
 TEST_CASE("a stored agent whose type is no longer registered is errored, not fatal") {
   test::temp_dir dir;
   auto opts = options_for(dir);
