@@ -882,11 +882,14 @@ int main(int argc, char** argv) {
     sigwait(&stop_signals, &sig);
   }
   log_line("event=stop signal=" + std::to_string(sig));
-  (*server)->stop();
+  (*server)->stop_accepting();
   nostr->reset();  // no relay delivers into the node from here on
   // Drain: the ticks running commit, and no new one starts (bounded; the
   // triggers not yet ticked stay in the durable inboxes for the next start).
+  // An /a/ request whose tick commits here gets its reply; one whose tick
+  // never started gets 503 from stop(): answered 503, never applied.
   bool drained = n.drain(std::chrono::seconds{5});
+  (*server)->stop();
   log_line(std::string{"event=drain complete="} + (drained ? "true" : "false"));
   n.shutdown();
   log_line("event=stopped");

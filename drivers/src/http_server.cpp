@@ -399,11 +399,14 @@ struct connection_watch {
       stream->socket().set_option(asio::socket_base::linger(true, 0), ignored);
     stream->socket().cancel(ignored);
   }
-  // The server is stopping: a request waiting for its agent gets 503 now;
-  // a connection waiting for a request stops reading (and closes). Writes
+  // The server is stopping: a connection waiting for a request stops
+  // reading (and closes); with `tickets`, a request waiting for its agent
+  // gets 503 now (without, it waits for its tick: stop_accepting). Writes
   // and streams are left to finish (streams end on `closing`).
-  void shut_down() {
+  void shut_down(bool tickets) {
     if (ticket) {
+      if (!tickets)
+        return;
       disarm();
       auto t = std::move(ticket);
       t->finish(error_response(503, "SHUTTING_DOWN", "the server is stopping"));  // posted here
@@ -727,7 +730,8 @@ struct http_server::impl {
     log("event=ws_close request_id=" + log_value(conn->request_id) + " agent=" + agent + " connection=" + id);
   }
 
-  std::atomic<bool> closing{false};
+  std::atomic<bool> closing{false};  // stop_accepting() ran
+  std::atomic<bool> stopped{false};  // stop() ran
   // How often each I/O thread checks its connections' deadlines: a timeout
   // is enforced at most this late.
   std::chrono::milliseconds sweep_every;
@@ -1602,23 +1606,39 @@ std::uint16_t http_server::port() const noexcept {
   return impl_->acceptor->local_endpoint().port();
 }
 
-void http_server::stop() {
+void http_server::stop_accepting() {
   if (!impl_ || impl_->closing.exchange(true))
     return;
   auto& p = *impl_;
-  p.n.remove_tick_observer(p.observer);
   asio::post(*p.io_threads.front()->io, [raw = &p] {
     boost::system::error_code ec;
     raw->acceptor->close(ec);
   });
-  // Every connection ends, each on its own thread: requests waiting for an
-  // agent get 503 SHUTTING_DOWN, idle connections close, answers being
-  // computed or written are written (Connection: close), SSE streams end
-  // their chunked body and WebSockets get a close frame (1001 going away).
+  // Idle connections close; a request read from now on gets 503
+  // SHUTTING_DOWN; a request waiting for its agent's tick still gets the
+  // tick's reply.
   for (auto& t : p.io_threads)
     asio::post(*t->io, [t = t.get()] {
       for (auto* w = t->first; w; w = w->next)
-        w->shut_down();  // completes nothing inline: the list stays intact
+        w->shut_down(false);  // completes nothing inline: the list stays intact
+    });
+}
+
+void http_server::stop() {
+  if (!impl_ || impl_->stopped.exchange(true))
+    return;
+  stop_accepting();
+  auto& p = *impl_;
+  p.n.remove_tick_observer(p.observer);
+  // Every connection ends, each on its own thread: requests still waiting
+  // for an agent get 503 SHUTTING_DOWN (their trigger did not run, and runs
+  // no more once the node drained), answers being computed or written are
+  // written (Connection: close), SSE streams end their chunked body and
+  // WebSockets get a close frame (1001 going away).
+  for (auto& t : p.io_threads)
+    asio::post(*t->io, [t = t.get()] {
+      for (auto* w = t->first; w; w = w->next)
+        w->shut_down(true);
     });
   {
     std::lock_guard<std::mutex> guard{p.followers_mtx};

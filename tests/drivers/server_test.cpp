@@ -93,6 +93,21 @@ struct sayer : agent<ws_echo_state> {
   }
 };
 
+// Sleeps for the query's ms in each http tick, then answers "done"; counts
+// the ticks begun.
+std::atomic<int> slow_ticks{0};
+struct slow_sayer : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    auto req = http_request::from(t);
+    if (!req)
+      return;
+    ++slow_ticks;
+    ++state().frames;
+    std::this_thread::sleep_for(std::chrono::milliseconds{std::stoi(req->query)});
+    ctx.reply(200, "done");
+  }
+};
+
 // A frame "flood" makes the agent send 40 frames of 256 KiB back at once;
 // "big" one frame of 8 MiB.
 struct ws_flood : agent<ws_echo_state> {
@@ -169,6 +184,7 @@ struct server_fixture {
     r.add<ws_flood>("ws-flood");
     r.add<emitter>("emitter");
     r.add<sayer>("sayer");
+    r.add<slow_sayer>("slow-sayer");
     r.add<ws_relay>("ws-relay");
     r.add<failer>("failer");
     node_options o;
@@ -623,6 +639,39 @@ TEST_CASE("streams are served over WebSocket too, and the HUD is redacted") {
   CHECK_FALSE(redacted.contains("error"));
   trace->close(websocket::close_code::normal);
   hud->close(websocket::close_code::normal);
+}
+
+TEST_CASE("a graceful stop answers a request whose tick commits, and 503 only to one that never ran") {
+  // Bug: at SIGTERM every request waiting for its agent got 503
+  // SHUTTING_DOWN, also one whose tick was running and then committed
+  // during the drain: the client, told it failed, would send it again.
+  server_fixture f;
+  REQUIRE_FALSE(f.n->create("s", "slow-sayer"));
+  REQUIRE(f.n->wait_idle(10s));
+  slow_ticks = 0;
+  auto post = [&](const std::string& target) {
+    http::request<http::string_body> req{http::verb::post, target, 11};
+    req.set(http::field::authorization, "Bearer secret");
+    return roundtrip(f.server->port(), std::move(req));
+  };
+  http::response<http::string_body> first, second;
+  std::thread a{[&] { first = post("/a/s/?400"); }};
+  for (int i = 0; i < 400 && slow_ticks == 0; ++i)
+    std::this_thread::sleep_for(5ms);
+  REQUIRE(slow_ticks == 1);
+  // The second waits behind the first tick; it will not run.
+  std::thread b{[&] { second = post("/a/s/?0"); }};
+  std::this_thread::sleep_for(100ms);
+  f.server->stop_accepting();
+  CHECK(f.n->drain(10s));
+  f.server->stop();
+  a.join();
+  b.join();
+  CHECK(first.result_int() == 200);
+  CHECK(first.body() == "done");
+  CHECK(second.result_int() == 503);
+  CHECK(slow_ticks == 1);
+  CHECK(f.n->state<ws_echo_state>("s")->frames == 1);
 }
 
 TEST_CASE("a 204 or 304 reply ends at its head, and the connection goes on") {
