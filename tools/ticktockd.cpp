@@ -25,7 +25,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <condition_variable>
+#include <deque>
 #include <mutex>
+#include <thread>
 #include <set>
 #include <optional>
 #include <sstream>
@@ -47,13 +50,82 @@ namespace po = boost::program_options;
 
 namespace {
 
-std::mutex log_mtx;
+// The log, one line per event on stdout, is written by a thread of its own:
+// a reader that stops reading (a pipe that fills) must not hold up requests,
+// ticks or the stop, which would all wait on the write. Lines wait in memory
+// up to max_bytes; beyond that they are dropped, counted, and the next line
+// written says how many (event=log_dropped lines=N). At exit the queue gets
+// up to 1 s to drain. Never destroyed: the writer may still be in write(2)
+// when the process exits.
+class logger {
+public:
+  static logger& get() {
+    static auto* l = new logger;
+    return *l;
+  }
 
-void log_line(const std::string& line) {
-  std::lock_guard<std::mutex> guard{log_mtx};
-  std::fprintf(stdout, "%s\n", line.c_str());
-  std::fflush(stdout);
-}
+  void line(std::string l) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (bytes_ + l.size() + 1 > max_bytes) {
+      ++dropped_;
+      return;
+    }
+    bytes_ += l.size() + 1;
+    queue_.push_back(std::move(l));
+    cv_.notify_one();
+  }
+
+  // True if every line was written within `most`.
+  bool flush(std::chrono::milliseconds most) {
+    std::unique_lock<std::mutex> lock{mtx_};
+    return idle_.wait_for(lock, most, [&] { return queue_.empty() && !writing_; });
+  }
+
+private:
+  static constexpr std::size_t max_bytes = std::size_t{16} << 20;
+
+  logger() {
+    std::thread{[this] { run(); }}.detach();
+    std::atexit([] { get().flush(std::chrono::seconds{1}); });
+  }
+
+  void run() {
+    std::unique_lock<std::mutex> lock{mtx_};
+    for (;;) {
+      cv_.wait(lock, [&] { return !queue_.empty(); });
+      std::string out;
+      if (dropped_ != 0)
+        out = "event=log_dropped lines=" + std::to_string(std::exchange(dropped_, 0)) + "\n";
+      for (; !queue_.empty(); queue_.pop_front())
+        out += queue_.front() + "\n";
+      bytes_ = 0;
+      writing_ = true;
+      lock.unlock();
+      // A reader that went away (EPIPE: SIGPIPE is handled) loses the lines.
+      for (std::string_view rest{out}; !rest.empty();) {
+        auto n = ::write(STDOUT_FILENO, rest.data(), rest.size());
+        if (n < 0 && errno == EINTR)
+          continue;
+        if (n <= 0)
+          break;
+        rest.remove_prefix(static_cast<std::size_t>(n));
+      }
+      lock.lock();
+      writing_ = false;
+      if (queue_.empty())
+        idle_.notify_all();
+    }
+  }
+
+  std::mutex mtx_;
+  std::condition_variable cv_, idle_;
+  std::deque<std::string> queue_;
+  std::size_t bytes_ = 0;
+  std::uint64_t dropped_ = 0;
+  bool writing_ = false;
+};
+
+void log_line(const std::string& line) { logger::get().line(line); }
 
 void create_demo(ticktock::node& n) {
   auto make = [&](const std::string& id, const std::string& type, std::string config) {

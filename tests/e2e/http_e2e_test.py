@@ -953,6 +953,40 @@ class DiskFullTest(unittest.TestCase):
 
 
 class ShutdownTest(unittest.TestCase):
+    def test_a_log_reader_that_stops_reading_holds_up_neither_requests_nor_the_stop(self):
+        # Bug: log lines were written to stdout under a lock by the threads
+        # that serve: once the pipe's buffer was full, every request (and
+        # /healthz) and SIGTERM's drain hung until the reader read again.
+        with tempfile.TemporaryDirectory(prefix="ticktock-log-") as tmp:
+            proc = subprocess.Popen([ticktockd_path(), "--data", os.path.join(tmp, "data"),
+                                     "--listen", "127.0.0.1:0", "--admin-token", "t"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.addCleanup(proc.kill)
+            line = proc.stdout.readline().decode()  # the start line names the port; then no reads
+            port = int(re.search(r"listen=127\.0\.0\.1:(\d+)", line).group(1))
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            auth = {"Authorization": "Bearer t"}
+            conn.request("POST", "/v1/agents", json.dumps({"id": "c", "type": "counter"}), auth)
+            self.assertEqual(conn.getresponse().read() and 201, 201)
+            # Two log lines of 100-200 bytes per request: 2,000 requests log
+            # several times the 64 KiB a pipe holds.
+            for i in range(2000):
+                conn.request("POST", "/a/c/", "", auth)
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200, i)
+            conn.request("GET", "/healthz")
+            self.assertEqual(conn.getresponse().status, 200)
+            conn.close()
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=30), 0)
+            self.assertLess(time.monotonic() - started, 10)
+            # What the pipe held is the log's beginning, and whole lines.
+            out = proc.stdout.read().decode()
+            self.assertIn("event=http", out)
+            proc.stdout.close()
+
     def test_sigterm_answers_waiting_requests_503_and_ends_streams(self):
         with Server() as server:
             server.create("p1", "counter")
