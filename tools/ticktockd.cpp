@@ -53,8 +53,9 @@ namespace {
 // The log, one line per event on stdout, is written by a thread of its own:
 // a reader that stops reading (a pipe that fills) must not hold up requests,
 // ticks or the stop, which would all wait on the write. Lines wait in memory
-// up to max_bytes; beyond that they are dropped, counted, and the next line
-// written says how many (event=log_dropped lines=N). At exit the queue gets
+// up to max_bytes (besides the batch being written); beyond that they are
+// dropped, counted, and the next batch written says how many first
+// (event=log_dropped lines=N). At exit the queue gets
 // up to 1 s to drain. Never destroyed: the writer may still be in write(2)
 // when the process exits.
 class logger {
@@ -93,14 +94,16 @@ private:
     std::unique_lock<std::mutex> lock{mtx_};
     for (;;) {
       cv_.wait(lock, [&] { return !queue_.empty(); });
-      std::string out;
-      if (dropped_ != 0)
-        out = "event=log_dropped lines=" + std::to_string(std::exchange(dropped_, 0)) + "\n";
-      for (; !queue_.empty(); queue_.pop_front())
-        out += queue_.front() + "\n";
+      auto lines = std::exchange(queue_, {});
+      auto dropped = std::exchange(dropped_, 0);
       bytes_ = 0;
       writing_ = true;
       lock.unlock();
+      std::string out;
+      if (dropped != 0)
+        out = "event=log_dropped lines=" + std::to_string(dropped) + "\n";
+      for (auto& l : lines)
+        out += l + "\n";
       // A reader that went away (EPIPE: SIGPIPE is handled) loses the lines.
       for (std::string_view rest{out}; !rest.empty();) {
         auto n = ::write(STDOUT_FILENO, rest.data(), rest.size());
@@ -250,9 +253,10 @@ bool valid_admin_token(std::string_view t) {
 }
 
 // A secret file of the data directory (admin.token, node.key): its bytes,
-// or nullopt if there is none. Never one that a symbolic link there points
-// at: its contents would be trusted as a key, and its mode changed. Made
-// 0600 if it is not (a token written by hand).
+// or nullopt if there is none. Only a regular file of the server's own user
+// with one link: never what a symbolic or hard link there points at (its
+// contents would be trusted as a key, and its mode changed). Made 0600 if
+// it is not (a token written by hand).
 std::optional<std::string> read_private(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
@@ -263,39 +267,42 @@ std::optional<std::string> read_private(const std::string& path) {
                                       "of its own there (replace the link by the file)");
     throw std::runtime_error("cannot read " + path + ": " + std::strerror(errno));
   }
-  std::string bytes;
   struct stat st {};
-  bool ok = ::fstat(fd, &st) == 0;
-  if (ok && !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw std::runtime_error(path + " is not a regular file");
-  }
-  if (ok && (st.st_mode & 077) != 0)
-    ok = ::fchmod(fd, 0600) == 0;
-  for (char buf[4096]; ok && bytes.size() <= (1u << 20);) {
+  std::string refusal;
+  if (::fstat(fd, &st) != 0)
+    refusal = std::string{"cannot read it: "} + std::strerror(errno);
+  else if (!S_ISREG(st.st_mode))
+    refusal = "it is not a regular file";
+  else if (st.st_uid != ::geteuid() || st.st_nlink != 1)
+    refusal = "it is not a file of the server's own user with a single link";
+  else if ((st.st_mode & 077) != 0 && ::fchmod(fd, 0600) != 0)
+    refusal = std::string{"cannot make it private (mode 0600): "} + std::strerror(errno);
+  std::string bytes;
+  while (refusal.empty() && bytes.size() <= (1u << 20)) {
+    char buf[4096];
     auto n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0) {
-      ok = n == 0;
+    if (n < 0)
+      refusal = std::string{"cannot read it: "} + std::strerror(errno);
+    if (n <= 0)
       break;
-    }
     bytes.append(buf, static_cast<std::size_t>(n));
   }
-  auto err = errno;
   ::close(fd);
-  if (!ok)
-    throw std::runtime_error("cannot read " + path + ": " + std::strerror(err));
+  if (!refusal.empty())
+    throw std::runtime_error(path + ": " + refusal);
   return bytes;
 }
 
-// Writes a secret file of the data directory, mode 0600: created, or an
-// empty one (a first start that died while writing it) rewritten; never
-// through a symbolic link.
-void write_private(const std::string& path, std::string_view bytes, bool exists) {
-  int fd = ::open(path.c_str(),
-                  O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (exists ? O_TRUNC : O_CREAT | O_EXCL), 0600);
-  bool ok = fd >= 0 && ::fchmod(fd, 0600) == 0;
+// Writes a secret file of the data directory, mode 0600, whole or not at
+// all: a new file beside it, synced, then renamed over it (a rename
+// replaces a link there, never what it points at).
+void write_private(const std::string& path, std::string_view bytes) {
+  auto tmp = path + ".new";
+  ::unlink(tmp.c_str());  // one a start that died left (a link is removed, not followed)
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  bool ok = fd >= 0;
   while (ok && !bytes.empty()) {
     auto n = ::write(fd, bytes.data(), bytes.size());
     if (n < 0 && errno == EINTR)
@@ -308,8 +315,20 @@ void write_private(const std::string& path, std::string_view bytes, bool exists)
   auto err = errno;
   if (fd >= 0)
     ::close(fd);
-  if (!ok)
+  if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    ::unlink(tmp.c_str());
     throw std::runtime_error("cannot write " + path + ": " + std::strerror(err));
+  }
+  // The rename itself survives a crash once the directory is synced.
+  auto dir = std::filesystem::path{path}.parent_path();
+  if (int d = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); d >= 0) {
+    ::fsync(d);
+    ::close(d);
+  }
 }
 
 // The admin token: given, or read from DIR/admin.token, or generated there
@@ -340,7 +359,7 @@ std::string admin_token(const std::string& given, const std::string& data, bool&
   char hex[65];
   sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
   std::string token = hex;
-  write_private(path, token + "\n", file.has_value());
+  write_private(path, token + "\n");
   generated = true;
   return token;
 }
@@ -362,7 +381,7 @@ std::string node_key(const std::string& data) {
   unsigned char pk[crypto_sign_PUBLICKEYBYTES];
   std::string key(crypto_sign_SECRETKEYBYTES, '\0');
   crypto_sign_keypair(pk, reinterpret_cast<unsigned char*>(key.data()));
-  write_private(path, key, file.has_value());
+  write_private(path, key);
   return key;
 }
 
@@ -961,7 +980,7 @@ int main(int argc, char** argv) {
   // An /a/ request whose tick commits here gets its reply; one whose tick
   // never started gets 503 from stop(): answered 503, never applied.
   bool drained = n.drain(std::chrono::seconds{5});
-  (*server)->stop();
+  (*server)->stop(drained);
   log_line(std::string{"event=drain complete="} + (drained ? "true" : "false"));
   n.shutdown();
   log_line("event=stopped");

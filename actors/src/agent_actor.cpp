@@ -381,28 +381,13 @@ bool load(self_ptr self, const std::string& id) {
     problem = meta->error;
   // (An errored mark in the meta column family is known to the directory,
   // which never activates such an agent.)
-  // The type's factory and the state's load are the agent's own code: one
-  // that throws makes the agent errored, with the reason (it would stop
-  // this actor, and the agent would look active but never tick).
   if (problem.empty()) {
-    try {
-      auto type = meta->type;
-      auto agent = st.core->registry.make(type);
-      if (!agent) {
-        auto err = st.core->registry.check(type);
-        problem = err ? err.to_string() : "the factory of agent type '" + type + "' made no agent";
-      } else {
-        st.host = std::make_unique<agent_host>(store, *st.core->keys, *st.core->clock,
-                                               std::move(*meta), std::move(agent),
-                                               st.core->options.limits, st.core->gate.get());
-        if (auto err = st.host->load())
-          problem = err.to_string();
-      }
-    } catch (const std::exception& e) {
-      problem = std::string{"loading the agent threw: "} + e.what();
-    } catch (...) {
-      problem = "loading the agent threw an exception of unknown type";
-    }
+    auto host = load_agent(st.core->registry, store, *st.core->keys, *st.core->clock,
+                           std::move(*meta), st.core->options.limits, st.core->gate.get());
+    if (host)
+      st.host = std::move(*host);
+    else
+      problem = host.error_value().to_string();
   }
   if (!problem.empty()) {
     st.host.reset();

@@ -626,15 +626,46 @@ void agent_host::rolled_back() {
   restore_committed();
 }
 
+expected<std::unique_ptr<agent_host>> load_agent(const agent_registry& registry,
+                                                 storage::store& store, const keyring& keys,
+                                                 const ticktock::clock& clock,
+                                                 storage::agent_record meta,
+                                                 const tick_limits& limits, const gate* gate) {
+  auto type = meta.type;
+  try {
+    auto agent = registry.make(type);
+    if (!agent) {
+      if (auto err = registry.check(type))
+        return err;
+      return error{errc::agent_errored, "the factory of agent type '" + type + "' made no agent"};
+    }
+    auto host = std::make_unique<agent_host>(store, keys, clock, std::move(meta), std::move(agent),
+                                             limits, gate);
+    if (auto err = host->load())
+      return err;
+    return host;
+  } catch (const std::exception& e) {
+    return error{errc::agent_errored, "loading an agent of type '" + type + "' threw: " + e.what()};
+  } catch (...) {
+    return error{errc::agent_errored,
+                 "loading an agent of type '" + type + "' threw an exception of unknown type"};
+  }
+}
+
 void agent_host::restore_committed() {
   // The agent's own code: a state it cannot load back (or a load that
-  // throws) leaves it at its initial state, as a fresh agent.
+  // throws) leaves it at its initial state, as a fresh agent; one whose
+  // reset throws too is left as it is (its next tick most likely fails
+  // again, and ends in the deadletter), but never stops the actor.
   try {
     if (agent_->load_state(committed_state_))
       return;
   } catch (...) {
   }
-  agent_->reset_state();
+  try {
+    agent_->reset_state();
+  } catch (...) {
+  }
 }
 
 }  // namespace ticktock::detail

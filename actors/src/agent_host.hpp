@@ -13,6 +13,7 @@
 #include "ticktock/actors/options.hpp"
 #include "ticktock/runtime/agent.hpp"
 #include "ticktock/runtime/context.hpp"
+#include "ticktock/runtime/registry.hpp"
 #include "ticktock/storage/store.hpp"
 #include "gate.hpp"
 #include "keyring.hpp"
@@ -153,5 +154,16 @@ private:
   };
   std::optional<batch_base> base_;
 };
+
+/// Makes the agent of `meta`'s type and loads it (agent_host::load): the
+/// host, or why the agent cannot run. The type's factory and its state
+/// loading are the agent's own code: what they throw is a reason here, not
+/// a crash of the caller (an actor would stop, its agent looking active).
+expected<std::unique_ptr<agent_host>> load_agent(const agent_registry& registry,
+                                                 storage::store& store, const keyring& keys,
+                                                 const ticktock::clock& clock,
+                                                 storage::agent_record meta,
+                                                 const tick_limits& limits,
+                                                 const gate* gate = nullptr);
 
 }  // namespace ticktock::detail

@@ -151,14 +151,12 @@ harness::loaded* harness::host(const std::string& id) {
     return fail(meta.error_value().to_string());
   if (auto mark = store_->errored_mark(id))
     return fail(*mark);
-  auto agent = registry_.make(meta->type);
-  if (!agent)
-    return fail(registry_.check(meta->type).to_string());
+  auto host = detail::load_agent(registry_, *store_, *keys_, *clock_, std::move(*meta),
+                                 options_.limits);
+  if (!host)
+    return fail(host.error_value().to_string());
   auto l = std::make_unique<loaded>();
-  l->host = std::make_unique<detail::agent_host>(*store_, *keys_, *clock_, std::move(*meta),
-                                                 std::move(agent), options_.limits);
-  if (auto err = l->host->load())
-    return fail(err.to_string());
+  l->host = std::move(*host);
   return (hosts_[id] = std::move(l)).get();
 }
 

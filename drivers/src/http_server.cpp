@@ -20,8 +20,8 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <charconv>
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
@@ -401,15 +401,16 @@ struct connection_watch {
   }
   // The server is stopping: a connection waiting for a request stops
   // reading (and closes); with `tickets`, a request waiting for its agent
-  // gets 503 now (without, it waits for its tick: stop_accepting). Writes
-  // and streams are left to finish (streams end on `closing`).
-  void shut_down(bool tickets) {
+  // gets 503 now (ticket::shut_down; without, it waits for its tick:
+  // stop_accepting). Writes and streams are left to finish (streams end on
+  // `closing`).
+  void shut_down(bool tickets, bool drained) {
     if (ticket) {
       if (!tickets)
         return;
       disarm();
       auto t = std::move(ticket);
-      t->finish(error_response(503, "SHUTTING_DOWN", "the server is stopping"));  // posted here
+      t->shut_down(drained);  // posted here
       return;
     }
     if (reading) {
@@ -676,7 +677,7 @@ struct http_server::impl {
       ws_conns.emplace(id, conn);
     }
     if (closing)
-      conn->go_away();  // stop() may have gone through ws_conns before
+      conn->go_away();  // the server stops accepting: no new connection lasts
     log("event=ws_open request_id=" + log_value(conn->request_id) + " agent=" + agent + " connection=" + id);
     ws_trigger(conn, {ws_event::kind::open, id, {}, false});
     // The agent hears of the close as the client's close frame arrives, or
@@ -1547,15 +1548,16 @@ error check_cors_origins(const std::vector<std::string>& origins) {
                    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
                           || c == '-' || c == '.' || c == ':' || c == '[' || c == ']';
                  });
-    // A port is 1 to 65535 (after an IPv6 address's bracket, if any).
+    // A port is 1 to 65535 without leading zeros (after an IPv6 address's
+    // bracket, if any).
     if (auto colon = rest.rfind(':'); ok && colon != std::string_view::npos
                                       && (rest.find(']') == std::string_view::npos
                                           || colon > rest.find(']'))) {
       auto port = rest.substr(colon + 1);
       unsigned value = 0;
       auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-      ok = !port.empty() && port.size() <= 5 && ec == std::errc{} && end == port.data() + port.size()
-           && value >= 1 && value <= 65535;
+      ok = !port.empty() && port.size() <= 5 && port.front() != '0' && ec == std::errc{}
+           && end == port.data() + port.size() && value <= 65535;  // as a browser writes it
     }
     if (!ok)
       return error{errc::invalid_argument,
@@ -1620,25 +1622,25 @@ void http_server::stop_accepting() {
   for (auto& t : p.io_threads)
     asio::post(*t->io, [t = t.get()] {
       for (auto* w = t->first; w; w = w->next)
-        w->shut_down(false);  // completes nothing inline: the list stays intact
+        w->shut_down(false, false);  // completes nothing inline: the list stays intact
     });
 }
 
-void http_server::stop() {
+void http_server::stop(bool drained) {
   if (!impl_ || impl_->stopped.exchange(true))
     return;
   stop_accepting();
   auto& p = *impl_;
   p.n.remove_tick_observer(p.observer);
   // Every connection ends, each on its own thread: requests still waiting
-  // for an agent get 503 SHUTTING_DOWN (their trigger did not run, and runs
-  // no more once the node drained), answers being computed or written are
-  // written (Connection: close), SSE streams end their chunked body and
-  // WebSockets get a close frame (1001 going away).
+  // for an agent get 503 SHUTTING_DOWN (saying whether their tick ran),
+  // answers being computed or written are written (Connection: close), SSE
+  // streams end their chunked body and WebSockets get a close frame (1001
+  // going away).
   for (auto& t : p.io_threads)
-    asio::post(*t->io, [t = t.get()] {
+    asio::post(*t->io, [t = t.get(), drained] {
       for (auto* w = t->first; w; w = w->next)
-        w->shut_down(true);
+        w->shut_down(true, drained);
     });
   {
     std::lock_guard<std::mutex> guard{p.followers_mtx};

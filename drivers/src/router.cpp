@@ -443,6 +443,28 @@ void router::ticket::cancel() {
   finish(std::move(r));
 }
 
+void router::ticket::shut_down(bool drained) {
+  std::optional<std::uint64_t> seq;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    seq = seq_;
+  }
+  auto r = seq ? error_response(503, "SHUTTING_DOWN",
+                                "the server is stopping: the agent ran this request (seq "
+                                  + std::to_string(*seq) + ") and deferred its reply, which is lost",
+                                R"({"applied":true})")
+         : drained ? error_response(503, "SHUTTING_DOWN",
+                                    "the server is stopping: the agent did not run this request, "
+                                    "and will not",
+                                    R"({"applied":false})")
+                   : error_response(503, "SHUTTING_DOWN",
+                                    "the server is stopping: the agent has not answered this "
+                                    "request, which may still run",
+                                    R"({"applied":null})");
+  r.route = "/a/{id}";
+  finish(std::move(r));
+}
+
 // -- errors ------------------------------------------------------------------
 
 response error_response(unsigned status, std::string_view code, std::string_view message,

@@ -332,6 +332,12 @@ public:
   /// Gives up waiting: answers 504 REPLY_TIMEOUT now, unless answered already.
   /// A request the agent has not run yet may still run.
   void cancel();
+  /// The server is stopping: answers 503 SHUTTING_DOWN now, unless answered
+  /// already, with `details.applied`: true if the agent ran the request and
+  /// deferred its reply, false if it did not run it and will not (`drained`:
+  /// node::drain completed, so no tick runs any more), null if it may still
+  /// run.
+  void shut_down(bool drained);
   /// Answers (counted in the route metrics); later answers are dropped.
   void finish(response r);
   /// The agent's tick deferred its reply to request `seq` (ctx.defer_reply).

@@ -2,7 +2,6 @@
 
 #include <strings.h>
 
-#include <cctype>
 #include <stdexcept>
 
 #include "ticktock/runtime/serializer.hpp"
@@ -25,9 +24,9 @@ struct wire_request {
 bool is_token(std::string_view s) {
   if (s.empty())
     return false;
-  for (unsigned char c : s)
-    if (!std::isalnum(c) && std::string_view{"!#$%&'*+-.^_`|~"}.find(static_cast<char>(c))
-                              == std::string_view::npos)
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        && std::string_view{"!#$%&'*+-.^_`|~"}.find(c) == std::string_view::npos)
       return false;
   return true;
 }

@@ -1024,9 +1024,10 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
     return from_status(st, "cannot open RocksDB at " + options.dir.string());
   // Files written before the store made its new ones private (guarded_fs)
   // are made private too: every other user of the machine could read them.
-  // Not through a symbolic link: what it points at is not the store's.
+  // Not through a link (symbolic or hard): what it points at, or shares its
+  // inode with, is not the store's.
   for (auto& entry : std::filesystem::directory_iterator(options.dir, ec))
-    if (!entry.is_symlink(ec) && entry.is_regular_file(ec))
+    if (!entry.is_symlink(ec) && entry.is_regular_file(ec) && entry.hard_link_count(ec) == 1)
       std::filesystem::permissions(entry.path(), std::filesystem::perms::owner_read
                                                    | std::filesystem::perms::owner_write, ec);
   p->db.reset(db);

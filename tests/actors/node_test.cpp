@@ -629,7 +629,7 @@ TEST_CASE("an agent type whose code throws outside a tick makes its agent errore
   auto n = node::open(options_for(dir), std::move(r));
   REQUIRE(n);
   auto& nd = **n;
-  for (auto [id, type, why] : {std::tuple{"t", "throws", "loading the agent threw: ctor boom"},
+  for (auto [id, type, why] : {std::tuple{"t", "throws", "loading an agent of type 'throws' threw: ctor boom"},
                                std::tuple{"z", "nothing", "the factory of agent type 'nothing' made no agent"}}) {
     INFO(id);
     REQUIRE_FALSE(nd.create(id, type));

@@ -641,20 +641,32 @@ TEST_CASE("streams are served over WebSocket too, and the HUD is redacted") {
   hud->close(websocket::close_code::normal);
 }
 
-TEST_CASE("a graceful stop answers a request whose tick commits, and 503 only to one that never ran") {
+TEST_CASE("a graceful stop answers a request whose tick commits, and tells a 503 that did not run") {
   // Bug: at SIGTERM every request waiting for its agent got 503
   // SHUTTING_DOWN, also one whose tick was running and then committed
   // during the drain: the client, told it failed, would send it again.
   server_fixture f;
   REQUIRE_FALSE(f.n->create("s", "slow-sayer"));
+  REQUIRE_FALSE(f.n->create("d", "sayer"));
   REQUIRE(f.n->wait_idle(10s));
   slow_ticks = 0;
-  auto post = [&](const std::string& target) {
-    http::request<http::string_body> req{http::verb::post, target, 11};
-    req.set(http::field::authorization, "Bearer secret");
-    return roundtrip(f.server->port(), std::move(req));
+  // The status and body, or 0 if the connection closed unanswered (a
+  // request not read before the stop: not applied either).
+  auto post = [&](const std::string& target) -> std::pair<unsigned, std::string> {
+    try {
+      http::request<http::string_body> req{http::verb::post, target, 11};
+      req.set(http::field::authorization, "Bearer secret");
+      auto res = roundtrip(f.server->port(), std::move(req));
+      return {res.result_int(), res.body()};
+    } catch (const std::exception&) {
+      return {0, {}};
+    }
   };
-  http::response<http::string_body> first, second;
+  std::pair<unsigned, std::string> first, second, deferred;
+  std::thread c{[&] { deferred = post("/a/d/silent"); }};
+  for (int i = 0; i < 400 && f.n->state<ws_echo_state>("d")->frames == 0; ++i)
+    std::this_thread::sleep_for(5ms);
+  REQUIRE(f.n->state<ws_echo_state>("d")->frames == 1);  // its tick committed, deferring
   std::thread a{[&] { first = post("/a/s/?400"); }};
   for (int i = 0; i < 400 && slow_ticks == 0; ++i)
     std::this_thread::sleep_for(5ms);
@@ -664,12 +676,17 @@ TEST_CASE("a graceful stop answers a request whose tick commits, and 503 only to
   std::this_thread::sleep_for(100ms);
   f.server->stop_accepting();
   CHECK(f.n->drain(10s));
-  f.server->stop();
+  f.server->stop(true);
   a.join();
   b.join();
-  CHECK(first.result_int() == 200);
-  CHECK(first.body() == "done");
-  CHECK(second.result_int() == 503);
+  c.join();
+  CHECK(first == std::pair<unsigned, std::string>{200, "done"});
+  if (second.first != 0) {
+    CHECK(second.first == 503);
+    CHECK(second.second.find(R"("applied":false)") != std::string::npos);
+  }
+  CHECK(deferred.first == 503);
+  CHECK(deferred.second.find(R"("applied":true)") != std::string::npos);
   CHECK(slow_ticks == 1);
   CHECK(f.n->state<ws_echo_state>("s")->frames == 1);
 }

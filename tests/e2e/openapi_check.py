@@ -1,17 +1,20 @@
 """Checks recorded responses of ticktockd against docs/openapi.yaml.
 
-For every response the e2e tests received through Server.request: the route
-and method are documented, the status is documented for that operation (a
-success status explicitly; an error may fall to `default`), and a JSON body
-validates against the documented schema (for an `fs` file, the schema its
-table names). PyYAML and jsonschema (python3-yaml, python3-jsonschema) read
-and check the file.
+For every response the e2e tests received through Server.request (not the
+raw-socket exchanges, nor WebSocket frames): the route and method are
+documented, the status is documented for that operation (a success status
+explicitly; an error may fall to `default`, and the transport's errors go
+anywhere), the content type is one documented, and a JSON body validates
+against the documented schema (for an `fs` file, the schema its table names),
+strictly: an object that lists its properties lists every field sent. An
+agent's own reply on /a/ is its business. PyYAML and jsonschema
+(python3-yaml, python3-jsonschema) read and check the file.
 """
 
 import json
 import os
 import re
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import yaml
@@ -56,7 +59,8 @@ TRANSPORT_ERRORS = {400, 408, 413, 414, 431, 501, 503}
 
 
 class Spec:
-    def __init__(self, path=SPEC):
+    def __init__(self, path=SPEC, strict=True):
+        self.strict = strict
         with open(path, encoding="utf-8") as f:
             self.doc = yaml.safe_load(f)
         routes = []
@@ -88,6 +92,10 @@ class Spec:
         out = {k: self.resolve(v, seen) for k, v in node.items()
                if k not in ("example", "examples", "nullable", "discriminator", "xml",
                             "externalDocs", "deprecated", "readOnly", "writeOnly")}
+        # Strict: an object schema that lists its properties lists them all
+        # (a field the server sends must be documented).
+        if self.strict and isinstance(out.get("properties"), dict) and "additionalProperties" not in out:
+            out["additionalProperties"] = False
         if node.get("nullable"):
             if "type" in out:
                 out["type"] = [out["type"], "null"]
@@ -147,14 +155,19 @@ def check(responses, spec=None):
                 seen.add(key)
                 continue
             doc = responses_doc["default"]
-        while "$ref" in doc:
-            doc = _lookup(spec.doc, doc["$ref"])
-        ctype = headers.get("content-type", "").split(";")[0].strip()
-        if method == "HEAD" or ctype != "application/json" or not body:
-            continue
+        doc = spec.resolve(doc)
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         content = doc.get("content", {})
-        if "*/*" in content:
-            continue  # an agent's own reply
+        if method == "HEAD" or not body or "*/*" in content:  # */*: an agent's own reply
+            continue
+        if template.startswith("/a/") and not body.startswith(b'{"error":'):
+            continue  # the agent's own reply, of any status and type
+        if ctype != "application/json":
+            if ctype not in content and key not in seen:
+                problems.append(where + ": a body of type %r where openapi.yaml documents %s"
+                                % (ctype, sorted(content) or "none"))
+            seen.add(key)
+            continue
         if "application/json" not in content:
             if key not in seen:
                 problems.append(where + ": a JSON body where openapi.yaml documents %s"
@@ -163,9 +176,9 @@ def check(responses, spec=None):
             continue
         schema = None
         if template == "/v1/agents/{id}/fs/{path}" and method == "GET" and status == 200:
-            fs_path = m.group("path").rstrip("/")
-            query = url.query
-            if fs_path == "logs/trajectory" and re.search(r"(^|&)verify", query):
+            fs_path = (m.group("path") or "").rstrip("/")
+            verify = parse_qs(url.query, keep_blank_values=True).get("verify", ["false"])[-1]
+            if fs_path == "logs/trajectory" and verify in ("", "1", "true"):
                 schema = spec.schema("VerifyReport")
             else:
                 for rx, name in FS_SCHEMAS:
@@ -173,7 +186,7 @@ def check(responses, spec=None):
                         schema = spec.schema(name)
                         break
         if schema is None:
-            schema = spec.resolve(content["application/json"].get("schema", {}))
+            schema = content["application/json"].get("schema", {})
         try:
             value = json.loads(body)
         except ValueError:
@@ -186,13 +199,6 @@ def check(responses, spec=None):
                                                         "/".join(str(p) for p in e.path) or "the top",
                                                         body[:200]))
     return problems
-
-
-def _lookup(doc, ref):
-    node = doc
-    for part in ref[2:].split("/"):
-        node = node[part]
-    return node
 
 
 def assert_conforms():

@@ -375,10 +375,9 @@ TEST_CASE("an agent's record and inbox depth are read as of one moment") {
     }};
     while (!done) {
       auto r = s->get_agent_and_depth(id);
-      REQUIRE(r);
       ++reads;
-      if (r->first.tick_count + r->second != n)
-        ++torn;
+      if (!r || r->first.tick_count + r->second != n)
+        ++torn;  // (a failed read too: a REQUIRE here would leave the writer running)
     }
     writer.join();
     CHECK(s->get_agent_and_depth(id)->second == 0);

@@ -75,12 +75,15 @@ public:
   /// The bound port (useful with options.port = 0).
   std::uint16_t port() const noexcept;
   /// The first half of a graceful stop: the listener and idle connections
-  /// close, and requests read from now on get 503 SHUTTING_DOWN, but a
-  /// request waiting for its agent's tick still gets its reply. Then
-  /// node::drain lets the running ticks commit (and answer), and stop()
-  /// answers the requests whose trigger never ran with 503.
+  /// close, streams end, and requests read from now on get 503
+  /// SHUTTING_DOWN, but a request waiting for its agent's tick still gets
+  /// its reply. Then node::drain lets the running ticks commit (and
+  /// answer), and stop(true) answers the requests still waiting 503, with
+  /// `details.applied` false for one whose trigger never ran (true for one
+  /// whose tick ran and deferred its reply; null without a completed drain:
+  /// it may still run).
   void stop_accepting();
-  void stop();
+  void stop(bool drained = false);
 
   struct impl;
 
