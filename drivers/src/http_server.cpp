@@ -1184,7 +1184,7 @@ struct http_server::impl {
         else if (ec == beast::error::timeout)
           r = error_response(408, "REQUEST_TIMEOUT", "the request did not arrive in time");
         else if (closing && ec == asio::error::operation_aborted)
-          r = error_response(503, "SHUTTING_DOWN", "the server is stopping");
+          r = error_response(503, "SHUTTING_DOWN", "the server is stopping", R"({"applied":false})");
         else
           r = error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
         co_await refuse(stream, watch, std::move(r), ec.message(), 11, false,
@@ -1262,7 +1262,8 @@ struct http_server::impl {
       response res;
       auto cors = cors_origin(req);
       if (closing)
-        res = error_response(503, "SHUTTING_DOWN", "the server is stopping");
+        res = error_response(503, "SHUTTING_DOWN", "the server is stopping: this request was not run",
+                             R"({"applied":false})");
       else if (cors && req.method == "OPTIONS" && !req.header("access-control-request-method").empty())
         res = preflight();
       else
