@@ -292,6 +292,11 @@ std::string agent_host::validate(const effects& fx, time_point now) const {
       if (kv.key.empty() || kv.key.size() > max_name_bytes
           || kv.space.find('\0') != std::string::npos || kv.space.size() > max_name_bytes)
         return "goal and memory keys and namespaces are 1 to 256 bytes without NUL";
+  // fs/memory/export is the agent's bundle: a namespace of that name could
+  // never be read there.
+  for (auto& kv : fx.memory)
+    if (kv.space == "export")
+      return "the memory namespace 'export' is reserved (fs/memory/export is the agent's bundle)";
   return {};
 }
 

@@ -68,6 +68,8 @@ struct kv_agent : agent<counter_state> {
       ctx.set_goal("main", t.payload.substr(5));
     if (t.payload.rfind("mem ", 0) == 0)
       ctx.put_memory("kv", "last", t.payload.substr(4));
+    if (t.payload.rfind("ns ", 0) == 0)  // "ns NAME": a key in namespace NAME
+      ctx.put_memory(t.payload.substr(3), "k", "v");
     if (t.payload == "read") {
       auto g = ctx.goal("main");
       ctx.emit("goal=" + g.value_or("-"));
@@ -156,6 +158,21 @@ TEST_CASE("a failing tick commits nothing, is retried, then deadlettered with it
   CHECK(dl[0].attempts == 3);
   CHECK(dl[0].entry.payload == "throw");
   CHECK(h.verify("c").ok);
+}
+
+TEST_CASE("the memory namespace 'export' is refused: fs/memory/export is the bundle") {
+  // Bug: a tick could write namespace "export", which no read could reach.
+  testing::harness_options o;
+  o.limits.max_attempts = 1;
+  testing::harness h{registry(), o};
+  h.create("k", "kv");
+  h.send("k", "ns export");
+  h.send("k", "ns exports");
+  h.run();
+  auto dl = h.deadletter("k");
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].entry.payload == "ns export");
+  CHECK(dl[0].error.find("the memory namespace 'export' is reserved") != std::string::npos);
 }
 
 TEST_CASE("ctx.fail rolls back state changes made before it") {
