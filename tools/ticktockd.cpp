@@ -24,9 +24,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <set>
@@ -608,9 +610,16 @@ int main(int argc, char** argv) {
     ("demo", po::value<bool>()->default_value(false)->implicit_value(true), "create the demo agents if missing")
     ("exit-after-ms", po::value<std::int64_t>(), "stop after this long (tests)");
   po::variables_map vm;
+  // Where each option's value came from, for the messages that refuse it:
+  // --name, TICKTOCK_NAME or 'name' of the config file.
+  std::map<std::string, std::string> origin;
+  auto named = [&](const std::string& name) {
+    auto i = origin.find(name);
+    return i == origin.end() ? "--" + name : i->second;
+  };
   // Boost converts "-1" into the largest value of an unsigned option: refuse
   // a sign on those, wherever the value comes from.
-  auto store = [&](const po::parsed_options& parsed) {
+  auto store = [&](const po::parsed_options& parsed, const std::function<std::string(const std::string&)>& label) {
     // Options a source of higher precedence already set: this source's
     // values for them are not used, so they are not checked either (as
     // Boost does not convert them).
@@ -622,6 +631,7 @@ int main(int argc, char** argv) {
     for (auto& o : parsed.options) {
       if (!vm.count(o.string_key) || o.value.empty() || overridden.count(o.string_key))
         continue;
+      origin.emplace(o.string_key, label(o.string_key));
       auto& type = vm[o.string_key].value().type();
       auto v = o.value.front();
       v.erase(0, v.find_first_not_of(" \t"));
@@ -629,7 +639,9 @@ int main(int argc, char** argv) {
            || type == typeid(std::size_t) || type == typeid(std::int64_t))
           && !v.empty() && (v.front() == '-' || v.front() == '+'))
         throw std::invalid_argument("option '" + o.string_key + "' takes a number without a sign, not '"
-                                    + o.value.front() + "'");
+                                    + o.value.front() + "'" + (label(o.string_key) == "--" + o.string_key
+                                                                 ? std::string{}
+                                                                 : " (from " + label(o.string_key) + ")"));
     }
   };
   try {
@@ -646,8 +658,14 @@ int main(int argc, char** argv) {
         throw std::invalid_argument(
           "unexpected argument '" + (o.original_tokens.empty() ? std::string{} : o.original_tokens.front())
           + "'");
-    store(cli);
+    store(cli, [](const std::string& name) { return "--" + name; });
     hide_secret_arguments(argc, argv);
+    auto env_name = [](const std::string& name) {
+      std::string v = "TICKTOCK_";
+      for (char c : name)
+        v += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      return v;
+    };
     store(po::parse_environment(desc,
                                     [&](const std::string& env) -> std::string {
                                       // An empty TICKTOCK_X= is unset, not a
@@ -662,9 +680,13 @@ int main(int argc, char** argv) {
                                                  && name != "version"
                                                ? name
                                                : std::string{};
-                                    }));
-    if (vm.count("config"))
-      store(parse_config_file(vm["config"].as<std::string>(), desc));
+                                    }),
+          env_name);
+    if (vm.count("config")) {
+      auto file = vm["config"].as<std::string>();
+      store(parse_config_file(file, desc),
+            [&](const std::string& name) { return "'" + name + "' of the config file " + file; });
+    }
     po::notify(vm);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ticktockd: %s (see --help)\n", e.what());
@@ -710,8 +732,8 @@ int main(int argc, char** argv) {
                               std::pair{"read-timeout", 1}, std::pair{"write-timeout", 1}})
     if (vm.count(name)
         && (vm[name].as<std::int64_t>() < min_ms || vm[name].as<std::int64_t>() > max_ms)) {
-      std::fprintf(stderr, "ticktockd: --%s takes a number of ms from %d to %lld\n", name, min_ms,
-                   static_cast<long long>(max_ms));
+      std::fprintf(stderr, "ticktockd: %s takes a number of ms from %d to %lld\n",
+                   named(name).c_str(), min_ms, static_cast<long long>(max_ms));
       return 2;
     }
   if (vm["tick-wall-ms"].as<std::uint64_t>() > static_cast<std::uint64_t>(max_ms)) {
@@ -721,7 +743,7 @@ int main(int argc, char** argv) {
   }
   for (auto* name : {"threads", "http-threads"})
     if (vm[name].as<std::size_t>() > 1024) {
-      std::fprintf(stderr, "ticktockd: --%s is at most 1024\n", name);
+      std::fprintf(stderr, "ticktockd: %s is at most 1024\n", named(name).c_str());
       return 2;
     }
   if (!valid_admin_token(vm["admin-token"].as<std::string>())) {

@@ -2645,6 +2645,10 @@ class ConfigTest(unittest.TestCase):
                 (["--cors-origin", "http://a.example:08080"], None, "CORS origin 'http://a.example:08080' is not"),
                 ([], {"config": config}, "unknown option 'config'"),
                 ([], {"max-resident": -5}, "option 'max-resident' takes a number without a sign"),
+                # a value from the config file is named as such (bug: as its flag)
+                ([], {"max-resident": -5}, "(from 'max-resident' of the config file"),
+                ([], {"idle-timeout": 99999999999999}, "'idle-timeout' of the config file"),
+                ([], {"threads": 5000}, "'threads' of the config file"),
                 (["--config", tmp], None, "cannot read config file %s: it is a directory" % tmp),
                 (["--config", os.path.join(tmp, "nope.json")], None, "No such file or directory"),
                 # a config file that is not JSON, or not an object (text as is)
@@ -2664,6 +2668,14 @@ class ConfigTest(unittest.TestCase):
                 cases.append((["--listen", "127.0.0.1:%d" % busy.getsockname()[1]], None,
                               "cannot listen on 127.0.0.1:%d" % busy.getsockname()[1], 1))
                 self.check_refused(tmp, data, config, cases)
+            # A value from the environment is named by its variable.
+            for var, value, message in (("TICKTOCK_IDLE_TIMEOUT", "-1", "(from TICKTOCK_IDLE_TIMEOUT)"),
+                                        ("TICKTOCK_THREADS", "5000", "TICKTOCK_THREADS is at most 1024")):
+                r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
+                                    "127.0.0.1:0", "--exit-after-ms", "0"], capture_output=True,
+                                   text=True, timeout=60, env=dict(os.environ, **{var: value}))
+                self.assertEqual(r.returncode, 2, r)
+                self.assertIn(message, r.stderr)
             # A value the command line overrides is not used, so not refused.
             r = subprocess.run([ticktockd_path(), "--data", data, "--admin-token", "t", "--listen",
                                 "127.0.0.1:0", "--threads", "2", "--exit-after-ms", "0"],
