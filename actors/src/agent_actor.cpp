@@ -356,7 +356,13 @@ void seed_tick_window(self_ptr self) {
   auto committed = meta.trajectory_next - st.in_flight.size();
   auto now = st.core->clock->now();
   auto steady = std::chrono::steady_clock::now();
-  if (committed != 0 && now - meta.last_tick < std::chrono::minutes{1}) {
+  // Nothing to count when the last record (an attempt that failed too, which
+  // meta.last_tick does not see) is older than a minute.
+  auto recent = [&] {
+    auto last = st.core->store->read_trajectory(meta.id, committed - 1, 1);
+    return !last.empty() && now - last.front().start < std::chrono::minutes{1};
+  };
+  if (committed != 0 && recent()) {
     auto n = std::min<std::uint64_t>({tpm, committed, 10000});
     for (auto& r : st.core->store->read_trajectory(meta.id, committed - n, n)) {
       auto age = now - r.start;

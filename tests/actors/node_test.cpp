@@ -448,6 +448,31 @@ TEST_CASE("a limit set after ticks counts the ticks of the last minute") {
   CHECK(w.poll([&] { return nd.state<counter_state>("t")->count == 2; }, 10s));
 }
 
+TEST_CASE("a limit set after failed attempts counts them, however old the last good tick") {
+  // Bug: the re-read of the window skipped the trajectory when the last
+  // successful tick (meta.last_tick) was over a minute old, so the failed
+  // attempts of the last minute were not counted.
+  test::temp_dir dir;
+  auto clock = std::make_shared<manual_clock>();
+  auto opts = options_for(dir);
+  opts.clock = clock;
+  opts.limits.max_attempts = 3;
+  auto n = node::open(opts, registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  REQUIRE_FALSE(nd.create("t", "counter"));
+  REQUIRE(nd.wait_idle(10s));
+  clock->advance(std::chrono::minutes{5});
+  REQUIRE(nd.send("t", "throw"));  // three failed attempts, then the deadletter
+  REQUIRE(nd.wait_idle(10s));
+  REQUIRE(nd.store().read_deadletter("t", 0, 10).size() == 1);
+  tick_waiter w{nd};
+  REQUIRE_FALSE(nd.set_setting("limits/t", R"({"ticks_per_minute":3})"));
+  REQUIRE(nd.send("t", "a"));
+  REQUIRE(w.poll([&] { return nd.status("t")->limits_hit["ticks_per_minute"] >= 1; }));
+  CHECK(nd.state<counter_state>("t")->count == 0);
+}
+
 TEST_CASE("an agent's own inbox_limit holds for sends from outside") {
   test::temp_dir dir;
   auto n = node::open(options_for(dir), registry());
