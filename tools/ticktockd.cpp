@@ -24,7 +24,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <iostream>
 #include <condition_variable>
 #include <deque>
@@ -619,7 +618,7 @@ int main(int argc, char** argv) {
   };
   // Boost converts "-1" into the largest value of an unsigned option: refuse
   // a sign on those, wherever the value comes from.
-  auto store = [&](const po::parsed_options& parsed, const std::function<std::string(const std::string&)>& label) {
+  auto store = [&](const po::parsed_options& parsed, auto&& label) {
     // Options a source of higher precedence already set: this source's
     // values for them are not used, so they are not checked either (as
     // Boost does not convert them).
@@ -631,7 +630,7 @@ int main(int argc, char** argv) {
     for (auto& o : parsed.options) {
       if (!vm.count(o.string_key) || o.value.empty() || overridden.count(o.string_key))
         continue;
-      origin.emplace(o.string_key, label(o.string_key));
+      auto from = origin.emplace(o.string_key, label(o.string_key)).first->second;
       auto& type = vm[o.string_key].value().type();
       auto v = o.value.front();
       v.erase(0, v.find_first_not_of(" \t"));
@@ -639,9 +638,8 @@ int main(int argc, char** argv) {
            || type == typeid(std::size_t) || type == typeid(std::int64_t))
           && !v.empty() && (v.front() == '-' || v.front() == '+'))
         throw std::invalid_argument("option '" + o.string_key + "' takes a number without a sign, not '"
-                                    + o.value.front() + "'" + (label(o.string_key) == "--" + o.string_key
-                                                                 ? std::string{}
-                                                                 : " (from " + label(o.string_key) + ")"));
+                                    + o.value.front() + "'"
+                                    + (from.starts_with("--") ? "" : " (from " + from + ")"));
     }
   };
   try {
@@ -999,8 +997,8 @@ int main(int argc, char** argv) {
   nostr->reset();  // no relay delivers into the node from here on
   // Drain: the ticks running commit, and no new one starts (bounded; the
   // triggers not yet ticked stay in the durable inboxes for the next start).
-  // An /a/ request whose tick commits here gets its reply; one whose tick
-  // never started gets 503 from stop(): answered 503, never applied.
+  // An /a/ request whose tick commits here gets its reply; one still
+  // waiting gets 503 from stop(), saying whether it was applied.
   bool drained = n.drain(std::chrono::seconds{5});
   (*server)->stop(drained);
   log_line(std::string{"event=drain complete="} + (drained ? "true" : "false"));

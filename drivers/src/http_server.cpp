@@ -1551,9 +1551,9 @@ error check_cors_origins(const std::vector<std::string>& origins) {
                  });
     // A port is 1 to 65535 without leading zeros (after an IPv6 address's
     // bracket, if any).
-    if (auto colon = rest.rfind(':'); ok && colon != std::string_view::npos
-                                      && (rest.find(']') == std::string_view::npos
-                                          || colon > rest.find(']'))) {
+    auto colon = rest.rfind(':');
+    auto bracket = rest.find(']');
+    if (ok && colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket)) {
       auto port = rest.substr(colon + 1);
       unsigned value = 0;
       auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);

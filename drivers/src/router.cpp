@@ -449,18 +449,15 @@ void router::ticket::shut_down(bool drained) {
     std::lock_guard<std::mutex> guard{mtx_};
     seq = seq_;
   }
-  auto r = seq ? error_response(503, "SHUTTING_DOWN",
-                                "the server is stopping: the agent ran this request (seq "
-                                  + std::to_string(*seq) + ") and deferred its reply, which is lost",
-                                R"({"applied":true})")
-         : drained ? error_response(503, "SHUTTING_DOWN",
-                                    "the server is stopping: the agent did not run this request, "
-                                    "and will not",
-                                    R"({"applied":false})")
-                   : error_response(503, "SHUTTING_DOWN",
-                                    "the server is stopping: the agent has not answered this "
-                                    "request, which may still run",
-                                    R"({"applied":null})");
+  auto [why, applied] =
+    seq       ? std::pair{"the agent ran this request (seq " + std::to_string(*seq)
+                            + ") and deferred its reply, which is lost",
+                          "true"}
+    : drained ? std::pair{std::string{"the agent did not run this request, and will not"}, "false"}
+              : std::pair{std::string{"the agent has not answered this request, which may still run"},
+                          "null"};
+  auto r = error_response(503, "SHUTTING_DOWN", "the server is stopping: " + why,
+                          std::string{R"({"applied":)"} + applied + "}");
   r.route = "/a/{id}";
   finish(std::move(r));
 }

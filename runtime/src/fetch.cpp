@@ -16,6 +16,7 @@
 
 #include "ticktock/runtime/identity.hpp"  // to_base64, from_base64
 #include "ticktock/runtime/detail/json_check.hpp"
+#include "ticktock/runtime/http.hpp"  // is_http_token, is_http_field_value, is_framing_field
 #include "ticktock/runtime/text.hpp"
 
 namespace ticktock::fetch {
@@ -45,23 +46,14 @@ std::string excerpt(std::string_view s, std::size_t n = 100) {
   return to_valid_utf8(out);
 }
 
-bool is_tchar(char c) noexcept {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-    return true;
-  return std::string_view{"!#$%&'*+-.^_`|~"}.find(c) != std::string_view::npos;
-}
-
 constexpr std::array<std::string_view, 7> methods = {"GET",    "HEAD",  "POST",   "PUT",
                                                      "PATCH",  "DELETE", "OPTIONS"};
 
 // Headers whose value the executor owns: a request that sets them could
 // smuggle a second request or lie about its body.
-bool reserved_header(std::string_view lower_name) noexcept {
-  static constexpr std::array<std::string_view, 8> names = {
-    "host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer",
-    "keep-alive"};
-  return std::find(names.begin(), names.end(), lower_name) != names.end()
-         || lower_name.starts_with("proxy-");
+bool reserved_header(std::string_view name) noexcept {
+  auto lower = lowered(name);
+  return is_framing_field(lower) || lower == "host" || lower.starts_with("proxy-");
 }
 
 expected<std::uint64_t> positive(const json::value& v, std::string_view field, std::uint64_t max) {
@@ -213,19 +205,17 @@ expected<request> parse_request(std::string_view text, const limits& lim) {
         for (auto& [hk, hv] : hs) {
           std::string_view name{hk.data(), hk.size()};
           auto where = "headers[\"" + excerpt(name, 40) + "\"]";
-          if (name.empty() || name.size() > max_header_name_bytes
-              || !std::all_of(name.begin(), name.end(), is_tchar))
+          if (name.size() > max_header_name_bytes || !is_http_token(name))
             return invalid(where + ": not a valid header name");
-          if (reserved_header(lowered(name)))
+          if (reserved_header(name))
             return invalid(where + ": set by the executor, not by the request");
           if (!hv.is_string())
             return invalid(where + ": a string");
           auto value = sv(hv.as_string());
           if (value.size() > max_header_value_bytes)
             return invalid(where + ": more than " + std::to_string(max_header_value_bytes) + " bytes");
-          for (char c : value)
-            if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
-              return invalid(where + ": control characters (CR, LF, NUL, ...) are not allowed");
+          if (!is_http_field_value(value))
+            return invalid(where + ": control characters (CR, LF, NUL, ...) are not allowed");
           r.headers.emplace_back(std::string{name}, std::string{value});
         }
       } else if (k == "body" || k == "body_base64") {

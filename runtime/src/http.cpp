@@ -20,8 +20,9 @@ struct wire_request {
   std::string body;
 };
 
-// RFC 9110, 5.6.2.
-bool is_token(std::string_view s) {
+}  // namespace
+
+bool is_http_token(std::string_view s) noexcept {
   if (s.empty())
     return false;
   for (char c : s)
@@ -31,25 +32,35 @@ bool is_token(std::string_view s) {
   return true;
 }
 
-}  // namespace
+bool is_http_field_value(std::string_view s) noexcept {
+  for (unsigned char c : s)
+    if ((c < 0x20 && c != '\t') || c == 0x7f)
+      return false;
+  return true;
+}
+
+bool is_framing_field(std::string_view name) noexcept {
+  static constexpr std::string_view framing[] = {"content-length", "transfer-encoding", "connection",
+                                                 "keep-alive",     "upgrade",           "te",
+                                                 "trailer",        "proxy-connection"};
+  for (auto f : framing)
+    if (name.size() == f.size() && strncasecmp(name.data(), f.data(), f.size()) == 0)
+      return true;
+  return false;
+}
 
 void check_reply(std::uint16_t status, const http_headers& headers) {
   if (status < 200 || status > 599)
     throw std::invalid_argument("reply: status " + std::to_string(status)
                                 + " is not a final HTTP status (200 to 599)");
-  static constexpr std::string_view framing[] = {"content-length", "transfer-encoding", "connection",
-                                                 "keep-alive",     "upgrade",           "te",
-                                                 "trailer",        "proxy-connection"};
   for (auto& [name, value] : headers) {
-    if (!is_token(name))
+    if (!is_http_token(name))
       throw std::invalid_argument("reply: header name '" + name + "' is not an HTTP token");
-    for (auto f : framing)
-      if (name.size() == f.size() && strncasecmp(name.data(), f.data(), f.size()) == 0)
-        throw std::invalid_argument("reply: the server sets " + name + " itself");
-    for (unsigned char c : value)
-      if ((c < 0x20 && c != '\t') || c == 0x7f)
-        throw std::invalid_argument("reply: the value of header " + name
-                                    + " has a control character");
+    if (is_framing_field(name))
+      throw std::invalid_argument("reply: the server sets " + name + " itself");
+    if (!is_http_field_value(value))
+      throw std::invalid_argument("reply: the value of header " + name
+                                  + " has a control character");
   }
 }
 

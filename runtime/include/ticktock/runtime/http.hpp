@@ -42,13 +42,21 @@ struct http_reply {
   std::string body;
 };
 
+/// Whether `s` is an HTTP token (RFC 9110, 5.6.2), as a field name is.
+bool is_http_token(std::string_view s) noexcept;
+/// Whether `s` may be an HTTP field value: no control characters but HTAB
+/// (so no CR, LF or NUL, which could end the head or forge a field).
+bool is_http_field_value(std::string_view s) noexcept;
+/// Whether the field named `name` (any case) frames a message or its
+/// connection: Content-Length, Transfer-Encoding, Connection, Keep-Alive,
+/// Upgrade, TE, Trailer, Proxy-Connection. The server or the HTTP executor
+/// sets those, never an agent's reply or request.
+bool is_framing_field(std::string_view name) noexcept;
+
 /// Throws std::invalid_argument unless `status` is a final status (200 to
-/// 599) and every header is one an agent may send: a token for a name
-/// (RFC 9110, 5.1) that is not one the server sets to frame the response or
-/// the connection (Content-Length, Transfer-Encoding, Connection, Keep-Alive,
-/// Upgrade, TE, Trailer, Proxy-Connection), and a value without control
-/// characters other than HTAB (so no CR or LF: it could not end the head).
-/// ctx.reply and ctx.reply_to check their reply with it.
+/// 599) and every header is one an agent may send: a token for a name that
+/// is not a framing field, and a field value (see above). ctx.reply and
+/// ctx.reply_to check their reply with it.
 void check_reply(std::uint16_t status, const http_headers& headers);
 
 /// A WebSocket event delivered to an agent as a `ws` trigger. Connections
