@@ -97,6 +97,9 @@ struct heartbeat_agent : agent<heartbeat_state> {
       ctx.emit("{\"beat\":" + std::to_string(state().beats) + "}");
     }
   }
+  std::string summary() const override {
+    return "{\"beats\":" + std::to_string(state().beats) + "}";
+  }
 };
 
 struct timer_state {

@@ -303,7 +303,10 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   storage::fire_alarms_op base;
   base.missed_before = core->clock->now();
   base.policy = opts.missed_alarms;
-  base.depth_limit = opts.limits.inbox_limit;
+  // The agent's own limit (fs/limits), as for a send from outside.
+  base.depth_limit = [gate = core->gate.get()](const std::string& agent) {
+    return gate->limits_for(agent).inbox_limit;
+  };
   core->alarms = std::make_unique<detail::scheduler>(
     *core->clock, *core->store,
     [raw](const storage::fire_alarms_op& op) {

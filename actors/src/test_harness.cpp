@@ -199,7 +199,7 @@ void harness::fire_alarms(time_point missed_before) {
     op.now = clock_->now();
     op.missed_before = missed_before;
     op.policy = options_.missed_alarms;
-    op.depth_limit = options_.limits.inbox_limit;
+    op.depth_limit = [limit = options_.limits.inbox_limit](const std::string&) { return limit; };
     auto r = apply(op)[0];
     if (r.err)
       throw std::runtime_error("firing alarms failed: " + r.err.to_string());

@@ -761,6 +761,7 @@ private:
     else if (missed && op.policy == missed_alarm_policy::fire_all && a.period.count() > 0)
       occurrences = static_cast<std::uint64_t>(
         std::min<__int128>(1000, periods_between(a.due, op.now, a.period) + 1));
+    auto limit = occurrences != 0 && op.depth_limit ? op.depth_limit(a.agent) : 0;
     for (std::uint64_t i = 0; i < occurrences; ++i) {
       auto time = occurrence(a.due, a.period, i);
       if (!time)
@@ -769,7 +770,7 @@ private:
       e.kind = trigger_kind::alarm;
       e.time = *time;
       e.alarm = a.name;
-      enqueue_op enq{a.agent, std::move(e), op.depth_limit};
+      enqueue_op enq{a.agent, std::move(e), limit};
       op_result sub;
       handle(enq, sub);
       for (auto& d : sub.delivered)

@@ -493,6 +493,24 @@ TEST_CASE("an agent's own inbox_limit holds for sends from outside") {
   CHECK(nd.status("t")->queue_depth == 2);
 }
 
+TEST_CASE("an agent's own inbox_limit holds for its alarms") {
+  // Bug: alarms were queued under the node's limit (none here), so a
+  // throttled agent's inbox grew past its own limit and nothing went to the
+  // deadletter.
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  REQUIRE_FALSE(nd.create("b", "beeper"));  // a beep every 20 ms
+  REQUIRE_FALSE(nd.set_setting("limits/b", R"({"ticks_per_minute":1,"inbox_limit":3})"));
+  tick_waiter w{nd};
+  REQUIRE(w.poll([&] { return nd.store().read_deadletter("b", 0, 10).size() >= 2; }, 10s));
+  auto dl = nd.store().read_deadletter("b", 0, 1);
+  CHECK(dl[0].reason == "inbox_full");
+  CHECK(dl[0].entry.kind == trigger_kind::alarm);
+  CHECK(nd.status("b")->queue_depth == 3);
+}
+
 TEST_CASE("raising ticks_per_minute lets a throttled agent go on at once") {
   test::temp_dir dir;
   auto n = node::open(options_for(dir), registry());

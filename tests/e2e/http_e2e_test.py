@@ -1219,6 +1219,12 @@ class SseTest(ServerCase):
 
 
 class FsTest(ServerCase):
+    def test_a_heartbeat_counts_its_beats_in_its_status(self):
+        # Bug: its summary was {} although it counts its beats.
+        s = self.server
+        s.create("beating", "heartbeat", "1")
+        s.wait_for(lambda: s.status("beating")["summary"].get("beats", 0) >= 1, "a beat")
+
     def test_alarms_lists_the_pending_alarms_soonest_first(self):
         s = self.server
         s.create("alarmed", "timer", "3600000")  # "every": each hour

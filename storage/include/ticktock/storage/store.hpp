@@ -155,7 +155,9 @@ struct fire_alarms_op {
   /// Alarms due before this instant were missed while the process was down.
   time_point missed_before{};
   missed_alarm_policy policy = missed_alarm_policy::fire_once;
-  std::uint64_t depth_limit = 0;
+  /// The inbox limit of the agent whose alarm fires (0: none); an occurrence
+  /// over it goes to the deadletter. Unset: no limit.
+  std::function<std::uint64_t(const std::string& agent)> depth_limit;
   std::size_t limit = 4096;  ///< alarms handled by one op
 };
 
