@@ -209,7 +209,16 @@ expected<std::string> gate::validate(const std::string& key, std::string_view va
     if (key != setting::global_policy)
       if (auto err = check_agent_policy(key, *r))
         return err;
-    return r->to_json();
+    // What is stored (and served back) is written out in full, every rule
+    // with its reason; it must load again, or the policy would fall back to
+    // deny-all when next read.
+    auto canonical = r->to_json();
+    if (canonical.size() > policy::max_policy_bytes)
+      return error{errc::invalid_argument,
+                   "policy: written out in full (every rule with its reason, as GET returns "
+                   "it) it is " + std::to_string(canonical.size()) + " bytes, more than the "
+                   + std::to_string(policy::max_policy_bytes) + " allowed"};
+    return canonical;
   }
   if (key.starts_with("limits/")) {
     // Refused when written, not when loaded: what is stored stays readable.

@@ -1222,8 +1222,10 @@ expected<std::vector<std::string>> node::job_output(const std::string& id, const
 
 std::vector<std::string> node::compute_providers() const { return core_->services->providers(); }
 
-std::vector<storage::approval_record> node::approvals(const std::string& status) const {
-  return core_->store->list_approvals(status);
+std::vector<storage::approval_record> node::approvals(
+  const std::string& status, const std::optional<std::pair<time_point, std::string>>& after,
+  std::size_t limit) const {
+  return core_->store->list_approvals(status, after, limit);
 }
 
 expected<storage::approval_record> node::approval(const std::string& approval_id) const {

@@ -811,8 +811,9 @@ std::string required_scope(std::string_view method, std::string_view rest, std::
     return "admin";  // a bundle holds every record of the agent
   if (read)
     return "read";
-  // Policies are admin-written, agent-readable.
-  if (path.find("policy") != std::string::npos)
+  // Policies are admin-written, agent-readable. (A goal may have "policy" in
+  // its key: only the three policy files are meant.)
+  if (path == "compute/policy" || path == "containers/policy" || path == "http/policy")
     return "admin";
   // Jobs are external effects; the gate and the budget still apply.
   if (path == "compute/new" || (path.starts_with("compute/jobs/") && path.ends_with("/cancel")))

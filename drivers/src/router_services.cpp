@@ -11,6 +11,8 @@
 
 #include <cctype>
 #include <cerrno>
+#include <charconv>
+#include <cstdint>
 #include <utility>
 
 #include "router.hpp"
@@ -610,10 +612,35 @@ response router::control(const request& req, std::string_view second, std::strin
         && status != "cancelled")
       return route(error_response(400, "BAD_QUERY", "status is pending, approved, denied or cancelled"),
                    "/v1/approvals");
+    auto wanted = query_u64(query, "limit", 1000);
+    if (!wanted || *wanted == 0 || *wanted > 1000)
+      return route(error_response(400, "BAD_QUERY", "limit must be 1 to 1000"), "/v1/approvals");
+    // A page ends at an approval's created time and id: "US.ID", as `next` says.
+    std::optional<std::pair<time_point, std::string>> after;
+    if (auto q = query.find("after"); q != query.end() && !q->second.empty()) {
+      auto dot = q->second.find('.');
+      std::uint64_t us = 0;
+      auto digits = std::string_view{q->second}.substr(0, dot);
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), us);
+      if (dot == std::string::npos || digits.empty() || ec != std::errc{}
+          || end != digits.data() + digits.size() || us > std::uint64_t{INT64_MAX})
+        return route(error_response(400, "BAD_QUERY",
+                                    "after is the `next` of a previous page (CREATED_US.ID)"),
+                     "/v1/approvals");
+      after.emplace(time_point{std::chrono::microseconds{static_cast<std::int64_t>(us)}},
+                    q->second.substr(dot + 1));
+    }
+    auto limit = static_cast<std::size_t>(*wanted);
+    auto list = node_.approvals(status, after, limit + 1);
     json::array arr;
-    for (auto& a : node_.approvals(status))
-      arr.push_back(approval_json(a));
-    return route(json_ok(200, json::object{{"approvals", std::move(arr)}}), "/v1/approvals");
+    for (std::size_t i = 0; i < list.size() && i < limit; ++i)
+      arr.push_back(approval_json(list[i]));
+    json::value next = nullptr;
+    if (list.size() > limit)
+      next = json::string{std::to_string(list[limit - 1].created.time_since_epoch().count()) + "."
+                          + list[limit - 1].id};
+    return route(json_ok(200, json::object{{"approvals", std::move(arr)}, {"next", next}}),
+                 "/v1/approvals");
   }
   if (tail.empty()) {
     if (m != "GET")

@@ -1593,15 +1593,19 @@ expected<std::optional<approval_record>> store::get_approval(std::string_view id
   return std::optional<approval_record>{std::move(*a)};
 }
 
-std::vector<approval_record> store::list_approvals(std::string_view status,
-                                                   std::size_t limit) const {
+std::vector<approval_record> store::list_approvals(
+  std::string_view status, const std::optional<std::pair<time_point, std::string>>& after,
+  std::size_t limit) const {
+  // Keyed by id, a digest: every approval is read and sorted.
   std::vector<approval_record> out;
   auto it = impl_->iter(cf_approvals);
   for (it->SeekToFirst(); it->Valid(); it->Next())
-    if (auto a = decode_approval(view(it->value())); a && (status.empty() || a->status == status))
+    if (auto a = decode_approval(view(it->value()));
+        a && (status.empty() || a->status == status)
+        && (!after || std::tie(a->created, a->id) > std::tie(after->first, after->second)))
       out.push_back(std::move(*a));
-  std::stable_sort(out.begin(), out.end(),
-                   [](auto& a, auto& b) { return a.created < b.created; });
+  std::sort(out.begin(), out.end(),
+            [](auto& a, auto& b) { return std::tie(a.created, a.id) < std::tie(b.created, b.id); });
   if (out.size() > limit)
     out.resize(limit);
   return out;

@@ -537,6 +537,11 @@ def build_cases(fx):
         ("1001 rules", json.dumps({"rules": [{"decision": "allow"}] * 1001, "default": "allow"})),
         ("over 64 KiB", json.dumps({"rules": [{"decision": "allow", "comment": "x" * 1000}] * 70,
                                    "default": "allow"})),
+        # Under 64 KiB as written, over it as stored (each rule gets its
+        # reason); bug: accepted, then read back as deny-all.
+        ("over 64 KiB once written out in full",
+         json.dumps({"rules": [{"when": {"action": "payment"}, "decision": "require_approval"}] * 1000,
+                     "default": "allow"}, separators=(",", ":"))),
     ]:
         req("policy", name, "PUT", "/v1/policy", body, 400, "BAD_POLICY", after=policy_unchanged)
     for name, body in [("not JSON", "{"), ("unknown decision", '{"default":"x"}'),

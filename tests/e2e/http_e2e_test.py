@@ -1490,6 +1490,11 @@ class TokenTest(ServerCase):
         self.assertEqual(self.server.status("tok-a")["state"], "active")
         self.assertEqual(self.call(token, "PUT", "/v1/agents/tok-a/fs/goals/g", "x").status, 202)
         self.assertEqual(self.call(token, "DELETE", "/v1/agents/tok-a/fs/goals/g").status, 202)
+        # Bug: any path with "policy" in it was taken for a policy file.
+        for method in ("PUT", "DELETE"):
+            r = self.call(token, method, "/v1/agents/tok-a/fs/goals/privacy-policy", "x" if method == "PUT" else None)
+            self.assertEqual(r.status, 202, r)
+        self.assertError(self.call(token, "PUT", "/v1/agents/tok-a/fs/compute/policy", "{}"), 403, "FORBIDDEN")
         self.assertEqual(self.call(token, "POST", "/v1/agents/tok-a/fs/deadletter", "").status, 200)
         r = self.call(token, "POST", "/a/tok-a/", "")
         self.assertEqual(r.status, 200, r)

@@ -429,6 +429,30 @@ class ApprovalFlowTest(ServicesCase):
         self.assertError(self.server.get(fs("plain", "deadletter?from=abc")), 400, "BAD_QUERY")
         self.assertEqual(self.get_json(fs("plain", "deadletter?from=5&limit=1")), {"entries": []})
 
+    def test_approvals_are_listed_a_page_at_a_time(self):
+        # Bug: the list stopped at the 1000 oldest, without saying so, and the
+        # newer approvals could not be reached.
+        self.server.create("pager", "echo")
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        ids = [self.ok(self.server.post(fs("pager", "compute/new"), body), 202)["approval"]
+               for _ in range(5)]
+        everything = self.get_json("/v1/approvals")
+        self.assertIsNone(everything["next"])
+        mine = [a["id"] for a in everything["approvals"] if a["agent"] == "pager"]
+        self.assertEqual(sorted(mine), sorted(ids))
+        seen, after, pages = [], None, 0
+        while pages < 100:
+            page = self.get_json("/v1/approvals?limit=2" + ("&after=" + after if after else ""))
+            pages += 1
+            self.assertLessEqual(len(page["approvals"]), 2)
+            seen += [a["id"] for a in page["approvals"]]
+            after = page["next"]
+            if after is None:
+                break
+        self.assertEqual(seen, [a["id"] for a in everything["approvals"]])
+        for bad in ("limit=0", "limit=1001", "limit=x", "after=nope", "after=12x.ap-1", "after=.ap-1"):
+            self.assertError(self.server.get("/v1/approvals?" + bad), 400, "BAD_QUERY")
+
     def test_a_job_awaiting_approval_is_cancelled_with_its_approval(self):
         # Bug: cancel answered 409 NOT_RUNNING for a parked job, which only an
         # admin's deny could then end.

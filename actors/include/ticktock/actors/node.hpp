@@ -201,8 +201,13 @@ public:
   /// Names of the compute providers.
   std::vector<std::string> compute_providers() const;
 
-  /// Approvals with `status` (pending, approved, denied; all when empty).
-  std::vector<storage::approval_record> approvals(const std::string& status = {}) const;
+  /// Approvals with `status` (pending, approved, denied, cancelled; all when
+  /// empty), oldest first, after `after` and at most `limit`: see
+  /// storage::store::list_approvals.
+  std::vector<storage::approval_record> approvals(
+    const std::string& status = {},
+    const std::optional<std::pair<time_point, std::string>>& after = std::nullopt,
+    std::size_t limit = 1000) const;
   expected<storage::approval_record> approval(const std::string& approval_id) const;
   /// Decides a pending approval; the agent gets an `approval_decision`
   /// trigger, whose tick starts (or refuses) the parked job. Errors:

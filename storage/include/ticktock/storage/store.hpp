@@ -340,9 +340,13 @@ public:
   /// Every job of every agent whose status is queued (for restart reconciliation).
   std::vector<job_record> open_jobs() const;
   expected<std::optional<approval_record>> get_approval(std::string_view id) const;
-  /// Approvals with `status` (all when empty), oldest first.
-  std::vector<approval_record> list_approvals(std::string_view status = {},
-                                              std::size_t limit = 1000) const;
+  /// Approvals with `status` (all when empty), oldest first (by created time,
+  /// then id), those after `after` only (a page's last: created time and id),
+  /// at most `limit`.
+  std::vector<approval_record> list_approvals(
+    std::string_view status = {},
+    const std::optional<std::pair<time_point, std::string>>& after = std::nullopt,
+    std::size_t limit = 1000) const;
   /// A node-wide setting written by a service_op.
   std::optional<std::string> get_setting(std::string_view key) const;
 
