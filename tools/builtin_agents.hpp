@@ -471,6 +471,13 @@ private:
       outcome = "denied";
       code = 403;
       ++state().refused;
+    } else if (status == "cancelled") {
+      // Withdrawn (compute/jobs/{job}/cancel), not a failure of the provider.
+      reply = "cancelled (" + (reason.empty() ? status : reason)
+              + "); this question was not answered";
+      outcome = "cancelled";
+      code = 409;
+      ++state().refused;
     } else {
       reply = "compute failed: " + (reason.empty() ? status : reason)
               + (message.empty() ? "" : ": " + message);

@@ -47,8 +47,15 @@ std::string result_payload(const storage::job_record& j) {
   return json::serialize(o);
 }
 
-std::string approval_id(const std::string& agent, const std::string& job) {
-  auto h = storage::blake2b(agent + '\0' + job);
+// Unique to this point of this agent's history (the hash of its last
+// trajectory record): job ids start again for a new agent of the same id,
+// and an admin's decision must not reach a request other than the one
+// listed.
+std::string approval_id(const std::string& agent, const storage::hash256& head,
+                        const std::string& job) {
+  auto in = agent + '\0';
+  in.append(reinterpret_cast<const char*>(head.data()), head.size());
+  auto h = storage::blake2b(in + '\0' + job);
   return "ap-" + storage::to_hex(h).substr(0, 20);
 }
 
@@ -179,7 +186,7 @@ std::string agent_host::stage_services(effects& fx, std::vector<std::string>& no
     } else if (v.what == policy::decision::require_approval) {
       j.status = "awaiting_approval";
       j.cost = cost;
-      j.approval = approval_id(meta_.id, j.id);
+      j.approval = approval_id(meta_.id, meta_.trajectory_head, j.id);
       op.approvals.push_back({j.approval, meta_.id, j.id, action, j.destination, cost, v.reason,
                               "pending", now, {}, {}});
     } else {

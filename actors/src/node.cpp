@@ -1043,8 +1043,8 @@ expected<std::vector<storage::ledger_entry>> node::wallet_history(const std::str
   return core_->store->read_ledger_history(id, from, limit);
 }
 
-error node::set_budget(const std::string& id, std::uint64_t total, std::uint64_t day,
-                       std::uint64_t month) {
+error node::set_budget(const std::string& id, std::optional<std::uint64_t> total,
+                       std::optional<std::uint64_t> day, std::optional<std::uint64_t> month) {
   auto ok = checked(id);
   if (!ok)
     return ok.error_value();
@@ -1056,8 +1056,6 @@ error node::set_budget(const std::string& id, std::uint64_t total, std::uint64_t
   c.limit_total = total;
   c.limit_day = day;
   c.limit_month = month;
-  c.reason = "total=" + std::to_string(total) + " day=" + std::to_string(day)
-             + " month=" + std::to_string(month);
   op.ledger.push_back(std::move(c));
   return commit_and_wait(*core_, std::move(op)).err;
 }

@@ -112,8 +112,8 @@ json::object ledger_json(const storage::ledger_record& l) {
 }
 
 // Reads {"total","day","month"} (non-negative integers, each optional).
-expected<std::array<std::uint64_t, 3>> parse_budget(std::string_view body,
-                                                   std::array<std::uint64_t, 3> current) {
+expected<std::array<std::optional<std::uint64_t>, 3>> parse_budget(std::string_view body) {
+  std::array<std::optional<std::uint64_t>, 3> given;
   boost::system::error_code ec;
   auto v = json::parse(body, ec);
   if (ec || !v.is_object())
@@ -124,9 +124,9 @@ expected<std::array<std::uint64_t, 3>> parse_budget(std::string_view body,
       return error{errc::invalid_argument, std::string{k} + ": unknown field (total, day, month)"};
     if (!(x.is_uint64() || (x.is_int64() && x.as_int64() >= 0)))
       return error{errc::invalid_argument, std::string{k} + ": a non-negative integer of micro-USD"};
-    current[static_cast<std::size_t>(i)] = x.to_number<std::uint64_t>();
+    given[static_cast<std::size_t>(i)] = x.to_number<std::uint64_t>();
   }
-  return current;
+  return given;
 }
 
 // The status of a refused job: 402 over budget, 403 by policy or kill switch.
@@ -273,12 +273,9 @@ response router::services_file(const request& req, const std::string& id,
     if (parts[1] == "limits") {
       if (m != "PUT")
         return method_not_allowed("GET, PUT");
-      auto l = node_.wallet(id);
-      if (!l)
-        return error_response(l.error_value());
       if (auto dup = duplicate_field(req.body))
         return *dup;
-      auto b = parse_budget(req.body, {l->limit_total, l->limit_day, l->limit_month});
+      auto b = parse_budget(req.body);
       if (!b)
         return error_response(400, "BAD_LIMITS", b.error_value().message());
       if (auto err = node_.set_budget(id, (*b)[0], (*b)[1], (*b)[2]))

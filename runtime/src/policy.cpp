@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <exception>
 #include <utility>
 
@@ -81,8 +82,13 @@ expected<std::uint64_t> parse_cost(const json::value& v, const std::string& path
   }
   if (const auto* u = v.if_uint64())
     return *u;
-  if (v.is_double())
-    return fail(path, "must be a whole number of micro-USD, got " + json::serialize(v));
+  if (v.is_double()) {
+    // Shortest form ("1.5"), not Boost.JSON's "1.5E0".
+    char buf[32];
+    auto end = std::to_chars(buf, buf + sizeof buf, v.get_double()).ptr;
+    return fail(path, "must be a whole number of micro-USD, digits only, up to "
+                        "18446744073709551615; got " + std::string{buf, end});
+  }
   return fail(path, not_a("a whole number of micro-USD", v));
 }
 

@@ -600,8 +600,8 @@ private:
     auto& svc_spent = compute ? l.compute_spent : http ? l.http_spent : l.containers_spent;
     auto sat_sub = [](std::uint64_t& v, std::uint64_t x) { v = x > v ? 0 : v - x; };
     auto sat_add = [](std::uint64_t& v, std::uint64_t x) { v = v + x < v ? UINT64_MAX : v + x; };
-    auto history = [&](const char* kind, std::uint64_t amount) {
-      ledger_entry e{0, c.time, kind, c.service, c.job, amount, c.reason};
+    auto history = [&](const char* kind, std::uint64_t amount, const std::string* reason = nullptr) {
+      ledger_entry e{0, c.time, kind, c.service, c.job, amount, reason ? *reason : c.reason};
       put(cf_ledger, keys::ledger_history(c.agent, l.history_next++), encode(e));
     };
     using k = ledger_change::kind;
@@ -630,12 +630,17 @@ private:
       case k::deny:
         history("deny", c.amount);
         break;
-      case k::limits:
-        l.limit_total = c.limit_total;
-        l.limit_day = c.limit_day;
-        l.limit_month = c.limit_month;
-        history("limits", 0);
+      case k::limits: {
+        // Merged here, in the write: two changes of different limits at
+        // once both hold.
+        l.limit_total = c.limit_total.value_or(l.limit_total);
+        l.limit_day = c.limit_day.value_or(l.limit_day);
+        l.limit_month = c.limit_month.value_or(l.limit_month);
+        auto now_in_force = "total=" + std::to_string(l.limit_total) + " day="
+                            + std::to_string(l.limit_day) + " month=" + std::to_string(l.limit_month);
+        history("limits", 0, &now_in_force);
         break;
+      }
     }
     put(cf_ledger, keys::ledger(c.agent), encode(l));
   }

@@ -402,6 +402,21 @@ class ApprovalFlowTest(ServicesCase):
         self.assertNotIn(a["id"], [x["id"] for x in
                                    self.get_json("/v1/approvals?status=pending")["approvals"]])
 
+    def test_a_question_whose_job_is_cancelled_is_answered_409(self):
+        # Bug: 502 "compute failed", as if the provider had failed.
+        self.chat("withdrawn")
+        replies = []
+        t = threading.Thread(target=lambda: replies.append(self.ask("withdrawn", "please")))
+        t.start()
+        try:
+            a = self.pending_approval("withdrawn")
+            self.ok(self.server.post(fs("withdrawn", "compute/jobs/%s/cancel" % a["job"])), 202)
+        finally:
+            t.join(40)
+        self.assertEqual(len(replies), 1)
+        self.assertEqual(replies[0].status, 409, replies[0])
+        self.assertTrue(replies[0].body.decode().startswith("cancelled ("), replies[0])
+
     def test_compute_new_parks_too_and_bad_decisions_are_refused(self):
         self.server.create("plain", "echo")
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -428,6 +443,21 @@ class ApprovalFlowTest(ServicesCase):
                          "BAD_QUERY")
         self.assertError(self.server.get(fs("plain", "deadletter?from=abc")), 400, "BAD_QUERY")
         self.assertEqual(self.get_json(fs("plain", "deadletter?from=5&limit=1")), {"entries": []})
+
+    def test_a_new_agent_of_the_same_id_gets_new_approval_ids(self):
+        # Bug: the id hashed the agent id and the job id only, and job ids
+        # start again, so an admin's decision taken from an earlier listing
+        # reached the new agent's different request.
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        self.server.create("again", "echo")
+        first = self.ok(self.server.post(fs("again", "compute/new"), body), 202)
+        self.assertEqual(self.server.request("DELETE", "/v1/agents/again").status, 200)
+        self.server.create("again", "echo")
+        second = self.ok(self.server.post(fs("again", "compute/new"), body), 202)
+        self.assertEqual(first["id"], second["id"])  # the job ids do start again
+        self.assertNotEqual(first["approval"], second["approval"])
+        self.assertError(self.server.post("/v1/approvals/%s/decide" % first["approval"],
+                                          {"decision": "approve"}), 404, "NO_SUCH_APPROVAL")
 
     def test_approvals_are_listed_a_page_at_a_time(self):
         # Bug: the list stopped at the 1000 oldest, without saying so, and the
@@ -758,6 +788,25 @@ class BadSettingsTest(ServicesCase):
             self.assertError(self.put(fs("limited", "wallet/limits"), bad), 400, "BAD_LIMITS")
         self.assertEqual(self.get_json(fs("limited", "wallet/limits")),
                          {"total": 500, "day": 100, "month": 0})
+
+    def test_concurrent_changes_of_different_wallet_limits_all_hold(self):
+        # Bug: each PUT read the limits, merged its own and wrote all three,
+        # so a concurrent PUT of another limit could be undone (back to 0:
+        # no limit) although both answered 200.
+        self.server.create("racing", "echo")
+        path = fs("racing", "wallet/limits")
+        for i in range(40):
+            self.ok(self.put(path, {"total": 0, "day": 0, "month": 0}))
+            want = {"total": 1000 + i, "day": 500 + i, "month": 700 + i}
+            results = []
+            threads = [threading.Thread(target=lambda k=k, v=v: results.append(self.put(path, {k: v})))
+                       for k, v in want.items()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            self.assertEqual([r.status for r in results], [200] * 3)
+            self.assertEqual(self.get_json(path), want)
 
 
 # -- containers: a session's files ---------------------------------------------------

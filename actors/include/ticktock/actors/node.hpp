@@ -176,9 +176,11 @@ public:
   expected<std::vector<storage::ledger_entry>> wallet_history(const std::string& id,
                                                               std::uint64_t from = 0,
                                                               std::size_t limit = 1000) const;
-  /// Sets the agent's budget limits (0: none), durably.
-  error set_budget(const std::string& id, std::uint64_t total, std::uint64_t day,
-                   std::uint64_t month);
+  /// Sets the agent's budget limits given (0: none), durably; one not given
+  /// stays as it is (merged in the write, so concurrent changes of different
+  /// limits all hold).
+  error set_budget(const std::string& id, std::optional<std::uint64_t> total,
+                   std::optional<std::uint64_t> day, std::optional<std::uint64_t> month);
 
   /// Submits a job for the agent from outside (compute/new, containers/new):
   /// a tick of the agent stages it through the policy gate and the budget;

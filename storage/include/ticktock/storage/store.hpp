@@ -69,7 +69,7 @@ struct ledger_change {
     settle,   ///< job `job` cost `actual` of its `amount` reservation; the rest is released
     release,  ///< give back a reservation of `amount`
     deny,     ///< history only: a reservation of `amount` was refused for `reason`
-    limits,   ///< set the limits (total, day, month); 0 means none
+    limits,   ///< set the limits given (total, day, month; 0: none), keep the others
   };
   std::string agent;
   kind what = kind::reserve;
@@ -79,7 +79,7 @@ struct ledger_change {
   std::uint64_t actual = 0;
   std::string reason;
   time_point time{};
-  std::uint64_t limit_total = 0, limit_day = 0, limit_month = 0;
+  std::optional<std::uint64_t> limit_total, limit_day, limit_month;
 };
 
 /// Everything one tick attempt commits.
