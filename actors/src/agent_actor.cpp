@@ -381,6 +381,7 @@ bool load(self_ptr self, const std::string& id) {
   auto& store = *st.core->store;
   auto meta = store.get_agent(id);
   std::string problem;
+  bool code_failed = false;  // the type's own code, not what is stored
   if (!meta)
     problem = meta.error_value().to_string();
   else if (meta->errored)
@@ -390,18 +391,23 @@ bool load(self_ptr self, const std::string& id) {
   if (problem.empty()) {
     auto host = load_agent(st.core->registry, store, *st.core->keys, *st.core->clock,
                            std::move(*meta), st.core->options.limits, st.core->gate.get());
-    if (host)
+    if (host) {
       st.host = std::move(*host);
-    else
+    } else {
       problem = host.error_value().to_string();
+      code_failed = host.error_value().code() == errc::agent_errored;
+    }
   }
   if (!problem.empty()) {
     st.host.reset();
     // An agent deleted meanwhile is not errored, it is gone: a mark would
     // land on a later agent of the same id.
     bool retired = st.res && st.res->retired.load(std::memory_order_acquire);
+    // A type whose factory or load_state throws is errored until the node
+    // stops, not in the store: with the type fixed (its plugin rebuilt), the
+    // agent loads again after a restart.
     if (!retired && (meta || meta.error_value().code() != errc::not_found))
-      st.core->mark_errored(id, problem, retired_flag(st.res));
+      st.core->mark_errored(id, problem, retired_flag(st.res), !code_failed);
     return false;
   }
   st.direct_next = st.host->meta().direct_next;

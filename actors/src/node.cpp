@@ -102,9 +102,10 @@ void node_core::end_batch() {
 }
 
 void node_core::mark_errored(const std::string& id, const std::string& reason,
-                             std::shared_ptr<const std::atomic<bool>> retired) {
+                             std::shared_ptr<const std::atomic<bool>> retired, bool durable) {
   dir->set_errored(id, reason);
-  commits->submit(storage::mark_errored_op{id, reason, std::move(retired)}, nullptr);
+  if (durable)
+    commits->submit(storage::mark_errored_op{id, reason, std::move(retired)}, nullptr);
   consumed(static_cast<std::int64_t>(store->inbox_depth(id)));
 }
 

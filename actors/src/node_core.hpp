@@ -105,11 +105,12 @@ struct node_core {
   void deliver(storage::op_result& r);
   /// `n` entries were consumed (or will never be).
   void consumed(std::int64_t n);
-  /// Marks an agent errored in the directory and the store.
+  /// Marks an agent errored in the directory and, when `durable`, the store.
   /// `retired`: the marking actor's flag (directory.hpp), so that no mark
   /// lands once its agent is being deleted.
   void mark_errored(const std::string& id, const std::string& reason,
-                    std::shared_ptr<const std::atomic<bool>> retired = nullptr);
+                    std::shared_ptr<const std::atomic<bool>> retired = nullptr,
+                    bool durable = true);
   /// `first_of_write`: the event's tick is the first of its write (counted
   /// in metrics.tick_writes).
   void notify(const tick_event& ev, bool first_of_write);

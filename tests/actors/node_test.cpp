@@ -698,6 +698,50 @@ TEST_CASE("an agent type whose code throws outside a tick makes its agent errore
   CHECK(nd.status("s")->state == agent_state::active);
 }
 
+TEST_CASE("an agent errored by its type's code loads again once the type is fixed") {
+  // Bug: the errored mark was stored, so the agent stayed errored after its
+  // type (its plugin) was fixed and the node restarted.
+  test::temp_dir dir;
+  auto opts = options_for(dir);
+  auto broken = std::make_shared<std::atomic<bool>>(false);
+  auto with_flaky = [&] {
+    auto r = registry();
+    r.add("flaky", [broken]() -> std::unique_ptr<agent_base> {
+      if (broken->load())
+        throw std::runtime_error("ctor boom");
+      return std::make_unique<test::counter_agent>();
+    });
+    return r;
+  };
+  {
+    auto n = node::open(opts, with_flaky());
+    REQUIRE(n);
+    REQUIRE_FALSE((*n)->create("f", "flaky"));
+    REQUIRE((*n)->send("f", "a"));
+    REQUIRE((*n)->wait_idle(10s));
+    REQUIRE_FALSE((*n)->hibernate("f"));
+    for (int i = 0; i < 400 && (*n)->status("f")->state != agent_state::hibernated; ++i)
+      std::this_thread::sleep_for(5ms);
+    REQUIRE((*n)->status("f")->state == agent_state::hibernated);
+    broken->store(true);
+    REQUIRE((*n)->send("f", "b"));  // wakes it: the factory throws
+    agent_status st;
+    for (int i = 0; i < 400 && st.state != agent_state::errored; ++i) {
+      std::this_thread::sleep_for(5ms);
+      st = *(*n)->status("f");
+    }
+    REQUIRE(st.state == agent_state::errored);
+    CHECK((*n)->send("f", "c").error_value().code() == errc::agent_errored);
+  }
+  broken->store(false);
+  auto n = node::open(opts, with_flaky());
+  REQUIRE(n);
+  auto& nd = **n;
+  REQUIRE(nd.wait_idle(10s));  // "b", queued before the failure, runs now
+  CHECK(nd.status("f")->state != agent_state::errored);
+  CHECK(nd.state<test::counter_state>("f")->seen == std::vector<std::string>{"a", "b"});
+}
+
 TEST_CASE("a stored agent whose type is no longer registered is errored, not fatal") {
   test::temp_dir dir;
   auto opts = options_for(dir);
