@@ -476,6 +476,16 @@ expected<storage::inbox_entry> node::make_entry(const std::string& id, std::stri
                                             + std::to_string(limits.max_message_bytes)};
   if (opts.idempotency_key.size() > 256)
     return error{errc::invalid_argument, "idempotency keys are at most 256 bytes"};
+  // The node's own triggers share the agent's key space: a job's result
+  // ("job:", agent_host.cpp), an approval's decision ("approval:"), a
+  // delivered envelope ("envelope:") and a relay's event ("nostr:", the
+  // Nostr driver). A client's key taken for one of them would have the
+  // trigger dropped as its duplicate.
+  for (std::string_view reserved : {"job:", "approval:", "envelope:", "nostr:"})
+    if (opts.idempotency_key.starts_with(reserved) && !(opts.nostr && reserved == "nostr:"))
+      return error{errc::invalid_argument,
+                   "idempotency keys starting with job:, approval:, envelope: or nostr: are "
+                   "the node's own"};
   if (!opts.from.empty() && !is_valid_agent_id(opts.from))
     return check_agent_id(opts.from);
   if (opts.encrypted && opts.from.empty())

@@ -346,6 +346,20 @@ class ErrorStatusTest(ServerCase):
         self.server.wait_count("idem-counter", 1)
         self.assertEqual(self.server.status("idem-counter")["queue_depth"], 0)
 
+    def test_the_nodes_own_idempotency_keys_are_refused_from_clients(self):
+        # Bug: a client's "job:J:done" took the key of job J's result
+        # trigger, which was then dropped as its duplicate: the agent never
+        # saw its result.
+        self.server.create("idem-own", "counter")
+        self.server.wait_count("idem-own", 0)
+        for key in ("job:j8-0:done", "approval:ap-1", "envelope:00", "nostr:ab"):
+            r = self.server.post("/v1/agents/idem-own/inbox", {}, headers={"Idempotency-Key": key})
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("the node's own", r.json()["error"]["message"])
+        self.assertEqual(self.server.status("idem-own")["queue_depth"], 0)
+        r = self.server.post("/v1/agents/idem-own/inbox", {}, headers={"Idempotency-Key": "jobs:1"})
+        self.assertEqual(r.status, 202, r)
+
     def test_a_transfer_encoding_not_ending_in_chunked_is_refused(self):
         # RFC 9112 6.1/6.3: the body's length is unknown, so the bytes after
         # the head must not be read as the next request (request smuggling).
