@@ -1247,7 +1247,7 @@ expected<storage::approval_record> node::approval(const std::string& approval_id
 }
 
 expected<storage::approval_record> node::decide(const std::string& approval_id, bool approve,
-                                                std::string note) {
+                                                std::string note, std::string request_id) {
   std::lock_guard<std::mutex> guard{approval_mtx};
   auto a = approval(approval_id);
   if (!a)
@@ -1273,6 +1273,7 @@ expected<storage::approval_record> node::decide(const std::string& approval_id, 
   e.payload = "{\"approval\":\"" + a->id + "\",\"job\":\"" + a->job + "\",\"action\":\""
               + a->action + "\",\"decision\":\"" + a->status + "\",\"note\":\"" + esc + "\"}";
   e.idempotency_key = "approval:" + a->id;
+  e.request_id = std::move(request_id);
   op.triggers.push_back({a->agent, std::move(e), 0});
   if (auto err = commit_delivering(*core_, std::move(op)))
     return err;

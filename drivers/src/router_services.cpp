@@ -669,7 +669,7 @@ response router::control(const request& req, std::string_view second, std::strin
                                 "the body is {\"decision\": \"approve\"|\"deny\", \"note\"?: \"...\"}"),
                  "/v1/approvals/{approval}/decide");
   auto a = node_.decide(approval_id, d->as_string() == "approve",
-                        note ? std::string{note->as_string()} : std::string{});
+                        note ? std::string{note->as_string()} : std::string{}, req.request_id);
   if (!a) {
     auto& err = a.error_value();
     auto r = err.code() == errc::not_found       ? error_response(404, "NO_SUCH_APPROVAL", err.message())

@@ -159,15 +159,21 @@ hash256 trigger_digest(const inbox_entry& e) {
   auto add = [&](const void* p, std::size_t n) {
     crypto_generichash_update(&st, static_cast<const unsigned char*>(p), n);
   };
+  // Integers little-endian, whatever the machine's order (as first written,
+  // on x86-64), so that records verify on any machine.
+  auto add_le64 = [&](std::uint64_t v) {
+    unsigned char b[8];
+    for (int i = 0; i < 8; ++i)
+      b[i] = static_cast<unsigned char>(v >> (8 * i));
+    add(b, sizeof b);
+  };
   auto add_str = [&](std::string_view s) {
-    std::uint64_t n = s.size();
-    add(&n, sizeof n);
+    add_le64(s.size());
     add(s.data(), s.size());
   };
   auto kind = static_cast<std::uint8_t>(e.kind);
-  auto us = to_us(e.time);
   add(&kind, 1);
-  add(&us, sizeof us);
+  add_le64(static_cast<std::uint64_t>(to_us(e.time)));
   add_str(e.from);
   add_str(e.alarm);
   add_str(e.payload);

@@ -348,8 +348,10 @@ class ApprovalFlowTest(ServicesCase):
         self.assertEqual(decisions(parked[0])[0]["decision"], "require_approval")
         self.assertEqual(decisions(parked[0])[0]["reason"], "compute_needs_approval")
 
-        d = self.ok(self.server.post("/v1/approvals/%s/decide" % a["id"],
-                                     {"decision": "approve", "note": "go ahead"}))
+        decided = self.server.post("/v1/approvals/%s/decide" % a["id"],
+                                   {"decision": "approve", "note": "go ahead"},
+                                   headers={"X-Request-Id": "decide-17"})
+        d = self.ok(decided)
         self.assertEqual((d["status"], d["note"]), ("approved", "go ahead"))
         ev = self.wait_outbox("asker", lambda e: e["job"] == a["job"], "the answer")
         self.assertEqual((ev["status"], ev["reply"]), ("ok", "You said: may I?"))
@@ -360,6 +362,8 @@ class ApprovalFlowTest(ServicesCase):
         i = kinds.index("approval_decision")
         self.assertEqual(decisions(recs[i]), [dict(decisions(parked[0])[0], decision="allow",
                                                    reason="approved")])
+        # Bug: its record had no request id.
+        self.assertEqual(recs[i]["request_id"], "decide-17")
         self.assertIn("compute_result", kinds[i + 1:])
         done = self.wait_job("asker", a["job"])
         self.assertEqual(done["status"], "done")

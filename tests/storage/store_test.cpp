@@ -715,3 +715,16 @@ TEST_CASE("the store's files are readable by its owner alone") {
   CHECK(files >= 5);  // CURRENT, MANIFEST, OPTIONS, the WAL, an SST...
   CHECK(std::filesystem::exists(stray));
 }
+
+TEST_CASE("a trigger's digest has a fixed byte layout, the same on every machine") {
+  // BLAKE2b-256 over kind (1 byte), time in microseconds (little-endian
+  // 64-bit), then from, alarm and payload, each after its length
+  // (little-endian 64-bit): docs/storage-format.md. It was the machine's
+  // own byte order.
+  inbox_entry e;
+  e.kind = trigger_kind::message;
+  e.time = time_point{std::chrono::microseconds{1700000000123456}};
+  e.from = "alice";
+  e.payload = "hello";
+  CHECK(to_hex(trigger_digest(e)) == "5b5206f7895646563973009f2a3551ed4e93cb7ae49aa8a047e56560ccec242e");
+}

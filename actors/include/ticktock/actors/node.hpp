@@ -213,9 +213,10 @@ public:
   expected<storage::approval_record> approval(const std::string& approval_id) const;
   /// Decides a pending approval; the agent gets an `approval_decision`
   /// trigger, whose tick starts (or refuses) the parked job. Errors:
-  /// not_found, conflict when it was decided before.
+  /// not_found, conflict when it was decided before. `request_id`: the
+  /// deciding request's, carried by the trigger into the tick's record.
   expected<storage::approval_record> decide(const std::string& approval_id, bool approve,
-                                            std::string note = {});
+                                            std::string note = {}, std::string request_id = {});
 
   /// The kill switch: engaged, every effect that leaves the runtime is
   /// denied and running jobs are cancelled, at once. Durable.
