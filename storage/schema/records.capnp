@@ -7,7 +7,7 @@ $Cxx.namespace("ticktock::storage::schema");
 
 enum AgentStatus {
   active @0;      # runnable (resident or hibernated; residency is not stored)
-  errored @1;     # marked errored: does not tick until repaired
+  errored @1;     # read as errored; never written (the errored mark is meta key "e" + id)
 }
 
 struct AgentRecord {
@@ -15,8 +15,8 @@ struct AgentRecord {
   type @1 :Text;
   config @2 :Data;
   createdUs @3 :Int64;
-  status @4 :AgentStatus;
-  error @5 :Text;
+  status @4 :AgentStatus;      # written as active, never changed
+  error @5 :Text;              # written empty, never changed
   tickCount @6 :UInt64;        # committed ticks
   lastTickUs @7 :Int64;        # when the last committed tick started (wall clock; before 2026-12-05: its trigger's time)
   trajectoryNext @8 :UInt64;   # index of the next trajectory record
@@ -39,7 +39,10 @@ struct InboxEntry {
   envelopeId @6 :Data;         # 16 random-looking bytes, unique per message
   signature @7 :Data;          # Ed25519 by the sender over identity::envelope_signing_bytes
   encrypted @8 :Bool;          # payload is a sealed box for the recipient
-  senderKey @9 :Data;          # sender's Ed25519 public key (senders of other nodes)
+  senderKey @9 :Data;          # sender's Ed25519 public key as the envelope carried it: set for
+                               # every envelope posted to an inbox (a sender on this node too),
+                               # empty for messages sent within the node; used only for a
+                               # sender that is not an agent here
   nostr @10 :Bool;             # payload is a Nostr event (NIP-01 JSON) from a relay: checked,
                                # and a gift-wrapped DM unwrapped, before the tick
   requestId @11 :Text;         # X-Request-Id of the HTTP request that delivered it (for a
@@ -107,7 +110,8 @@ struct Decision {
   destination @5 :Text;
 }
 
-# The stored value of a trajectory entry: the record's bytes and the agent's
+# The stored value of a trajectory entry (one per tick attempt; key: agent id,
+# NUL, be64 index): the record's bytes and the agent's
 # Ed25519 signature over identity::trajectory_signing_bytes(agent, record).
 # The hash chain (prevHash, the agent's trajectoryHead) covers `record`.
 struct SignedTrajectory {
@@ -115,7 +119,7 @@ struct SignedTrajectory {
   signature @1 :Data;          # 64 bytes
 }
 
-# An agent's keys (column family `identity`, key: the agent id).
+# An agent's keys (column family `identity`, key: the agent id + NUL).
 struct IdentityRecord {
   version @0 :UInt32;          # 1
   ed25519Public @1 :Data;      # 32 bytes
@@ -158,7 +162,7 @@ struct BundleEntry {
   value @2 :Data;
 }
 
-# An agent's budget ledger in micro-USD (column family `ledger`, key "b" + id).
+# An agent's budget ledger in micro-USD (column family `ledger`, key: id + NUL + "b").
 struct Ledger {
   limitTotal @0 :UInt64;       # 0: no limit
   limitDay @1 :UInt64;
@@ -178,7 +182,7 @@ struct Ledger {
   httpReserved @15 :UInt64;
 }
 
-# One line of an agent's ledger history (key "h" + id + NUL + be64 seq).
+# One line of an agent's ledger history (key: id + NUL + "h" + be64 seq).
 struct LedgerEntry {
   timeUs @0 :Int64;
   kind @1 :Text;               # reserve | settle | release | deny | limits
@@ -188,7 +192,8 @@ struct LedgerEntry {
   reason @5 :Text;
 }
 
-# A compute job or container session (key "j" + id + NUL + job id).
+# A compute job, container session, outbound HTTP fetch or parked publish
+# (column family `ledger`, key: agent id + NUL + "j" + job id).
 struct Job {
   id @0 :Text;
   agent @1 :Text;
@@ -208,7 +213,8 @@ struct Job {
                                # result trigger carries it on (InboxEntry.requestId)
 }
 
-# An action parked by the policy gate (column family `approvals`, key: id).
+# An action parked by the policy gate (column family `approvals`, key: agent id + NUL +
+# approval id; meta "a" + approval id holds the agent id).
 struct Approval {
   id @0 :Text;
   agent @1 :Text;
