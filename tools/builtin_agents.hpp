@@ -148,16 +148,22 @@ struct player_state {
   std::uint64_t hits = 0;
 };
 
-/// `player`: returns a ball to its sender up to N times (config, default 10).
+/// `player`: returns a ball to its sender (another agent) up to N times
+/// (config 1 to 10^9, default 10; checked by the init tick).
 struct player_agent : agent<player_state> {
   void on_trigger(context& ctx, const trigger& t) override {
+    auto rally = ctx.config().empty()
+                   ? std::int64_t{10}
+                   : positive_config(ctx.config(), 1'000'000'000, "player config (returns)");
     if (t.kind != trigger_kind::message)
       return;
-    auto rally = ctx.config().empty() ? 10ull : std::stoull(ctx.config());
-    if (state().hits >= rally || t.from.empty())
+    if (state().hits >= static_cast<std::uint64_t>(rally) || t.from.empty())
       return;
     ++state().hits;
     ctx.send(t.from, "ball");
+  }
+  std::string summary() const override {
+    return "{\"hits\":" + std::to_string(state().hits) + "}";
   }
 };
 

@@ -63,16 +63,22 @@ expected<identity::agent_keys> keyring::load(std::string_view id) const {
 }
 
 std::optional<identity::public_keys> keyring::public_keys_of(std::string_view id) const {
+  std::uint64_t forgotten = 0;
   {
     std::shared_lock<std::shared_mutex> guard{mtx_};
     if (auto i = cache_.find(std::string{id}); i != cache_.end())
       return i->second;
+    forgotten = forgotten_;
   }
   auto rec = store_.get_identity(id);
   if (!rec || !*rec)
     return std::nullopt;
   identity::public_keys pub{(*rec)->ed25519, (*rec)->nostr};
   std::unique_lock<std::shared_mutex> guard{mtx_};
+  // An agent deleted (or replaced) since the read: what was read may be its
+  // old keys, which must not outlive the forget().
+  if (forgotten != forgotten_)
+    return pub;
   if (cache_.size() >= max_cached_keys)
     cache_.clear();
   cache_.emplace(std::string{id}, pub);
@@ -82,6 +88,7 @@ std::optional<identity::public_keys> keyring::public_keys_of(std::string_view id
 void keyring::forget(std::string_view id) {
   std::unique_lock<std::shared_mutex> guard{mtx_};
   cache_.erase(std::string{id});
+  ++forgotten_;
 }
 
 error keyring::stamp(storage::inbox_entry& e, std::string_view to,
@@ -99,7 +106,11 @@ error keyring::stamp(storage::inbox_entry& e, std::string_view to,
                                       e.envelope_id, e.from, to, e.time.time_since_epoch().count(),
                                       e.encrypted, e.payload));
   e.signature.assign(reinterpret_cast<const char*>(sig.data()), sig.size());
-  e.sender_key.clear();  // a local sender's key is looked up, not trusted from the message
+  // Checked against the sender's key looked up here while the sender is an
+  // agent of this node; carried for when it is not (deleted, or the
+  // recipient moved to another node with export/import).
+  e.sender_key.assign(reinterpret_cast<const char*>(sender.pub.ed25519.data()),
+                      sender.pub.ed25519.size());
   return {};
 }
 

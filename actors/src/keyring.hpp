@@ -60,6 +60,9 @@ private:
   identity::master_key master_;
   mutable std::shared_mutex mtx_;
   mutable std::unordered_map<std::string, identity::public_keys> cache_;
+  /// Counts forget() calls: a lookup that read the store before one does not
+  /// cache what it read (it may be a deleted agent's keys).
+  std::uint64_t forgotten_ = 0;
 };
 
 /// Loads (creating when missing) the master key at `path`. Finishes a

@@ -848,9 +848,15 @@ expected<send_receipt> node::deliver(const envelope& env, std::string request_id
   // The envelope id is the idempotency key: a second delivery is a replay.
   // Only a genuine envelope claims it: a forged copy (one byte changed)
   // posted first must not make the real one a "replay". The copy still goes
-  // in, to the deadletter as bad_signature before the recipient's tick.
-  if (!core_->keys->check_signature(op.entry, env.to))
+  // in, to the deadletter as bad_signature before the recipient's tick. A
+  // sender that is not an agent here is known only by the key its envelope
+  // carries, which anyone can make: its ids are claimed per key, so that an
+  // envelope under the same id and name but another key does not either.
+  if (!core_->keys->check_signature(op.entry, env.to)) {
     op.entry.idempotency_key = "envelope:" + id_hex;
+    if (!core_->keys->public_keys_of(env.from))
+      op.entry.idempotency_key += ":" + identity::to_hex(env.sender_key);
+  }
   op.depth_limit = limits.inbox_limit;
   {
     std::lock_guard<std::mutex> guard{core_->idle_mtx};

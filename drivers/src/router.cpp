@@ -1461,6 +1461,8 @@ expected<envelope> envelope_from_json(const json::value& v, const std::string& t
       return error{errc::invalid_argument, "\"encrypted\" is true or false"};
     e.encrypted = enc->as_bool();
   }
+  if (o.if_contains("payload") && o.if_contains("payload_base64"))
+    return error{errc::invalid_argument, "give \"payload\" or \"payload_base64\", not both"};
   auto payload = o.if_contains("payload") && o.at("payload").is_object()
                    ? expected<std::string>{error{errc::invalid_argument,
                                                  "give binary payloads as \"payload_base64\""}}
@@ -1720,6 +1722,10 @@ response router::enqueue(const request& req, const std::string& id) {
   if (ec)
     return error_response(400, "BAD_JSON", "the message must be JSON: " + ec.message());
   if (is_envelope(req.header("content-type"))) {
+    // A field named twice would be read one way here and maybe another by
+    // whatever else reads the envelope (a proxy, a log).
+    if (auto dup = duplicate_field(req.body))
+      return *dup;
     auto env = envelope_from_json(body, id);
     if (!env)
       return error_response(400, "BAD_ENVELOPE", env.error_value().message());

@@ -39,10 +39,10 @@ struct InboxEntry {
   envelopeId @6 :Data;         # 16 random-looking bytes, unique per message
   signature @7 :Data;          # Ed25519 by the sender over identity::envelope_signing_bytes
   encrypted @8 :Bool;          # payload is a sealed box for the recipient
-  senderKey @9 :Data;          # sender's Ed25519 public key as the envelope carried it: set for
-                               # every envelope posted to an inbox (a sender on this node too),
-                               # empty for messages sent within the node; used only for a
-                               # sender that is not an agent here
+  senderKey @9 :Data;          # sender's Ed25519 public key: as the envelope carried it, or for a
+                               # message sent within the node the sender's own (empty in messages
+                               # written before 2026-12-06); used only for a sender that is not
+                               # an agent here
   nostr @10 :Bool;             # payload is a Nostr event (NIP-01 JSON) from a relay: checked,
                                # and a gift-wrapped DM unwrapped, before the tick
   requestId @11 :Text;         # X-Request-Id of the HTTP request that delivered it (for a

@@ -447,7 +447,11 @@ class ErrorStatusTest(ServerCase):
         for agent, kind, config, message in [
                 ("hb-zero", "heartbeat", "0", "heartbeat config (seconds): 1 to 31536000, got '0'"),
                 ("hb-junk", "heartbeat", "10abc", "got '10abc'"),
-                ("tm-zero", "timer", "0", "timer config (ms): 1 to 31536000000, got '0'")]:
+                ("tm-zero", "timer", "0", "timer config (ms): 1 to 31536000000, got '0'"),
+                # Bug: "-1" was 2^64-1 returns (a rally that never ends), "abc" failed
+                # only at the first ball, with "stoull".
+                ("pl-neg", "player", "-1", "player config (returns): 1 to 1000000000, got '-1'"),
+                ("pl-junk", "player", "abc", "got 'abc'")]:
             self.server.create(agent, kind, config)
             dl = self.server.wait_for(
                 lambda: self.server.get("/v1/agents/%s/fs/deadletter" % agent).json()["entries"],
@@ -1740,6 +1744,51 @@ class IdentityTest(unittest.TestCase):
             self.assertEqual(b.post("/v1/agents/bob/inbox", sealed.json(), headers=self.ENVELOPE).status, 202)
             b.wait_count("bob", 3)  # opened for bob's tick
             self.assertEqual(len(b.get("/v1/agents/bob/fs/deadletter").json()["entries"]), 2)
+
+    def test_a_sender_from_elsewhere_is_known_by_its_key(self):
+        # Bug: a sender that is not an agent here is known only by the key its
+        # envelope carries; an envelope signed with another key under the
+        # same id and sender claimed the id, and the genuine one was then a
+        # "replay". Envelopes are signed here with libsodium through ctypes.
+        import ctypes
+        import struct
+        sodium = ctypes.CDLL("libsodium.so.23")
+        self.assertEqual(sodium.sodium_init() >= 0, True)
+
+        def keypair():
+            pk, sk = ctypes.create_string_buffer(32), ctypes.create_string_buffer(64)
+            sodium.crypto_sign_keypair(pk, sk)
+            return pk.raw, sk.raw
+
+        def envelope(sk, pk, env_id, payload, to="bob"):
+            now = int(time.time() * 1e6)
+            field = lambda b: struct.pack(">Q", len(b)) + b
+            signing = (b"ticktock/envelope/v1\0" + field(env_id) + field(b"alice") + field(to.encode())
+                       + struct.pack(">Q", now) + b"\0" + field(payload.encode()))
+            sig = ctypes.create_string_buffer(64)
+            sodium.crypto_sign_detached(sig, None, signing, ctypes.c_ulonglong(len(signing)), sk)
+            return {"id": env_id.hex(), "from": "alice", "to": to, "time_us": now, "payload": payload,
+                    "signature": sig.raw.hex(), "sender_key": pk.hex()}
+
+        alice, mallory = keypair(), keypair()
+        env_id = os.urandom(16)
+        with Server() as b:
+            b.create("bob", "echo")
+            forged = envelope(mallory[1], mallory[0], env_id, "from mallory")
+            genuine = envelope(alice[1], alice[0], env_id, "from alice")
+            self.assertEqual(b.post("/v1/agents/bob/inbox", forged, headers=self.ENVELOPE).status, 202)
+            r = b.post("/v1/agents/bob/inbox", genuine, headers=self.ENVELOPE)
+            self.assertEqual(r.status, 202, r)
+            r = b.post("/v1/agents/bob/inbox", genuine, headers=self.ENVELOPE)
+            self.assertEqual((r.status, r.error_code()), (409, "REPLAYED_ENVELOPE"), r)
+            # A field given twice, or both payload forms, is refused: a proxy
+            # could read another payload than the agent gets.
+            text = json.dumps(envelope(alice[1], alice[0], os.urandom(16), "x"))
+            for body in (text[:-1] + ', "payload": "FAKE"}',
+                         text[:-1] + ', "payload_base64": "RkFLRQ=="}'):
+                r = b.post("/v1/agents/bob/inbox", body, headers=self.ENVELOPE)
+                self.assertEqual(r.status, 400, r)
+                self.assertIn(r.error_code(), ("DUPLICATE_FIELD", "BAD_ENVELOPE"))
 
     def test_master_key_rotation_and_a_key_file_outside_the_data_directory(self):
         keydir = tempfile.TemporaryDirectory(prefix="ticktock-key-")
