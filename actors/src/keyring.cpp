@@ -144,8 +144,9 @@ std::optional<keyring::refusal> keyring::check_signature(const storage::inbox_en
     return refusal{"bad_signature",
                    "sender '" + e.from + "' is unknown here and the message carries no sender key"};
   }
-  auto signing = identity::envelope_signing_bytes(
-    e.envelope_id, e.from, self, e.time.time_since_epoch().count(), e.encrypted, e.payload);
+  auto signing = identity::envelope_signing_bytes(e.envelope_id, e.from, self,
+                                                 e.sent.value_or(e.time).time_since_epoch().count(),
+                                                 e.encrypted, e.payload);
   if (!identity::verify(key, signing, bytes_of(e.signature)))
     return refusal{"bad_signature", "the signature of the message from '" + e.from
                                       + "' does not verify with the sender's key"};

@@ -835,7 +835,10 @@ expected<send_receipt> node::deliver(const envelope& env, std::string request_id
   storage::enqueue_op op;
   op.agent = env.to;
   op.entry.kind = trigger_kind::message;
-  op.entry.time = env.time;
+  // Its tick runs at its arrival: the sender's time (signed) is not this
+  // node's clock, and may be anything.
+  op.entry.time = core_->clock->now();
+  op.entry.sent = env.time;
   op.entry.from = env.from;
   op.entry.payload = env.payload;
   op.entry.envelope_id = env.id;

@@ -1453,8 +1453,9 @@ expected<envelope> envelope_from_json(const json::value& v, const std::string& t
     return error{errc::invalid_argument, "\"to\" names another agent than this inbox's"};
   e.to = to;
   auto* time = o.if_contains("time_us");
-  if (!time || !time->is_int64())
-    return error{errc::invalid_argument, "\"time_us\" is an integer"};
+  if (!time || !time->is_int64() || time->as_int64() < 1)
+    return error{errc::invalid_argument,
+                 "\"time_us\" is an integer, microseconds since the Unix epoch (from 1)"};
   e.time = time_point{duration{time->as_int64()}};
   if (auto* enc = o.if_contains("encrypted")) {
     if (!enc->is_bool())

@@ -48,6 +48,9 @@ struct InboxEntry {
   requestId @11 :Text;         # X-Request-Id of the HTTP request that delivered it (for a
                                # message from an agent, that of the sending tick's trigger),
                                # else empty; not part of the trigger digest
+  sentUs @12 :Int64;           # an envelope posted from outside: the time it was signed with
+                               # (its time_us), while timeUs is its arrival; 0: timeUs (a
+                               # message within the node, or written before 2026-12-06)
 }
 
 struct OutboxEvent {

@@ -260,6 +260,8 @@ std::string encode(const inbox_entry& e) {
     b.setNostr(true);
   if (!e.request_id.empty())
     b.setRequestId(as_text(e.request_id));
+  if (e.sent)
+    b.setSentUs(to_us(*e.sent));
   return finish(msg);
 }
 
@@ -278,6 +280,8 @@ expected<inbox_entry> decode_inbox(std::string_view bytes) {
     e.sender_key = to_string(m.getSenderKey());
     e.nostr = m.getNostr();
     e.request_id = to_string(m.getRequestId());
+    if (m.getSentUs() != 0)
+      e.sent = from_us(m.getSentUs());
     return e;
   });
   if (r && static_cast<std::uint8_t>(r->kind) > static_cast<std::uint8_t>(trigger_kind::http_result))

@@ -1760,11 +1760,11 @@ class IdentityTest(unittest.TestCase):
             sodium.crypto_sign_keypair(pk, sk)
             return pk.raw, sk.raw
 
-        def envelope(sk, pk, env_id, payload, to="bob"):
-            now = int(time.time() * 1e6)
+        def envelope(sk, pk, env_id, payload, to="bob", now=None):
+            now = now or int(time.time() * 1e6)
             field = lambda b: struct.pack(">Q", len(b)) + b
             signing = (b"ticktock/envelope/v1\0" + field(env_id) + field(b"alice") + field(to.encode())
-                       + struct.pack(">Q", now) + b"\0" + field(payload.encode()))
+                       + struct.pack(">q", now) + b"\0" + field(payload.encode()))
             sig = ctypes.create_string_buffer(64)
             sodium.crypto_sign_detached(sig, None, signing, ctypes.c_ulonglong(len(signing)), sk)
             return {"id": env_id.hex(), "from": "alice", "to": to, "time_us": now, "payload": payload,
@@ -1789,6 +1789,20 @@ class IdentityTest(unittest.TestCase):
                 r = b.post("/v1/agents/bob/inbox", body, headers=self.ENVELOPE)
                 self.assertEqual(r.status, 400, r)
                 self.assertIn(r.error_code(), ("DUPLICATE_FIELD", "BAD_ENVELOPE"))
+            # Bug: the sender's time_us was the tick's clock: ten years ahead
+            # set an alarm due in 2036. The tick runs at the arrival.
+            b.create("clock", "timer")
+            later = int(time.time() * 1e6) + 10 * 365 * 86400 * 10**6
+            far = envelope(alice[1], alice[0], os.urandom(16), json.dumps({"alarm": "a", "in_ms": 1000}),
+                           to="clock", now=later)
+            self.assertEqual(b.post("/v1/agents/clock/inbox", far, headers=self.ENVELOPE).status, 202)
+            alarms = b.wait_for(lambda: b.get("/v1/agents/clock/fs/alarms").json()["alarms"],
+                                "the alarm set")
+            self.assertLess(alarms[0]["due_us"], int(time.time() * 1e6) + 60 * 10**6, alarms)
+            self.assertEqual(b.get("/v1/agents/clock/fs/deadletter").json()["entries"], [])
+            r = b.post("/v1/agents/clock/inbox", envelope(alice[1], alice[0], os.urandom(16), "{}",
+                                                          to="clock", now=-5), headers=self.ENVELOPE)
+            self.assertEqual((r.status, r.error_code()), (400, "BAD_ENVELOPE"), r)
 
     def test_master_key_rotation_and_a_key_file_outside_the_data_directory(self):
         keydir = tempfile.TemporaryDirectory(prefix="ticktock-key-")

@@ -728,3 +728,15 @@ TEST_CASE("a trigger's digest has a fixed byte layout, the same on every machine
   e.payload = "hello";
   CHECK(to_hex(trigger_digest(e)) == "5b5206f7895646563973009f2a3551ed4e93cb7ae49aa8a047e56560ccec242e");
 }
+
+TEST_CASE("an inbox entry keeps an envelope's signed time apart from its arrival") {
+  inbox_entry e;
+  e.time = time_point{std::chrono::microseconds{1700000000000000}};
+  e.sent = time_point{std::chrono::microseconds{2000000000000000}};
+  auto back = decode_inbox(encode(e));
+  REQUIRE(back);
+  CHECK(back->time == e.time);
+  CHECK(back->sent == e.sent);
+  e.sent.reset();
+  CHECK_FALSE(decode_inbox(encode(e))->sent);
+}

@@ -73,6 +73,10 @@ struct inbox_entry {
   std::string signature;
   bool encrypted = false;
   std::string sender_key;
+  /// An envelope posted from outside: the time it was signed with, which the
+  /// sender chose; `time` is its arrival here (the tick's ctx.now()). Unset:
+  /// `time` is both.
+  std::optional<time_point> sent;
   /// The payload is a Nostr event from a relay (docs/nostr.md).
   bool nostr = false;
   /// X-Request-Id of the HTTP request that delivered the trigger; for a
