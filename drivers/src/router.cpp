@@ -1720,9 +1720,12 @@ response router::identity_file(const request& req, const std::string& id,
 response router::enqueue(const request& req, const std::string& id) {
   boost::system::error_code ec;
   auto body = json::parse(req.body, ec);
+  bool envelope = is_envelope(req.header("content-type"));
+  if (ec && envelope)
+    return error_response(400, "BAD_ENVELOPE", "an envelope is a JSON object: " + ec.message());
   if (ec)
     return error_response(400, "BAD_JSON", "the message must be JSON: " + ec.message());
-  if (is_envelope(req.header("content-type"))) {
+  if (envelope) {
     // A field named twice would be read one way here and maybe another by
     // whatever else reads the envelope (a proxy, a log).
     if (auto dup = duplicate_field(req.body))

@@ -915,14 +915,30 @@ private:
       wanted.insert(op.ids->begin(), op.ids->end());
     auto prefix = keys::prefix(op.agent);
     std::vector<std::pair<std::string, deadletter_entry>> moves;
+    // A message the agent sent to an agent that did not exist is not a
+    // trigger of its own: in its inbox it would fail as bad_signature (it is
+    // signed for its recipient). Named, it is refused; otherwise it stays.
+    std::string sent;
     s_.scan(cf_deadletter, prefix, prefix, [&](std::string_view k, std::string_view v) {
       auto id = keys::get_be64(k.substr(prefix.size()));
       if (op.ids && !wanted.erase(id))
         return true;
-      if (auto d = decode_deadletter(v); d && !d->entry.corrupt)
+      auto d = decode_deadletter(v);
+      if (d && d->reason == "unknown_recipient") {
+        if (op.ids)
+          sent += (sent.empty() ? "" : ", ") + std::to_string(id);
+      } else if (d && !d->entry.corrupt) {
         moves.emplace_back(std::string{k}, std::move(*d));
+      }
       return true;
     });
+    if (!sent.empty()) {
+      r.err = error{errc::invalid_argument,
+                    "deadletter entry " + sent + " of '" + op.agent + "' is a message it sent to "
+                      "an agent that did not exist, not a trigger of its own: send it again "
+                      "instead; nothing was requeued"};
+      return;
+    }
     if (!wanted.empty()) {  // named, but not there: move none of them
       std::string missing;
       for (auto id : wanted)

@@ -569,6 +569,28 @@ TEST_CASE("a message waiting in its inbox still verifies once its sender is dele
   CHECK(nd.store().read_deadletter("pong", 0, 10).empty());
 }
 
+TEST_CASE("a message sent to an agent that did not exist is not requeued into its sender") {
+  // Bug: requeue put it into the sender's own inbox, where it failed as
+  // bad_signature (it is signed for its recipient).
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  REQUIRE_FALSE(nd.create("ping", "pinger", "5"));
+  REQUIRE(nd.send("ping", "serve"));  // "ball" to "pong", which does not exist
+  tick_waiter w{nd};
+  REQUIRE(w.poll([&] { return nd.store().read_deadletter("ping", 0, 10).size() == 1; }));
+  auto dl = nd.store().read_deadletter("ping", 0, 10);
+  REQUIRE(dl[0].reason == "unknown_recipient");
+  auto named = nd.requeue("ping", std::vector<std::uint64_t>{dl[0].id});
+  REQUIRE_FALSE(named);
+  CHECK(named.error_value().code() == errc::invalid_argument);
+  auto all = nd.requeue("ping", std::nullopt);
+  REQUIRE(all);
+  CHECK(*all == 0);
+  CHECK(nd.store().read_deadletter("ping", 0, 10).size() == 1);
+}
+
 TEST_CASE("raising ticks_per_minute lets a throttled agent go on at once") {
   test::temp_dir dir;
   auto n = node::open(options_for(dir), registry());

@@ -665,7 +665,7 @@ def build_cases(fx):
     add("utf-8", "invalid bytes in a header name", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-\xff: v\r\n"
         b"Connection: close\r\n\r\n", status=400, code="BAD_REQUEST")
     req("utf-8", "invalid bytes in an envelope", "POST", "/v1/agents/%s/inbox" % COUNTER,
-        b'{"id":"\xff"}', 400, "BAD_JSON",
+        b'{"id":"\xff"}', 400, "BAD_ENVELOPE",
         headers=[("Content-Type", "application/ticktock-envelope+json")])
 
     # -- huge bodies (413) -------------------------------------------------------------------------
@@ -1120,7 +1120,7 @@ def build_cases(fx):
                                                 "sender_key": key64})),
     ]:
         req("envelope", name, "POST", c + "/inbox", body, 400, "BAD_ENVELOPE", headers=env)
-    req("envelope", "not JSON", "POST", c + "/inbox", "{", 400, "BAD_JSON", headers=env)
+    req("envelope", "not JSON", "POST", c + "/inbox", "{", 400, "BAD_ENVELOPE", headers=env)
     for name, file, body, code in [
         ("verify: data a number", "verify", '{"data":1,"signature":"00"}', "BAD_FIELD"),
         ("verify: signature short", "verify", '{"data":"x","signature":"00"}', "BAD_FIELD"),
