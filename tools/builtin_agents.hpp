@@ -477,6 +477,16 @@ private:
       outcome = "denied";
       code = 403;
       ++state().refused;
+    } else if (status == "cancelled" && reason == "kill_switch") {
+      reply = "denied by the kill switch (kill_switch); this question was not answered";
+      outcome = "denied";
+      code = 403;
+      ++state().refused;
+    } else if (status == "cancelled" && reason == "shutting_down") {
+      reply = "the server is shutting down (shutting_down); ask again";
+      outcome = "failed";
+      code = 503;
+      ++state().failed;
     } else if (status == "cancelled") {
       // Withdrawn (compute/jobs/{job}/cancel), not a failure of the provider.
       reply = "cancelled (" + (reason.empty() ? status : reason)

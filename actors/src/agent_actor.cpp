@@ -381,11 +381,14 @@ bool load(self_ptr self, const std::string& id) {
   auto& store = *st.core->store;
   auto meta = store.get_agent(id);
   std::string problem;
-  bool code_failed = false;  // the type's own code, not what is stored
-  if (!meta)
+  bool stored_bad = false;  // what is stored, not the type's code or a passing failure
+  if (!meta) {
     problem = meta.error_value().to_string();
-  else if (meta->errored)
+    stored_bad = meta.error_value().code() == errc::corrupt_record;
+  } else if (meta->errored) {
     problem = meta->error;
+    stored_bad = true;
+  }
   // (An errored mark in the meta column family is known to the directory,
   // which never activates such an agent.)
   if (problem.empty()) {
@@ -395,7 +398,7 @@ bool load(self_ptr self, const std::string& id) {
       st.host = std::move(*host);
     } else {
       problem = host.error_value().to_string();
-      code_failed = host.error_value().code() == errc::agent_errored;
+      stored_bad = host.error_value().code() == errc::corrupt_record;
     }
   }
   if (!problem.empty()) {
@@ -403,11 +406,13 @@ bool load(self_ptr self, const std::string& id) {
     // An agent deleted meanwhile is not errored, it is gone: a mark would
     // land on a later agent of the same id.
     bool retired = st.res && st.res->retired.load(std::memory_order_acquire);
-    // A type whose factory or load_state throws is errored until the node
-    // stops, not in the store: with the type fixed (its plugin rebuilt), the
-    // agent loads again after a restart.
+    // Only records that do not decode are marked in the store. A type whose
+    // factory or load_state throws, a storage failure or a master key that
+    // does not open the agent's keys is errored until the node stops: with
+    // the cause fixed (the plugin rebuilt, the disk or key back), the agent
+    // loads again after a restart.
     if (!retired && (meta || meta.error_value().code() != errc::not_found))
-      st.core->mark_errored(id, problem, retired_flag(st.res), !code_failed);
+      st.core->mark_errored(id, problem, retired_flag(st.res), stored_bad);
     return false;
   }
   st.direct_next = st.host->meta().direct_next;

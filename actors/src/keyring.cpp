@@ -132,7 +132,8 @@ std::optional<keyring::refusal> keyring::open(storage::inbox_entry& e, std::stri
 }
 
 std::optional<keyring::refusal> keyring::check_signature(const storage::inbox_entry& e,
-                                                         std::string_view self) const {
+                                                         std::string_view self,
+                                                         identity::public_key* verified_with) const {
   if (e.signature.empty())
     return refusal{"bad_signature", "message claims sender '" + e.from + "' but is not signed"};
   identity::public_key key{};
@@ -150,6 +151,8 @@ std::optional<keyring::refusal> keyring::check_signature(const storage::inbox_en
   if (!identity::verify(key, signing, bytes_of(e.signature)))
     return refusal{"bad_signature", "the signature of the message from '" + e.from
                                       + "' does not verify with the sender's key"};
+  if (verified_with)
+    *verified_with = key;
   return std::nullopt;
 }
 

@@ -52,8 +52,10 @@ public:
   /// Outside messages (no sender, no signature) pass unchanged.
   std::optional<refusal> open(storage::inbox_entry& e, std::string_view self,
                               const identity::agent_keys* self_keys) const;
-  /// The signature check of open() alone: nullopt if `e`'s signature holds.
-  std::optional<refusal> check_signature(const storage::inbox_entry& e, std::string_view self) const;
+  /// The signature check of open() alone: nullopt if `e`'s signature holds,
+  /// and then `*verified_with` (when given) is the key it holds under.
+  std::optional<refusal> check_signature(const storage::inbox_entry& e, std::string_view self,
+                                         identity::public_key* verified_with = nullptr) const;
 
 private:
   storage::store& store_;

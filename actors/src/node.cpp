@@ -825,6 +825,8 @@ expected<send_receipt> node::deliver(const envelope& env, std::string request_id
   if (env.id.size() < 16 || env.id.size() > 64)
     return error{errc::invalid_argument, "envelope ids are 16 to 64 bytes, got "
                                            + std::to_string(env.id.size())};
+  if (env.time.time_since_epoch().count() < 1)
+    return error{errc::invalid_argument, "envelope times are after the Unix epoch"};
   auto limits = core_->gate->limits_for(env.to);  // its own inbox limit, if it has one
   if (env.payload.size() > limits.max_message_bytes)
     return error{errc::message_too_large, "envelope payload of " + std::to_string(env.payload.size())
@@ -853,12 +855,18 @@ expected<send_receipt> node::deliver(const envelope& env, std::string request_id
   // posted first must not make the real one a "replay". The copy still goes
   // in, to the deadletter as bad_signature before the recipient's tick. A
   // sender that is not an agent here is known only by the key its envelope
-  // carries, which anyone can make: its ids are claimed per key, so that an
+  // carries, which anyone can make: ids are claimed per key, so that an
   // envelope under the same id and name but another key does not either.
-  if (!core_->keys->check_signature(op.entry, env.to)) {
-    op.entry.idempotency_key = "envelope:" + id_hex;
-    if (!core_->keys->public_keys_of(env.from))
-      op.entry.idempotency_key += ":" + identity::to_hex(env.sender_key);
+  // Stored with it is the key it verified under, never an unchecked one: a
+  // refused envelope must not verify later, once its claimed local sender
+  // is gone and the carried key would be used.
+  identity::public_key signer{};
+  if (!core_->keys->check_signature(op.entry, env.to, &signer)) {
+    op.entry.sender_key.assign(reinterpret_cast<const char*>(signer.data()), signer.size());
+    op.entry.idempotency_key = "envelope:" + id_hex + ":" + identity::to_hex(signer);
+    op.seen_as = "envelope:" + id_hex;  // how ids were recorded before 2026-12-06
+  } else {
+    op.entry.sender_key.clear();
   }
   op.depth_limit = limits.inbox_limit;
   {

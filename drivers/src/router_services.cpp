@@ -281,7 +281,9 @@ response router::services_file(const request& req, const std::string& id,
       if (auto err = node_.set_budget(id, (*b)[0], (*b)[1], (*b)[2]))
         return error_response(err);
       auto after = node_.wallet(id);
-      return json_ok(200, after ? json::value(ledger_json(*after)) : json::value(nullptr));
+      if (!after)
+        return error_response(after.error_value());
+      return json_ok(200, ledger_json(*after));
     }
     if (parts[1] == "history") {
       if (m != "GET")

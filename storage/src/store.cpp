@@ -444,11 +444,14 @@ private:
       idem_key = keys::idempotency(op.agent, e.idempotency_key);
       // The value: the seq the key was accepted with, then the digest of
       // that request when its sender gave one.
-      std::optional<std::string> seen;
-      if (auto i = pending_idem_.find(idem_key); i != pending_idem_.end())
-        seen = i->second;
-      else
-        seen = s_.get(cf_meta, idem_key);
+      auto lookup = [&](const std::string& key) -> std::optional<std::string> {
+        if (auto i = pending_idem_.find(key); i != pending_idem_.end())
+          return i->second;
+        return s_.get(cf_meta, key);
+      };
+      auto seen = lookup(idem_key);
+      if (!seen && !op.seen_as.empty())
+        seen = lookup(keys::idempotency(op.agent, op.seen_as));
       if (seen) {
         r.seq = keys::get_be64(*seen);
         if (op.request_digest && seen->size() == 8 + op.request_digest->size()
@@ -1617,7 +1620,8 @@ expected<std::optional<approval_record>> store::get_approval(std::string_view id
 std::vector<approval_record> store::list_approvals(
   std::string_view status, const std::optional<std::pair<time_point, std::string>>& after,
   std::size_t limit) const {
-  // Keyed by id, a digest: every approval is read and sorted.
+  // Keyed by agent and approval id (a digest), not by time: every approval
+  // is read and sorted.
   std::vector<approval_record> out;
   auto it = impl_->iter(cf_approvals);
   for (it->SeekToFirst(); it->Valid(); it->Next())

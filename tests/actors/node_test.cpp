@@ -12,6 +12,7 @@
 #include "../temp_dir.hpp"
 #include "../test_agents.hpp"
 #include "../tick_log.hpp"
+#include "ticktock/runtime/identity.hpp"
 
 using namespace ticktock;
 using namespace std::chrono_literals;
@@ -569,6 +570,38 @@ TEST_CASE("a message waiting in its inbox still verifies once its sender is dele
   CHECK(nd.store().read_deadletter("pong", 0, 10).empty());
 }
 
+TEST_CASE("an envelope forged for a local sender stays refused once the sender is gone") {
+  // Bug: it was queued with the key it carried (its own), which verified it
+  // at the recipient's tick once the claimed local sender was deleted.
+  test::temp_dir dir;
+  auto n = node::open(options_for(dir), registry());
+  REQUIRE(n);
+  auto& nd = **n;
+  REQUIRE_FALSE(nd.create("alice", "counter"));
+  REQUIRE_FALSE(nd.create("bob", "counter"));
+  REQUIRE(nd.wait_idle(10s));
+  REQUIRE_FALSE(nd.set_setting("limits/bob", R"({"ticks_per_minute":1})"));  // init used it
+  auto mallory = identity::agent_keys::generate();
+  envelope env;
+  env.id = std::string(16, 'x');
+  env.from = "alice";
+  env.to = "bob";
+  env.time = ticktock::system_clock{}.now();
+  env.payload = "forged";
+  env.signature = identity::sign(
+    mallory, identity::envelope_signing_bytes(env.id, env.from, env.to,
+                                              env.time.time_since_epoch().count(), false,
+                                              env.payload));
+  env.sender_key = mallory.pub.ed25519;
+  REQUIRE(nd.deliver(env));  // queued, to be refused at bob's tick
+  REQUIRE_FALSE(nd.terminate("alice"));
+  REQUIRE_FALSE(nd.set_setting("limits/bob", "{}"));
+  tick_waiter w{nd};
+  REQUIRE(w.poll([&] { return nd.store().read_deadletter("bob", 0, 10).size() == 1; }, 10s));
+  CHECK(nd.store().read_deadletter("bob", 0, 10)[0].reason == "bad_signature");
+  CHECK(nd.state<test::counter_state>("bob")->count == 0);
+}
+
 TEST_CASE("a message sent to an agent that did not exist is not requeued into its sender") {
   // Bug: requeue put it into the sender's own inbox, where it failed as
   // bad_signature (it is signed for its recipient).
@@ -800,13 +833,13 @@ TEST_CASE("an agent errored by its type's code loads again once the type is fixe
     REQUIRE((*n)->send("f", "a"));
     REQUIRE((*n)->wait_idle(10s));
     REQUIRE_FALSE((*n)->hibernate("f"));
-    for (int i = 0; i < 400 && (*n)->status("f")->state != agent_state::hibernated; ++i)
+    for (int i = 0; i < 2000 && (*n)->status("f")->state != agent_state::hibernated; ++i)
       std::this_thread::sleep_for(5ms);
     REQUIRE((*n)->status("f")->state == agent_state::hibernated);
     broken->store(true);
     REQUIRE((*n)->send("f", "b"));  // wakes it: the factory throws
     agent_status st;
-    for (int i = 0; i < 400 && st.state != agent_state::errored; ++i) {
+    for (int i = 0; i < 2000 && st.state != agent_state::errored; ++i) {
       std::this_thread::sleep_for(5ms);
       st = *(*n)->status("f");
     }

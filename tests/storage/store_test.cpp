@@ -105,6 +105,25 @@ TEST_CASE("an idempotency key repeated inside one group is accepted once") {
   CHECK(s->inbox_depth("a") == 2);  // init + one
 }
 
+TEST_CASE("a trigger seen under the older form of its key is a duplicate") {
+  // Envelope ids were recorded as "envelope:ID" before they were bound to
+  // the sender's key ("envelope:ID:KEY"); an envelope accepted then is still
+  // a replay.
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  apply1(*s, make_agent("a"));
+  auto first = apply1(*s, message("a", "x", "envelope:01"))[0];
+  auto again = message("a", "x", "envelope:01:ab");
+  again.seen_as = "envelope:01";
+  auto r = apply1(*s, again)[0];
+  CHECK(r.duplicate);
+  CHECK(r.seq == first.seq);
+  auto other = message("a", "y", "envelope:02:ab");
+  other.seen_as = "envelope:02";
+  CHECK_FALSE(apply1(*s, other)[0].duplicate);
+  CHECK(s->inbox_depth("a") == 3);  // init, x, y
+}
+
 TEST_CASE("an idempotency key that comes back with another request is refused and writes nothing") {
   test::temp_dir dir;
   auto asked = [](std::string payload, std::string key, std::uint8_t digest) {

@@ -59,6 +59,9 @@ struct enqueue_op {
   /// encryption). Stored with the key; the key coming back with another
   /// digest fails with idempotency_key_reused instead of counting as a retry.
   std::optional<hash256> request_digest;
+  /// Another key under which the same trigger counts as seen (checked, never
+  /// written): an older form of entry.idempotency_key.
+  std::string seen_as;
 };
 
 /// A change to an agent's budget ledger, applied in the write batch in
