@@ -39,7 +39,13 @@ case "$mode" in
     # writer's stack is often lost from TSan's history, so tests/tsan.supp
     # cannot match it (a false report). The other builds run them.
     exclude+='|storage_tests:a chain verified while ticks commit is read as of one moment'
-    exclude+="|storage_tests:an agent's record and inbox depth are read as of one moment" ;;
+    exclude+="|storage_tests:an agent's record and inbox depth are read as of one moment"
+    # This one creates and deletes an agent 150 times while two threads look
+    # up its keys: TSan reports CAF actor control blocks freed (their count
+    # drops inside libcaf_core, unseen) against handles copied on another
+    # thread, and the freeing stack is often lost, so tests/tsan.supp cannot
+    # match it. The other builds (ASan among them) run it.
+    exclude+="|actors_tests:a new agent of a deleted one's id is known by its own keys, whatever reads race" ;;
   *)
     echo "usage: $0 [address|thread] [ctest arguments...]" >&2
     exit 2 ;;
