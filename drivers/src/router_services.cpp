@@ -11,8 +11,6 @@
 
 #include <cctype>
 #include <cerrno>
-#include <charconv>
-#include <cstdint>
 #include <utility>
 
 #include "router.hpp"
@@ -618,15 +616,13 @@ response router::control(const request& req, std::string_view second, std::strin
     std::optional<std::pair<time_point, std::string>> after;
     if (auto q = query.find("after"); q != query.end() && !q->second.empty()) {
       auto dot = q->second.find('.');
-      std::uint64_t us = 0;
-      auto digits = std::string_view{q->second}.substr(0, dot);
-      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), us);
-      if (dot == std::string::npos || digits.empty() || ec != std::errc{}
-          || end != digits.data() + digits.size() || us > std::uint64_t{INT64_MAX})
+      auto us = dot == std::string::npos ? std::nullopt
+                                         : parse_u64(std::string_view{q->second}.substr(0, dot));
+      if (!us)
         return route(error_response(400, "BAD_QUERY",
                                     "after is the `next` of a previous page (CREATED_US.ID)"),
                      "/v1/approvals");
-      after.emplace(time_point{std::chrono::microseconds{static_cast<std::int64_t>(us)}},
+      after.emplace(time_point{std::chrono::microseconds{static_cast<std::int64_t>(*us)}},
                     q->second.substr(dot + 1));
     }
     auto limit = static_cast<std::size_t>(*wanted);
