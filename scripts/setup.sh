@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config ninja-build ccache
+  # the linker (CMakeLists.txt, TICKTOCK_LLD)
+  lld
   libcaf-dev librocksdb-dev rocksdb-tools libsodium-dev capnproto libcapnp-dev catch2
   libsecp256k1-dev libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
   libssl-dev python3 curl bubblewrap

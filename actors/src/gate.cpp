@@ -68,10 +68,12 @@ gate::gate(storage::store& store, const node_options& options)
 }
 
 std::shared_ptr<const policy::rules> gate::rules_for(const std::string& key) const {
+  std::uint64_t seen;
   {
     std::shared_lock<std::shared_mutex> lock{mtx_};
     if (auto i = policies_.find(key); i != policies_.end())
       return i->second;
+    seen = version_.load(std::memory_order_relaxed);
   }
   std::shared_ptr<const policy::rules> rules;
   if (auto v = store_.get_setting(key)) {
@@ -81,7 +83,13 @@ std::shared_ptr<const policy::rules> gate::rules_for(const std::string& key) con
       rules = std::make_shared<policy::rules>(
         *policy::rules::parse(R"({"rules":[],"default":"deny"})"));
   }
+  if (after_read_for_test)
+    after_read_for_test();
   std::unique_lock<std::shared_mutex> lock{mtx_};
+  // A setting installed since the read may be newer than what was read:
+  // use the read this once, but cache only what no install has overtaken.
+  if (version_.load(std::memory_order_relaxed) != seen)
+    return rules;
   return policies_.emplace(key, std::move(rules)).first->second;
 }
 
@@ -167,17 +175,22 @@ std::shared_ptr<const compute::price_table> gate::prices() const {
 
 tick_limits gate::limits_for(const std::string& id) const {
   auto key = setting::agent_limits(id);
+  std::uint64_t seen;
   {
     std::shared_lock<std::shared_mutex> lock{mtx_};
     if (auto i = limits_.find(key); i != limits_.end())
       return i->second ? *i->second : options_.limits;
+    seen = version_.load(std::memory_order_relaxed);
   }
   std::optional<tick_limits> own;
   if (auto v = store_.get_setting(key))
     if (auto l = parse_limits(*v, options_.limits))
       own = *l;
+  if (after_read_for_test)
+    after_read_for_test();
   std::unique_lock<std::shared_mutex> lock{mtx_};
-  limits_.emplace(key, own);
+  if (version_.load(std::memory_order_relaxed) == seen)  // as rules_for
+    limits_.emplace(key, own);
   return own ? *own : options_.limits;
 }
 
@@ -246,8 +259,10 @@ void gate::install(const std::string& key, const std::optional<std::string>& val
     } else if (key.starts_with("limits/")) {
       limits_.erase(key);
     }
+    // Under the lock: a reader that read the store before this install sees
+    // the version move, and does not cache what it read (rules_for).
+    version_.fetch_add(1, std::memory_order_acq_rel);
   }
-  version_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 // -- limits ------------------------------------------------------------------

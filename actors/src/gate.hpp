@@ -8,6 +8,7 @@
 // Thread-safe. See docs/policy.md and docs/compute.md.
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <shared_mutex>
@@ -78,6 +79,10 @@ public:
   std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
 
   const service_options& services() const noexcept { return options_.services; }
+
+  /// Tests only (set before the gate is shared): runs when a lookup of a
+  /// policy or of limits has read the store and not yet cached what it read.
+  std::function<void()> after_read_for_test;
 
 private:
   policy::verdict decide(const policy::action& a, const std::string& service_key) const;
