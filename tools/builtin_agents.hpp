@@ -74,14 +74,16 @@ struct heartbeat_state {
   std::uint64_t beats = 0;
 };
 
-/// A config that is a whole number from 1 to `max` (digits only), else
+/// A config that is a whole number from `min` to `max` (digits only), else
 /// invalid_argument naming `what`: the init tick fails, to the deadletter.
-inline std::int64_t positive_config(const std::string& config, std::int64_t max, const char* what) {
+inline std::int64_t config_number(const std::string& config, std::int64_t min, std::int64_t max,
+                                  const char* what) {
   std::int64_t n = 0;
   auto [end, ec] = std::from_chars(config.data(), config.data() + config.size(), n);
-  if (config.empty() || ec != std::errc{} || end != config.data() + config.size() || n < 1 || n > max)
-    throw std::invalid_argument(std::string{what} + ": 1 to " + std::to_string(max) + ", got '"
-                                + config + "'");
+  if (config.empty() || ec != std::errc{} || end != config.data() + config.size() || n < min
+      || n > max)
+    throw std::invalid_argument(std::string{what} + ": " + std::to_string(min) + " to "
+                                + std::to_string(max) + ", got '" + config + "'");
   return n;
 }
 
@@ -89,7 +91,7 @@ inline std::int64_t positive_config(const std::string& config, std::int64_t max,
 struct heartbeat_agent : agent<heartbeat_state> {
   void on_trigger(context& ctx, const trigger& t) override {
     if (t.kind == trigger_kind::init) {
-      auto secs = ctx.config().empty() ? 10 : positive_config(ctx.config(), 31'536'000, "heartbeat config (seconds)");
+      auto secs = ctx.config().empty() ? 10 : config_number(ctx.config(), 1, 31'536'000, "heartbeat config (seconds)");
       ctx.set_periodic_alarm("beat", ctx.now() + std::chrono::seconds{secs},
                              std::chrono::seconds{secs});
     } else if (t.kind == trigger_kind::alarm) {
@@ -118,7 +120,7 @@ struct timer_agent : agent<timer_state> {
     if (t.kind == trigger_kind::init) {
       if (ctx.config().empty())
         return;
-      auto ms = positive_config(ctx.config(), 31'536'000'000, "timer config (ms)");
+      auto ms = config_number(ctx.config(), 1, 31'536'000'000, "timer config (ms)");
       ctx.set_periodic_alarm("every", ctx.now() + std::chrono::milliseconds{ms},
                              std::chrono::milliseconds{ms});
     } else if (t.kind == trigger_kind::message) {
@@ -149,12 +151,12 @@ struct player_state {
 };
 
 /// `player`: returns a ball to its sender (another agent) up to N times
-/// (config 1 to 10^9, default 10; checked by the init tick).
+/// (config 0 to 10^9, default 10; 0 never returns it; checked by every tick).
 struct player_agent : agent<player_state> {
   void on_trigger(context& ctx, const trigger& t) override {
     auto rally = ctx.config().empty()
                    ? std::int64_t{10}
-                   : positive_config(ctx.config(), 1'000'000'000, "player config (returns)");
+                   : config_number(ctx.config(), 0, 1'000'000'000, "player config (returns)");
     if (t.kind != trigger_kind::message)
       return;
     if (state().hits >= static_cast<std::uint64_t>(rally) || t.from.empty())

@@ -1605,7 +1605,9 @@ response router::identity_file(const request& req, const std::string& id,
     return *dup;
   boost::system::error_code ec;
   auto body = json::parse(req.body, ec);
-  if (ec || !body.is_object())
+  if (ec)
+    return error_response(400, "BAD_JSON", "the body must be a JSON object: " + ec.message());
+  if (!body.is_object())
     return error_response(400, "BAD_JSON", "the body must be a JSON object");
   auto& o = body.as_object();
   auto bad = [](const error& e) { return error_response(400, "BAD_FIELD", e.message()); };

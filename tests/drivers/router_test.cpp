@@ -343,6 +343,10 @@ TEST_CASE("identity files: pubkey, sign, verify, encrypt, decrypt, and the secre
   CHECK(code_of(verify("x", "abcd")) == "BAD_FIELD");
   CHECK(code_of(verify("x", sig, "zz")) == "BAD_FIELD");
   CHECK(code_of(f.call("POST", "/v1/agents/me/fs/identity/verify", "[1]")) == "BAD_JSON");
+  // The parser's reason is given, as for the other JSON bodies.
+  auto cut = f.call("POST", "/v1/agents/me/fs/identity/verify", R"({"data":)");
+  CHECK(code_of(cut) == "BAD_JSON");
+  CHECK(parse(cut).at("error").at("message").as_string().starts_with("the body must be a JSON object: "));
 
   auto enc = f.call("POST", "/v1/agents/me/fs/identity/encrypt", R"({"to":"you","data":"psst"})");
   REQUIRE(enc.status == 200);

@@ -450,7 +450,7 @@ class ErrorStatusTest(ServerCase):
                 ("tm-zero", "timer", "0", "timer config (ms): 1 to 31536000000, got '0'"),
                 # Bug: "-1" was 2^64-1 returns (a rally that never ends), "abc" failed
                 # only at the first ball, with "stoull".
-                ("pl-neg", "player", "-1", "player config (returns): 1 to 1000000000, got '-1'"),
+                ("pl-neg", "player", "-1", "player config (returns): 0 to 1000000000, got '-1'"),
                 ("pl-junk", "player", "abc", "got 'abc'")]:
             self.server.create(agent, kind, config)
             dl = self.server.wait_for(
@@ -458,6 +458,23 @@ class ErrorStatusTest(ServerCase):
                 "%s's init tick in the deadletter" % agent)
             self.assertEqual(dl[0]["trigger"], "init")
             self.assertIn(message, dl[0]["error"])
+
+    def test_a_player_of_config_0_keeps_the_ball(self):
+        # Bug: "0" (never return the ball), which older servers took, failed
+        # every tick once the config was checked.
+        self.server.create("pl-zero", "player", "0")
+        self.server.create("pl-one", "player", "1")
+        env = self.server.post("/v1/agents/pl-one/fs/identity/envelope",
+                               {"to": "pl-zero", "payload": "ball"})
+        self.assertEqual(env.status, 200, env)
+        r = self.server.post("/v1/agents/pl-zero/inbox", env.json(),
+                             headers={"Content-Type": "application/ticktock-envelope+json"})
+        self.assertEqual(r.status, 202, r)
+        s = self.server.wait_for(
+            lambda: (lambda s: s["queue_depth"] == 0 and s["last_tick"] >= 2 and s)(
+                self.server.status("pl-zero")), "pl-zero's tick of the ball")
+        self.assertEqual(s["summary"], {"hits": 0}, s)
+        self.assertEqual(self.server.get("/v1/agents/pl-zero/fs/deadletter").json()["entries"], [])
 
     def test_no_agent_may_be_called_import(self):
         # `/v1/agents/import` is the import route: an agent of that name could
