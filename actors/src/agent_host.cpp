@@ -77,7 +77,7 @@ agent_host::agent_host(storage::store& store, const keyring& keys, const ticktoc
                        storage::agent_record meta, std::unique_ptr<agent_base> agent,
                        const tick_limits& limits, const gate* gate)
   : store_(store), keyring_(keys), clock_(clock), meta_(std::move(meta)),
-    agent_(std::move(agent)), base_limits_(limits), gate_(gate), limits_(limits) {}
+    agent_(std::move(agent)), gate_(gate), limits_(limits) {}
 
 const tick_limits& agent_host::limits() const noexcept {
   if (gate_ && gate_->version() != limits_version_) {

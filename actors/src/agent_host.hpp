@@ -137,7 +137,6 @@ private:
   const ticktock::clock& clock_;
   storage::agent_record meta_;
   std::unique_ptr<agent_base> agent_;
-  const tick_limits& base_limits_;  // owned by the node or harness options
   const gate* gate_;
   mutable tick_limits limits_;
   mutable std::uint64_t limits_version_ = ~std::uint64_t{0};

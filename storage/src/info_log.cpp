@@ -35,7 +35,7 @@ void info_log::Logv(const char* format, va_list ap) {
   std::time_t secs = static_cast<std::time_t>(us / 1'000'000);
   std::tm tm{};
   ::localtime_r(&secs, &tm);
-  char stamp[40];
+  char stamp[96];  // room for any int in each field, as the compiler counts
   std::snprintf(stamp, sizeof stamp, "%04d/%02d/%02d-%02d:%02d:%02d.%06lld ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<long long>(us % 1'000'000));

@@ -28,7 +28,7 @@ struct api_fixture {
     o.data_dir = data.empty() ? dir.path() : data;
     o.threads = 2;
     o.retry_backoff = 1ms;
-    n = std::move(*node::open(o, test::test_registry()));
+    n = *node::open(o, test::test_registry());
     api = std::make_unique<router>(*n, router_options{"admin-secret", {}, 5s, 1 << 20}, metrics);
   }
 

@@ -190,7 +190,7 @@ struct server_fixture {
     node_options o;
     o.data_dir = dir.path();
     o.threads = 2;
-    n = std::move(*node::open(o, std::move(r)));
+    n = *node::open(o, std::move(r));
     drivers::http_options h;
     h.port = 0;
     h.admin_token = "secret";
@@ -200,7 +200,7 @@ struct server_fixture {
     h.reply_timeout = reply_timeout;
     if (tweak)
       tweak(h);
-    server = std::move(*drivers::http_server::start(*n, h));
+    server = *drivers::http_server::start(*n, h);
   }
 };
 
