@@ -350,8 +350,8 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
   a.kind = entry.kind;
   a.attempt = meta_.retry_seq == entry.seq ? meta_.retry_attempts + 1 : 1;
   auto start_wall = clock_.now();
-  auto start = std::chrono::steady_clock::now();
-  a.started = start;
+  auto start = clock_.elapsed();
+  a.started = std::chrono::steady_clock::now();
 
   storage::trajectory_record rec;
   rec.index = meta_.trajectory_next;
@@ -578,9 +578,7 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     }
   }
   rec.outcome = a.outcome;
-  rec.duration_ns = static_cast<std::uint64_t>(
-    std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
-      .count());
+  rec.duration_ns = static_cast<std::uint64_t>((clock_.elapsed() - start).count());
   if (lim.tick_wall_time.count() > 0
       && rec.duration_ns > static_cast<std::uint64_t>(
            std::chrono::duration_cast<std::chrono::nanoseconds>(lim.tick_wall_time).count()))

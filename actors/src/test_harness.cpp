@@ -81,7 +81,10 @@ error harness::create(const std::string& id, const std::string& type, std::strin
   op.init.kind = trigger_kind::init;
   op.init.time = op.meta.created;
   op.init.payload = std::move(config);
-  op.identity = keys_->seal(identity::agent_keys::generate(), op.meta.created);
+  // Keys derived from the id (test keys, not secret): the same agent signs
+  // the same records on every run, so its whole trajectory repeats.
+  auto seed = storage::blake2b("ticktock/harness-keys/" + id);
+  op.identity = keys_->seal(identity::agent_keys::from_seed(seed), op.meta.created);
   return apply(std::move(op))[0].err;
 }
 
@@ -115,19 +118,32 @@ expected<send_receipt> harness::tick(const std::string& id) {
   return send(id, "tick", opts);
 }
 
-expected<http_reply> harness::http(const std::string& id, const http_request& req) {
+expected<send_receipt> harness::send_http(const std::string& id, const http_request& req) {
   send_options opts;
   opts.kind = trigger_kind::http;
-  auto r = send(id, req.encode(), opts);
-  if (!r)
-    return r.error_value();
-  run();
-  auto i = replies_.find({id, r->seq});
+  return send(id, req.encode(), opts);
+}
+
+std::optional<expected<http_reply>> harness::reply(const std::string& id, std::uint64_t seq) {
+  auto i = replies_.find({id, seq});
   if (i == replies_.end())
-    return error{errc::agent_errored, "agent '" + id + "' did not tick"};
+    return std::nullopt;
   auto out = std::move(i->second);
   replies_.erase(i);
   return out;
+}
+
+expected<http_reply> harness::http(const std::string& id, const http_request& req) {
+  auto r = send_http(id, req);
+  if (!r)
+    return r.error_value();
+  run();
+  if (auto out = reply(id, r->seq))
+    return std::move(*out);
+  if (deferred_.count({id, r->seq}))
+    return error{errc::timeout, "agent '" + id + "' deferred its reply to http trigger "
+                                  + std::to_string(r->seq) + " and no tick has given it yet"};
+  return error{errc::agent_errored, "agent '" + id + "' did not tick"};
 }
 
 error harness::terminate(const std::string& id) {
@@ -182,11 +198,18 @@ std::size_t harness::run() {
         throw std::runtime_error("commit failed: " + r.err.to_string());
       }
       if (a.kind == trigger_kind::http && a.outcome != storage::outcome::failed) {
-        expected<http_reply> reply = a.reply ? *a.reply : http_reply{204, {}, {}};
+        std::pair<std::string, std::uint64_t> key{id, a.trigger_seq};
         if (a.outcome == storage::outcome::deadlettered)
-          reply = error{errc::tick_failed, a.error};
-        replies_.insert_or_assign({id, a.trigger_seq}, std::move(reply));
+          replies_.insert_or_assign(key, error{errc::tick_failed, a.error});
+        else if (a.reply || !a.reply_deferred)
+          replies_.insert_or_assign(key, a.reply ? *a.reply : http_reply{204, {}, {}});
+        else
+          deferred_.insert(std::move(key));  // a later tick answers, with reply_to
       }
+      if (a.outcome == storage::outcome::ok)
+        for (auto& [seq, late] : a.late_replies)
+          if (deferred_.erase({id, seq}))
+            replies_.insert_or_assign({id, seq}, std::move(late));
       l->host->committed();
     }
   }
@@ -229,6 +252,7 @@ std::size_t harness::advance(duration d) {
 void harness::restart() {
   hosts_.clear();
   errored_.clear();
+  deferred_.clear();  // their clients' connections are gone with the process
   keys_.reset();
   store_.reset();
   open_store();

@@ -79,6 +79,24 @@ agent_keys agent_keys::generate() {
   return k;
 }
 
+agent_keys agent_keys::from_seed(std::span<const std::uint8_t, 32> seed) {
+  init();
+  agent_keys k;
+  crypto_sign_seed_keypair(k.pub.ed25519.data(), k.ed25519_secret.data(), seed.data());
+  // The secp256k1 key: BLAKE2b-256 of the seed under a counter, the first
+  // that is a valid key (almost always the first).
+  constexpr std::string_view tag = "ticktock/nostr-key/";
+  std::array<std::uint8_t, tag.size() + 33> in{};
+  std::memcpy(in.data(), tag.data(), tag.size());
+  std::memcpy(in.data() + tag.size(), seed.data(), 32);
+  for (;; ++in.back()) {
+    crypto_generichash(k.nostr_secret.data(), k.nostr_secret.size(), in.data(), in.size(),
+                       nullptr, 0);
+    if (nostr_public(k.nostr_secret, k.pub.nostr))
+      return k;
+  }
+}
+
 std::string agent_keys::secret_bytes() const {
   std::string out;
   out.reserve(96);

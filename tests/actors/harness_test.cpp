@@ -114,7 +114,10 @@ TEST_CASE("each message is one tick that commits state, outbox and trajectory to
   CHECK(h.store().inbox_depth("c") == 0);
 }
 
-TEST_CASE("ticks are deterministic: same triggers, same clock, same hashes") {
+TEST_CASE("ticks are deterministic: same triggers, same clock, same records") {
+  // Bug: the records differed between runs (each harness made new random
+  // keys, so signatures and the hash chain differed, and duration_ns was
+  // the tick's real time), against docs/testing.md.
   auto run_once = [] {
     testing::harness h{registry()};
     h.create("c", "counter");
@@ -122,10 +125,13 @@ TEST_CASE("ticks are deterministic: same triggers, same clock, same hashes") {
     h.clock().advance(5s);
     h.send("c", "y");
     h.run();
-    std::vector<storage::hash256> hashes;
-    for (auto& r : h.trajectory("c"))
-      hashes.push_back(r.state_hash);
-    return std::make_pair(hashes, h.state_bytes("c"));
+    std::vector<std::string> records;
+    for (auto& r : h.trajectory("c")) {
+      CHECK(r.duration_ns == 0);  // the manual clock did not move during the tick
+      records.push_back(storage::encode(r) + r.signature);
+    }
+    REQUIRE(records.size() == 3);
+    return std::make_pair(records, h.state_bytes("c"));
   };
   CHECK(run_once() == run_once());
 }
@@ -536,14 +542,25 @@ TEST_CASE("bad input gets a clear error") {
 namespace {
 struct web_state {
   std::uint64_t hits = 0;
+  std::uint64_t waiting = 0;  // the seq of a deferred request
 };
 struct web_agent : agent<web_state> {
   void on_trigger(context& ctx, const trigger& t) override {
+    if (t.kind == trigger_kind::alarm) {
+      ctx.reply_to(state().waiting, 202, "late");
+      return;
+    }
     auto req = http_request::from(t);
     if (!req)
       return;
     if (req->path == "/boom")
       throw std::runtime_error("boom");
+    if (req->path == "/defer") {  // answered by the alarm a second later
+      ctx.defer_reply();
+      state().waiting = t.seq;
+      ctx.set_alarm("answer", ctx.now() + std::chrono::seconds{1});
+      return;
+    }
     ++state().hits;
     ctx.reply(201, req->method + " " + req->path + "?" + req->query + " " + req->body,
               {{"X-Hits", std::to_string(state().hits)}});
@@ -576,4 +593,29 @@ TEST_CASE("an http trigger's reply comes from the committed tick and the summary
   trigger t;
   t.kind = trigger_kind::message;
   CHECK_FALSE(http_request::from(t));
+}
+
+TEST_CASE("a deferred http reply is the one a later tick gives") {
+  // Bug: http() answered 204 at once for a tick that deferred its reply, and
+  // the reply_to of the later tick was lost.
+  auto r = registry();
+  r.add<web_agent>("web");
+  testing::harness h{std::move(r)};
+  h.create("w", "web");
+  h.run();
+  auto sent = h.send_http("w", {"GET", "/defer", "", {}, ""});
+  REQUIRE(sent);
+  h.run();
+  CHECK_FALSE(h.reply("w", sent->seq));  // deferred, not yet answered
+  h.advance(1s);
+  auto late = h.reply("w", sent->seq);
+  REQUIRE(late);
+  REQUIRE(*late);
+  CHECK((*late)->status == 202);
+  CHECK((*late)->body == "late");
+  CHECK_FALSE(h.reply("w", sent->seq));  // each reply is returned once
+  auto waiting = h.http("w", {"GET", "/defer", "", {}, ""});
+  CHECK(waiting.code() == errc::timeout);
+  h.advance(1s);
+  CHECK(h.reply("w", h.state<web_state>("w").waiting));
 }

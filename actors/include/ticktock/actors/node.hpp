@@ -69,7 +69,8 @@ public:
 
   /// Hibernates the agent once it is idle (asynchronous). not_found if unknown.
   error hibernate(const std::string& id);
-  /// Activates the agent's actor if it is hibernated.
+  /// Activates the agent's actor if it is hibernated (asynchronous: status()
+  /// shows it active a moment later).
   error wake(const std::string& id);
 
   // -- triggers --------------------------------------------------------------

@@ -4,11 +4,14 @@
 // synchronously on the calling thread, on a real RocksDB store in a
 // temporary directory, with a manual clock. No actor system, no threads, no
 // sleeping: the same trigger sequence always gives the same states,
-// trajectories and hashes. See docs/testing.md.
+// trajectories and hashes (agent keys derive from the agent id; a tick's
+// duration reads the manual clock). See docs/testing.md.
 
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -61,8 +64,17 @@ public:
   error terminate(const std::string& id);
 
   /// Sends `req` as an http trigger, runs, and returns the agent's reply (204
-  /// if the tick committed without one; tick_failed if it was deadlettered).
+  /// if the tick committed without one; tick_failed if it was deadlettered;
+  /// timeout if the tick deferred it and no tick has answered it yet: then
+  /// reply() gives it once one does).
   expected<http_reply> http(const std::string& id, const http_request& req);
+  /// Enqueues `req` as an http trigger without running; its reply is
+  /// reply(id, receipt.seq) once a tick gives it.
+  expected<send_receipt> send_http(const std::string& id, const http_request& req);
+  /// The reply to agent `id`'s http trigger `seq`: the tick's own, or one a
+  /// later tick gave with ctx.reply_to after ctx.defer_reply. Each is
+  /// returned once; nullopt while none has come.
+  std::optional<expected<http_reply>> reply(const std::string& id, std::uint64_t seq);
 
   /// Runs ticks, in agent-id order round-robin, until no runnable agent has
   /// an inbox entry. Failed attempts are retried at once (no backoff wait).
@@ -113,6 +125,8 @@ private:
   std::map<std::string, std::string> errored_;
   // Outcome of http triggers by (agent, seq), filled by run().
   std::map<std::pair<std::string, std::uint64_t>, expected<http_reply>> replies_;
+  // Http triggers whose tick deferred its reply, not yet answered.
+  std::set<std::pair<std::string, std::uint64_t>> deferred_;
 };
 
 }  // namespace ticktock::testing

@@ -16,6 +16,9 @@ class clock {
 public:
   virtual ~clock();
   virtual time_point now() const = 0;
+  /// A monotonic reading for measuring how long something took (a tick's
+  /// `duration_ns`): std::chrono::steady_clock's unless overridden.
+  virtual std::chrono::nanoseconds elapsed() const;
 };
 
 /// The real wall clock (std::chrono::system_clock).
@@ -31,6 +34,8 @@ public:
     : us_(start.time_since_epoch().count()) {}
 
   time_point now() const override { return time_point{duration{us_.load()}}; }
+  /// Moves with now() alone: what a tick takes reads as 0.
+  std::chrono::nanoseconds elapsed() const override { return duration{us_.load()}; }
   void advance(duration d) { us_ += d.count(); }
   void set(time_point t) { us_ = t.time_since_epoch().count(); }
 

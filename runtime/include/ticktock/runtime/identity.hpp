@@ -39,6 +39,9 @@ struct agent_keys {
 
   /// Fresh random keys.
   static agent_keys generate();
+  /// Keys derived from `seed` alone (the same seed, the same keys): for
+  /// tests that want the same signatures on every run.
+  static agent_keys from_seed(std::span<const std::uint8_t, 32> seed);
   /// The 96 secret bytes (Ed25519 secret || secp256k1 secret), for sealing.
   std::string secret_bytes() const;
   /// Rebuilds the keys from secret_bytes(); invalid_argument if malformed.
