@@ -124,12 +124,21 @@ struct timer_agent : agent<timer_state> {
       ctx.set_periodic_alarm("every", ctx.now() + std::chrono::milliseconds{ms},
                              std::chrono::milliseconds{ms});
     } else if (t.kind == trigger_kind::message) {
-      auto v = boost::json::parse(t.payload);
-      auto& o = v.as_object();
-      auto name = std::string{o.at("alarm").as_string()};
-      auto ms = o.at("in_ms").to_number<std::int64_t>();
+      // The type's own message for every bad shape, not Boost.JSON's.
+      auto bad = [] {
+        return std::invalid_argument("timer: expected {\"alarm\":NAME,\"in_ms\":0..86400000}");
+      };
+      boost::system::error_code ec;
+      auto v = boost::json::parse(t.payload, ec);
+      auto* o = ec ? nullptr : v.if_object();
+      auto* alarm = o ? o->if_contains("alarm") : nullptr;
+      auto* in_ms = o ? o->if_contains("in_ms") : nullptr;
+      if (!alarm || !alarm->is_string() || !in_ms || !(in_ms->is_int64() || in_ms->is_uint64()))
+        throw bad();
+      auto name = std::string{alarm->get_string()};
+      auto ms = in_ms->is_int64() ? in_ms->get_int64() : std::int64_t{-1};
       if (name.empty() || name == "every" || ms < 0 || ms > 86'400'000)
-        throw std::invalid_argument("timer: expected {\"alarm\":NAME,\"in_ms\":0..86400000}");
+        throw bad();
       ++state().set;
       ctx.set_alarm(std::move(name), ctx.now() + std::chrono::milliseconds{ms});
     } else if (t.kind == trigger_kind::alarm) {

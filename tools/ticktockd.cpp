@@ -769,8 +769,10 @@ int main(int argc, char** argv) {
   opts.limits.max_state_bytes = vm["max-state-bytes"].as<std::uint64_t>();
   opts.limits.outbox_retention = vm["outbox-retention"].as<std::uint64_t>();
   opts.limits.max_attempts = vm["max-attempts"].as<std::uint32_t>();
-  if (opts.limits.max_attempts == 0) {
-    std::fprintf(stderr, "ticktockd: --max-attempts: at least 1\n");
+  if (opts.limits.max_attempts == 0 || opts.limits.max_attempts > 1000) {
+    // As fs/limits takes it: a node default an admin could not write back
+    // for one agent would be a limit of its own.
+    std::fprintf(stderr, "ticktockd: --max-attempts: 1 to 1000\n");
     return 2;
   }
   opts.services.container_concurrency = vm["container-concurrency"].as<std::size_t>();

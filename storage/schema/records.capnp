@@ -148,6 +148,9 @@ struct DeadLetter {
   timeUs @3 :Int64;
   attempts @4 :UInt32;
   entry @5 :Data;              # the InboxEntry bytes as they were stored
+  requestDigest @6 :Data;      # refused at the door (inbox_full): the digest of what was
+                               # asked, recorded with its idempotency key when requeued
+                               # (meta `k` rows); empty otherwise and before 2026-12-06
 }
 
 # Every record of one agent, for moving it to another node (export/import).

@@ -511,6 +511,8 @@ std::string encode(const deadletter_entry& d) {
   b.setTimeUs(to_us(d.time));
   b.setAttempts(d.attempts);
   b.setEntry(as_data(d.entry.corrupt ? d.entry.raw : encode(d.entry)));
+  if (d.request_digest)
+    b.setRequestDigest(as_data(*d.request_digest));
   return finish(msg);
 }
 
@@ -523,6 +525,8 @@ expected<deadletter_entry> decode_deadletter(std::string_view bytes) {
     d.time = from_us(m.getTimeUs());
     d.attempts = m.getAttempts();
     d.entry.raw = to_string(m.getEntry());
+    if (hash256 h; m.getRequestDigest().size() != 0 && to_hash(m.getRequestDigest(), h))
+      d.request_digest = h;
     return d;
   });
   if (!r)

@@ -472,7 +472,8 @@ private:
       if (op.refuse_overflow)
         overflowed_.push_back(op.agent);
       else
-        deadletter(op.agent, *c, {0, 0, "inbox_full", r.err.message(), e.time, 0, e});
+        deadletter(op.agent, *c, {0, 0, "inbox_full", r.err.message(), e.time, 0, e,
+                                  op.request_digest});
       return;
     }
     e.seq = c->inbox_next++;
@@ -971,6 +972,7 @@ private:
       if (d.seq != 0)
         d.entry.idempotency_key.clear();
       enqueue_op enq{op.agent, std::move(d.entry), 0};
+      enq.request_digest = d.request_digest;  // the key refuses another message, as at the door
       op_result sub;
       handle(enq, sub);
       if (!sub.duplicate)

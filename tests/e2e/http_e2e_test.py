@@ -1280,6 +1280,22 @@ class FsTest(ServerCase):
         self.assertEqual([r.get("alarm") for r in fired], ["now"])
         self.assertTrue(s.get(fs + "logs/trajectory?verify=1").json()["ok"])
 
+    def test_a_timer_names_the_message_shape_it_takes(self):
+        # Bug: a bad message failed with Boost.JSON's own words ("not a
+        # number [boost.json:24 at /usr/include/...]", "out of range").
+        s = self.server
+        s.create("tm-bad", "timer")
+        self.assertEqual(s.request("PUT", "/v1/agents/tm-bad/fs/limits", '{"max_attempts":1}').status, 200)
+        bad = [{"alarm": "x", "in_ms": True}, {"alarm": "x"}, {"alarm": 5, "in_ms": 1},
+               {"alarm": "x", "in_ms": 1.5}, {"alarm": "x", "in_ms": 2**64 - 1}, [1]]
+        for body in bad:
+            self.assertEqual(s.post("/v1/agents/tm-bad/inbox", body).status, 202)
+        dl = s.wait_for(lambda: (lambda e: len(e) == len(bad) and e)(
+            s.get("/v1/agents/tm-bad/fs/deadletter").json()["entries"]), "the bad messages deadlettered")
+        for d in dl:
+            self.assertIn('timer: expected {"alarm":NAME,"in_ms":0..86400000}', d["error"], d)
+            self.assertNotIn("boost", d["error"], d)
+
     def test_every_file_of_the_tree_answers(self):
         s = self.server
         s.create("tree", "counter")
@@ -2728,6 +2744,9 @@ class ConfigTest(unittest.TestCase):
                 (["--max-body", "0"], None, "--max-body and --max-bundle: at least 1 byte"),
                 (["--max-bundle", "0"], None, "--max-body and --max-bundle: at least 1 byte"),
                 (["--max-resident", "0"], None, "--max-resident: at least 1 agent"),
+                # Bug: 1001 was taken, a default fs/limits then refused to write back.
+                (["--max-attempts", "1001"], None, "--max-attempts: 1 to 1000"),
+                (["--max-attempts", "0"], None, "--max-attempts: 1 to 1000"),
                 # whole option names only: --rot is no --rotate-master-key
                 (["--rot"], None, "unrecognised option '--rot'"),
                 # config file values of the wrong JSON type

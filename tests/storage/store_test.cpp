@@ -165,6 +165,34 @@ TEST_CASE("an idempotency key that comes back with another request is refused an
   CHECK(s->read_inbox("a", 0, 10).back().payload == "old");
 }
 
+TEST_CASE("a trigger refused at a full inbox, requeued, still refuses another request of its key") {
+  // Bug: the requeued trigger's key was recorded without the digest of what
+  // was asked, so the same key with another message was a "duplicate"
+  // (202, nothing queued) instead of 422.
+  test::temp_dir dir;
+  auto asked = [](std::string payload, std::uint8_t digest) {
+    auto op = message("a", std::move(payload), "k");
+    op.request_digest = hash256{};
+    (*op.request_digest)[0] = digest;
+    return op;
+  };
+  {
+    auto s = open_store(dir);
+    apply1(*s, make_agent("a"));  // its init trigger fills an inbox of 1
+    auto refused = asked("x", 1);
+    refused.depth_limit = 1;
+    CHECK(apply1(*s, refused)[0].err.code() == errc::inbox_full);
+    auto dl = s->read_deadletter("a", 0, 10);
+    REQUIRE(dl.size() == 1);
+    CHECK(dl[0].request_digest == refused.request_digest);
+  }
+  auto s = open_store(dir);  // the digest is stored with the deadletter entry
+  CHECK(apply1(*s, requeue_op{"a", std::nullopt, 0})[0].seq == 1);
+  CHECK(apply1(*s, asked("y", 2))[0].err.code() == errc::idempotency_key_reused);
+  CHECK(apply1(*s, asked("x", 1))[0].duplicate);
+  CHECK(s->inbox_depth("a") == 2);  // init + x
+}
+
 TEST_CASE("keys are ordered numerically and per agent") {
   test::temp_dir dir;
   auto s = open_store(dir);

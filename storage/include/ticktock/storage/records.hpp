@@ -268,6 +268,10 @@ struct deadletter_entry {
   time_point time{};
   std::uint32_t attempts = 0;
   inbox_entry entry;      ///< the trigger (entry.corrupt if undecodable)
+  /// For a trigger refused at the door (seq 0): the digest of what its sender
+  /// asked (enqueue_op::request_digest), so that once requeued its
+  /// idempotency key still refuses another message.
+  std::optional<hash256> request_digest;
 };
 
 /// What verify_trajectory found.
