@@ -479,6 +479,7 @@ caf::behavior agent_actor(self_ptr self, node_core* core, std::string id,
       ++st.directs_seen;
       auto limit = st.host->limits().inbox_limit;
       if (limit != 0 && st.direct.size() >= limit) {
+        st.core->limit_hit(st.host->id(), "inbox_limit");  // refused, as at a full inbox
         d->finish(error{errc::inbox_full, "agent '" + st.host->id() + "' has "
                                             + std::to_string(st.direct.size())
                                             + " direct triggers waiting (limit "

@@ -174,6 +174,9 @@ TEST_CASE("direct triggers are bounded per agent and answered when the agent sto
     REQUIRE(cv.wait_for(lock, 10s, [&] { return answers.size() == 3; }));
     CHECK(count(errc::inbox_full) == 3);
   }
+  // Each refusal counts as an inbox_limit hit, as at a full inbox.
+  CHECK(nd.status("c")->limits_hit["inbox_limit"] == 3);
+  CHECK(nd.metrics().inbox_overflows == 3);
   CHECK_FALSE(nd.wait_idle(50ms));  // the two waiting count as outstanding
   // Terminating the agent answers the waiting ones: it is gone.
   REQUIRE_FALSE(nd.terminate("c"));

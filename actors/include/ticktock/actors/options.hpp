@@ -220,7 +220,7 @@ struct node_metrics {
   std::uint64_t undecryptable = 0;      ///< messages refused: encrypted, not for this agent
   std::uint64_t replayed_envelopes = 0; ///< envelopes delivered twice (refused)
   std::uint64_t throttled = 0;          ///< triggers delayed by ticks_per_minute
-  std::uint64_t inbox_overflows = 0;    ///< triggers a full inbox sent to the deadletter
+  std::uint64_t inbox_overflows = 0;    ///< triggers a full inbox sent to the deadletter or refused
   std::uint64_t slow_ticks = 0;         ///< ticks over tick_wall_time
   std::uint64_t state_too_large = 0;    ///< ticks failed by max_state_bytes
   std::uint64_t outbox_trimmed = 0;     ///< ticks that deleted old outbox events
