@@ -734,9 +734,15 @@ int main(int argc, char** argv) {
                    named(name).c_str(), min_ms, static_cast<long long>(max_ms));
       return 2;
     }
-  if (vm["tick-wall-ms"].as<std::uint64_t>() > static_cast<std::uint64_t>(max_ms)) {
-    std::fprintf(stderr, "ticktockd: --tick-wall-ms takes a number of ms from 0 to %lld\n",
-                 static_cast<long long>(max_ms));
+  // The per-agent defaults take what fs/limits takes: a node default an
+  // admin could not write back for one agent would be a limit of its own.
+  if (vm["tick-wall-ms"].as<std::uint64_t>() > 86'400'000) {
+    std::fprintf(stderr, "ticktockd: --tick-wall-ms takes a number of ms from 0 to 86400000 "
+                         "(one day)\n");
+    return 2;
+  }
+  if (vm["ticks-per-minute"].as<std::uint32_t>() > 1'000'000'000) {
+    std::fprintf(stderr, "ticktockd: --ticks-per-minute: 0 to 1000000000\n");
     return 2;
   }
   for (auto* name : {"threads", "http-threads"})
@@ -770,8 +776,6 @@ int main(int argc, char** argv) {
   opts.limits.outbox_retention = vm["outbox-retention"].as<std::uint64_t>();
   opts.limits.max_attempts = vm["max-attempts"].as<std::uint32_t>();
   if (opts.limits.max_attempts == 0 || opts.limits.max_attempts > 1000) {
-    // As fs/limits takes it: a node default an admin could not write back
-    // for one agent would be a limit of its own.
     std::fprintf(stderr, "ticktockd: --max-attempts: 1 to 1000\n");
     return 2;
   }

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <sodium.h>
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 
@@ -578,7 +579,8 @@ tick_attempt agent_host::run(const storage::inbox_entry& entry) {
     }
   }
   rec.outcome = a.outcome;
-  rec.duration_ns = static_cast<std::uint64_t>((clock_.elapsed() - start).count());
+  rec.duration_ns = static_cast<std::uint64_t>(
+    std::max(clock_.elapsed() - start, std::chrono::nanoseconds{0}).count());
   if (lim.tick_wall_time.count() > 0
       && rec.duration_ns > static_cast<std::uint64_t>(
            std::chrono::duration_cast<std::chrono::nanoseconds>(lim.tick_wall_time).count()))

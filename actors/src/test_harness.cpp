@@ -1,6 +1,8 @@
 #include "ticktock/actors/test_harness.hpp"
 
 #include <cstdlib>
+#include <map>
+#include <set>
 #include <stdexcept>
 
 #include "agent_host.hpp"
@@ -24,11 +26,24 @@ std::filesystem::path make_temp_dir() {
   return tmpl;
 }
 
+// The ticks' clock: the manual clock's time, and a tick takes no time
+// (duration_ns 0), so records repeat from run to run.
+class tick_clock final : public clock {
+public:
+  explicit tick_clock(const manual_clock& c) : c_(c) {}
+  time_point now() const override { return c_.now(); }
+  std::chrono::nanoseconds elapsed() const override { return {}; }
+
+private:
+  const manual_clock& c_;
+};
+
 }  // namespace
 
 harness::harness(agent_registry registry, harness_options options)
   : registry_(std::move(registry)), options_(std::move(options)),
-    clock_(std::make_shared<manual_clock>(options_.start)) {
+    clock_(std::make_shared<manual_clock>(options_.start)),
+    tick_clock_(std::make_unique<tick_clock>(*clock_)) {
   if (options_.dir.empty()) {
     dir_ = make_temp_dir();
     owns_dir_ = true;
@@ -81,10 +96,14 @@ error harness::create(const std::string& id, const std::string& type, std::strin
   op.init.kind = trigger_kind::init;
   op.init.time = op.meta.created;
   op.init.payload = std::move(config);
-  // Keys derived from the id (test keys, not secret): the same agent signs
-  // the same records on every run, so its whole trajectory repeats.
-  auto seed = storage::blake2b("ticktock/harness-keys/" + id);
-  op.identity = keys_->seal(identity::agent_keys::from_seed(seed), op.meta.created);
+  // In the harness's own temporary store, keys derived from the id (test
+  // keys, anyone can derive them): the same agent signs the same records on
+  // every run. A store in a directory the caller keeps gets random keys, as
+  // a node's: it may be opened by a node later.
+  auto keys = owns_dir_ ? identity::agent_keys::from_seed(
+                            storage::blake2b("ticktock/harness-keys/" + id))
+                        : identity::agent_keys::generate();
+  op.identity = keys_->seal(keys, op.meta.created);
   return apply(std::move(op))[0].err;
 }
 
@@ -148,6 +167,9 @@ expected<http_reply> harness::http(const std::string& id, const http_request& re
 
 error harness::terminate(const std::string& id) {
   hosts_.erase(id);
+  // A new agent of the id counts its seqs again: none of these are its.
+  std::erase_if(replies_, [&](auto& r) { return r.first.first == id; });
+  std::erase_if(deferred_, [&](auto& d) { return d.first == id; });
   keys_->forget(id);
   return apply(storage::terminate_op{id})[0].err;
 }
@@ -167,7 +189,7 @@ harness::loaded* harness::host(const std::string& id) {
     return fail(meta.error_value().to_string());
   if (auto mark = store_->errored_mark(id))
     return fail(*mark);
-  auto host = detail::load_agent(registry_, *store_, *keys_, *clock_, std::move(*meta),
+  auto host = detail::load_agent(registry_, *store_, *keys_, *tick_clock_, std::move(*meta),
                                  options_.limits);
   if (!host)
     return fail(host.error_value().to_string());

@@ -92,8 +92,10 @@ agent_keys agent_keys::from_seed(std::span<const std::uint8_t, 32> seed) {
   for (;; ++in.back()) {
     crypto_generichash(k.nostr_secret.data(), k.nostr_secret.size(), in.data(), in.size(),
                        nullptr, 0);
-    if (nostr_public(k.nostr_secret, k.pub.nostr))
+    if (nostr_public(k.nostr_secret, k.pub.nostr)) {
+      sodium_memzero(in.data(), in.size());
       return k;
+    }
   }
 }
 

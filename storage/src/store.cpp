@@ -963,7 +963,6 @@ private:
     for (auto& [k, d] : moves) {
       if (full())
         break;
-      del(cf_deadletter, k);
       // A trigger that got into the inbox once (it has a seq) had its
       // idempotency key recorded then: requeued, it is not a retry of itself.
       // One refused at the door (inbox_full) never had its key recorded: it
@@ -975,6 +974,11 @@ private:
       enq.request_digest = d.request_digest;  // the key refuses another message, as at the door
       op_result sub;
       handle(enq, sub);
+      // Its key taken since by another message (idempotency_key_reused): it
+      // stays in the deadletter, not requeued.
+      if (sub.err)
+        continue;
+      del(cf_deadletter, k);
       if (!sub.duplicate)
         ++requeued;
       for (auto& e : sub.delivered)

@@ -2714,6 +2714,8 @@ class ConfigTest(unittest.TestCase):
                 # the tick wall-time limit is a duration in ms like the others
                 (["--tick-wall-ms", "534955578137577"], None, "--tick-wall-ms takes a number of ms"),
                 (["--tick-wall-ms", "18446744073709551615"], None, "--tick-wall-ms takes a number"),
+                (["--tick-wall-ms", "86400001"], None, "--tick-wall-ms takes a number of ms from 0 to 86400000"),
+                (["--ticks-per-minute", "1000000001"], None, "--ticks-per-minute: 0 to 1000000000"),
                 # a config file that is not a regular file (read forever)
                 (["--config", "/dev/zero"], None, "not a regular file"),
                 # negative durations, and ones that would overflow the clock

@@ -187,10 +187,21 @@ TEST_CASE("a trigger refused at a full inbox, requeued, still refuses another re
     CHECK(dl[0].request_digest == refused.request_digest);
   }
   auto s = open_store(dir);  // the digest is stored with the deadletter entry
-  CHECK(apply1(*s, requeue_op{"a", std::nullopt, 0})[0].seq == 1);
-  CHECK(apply1(*s, asked("y", 2))[0].err.code() == errc::idempotency_key_reused);
-  CHECK(apply1(*s, asked("x", 1))[0].duplicate);
-  CHECK(s->inbox_depth("a") == 2);  // init + x
+  SECTION("requeued, then the key comes back with another message") {
+    CHECK(apply1(*s, requeue_op{"a", std::nullopt, 0})[0].seq == 1);
+    CHECK(apply1(*s, asked("y", 2))[0].err.code() == errc::idempotency_key_reused);
+    CHECK(apply1(*s, asked("x", 1))[0].duplicate);
+    CHECK(s->inbox_depth("a") == 2);  // init + x
+    CHECK(s->read_deadletter("a", 0, 10).empty());
+  }
+  SECTION("the key accepted for another message first: the entry stays in the deadletter") {
+    REQUIRE_FALSE(apply1(*s, asked("y", 2))[0].err);
+    auto r = apply1(*s, requeue_op{"a", std::nullopt, 0})[0];
+    CHECK_FALSE(r.err);
+    CHECK(r.seq == 0);  // none requeued
+    CHECK(s->read_deadletter("a", 0, 10).size() == 1);
+    CHECK(s->inbox_depth("a") == 2);  // init + y
+  }
 }
 
 TEST_CASE("keys are ordered numerically and per agent") {

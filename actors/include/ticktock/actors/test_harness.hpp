@@ -4,8 +4,8 @@
 // synchronously on the calling thread, on a real RocksDB store in a
 // temporary directory, with a manual clock. No actor system, no threads, no
 // sleeping: the same trigger sequence always gives the same states,
-// trajectories and hashes (agent keys derive from the agent id; a tick's
-// duration reads the manual clock). See docs/testing.md.
+// trajectories and hashes (in its own temporary store agent keys derive
+// from the agent id; a tick's duration_ns is 0). See docs/testing.md.
 
 #include <filesystem>
 #include <map>
@@ -117,6 +117,7 @@ private:
   agent_registry registry_;
   harness_options options_;
   std::shared_ptr<manual_clock> clock_;
+  std::unique_ptr<ticktock::clock> tick_clock_;  // what the agents' ticks read
   std::filesystem::path dir_;
   bool owns_dir_ = false;
   std::unique_ptr<storage::store> store_;
