@@ -482,7 +482,9 @@ caf::behavior agent_actor(self_ptr self, node_core* core, std::string id,
         st.core->limit_hit(st.host->id(), "inbox_limit");  // refused, as at a full inbox
         d->finish(error{errc::inbox_full, "agent '" + st.host->id() + "' has "
                                             + std::to_string(st.direct.size())
-                                            + " direct triggers waiting (limit "
+                                            + (st.direct.size() == 1 ? " direct trigger"
+                                                                     : " direct triggers")
+                                            + " waiting (limit "
                                             + std::to_string(limit) + ")"});
         return;
       }

@@ -467,7 +467,7 @@ private:
     }
     if (op.depth_limit != 0 && c->depth >= op.depth_limit) {
       r.err = error{errc::inbox_full, "inbox of '" + op.agent + "' holds "
-                                        + std::to_string(c->depth) + " entries (limit "
+                                        + std::to_string(c->depth) + (c->depth == 1 ? " entry (limit " : " entries (limit ")
                                         + std::to_string(op.depth_limit) + ")"};
       if (op.refuse_overflow)
         overflowed_.push_back(op.agent);
@@ -954,7 +954,7 @@ private:
     auto full = [&] { return op.depth_limit != 0 && c->depth >= op.depth_limit; };
     if (!moves.empty() && full()) {
       r.err = error{errc::inbox_full, "inbox of '" + op.agent + "' holds "
-                                        + std::to_string(c->depth) + " entries (limit "
+                                        + std::to_string(c->depth) + (c->depth == 1 ? " entry (limit " : " entries (limit ")
                                         + std::to_string(op.depth_limit)
                                         + "); nothing was requeued"};
       return;
