@@ -736,13 +736,15 @@ int main(int argc, char** argv) {
     }
   // The per-agent defaults take what fs/limits takes: a node default an
   // admin could not write back for one agent would be a limit of its own.
-  if (vm["tick-wall-ms"].as<std::uint64_t>() > 86'400'000) {
-    std::fprintf(stderr, "ticktockd: --tick-wall-ms takes a number of ms from 0 to 86400000 "
-                         "(one day)\n");
+  auto longest_wall = ticktock::tick_limits::longest_tick_wall_time.count();
+  if (vm["tick-wall-ms"].as<std::uint64_t>() > static_cast<std::uint64_t>(longest_wall)) {
+    std::fprintf(stderr, "ticktockd: --tick-wall-ms takes a number of ms from 0 to %lld (one day)\n",
+                 static_cast<long long>(longest_wall));
     return 2;
   }
-  if (vm["ticks-per-minute"].as<std::uint32_t>() > 1'000'000'000) {
-    std::fprintf(stderr, "ticktockd: --ticks-per-minute: 0 to 1000000000\n");
+  if (vm["ticks-per-minute"].as<std::uint32_t>() > ticktock::tick_limits::most_ticks_per_minute) {
+    std::fprintf(stderr, "ticktockd: --ticks-per-minute: 0 to %u\n",
+                 ticktock::tick_limits::most_ticks_per_minute);
     return 2;
   }
   for (auto* name : {"threads", "http-threads"})
@@ -775,8 +777,8 @@ int main(int argc, char** argv) {
   opts.limits.max_state_bytes = vm["max-state-bytes"].as<std::uint64_t>();
   opts.limits.outbox_retention = vm["outbox-retention"].as<std::uint64_t>();
   opts.limits.max_attempts = vm["max-attempts"].as<std::uint32_t>();
-  if (opts.limits.max_attempts == 0 || opts.limits.max_attempts > 1000) {
-    std::fprintf(stderr, "ticktockd: --max-attempts: 1 to 1000\n");
+  if (opts.limits.max_attempts == 0 || opts.limits.max_attempts > ticktock::tick_limits::most_attempts) {
+    std::fprintf(stderr, "ticktockd: --max-attempts: 1 to %u\n", ticktock::tick_limits::most_attempts);
     return 2;
   }
   opts.services.container_concurrency = vm["container-concurrency"].as<std::size_t>();

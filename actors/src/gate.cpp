@@ -279,11 +279,12 @@ expected<tick_limits> parse_limits(std::string_view text, tick_limits base) {
       return error{errc::invalid_argument, std::string{k} + ": a non-negative integer"};
     auto n = val.to_number<std::uint64_t>();
     if (k == "ticks_per_minute") {
-      if (n > 1'000'000'000)
-        return error{errc::invalid_argument, "ticks_per_minute: at most 1000000000"};
+      if (n > tick_limits::most_ticks_per_minute)
+        return error{errc::invalid_argument, "ticks_per_minute: at most "
+                                               + std::to_string(tick_limits::most_ticks_per_minute)};
       base.ticks_per_minute = static_cast<std::uint32_t>(n);
     } else if (k == "tick_wall_ms") {
-      if (n > 86'400'000)
+      if (n > static_cast<std::uint64_t>(tick_limits::longest_tick_wall_time.count()))
         return error{errc::invalid_argument, "tick_wall_ms: at most one day"};
       base.tick_wall_time = std::chrono::milliseconds{n};
     } else if (k == "max_state_bytes") {
@@ -291,8 +292,9 @@ expected<tick_limits> parse_limits(std::string_view text, tick_limits base) {
     } else if (k == "outbox_retention") {
       base.outbox_retention = n;
     } else if (k == "max_attempts") {
-      if (n == 0 || n > 1000)
-        return error{errc::invalid_argument, "max_attempts: 1 to 1000"};
+      if (n == 0 || n > tick_limits::most_attempts)
+        return error{errc::invalid_argument,
+                     "max_attempts: 1 to " + std::to_string(tick_limits::most_attempts)};
       base.max_attempts = static_cast<std::uint32_t>(n);
     } else if (k == "inbox_limit") {
       base.inbox_limit = n;

@@ -113,6 +113,13 @@ constexpr std::string_view format_key = "format";
 
 namespace {
 
+// "inbox of 'a' holds 1 entry (limit 1)": why a trigger or a requeue is refused.
+std::string inbox_full_message(const std::string& agent, std::uint64_t depth,
+                               std::uint64_t limit) {
+  return "inbox of '" + agent + "' holds " + std::to_string(depth)
+         + (depth == 1 ? " entry" : " entries") + " (limit " + std::to_string(limit) + ")";
+}
+
 // The store whose db_mtx this thread holds shared, so nested reads of the
 // same store do not lock twice.
 thread_local const void* read_locked = nullptr;
@@ -466,9 +473,7 @@ private:
       }
     }
     if (op.depth_limit != 0 && c->depth >= op.depth_limit) {
-      r.err = error{errc::inbox_full, "inbox of '" + op.agent + "' holds "
-                                        + std::to_string(c->depth) + (c->depth == 1 ? " entry (limit " : " entries (limit ")
-                                        + std::to_string(op.depth_limit) + ")"};
+      r.err = error{errc::inbox_full, inbox_full_message(op.agent, c->depth, op.depth_limit)};
       if (op.refuse_overflow)
         overflowed_.push_back(op.agent);
       else
@@ -953,10 +958,8 @@ private:
     }
     auto full = [&] { return op.depth_limit != 0 && c->depth >= op.depth_limit; };
     if (!moves.empty() && full()) {
-      r.err = error{errc::inbox_full, "inbox of '" + op.agent + "' holds "
-                                        + std::to_string(c->depth) + (c->depth == 1 ? " entry (limit " : " entries (limit ")
-                                        + std::to_string(op.depth_limit)
-                                        + "); nothing was requeued"};
+      r.err = error{errc::inbox_full, inbox_full_message(op.agent, c->depth, op.depth_limit)
+                                        + "; nothing was requeued"};
       return;
     }
     std::size_t requeued = 0;

@@ -45,6 +45,12 @@ struct tick_limits {
   /// Outbox events kept per agent; older ones are deleted by the tick that
   /// passes the count (0: keep all) [0].
   std::uint64_t outbox_retention = 0;
+
+  /// The largest values an agent's override (fs/limits) and ticktockd's
+  /// defaults take.
+  static constexpr std::uint32_t most_attempts = 1000;
+  static constexpr std::uint32_t most_ticks_per_minute = 1'000'000'000;
+  static constexpr std::chrono::milliseconds longest_tick_wall_time{86'400'000};  // a day
 };
 
 /// The compute, containers and outbound HTTP services (docs/compute.md,
