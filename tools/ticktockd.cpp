@@ -565,6 +565,9 @@ int main(int argc, char** argv) {
      "largest agent state; a tick growing past it fails and commits nothing (0: no limit)")
     ("outbox-retention", po::value<std::uint64_t>()->default_value(0),
      "outbox events kept per agent, older ones deleted (0: keep all)")
+    ("idempotency-ttl", po::value<std::uint64_t>()->default_value(86'400),
+     "seconds a client's Idempotency-Key is remembered; a write with it after that is a new "
+     "message (0: for the agent's life)")
     ("max-attempts", po::value<std::uint32_t>()->default_value(3),
      "attempts of a trigger before it goes to the deadletter")
     ("read-timeout", po::value<std::int64_t>()->default_value(10'000),
@@ -779,6 +782,14 @@ int main(int argc, char** argv) {
   opts.limits.max_attempts = vm["max-attempts"].as<std::uint32_t>();
   if (opts.limits.max_attempts == 0 || opts.limits.max_attempts > ticktock::tick_limits::most_attempts) {
     std::fprintf(stderr, "ticktockd: --max-attempts: 1 to %u\n", ticktock::tick_limits::most_attempts);
+    return 2;
+  }
+  // Ten years at most: longer is what 0 says, and would overflow a time.
+  if (auto ttl = vm["idempotency-ttl"].as<std::uint64_t>(); ttl <= 315'360'000)
+    opts.idempotency_ttl = std::chrono::seconds{ttl};
+  else {
+    std::fprintf(stderr, "ticktockd: %s: at most 315360000 seconds (ten years; 0 keeps keys "
+                         "for the agent's life)\n", named("idempotency-ttl").c_str());
     return 2;
   }
   opts.services.container_concurrency = vm["container-concurrency"].as<std::size_t>();

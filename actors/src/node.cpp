@@ -240,6 +240,8 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   so.dir = opts.data_dir;
   so.durability = opts.durability;
   so.faults = opts.faults;
+  so.idempotency_ttl = opts.idempotency_ttl;
+  so.clock = core->clock;
   // The core outlives its store (the store is one of its members).
   so.on_inbox_overflow = [c = core.get()](const std::string& agent) { c->limit_hit(agent, "inbox_limit"); };
   auto st = storage::store::open(so);
@@ -481,11 +483,11 @@ expected<storage::inbox_entry> node::make_entry(const std::string& id, std::stri
   // delivered envelope ("envelope:") and a relay's event ("nostr:", the
   // Nostr driver). A client's key taken for one of them would have the
   // trigger dropped as its duplicate.
-  for (std::string_view reserved : {"job:", "approval:", "envelope:", "nostr:"})
-    if (opts.idempotency_key.starts_with(reserved) && !(opts.nostr && reserved == "nostr:"))
-      return error{errc::invalid_argument,
-                   "idempotency keys starting with job:, approval:, envelope: or nostr: are "
-                   "the node's own"};
+  if (storage::is_node_idempotency_key(opts.idempotency_key)
+      && !(opts.nostr && opts.idempotency_key.starts_with("nostr:")))
+    return error{errc::invalid_argument,
+                 "idempotency keys starting with job:, approval:, envelope: or nostr: are "
+                 "the node's own"};
   if (!opts.from.empty() && !is_valid_agent_id(opts.from))
     return check_agent_id(opts.from);
   if (opts.encrypted && opts.from.empty())

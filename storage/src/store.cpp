@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include <rocksdb/cache.h>
+#include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
@@ -162,10 +163,60 @@ struct locked_iterator {
 constexpr std::chrono::milliseconds min_recovery_backoff{10};
 constexpr std::chrono::milliseconds max_recovery_backoff{1000};
 
+// -- idempotency keys: meta "k<agent>\0<key>" --------------------------------
+// The value: the seq the key was first accepted with (be64); then the digest
+// of what was asked, when its sender gave one (32 bytes); then, for a
+// client's key, when it was accepted (be64 microseconds since the epoch, as
+// keys::bias), by which it expires. So 8, 40, 16 or 48 bytes.
+
+constexpr std::size_t seq_bytes = 8, digest_bytes = std::tuple_size_v<hash256>, time_bytes = 8;
+
+std::string_view idempotency_digest(std::string_view v) {
+  return v.size() >= seq_bytes + digest_bytes ? v.substr(seq_bytes, digest_bytes) : std::string_view{};
+}
+
+bool idempotency_expired(std::string_view v, time_point now, std::chrono::seconds ttl) {
+  if (ttl.count() <= 0 || (v.size() != seq_bytes + time_bytes
+                           && v.size() != seq_bytes + digest_bytes + time_bytes))
+    return false;
+  auto accepted = keys::unbias(keys::get_be64(v.substr(v.size() - time_bytes)));
+  return now - accepted >= ttl;
+}
+
+// Drops clients' idempotency keys once they expired: without it, an agent
+// would keep every key it was ever sent. A key read before a compaction
+// reached it is checked by time as well (group_writer::handle(enqueue_op)).
+class idempotency_expiry final : public rocksdb::CompactionFilter {
+public:
+  idempotency_expiry(std::shared_ptr<const ticktock::clock> clock, std::chrono::seconds ttl)
+    : clock_(std::move(clock)), ttl_(ttl) {}
+  const char* Name() const override { return "ticktock.idempotency_expiry"; }
+  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string*,
+              bool*) const override {
+    return !key.empty() && key[0] == 'k'
+           && idempotency_expired({value.data(), value.size()}, clock_->now(), ttl_);
+  }
+
+private:
+  std::shared_ptr<const ticktock::clock> clock_;
+  std::chrono::seconds ttl_;
+};
+
 }  // namespace
+
+bool is_node_idempotency_key(std::string_view key) noexcept {
+  for (std::string_view own : {"job:", "approval:", "envelope:", "nostr:"})
+    if (key.starts_with(own))
+      return true;
+  return false;
+}
 
 struct store::impl {
   store_options options;
+  // options.clock, or the system clock.
+  std::shared_ptr<const ticktock::clock> clock;
+  // Set on cf_meta; declared before db so it outlives it.
+  std::unique_ptr<rocksdb::CompactionFilter> meta_filter;
   // The file system RocksDB writes through (fault injection, failed WAL
   // tails) and the Env built on it; declared before db so they outlive it.
   std::shared_ptr<detail::guarded_fs> fs;
@@ -459,10 +510,13 @@ private:
       auto seen = lookup(idem_key);
       if (!seen && !op.seen_as.empty())
         seen = lookup(keys::idempotency(op.agent, op.seen_as));
+      if (seen && idempotency_expired(*seen, s_.clock->now(), s_.options.idempotency_ttl))
+        seen.reset();  // a new trigger; its value replaces the expired one
       if (seen) {
         r.seq = keys::get_be64(*seen);
-        if (op.request_digest && seen->size() == 8 + op.request_digest->size()
-            && std::memcmp(seen->data() + 8, op.request_digest->data(), op.request_digest->size()) != 0) {
+        auto digest = idempotency_digest(*seen);
+        if (op.request_digest && !digest.empty()
+            && std::memcmp(digest.data(), op.request_digest->data(), digest_bytes) != 0) {
           r.err = error{errc::idempotency_key_reused,
                         "idempotency key '" + e.idempotency_key + "' was accepted for another "
                         "message (seq " + std::to_string(r.seq) + "); a retry sends the same one"};
@@ -490,6 +544,8 @@ private:
       keys::put_be64(v, e.seq);
       if (op.request_digest)
         v.append(reinterpret_cast<const char*>(op.request_digest->data()), op.request_digest->size());
+      if (!is_node_idempotency_key(e.idempotency_key))
+        keys::put_be64(v, keys::bias(s_.clock->now()));
       put(cf_meta, idem_key, v);
       pending_idem_[idem_key] = std::move(v);
     }
@@ -1034,6 +1090,11 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
   p->env = rocksdb::NewCompositeEnv(p->fs);
   db_opts.env = p->env.get();
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  p->clock = options.clock;
+  if (!p->clock)
+    p->clock = std::make_shared<ticktock::system_clock>();
+  if (options.idempotency_ttl.count() > 0)
+    p->meta_filter = std::make_unique<idempotency_expiry>(p->clock, options.idempotency_ttl);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (auto* name : cf_names) {
     rocksdb::ColumnFamilyOptions cf_opts;
@@ -1045,6 +1106,8 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
     cf_opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
     // Inbox entries and fired alarms are deleted soon after they are
     // written; compact files full of tombstones so scans stay short.
+    if (std::string_view{name} == "meta")
+      cf_opts.compaction_filter = p->meta_filter.get();
     if (std::string_view{name} == "inbox" || std::string_view{name} == "alarms")
       cf_opts.table_properties_collector_factories.push_back(
         rocksdb::NewCompactOnDeletionCollectorFactory(128, 64));

@@ -360,6 +360,24 @@ class ErrorStatusTest(ServerCase):
         r = self.server.post("/v1/agents/idem-own/inbox", {}, headers={"Idempotency-Key": "jobs:1"})
         self.assertEqual(r.status, 202, r)
 
+    def test_an_idempotency_key_expires_after_the_ttl(self):
+        # Bug: keys were kept for the agent's life, however many it was sent.
+        with Server(args=["--idempotency-ttl", "1"]) as server:
+            server.create("ttl-counter", "counter")
+            server.wait_count("ttl-counter", 0)
+            key = {"Idempotency-Key": "order-1"}
+            first = server.post("/v1/agents/ttl-counter/inbox", {"n": 1}, headers=key)
+            self.assertEqual(first.json()["duplicate"], False, first)
+            retry = server.post("/v1/agents/ttl-counter/inbox", {"n": 1}, headers=key)
+            self.assertEqual(retry.json(), {"seq": first.json()["seq"], "duplicate": True})
+            time.sleep(1.2)
+            # A second on, the key is free: another message under it is new.
+            later = server.post("/v1/agents/ttl-counter/inbox", {"n": 2}, headers=key)
+            self.assertEqual(later.status, 202, later)
+            self.assertEqual(later.json()["duplicate"], False, later)
+            self.assertGreater(later.json()["seq"], first.json()["seq"])
+            server.wait_count("ttl-counter", 2)
+
     def test_a_transfer_encoding_not_ending_in_chunked_is_refused(self):
         # RFC 9112 6.1/6.3: the body's length is unknown, so the bytes after
         # the head must not be read as the next request (request smuggling).
@@ -2749,6 +2767,8 @@ class ConfigTest(unittest.TestCase):
                 # Bug: 1001 was taken, a default fs/limits then refused to write back.
                 (["--max-attempts", "1001"], None, "--max-attempts: 1 to 1000"),
                 (["--max-attempts", "0"], None, "--max-attempts: 1 to 1000"),
+                (["--idempotency-ttl", "315360001"], None, "--idempotency-ttl: at most 315360000 seconds"),
+                ([], {"idempotency-ttl": 10**12}, "'idempotency-ttl' of the config file "),
                 # whole option names only: --rot is no --rotate-master-key
                 (["--rot"], None, "unrecognised option '--rot'"),
                 # config file values of the wrong JSON type

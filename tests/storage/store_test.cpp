@@ -165,6 +165,61 @@ TEST_CASE("an idempotency key that comes back with another request is refused an
   CHECK(s->read_inbox("a", 0, 10).back().payload == "old");
 }
 
+TEST_CASE("a client's idempotency key expires after the ttl, the node's own keys do not") {
+  test::temp_dir dir;
+  auto clock = std::make_shared<manual_clock>();
+  store_options o;
+  o.idempotency_ttl = std::chrono::hours{24};
+  o.clock = clock;
+  auto asked = [](std::string payload, std::string key, std::uint8_t digest) {
+    auto op = message("a", std::move(payload), std::move(key));
+    op.request_digest = hash256{};
+    (*op.request_digest)[0] = digest;
+    return op;
+  };
+  auto key_row = [](std::string_view key) { return "ka" + std::string(1, '\0') + std::string{key}; };
+  {
+    auto s = open_store(dir, o);
+    apply1(*s, make_agent("a"));
+    auto first = apply1(*s, asked("x", "order-1", 1))[0];
+    apply1(*s, message("a", "j", "job:1:done"));
+    clock->advance(std::chrono::hours{12});
+    apply1(*s, asked("x", "order-2", 1));
+    clock->advance(std::chrono::hours{12} - std::chrono::microseconds{1});
+    // Just before its day is up: still a retry, and still refuses another message.
+    CHECK(apply1(*s, asked("x", "order-1", 1))[0].duplicate);
+    CHECK(apply1(*s, asked("y", "order-1", 2))[0].err.code() == errc::idempotency_key_reused);
+  }
+  clock->advance(std::chrono::microseconds{1});
+  auto s = open_store(dir, o);  // the acceptance time is stored with the key
+  // A day after it was accepted, the key is free: the message is a new trigger.
+  auto again = apply1(*s, asked("y", "order-1", 2))[0];
+  REQUIRE_FALSE(again.err);
+  CHECK_FALSE(again.duplicate);
+  CHECK(apply1(*s, asked("y", "order-1", 2))[0].duplicate);  // and its retries dedup anew
+  // order-2 (half a day old) and the node's job key are remembered.
+  CHECK(apply1(*s, asked("x", "order-2", 1))[0].duplicate);
+  CHECK(apply1(*s, message("a", "j", "job:1:done"))[0].duplicate);
+  CHECK(s->inbox_depth("a") == 5);  // init, x, j, x (order-2), y
+  // A compaction drops what expired and keeps the rest.
+  clock->advance(std::chrono::hours{13});  // order-2 is now 25 hours old
+  REQUIRE_FALSE(s->compact());
+  CHECK_FALSE(s->raw_get("meta", key_row("order-2")));
+  CHECK(s->raw_get("meta", key_row("order-1")));  // 13 hours old
+  CHECK(s->raw_get("meta", key_row("job:1:done")));
+  CHECK(s->inbox_depth("a") == 5);  // the triggers themselves stay
+
+  SECTION("a ttl of 0 keeps every key") {
+    s.reset();
+    o.idempotency_ttl = std::chrono::seconds{0};
+    auto kept = open_store(dir, o);
+    clock->advance(std::chrono::hours{24 * 365});
+    CHECK(apply1(*kept, asked("y", "order-1", 2))[0].duplicate);
+    REQUIRE_FALSE(kept->compact());
+    CHECK(kept->raw_get("meta", key_row("order-1")));
+  }
+}
+
 TEST_CASE("a trigger refused at a full inbox, requeued, still refuses another request of its key") {
   // Bug: the requeued trigger's key was recorded without the digest of what
   // was asked, so the same key with another message was a "duplicate"

@@ -105,6 +105,10 @@ struct node_options {
   /// What happens to alarms that came due while the process was down [fire_once].
   storage::missed_alarm_policy missed_alarms = storage::missed_alarm_policy::fire_once;
   tick_limits limits;
+  /// How long a client's Idempotency-Key (send_options::idempotency_key) is
+  /// remembered after the write that first carried it; a write with it after
+  /// that is a new trigger. The node's own keys stay (0: clients' too) [24 h].
+  std::chrono::seconds idempotency_ttl{std::chrono::hours{24}};
   /// Most operations committed in one WriteBatch [1024].
   std::size_t max_commit_group = 1024;
   /// Wall-clock source; nullptr means the system clock.

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -36,7 +37,18 @@ struct store_options {
   /// its inbox was at its depth limit, once per trigger, on the writer's
   /// thread [nullptr: none].
   std::function<void(const std::string& agent)> on_inbox_overflow;
+  /// How long a client's idempotency key is remembered after the write that
+  /// first carried it; a write with it after that is a new trigger, and
+  /// compactions drop the key. The node's own keys (is_node_idempotency_key)
+  /// stay for the agent's life [0: clients' keys too].
+  std::chrono::seconds idempotency_ttl{0};
+  /// The time keys are stamped with and expire by [nullptr: the system clock].
+  std::shared_ptr<const ticktock::clock> clock;
 };
+
+/// Whether an idempotency key is one the node writes for its own triggers
+/// (prefixes job:, approval:, envelope:, nostr:), which clients may not use.
+bool is_node_idempotency_key(std::string_view key) noexcept;
 
 // -- write operations ------------------------------------------------------
 // All writes go through store::apply, which commits a group of operations in
