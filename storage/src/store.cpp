@@ -1104,10 +1104,10 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
     rocksdb::BlockBasedTableOptions table;
     table.block_cache = cache;
     cf_opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    if (std::string_view{name} == "meta")
+      cf_opts.compaction_filter = p->meta_filter.get();  // null without a ttl
     // Inbox entries and fired alarms are deleted soon after they are
     // written; compact files full of tombstones so scans stay short.
-    if (std::string_view{name} == "meta")
-      cf_opts.compaction_filter = p->meta_filter.get();
     if (std::string_view{name} == "inbox" || std::string_view{name} == "alarms")
       cf_opts.table_properties_collector_factories.push_back(
         rocksdb::NewCompactOnDeletionCollectorFactory(128, 64));
