@@ -547,7 +547,7 @@ struct fetcher_agent : agent<fetcher_state> {
     }
     ++state().asked;
     auto job = ctx.fetch(t.payload);
-    ctx.emit(boost::json::serialize(boost::json::object{{"job", job}}));
+    ctx.emit(ticktock::json_text(boost::json::object{{"job", job}}));
   }
   std::string summary() const override {
     return "{\"asked\":" + std::to_string(state().asked) + ",\"answered\":"

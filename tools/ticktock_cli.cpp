@@ -31,6 +31,7 @@
 
 #include "cli_http.hpp"
 #include "ticktock/runtime/request_id.hpp"
+#include "ticktock/runtime/text.hpp"
 
 namespace po = boost::program_options;
 namespace json = boost::json;
@@ -155,7 +156,7 @@ void pretty(std::ostream& os, const json::value& v, std::string& indent) {
       return;
     }
     default:
-      os << json::serialize(v);
+      os << ticktock::json_text(v);
   }
 }
 
@@ -173,7 +174,7 @@ std::string text(const json::object& o, std::string_view key) {
     return "-";
   if (v->is_string())
     return std::string{v->as_string()};
-  return json::serialize(*v);
+  return ticktock::json_text(*v);
 }
 
 std::int64_t number(const json::object& o, std::string_view key) {
@@ -322,7 +323,7 @@ struct invocation {
   }
 
   // --json: the server's answer, one line.
-  void print_json(const json::value& v) const { std::cout << json::serialize(v) << "\n"; }
+  void print_json(const json::value& v) const { std::cout << ticktock::json_text(v) << "\n"; }
 };
 
 // An agent path "ID/seg/seg" as its API target "/v1/agents/ID/fs/seg/seg".
@@ -445,7 +446,7 @@ int agents_create(invocation& in) {
   json::object body{{"id", in.arg(0)}, {"type", in.arg(1)}};
   if (in.vm.count("config"))
     body["config"] = in.vm["config"].as<std::string>();
-  auto v = in.call_json("POST", "/v1/agents", rc, json::serialize(body),
+  auto v = in.call_json("POST", "/v1/agents", rc, ticktock::json_text(body),
                         {{"Content-Type", "application/json"}});
   if (!v)
     return rc;
@@ -769,7 +770,7 @@ int tail(invocation& in) {
       o["id"] = id ? json::value(*id) : json::value(ev.id);
       o["event"] = ev.event;
       o["data"] = ev.data;
-      std::cout << json::serialize(o) << "\n";
+      std::cout << ticktock::json_text(o) << "\n";
     } else {
       std::cout << (ev.id.empty() ? "-" : ev.id) << "  " << ev.data << "\n";
     }
@@ -916,7 +917,7 @@ int trajectory(invocation& in) {
     if (auto* l = o.if_contains("logs"); l && l->is_array())
       for (auto& e : l->as_array())
         logs += (logs.empty() ? "" : " | ") + one_line(e.is_string() ? std::string{e.as_string()}
-                                                                    : json::serialize(e));
+                                                                    : ticktock::json_text(e));
     auto hash = text(o, "state_hash");
     char dur[32];
     std::snprintf(dur, sizeof dur, "%.1fus", static_cast<double>(number(o, "duration_ns")) / 1000.0);

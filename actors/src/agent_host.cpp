@@ -8,7 +8,9 @@
 #include <exception>
 
 #include "ticktock/runtime/agent_id.hpp"
+#include "ticktock/runtime/nostr.hpp"
 #include "ticktock/runtime/nostr_agent.hpp"
+#include "ticktock/runtime/text.hpp"
 
 namespace ticktock::detail {
 
@@ -17,19 +19,6 @@ namespace {
 constexpr std::size_t max_name_bytes = 256;
 
 namespace json = boost::json;
-
-std::vector<std::string> relays_in(const std::string& config) {
-  std::vector<std::string> out;
-  boost::system::error_code ec;
-  auto v = json::parse(config, ec);
-  auto* n = !ec && v.is_object() ? v.as_object().if_contains("nostr") : nullptr;
-  auto* r = n && n->is_object() ? n->as_object().if_contains("relays") : nullptr;
-  if (r && r->is_array())
-    for (auto& x : r->as_array())
-      if (x.is_string())
-        out.emplace_back(x.as_string());
-  return out;
-}
 
 /// The payload of a compute_result / container_result / http_result trigger
 /// that reports a job's end or refusal (docs/compute.md, docs/http-fetch.md).
@@ -45,7 +34,7 @@ std::string result_payload(const storage::job_record& j) {
     o["result"] = ec ? json::value(j.result) : std::move(r);
   }
   o["cost_micro_usd"] = j.cost;
-  return json::serialize(o);
+  return json_text(o);
 }
 
 // Unique to this point of this agent's history (the hash of its last
@@ -219,7 +208,7 @@ std::string agent_host::stage_services(effects& fx, std::vector<std::string>& no
 
   // Nostr notes leave the runtime: the gate sees each publish.
   if (!notes.empty() && gate_) {
-    auto verdict = gate_->assess_publish(meta_.id, relays_in(meta_.config));
+    auto verdict = gate_->assess_publish(meta_.id, nostr::relays_in_config(meta_.config));
     if (verdict.what != policy::decision::allow) {
       auto signed_notes = std::move(notes);
       notes.clear();

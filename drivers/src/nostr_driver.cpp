@@ -20,32 +20,6 @@ namespace ticktock::drivers {
 
 namespace json = boost::json;
 
-// The relays of an agent's config: each valid ws:// or wss:// URL once (in
-// its normalized form). Entries that are not relay URLs are skipped, so that
-// one bad or repeated entry does not leave the agent watching none.
-std::vector<std::string> relays_in_config(const std::string& config) {
-  std::vector<std::string> out;
-  boost::system::error_code ec;
-  auto v = json::parse(config, ec);
-  if (ec || !v.is_object())
-    return out;
-  auto* n = v.as_object().if_contains("nostr");
-  auto* r = n && n->is_object() ? n->as_object().if_contains("relays") : nullptr;
-  if (!r || !r->is_array())
-    return out;
-  for (auto& u : r->as_array()) {
-    if (!u.is_string())
-      continue;
-    auto url = parse_relay_url(std::string_view{u.as_string()});
-    if (!url)
-      continue;
-    auto key = url->to_string();
-    if (std::find(out.begin(), out.end(), key) == out.end())
-      out.push_back(std::move(key));
-  }
-  return out;
-}
-
 struct nostr_driver::impl {
   node& n;
   nostr_driver_options opts;

@@ -54,13 +54,6 @@ using steady_clock = std::chrono::steady_clock;
 // remaining sockets.
 constexpr std::chrono::milliseconds shutdown_grace{1000};
 
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 bool is_ip_literal(const std::string& host) {
   boost::system::error_code ec;
   asio::ip::make_address(host, ec);
@@ -149,98 +142,6 @@ struct connection_base {
 }  // namespace
 
 // -- relay_url ----------------------------------------------------------------
-
-std::string relay_url::to_string() const {
-  std::string out = tls ? "wss://" : "ws://";
-  out += host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  if (port != (tls ? 443 : 80))
-    out += ":" + std::to_string(port);
-  out += target.empty() ? std::string{"/"} : target;
-  return out;
-}
-
-expected<relay_url> parse_relay_url(std::string_view url) {
-  auto shown = std::string{url.substr(0, 200)};
-  auto bad = [&](const std::string& why) {
-    return error{errc::invalid_argument, "invalid relay URL '" + shown + "': " + why};
-  };
-  for (char c : url)
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
-      return bad("spaces and control characters are not allowed");
-  auto sep = url.find("://");
-  if (sep == std::string_view::npos)
-    return bad("expected ws://host or wss://host");
-  relay_url out;
-  auto scheme = lower(url.substr(0, sep));
-  if (scheme == "ws")
-    out.tls = false;
-  else if (scheme == "wss")
-    out.tls = true;
-  else
-    return bad("the scheme must be ws or wss, not '" + scheme + "'");
-  auto rest = url.substr(sep + 3);
-  if (rest.find('#') != std::string_view::npos)
-    return bad("fragments are not allowed");
-  auto end = rest.find_first_of("/?");
-  auto authority = rest.substr(0, end);
-  out.target = end == std::string_view::npos ? std::string{"/"} : std::string{rest.substr(end)};
-  if (out.target.front() == '?')
-    out.target.insert(0, "/");
-  if (authority.find('@') != std::string_view::npos)
-    return bad("user info is not allowed");
-  if (authority.empty())
-    return bad("the host is missing");
-  std::string_view port_text;
-  bool has_port = false;
-  if (authority.front() == '[') {
-    auto close = authority.find(']');
-    if (close == std::string_view::npos)
-      return bad("unterminated IPv6 address");
-    out.host = lower(authority.substr(1, close - 1));
-    boost::system::error_code ec;
-    asio::ip::make_address_v6(out.host, ec);
-    if (ec)
-      return bad("'" + out.host + "' is not an IPv6 address");
-    auto after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':')
-        return bad("unexpected characters after the IPv6 address");
-      has_port = true;
-      port_text = after.substr(1);
-    }
-  } else {
-    auto colon = authority.find(':');
-    out.host = lower(authority.substr(0, colon));
-    if (colon != std::string_view::npos) {
-      has_port = true;
-      port_text = authority.substr(colon + 1);
-    }
-    if (out.host.empty())
-      return bad("the host is missing");
-    bool has_alnum = false;
-    for (char c : out.host) {
-      if (std::isalnum(static_cast<unsigned char>(c)))
-        has_alnum = true;
-      else if (c != '.' && c != '-' && c != '_')
-        return bad(std::string{"the host contains '"} + c + "'");
-    }
-    if (!has_alnum || out.host.front() == '.' || out.host.front() == '-'
-        || out.host.find("..") != std::string::npos)
-      return bad("'" + out.host + "' is not a host name");
-  }
-  out.port = out.tls ? 443 : 80;
-  if (has_port) {
-    if (port_text.empty() || port_text.size() > 5
-        || !std::all_of(port_text.begin(), port_text.end(),
-                        [](char c) { return c >= '0' && c <= '9'; }))
-      return bad("the port must be a number from 1 to 65535");
-    auto port = std::stoul(std::string{port_text});
-    if (port < 1 || port > 65535)
-      return bad("the port must be a number from 1 to 65535");
-    out.port = static_cast<std::uint16_t>(port);
-  }
-  return out;
-}
 
 std::string_view to_string(publish_state s) noexcept {
   switch (s) {

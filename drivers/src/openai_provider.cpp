@@ -4,6 +4,7 @@
 // answers (a streamed one as SSE, piece by piece) and retries with backoff.
 
 #include "ticktock/drivers/openai_provider.hpp"
+#include "ticktock/runtime/text.hpp"
 
 #include <boost/json.hpp>
 
@@ -517,7 +518,7 @@ compute::outcome openai_provider::run(const compute::request& r,
                  {"Accept", streaming ? "text/event-stream" : "application/json"}};
   if (!p.o.api_key.empty())
     req.headers.emplace_back("Authorization", "Bearer " + p.o.api_key);
-  req.body = json::serialize(body);
+  req.body = json_text(body);
 
   std::size_t inputs = chat ? 0 : r.input.size();
   if (!chat && inputs == 0)

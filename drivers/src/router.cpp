@@ -32,7 +32,7 @@ namespace ticktock::drivers {
 
 namespace {
 
-std::string to_json(const json::value& v) { return json::serialize(v); }
+std::string to_json(const json::value& v) { return json_text(v); }
 
 response json_response(unsigned status, const json::value& v, std::string route = {}) {
   response r;

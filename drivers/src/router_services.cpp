@@ -16,6 +16,7 @@
 #include "router.hpp"
 #include "ticktock/actors/node.hpp"
 #include "ticktock/runtime/detail/unique_fd.hpp"
+#include "ticktock/runtime/text.hpp"
 #include "ticktock/storage/store.hpp"
 
 namespace ticktock::drivers {
@@ -27,7 +28,7 @@ namespace {
 response json_ok(unsigned status, const json::value& v) {
   response r;
   r.status = status;
-  r.body = json::serialize(v);
+  r.body = json_text(v);
   return r;
 }
 
@@ -133,7 +134,7 @@ response refused_job(const storage::job_record& j) {
   auto code = budget ? "BUDGET_EXCEEDED" : j.error == "kill_switch" ? "KILL_SWITCH" : "POLICY_DENIED";
   return error_response(budget ? 402 : 403, code,
                         j.error_message.empty() ? j.error : j.error_message,
-                        json::serialize(json::object{{"job", job_json(j, false)}}));
+                        json_text(json::object{{"job", job_json(j, false)}}));
 }
 
 

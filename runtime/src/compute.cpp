@@ -253,7 +253,7 @@ std::string to_json(const request& r) {
       in.push_back(json::string(s));
     o["input"] = std::move(in);
   }
-  return json::serialize(o);
+  return json_text(o);
 }
 
 std::uint64_t estimate_tokens(std::string_view text) noexcept { return (text.size() + 3) / 4; }
@@ -292,7 +292,7 @@ std::string to_json(const result& r) {
     }
     o["embeddings"] = std::move(all);
   }
-  return json::serialize(o);
+  return json_text(o);
 }
 
 failure make_failure(std::string_view code, std::string message, int http_status) {
@@ -500,7 +500,7 @@ std::string price_table::to_json() const {
   json::object o{{"models", std::move(models)}};
   if (default_)
     o["default"] = price_json(*default_);
-  return json::serialize(o);
+  return json_text(o);
 }
 
 std::optional<price> price_table::find(const std::string& model) const {

@@ -281,7 +281,7 @@ std::string to_json(const request& r) {
                  {"timeout_ms", r.timeout.count()},
                  {"max_response_bytes", r.max_response_bytes}};
   put_body(o, r.body);
-  return json::serialize(o);
+  return json_text(o);
 }
 
 // -- results -----------------------------------------------------------------------
@@ -298,7 +298,7 @@ std::string to_json(const response& r) {
   }
   json::object o{{"status", r.status}, {"headers", std::move(hs)}};
   put_body(o, r.body);
-  return json::serialize(o);
+  return json_text(o);
 }
 
 std::string to_json(const failure& f) {

@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 #include <boost/json/basic_parser_impl.hpp>
 
+
 namespace ticktock::detail {
 
 namespace json = boost::json;

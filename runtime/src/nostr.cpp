@@ -3,6 +3,7 @@
 #include "ticktock/runtime/text.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <bit>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,8 @@
 #include <secp256k1_extrakeys.h>
 #include <secp256k1_schnorrsig.h>
 #include <sodium.h>
+
+#include <arpa/inet.h>
 
 namespace ticktock::nostr {
 
@@ -1145,5 +1148,141 @@ expected<received_dm> unwrap_dm(const keypair& recipient, const event& gift_wrap
 }
 
 }  // namespace nip17
+
+// -- relay URLs ----------------------------------------------------------------
+
+namespace {
+
+std::string ascii_lower(std::string_view s) {
+  std::string out{s};
+  for (auto& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+}  // namespace
+
+std::string relay_url::to_string() const {
+  std::string out = tls ? "wss://" : "ws://";
+  out += host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  if (port != (tls ? 443 : 80))
+    out += ":" + std::to_string(port);
+  out += target.empty() ? std::string{"/"} : target;
+  return out;
+}
+
+expected<relay_url> parse_relay_url(std::string_view url) {
+  auto shown = std::string{url.substr(0, 200)};
+  auto bad = [&](const std::string& why) {
+    return error{errc::invalid_argument, "invalid relay URL '" + shown + "': " + why};
+  };
+  for (char c : url)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+      return bad("spaces and control characters are not allowed");
+  auto sep = url.find("://");
+  if (sep == std::string_view::npos)
+    return bad("expected ws://host or wss://host");
+  relay_url out;
+  auto scheme = ascii_lower(url.substr(0, sep));
+  if (scheme == "ws")
+    out.tls = false;
+  else if (scheme == "wss")
+    out.tls = true;
+  else
+    return bad("the scheme must be ws or wss, not '" + scheme + "'");
+  auto rest = url.substr(sep + 3);
+  if (rest.find('#') != std::string_view::npos)
+    return bad("fragments are not allowed");
+  auto end = rest.find_first_of("/?");
+  auto authority = rest.substr(0, end);
+  out.target = end == std::string_view::npos ? std::string{"/"} : std::string{rest.substr(end)};
+  if (out.target.front() == '?')
+    out.target.insert(0, "/");
+  if (authority.find('@') != std::string_view::npos)
+    return bad("user info is not allowed");
+  if (authority.empty())
+    return bad("the host is missing");
+  std::string_view port_text;
+  bool has_port = false;
+  if (authority.front() == '[') {
+    auto close = authority.find(']');
+    if (close == std::string_view::npos)
+      return bad("unterminated IPv6 address");
+    out.host = ascii_lower(authority.substr(1, close - 1));
+    in6_addr addr;
+    if (inet_pton(AF_INET6, out.host.c_str(), &addr) != 1)
+      return bad("'" + out.host + "' is not an IPv6 address");
+    auto after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':')
+        return bad("unexpected characters after the IPv6 address");
+      has_port = true;
+      port_text = after.substr(1);
+    }
+  } else {
+    auto colon = authority.find(':');
+    out.host = ascii_lower(authority.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      has_port = true;
+      port_text = authority.substr(colon + 1);
+    }
+    if (out.host.empty())
+      return bad("the host is missing");
+    bool has_alnum = false;
+    for (char c : out.host) {
+      if (std::isalnum(static_cast<unsigned char>(c)))
+        has_alnum = true;
+      else if (c != '.' && c != '-' && c != '_')
+        return bad(std::string{"the host contains '"} + c + "'");
+    }
+    if (!has_alnum || out.host.front() == '.' || out.host.front() == '-'
+        || out.host.find("..") != std::string::npos)
+      return bad("'" + out.host + "' is not a host name");
+  }
+  out.port = out.tls ? 443 : 80;
+  if (has_port) {
+    if (port_text.empty() || port_text.size() > 5
+        || !std::all_of(port_text.begin(), port_text.end(),
+                        [](char c) { return c >= '0' && c <= '9'; }))
+      return bad("the port must be a number from 1 to 65535");
+    auto port = std::stoul(std::string{port_text});
+    if (port < 1 || port > 65535)
+      return bad("the port must be a number from 1 to 65535");
+    out.port = static_cast<std::uint16_t>(port);
+  }
+  return out;
+}
+
+std::vector<std::string> relays_in_config(std::string_view config) {
+  std::vector<std::string> out;
+  boost::system::error_code ec;
+  auto v = json::parse(json::string_view{config.data(), config.size()}, ec);
+  if (ec || !v.is_object())
+    return out;
+  auto* n = v.as_object().if_contains("nostr");
+  auto* r = n && n->is_object() ? n->as_object().if_contains("relays") : nullptr;
+  if (!r || !r->is_array())
+    return out;
+  for (auto& u : r->as_array()) {
+    if (!u.is_string())
+      continue;
+    auto url = parse_relay_url(std::string_view{u.as_string()});
+    if (!url)
+      continue;
+    auto key = url->to_string();
+    if (std::find(out.begin(), out.end(), key) == out.end())
+      out.push_back(std::move(key));
+  }
+  return out;
+}
+
+std::string relay_policy_name(std::string_view normalized) {
+  auto scheme_end = normalized.find("://");
+  auto path = scheme_end == std::string_view::npos ? std::string_view::npos
+                                                   : normalized.find('/', scheme_end + 3);
+  if (path != std::string_view::npos && path + 1 == normalized.size())
+    normalized.remove_suffix(1);
+  return std::string{normalized};
+}
 
 }  // namespace ticktock::nostr

@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include "ticktock/runtime/detail/json_check.hpp"
+#include "ticktock/runtime/text.hpp"
 
 namespace ticktock::policy {
 
@@ -458,7 +459,7 @@ std::string rules::to_json() const {
     def["reason"] = default_reason_;
     doc["default"] = std::move(def);
   }
-  return json::serialize(doc);
+  return json_text(doc);
 }
 
 verdict rules::evaluate(const action& a) const {

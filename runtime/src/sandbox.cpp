@@ -1,5 +1,6 @@
 #include "ticktock/runtime/sandbox.hpp"
 #include "ticktock/runtime/detail/json_check.hpp"
+#include "ticktock/runtime/text.hpp"
 #include "ticktock/runtime/detail/unique_fd.hpp"
 
 #include "keeper_protocol.hpp"
@@ -473,7 +474,7 @@ std::string to_json(const limits& lim) {
   o["file_bytes"] = lim.file_bytes;
   o["processes"] = lim.processes;
   o["output_bytes"] = lim.output_bytes;
-  return json::serialize(o);
+  return json_text(o);
 }
 
 std::string to_json(const outcome& out) {
@@ -487,7 +488,7 @@ std::string to_json(const outcome& out) {
   o["output_truncated"] = out.output_truncated;
   o["isolation"] = to_string(out.used);
   o["error"] = out.error;
-  return json::serialize(o);
+  return json_text(o);
 }
 
 // -- session -----------------------------------------------------------------

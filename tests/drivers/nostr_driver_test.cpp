@@ -290,6 +290,36 @@ TEST_CASE("nostr driver: ctx.nostr_publish reaches the relay signed with the age
   CHECK(f.driver->metrics().published == 1);
 }
 
+TEST_CASE("nostr driver: the policy judges a relay by its normalized URL, however a config writes it") {
+  // Bug: a tick's publish was judged by the config's own text, so a relay
+  // written "WS://127.0.0.1:P/" slipped past a rule denying "ws://127.0.0.1:P"
+  // and the note went out; nostr/publish was judged by the pool's form with
+  // its "/", so a rule allowing "wss://relay.damus.io" denied every publish.
+  fixture f;
+  f.start_driver();
+  auto rule = [&](const char* decision) {
+    return std::string{R"({"rules":[{"when":{"action":"nostr_publish","destination":")"} + f.url()
+           + R"("},"decision":")" + decision + R"(","reason":"by_rule"}],"default":")"
+           + (std::string_view{decision} == "deny" ? "allow" : "deny") + R"("})";
+  };
+  REQUIRE_FALSE(f.n->set_setting("policy", rule("deny")));
+  auto written = "WS" + f.url().substr(2) + "/";
+  f.create_watched("alice", {written});
+  REQUIRE(f.n->send("alice", "publish:not for this relay"));
+  std::vector<storage::job_record> jobs;
+  REQUIRE(eventually([&] {
+    auto j = f.n->jobs("alice", "nostr_publish");
+    return j && !(jobs = *j).empty();
+  }));
+  CHECK(jobs.front().status == "denied");
+  CHECK(jobs.front().error == "by_rule");
+  CHECK(f.nostr_outbox("alice").empty());  // nothing went out
+  // The publish path outside ticks sees the pool's relays the same way.
+  CHECK(f.n->assess_publish("alice", f.driver->relays("alice")).what == policy::decision::deny);
+  REQUIRE_FALSE(f.n->set_setting("policy", rule("allow")));
+  CHECK(f.n->assess_publish("alice", f.driver->relays("alice")).what == policy::decision::allow);
+}
+
 // -- 2. nostr/publish -----------------------------------------------------------------
 
 TEST_CASE("nostr driver: publish() (nostr/publish) reaches the relay and status_json shows it connected") {

@@ -144,6 +144,20 @@ TEST_CASE("relay URLs parse with default ports and paths, and normalize", "[rela
   CHECK(d->to_string() == "ws://127.0.0.1:8080/?relay=1");
 }
 
+TEST_CASE("an agent's relays are each valid one once, normalized, and named so in policies", "[relay]") {
+  using ticktock::nostr::relay_policy_name;
+  using ticktock::nostr::relays_in_config;
+  CHECK(relays_in_config(R"({"nostr":{"relays":["WSS://Relay.Damus.io:443","wss://relay.damus.io/",)"
+                         R"("http://not.a.relay",7,"ws://[::1]:7777/x?y=1","ws://a..b"]}})")
+        == std::vector<std::string>{"wss://relay.damus.io/", "ws://[::1]:7777/x?y=1"});
+  for (auto* none : {"", "[]", "{}", R"({"nostr":1})", R"({"nostr":{"relays":"wss://r"}})", "{"})
+    CHECK(relays_in_config(none).empty());
+  CHECK(relay_policy_name("wss://relay.damus.io/") == "wss://relay.damus.io");
+  CHECK(relay_policy_name("ws://[::1]:7777/") == "ws://[::1]:7777");
+  CHECK(relay_policy_name("wss://relay.example/nostr") == "wss://relay.example/nostr");
+  CHECK(relay_policy_name("wss://relay.example/?x=1") == "wss://relay.example/?x=1");
+}
+
 TEST_CASE("invalid relay URLs are rejected with a reason", "[relay]") {
   for (auto* url : {"", "relay.example.com", "http://relay.example.com", "wss//relay", "ws://",
                     "ws://:80", "ws://host:0", "ws://host:65536", "ws://host:", "ws://host:8a",

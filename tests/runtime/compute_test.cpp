@@ -173,7 +173,7 @@ TEST_CASE("results and failures serialize to JSON", "[compute]") {
   r.used = {3, 4};
   CHECK(to_json(r) == R"({"model":"m","content":"hi","finish_reason":"stop","usage":{"prompt_tokens":3,"completion_tokens":4}})");
   r.embeddings = {{0.5, -0.5}};
-  CHECK(to_json(r).find(R"("embeddings":[[5E-1,-5E-1]])") != std::string::npos);
+  CHECK(to_json(r).find(R"("embeddings":[[0.5,-0.5]])") != std::string::npos);
 
   auto f = make_failure(failure_code::rate_limited, "slow down", 429);
   CHECK(f.retryable);

@@ -74,8 +74,7 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
-/// The relay URLs in an agent config `{"nostr":{"relays":[...]}}`; empty when
-/// the config is not JSON or names none.
-std::vector<std::string> relays_in_config(const std::string& config);
+/// The relay URLs in an agent config (ticktock/runtime/nostr.hpp).
+using nostr::relays_in_config;
 
 }  // namespace ticktock::drivers

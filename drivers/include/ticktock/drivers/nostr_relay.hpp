@@ -22,30 +22,14 @@
 #include <vector>
 
 #include "ticktock/runtime/error.hpp"
+#include "ticktock/runtime/nostr.hpp"
 
 namespace ticktock::drivers {
 
-/// A parsed relay URL: ws://host[:port][/path] or wss://host[:port][/path].
-struct relay_url {
-  /// True for wss:// (TLS).
-  bool tls = false;
-  /// Host name or IP address in lower case; IPv6 addresses without brackets.
-  std::string host;
-  /// TCP port; 80 for ws://, 443 for wss:// when the URL names none.
-  std::uint16_t port = 0;
-  /// Request target: path plus query, "/" when the URL has none.
-  std::string target = "/";
-
-  /// The normalized form used as the relay's key everywhere in the pool:
-  /// lower-case scheme and host, default port omitted, target "/" at least.
-  /// E.g. "WSS://Relay.Example.com:443" becomes "wss://relay.example.com/".
-  std::string to_string() const;
-};
-
-/// Parses a relay URL. Fails with errc::invalid_argument, whose message says
-/// what is wrong, for other schemes, empty or malformed hosts, user info,
-/// ports outside 1..65535, fragments, and spaces or control characters.
-expected<relay_url> parse_relay_url(std::string_view url);
+// relay_url and parse_relay_url live in ticktock/runtime/nostr.hpp, where the
+// policy gate reads an agent's relays the way the pool does.
+using nostr::relay_url;
+using nostr::parse_relay_url;
 
 /// Which deliveries count as duplicates of each other.
 enum class dedupe_scope : std::uint8_t {

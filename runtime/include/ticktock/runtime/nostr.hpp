@@ -214,6 +214,43 @@ using relay_message =
 expected<relay_message> parse_relay_message(std::string_view json,
                                             std::size_t max_content_bytes = default_max_content_bytes);
 
+// -- relay URLs ----------------------------------------------------------------
+
+/// A parsed relay URL: ws://host[:port][/path] or wss://host[:port][/path].
+struct relay_url {
+  /// True for wss:// (TLS).
+  bool tls = false;
+  /// Host name or IP address in lower case; IPv6 addresses without brackets.
+  std::string host;
+  /// TCP port; 80 for ws://, 443 for wss:// when the URL names none.
+  std::uint16_t port = 0;
+  /// Request target: path plus query, "/" when the URL has none.
+  std::string target = "/";
+
+  /// The normalized form used as the relay's key everywhere in the pool:
+  /// lower-case scheme and host, default port omitted, target "/" at least.
+  /// E.g. "WSS://Relay.Example.com:443" becomes "wss://relay.example.com/".
+  std::string to_string() const;
+};
+
+/// Parses a relay URL. Fails with errc::invalid_argument, whose message says
+/// what is wrong, for other schemes, empty or malformed hosts, user info,
+/// ports outside 1..65535, fragments, and spaces or control characters.
+expected<relay_url> parse_relay_url(std::string_view url);
+
+/// The relays of an agent's config `{"nostr":{"relays":[...]}}`: each valid
+/// relay URL once, normalized (relay_url::to_string), in the config's order.
+/// Entries that are not relay URLs are skipped, so that one bad or repeated
+/// entry does not leave the agent with none; empty when the config is not
+/// JSON or names none. The Nostr driver publishes to these, and the policy
+/// gate judges a publish by them.
+std::vector<std::string> relays_in_config(std::string_view config);
+
+/// How a policy rule names a relay (`destination` of `nostr_publish`,
+/// docs/policy.md): its normalized URL without the "/" of an empty path,
+/// e.g. "wss://relay.damus.io" for "WSS://Relay.Damus.io:443/".
+std::string relay_policy_name(std::string_view normalized);
+
 // -- NIP-19 bech32 keys ------------------------------------------------------
 
 /// The bech32 (BIP-173) "npub1..." form of an x-only public key.

@@ -5,6 +5,10 @@
 #include <string>
 #include <string_view>
 
+namespace boost::json {
+class value;
+}
+
 namespace ticktock {
 
 /// Whether `s` is strict UTF-8: no overlong forms, no surrogates, nothing
@@ -26,5 +30,12 @@ std::string_view utf8_prefix(std::string_view s, std::size_t n) noexcept;
 /// (newlines included) as `\n`, `\r`, `\t` or `\xHH`, so that a value
 /// cannot end its line or forge another field.
 std::string log_value(std::string_view s);
+
+/// `v` as JSON text: boost::json::serialize's, but for numbers held as
+/// doubles: those are written as Python's repr writes them, the fewest
+/// digits that read back the same number, with a decimal point or an
+/// exponent so that they read back as doubles (`0.5`, `10.0`, `2.5e-07`,
+/// `1e+16`), rather than as Boost's `5E-1`, `1E1`.
+std::string json_text(const boost::json::value& v);
 
 }  // namespace ticktock
