@@ -57,6 +57,8 @@ void harness::open_store() {
   storage::store_options so;
   so.dir = dir_;
   so.faults = options_.faults;
+  so.idempotency_ttl = options_.idempotency_ttl;
+  so.clock = clock_;
   auto s = storage::store::open(so);
   if (!s)
     throw std::runtime_error(s.error_value().to_string());

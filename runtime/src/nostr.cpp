@@ -1209,8 +1209,11 @@ expected<relay_url> parse_relay_url(std::string_view url) {
     if (close == std::string_view::npos)
       return bad("unterminated IPv6 address");
     out.host = ascii_lower(authority.substr(1, close - 1));
+    // A zone ("fe80::1%25eth0") names the interface of a link-local address.
+    auto zone = out.host.find('%');
     in6_addr addr;
-    if (inet_pton(AF_INET6, out.host.c_str(), &addr) != 1)
+    if (inet_pton(AF_INET6, out.host.substr(0, zone).c_str(), &addr) != 1
+        || (zone != std::string::npos && zone + 1 == out.host.size()))
       return bad("'" + out.host + "' is not an IPv6 address");
     auto after = authority.substr(close + 1);
     if (!after.empty()) {

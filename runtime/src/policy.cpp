@@ -336,8 +336,17 @@ bool rule::matches(const action& a) const {
     // "api.github.com." names the same host as "api.github.com".
     if (a.kind == "http" && dest.size() > 1 && dest.back() == '.')
       dest.remove_suffix(1);
+    // A relay without a path ("wss://r", nostr::relay_policy_name) is matched
+    // by a rule that writes it with its "/" as well ("wss://r/").
+    std::string with_slash;
+    if (a.kind == "nostr_publish") {
+      auto scheme = dest.find("://");
+      if (scheme != std::string_view::npos && dest.find('/', scheme + 3) == std::string_view::npos)
+        with_slash = std::string{dest} + "/";
+    }
     if (std::none_of(destinations.begin(), destinations.end(), [&](const std::string& g) {
-          return glob_match(g, dest, ignore_case);
+          return glob_match(g, dest, ignore_case)
+                 || (!with_slash.empty() && glob_match(g, with_slash, ignore_case));
         }))
       return false;
   }

@@ -175,26 +175,49 @@ std::string_view idempotency_digest(std::string_view v) {
   return v.size() >= seq_bytes + digest_bytes ? v.substr(seq_bytes, digest_bytes) : std::string_view{};
 }
 
+bool idempotency_timed(std::string_view v) {
+  return v.size() == seq_bytes + time_bytes || v.size() == seq_bytes + digest_bytes + time_bytes;
+}
+
 bool idempotency_expired(std::string_view v, time_point now, std::chrono::seconds ttl) {
-  if (ttl.count() <= 0 || (v.size() != seq_bytes + time_bytes
-                           && v.size() != seq_bytes + digest_bytes + time_bytes))
+  if (ttl.count() <= 0 || !idempotency_timed(v))
     return false;
   auto accepted = keys::unbias(keys::get_be64(v.substr(v.size() - time_bytes)));
-  return now - accepted >= ttl;
+  // In 128 bits: a time from an imported bundle may be anything.
+  __int128 age = __int128{now.time_since_epoch().count()} - accepted.time_since_epoch().count();
+  return age >= __int128{std::chrono::duration_cast<duration>(ttl).count()};
+}
+
+// The idempotency key of a meta key "k<agent>\0<key>".
+std::string_view idempotency_key_of(std::string_view meta_key) {
+  auto nul = meta_key.find('\0');
+  return nul == std::string_view::npos ? std::string_view{} : meta_key.substr(nul + 1);
 }
 
 // Drops clients' idempotency keys once they expired: without it, an agent
 // would keep every key it was ever sent. A key read before a compaction
 // reached it is checked by time as well (group_writer::handle(enqueue_op)).
+// A client's key stored without a time (before 2026-12-06) gets the time of
+// the compaction that first sees it, and so expires a ttl later.
 class idempotency_expiry final : public rocksdb::CompactionFilter {
 public:
   idempotency_expiry(std::shared_ptr<const ticktock::clock> clock, std::chrono::seconds ttl)
     : clock_(std::move(clock)), ttl_(ttl) {}
   const char* Name() const override { return "ticktock.idempotency_expiry"; }
-  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string*,
-              bool*) const override {
-    return !key.empty() && key[0] == 'k'
-           && idempotency_expired({value.data(), value.size()}, clock_->now(), ttl_);
+  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string* new_value,
+              bool* value_changed) const override {
+    if (key.empty() || key[0] != 'k')
+      return false;
+    std::string_view v{value.data(), value.size()};
+    if (idempotency_timed(v))
+      return idempotency_expired(v, clock_->now(), ttl_);
+    if ((v.size() == seq_bytes || v.size() == seq_bytes + digest_bytes)
+        && !is_node_idempotency_key(idempotency_key_of({key.data(), key.size()}))) {
+      *new_value = std::string{v};
+      keys::put_be64(*new_value, keys::bias(clock_->now()));
+      *value_changed = true;
+    }
+    return false;
   }
 
 private:
@@ -510,7 +533,8 @@ private:
       auto seen = lookup(idem_key);
       if (!seen && !op.seen_as.empty())
         seen = lookup(keys::idempotency(op.agent, op.seen_as));
-      if (seen && idempotency_expired(*seen, s_.clock->now(), s_.options.idempotency_ttl))
+      if (seen && !op.ignore_expiry
+          && idempotency_expired(*seen, s_.clock->now(), s_.options.idempotency_ttl))
         seen.reset();  // a new trigger; its value replaces the expired one
       if (seen) {
         r.seq = keys::get_be64(*seen);
@@ -1031,6 +1055,7 @@ private:
         d.entry.idempotency_key.clear();
       enqueue_op enq{op.agent, std::move(d.entry), 0};
       enq.request_digest = d.request_digest;  // the key refuses another message, as at the door
+      enq.ignore_expiry = true;  // a retry that got in, however long ago, was this trigger
       op_result sub;
       handle(enq, sub);
       // Its key taken since by another message (idempotency_key_reused): it
@@ -1093,6 +1118,8 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
   p->clock = options.clock;
   if (!p->clock)
     p->clock = std::make_shared<ticktock::system_clock>();
+  if (options.idempotency_ttl > std::chrono::hours{24 * 366 * 100})
+    return error{errc::invalid_argument, "idempotency_ttl is at most a century"};
   if (options.idempotency_ttl.count() > 0)
     p->meta_filter = std::make_unique<idempotency_expiry>(p->clock, options.idempotency_ttl);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;

@@ -138,6 +138,11 @@ TEST_CASE("relay URLs parse with default ports and paths, and normalize", "[rela
   CHECK(c->port == 7777);
   CHECK(c->to_string() == "wss://[::1]:7777/");
 
+  auto zoned = parse_relay_url("ws://[fe80::1%25eth0]:7777");
+  REQUIRE(zoned);
+  CHECK(zoned->host == "fe80::1%25eth0");
+  CHECK_FALSE(parse_relay_url("ws://[fe80::1%]:7777"));
+
   auto d = parse_relay_url("ws://127.0.0.1:8080?relay=1");
   REQUIRE(d);
   CHECK(d->target == "/?relay=1");

@@ -175,6 +175,24 @@ TEST_CASE("http and relay destinations match case-insensitively, others as writt
   CHECK(p.evaluate(act("container", "a", "API.GITHUB.COM")).what == decision::deny);
 }
 
+TEST_CASE("a relay without a path matches a rule written with or without its slash") {
+  // Bug risk: rules written for the pool's form ("wss://r/") stopped
+  // matching once relays were judged as "wss://r", and a deny failed open.
+  auto p = must_parse(R"({"rules":[)"
+                      R"({"when":{"action":"nostr_publish","destination":"wss://evil.example/"},)"
+                      R"("decision":"deny","reason":"evil"},)"
+                      R"({"when":{"action":"nostr_publish","destination":"wss://good.example"},)"
+                      R"("decision":"allow","reason":"good"}],"default":"require_approval"})");
+  CHECK(p.evaluate(act("nostr_publish", "a", "wss://evil.example")).reason == "evil");
+  CHECK(p.evaluate(act("nostr_publish", "a", "wss://good.example")).reason == "good");
+  // A path is the relay's own: no slash is added to it.
+  CHECK(p.evaluate(act("nostr_publish", "a", "wss://evil.example/x")).what
+        == decision::require_approval);
+  // Nor to other kinds of destination.
+  auto h = must_parse(R"({"rules":[{"when":{"destination":"x/"},"decision":"deny"}]})");
+  CHECK(h.evaluate(act("compute", "a", "x")).what == decision::allow);
+}
+
 TEST_CASE("a host with a trailing dot is the same host") {
   auto p = must_parse(R"({"rules":[{"when":{"action":"http","destination":"evil.com"},)"
                       R"("decision":"deny","reason":"blocked_host"}]})");

@@ -209,6 +209,26 @@ TEST_CASE("a client's idempotency key expires after the ttl, the node's own keys
   CHECK(s->raw_get("meta", key_row("job:1:done")));
   CHECK(s->inbox_depth("a") == 5);  // the triggers themselves stay
 
+  SECTION("a key stored without a time gets one from the first compaction") {
+    // As written before 2026-12-06: the seq, then the digest.
+    auto seq = s->raw_get("meta", key_row("order-1"))->substr(0, 8);
+    REQUIRE_FALSE(s->raw_put("meta", key_row("old"), seq + std::string(32, '\1')));
+    REQUIRE_FALSE(s->raw_put("meta", key_row("nostr:ab"), seq));
+    REQUIRE_FALSE(s->compact());
+    CHECK(s->raw_get("meta", key_row("old"))->size() == 48);
+    CHECK(s->raw_get("meta", key_row("nostr:ab"))->size() == 8);  // the node's: kept as it is
+    clock->advance(std::chrono::hours{24});
+    REQUIRE_FALSE(s->compact());
+    CHECK_FALSE(s->raw_get("meta", key_row("old")));
+    CHECK(s->raw_get("meta", key_row("nostr:ab")));
+  }
+  SECTION("a key without a digest expires too") {
+    REQUIRE_FALSE(apply1(*s, message("a", "p", "plain"))[0].err);
+    CHECK(s->raw_get("meta", key_row("plain"))->size() == 16);
+    CHECK(apply1(*s, message("a", "p", "plain"))[0].duplicate);
+    clock->advance(std::chrono::hours{24});
+    CHECK_FALSE(apply1(*s, message("a", "p", "plain"))[0].duplicate);
+  }
   SECTION("a ttl of 0 keeps every key") {
     s.reset();
     o.idempotency_ttl = std::chrono::seconds{0};
@@ -218,6 +238,30 @@ TEST_CASE("a client's idempotency key expires after the ttl, the node's own keys
     REQUIRE_FALSE(kept->compact());
     CHECK(kept->raw_get("meta", key_row("order-1")));
   }
+}
+
+TEST_CASE("a requeued trigger whose retry got in is not delivered again, however long ago that was") {
+  // Bug: a day after the retry, its key had expired, so the requeue queued
+  // the same message a second time.
+  test::temp_dir dir;
+  auto clock = std::make_shared<manual_clock>();
+  store_options o;
+  o.idempotency_ttl = std::chrono::hours{24};
+  o.clock = clock;
+  auto s = open_store(dir, o);
+  apply1(*s, make_agent("a"));  // its init trigger fills an inbox of 1
+  auto asked = message("a", "x", "k");
+  asked.request_digest = hash256{};
+  auto refused = asked;
+  refused.depth_limit = 1;
+  CHECK(apply1(*s, refused)[0].err.code() == errc::inbox_full);
+  REQUIRE_FALSE(apply1(*s, asked)[0].err);  // the client's retry gets in
+  clock->advance(std::chrono::hours{25});
+  auto r = apply1(*s, requeue_op{"a", std::nullopt, 0})[0];
+  REQUIRE_FALSE(r.err);
+  CHECK(r.seq == 0);                 // nothing requeued
+  CHECK(s->inbox_depth("a") == 2);   // init + the retry
+  CHECK(s->read_deadletter("a", 0, 10).empty());
 }
 
 TEST_CASE("a trigger refused at a full inbox, requeued, still refuses another request of its key") {

@@ -40,6 +40,8 @@ struct harness_options {
   storage::missed_alarm_policy missed_alarms = storage::missed_alarm_policy::fire_once;
   /// Initial clock value.
   time_point start{std::chrono::seconds{1'700'000'000}};
+  /// As node_options::idempotency_ttl: measured on the harness's clock [24 h].
+  std::chrono::seconds idempotency_ttl{std::chrono::hours{24}};
   /// Fault injection for the store (see ticktock/storage/faults.hpp) [nullptr].
   std::shared_ptr<storage::fault_injector> faults;
 };

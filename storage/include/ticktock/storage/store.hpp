@@ -39,8 +39,10 @@ struct store_options {
   std::function<void(const std::string& agent)> on_inbox_overflow;
   /// How long a client's idempotency key is remembered after the write that
   /// first carried it; a write with it after that is a new trigger, and
-  /// compactions drop the key. The node's own keys (is_node_idempotency_key)
-  /// stay for the agent's life [0: clients' keys too].
+  /// compactions drop the key (a key stored without its time, before
+  /// 2026-12-06, gets the time of the first compaction that sees it). The
+  /// node's own keys (is_node_idempotency_key) stay for the agent's life
+  /// [0: clients' keys too; at most a century].
   std::chrono::seconds idempotency_ttl{0};
   /// The time keys are stamped with and expire by [nullptr: the system clock].
   std::shared_ptr<const ticktock::clock> clock;
@@ -74,6 +76,10 @@ struct enqueue_op {
   /// Another key under which the same trigger counts as seen (checked, never
   /// written): an older form of entry.idempotency_key.
   std::string seen_as;
+  /// The key counts as seen for as long as its row is stored, expired or
+  /// not: for a requeued trigger, which must not be delivered beside a retry
+  /// of it that got in meanwhile.
+  bool ignore_expiry = false;
 };
 
 /// A change to an agent's budget ledger, applied in the write batch in
