@@ -26,6 +26,14 @@ std::vector<op_result> apply1(store& s, write_op op) {
   return s.apply(ops);
 }
 
+// Idempotency keys kept for a day, by `clock`.
+store_options day_ttl(std::shared_ptr<manual_clock> clock) {
+  store_options o;
+  o.idempotency_ttl = std::chrono::hours{24};
+  o.clock = std::move(clock);
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("every record type round-trips through Cap'n Proto") {
@@ -168,9 +176,7 @@ TEST_CASE("an idempotency key that comes back with another request is refused an
 TEST_CASE("a client's idempotency key expires after the ttl, the node's own keys do not") {
   test::temp_dir dir;
   auto clock = std::make_shared<manual_clock>();
-  store_options o;
-  o.idempotency_ttl = std::chrono::hours{24};
-  o.clock = clock;
+  auto o = day_ttl(clock);
   auto asked = [](std::string payload, std::string key, std::uint8_t digest) {
     auto op = message("a", std::move(payload), std::move(key));
     op.request_digest = hash256{};
@@ -245,9 +251,7 @@ TEST_CASE("a requeued trigger whose retry got in is not delivered again, however
   // the same message a second time.
   test::temp_dir dir;
   auto clock = std::make_shared<manual_clock>();
-  store_options o;
-  o.idempotency_ttl = std::chrono::hours{24};
-  o.clock = clock;
+  auto o = day_ttl(clock);
   auto s = open_store(dir, o);
   apply1(*s, make_agent("a"));  // its init trigger fills an inbox of 1
   auto asked = message("a", "x", "k");
