@@ -3,7 +3,6 @@
 #include <boost/json.hpp>
 
 #include "ticktock/runtime/detail/json_check.hpp"
-#include "ticktock/runtime/nostr.hpp"
 
 #include <algorithm>
 #include <mutex>
@@ -166,13 +165,9 @@ policy::verdict gate::assess_publish(const std::string& agent,
   auto global = rules_for(std::string{setting::global_policy});
   if (!global)
     return {policy::decision::allow, "allowed", -1};
-  // As rules name relays: the pool's normalized URLs, without an empty path's
-  // "/" (so "wss://relay.damus.io" in a rule matches however a config wrote it).
-  std::vector<std::string> names;
-  names.reserve(relays.size());
-  for (auto& r : relays)
-    names.push_back(nostr::relay_policy_name(r));
-  return global->evaluate_each({"nostr_publish", agent, "relays", 0}, names);
+  // The pool's normalized URLs; the rules match them with or without an empty
+  // path's "/" (policy::rule::matches).
+  return global->evaluate_each({"nostr_publish", agent, "relays", 0}, relays);
 }
 
 std::shared_ptr<const compute::price_table> gate::prices() const {

@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include "ticktock/runtime/detail/json_check.hpp"
+#include "ticktock/runtime/nostr.hpp"
 #include "ticktock/runtime/text.hpp"
 
 namespace ticktock::policy {
@@ -336,13 +337,15 @@ bool rule::matches(const action& a) const {
     // "api.github.com." names the same host as "api.github.com".
     if (a.kind == "http" && dest.size() > 1 && dest.back() == '.')
       dest.remove_suffix(1);
-    // A relay without a path ("wss://r", nostr::relay_policy_name) is matched
-    // by a rule that writes it with its "/" as well ("wss://r/").
-    std::string with_slash;
+    // A relay without a path, "wss://r" (nostr::relay_policy_name of the pool's
+    // "wss://r/"), is matched by a rule that writes it either way.
+    std::string relay, with_slash;
     if (a.kind == "nostr_publish") {
-      auto scheme = dest.find("://");
-      if (scheme != std::string_view::npos && dest.find('/', scheme + 3) == std::string_view::npos)
-        with_slash = std::string{dest} + "/";
+      relay = nostr::relay_policy_name(dest);
+      auto scheme = relay.find("://");
+      if (scheme != std::string::npos && relay.find('/', scheme + 3) == std::string::npos)
+        with_slash = relay + "/";
+      dest = relay;
     }
     if (std::none_of(destinations.begin(), destinations.end(), [&](const std::string& g) {
           return glob_match(g, dest, ignore_case)
