@@ -37,6 +37,7 @@
 #include <typeinfo>
 
 #include <ticktock/drivers/http_server.hpp>
+#include <ticktock/drivers/io_loops.hpp>
 #include <ticktock/drivers/nostr_driver.hpp>
 #include <ticktock/drivers/http_fetch.hpp>
 #include <ticktock/drivers/openai_provider.hpp>
@@ -549,8 +550,13 @@ int main(int argc, char** argv) {
     ("durability", po::value<std::string>()->default_value("async"), "sync | async")
     ("idle-timeout", po::value<std::int64_t>()->default_value(60'000), "idle timeout in ms")
     ("max-resident", po::value<std::size_t>()->default_value(100'000), "most resident agents")
-    ("threads", po::value<std::size_t>()->default_value(0), "CAF scheduler threads (0: cores)")
-    ("http-threads", po::value<std::size_t>()->default_value(2), "HTTP/WebSocket I/O threads")
+    ("threads", po::value<std::size_t>()->default_value(0),
+     "threads running agents (and, with --shared-threads, connections) (0: cores)")
+    ("shared-threads", po::value<bool>()->default_value(true)->implicit_value(true),
+     "run connections and agents on the same event-loop threads; false: CAF's work-stealing "
+     "scheduler for agents and --http-threads threads for connections")
+    ("http-threads", po::value<std::size_t>()->default_value(2),
+     "HTTP/WebSocket I/O threads with --shared-threads=false")
     ("missed-alarms", po::value<std::string>()->default_value("fire_once"), "fire_once | fire_all | skip")
     ("max-body", po::value<std::size_t>()->default_value(std::size_t{1} << 20), "largest HTTP body in bytes")
     ("max-bundle", po::value<std::size_t>()->default_value(std::size_t{256} << 20),
@@ -949,6 +955,11 @@ int main(int argc, char** argv) {
   for (auto& line : plugin_lines)
     log_line(line);
 
+  if (vm["shared-threads"].as<bool>()) {
+    http.loops = ticktock::drivers::io_loops::create(
+      opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency()));
+    opts.configure_caf = http.loops->scheduler();
+  }
   auto node = ticktock::node::open(opts, std::move(registry));
   if (!node) {
     std::fprintf(stderr, "ticktockd: %s\n", node.error_value().to_string().c_str());

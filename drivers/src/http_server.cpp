@@ -11,6 +11,7 @@
 // per timeout: a request arms no timer of its own.
 
 #include "ticktock/drivers/http_server.hpp"
+#include "ticktock/drivers/io_loops.hpp"
 #include "ticktock/runtime/request_id.hpp"
 #include "ticktock/runtime/text.hpp"
 
@@ -31,6 +32,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <future>
 #include <thread>
 
 #include "router.hpp"
@@ -328,7 +330,8 @@ struct ws_connection : std::enable_shared_from_this<ws_connection> {
 // One I/O thread: its io_context (run by this thread alone), the deadlines of
 // its connections and the sweep that enforces them.
 struct io_thread {
-  std::optional<asio::io_context> io;
+  std::optional<asio::io_context> own;  // unless the thread is one of io_loops'
+  asio::io_context* io;
   // Keeps run() going while the thread has no connection (until stop()).
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::optional<asio::steady_timer> sweep;
@@ -336,9 +339,13 @@ struct io_thread {
   bool sweeping = false;
   std::thread thread;
 
-  io_thread() {
-    io.emplace(1);  // concurrency hint: one thread runs it
-    work.emplace(io->get_executor());
+  explicit io_thread(asio::io_context* shared) {
+    if (shared) {
+      io = shared;
+    } else {
+      io = &own.emplace(1);  // concurrency hint: one thread runs it
+      work.emplace(io->get_executor());
+    }
     sweep.emplace(*io);
   }
   // Destroying the io_context destroys suspended sessions, whose watches
@@ -346,7 +353,7 @@ struct io_thread {
   ~io_thread() {
     sweep.reset();
     work.reset();
-    io.reset();
+    own.reset();
   }
 };
 
@@ -418,6 +425,15 @@ struct connection_watch {
       stream->socket().cancel(ignored);
     }
   }
+  // The grace is over: the socket closes, so that whatever the session
+  // waits for completes and it ends.
+  void cut() {
+    disarm();
+    if (auto t = std::move(ticket))
+      t->cancel();
+    beast::error_code ignored;
+    stream->socket().close(ignored);
+  }
 };
 
 void ws_connection::write_next() {
@@ -470,9 +486,22 @@ struct http_server::impl {
   request_metrics metrics;
   router api;
   std::atomic<std::size_t> connections{0};
-  // stop() waits on this for the connections to end.
+  // The accept loop and the sweeps: on io_loops, which run on after the
+  // server, stop() waits for them to end.
+  std::atomic<std::size_t> tasks{0};
+  // stop() waits on this for the connections (and tasks) to end.
   std::mutex idle_mtx;
   std::condition_variable idle_cv;
+  void task_done() {
+    if (--tasks == 0) {
+      std::lock_guard<std::mutex> lock{idle_mtx};
+      idle_cv.notify_all();
+    }
+  }
+  struct task_end {
+    impl& self;
+    ~task_end() { self.task_done(); }
+  };
   std::atomic<std::uint64_t> next_request{1};
   // Request ids are "<start>-<n>": <start> is six random hex digits drawn at
   // every start, so ids do not repeat across restarts in one log.
@@ -780,8 +809,12 @@ struct http_server::impl {
                                        options.write_timeout})
                                / 10,
                              std::chrono::milliseconds{5}, std::chrono::milliseconds{250})) {
-    for (std::size_t i = 0; i < std::max<std::size_t>(1, options.threads); ++i)
-      io_threads.push_back(std::make_unique<io_thread>());
+    if (options.loops)
+      for (std::size_t i = 0; i < options.loops->size(); ++i)
+        io_threads.push_back(std::make_unique<io_thread>(&options.loops->context(i)));
+    else
+      for (std::size_t i = 0; i < std::max<std::size_t>(1, options.threads); ++i)
+        io_threads.push_back(std::make_unique<io_thread>(nullptr));
     acceptor.emplace(*io_threads.front()->io);
   }
 
@@ -810,6 +843,7 @@ struct http_server::impl {
   }
 
   asio::awaitable<void> accept_loop() {
+    task_end counted{*this};
     for (;;) {
       // The socket belongs to the connection's I/O thread, so everything
       // posted to the connection (answers, WebSocket frames from ticks) runs
@@ -829,6 +863,7 @@ struct http_server::impl {
   // Runs on `t` while it has connections: gives up on the ones past their
   // deadline.
   asio::awaitable<void> sweep(io_thread& t) {
+    task_end counted{*this};
     while (t.first) {
       t.sweep->expires_after(sweep_every);
       auto [ec] = co_await t.sweep->async_wait(use_nothrow);
@@ -847,6 +882,7 @@ struct http_server::impl {
     if (t.sweeping)
       return;
     t.sweeping = true;
+    ++tasks;
     asio::co_spawn(t.io->get_executor(), sweep(t), asio::detached);
   }
 
@@ -1596,9 +1632,11 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
     if (!ev.ws.empty())
       raw->deliver_ws(ev);
   });
+  ++p->tasks;
   asio::co_spawn(*p->io_threads.front()->io, p->accept_loop(), asio::detached);
   for (auto& t : p->io_threads)
-    t->thread = std::thread{[t = t.get()] {
+    if (t->own)
+      t->thread = std::thread{[t = t.get()] {
       detail::name_this_thread("tt-http");
       t->io->run();
     }};
@@ -1659,9 +1697,30 @@ void http_server::stop(bool drained) {
     std::unique_lock<std::mutex> lock{p.idle_mtx};
     p.idle_cv.wait_for(lock, shutdown_grace, [&] { return p.connections == 0; });
   }
-  for (auto& t : impl_->io_threads)
-    t->io->stop();
-  for (auto& t : impl_->io_threads)
+  if (p.options.loops) {
+    // The loops run on (the node's actors), so nothing of the server may
+    // stay on them: the connections left are cut and the sweeps end; then
+    // what was posted to the loops before has run.
+    for (auto& t : p.io_threads)
+      asio::post(*t->io, [t = t.get()] {
+        for (auto* w = t->first; w; w = w->next)
+          w->cut();  // completes nothing inline: the list stays intact
+        t->sweep->cancel();
+      });
+    {
+      std::unique_lock<std::mutex> lock{p.idle_mtx};
+      p.idle_cv.wait(lock, [&] { return p.connections == 0 && p.tasks == 0; });
+    }
+    for (auto& t : p.io_threads) {
+      std::promise<void> ran;
+      asio::post(*t->io, [&ran] { ran.set_value(); });
+      ran.get_future().wait();
+    }
+  }
+  for (auto& t : p.io_threads)
+    if (t->own)
+      t->io->stop();
+  for (auto& t : p.io_threads)
     if (t->thread.joinable())
       t->thread.join();
   // The handler pool is joined only now: a request that a session read just

@@ -14,6 +14,7 @@
 #include "../temp_dir.hpp"
 #include "../tick_log.hpp"
 #include "ticktock/drivers/http_server.hpp"
+#include "ticktock/drivers/io_loops.hpp"
 #include "ticktock/ticktock.hpp"
 
 namespace asio = boost::asio;
@@ -124,6 +125,17 @@ struct ws_flood : agent<ws_echo_state> {
   }
 };
 
+// Answers every HTTP request with the name of the thread its tick ran on.
+struct thread_namer : agent<ws_echo_state> {
+  void on_trigger(context& ctx, const trigger& t) override {
+    if (!http_request::from(t))
+      return;
+    char name[16] = {};
+    ::pthread_getname_np(::pthread_self(), name, sizeof name);
+    ctx.reply(200, name);
+  }
+};
+
 // Every message tick fails (so the message ends in the deadletter).
 struct failer : agent<ws_echo_state> {
   void on_trigger(context& ctx, const trigger& t) override {
@@ -171,6 +183,8 @@ struct log_lines {
   }
 };
 
+// A node and its HTTP server; by default (`shared`) on io_loops, as
+// ticktockd runs them, else on CAF's scheduler and threads of the server's.
 struct server_fixture {
   test::temp_dir dir;
   std::unique_ptr<node> n;
@@ -178,7 +192,8 @@ struct server_fixture {
 
   explicit server_fixture(std::size_t max_connections = 1024,
                           std::chrono::milliseconds reply_timeout = 30s,
-                          std::function<void(drivers::http_options&)> tweak = nullptr) {
+                          std::function<void(drivers::http_options&)> tweak = nullptr,
+                          bool shared = true) {
     agent_registry r;
     r.add<ws_echo>("ws-echo");
     r.add<ws_flood>("ws-flood");
@@ -187,11 +202,16 @@ struct server_fixture {
     r.add<slow_sayer>("slow-sayer");
     r.add<ws_relay>("ws-relay");
     r.add<failer>("failer");
+    r.add<thread_namer>("thread-namer");
     node_options o;
     o.data_dir = dir.path();
     o.threads = 2;
-    n = *node::open(o, std::move(r));
     drivers::http_options h;
+    if (shared) {
+      h.loops = drivers::io_loops::create(2);
+      o.configure_caf = h.loops->scheduler();
+    }
+    n = *node::open(o, std::move(r));
     h.port = 0;
     h.admin_token = "secret";
     h.max_body_bytes = 4096;
@@ -732,7 +752,7 @@ TEST_CASE("a 204 or 304 reply ends at its head, and the connection goes on") {
 }
 
 TEST_CASE("agent routes: concurrent requests get their own replies, and an unanswered one gets 504") {
-  server_fixture f{1024, 400ms};
+  server_fixture f{1024, 400ms, nullptr, GENERATE(true, false)};
   REQUIRE_FALSE(f.n->create("s", "sayer"));
   REQUIRE_FALSE(f.n->create("t", "sayer"));
   // 4 keep-alive connections, 25 requests each, to two agents: every reply
@@ -1025,7 +1045,7 @@ TEST_CASE("request ids do not repeat across server starts") {
 }
 
 TEST_CASE("stopping: waiting requests get 503, SSE streams end cleanly, WebSockets get 1001") {
-  server_fixture f;
+  server_fixture f{1024, 30s, nullptr, GENERATE(true, false)};
   REQUIRE_FALSE(f.n->create("s", "sayer"));
   REQUIRE_FALSE(f.n->create("w", "ws-echo"));
   REQUIRE(f.n->wait_idle(10s));
@@ -1312,4 +1332,44 @@ TEST_CASE("CORS: allowed origins get preflights and Access-Control-Allow-Origin,
       CHECK(drivers::check_cors_origins({bad}));
     CHECK_FALSE(drivers::check_cors_origins({"*", ui, "http://127.0.0.1:5173", "http://[::1]:80"}));
   }
+}
+
+TEST_CASE("on io_loops an agent's tick runs on an event-loop thread, and on CAF's workers without") {
+  for (bool shared : {true, false}) {
+    server_fixture f{1024, 30s, nullptr, shared};
+    REQUIRE_FALSE(f.n->create("x", "thread-namer"));
+    http::request<http::string_body> req{http::verb::post, "/a/x/", 11};
+    req.set(http::field::authorization, "Bearer secret");
+    auto res = roundtrip(f.server->port(), req);
+    REQUIRE(res.result_int() == 200);
+    // (CAF 0.17 names its workers caf.multiplexer.)
+    CHECK(res.body() == (shared ? "tt-loop" : "caf.multiplexer"));
+  }
+}
+
+TEST_CASE("on io_loops, a stop cuts a client that reads nothing, and the node closes after it") {
+  // The loops go on running the node's actors after the server stops, so
+  // the server cannot end its connections by stopping them: a connection
+  // still writing after the grace is cut.
+  auto f = std::make_unique<server_fixture>(
+    1024, 30s, [](drivers::http_options& h) { h.read_timeout = 30s; });  // no idle ping
+  REQUIRE_FALSE(f->n->create("fl", "ws-flood"));
+  REQUIRE(f->n->wait_idle(10s));
+  asio::io_context io;
+  auto ws = slow_reader_ws(io, f->server->port(), "fl");
+  ws->write(asio::buffer(std::string{"big"}));  // 8 MiB back, never read
+  REQUIRE(f->n->wait_idle(10s));
+  std::this_thread::sleep_for(100ms);  // the frame's write is under way
+  auto started = std::chrono::steady_clock::now();
+  f->server.reset();
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+  // The node's actors still run on the loops, then the node closes.
+  REQUIRE_FALSE(f->n->create("after", "sayer"));
+  REQUIRE(f->n->wait_idle(10s));
+  f->n.reset();
+  beast::flat_buffer b;
+  beast::error_code ec;
+  for (int i = 0; i < 1000 && !ec; ++i)
+    ws->read(b, ec);  // what was sent, then the cut
+  CHECK(ec);
 }

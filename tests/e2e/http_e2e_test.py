@@ -2603,23 +2603,34 @@ class ConfigTest(unittest.TestCase):
                     names.append(f.read().strip())
             return names.count(name)
 
-        def io_threads(pid):
-            return threads(pid, "tt-http")
+        def run(env_extra, want):
+            with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
+                env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t", **env_extra)
+                proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
+                # Each thread names itself once it runs.
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and any(
+                        threads(proc.pid, name) < n for name, n in want.items()):
+                    time.sleep(0.01)
+                for name, n in want.items():
+                    self.assertEqual(threads(proc.pid, name), n, name)
+                self.assertEqual(self.call(port, "POST", "/v1/agents", "t",
+                                           json.dumps({"id": "c", "type": "counter"}))[0], 201)
+                for i in range(6):  # connections spread over the threads; all answer
+                    status, body = self.call(port, "POST", "/a/c/", "t")
+                    self.assertEqual((status, json.loads(body)), (200, {"count": i + 1}))
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(proc.wait(30), 0)
 
+        # By default connections and agents share --threads event loops.
+        run({"TICKTOCK_THREADS": "3"},
+            {"tt-loop": 3, "tt-http": 0, "caf.multiplexer": 0, "tt-handler": 8})
+        # Or agents run on CAF's workers (CAF 0.17 names them caf.multiplexer),
+        # and connections on --http-threads.
+        run({"TICKTOCK_SHARED_THREADS": "false", "TICKTOCK_THREADS": "2",
+             "TICKTOCK_HTTP_THREADS": "3"},
+            {"tt-loop": 0, "tt-http": 3, "caf.multiplexer": 2, "tt-handler": 8})
         with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
-            env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t", TICKTOCK_HTTP_THREADS="3")
-            proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
-            # Each I/O and handler thread names itself once it runs.
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and (io_threads(proc.pid) < 3
-                                                   or threads(proc.pid, "tt-handler") < 8):
-                time.sleep(0.01)
-            self.assertEqual(io_threads(proc.pid), 3)
-            self.assertEqual(threads(proc.pid, "tt-handler"), 8)
-            for _ in range(6):  # connections spread over the threads; all answer
-                self.assertEqual(self.call(port, "GET", "/v1/agents", "t")[0], 200)
-            proc.send_signal(signal.SIGTERM)
-            self.assertEqual(proc.wait(30), 0)
             bad = subprocess.run([ticktockd_path(), "--data", data, "--listen", "127.0.0.1:0",
                                   "--http-threads", "0"], capture_output=True, text=True, timeout=60)
             self.assertEqual(bad.returncode, 2, bad)

@@ -19,6 +19,10 @@
 #include "ticktock/storage/records.hpp"
 #include "ticktock/storage/store.hpp"
 
+namespace caf {
+class actor_system_config;
+}
+
 namespace ticktock {
 
 using storage::durability;
@@ -100,6 +104,10 @@ struct node_options {
   std::size_t max_resident = 100'000;
   /// CAF scheduler threads (0: one per core) [0].
   std::size_t threads = 0;
+  /// Called on the actor system's configuration before the system starts,
+  /// for example to install another scheduler (drivers::io_loops, which
+  /// ignores `threads`) [nullptr].
+  std::function<void(caf::actor_system_config&)> configure_caf;
   /// Backoff before retry n is retry_backoff * 2^(n-1), capped at 30 s [100 ms].
   std::chrono::milliseconds retry_backoff{100};
   /// What happens to alarms that came due while the process was down [fire_once].

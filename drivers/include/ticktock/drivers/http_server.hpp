@@ -19,6 +19,7 @@ class node;
 namespace ticktock::drivers {
 
 class nostr_driver;
+class io_loops;
 
 struct http_options {
   /// Address to bind [127.0.0.1].
@@ -49,6 +50,9 @@ struct http_options {
   std::chrono::milliseconds reply_timeout{30'000};
   /// I/O threads [2].
   std::size_t threads = 2;
+  /// Runs the connections on these loops (the node's scheduler) instead of
+  /// `threads` threads of the server's own [nullptr].
+  std::shared_ptr<io_loops> loops;
   /// Origins ("https://ui.example:8443", or "*" for any) whose pages may call
   /// the API and the probes from a browser (CORS): their preflights get 204
   /// and their answers Access-Control-Allow-Origin. Never credentials: a page

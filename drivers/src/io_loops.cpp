@@ -1,0 +1,198 @@
+#include "ticktock/drivers/io_loops.hpp"
+
+#include <atomic>
+#include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/detail/thread_safe_actor_clock.hpp>
+#include <caf/execution_unit.hpp>
+#include <caf/resumable.hpp>
+#include <caf/scheduler/abstract_coordinator.hpp>
+
+#include "ticktock/runtime/detail/thread_name.hpp"
+
+namespace ticktock::drivers {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr std::size_t max_throughput = 64;
+
+class coordinator;
+
+// One event loop and its thread; to CAF, the execution unit that runs the
+// actors made ready on this thread.
+struct loop final : caf::execution_unit {
+  asio::io_context io{1};  // run by this loop's thread alone
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::thread thread;
+  coordinator* owner = nullptr;
+
+  void attach(caf::actor_system& sys, coordinator& c) {
+    system_ = &sys;
+    owner = &c;
+  }
+  void exec_later(caf::resumable* job) override;
+};
+
+// The loop whose thread this is, if any.
+thread_local loop* current = nullptr;
+
+// A ready actor, posted to a loop. A job that is never run (its loop
+// destroyed with it queued) is cleaned up as CAF's own scheduler does.
+struct run_job {
+  loop* where;
+  caf::resumable* job;
+  run_job(loop* l, caf::resumable* j) noexcept : where(l), job(j) {}
+  run_job(run_job&& o) noexcept : where(o.where), job(std::exchange(o.job, nullptr)) {}
+  run_job(const run_job&) = delete;
+  run_job& operator=(const run_job&) = delete;
+  run_job& operator=(run_job&&) = delete;
+  ~run_job() {
+    if (job)
+      caf::scheduler::abstract_coordinator::cleanup_and_release(job);
+  }
+  void operator()();
+};
+
+}  // namespace
+
+struct io_loops::impl {
+  std::vector<std::unique_ptr<loop>> loops;
+  std::atomic<bool> installed{false};
+};
+
+namespace {
+
+class coordinator final : public caf::scheduler::abstract_coordinator {
+public:
+  coordinator(caf::actor_system& sys, std::shared_ptr<io_loops::impl> loops)
+    : abstract_coordinator(sys), loops_(std::move(loops)) {}
+
+  void init(caf::actor_system_config& cfg) override {
+    abstract_coordinator::init(cfg);
+    num_workers_ = loops_->loops.size();
+  }
+
+  void start() override {
+    for (auto& l : loops_->loops) {
+      l->attach(system(), *this);
+      l->work.emplace(l->io.get_executor());
+    }
+    for (auto& l : loops_->loops)
+      l->thread = std::thread{[l = l.get()] {
+        detail::name_this_thread("tt-loop");
+        current = l;
+        l->io.run();
+        current = nullptr;
+      }};
+    clock_thread_ = std::thread{[this] {
+      detail::name_this_thread("caf.clock");
+      clock_.run_dispatch_loop();
+    }};
+    abstract_coordinator::start();
+  }
+
+  // The actor system stops its scheduler last, once its actors are done.
+  void stop() override {
+    for (auto& l : loops_->loops) {
+      l->work.reset();
+      l->io.stop();
+    }
+    for (auto& l : loops_->loops)
+      if (l->thread.joinable())
+        l->thread.join();
+    stop_actors();
+    // Jobs still queued are cleaned up, as CAF's own scheduler does with
+    // what its workers leave behind.
+    stopped_ = true;
+    for (auto& l : loops_->loops) {
+      l->io.restart();
+      l->io.poll();
+    }
+    clock_.cancel_dispatch_loop();
+    clock_thread_.join();
+  }
+
+  void enqueue(caf::resumable* job) override {
+    if (stopped_) {
+      cleanup_and_release(job);
+      return;
+    }
+    auto* l = current && current->owner == this
+                ? current
+                : loops_->loops[next_worker_.fetch_add(1, std::memory_order_relaxed)
+                                % loops_->loops.size()]
+                    .get();
+    post(*l, job);
+  }
+
+  void post(loop& l, caf::resumable* job) { asio::post(l.io, run_job{&l, job}); }
+
+  void run(loop& l, caf::resumable* job) {
+    if (stopped_) {
+      cleanup_and_release(job);
+      return;
+    }
+    switch (job->resume(&l, max_throughput_)) {
+      case caf::resumable::resume_later:
+        post(l, job);  // behind what the loop has queued meanwhile
+        break;
+      case caf::resumable::done:
+      case caf::resumable::awaiting_message:
+        caf::intrusive_ptr_release(job);
+        break;
+      case caf::resumable::shutdown_execution_unit:
+        break;
+    }
+  }
+
+  caf::detail::thread_safe_actor_clock& clock() noexcept override { return clock_; }
+
+private:
+  std::shared_ptr<io_loops::impl> loops_;
+  caf::detail::thread_safe_actor_clock clock_;
+  std::thread clock_thread_;
+  std::atomic<bool> stopped_{false};
+};
+
+void loop::exec_later(caf::resumable* job) { owner->post(*this, job); }
+
+void run_job::operator()() { where->owner->run(*where, std::exchange(job, nullptr)); }
+
+}  // namespace
+
+std::shared_ptr<io_loops> io_loops::create(std::size_t threads) {
+  auto p = std::make_shared<impl>();
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, threads); ++i)
+    p->loops.push_back(std::make_unique<loop>());
+  return std::shared_ptr<io_loops>(new io_loops(std::move(p)));
+}
+
+io_loops::io_loops(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
+io_loops::~io_loops() = default;
+
+std::size_t io_loops::size() const noexcept { return impl_->loops.size(); }
+
+asio::io_context& io_loops::context(std::size_t i) noexcept { return impl_->loops[i]->io; }
+
+std::function<void(caf::actor_system_config&)> io_loops::scheduler() {
+  return [shared = impl_](caf::actor_system_config& cfg) {
+    // An actor gives its loop back to the connections (and other actors)
+    // after this many messages; CAF's default is no limit.
+    cfg.set("scheduler.max-throughput", max_throughput);
+    cfg.module_factories.push_back([shared](caf::actor_system& sys) -> caf::actor_system::module* {
+      return new coordinator(sys, shared);
+    });
+  };
+}
+
+}  // namespace ticktock::drivers
