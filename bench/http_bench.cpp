@@ -4,8 +4,8 @@
 // process drives `POST /a/{id}/` over N keep-alive connections, closed loop
 // per connection (1 agent, then many), then open loop at half the measured
 // rate, then GET /healthz (the HTTP driver without a tick). The baseline is
-// an in-process Beast server with the same number of I/O threads as
-// ticktockd's HTTP driver that answers every request with a constant body,
+// an in-process Beast server with as many I/O threads as ticktockd has event
+// loops (one per core) that answers every request with a constant body,
 // driven by the same client code in the same run. Beside req/s and latency,
 // each row reports the server threads' CPU time and context switches per
 // response.
@@ -716,7 +716,9 @@ std::vector<row> run_http(const config& cfg) {
   if (exe.empty())
     throw bench_error{"http: ticktockd not found; build it or pass --ticktockd PATH"};
   auto agents = std::min(cfg.http_agents, cfg.agents);
-  auto io_threads = drivers::http_options{}.threads;
+  // ticktockd's default: one event loop per core serving connections and
+  // agents (--shared-threads); the baseline gets as many I/O threads.
+  auto io_threads = std::size_t{std::max(1u, std::thread::hardware_concurrency())};
   auto seconds = std::chrono::duration<double>(cfg.seconds);
   auto warmup = std::min(std::chrono::duration<double>(1.0), seconds / 5);
 
@@ -812,14 +814,15 @@ std::vector<row> run_http(const config& cfg) {
   for (auto& a : cfg.ticktockd_args)
     extra += " " + a;
   auto daemon_what = "a ticktockd child process (--durability async, --quiet" + extra + ", "
-                     + std::to_string(io_threads) + " HTTP I/O threads)";
+                     + std::to_string(io_threads)
+                     + " event-loop threads serving both connections and agents)";
   auto workload = [&](std::size_t n_agents) {
     return "POST /a/{id}/ (empty body, admin token) round-robin over " + std::to_string(n_agents)
            + " counter agent(s) of " + daemon_what + ", " + client
            + "; each response is the counter's reply from its committed tick";
   };
   auto baseline_what = "an in-process Beast server with " + std::to_string(io_threads)
-                       + " I/O threads, one io_context each (as ticktockd's HTTP driver), the "
+                       + " I/O threads, one io_context each (as ticktockd's event loops), the "
                          "same parser limits and Beast stream timeouts per connection, answering every "
                          "request with the constant 200 {\"count\":1}; same client, same "
                          "requests, measured in the same run";

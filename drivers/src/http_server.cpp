@@ -1609,6 +1609,10 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
     return error{errc::invalid_argument, "the HTTP server needs an admin token"};
   if (auto err = check_cors_origins(options.cors_origins))
     return err;
+  if (options.loops && !options.loops->running())
+    return error{errc::invalid_argument,
+                 "the HTTP server's io_loops do not run: make them the node's scheduler "
+                 "(node_options::configure_caf = loops->scheduler())"};
   auto p = std::make_unique<impl>(n, std::move(options));
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(p->options.host, ec);

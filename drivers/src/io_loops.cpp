@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -23,8 +24,6 @@ namespace ticktock::drivers {
 namespace asio = boost::asio;
 
 namespace {
-
-constexpr std::size_t max_throughput = 64;
 
 class coordinator;
 
@@ -67,7 +66,7 @@ struct run_job {
 
 struct io_loops::impl {
   std::vector<std::unique_ptr<loop>> loops;
-  std::atomic<bool> installed{false};
+  std::atomic<bool> in_use{false};  // by a node's scheduler, between its start and stop
 };
 
 namespace {
@@ -83,8 +82,11 @@ public:
   }
 
   void start() override {
+    if (loops_->in_use.exchange(true))
+      throw std::logic_error{"ticktock::drivers::io_loops: already the scheduler of an open node"};
     for (auto& l : loops_->loops) {
       l->attach(system(), *this);
+      l->io.restart();  // after a node that used them before
       l->work.emplace(l->io.get_executor());
     }
     for (auto& l : loops_->loops)
@@ -120,6 +122,7 @@ public:
     }
     clock_.cancel_dispatch_loop();
     clock_thread_.join();
+    loops_->in_use = false;
   }
 
   void enqueue(caf::resumable* job) override {
@@ -182,13 +185,12 @@ io_loops::~io_loops() = default;
 
 std::size_t io_loops::size() const noexcept { return impl_->loops.size(); }
 
+bool io_loops::running() const noexcept { return impl_->in_use; }
+
 asio::io_context& io_loops::context(std::size_t i) noexcept { return impl_->loops[i]->io; }
 
 std::function<void(caf::actor_system_config&)> io_loops::scheduler() {
   return [shared = impl_](caf::actor_system_config& cfg) {
-    // An actor gives its loop back to the connections (and other actors)
-    // after this many messages; CAF's default is no limit.
-    cfg.set("scheduler.max-throughput", max_throughput);
     cfg.module_factories.push_back([shared](caf::actor_system& sys) -> caf::actor_system::module* {
       return new coordinator(sys, shared);
     });

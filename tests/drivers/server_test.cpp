@@ -1373,3 +1373,35 @@ TEST_CASE("on io_loops, a stop cuts a client that reads nothing, and the node cl
     ws->read(b, ec);  // what was sent, then the cut
   CHECK(ec);
 }
+
+TEST_CASE("an HTTP server refuses io_loops that are not its node's scheduler") {
+  test::temp_dir dir;
+  node_options o;
+  o.data_dir = dir.path();
+  auto n = *node::open(o, agent_registry{});
+  drivers::http_options h;
+  h.port = 0;
+  h.admin_token = "secret";
+  h.loops = drivers::io_loops::create(1);
+  auto server = drivers::http_server::start(*n, h);
+  REQUIRE_FALSE(server);
+  CHECK(server.error_value().to_string().find("io_loops do not run") != std::string::npos);
+}
+
+TEST_CASE("io_loops serve one node at a time, and the next one after it closes") {
+  auto loops = drivers::io_loops::create(2);
+  for (int round = 0; round < 2; ++round) {
+    test::temp_dir dir;
+    agent_registry r;
+    r.add<sayer>("sayer");
+    node_options o;
+    o.data_dir = dir.path();
+    o.configure_caf = loops->scheduler();
+    auto n = *node::open(o, std::move(r));
+    CHECK(loops->running());
+    REQUIRE_FALSE(n->create("s", "sayer"));
+    REQUIRE(n->wait_idle(10s));
+    n.reset();
+    CHECK_FALSE(loops->running());
+  }
+}

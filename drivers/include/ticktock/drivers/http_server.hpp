@@ -50,8 +50,9 @@ struct http_options {
   std::chrono::milliseconds reply_timeout{30'000};
   /// I/O threads [2].
   std::size_t threads = 2;
-  /// Runs the connections on these loops (the node's scheduler) instead of
-  /// `threads` threads of the server's own [nullptr].
+  /// Runs the connections on these loops, which must be the node's
+  /// scheduler (node_options::configure_caf), instead of `threads` threads
+  /// of the server's own [nullptr].
   std::shared_ptr<io_loops> loops;
   /// Origins ("https://ui.example:8443", or "*" for any) whose pages may call
   /// the API and the probes from a browser (CORS): their preflights get 204

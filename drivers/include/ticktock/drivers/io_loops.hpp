@@ -15,7 +15,8 @@
 //
 // The node owns the threads (they start with its actor system and stop with
 // it); an http_server given the same io_loops places its connections on them
-// and must be stopped before the node closes, as always.
+// and must be stopped before the node closes, as always, and not from one of
+// the loops' threads.
 
 #include <cstddef>
 #include <functional>
@@ -38,6 +39,8 @@ public:
   ~io_loops();
 
   std::size_t size() const noexcept;
+  /// True while they are the scheduler of an open node (their threads run).
+  bool running() const noexcept;
   /// The hook for node_options::configure_caf: makes these loops the actor
   /// system's scheduler. One node per io_loops.
   std::function<void(caf::actor_system_config&)> scheduler();
