@@ -270,8 +270,13 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
         s += ": " + ctx.get_as<std::string>(0);
       return s;
     });
-  if (opts.configure_caf)
-    opts.configure_caf(*core->caf_config);
+  if (opts.configure_caf) {
+    try {
+      opts.configure_caf(*core->caf_config);
+    } catch (const std::exception& e) {
+      return error{errc::invalid_argument, std::string{"configure_caf: "} + e.what()};
+    }
+  }
   core->system = std::make_unique<caf::actor_system>(*core->caf_config);
   core->commits = std::make_unique<detail::committer>(
     *core->store, opts.max_commit_group, opts.durability == storage::durability::async);

@@ -761,6 +761,7 @@ struct http_server::impl {
   }
 
   std::atomic<bool> closing{false};  // stop_accepting() ran
+  bool keep = false;  // stop() could not end everything on the loops: never freed
   std::atomic<bool> stopped{false};  // stop() ran
   // How often each I/O thread checks its connections' deadlines: a timeout
   // is enforced at most this late.
@@ -823,6 +824,38 @@ struct http_server::impl {
       options.log(line);
   }
 
+  // On io_loops, which run on after the server (the node's actors), nothing
+  // of the server may stay on them: the connections left after the grace
+  // are cut, the sweeps and the accept loop end, then what was posted to the
+  // loops meanwhile runs (two rounds: what a handler posts to its own loop
+  // goes behind a barrier posted while it ran). False if that did not happen
+  // within a bound.
+  bool end_on_loops() {
+    if (!options.loops->running())
+      return connections == 0 && tasks == 0;  // nothing on them runs any more
+    constexpr auto bound = std::chrono::seconds{10};
+    for (auto& t : io_threads)
+      asio::post(*t->io, [t = t.get()] {
+        for (auto* w = t->first; w; w = w->next)
+          w->cut();  // completes nothing inline: the list stays intact
+        t->sweep->cancel();
+      });
+    {
+      std::unique_lock<std::mutex> lock{idle_mtx};
+      if (!idle_cv.wait_for(lock, bound, [&] { return connections == 0 && tasks == 0; }))
+        return false;
+    }
+    for (int round = 0; round < 2; ++round)
+      for (auto& t : io_threads) {
+        auto ran = std::make_shared<std::promise<void>>();
+        auto done = ran->get_future();
+        asio::post(*t->io, [ran] { ran->set_value(); });
+        if (done.wait_for(bound) != std::future_status::ready)
+          return false;
+      }
+    return true;
+  }
+
   // Written when the answer is out: an upgrade's once its handshake is done
   // (with why, if it failed).
   void log_request(const request_log& r, unsigned status, beast::error_code failed = {}) {
@@ -850,11 +883,15 @@ struct http_server::impl {
       // there, serialized with its coroutine.
       auto& home = *io_threads[next_thread++ % io_threads.size()];
       auto [ec, sock] = co_await acceptor->async_accept(home.io->get_executor(), use_nothrow);
-      if (ec) {
-        if (ec == asio::error::operation_aborted)
-          co_return;
+      // Once stopping, whatever the error (an accept that completed just
+      // before the close, then one on the closed acceptor), the loop ends.
+      if (ec == asio::error::operation_aborted || closing)
+        co_return;
+      if (ec)
         continue;
-      }
+      // Counted from here, not from the session's start: stop() waits for
+      // every connection accepted, also one whose session is yet to start.
+      ++connections;
       asio::co_spawn(home.io->get_executor(), session(home, beast::tcp_stream{std::move(sock)}),
                      asio::detached);
     }
@@ -1087,7 +1124,7 @@ struct http_server::impl {
     watch_started(home);
     beast::flat_buffer buffer;
     const auto unbounded = buffer.max_size();
-    if (++connections > options.max_connections) {
+    if (connections > options.max_connections) {
       auto full = error_response(503, "TOO_MANY_CONNECTIONS", "the server is at its connection limit");
       full.headers.emplace_back("Retry-After", "1");  // connections come and go
       co_await refuse(stream, watch, std::move(full), "connection limit", 11, false);
@@ -1571,7 +1608,11 @@ struct http_server::impl {
 
 http_server::http_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
-http_server::~http_server() { stop(); }
+http_server::~http_server() {
+  stop();
+  if (impl_ && impl_->keep)
+    (void)impl_.release();
+}
 
 error check_cors_origins(const std::vector<std::string>& origins) {
   for (auto& o : origins) {
@@ -1701,25 +1742,11 @@ void http_server::stop(bool drained) {
     std::unique_lock<std::mutex> lock{p.idle_mtx};
     p.idle_cv.wait_for(lock, shutdown_grace, [&] { return p.connections == 0; });
   }
-  if (p.options.loops) {
-    // The loops run on (the node's actors), so nothing of the server may
-    // stay on them: the connections left are cut and the sweeps end; then
-    // what was posted to the loops before has run.
-    for (auto& t : p.io_threads)
-      asio::post(*t->io, [t = t.get()] {
-        for (auto* w = t->first; w; w = w->next)
-          w->cut();  // completes nothing inline: the list stays intact
-        t->sweep->cancel();
-      });
-    {
-      std::unique_lock<std::mutex> lock{p.idle_mtx};
-      p.idle_cv.wait(lock, [&] { return p.connections == 0 && p.tasks == 0; });
-    }
-    for (auto& t : p.io_threads) {
-      std::promise<void> ran;
-      asio::post(*t->io, [&ran] { ran.set_value(); });
-      ran.get_future().wait();
-    }
+  if (p.options.loops && !p.end_on_loops()) {
+    // Something of the server may still run on the loops (misuse: the node
+    // closed first, or stop() ran on a loop): the impl is kept, never freed.
+    p.log("event=http_stop_incomplete reason=" + log_value("sessions still on the node's loops"));
+    p.keep = true;
   }
   for (auto& t : p.io_threads)
     if (t->own)

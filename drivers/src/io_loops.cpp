@@ -66,7 +66,10 @@ struct run_job {
 
 struct io_loops::impl {
   std::vector<std::unique_ptr<loop>> loops;
-  std::atomic<bool> in_use{false};  // by a node's scheduler, between its start and stop
+  // Claimed by a node's configure_caf, released when its scheduler stops (or
+  // is destroyed without having started).
+  std::atomic<bool> in_use{false};
+  std::atomic<bool> started{false};  // the threads run
 };
 
 namespace {
@@ -75,6 +78,7 @@ class coordinator final : public caf::scheduler::abstract_coordinator {
 public:
   coordinator(caf::actor_system& sys, std::shared_ptr<io_loops::impl> loops)
     : abstract_coordinator(sys), loops_(std::move(loops)) {}
+  ~coordinator() override { loops_->in_use = false; }
 
   void init(caf::actor_system_config& cfg) override {
     abstract_coordinator::init(cfg);
@@ -82,8 +86,6 @@ public:
   }
 
   void start() override {
-    if (loops_->in_use.exchange(true))
-      throw std::logic_error{"ticktock::drivers::io_loops: already the scheduler of an open node"};
     for (auto& l : loops_->loops) {
       l->attach(system(), *this);
       l->io.restart();  // after a node that used them before
@@ -100,11 +102,13 @@ public:
       detail::name_this_thread("caf.clock");
       clock_.run_dispatch_loop();
     }};
+    loops_->started = true;
     abstract_coordinator::start();
   }
 
   // The actor system stops its scheduler last, once its actors are done.
   void stop() override {
+    loops_->started = false;
     for (auto& l : loops_->loops) {
       l->work.reset();
       l->io.stop();
@@ -121,8 +125,8 @@ public:
       l->io.poll();
     }
     clock_.cancel_dispatch_loop();
-    clock_thread_.join();
-    loops_->in_use = false;
+    if (clock_thread_.joinable())
+      clock_thread_.join();
   }
 
   void enqueue(caf::resumable* job) override {
@@ -185,12 +189,14 @@ io_loops::~io_loops() = default;
 
 std::size_t io_loops::size() const noexcept { return impl_->loops.size(); }
 
-bool io_loops::running() const noexcept { return impl_->in_use; }
+bool io_loops::running() const noexcept { return impl_->started; }
 
 asio::io_context& io_loops::context(std::size_t i) noexcept { return impl_->loops[i]->io; }
 
 std::function<void(caf::actor_system_config&)> io_loops::scheduler() {
   return [shared = impl_](caf::actor_system_config& cfg) {
+    if (shared->in_use.exchange(true))
+      throw std::logic_error{"io_loops: already the scheduler of an open node"};
     cfg.module_factories.push_back([shared](caf::actor_system& sys) -> caf::actor_system::module* {
       return new coordinator(sys, shared);
     });

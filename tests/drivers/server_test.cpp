@@ -1391,7 +1391,7 @@ TEST_CASE("an HTTP server refuses io_loops that are not its node's scheduler") {
 TEST_CASE("io_loops serve one node at a time, and the next one after it closes") {
   auto loops = drivers::io_loops::create(2);
   for (int round = 0; round < 2; ++round) {
-    test::temp_dir dir;
+    test::temp_dir dir, other;
     agent_registry r;
     r.add<sayer>("sayer");
     node_options o;
@@ -1399,9 +1399,42 @@ TEST_CASE("io_loops serve one node at a time, and the next one after it closes")
     o.configure_caf = loops->scheduler();
     auto n = *node::open(o, std::move(r));
     CHECK(loops->running());
+    // A second node cannot have them meanwhile.
+    o.data_dir = other.path();
+    auto second = node::open(o, agent_registry{});
+    REQUIRE_FALSE(second);
+    CHECK(second.error_value().to_string().find("already the scheduler") != std::string::npos);
     REQUIRE_FALSE(n->create("s", "sayer"));
     REQUIRE(n->wait_idle(10s));
     n.reset();
     CHECK_FALSE(loops->running());
+  }
+}
+
+TEST_CASE("on io_loops, connections arriving while the server stops end with it") {
+  // Clients connect in a tight loop while the server stops: a connection
+  // accepted at the last moment is still waited for, and the accept loop
+  // ends however its last accept fails (a crash or a hang otherwise, and
+  // ASan's use-after-free report).
+  for (int round = 0; round < 5; ++round) {
+    server_fixture f;
+    auto port = f.server->port();
+    std::atomic<bool> done{false};
+    std::thread clients{[&] {
+      asio::io_context io;
+      for (int i = 0; i < 2000 && !done; ++i) {
+        tcp::socket s{io};
+        beast::error_code ec;
+        s.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), port}, ec);
+      }
+    }};
+    std::this_thread::sleep_for(std::chrono::milliseconds{5 * round});
+    auto started = std::chrono::steady_clock::now();
+    f.server.reset();
+    done = true;
+    clients.join();
+    CHECK(std::chrono::steady_clock::now() - started < 10s);
+    REQUIRE_FALSE(f.n->create("s", "sayer"));  // the loops still run the node's actors
+    REQUIRE(f.n->wait_idle(10s));
   }
 }

@@ -42,7 +42,8 @@ public:
   /// True while they are the scheduler of an open node (their threads run).
   bool running() const noexcept;
   /// The hook for node_options::configure_caf: makes these loops the actor
-  /// system's scheduler. One node per io_loops.
+  /// system's scheduler. One node at a time: node::open fails for a second
+  /// one while the first is open.
   std::function<void(caf::actor_system_config&)> scheduler();
   /// Loop i; its thread runs while the node that uses it is open.
   boost::asio::io_context& context(std::size_t i) noexcept;
