@@ -27,12 +27,12 @@
 #include <cstdio>
 #include <ctime>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <set>
-#include <future>
 #include <thread>
 
 #include "router.hpp"
@@ -1682,9 +1682,9 @@ expected<std::unique_ptr<http_server>> http_server::start(node& n, http_options 
   for (auto& t : p->io_threads)
     if (t->own)
       t->thread = std::thread{[t = t.get()] {
-      detail::name_this_thread("tt-http");
-      t->io->run();
-    }};
+        detail::name_this_thread("tt-http");
+        t->io->run();
+      }};
   return std::unique_ptr<http_server>(new http_server(std::move(p)));
 }
 
