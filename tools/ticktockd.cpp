@@ -956,8 +956,7 @@ int main(int argc, char** argv) {
     log_line(line);
 
   if (vm["shared-threads"].as<bool>()) {
-    http.loops = ticktock::drivers::io_loops::create(
-      opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency()));
+    http.loops = ticktock::drivers::io_loops::create(opts.threads);
     opts.configure_caf = http.loops->scheduler();
   }
   auto node = ticktock::node::open(opts, std::move(registry));

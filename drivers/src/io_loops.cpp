@@ -179,7 +179,9 @@ void run_job::operator()() { where->owner->run(*where, std::exchange(job, nullpt
 
 std::shared_ptr<io_loops> io_loops::create(std::size_t threads) {
   auto p = std::make_shared<impl>();
-  for (std::size_t i = 0; i < std::max<std::size_t>(1, threads); ++i)
+  if (threads == 0)
+    threads = std::max(1u, std::thread::hardware_concurrency());
+  for (std::size_t i = 0; i < threads; ++i)
     p->loops.push_back(std::make_unique<loop>());
   return std::shared_ptr<io_loops>(new io_loops(std::move(p)));
 }

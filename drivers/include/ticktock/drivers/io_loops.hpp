@@ -34,7 +34,7 @@ namespace ticktock::drivers {
 
 class io_loops {
 public:
-  /// `threads` event loops (at least one).
+  /// `threads` event loops (0: one per core, as node_options::threads).
   static std::shared_ptr<io_loops> create(std::size_t threads);
   ~io_loops();
 
