@@ -1,4 +1,5 @@
 #include "committer.hpp"
+#include "ticktock/runtime/detail/event_loop.hpp"
 #include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock::detail {
@@ -22,13 +23,19 @@ bool committer::submit(storage::write_op op, callback done, bool may_lead) {
   if (leading_)
     return true;  // the leader takes it with its next group
   if (may_lead && inline_leaders_) {
-    leading_ = true;
-    lead(lock);
-    leading_ = false;
-    // stop() waits for the last leader; after a failed write the thread
-    // takes over the recovery.
-    if (stopping_ || store_.write_failure())
-      cv_.notify_one();
+    leading_ = true;  // taken by this submitter, now or from its loop
+    if (auto* loop = detail::this_thread_loop()) {
+      // On an event loop: write at the end of what it has queued, so that
+      // the ticks of the actors made ready meanwhile join this group. The
+      // committer outlives the post, since stop() waits for the leader.
+      lock.unlock();
+      loop->post([this] {
+        std::unique_lock<std::mutex> relock{mtx_};
+        lead_here(relock);
+      });
+      return true;
+    }
+    lead_here(lock);
     return true;
   }
   queued_.store(true, std::memory_order_release);
@@ -47,6 +54,15 @@ void committer::stop() {
   cv_.notify_one();
   if (thread_.joinable())
     thread_.join();
+}
+
+void committer::lead_here(std::unique_lock<std::mutex>& lock) {
+  lead(lock);
+  leading_ = false;
+  // stop() waits for the last leader; after a failed write the thread takes
+  // over the recovery.
+  if (stopping_ || store_.write_failure())
+    cv_.notify_one();
 }
 
 void committer::lead(std::unique_lock<std::mutex>& lock) {

@@ -5,7 +5,9 @@
 // runs their callbacks in order. The committer's own thread leads by default;
 // with `async` durability (no fsync) a submitter that asks to may lead in
 // its own thread instead (an agent actor's tick batch on its CAF worker),
-// which spares the hand-off to the committer thread and back.
+// which spares the hand-off to the committer thread and back; on an event
+// loop, at the end of what the loop has queued, so that the ticks of other
+// actors the loop runs meanwhile join the group.
 
 #include <atomic>
 #include <chrono>
@@ -33,10 +35,14 @@ public:
   /// Queues `op`. Returns false (and never calls `done`) once stopped. With
   /// `may_lead` (and inline leaders allowed), when no group is being written
   /// the caller writes it, with whatever else queued up, before returning:
-  /// so it must hold no lock a callback could take.
+  /// so it must hold no lock a callback could take. On a thread that runs an
+  /// event loop (detail::this_thread_loop) it posts that write to the end of
+  /// the loop's queue instead, and ops submitted meanwhile join it; the loop
+  /// must then run until stop() returns.
   bool submit(storage::write_op op, callback done, bool may_lead = false);
 
-  /// Commits what is queued, then stops the thread. Idempotent.
+  /// Commits what is queued, then stops the thread; waits for a write posted
+  /// to a loop. Idempotent.
   void stop();
 
 private:
@@ -44,6 +50,8 @@ private:
   // Writes groups until the queue is empty; called with `lock` held and
   // leading_ set, returns with both.
   void lead(std::unique_lock<std::mutex>& lock);
+  // lead() by a submitter (leading_ set by it), then hands back.
+  void lead_here(std::unique_lock<std::mutex>& lock);
 
   storage::store& store_;
   std::size_t max_group_;

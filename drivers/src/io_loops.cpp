@@ -17,6 +17,7 @@
 #include <caf/resumable.hpp>
 #include <caf/scheduler/abstract_coordinator.hpp>
 
+#include "ticktock/runtime/detail/event_loop.hpp"
 #include "ticktock/runtime/detail/thread_name.hpp"
 
 namespace ticktock::drivers {
@@ -28,8 +29,8 @@ namespace {
 class coordinator;
 
 // One event loop and its thread; to CAF, the execution unit that runs the
-// actors made ready on this thread.
-struct loop final : caf::execution_unit {
+// actors made ready on this thread; to the committer, where it defers a write.
+struct loop final : caf::execution_unit, detail::event_loop {
   asio::io_context io{1};  // run by this loop's thread alone
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::thread thread;
@@ -40,6 +41,7 @@ struct loop final : caf::execution_unit {
     owner = &c;
   }
   void exec_later(caf::resumable* job) override;
+  void post(std::function<void()> fn) override { asio::post(io, std::move(fn)); }
 };
 
 // The loop whose thread this is, if any.
@@ -95,7 +97,9 @@ public:
       l->thread = std::thread{[l = l.get()] {
         detail::name_this_thread("tt-loop");
         current = l;
+        detail::set_this_thread_loop(l);
         l->io.run();
+        detail::set_this_thread_loop(nullptr);
         current = nullptr;
       }};
     clock_thread_ = std::thread{[this] {

@@ -1,7 +1,8 @@
 // The committer against a real store: every op committed once, in
 // submission order per submitter, callbacks that submit more work, and
-// stop() writing what is queued; with the committer thread leading, and with
-// submitters leading on their own threads (async durability).
+// stop() writing what is queued; with the committer thread leading, with
+// submitters leading on their own threads (async durability), and with their
+// writes deferred to the end of their event loop's queue.
 
 #include <catch2/catch.hpp>
 
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "../../actors/src/committer.hpp"
+#include "ticktock/runtime/detail/event_loop.hpp"
 #include "../store_helpers.hpp"
 
 using namespace ticktock;
@@ -146,4 +148,107 @@ TEST_CASE("committer: a submitter that may lead writes on its own thread only wi
   CHECK(g.get() != std::this_thread::get_id());
   c.stop();
   CHECK(s->read_inbox("a", 0, 10).size() == 3);
+}
+
+namespace {
+
+// An event loop that runs what is posted to it only when asked.
+struct manual_loop final : ticktock::detail::event_loop {
+  std::mutex mtx;
+  std::vector<std::function<void()>> posted;
+  void post(std::function<void()> fn) override {
+    std::lock_guard<std::mutex> guard{mtx};
+    posted.push_back(std::move(fn));
+  }
+  std::size_t size() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return posted.size();
+  }
+  void run() {
+    std::vector<std::function<void()>> now;
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      now.swap(posted);
+    }
+    for (auto& fn : now)
+      fn();
+  }
+};
+
+// Registers `l` as this thread's event loop for the scope.
+struct on_loop {
+  explicit on_loop(ticktock::detail::event_loop& l) { ticktock::detail::set_this_thread_loop(&l); }
+  ~on_loop() { ticktock::detail::set_this_thread_loop(nullptr); }
+};
+
+}  // namespace
+
+TEST_CASE("committer: on an event loop, a submitter's write waits at the end of the loop's queue and takes what queued meanwhile") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  committer c{*s, 64, true};
+  create(c, "a");
+  create(c, "b");
+  manual_loop loop;
+  std::vector<std::string> done;  // callbacks, in order (all on this thread)
+  auto record = [&](std::string what) {
+    return [&done, what, self = std::this_thread::get_id()](op_result& r) {
+      CHECK_FALSE(r.err);
+      CHECK(std::this_thread::get_id() == self);
+      done.push_back(what);
+    };
+  };
+  {
+    on_loop here{loop};
+    REQUIRE(c.submit(message("a", "1"), record("a1"), true));
+    // Posted, not written: the committer thread leaves it to the loop.
+    CHECK(loop.size() == 1);
+    // Queued behind it, whether they may lead or not.
+    REQUIRE(c.submit(message("b", "1"), record("b1"), true));
+    REQUIRE(c.submit(message("a", "2"), record("a2")));
+    CHECK(loop.size() == 1);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  CHECK(done.empty());
+  CHECK(s->read_inbox("a", 0, 10).size() == 1);  // its init entry alone
+  loop.run();  // one write of all three
+  CHECK(done == std::vector<std::string>{"a1", "b1", "a2"});
+  CHECK(s->read_inbox("a", 0, 10).size() == 3);
+  CHECK(s->read_inbox("b", 0, 10).size() == 2);
+  // Written: the next submit off the loop leads on its own thread again.
+  REQUIRE(c.submit(message("b", "2"), record("b2"), true));
+  CHECK(done.back() == "b2");
+  c.stop();
+}
+
+TEST_CASE("committer: stop waits for a write posted to a loop, and writes it") {
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  committer c{*s, 64, true};
+  create(c, "a");
+  manual_loop loop;
+  std::atomic<int> calls{0};
+  {
+    on_loop here{loop};
+    for (int i = 0; i < 3; ++i)
+      REQUIRE(c.submit(message("a", std::to_string(i)), [&](op_result& r) {
+        CHECK_FALSE(r.err);
+        ++calls;
+      }, true));
+  }
+  REQUIRE(loop.size() == 1);
+  auto stopped = std::async(std::launch::async, [&] { c.stop(); });
+  CHECK(stopped.wait_for(std::chrono::milliseconds{100}) == std::future_status::timeout);
+  // Until stop() begins, more ops join the posted write; then they are
+  // refused.
+  std::size_t accepted = 0;
+  while (c.submit(message("a", "late"), nullptr)) {
+    ++accepted;
+    std::this_thread::yield();
+  }
+  CHECK(loop.size() == 1);
+  loop.run();
+  REQUIRE(stopped.wait_for(std::chrono::seconds{30}) == std::future_status::ready);
+  CHECK(calls == 3);
+  CHECK(s->read_inbox("a", 0, 100000).size() == 1 + 3 + accepted);
 }
