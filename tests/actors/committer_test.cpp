@@ -187,8 +187,10 @@ TEST_CASE("committer: on an event loop, a submitter's write waits at the end of 
   test::temp_dir dir;
   auto s = open_store(dir);
   committer c{*s, 64, true};
-  create(c, "a");
-  create(c, "b");
+  // Led here, off the loop: so no group is being written when the next
+  // submit comes (a group the committer thread led could still be).
+  create(c, "a", true);
+  create(c, "b", true);
   manual_loop loop;
   std::vector<std::string> done;  // callbacks, in order (all on this thread)
   auto record = [&](std::string what) {
@@ -225,7 +227,7 @@ TEST_CASE("committer: stop waits for a write posted to a loop, and writes it") {
   test::temp_dir dir;
   auto s = open_store(dir);
   committer c{*s, 64, true};
-  create(c, "a");
+  create(c, "a", true);  // led here, as above
   manual_loop loop;
   std::atomic<int> calls{0};
   {
