@@ -9,7 +9,8 @@
 // io_loops installed, each thread runs one Asio event loop that serves both
 // its connections and the actors they send to: an actor that a connection's
 // thread makes ready runs on that thread, after the handler that sent to it,
-// and its reply is posted back to the same loop. A message sent from any
+// and its reply is posted back to the same loop; the ticks a loop runs in one
+// turn are written as one group at the end of it. A message sent from any
 // other thread (alarms, the committer, other drivers) goes to the loops in
 // turn.
 //
