@@ -16,6 +16,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -240,14 +242,51 @@ private:
 
 // -- baseline: a bare Beast server ----------------------------------------------
 
+/// The CPUs this process may run on, in order, if there are at least `n`;
+/// otherwise none (as ticktockd's io_loops, which then pin nothing).
+std::vector<int> cpus_to_pin(std::size_t n) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set))
+        cpus.push_back(c);
+  if (cpus.size() < n)
+    cpus.clear();
+  return cpus;
+}
+
+/// The value of ticktockd's boolean option `name` among `args` ("--name",
+/// "--name=BOOL"; the last wins), or `fallback`.
+bool bool_arg(const std::vector<std::string>& args, const std::string& name, bool fallback) {
+  bool v = fallback;
+  for (auto& a : args)
+    if (a == name)
+      v = true;
+    else if (a.rfind(name + "=", 0) == 0) {
+      auto s = a.substr(name.size() + 1);
+      v = !(s == "false" || s == "0" || s == "no" || s == "off");
+    }
+  return v;
+}
+
+/// Whether ticktockd's event loops are pinned (its default), given its args.
+bool ticktockd_pins(const std::vector<std::string>& args) {
+  return bool_arg(args, "--shared-threads", true) && bool_arg(args, "--pin-threads", true);
+}
+
 /// Accepts on 127.0.0.1 with its own I/O threads and answers every request
 /// with the same small JSON body. The threading is ticktockd's: one
-/// io_context per I/O thread, connections placed round-robin at accept, so no
-/// strand; per connection the same parser limits and a tcp_stream expiry on
-/// each read and write (Beast's own timeouts); keep-alive. Nothing else.
+/// io_context per I/O thread, each thread on a CPU of its own if `pin` (as
+/// ticktockd's loops by default), connections placed round-robin at accept,
+/// so no strand; per connection the same parser limits and a tcp_stream
+/// expiry on each read and write (Beast's own timeouts); keep-alive. Nothing
+/// else.
 class bare_server {
 public:
-  explicit bare_server(std::size_t threads) {
+  bare_server(std::size_t threads, bool pin) {
+    auto cpus = pin ? cpus_to_pin(threads) : std::vector<int>{};
     for (std::size_t i = 0; i < threads; ++i) {
       ios_.push_back(std::make_unique<asio::io_context>(1));
       work_.emplace_back(ios_.back()->get_executor());
@@ -262,7 +301,13 @@ public:
     std::mutex mtx;
     std::condition_variable cv;
     for (std::size_t i = 0; i < threads; ++i)
-      threads_.emplace_back([&, this, io = ios_[i].get()] {
+      threads_.emplace_back([&, this, io = ios_[i].get(), cpu = cpus.empty() ? -1 : cpus[i]] {
+        if (cpu >= 0) {
+          cpu_set_t set;
+          CPU_ZERO(&set);
+          CPU_SET(cpu, &set);
+          pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+        }
         {
           std::lock_guard<std::mutex> guard{mtx};
           tids_.push_back(gettid());
@@ -726,7 +771,8 @@ std::vector<row> run_http(const config& cfg) {
   ticktockd_process daemon{exe, dir.path() / "data", cfg.ticktockd_args};
   progress(cfg, "http: ticktockd " + exe.string() + " listening on port "
                   + std::to_string(daemon.port()));
-  bare_server bare{io_threads};
+  auto pinned = ticktockd_pins(cfg.ticktockd_args) && !cpus_to_pin(io_threads).empty();
+  bare_server bare{io_threads, pinned};
   auto daemon_cpu = [&] { return read_cpu(daemon.pid()); };
   auto bare_cpu = [&] { return read_cpu(getpid(), bare.tids()); };
 
@@ -815,14 +861,17 @@ std::vector<row> run_http(const config& cfg) {
     extra += " " + a;
   auto daemon_what = "a ticktockd child process (--durability async, --quiet" + extra + ", "
                      + std::to_string(io_threads)
-                     + " event-loop threads serving both connections and agents)";
+                     + " event-loop threads serving both connections and agents"
+                     + (pinned ? ", each on a CPU of its own)" : ")");
   auto workload = [&](std::size_t n_agents) {
     return "POST /a/{id}/ (empty body, admin token) round-robin over " + std::to_string(n_agents)
            + " counter agent(s) of " + daemon_what + ", " + client
            + "; each response is the counter's reply from its committed tick";
   };
   auto baseline_what = "an in-process Beast server with " + std::to_string(io_threads)
-                       + " I/O threads, one io_context each (as ticktockd's event loops), the "
+                       + " I/O threads, one io_context each"
+                       + (pinned ? ", each on a CPU of its own" : "")
+                       + " (as ticktockd's event loops), the "
                          "same parser limits and Beast stream timeouts per connection, answering every "
                          "request with the constant 200 {\"count\":1}; same client, same "
                          "requests, measured in the same run";

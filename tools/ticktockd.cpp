@@ -555,6 +555,9 @@ int main(int argc, char** argv) {
     ("shared-threads", po::value<bool>()->default_value(true)->implicit_value(true),
      "run connections and agents on the same event-loop threads; false: CAF's work-stealing "
      "scheduler for agents and --http-threads threads for connections")
+    ("pin-threads", po::value<bool>()->default_value(true)->implicit_value(true),
+     "with --shared-threads: each event loop on a CPU of its own (if there are as many CPUs "
+     "as loops)")
     ("http-threads", po::value<std::size_t>()->default_value(2),
      "HTTP/WebSocket I/O threads with --shared-threads=false")
     ("missed-alarms", po::value<std::string>()->default_value("fire_once"), "fire_once | fire_all | skip")
@@ -956,7 +959,7 @@ int main(int argc, char** argv) {
     log_line(line);
 
   if (vm["shared-threads"].as<bool>()) {
-    http.loops = ticktock::drivers::io_loops::create(opts.threads);
+    http.loops = ticktock::drivers::io_loops::create(opts.threads, vm["pin-threads"].as<bool>());
     opts.configure_caf = http.loops->scheduler();
   }
   auto node = ticktock::node::open(opts, std::move(registry));

@@ -1,5 +1,8 @@
 #include "ticktock/drivers/io_loops.hpp"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <atomic>
 #include <optional>
 #include <stdexcept>
@@ -68,6 +71,7 @@ struct run_job {
 
 struct io_loops::impl {
   std::vector<std::unique_ptr<loop>> loops;
+  bool pin = false;
   // Claimed by a node's configure_caf, released when its scheduler stops (or
   // is destroyed without having started).
   std::atomic<bool> in_use{false};
@@ -75,6 +79,25 @@ struct io_loops::impl {
 };
 
 namespace {
+
+// The CPUs the calling thread may run on, in order.
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set))
+        cpus.push_back(c);
+  return cpus;
+}
+
+void pin_this_thread(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);  // best effort
+}
 
 class coordinator final : public caf::scheduler::abstract_coordinator {
 public:
@@ -93,9 +116,16 @@ public:
       l->io.restart();  // after a node that used them before
       l->work.emplace(l->io.get_executor());
     }
-    for (auto& l : loops_->loops)
-      l->thread = std::thread{[l = l.get()] {
+    // Loop i on the i-th CPU this process may use, if there are enough.
+    auto cpus = loops_->pin ? allowed_cpus() : std::vector<int>{};
+    if (cpus.size() < loops_->loops.size())
+      cpus.clear();
+    for (std::size_t i = 0; i < loops_->loops.size(); ++i)
+      loops_->loops[i]->thread = std::thread{[l = loops_->loops[i].get(),
+                                              cpu = cpus.empty() ? -1 : cpus[i]] {
         detail::name_this_thread("tt-loop");
+        if (cpu >= 0)
+          pin_this_thread(cpu);
         current = l;
         detail::set_this_thread_loop(l);
         l->io.run();
@@ -181,8 +211,9 @@ void run_job::operator()() { where->owner->run(*where, std::exchange(job, nullpt
 
 }  // namespace
 
-std::shared_ptr<io_loops> io_loops::create(std::size_t threads) {
+std::shared_ptr<io_loops> io_loops::create(std::size_t threads, bool pin) {
   auto p = std::make_shared<impl>();
+  p->pin = pin;
   if (threads == 0)
     threads = std::max(1u, std::thread::hardware_concurrency());
   for (std::size_t i = 0; i < threads; ++i)

@@ -2,6 +2,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <sched.h>
+
+#include <future>
 #include <regex>
 #include <set>
 #include <thread>
@@ -1409,6 +1412,60 @@ TEST_CASE("io_loops serve one node at a time, and the next one after it closes")
     REQUIRE(n->wait_idle(10s));
     n.reset();
     CHECK_FALSE(loops->running());
+  }
+}
+
+namespace {
+
+// The CPUs the calling thread may run on.
+std::set<int> thread_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  REQUIRE(sched_getaffinity(0, sizeof set, &set) == 0);
+  std::set<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set))
+      cpus.insert(c);
+  return cpus;
+}
+
+// The CPUs loop i's thread may run on, asked on that thread.
+std::set<int> loop_cpus(drivers::io_loops& loops, std::size_t i) {
+  std::promise<std::set<int>> p;
+  boost::asio::post(loops.context(i), [&] { p.set_value(thread_cpus()); });
+  auto f = p.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  return f.get();
+}
+
+}  // namespace
+
+TEST_CASE("pinned io_loops run each on a CPU of its own, unpinned ones where the process may") {
+  auto mine = thread_cpus();
+  for (bool pin : {true, false}) {
+    // As many loops as this process has CPUs (at most 4), and one more.
+    for (auto count : {std::min<std::size_t>(mine.size(), 4), mine.size() + 1}) {
+      CAPTURE(pin, count, mine.size());
+      auto loops = drivers::io_loops::create(count, pin);
+      test::temp_dir dir;
+      node_options o;
+      o.data_dir = dir.path();
+      o.configure_caf = loops->scheduler();
+      auto n = *node::open(o, agent_registry{});
+      std::set<int> used;
+      for (std::size_t i = 0; i < count; ++i) {
+        auto cpus = loop_cpus(*loops, i);
+        if (pin && count <= mine.size()) {
+          REQUIRE(cpus.size() == 1);
+          CHECK(mine.count(*cpus.begin()) == 1);
+          used.insert(*cpus.begin());
+        } else {
+          CHECK(cpus == mine);  // more loops than CPUs: not pinned at all
+        }
+      }
+      if (pin && count <= mine.size())
+        CHECK(used.size() == count);  // each on a different CPU
+    }
   }
 }
 

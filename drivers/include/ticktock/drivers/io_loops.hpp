@@ -12,7 +12,8 @@
 // and its reply is posted back to the same loop; the ticks a loop runs in one
 // turn are written as one group at the end of it. A message sent from any
 // other thread (alarms, the committer, other drivers) goes to the loops in
-// turn.
+// turn. Pinned (`create(n, true)`), each loop's thread stays on a CPU of its
+// own, so two busy loops never queue on one CPU while another idles.
 //
 // The node owns the threads (they start with its actor system and stop with
 // it); an http_server given the same io_loops places its connections on them
@@ -36,7 +37,10 @@ namespace ticktock::drivers {
 class io_loops {
 public:
   /// `threads` event loops (0: one per core, as node_options::threads).
-  static std::shared_ptr<io_loops> create(std::size_t threads);
+  /// `pin`: loop i's thread runs only on the i-th CPU of those the process
+  /// may use (its affinity when the node opens), if there are at least as
+  /// many CPUs as loops; otherwise, or without `pin`, the kernel places them.
+  static std::shared_ptr<io_loops> create(std::size_t threads, bool pin = false);
   ~io_loops();
 
   std::size_t size() const noexcept;
