@@ -31,6 +31,7 @@
 #include <thread>
 
 #include <ticktock/drivers/http_server.hpp>
+#include <ticktock/drivers/io_loops.hpp>
 #include <ticktock/runtime/identity.hpp>
 
 #include "scenarios.hpp"
@@ -242,21 +243,6 @@ private:
 
 // -- baseline: a bare Beast server ----------------------------------------------
 
-/// The CPUs this process may run on, in order, if there are at least `n`;
-/// otherwise none (as ticktockd's io_loops, which then pin nothing).
-std::vector<int> cpus_to_pin(std::size_t n) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof set, &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &set))
-        cpus.push_back(c);
-  if (cpus.size() < n)
-    cpus.clear();
-  return cpus;
-}
-
 /// The value of ticktockd's boolean option `name` among `args` ("--name",
 /// "--name=BOOL"; the last wins), or `fallback`.
 bool bool_arg(const std::vector<std::string>& args, const std::string& name, bool fallback) {
@@ -286,7 +272,7 @@ bool ticktockd_pins(const std::vector<std::string>& args) {
 class bare_server {
 public:
   bare_server(std::size_t threads, bool pin) {
-    auto cpus = pin ? cpus_to_pin(threads) : std::vector<int>{};
+    auto cpus = pin ? ticktock::drivers::io_loops::cpus_for(threads) : std::vector<int>{};
     for (std::size_t i = 0; i < threads; ++i) {
       ios_.push_back(std::make_unique<asio::io_context>(1));
       work_.emplace_back(ios_.back()->get_executor());
@@ -771,7 +757,8 @@ std::vector<row> run_http(const config& cfg) {
   ticktockd_process daemon{exe, dir.path() / "data", cfg.ticktockd_args};
   progress(cfg, "http: ticktockd " + exe.string() + " listening on port "
                   + std::to_string(daemon.port()));
-  auto pinned = ticktockd_pins(cfg.ticktockd_args) && !cpus_to_pin(io_threads).empty();
+  auto pinned = ticktockd_pins(cfg.ticktockd_args)
+                && !ticktock::drivers::io_loops::cpus_for(io_threads).empty();
   bare_server bare{io_threads, pinned};
   auto daemon_cpu = [&] { return read_cpu(daemon.pid()); };
   auto bare_cpu = [&] { return read_cpu(getpid(), bare.tids()); };

@@ -80,18 +80,6 @@ struct io_loops::impl {
 
 namespace {
 
-// The CPUs the calling thread may run on, in order.
-std::vector<int> allowed_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof set, &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &set))
-        cpus.push_back(c);
-  return cpus;
-}
-
 void pin_this_thread(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -116,10 +104,7 @@ public:
       l->io.restart();  // after a node that used them before
       l->work.emplace(l->io.get_executor());
     }
-    // Loop i on the i-th CPU this process may use, if there are enough.
-    auto cpus = loops_->pin ? allowed_cpus() : std::vector<int>{};
-    if (cpus.size() < loops_->loops.size())
-      cpus.clear();
+    auto cpus = loops_->pin ? io_loops::cpus_for(loops_->loops.size()) : std::vector<int>{};
     for (std::size_t i = 0; i < loops_->loops.size(); ++i)
       loops_->loops[i]->thread = std::thread{[l = loops_->loops[i].get(),
                                               cpu = cpus.empty() ? -1 : cpus[i]] {
@@ -219,6 +204,19 @@ std::shared_ptr<io_loops> io_loops::create(std::size_t threads, bool pin) {
   for (std::size_t i = 0; i < threads; ++i)
     p->loops.push_back(std::make_unique<loop>());
   return std::shared_ptr<io_loops>(new io_loops(std::move(p)));
+}
+
+std::vector<int> io_loops::cpus_for(std::size_t loops) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE && cpus.size() < loops; ++c)
+      if (CPU_ISSET(c, &set))
+        cpus.push_back(c);
+  if (cpus.size() < loops)
+    cpus.clear();
+  return cpus;
 }
 
 io_loops::io_loops(std::shared_ptr<impl> p) : impl_(std::move(p)) {}

@@ -1452,11 +1452,14 @@ TEST_CASE("pinned io_loops run each on a CPU of its own, unpinned ones where the
       o.data_dir = dir.path();
       o.configure_caf = loops->scheduler();
       auto n = *node::open(o, agent_registry{});
+      auto planned = drivers::io_loops::cpus_for(count);
+      CHECK(planned.size() == (count <= mine.size() ? count : 0));
       std::set<int> used;
       for (std::size_t i = 0; i < count; ++i) {
         auto cpus = loop_cpus(*loops, i);
         if (pin && count <= mine.size()) {
           REQUIRE(cpus.size() == 1);
+          CHECK(*cpus.begin() == planned[i]);  // loop i on the i-th CPU
           CHECK(mine.count(*cpus.begin()) == 1);
           used.insert(*cpus.begin());
         } else {

@@ -2603,7 +2603,16 @@ class ConfigTest(unittest.TestCase):
                     names.append(f.read().strip())
             return names.count(name)
 
-        def run(env_extra, want):
+        def loop_cpus(pid):
+            """The CPU set of each tt-loop thread of `pid`."""
+            sets = []
+            for t in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+                    if f.read().strip() == "tt-loop":
+                        sets.append(os.sched_getaffinity(int(t)))
+            return sets
+
+        def run(env_extra, want, pinned=None):
             with tempfile.TemporaryDirectory(prefix="ticktock-config-") as data:
                 env = dict(os.environ, TICKTOCK_ADMIN_TOKEN="t", **env_extra)
                 proc, port, _ = self.start(["--listen", "127.0.0.1:0", "--data", data], env)
@@ -2614,6 +2623,16 @@ class ConfigTest(unittest.TestCase):
                     time.sleep(0.01)
                 for name, n in want.items():
                     self.assertEqual(threads(proc.pid, name), n, name)
+                if pinned is not None:
+                    # Pinned: each loop on one CPU of its own, of those the
+                    # process may use; otherwise each loop may use them all.
+                    sets = loop_cpus(proc.pid)
+                    mine = os.sched_getaffinity(0)
+                    if pinned:
+                        self.assertTrue(all(len(c) == 1 and c <= mine for c in sets), sets)
+                        self.assertEqual(len(set.union(*sets)), len(sets), sets)
+                    else:
+                        self.assertTrue(all(c == mine for c in sets), sets)
                 self.assertEqual(self.call(port, "POST", "/v1/agents", "t",
                                            json.dumps({"id": "c", "type": "counter"}))[0], 201)
                 for i in range(6):  # connections spread over the threads; all answer
@@ -2622,9 +2641,15 @@ class ConfigTest(unittest.TestCase):
                 proc.send_signal(signal.SIGTERM)
                 self.assertEqual(proc.wait(30), 0)
 
-        # By default connections and agents share --threads event loops.
+        # By default connections and agents share --threads event loops,
+        # each pinned to a CPU of its own if there are enough CPUs.
+        cpus = len(os.sched_getaffinity(0))
         run({"TICKTOCK_THREADS": "3"},
-            {"tt-loop": 3, "tt-http": 0, "caf.multiplexer": 0, "tt-handler": 8})
+            {"tt-loop": 3, "tt-http": 0, "caf.multiplexer": 0, "tt-handler": 8},
+            pinned=cpus >= 3)
+        run({"TICKTOCK_THREADS": str(min(cpus, 4))}, {"tt-loop": min(cpus, 4)}, pinned=True)
+        run({"TICKTOCK_THREADS": str(min(cpus, 4)), "TICKTOCK_PIN_THREADS": "false"},
+            {"tt-loop": min(cpus, 4)}, pinned=False)
         # Or agents run on CAF's workers (CAF 0.17 names them caf.multiplexer),
         # and connections on --http-threads.
         run({"TICKTOCK_SHARED_THREADS": "false", "TICKTOCK_THREADS": "2",

@@ -133,6 +133,17 @@ std::string unique_token() {
   return "ttsbx" + std::to_string(rd()) + std::to_string(::getpid());
 }
 
+// The contents of a /proc file; empty if its process is gone meanwhile
+// (reading then fails with ESRCH, which libstdc++'s filebuf throws).
+std::string read_proc_file(const fs::path& path) {
+  try {
+    std::ifstream in{path, std::ios::binary};
+    return std::string{std::istreambuf_iterator<char>{in}, {}};
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+
 // Calls fn(cmdline, stat) for each process until it returns true.
 template <class Fn>
 void each_process(Fn fn) {
@@ -141,10 +152,8 @@ void each_process(Fn fn) {
     auto name = entry.path().filename().string();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
       continue;
-    std::ifstream cmd{entry.path() / "cmdline", std::ios::binary};
-    std::string line{std::istreambuf_iterator<char>{cmd}, {}};
-    std::ifstream st{entry.path() / "stat"};
-    std::string stat{std::istreambuf_iterator<char>{st}, {}};
+    auto line = read_proc_file(entry.path() / "cmdline");
+    auto stat = read_proc_file(entry.path() / "stat");
     if (fn(line, stat))
       return;
   }

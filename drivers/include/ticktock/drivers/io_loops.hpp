@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <vector>
 
 namespace boost::asio {
 class io_context;
@@ -41,6 +42,10 @@ public:
   /// may use (its affinity when the node opens), if there are at least as
   /// many CPUs as loops; otherwise, or without `pin`, the kernel places them.
   static std::shared_ptr<io_loops> create(std::size_t threads, bool pin = false);
+  /// The CPUs that `loops` pinned loops run on, loop i on element i: the
+  /// first `loops` CPUs the calling thread may use, or none if it may use
+  /// fewer.
+  static std::vector<int> cpus_for(std::size_t loops);
   ~io_loops();
 
   std::size_t size() const noexcept;
