@@ -32,6 +32,7 @@
 
 #include <ticktock/drivers/http_server.hpp>
 #include <ticktock/drivers/io_loops.hpp>
+#include <ticktock/runtime/detail/usable_cpus.hpp>
 #include <ticktock/runtime/identity.hpp>
 
 #include "scenarios.hpp"
@@ -749,7 +750,7 @@ std::vector<row> run_http(const config& cfg) {
   auto agents = std::min(cfg.http_agents, cfg.agents);
   // ticktockd's default: one event loop per core serving connections and
   // agents (--shared-threads); the baseline gets as many I/O threads.
-  auto io_threads = std::size_t{std::max(1u, std::thread::hardware_concurrency())};
+  auto io_threads = ticktock::detail::usable_cpus();
   auto seconds = std::chrono::duration<double>(cfg.seconds);
   auto warmup = std::min(std::chrono::duration<double>(1.0), seconds / 5);
 

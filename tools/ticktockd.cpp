@@ -551,7 +551,8 @@ int main(int argc, char** argv) {
     ("idle-timeout", po::value<std::int64_t>()->default_value(60'000), "idle timeout in ms")
     ("max-resident", po::value<std::size_t>()->default_value(100'000), "most resident agents")
     ("threads", po::value<std::size_t>()->default_value(0),
-     "threads running agents (and, with --shared-threads, connections) (0: cores)")
+     "threads running agents (and, with --shared-threads, connections) (0: one per CPU the "
+     "process may use)")
     ("shared-threads", po::value<bool>()->default_value(true)->implicit_value(true),
      "run connections and agents on the same event-loop threads; false: CAF's work-stealing "
      "scheduler for agents and --http-threads threads for connections")

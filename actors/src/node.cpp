@@ -13,6 +13,7 @@
 #include "messages.hpp"
 #include "node_core.hpp"
 #include "ticktock/runtime/detail/thread_name.hpp"
+#include "ticktock/runtime/detail/usable_cpus.hpp"
 #include "ticktock/runtime/agent_id.hpp"
 #include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/nostr_agent.hpp"
@@ -256,7 +257,7 @@ expected<std::unique_ptr<node>> node::open(node_options options, agent_registry 
   core->gate = std::make_unique<detail::gate>(*core->store, core->options);
 
   core->caf_config = std::make_unique<caf::actor_system_config>();
-  auto threads = opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
+  auto threads = opts.threads ? opts.threads : detail::usable_cpus();
   core->caf_config->set("scheduler.max-threads", threads);
   // CAF's default idles a worker in 50 us sleeps for 25 ms before it parks on
   // a condition variable; every hand-off to a napping worker then waits for

@@ -22,6 +22,7 @@
 
 #include "ticktock/runtime/detail/event_loop.hpp"
 #include "ticktock/runtime/detail/thread_name.hpp"
+#include "ticktock/runtime/detail/usable_cpus.hpp"
 
 namespace ticktock::drivers {
 
@@ -200,7 +201,7 @@ std::shared_ptr<io_loops> io_loops::create(std::size_t threads, bool pin) {
   auto p = std::make_shared<impl>();
   p->pin = pin;
   if (threads == 0)
-    threads = std::max(1u, std::thread::hardware_concurrency());
+    threads = detail::usable_cpus();
   for (std::size_t i = 0; i < threads; ++i)
     p->loops.push_back(std::make_unique<loop>());
   return std::shared_ptr<io_loops>(new io_loops(std::move(p)));

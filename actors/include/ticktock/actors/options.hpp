@@ -102,7 +102,8 @@ struct node_options {
   std::chrono::milliseconds idle_timeout{60'000};
   /// Most agents resident at once; least recently used ones hibernate [100000].
   std::size_t max_resident = 100'000;
-  /// CAF scheduler threads (0: one per core) [0].
+  /// CAF scheduler threads (0: one per CPU this process may use, see
+  /// `taskset`) [0].
   std::size_t threads = 0;
   /// Called on the actor system's configuration before the system starts,
   /// for example to install another scheduler (drivers::io_loops, which

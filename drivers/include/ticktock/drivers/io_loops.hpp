@@ -37,7 +37,8 @@ namespace ticktock::drivers {
 
 class io_loops {
 public:
-  /// `threads` event loops (0: one per core, as node_options::threads).
+  /// `threads` event loops (0: one per CPU the calling thread may use, as
+  /// node_options::threads).
   /// `pin`: loop i's thread runs only on the i-th CPU of those the process
   /// may use (its affinity when the node opens), if there are at least as
   /// many CPUs as loops; otherwise, or without `pin`, the kernel places them.
