@@ -748,8 +748,9 @@ std::vector<row> run_http(const config& cfg) {
   if (exe.empty())
     throw bench_error{"http: ticktockd not found; build it or pass --ticktockd PATH"};
   auto agents = std::min(cfg.http_agents, cfg.agents);
-  // ticktockd's default: one event loop per core serving connections and
-  // agents (--shared-threads); the baseline gets as many I/O threads.
+  // ticktockd's default: one event loop per CPU it may use, serving
+  // connections and agents (--shared-threads); the baseline gets as many I/O
+  // threads.
   auto io_threads = ticktock::detail::usable_cpus();
   auto seconds = std::chrono::duration<double>(cfg.seconds);
   auto warmup = std::min(std::chrono::duration<double>(1.0), seconds / 5);
