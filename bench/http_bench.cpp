@@ -16,8 +16,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -32,7 +30,7 @@
 
 #include <ticktock/drivers/http_server.hpp>
 #include <ticktock/drivers/io_loops.hpp>
-#include <ticktock/runtime/detail/usable_cpus.hpp>
+#include <ticktock/runtime/detail/cpus.hpp>
 #include <ticktock/runtime/identity.hpp>
 
 #include "scenarios.hpp"
@@ -289,12 +287,8 @@ public:
     std::condition_variable cv;
     for (std::size_t i = 0; i < threads; ++i)
       threads_.emplace_back([&, this, io = ios_[i].get(), cpu = cpus.empty() ? -1 : cpus[i]] {
-        if (cpu >= 0) {
-          cpu_set_t set;
-          CPU_ZERO(&set);
-          CPU_SET(cpu, &set);
-          pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-        }
+        if (cpu >= 0)
+          ticktock::detail::pin_this_thread(cpu);
         {
           std::lock_guard<std::mutex> guard{mtx};
           tids_.push_back(gettid());

@@ -13,7 +13,7 @@
 #include "messages.hpp"
 #include "node_core.hpp"
 #include "ticktock/runtime/detail/thread_name.hpp"
-#include "ticktock/runtime/detail/usable_cpus.hpp"
+#include "ticktock/runtime/detail/cpus.hpp"
 #include "ticktock/runtime/agent_id.hpp"
 #include "ticktock/runtime/http.hpp"
 #include "ticktock/runtime/nostr_agent.hpp"

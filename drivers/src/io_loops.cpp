@@ -1,8 +1,5 @@
 #include "ticktock/drivers/io_loops.hpp"
 
-#include <pthread.h>
-#include <sched.h>
-
 #include <atomic>
 #include <optional>
 #include <stdexcept>
@@ -22,7 +19,7 @@
 
 #include "ticktock/runtime/detail/event_loop.hpp"
 #include "ticktock/runtime/detail/thread_name.hpp"
-#include "ticktock/runtime/detail/usable_cpus.hpp"
+#include "ticktock/runtime/detail/cpus.hpp"
 
 namespace ticktock::drivers {
 
@@ -81,13 +78,6 @@ struct io_loops::impl {
 
 namespace {
 
-void pin_this_thread(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);  // best effort
-}
-
 class coordinator final : public caf::scheduler::abstract_coordinator {
 public:
   coordinator(caf::actor_system& sys, std::shared_ptr<io_loops::impl> loops)
@@ -111,7 +101,7 @@ public:
                                               cpu = cpus.empty() ? -1 : cpus[i]] {
         detail::name_this_thread("tt-loop");
         if (cpu >= 0)
-          pin_this_thread(cpu);
+          detail::pin_this_thread(cpu);
         current = l;
         detail::set_this_thread_loop(l);
         l->io.run();
@@ -208,15 +198,10 @@ std::shared_ptr<io_loops> io_loops::create(std::size_t threads, bool pin) {
 }
 
 std::vector<int> io_loops::cpus_for(std::size_t loops) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof set, &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE && cpus.size() < loops; ++c)
-      if (CPU_ISSET(c, &set))
-        cpus.push_back(c);
+  auto cpus = detail::allowed_cpus();
   if (cpus.size() < loops)
-    cpus.clear();
+    return {};
+  cpus.resize(loops);
   return cpus;
 }
 
