@@ -267,6 +267,9 @@ TEST_CASE("a bad or missing signature sends the message to the deadletter as bad
     op.entry.payload = "unsigned";
     std::vector<storage::write_op> ops;
     ops.emplace_back(std::move(op));
+    // The store has one writer: the node's committer must be done first
+    // (TSan saw its last group race this apply).
+    REQUIRE(n->wait_idle(10s));
     REQUIRE_FALSE(n->store().apply(ops)[0].err);
     REQUIRE(n->wake("b").code() == errc::ok);
     n->tick("b");
