@@ -34,12 +34,6 @@ case "$mode" in
     # Only what the selected tests run.
     targets=(--target runtime_tests storage_tests actors_tests crash_tests crash_child)
     select=(-R '^(runtime_tests|storage_tests|actors_tests|crash_tests):')
-    # These read RocksDB's memtable from one thread while another writes it,
-    # by design: RocksDB's own atomics order them, unseen by TSan, and the
-    # writer's stack is often lost from TSan's history, so tests/tsan.supp
-    # cannot match it (a false report). The other builds run them.
-    exclude+='|storage_tests:a chain verified while ticks commit is read as of one moment'
-    exclude+="|storage_tests:an agent's record and inbox depth are read as of one moment"
     # This one creates and deletes an agent 150 times while two threads look
     # up its keys: TSan reports CAF actor control blocks freed (their count
     # drops inside libcaf_core, unseen) against handles copied on another
