@@ -1165,6 +1165,12 @@ expected<std::unique_ptr<store>> store::open(const store_options& options) {
   p->fs = std::make_shared<detail::guarded_fs>(rocksdb::FileSystem::Default(), options.faults,
                                                options.durability == durability::sync);
   p->env = rocksdb::NewCompositeEnv(p->fs);
+  // Compactions at nice 19: they run beside ticks, not on their path, but
+  // for milliseconds at a time, and an event loop pinned to the same CPU
+  // would wait behind them (a request's latency). The flush pool keeps the
+  // default priority: a starved flush would stall writes. This lowers the
+  // process-wide default Env's compaction pool, every store's.
+  p->env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW, rocksdb::CpuPriority::kLow);
   db_opts.env = p->env.get();
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   p->clock = options.clock;

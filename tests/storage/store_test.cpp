@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -900,4 +902,36 @@ TEST_CASE("an inbox entry keeps an envelope's signed time apart from its arrival
   CHECK(back->sent == e.sent);
   e.sent.reset();
   CHECK_FALSE(decode_inbox(encode(e))->sent);
+}
+
+TEST_CASE("compactions run at nice 19 and flushes at the priority of the process") {
+  // An event loop pinned to a CPU waits behind whatever else runs there; a
+  // compaction runs for milliseconds at a time, so it yields to the loops.
+  auto own = getpriority(PRIO_PROCESS, 0);
+  test::temp_dir dir;
+  auto s = open_store(dir);
+  for (int i = 0; i < 50; ++i)
+    REQUIRE_FALSE(apply1(*s, make_agent("a" + std::to_string(i)))[0].err);
+  REQUIRE_FALSE(s->compact());  // a flush, then a manual compaction, per column family
+  int low = 0, low_niced = 0, high = 0, high_niced = 0;
+  for (auto& t : std::filesystem::directory_iterator{"/proc/self/task"}) {
+    std::ifstream in{t.path() / "comm"};
+    std::string name;
+    std::getline(in, name);
+    auto tid = static_cast<id_t>(std::stoul(t.path().filename().string()));
+    errno = 0;
+    auto nice = getpriority(PRIO_PROCESS, tid);
+    REQUIRE(errno == 0);
+    if (name.starts_with("rocksdb:low")) {
+      ++low;
+      low_niced += nice == 19;
+    } else if (name.starts_with("rocksdb:high")) {
+      ++high;
+      high_niced += nice != own;
+    }
+  }
+  CHECK(low > 0);
+  CHECK(low_niced > 0);  // the thread that ran the compaction
+  CHECK(high > 0);
+  CHECK(high_niced == 0);
 }
