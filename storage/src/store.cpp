@@ -28,15 +28,13 @@
 #include "keys.hpp"
 #include "ticktock/runtime/identity.hpp"
 
+// TSan builds, by gcc or clang (see store::impl::publish_order).
 #if defined(__SANITIZE_THREAD__)
 #define TICKTOCK_TSAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define TICKTOCK_TSAN 1
 #endif
-#endif
-#ifdef TICKTOCK_TSAN
-#include <sanitizer/tsan_interface.h>
 #endif
 
 namespace ticktock::storage {
