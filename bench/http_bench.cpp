@@ -263,15 +263,14 @@ bool ticktockd_pins(const std::vector<std::string>& args) {
 
 /// Accepts on 127.0.0.1 with its own I/O threads and answers every request
 /// with the same small JSON body. The threading is ticktockd's: one
-/// io_context per I/O thread, each thread on a CPU of its own if `pin` (as
+/// io_context per I/O thread, thread i on `cpus[i]` if `cpus` is not empty (as
 /// ticktockd's loops by default), connections placed round-robin at accept,
 /// so no strand; per connection the same parser limits and a tcp_stream
 /// expiry on each read and write (Beast's own timeouts); keep-alive. Nothing
 /// else.
 class bare_server {
 public:
-  bare_server(std::size_t threads, bool pin) {
-    auto cpus = pin ? ticktock::drivers::io_loops::cpus_for(threads) : std::vector<int>{};
+  bare_server(std::size_t threads, const std::vector<int>& cpus) {
     for (std::size_t i = 0; i < threads; ++i) {
       ios_.push_back(std::make_unique<asio::io_context>(1));
       work_.emplace_back(ios_.back()->get_executor());
@@ -753,9 +752,11 @@ std::vector<row> run_http(const config& cfg) {
   ticktockd_process daemon{exe, dir.path() / "data", cfg.ticktockd_args};
   progress(cfg, "http: ticktockd " + exe.string() + " listening on port "
                   + std::to_string(daemon.port()));
-  auto pinned = ticktockd_pins(cfg.ticktockd_args)
-                && !ticktock::drivers::io_loops::cpus_for(io_threads).empty();
-  bare_server bare{io_threads, pinned};
+  // Pinned as ticktockd's loops are: the same CPUs, or none.
+  auto cpus = ticktockd_pins(cfg.ticktockd_args) ? ticktock::drivers::io_loops::cpus_for(io_threads)
+                                                 : std::vector<int>{};
+  auto pinned = !cpus.empty();
+  bare_server bare{io_threads, cpus};
   auto daemon_cpu = [&] { return read_cpu(daemon.pid()); };
   auto bare_cpu = [&] { return read_cpu(getpid(), bare.tids()); };
 
