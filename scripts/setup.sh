@@ -26,22 +26,38 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   packages+=(nodejs npm)
 fi
 
+# tests/e2e/control_center_e2e_test.py: a real headless browser. Installed
+# without its recommends (which would bring a desktop's services along).
+browser_packages=(chromium)
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
 
-if ((${#missing[@]} == 0)); then
-  echo "setup: all ${#packages[@]} packages present"
+missing_browser=()
+for p in "${browser_packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing_browser+=("$p")
+done
+
+if ((${#missing[@]} + ${#missing_browser[@]} == 0)); then
+  echo "setup: all $((${#packages[@]} + ${#browser_packages[@]})) packages present"
   exit 0
 fi
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]} ${missing_browser[*]}" >&2; exit 1; }
   sudo=(sudo)
 fi
-echo "setup: installing ${missing[*]}"
+echo "setup: installing ${missing[*]} ${missing_browser[*]}"
 "${sudo[@]}" apt-get update -q
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}"
+install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q)
+if ((${#missing[@]})); then
+  "${install[@]}" "${missing[@]}"
+fi
+if ((${#missing_browser[@]})); then
+  "${install[@]}" --no-install-recommends "${missing_browser[@]}"
+fi

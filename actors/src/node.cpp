@@ -922,6 +922,7 @@ expected<agent_status> node::status(const std::string& id) const {
   if (auto meta = core_->store->get_agent_and_depth(id)) {
     s.last_tick = meta->first.tick_count;
     s.last_tick_time = meta->first.last_tick;
+    s.trajectory_records = meta->first.trajectory_next;
     s.summary = std::move(meta->first.summary);
     s.queue_depth = meta->second;
   } else if (meta.error_value().code() == errc::not_found) {

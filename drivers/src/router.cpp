@@ -1,5 +1,6 @@
 #include "router.hpp"
 #include "fs_path.hpp"
+#include "web_assets.hpp"
 
 #include <boost/json.hpp>
 #include <sodium.h>
@@ -52,6 +53,7 @@ json::object status_json(const agent_status& s) {
   o["last_tick"] = s.last_tick;
   o["last_tick_time_us"] = micros(s.last_tick_time);
   o["queue_depth"] = s.queue_depth;
+  o["trajectory_records"] = s.trajectory_records;
   if (!s.error.empty())
     o["error"] = s.error;
   auto throttled = s.throttled_until > ticktock::system_clock{}.now();
@@ -593,6 +595,8 @@ router::router(node& n, router_options options, request_metrics& metrics)
 
 std::vector<std::string> router::routes() {
   std::vector<std::string> list{
+    "GET /",
+    "GET /ui/{file}",
     "GET /healthz",
     "HEAD /healthz",
     "GET /metrics",
@@ -939,8 +943,40 @@ void router::quiesce() {
 bool router::may_block(const request& req) {
   std::string_view path = req.target;
   path = path.substr(0, path.find('?'));
-  return !(path == "/healthz" || path == "/metrics" || path.starts_with("/a/"));
+  return !(path == "/healthz" || path == "/metrics" || path.starts_with("/a/") || path == "/"
+           || path.starts_with("/ui/"));
 }
+
+namespace {
+
+// The Control Center's page and files: public (they hold no data; the page
+// asks for the token and calls the API with it), never cached without a
+// check, and confined by a policy that loads nothing from elsewhere and
+// runs no inline script.
+response web_file(const request& req, std::string_view path) {
+  auto label = path == "/" ? "/" : "/ui/{file}";
+  response r;
+  const web_asset* file = nullptr;
+  if (req.method != "GET" && req.method != "HEAD")
+    r = method_not_allowed("GET");
+  else if (file = find_web_asset(path == "/" ? "/index.html" : path.substr(3)); !file)
+    r = error_response(404, "ROUTE_NOT_FOUND", "no file " + std::string{path});
+  else {
+    r.content_type = std::string{file->content_type};
+    r.body = std::string{file->body};
+    r.headers = {{"Cache-Control", "no-cache"},
+                 {"X-Content-Type-Options", "nosniff"},
+                 {"Referrer-Policy", "no-referrer"},
+                 {"Content-Security-Policy",
+                  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                  "img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+                  "frame-ancestors 'none'"}};
+  }
+  r.route = label;
+  return r;
+}
+
+}  // namespace
 
 response router::dispatch(const request& req, std::string_view path,
                           const std::map<std::string, std::string>& query,
@@ -964,6 +1000,8 @@ response router::dispatch(const request& req, std::string_view path,
     r.route = "/metrics";
     return r;
   }
+  if (path == "/" || path.starts_with("/ui/"))
+    return web_file(req, path);
   auto rest = path;
   auto first = next_segment(rest);
   if (first != "v1" && first != "a")

@@ -560,7 +560,8 @@ TEST_CASE("dispatch serves exactly the methods router::routes() lists on each pa
     paths.insert(r.substr(r.find(' ') + 1));
   }
   auto fill = [](std::string p) {
-    for (auto [from, to] : {std::pair{"{id}", "c1"}, std::pair{"{approval}", "a1"}}) {
+    for (auto [from, to] :
+         {std::pair{"{id}", "c1"}, std::pair{"{approval}", "a1"}, std::pair{"{file}", "app.js"}}) {
       if (auto i = p.find(from); i != std::string::npos)
         p.replace(i, std::string_view{from}.size(), to);
     }
@@ -583,4 +584,32 @@ TEST_CASE("dispatch serves exactly the methods router::routes() lists on each pa
       CHECK(refused == !listed.count(method + " " + route));
       make_c1();  // DELETE /v1/agents/{id} removed it
     }
+}
+
+TEST_CASE("the Control Center's files are public, typed and confined to this server") {
+  api_fixture f;
+  auto header = [](const response& r, std::string_view name) {
+    for (auto& [k, v] : r.headers)
+      if (k == name)
+        return v;
+    return std::string{};
+  };
+  auto page = f.call("GET", "/", {}, "");
+  CHECK(page.status == 200);
+  CHECK(page.content_type == "text/html; charset=utf-8");
+  CHECK(page.body.find("/ui/app.js") != std::string::npos);
+  CHECK(header(page, "Content-Security-Policy").find("script-src 'self'") != std::string::npos);
+  CHECK(header(page, "X-Content-Type-Options") == "nosniff");
+  CHECK(page.route == "/");
+  auto js = f.call("GET", "/ui/app.js", {}, "");
+  CHECK(js.status == 200);
+  CHECK(js.content_type == "text/javascript; charset=utf-8");
+  CHECK(js.route == "/ui/{file}");
+  CHECK(f.call("GET", "/ui/app.css", {}, "").content_type == "text/css; charset=utf-8");
+  CHECK(f.call("GET", "/ui/index.html", {}, "").body == page.body);
+  for (auto missing : {"/ui/", "/ui/nope.js", "/ui/../app.js", "/ui/app.js/x", "/index.html"})
+    CHECK(f.call("GET", missing, {}, "").status >= 400);
+  auto post = f.call("POST", "/", {}, "");
+  CHECK(post.status == 405);
+  CHECK(header(post, "Allow") == "GET, HEAD");
 }

@@ -755,7 +755,9 @@ def build_cases(fx):
         add("huge head", name, data, status=414, code="URI_TOO_LONG")
 
     # -- unknown routes (404) --------------------------------------------------------------------------
-    for name, path, token in [("root", "/", None), ("favicon", "/favicon.ico", None),
+    for name, path, token in [("favicon", "/favicon.ico", None),
+                              ("a Control Center file that is not there", "/ui/nope.js", None),
+                              ("the Control Center's directory", "/ui/", None),
                               ("healthz with a slash", "/healthz/", None),
                               ("metrics below", "/metrics/x", None),
                               ("v2", "/v2/agents", None), ("v1 alone", "/v1", ADMIN_TOKEN),

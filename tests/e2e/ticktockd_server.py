@@ -60,6 +60,8 @@ class Server:
         self.data_dir = data_dir
         self.args = list(args)
         self.token = token
+        # A restart can keep the port: set this to "127.0.0.1:PORT" before start().
+        self.listen = "127.0.0.1:0"
         self.proc = None
         self.port = None
         self.lines = []
@@ -72,7 +74,7 @@ class Server:
         if getattr(self, "_stderr", None) is not None:
             self._stderr.close()
         self._stderr = tempfile.TemporaryFile()
-        cmd = [ticktockd_path(), "--listen", "127.0.0.1:0", "--data", self.data_dir,
+        cmd = [ticktockd_path(), "--listen", self.listen, "--data", self.data_dir,
                "--admin-token", self.token] + self.args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         started = threading.Event()

@@ -154,6 +154,9 @@ struct agent_status {
   time_point throttled_until{};
   /// Limits hit in this process: name -> count.
   std::map<std::string, std::uint64_t> limits_hit;
+  /// Trajectory records committed (every attempt's); the last has index
+  /// trajectory_records - 1.
+  std::uint64_t trajectory_records = 0;
 };
 
 /// Options of one inbox write.
