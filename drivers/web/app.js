@@ -12,6 +12,7 @@ const ui = {
   timers: [],        // its refresh timers
   agentsNext: null,  // `next` of the agents list
   hudToken: null,    // an agent token for the HUD view, from ?token=
+  inspected: null,   // the index of the record in the inspector
 };
 
 // -- the API -------------------------------------------------------------
@@ -252,7 +253,8 @@ async function loadStatus(id) {
 }
 
 function recordRow(id, r) {
-  const tr = el("tr", { class: "clickable", "data-index": r.index, onclick: () => inspect(id, r.index) },
+  const selected = r.index === ui.inspected ? " selected" : "";
+  const tr = el("tr", { class: "clickable" + selected, "data-index": r.index, onclick: () => inspect(id, r.index) },
     el("td", { class: "num" }, r.index),
     el("td", { class: "num" }, r.attempt > 1 ? r.tick + " (attempt " + r.attempt + ")" : r.tick),
     el("td", {}, r.trigger),
@@ -332,6 +334,7 @@ async function inspect(id, index) {
   if (!r || r.index !== index) return showError(new Error("no record " + index));
   // The record's own text: from after `"records":[` to its closing `]}`.
   const raw = text.slice(text.indexOf("[") + 1, text.lastIndexOf("]"));
+  ui.inspected = index;
   for (const tr of document.querySelectorAll("#timeline-rows tr"))
     tr.classList.toggle("selected", Number(tr.dataset.index) === index);
   $("#inspector-title").textContent = "Record " + index + " (tick " + r.tick + ", attempt " + r.attempt + ")";
@@ -388,7 +391,10 @@ async function showAgent(id, record) {
   message("");
   for (const b of document.querySelectorAll("[data-ctl]")) b.onclick = () => ctl(id, b.dataset.ctl);
   $("#deadletter-requeue-all").onclick = () => requeue(id, "");
+  ui.inspected = null;
   $("#inspector-close").onclick = () => {
+    ui.inspected = null;
+    for (const tr of document.querySelectorAll("#timeline-rows tr.selected")) tr.classList.remove("selected");
     $("#inspector").hidden = true;
     history.replaceState(null, "", "#/agent/" + enc(id));
   };

@@ -132,6 +132,7 @@ class ControlCenterTest(unittest.TestCase):
         # ... and a deep link opens it directly.
         self.b.navigate(self.base + "/#/agent/c1/record/2")
         self.b.wait_for("document.querySelector('#inspector-title').textContent.startsWith('Record 2 ')")
+        self.b.wait_for("document.querySelector('#timeline-rows tr.selected')?.dataset.index == '2'")
 
     def test_3_timeline_resumes_after_a_restart(self):
         self.b.navigate(self.base + "/#/agent/c1")
