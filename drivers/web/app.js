@@ -7,7 +7,7 @@
 const $ = (sel) => document.querySelector(sel);
 const enc = encodeURIComponent;
 const ui = {
-  view: null,        // the shown view's name
+  shown: 0,          // counts views shown: a slow answer for an earlier one is dropped
   streams: [],       // open EventSources of the view
   timers: [],        // its refresh timers
   agentsNext: null,  // `next` of the agents list
@@ -178,10 +178,10 @@ function closeView() {
 
 function show(name) {
   closeView();
-  ui.view = name;
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + name;
   for (const a of document.querySelectorAll("[data-nav]"))
     a.classList.toggle("active", a.dataset.nav === name || (name === "agent" && a.dataset.nav === "agents"));
+  return ++ui.shown;
 }
 
 function every(ms, f) { ui.timers.push(setInterval(f, ms)); }
@@ -382,8 +382,24 @@ async function ctl(id, command) {
   } catch (e) { showError(e); }
 }
 
+// Re-hashes the whole chain on the server (fs/logs/trajectory?verify).
+async function verify(id) {
+  const out = $("#verify-result");
+  out.className = "muted";
+  out.textContent = "verifying…";
+  try {
+    const v = await api("GET", agentPath(id, "/fs/logs/trajectory?verify"));
+    out.className = v.ok ? "good" : "error";
+    out.textContent = v.ok ? "✓ " + v.records + " records verified"
+      : "✗ record " + v.first_bad + ": " + v.reason;
+  } catch (e) {
+    out.textContent = "";
+    showError(e);
+  }
+}
+
 async function showAgent(id, record) {
-  show("agent");
+  const shown = show("agent");
   $("#agent-title").textContent = id;
   $("#agent-hud-link").href = "#/hud/" + enc(id);
   $("#timeline-rows").replaceChildren();
@@ -391,6 +407,8 @@ async function showAgent(id, record) {
   message("");
   for (const b of document.querySelectorAll("[data-ctl]")) b.onclick = () => ctl(id, b.dataset.ctl);
   $("#deadletter-requeue-all").onclick = () => requeue(id, "");
+  $("#verify").onclick = () => verify(id);
+  $("#verify-result").textContent = "";
   ui.inspected = null;
   $("#inspector-close").onclick = () => {
     ui.inspected = null;
@@ -400,7 +418,7 @@ async function showAgent(id, record) {
   };
   let s;
   try { s = await loadStatus(id); } catch (e) { return showError(e); }
-  if (ui.view !== "agent") return;
+  if (ui.shown !== shown) return;
   const from = Math.max(0, s.trajectory_records - 50);
   const body = $("#timeline-rows");
   follow(agentPath(id, "/fs/logs/trace?from_seq=" + from),
@@ -467,7 +485,7 @@ async function countPending() {
 // The HUD: the public, redacted stream of one agent.
 
 async function showHud(id) {
-  show("hud");
+  const shown = show("hud");
   $("#hud-title").textContent = id;
   const body = $("#hud-rows");
   body.replaceChildren();
@@ -479,7 +497,7 @@ async function showHud(id) {
     const res = await fetch(agentPath(id, "/fs/status?" + token), { credentials: "same-origin" });
     if (res.ok) from = "from_seq=" + Math.max(0, (await res.json()).trajectory_records - 50);
   } catch (e) { /* live only */ }
-  if (ui.view !== "hud") return;
+  if (ui.shown !== shown) return;
   follow(agentPath(id, "/fs/hud/stream?" + token + from), (r, index) => addRecord(body,
     el("tr", { "data-index": index },
       el("td", { class: "num" }, index),

@@ -129,6 +129,10 @@ class ControlCenterTest(unittest.TestCase):
         self.assertGreaterEqual(record["trigger_seq"], 1 << 63)  # an HTTP request's
         self.assertIn("http (direct #1)", self.b.text("#inspector-fields"))
         self.assertIn("#/agent/c1/record/1", self.b.evaluate("location.hash"))
+        # Verify re-hashes the chain on the server.
+        self.b.click("#verify")
+        n = self.api("GET", "/v1/agents/c1/fs/status").json()["trajectory_records"]
+        self.b.wait_for("document.querySelector('#verify-result').textContent == '✓ %d records verified'" % n)
         # ... and a deep link opens it directly.
         self.b.navigate(self.base + "/#/agent/c1/record/2")
         self.b.wait_for("document.querySelector('#inspector-title').textContent.startsWith('Record 2 ')")
