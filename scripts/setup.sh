@@ -30,17 +30,16 @@ fi
 # without its recommends (which would bring a desktop's services along).
 browser_packages=(chromium)
 
-missing=()
-for p in "${packages[@]}"; do
-  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  [[ "$status" == "install ok installed" ]] || missing+=("$p")
-done
-
-missing_browser=()
-for p in "${browser_packages[@]}"; do
-  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  [[ "$status" == "install ok installed" ]] || missing_browser+=("$p")
-done
+# The packages of "$@" that are not installed.
+not_installed() {
+  local p status
+  for p in "$@"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || echo "$p"
+  done
+}
+mapfile -t missing < <(not_installed "${packages[@]}")
+mapfile -t missing_browser < <(not_installed "${browser_packages[@]}")
 
 if ((${#missing[@]} + ${#missing_browser[@]} == 0)); then
   echo "setup: all $((${#packages[@]} + ${#browser_packages[@]})) packages present"

@@ -77,10 +77,6 @@ class Browser:
             return shutil.which(os.environ["CHROMIUM"])
         return shutil.which("chromium") or shutil.which("chromium-browser")
 
-    @classmethod
-    def available(cls):
-        return cls.find_chromium() is not None
-
     def __enter__(self):
         self.start()
         return self
