@@ -923,6 +923,7 @@ expected<agent_status> node::status(const std::string& id) const {
     s.last_tick = meta->first.tick_count;
     s.last_tick_time = meta->first.last_tick;
     s.trajectory_records = meta->first.trajectory_next;
+    s.outbox_next = meta->first.outbox_next;
     s.summary = std::move(meta->first.summary);
     s.queue_depth = meta->second;
   } else if (meta.error_value().code() == errc::not_found) {

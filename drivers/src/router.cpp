@@ -54,6 +54,7 @@ json::object status_json(const agent_status& s) {
   o["last_tick_time_us"] = micros(s.last_tick_time);
   o["queue_depth"] = s.queue_depth;
   o["trajectory_records"] = s.trajectory_records;
+  o["outbox_next"] = s.outbox_next;
   if (!s.error.empty())
     o["error"] = s.error;
   auto throttled = s.throttled_until > ticktock::system_clock{}.now();

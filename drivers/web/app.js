@@ -223,6 +223,21 @@ async function loadAgents(append) {
   $("#agents-empty").hidden = body.children.length > 0;
 }
 
+async function createAgent(ev) {
+  ev.preventDefault();
+  const body = { id: $("#create-id").value.trim(), type: $("#create-type").value.trim() };
+  const config = $("#create-config").value.trim();
+  if (config) {
+    try { body.config = JSON.parse(config); } catch (e) { return showError(new Error("config: " + e.message)); }
+  }
+  try {
+    await api("POST", "/v1/agents", body);
+    $("#create-form").reset();
+    $("#create-form").hidden = true;
+    location.hash = "#/agent/" + enc(body.id);
+  } catch (e) { showError(e); }
+}
+
 function showAgents() {
   show("agents");
   loadAgents(false).catch(showError);
@@ -238,7 +253,7 @@ async function loadStatus(id) {
   st.className = "badge " + s.state;
   st.textContent = s.state;
   const pairs = [["type", s.type], ["ticks", s.last_tick], ["last tick", when(s.last_tick_time_us)],
-    ["queue", s.queue_depth], ["records", s.trajectory_records],
+    ["queue", s.queue_depth], ["records", s.trajectory_records], ["last outbox seq", s.outbox_next - 1],
     ["throttled", s.throttled ? "until " + when(s.throttled_until_us) : "no"]];
   if (s.error) pairs.push(["error", s.error]);
   const hits = Object.entries(s.limits_hit || {});
@@ -279,7 +294,7 @@ function addRecord(body, row, index, max) {
 // which the server prefers to the from_seq of the URL.
 function follow(url, onEvent, indicator) {
   const es = new EventSource(url);
-  es.addEventListener("tick", (e) => onEvent(JSON.parse(e.data), Number(e.lastEventId)));
+  if (onEvent) es.addEventListener("tick", (e) => onEvent(JSON.parse(e.data), Number(e.lastEventId)));
   es.onopen = () => { indicator.textContent = "live"; indicator.className = "live on"; };
   es.onerror = () => {
     const closed = es.readyState === EventSource.CLOSED;
@@ -398,6 +413,35 @@ async function verify(id) {
   }
 }
 
+async function send(id, ev) {
+  ev.preventDefault();
+  const text = $("#send-body").value;
+  let body = text;
+  if ($("#send-text").checked) body = JSON.stringify(text);
+  else try { JSON.parse(text); } catch (e) {
+    return showError(new Error("the message is not JSON (" + e.message + "); tick “as text” to send it as a string"));
+  }
+  try {
+    const r = await api("POST", agentPath(id, "/inbox"), body);
+    message("Message accepted (seq " + r.seq + ").");
+    $("#send-body").value = "";
+  } catch (e) { showError(e); }
+}
+
+// Two clicks: the first arms the button for 4 s.
+async function remove(id, button) {
+  if (!button.dataset.armed) {
+    button.dataset.armed = "1";
+    button.textContent = "Delete " + id + "?";
+    setTimeout(() => { delete button.dataset.armed; button.textContent = "Delete"; }, 4000);
+    return;
+  }
+  try {
+    await api("DELETE", agentPath(id));
+    location.hash = "#/agents";
+  } catch (e) { showError(e); }
+}
+
 async function showAgent(id, record) {
   const shown = show("agent");
   $("#agent-title").textContent = id;
@@ -408,6 +452,12 @@ async function showAgent(id, record) {
   for (const b of document.querySelectorAll("[data-ctl]")) b.onclick = () => ctl(id, b.dataset.ctl);
   $("#deadletter-requeue-all").onclick = () => requeue(id, "");
   $("#verify").onclick = () => verify(id);
+  $("#send-form").onsubmit = (ev) => send(id, ev);
+  const del = $("#agent-delete");
+  delete del.dataset.armed;
+  del.textContent = "Delete";
+  del.onclick = () => remove(id, del);
+  $("#outbox-rows").replaceChildren();
   $("#verify-result").textContent = "";
   ui.inspected = null;
   $("#inspector-close").onclick = () => {
@@ -421,8 +471,22 @@ async function showAgent(id, record) {
   if (ui.shown !== shown) return;
   const from = Math.max(0, s.trajectory_records - 50);
   const body = $("#timeline-rows");
-  follow(agentPath(id, "/fs/logs/trace?from_seq=" + from),
-    (r) => addRecord(body, recordRow(id, r), r.index, 500), $("#timeline-live"));
+  // A new record also refreshes the status (at most every 300 ms).
+  let pending = null;
+  follow(agentPath(id, "/fs/logs/trace?from_seq=" + from), (r) => {
+    addRecord(body, recordRow(id, r), r.index, 500);
+    pending = pending || setTimeout(() => {
+      pending = null;
+      if (ui.shown === shown) loadStatus(id).catch(() => {});
+    }, 300);
+  }, $("#timeline-live"));
+  // The last 20 outbox events, then live ones.
+  const outbox = $("#outbox-rows");
+  const stream = follow(agentPath(id, "/fs/outbox?from_seq=" + Math.max(0, s.outbox_next - 20)), null,
+    $("#outbox-live"));
+  stream.addEventListener("outbox", (e) => addRecord(outbox,
+    el("tr", { "data-index": e.lastEventId }, el("td", { class: "num" }, e.lastEventId),
+      el("td", { class: "mono" }, e.data)), Number(e.lastEventId), 200));
   loadDeadletter(id).catch(showError);
   if (record !== null && !Number.isNaN(record)) inspect(id, record);
   every(3000, () => { loadStatus(id).catch(() => {}); loadDeadletter(id).catch(() => {}); });
@@ -525,6 +589,9 @@ async function start() {
   $("#sign-out").addEventListener("click", signOut);
   $("#agents-refresh").addEventListener("click", () => loadAgents(false).catch(showError));
   $("#agents-more").addEventListener("click", () => loadAgents(true).catch(showError));
+  $("#agent-new").addEventListener("click", () => { $("#create-form").hidden = false; $("#create-id").focus(); });
+  $("#create-cancel").addEventListener("click", () => { $("#create-form").hidden = true; });
+  $("#create-form").addEventListener("submit", createAgent);
   $("#approvals-refresh").addEventListener("click", () => loadApprovals().catch(showError));
   $("#approvals-all").addEventListener("change", () => loadApprovals().catch(showError));
   window.addEventListener("hashchange", route);

@@ -104,8 +104,12 @@ class ControlCenterTest(unittest.TestCase):
     def test_2_timeline_inspector_and_ctl(self):
         self.b.navigate(self.base + "/#/agent/c1")
         self.b.wait_for("document.querySelector('#timeline-live').textContent == 'live'")
-        before = self.api("GET", "/v1/agents/c1/fs/status").json()["trajectory_records"]
+        status = self.api("GET", "/v1/agents/c1/fs/status").json()
+        before = status["trajectory_records"]
         self.b.wait_for("document.querySelectorAll('#timeline-rows tr').length == %d" % before)
+        # The outbox: what the counter emitted so far (its last 20 at most).
+        self.b.wait_for("document.querySelectorAll('#outbox-rows tr').length == %d"
+                        % min(20, status["outbox_next"] - 1))
 
         # New ticks appear live, newest first.
         self.api("POST", "/a/c1/", status=200)
@@ -233,6 +237,43 @@ class ControlCenterTest(unittest.TestCase):
         self.assertIn("ok", top)
         # Redacted: the HUD stream carries no hashes or payloads.
         self.assertNotIn("count", top)
+
+    def test_7_create_send_and_delete(self):
+        self.sign_in()  # the HUD test left no cookie
+        self.b.click("#agent-new")
+        self.b.fill("#create-id", "e2")
+        self.b.fill("#create-type", "echo")
+        self.b.click("#create-form button[type=submit]")
+        self.b.wait_for("location.hash == '#/agent/e2'")
+        self.assertEqual(self.api("GET", "/v1/agents/e2", status=200).json()["type"], "echo")
+        self.b.wait_for("document.querySelector('#outbox-live').textContent == 'live'")
+
+        # Not JSON: refused in the page, nothing sent.
+        self.b.fill("#send-body", "hello there")
+        self.b.click("#send-form button[type=submit]")
+        self.b.wait_for("document.querySelector('#error').textContent.includes('not JSON')")
+        # As text: a JSON string, which echo emits to its outbox.
+        self.b.click("#send-text")
+        self.b.click("#send-form button[type=submit]")
+        self.b.wait_for("document.querySelector('#agent-message').textContent.startsWith('Message accepted')")
+        self.b.wait_for("document.querySelectorAll('#outbox-rows tr').length == 1")
+        self.assertEqual(self.b.text("#outbox-rows tr td.mono"), '"hello there"')
+        events = self.api("GET", "/v1/agents/e2/fs/outbox").json()["events"]
+        self.assertEqual([e["payload"] for e in events], ['"hello there"'])
+        self.b.fill("#send-body", '{"n": 2}')
+        self.b.click("#send-text")  # off again: JSON as it is
+        self.b.click("#send-form button[type=submit]")
+        self.b.wait_for("document.querySelectorAll('#outbox-rows tr').length == 2")
+        self.assertEqual(self.b.text("#outbox-rows tr td.mono"), '{"n": 2}')
+
+        # Delete takes two clicks.
+        self.b.click("#agent-delete")
+        self.assertEqual(self.b.text("#agent-delete"), "Delete e2?")
+        self.api("GET", "/v1/agents/e2", status=200)
+        self.b.click("#agent-delete")
+        self.b.wait_for("location.hash == '#/agents'")
+        self.api("GET", "/v1/agents/e2", status=404)
+        self.b.wait_for("document.querySelector('#agents-rows tr[data-agent=\"e2\"]') === null")
 
 
 if __name__ == "__main__":

@@ -157,6 +157,8 @@ struct agent_status {
   /// Trajectory records committed (every attempt's); the last has index
   /// trajectory_records - 1.
   std::uint64_t trajectory_records = 0;
+  /// The seq the agent's next outbox event will get (seqs start at 1).
+  std::uint64_t outbox_next = 1;
 };
 
 /// Options of one inbox write.
