@@ -162,6 +162,10 @@ class ControlCenterTest(unittest.TestCase):
         self.assertEqual(indexes, list(range(n + 1, -1, -1)))
         self.assertEqual(self.b.evaluate("document.querySelector('#timeline-live').textContent"),
                          "live")
+        # While the server was down, the page's periodic reads failed to connect.
+        errors = self.b.page_errors()
+        self.assertTrue(all("ERR_CONNECTION_REFUSED" in e for e in errors), errors)
+        self.b.clear_errors()
 
     def test_4_deadletter_requeue(self):
         # A heartbeat with a bad config fails its init tick into the deadletter.
