@@ -25,7 +25,8 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+// The answer's JSON, or its text with `asText` (to keep 64-bit numbers).
+async function api(method, path, body, asText) {
   const init = { method, credentials: "same-origin", headers: {} };
   if (body !== undefined) {
     init.body = typeof body === "string" ? body : JSON.stringify(body);
@@ -44,7 +45,7 @@ async function api(method, path, body) {
     const err = data && data.error ? data.error : { code: "HTTP_" + res.status, message: text };
     throw new ApiError(res.status, err.code, err.message);
   }
-  return data;
+  return asText ? text : data;
 }
 
 const agentPath = (id, rest) => "/v1/agents/" + enc(id) + (rest || "");
@@ -340,10 +341,8 @@ function triggerSeq(text) {
 async function inspect(id, index) {
   let text;
   try {
-    const res = await fetch(agentPath(id, "/fs/logs/trajectory?from=" + index + "&limit=1"),
-      { credentials: "same-origin" });
-    text = await res.text();
-    if (!res.ok) throw new ApiError(res.status, "HTTP_" + res.status, text);
+    text = await api("GET", agentPath(id, "/fs/logs/trajectory?from=" + index + "&limit=1"),
+      undefined, true);
   } catch (e) { return showError(e); }
   const r = JSON.parse(text).records[0];
   if (!r || r.index !== index) return showError(new Error("no record " + index));

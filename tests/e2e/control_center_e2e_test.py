@@ -20,11 +20,6 @@ from browser import Browser  # noqa: E402
 from ticktockd_server import Server  # noqa: E402
 
 
-def js(s):
-    """A Python string as a JavaScript string literal."""
-    return json.dumps(s)
-
-
 class ControlCenterTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -57,9 +52,6 @@ class ControlCenterTest(unittest.TestCase):
         self.b.fill("#token", self.server.token)
         self.b.click("#sign-in-form button")
         self.b.wait_for("!document.querySelector('#nav').hidden")
-
-    def rows(self, selector):
-        return self.b.evaluate("document.querySelectorAll(%s).length" % js(selector))
 
     # -- the tests run in name order ---------------------------------------------
 
